@@ -1,0 +1,1 @@
+"""Converters from the datasets' own annotations and features to hvt_jax TFRecords."""

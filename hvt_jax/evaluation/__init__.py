@@ -1,0 +1,1 @@
+"""Metrics (numpy) and the evaluators that run a model over a split."""

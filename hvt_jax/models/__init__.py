@@ -1,0 +1,1 @@
+"""Flax NNX models: shared layers and one module per family."""
