@@ -1,0 +1,127 @@
+"""Shared config pieces: argument parsing and the HSE/FSE base config.
+
+``get_config(arg)`` in each file accepts ``"runlocal"`` plus ``key=value`` pairs, e.g.
+``--config configs/hse/activitynet_c3d.py:runlocal,tau=0,low=weak`` (BV's ``parse_arg``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses "flag,key=value,..." into a ConfigDict typed by ``defaults``."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"config arg {key!r} unknown; valid: {sorted(defaults)}")
+    kind = type(defaults[key])
+    if not value:
+      out[key] = True
+    elif kind is bool:
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      out[key] = kind(value)
+  return out
+
+
+# Logical parameter axes -> mesh axes. Data-parallel: parameters replicated, batch on
+# "data". FSDP: the hidden axis of every GRU/embedding is sharded over "data" too.
+DATA_PARALLEL_RULES = (("vocab", None), ("embed", None), ("hidden_in", None),
+                       ("hidden", "model"))
+FSDP_RULES = (("vocab", None), ("embed", None), ("hidden_in", None),
+              ("hidden", ("data", "model")))
+
+
+def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The HSE paper's settings (authors' code defaults; see hvt_jax/models/hse.py)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = dict(name=model, hidden=1024, word_dim=300, context_init=(model == "hse"),
+                 reconstruction=(model == "hse"), unroll=1, dtype="float32",
+                 word_vectors="auto")
+  c.input = dict(
+      data_dir="data/activitynet_captions", dataset="", modality="c3d",
+      train_split="train", max_clips=8, max_frames_per_clip=80, max_video_frames=80,
+      max_words=32, max_paragraph_words=256, clip_source="segments",
+      num_uniform_clips=4, clip_rule="authors", shuffle_buffer=1024)
+  c.loss = dict(
+      margin=0.2, hardest_negative=False, normalize="pairs",   # authors: all negatives / N²
+      cluster=True, cluster_bidirectional=True,
+      low="strong" if model == "hse" else "none",              # "strong" | "weak" | "none"
+      context_weight=1.0 if model == "hse" else 0.0,
+      tau=5e-4 if model == "hse" else 0.0, tau_low=1e-4,
+      recon_distance="l2")                                     # paper text: "squared_l2"
+  c.optax = dict(learning_rate=1e-3, decay_factor=0.1, decay_epochs=10, b1=0.9, b2=0.999,
+                 eps=1e-8, grad_clip=0.0)
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.num_epochs = 15
+  c.num_train_steps = 0            # 0: num_epochs × steps per epoch
+  c.mesh = [("data", -1), ("model", 1)]
+  c.sharding_rules = FSDP_RULES if arg.get("fsdp") else DATA_PARALLEL_RULES
+  c.checkpoint = dict(every_steps=500, max_to_keep=3)
+  c.checkpoint["async"] = True
+  c.log_every_steps = 50
+  c.eval_every_steps = 0           # 0: evaluate at the end only
+  c.max_steps_in_flight = 8
+  c.progress_bar = True
+  c.evals = dict(val=dict(type="retrieval", split="val_1"))
+  # Ablations from the command line (Table 3, supp. Table 2): tau=0, low=weak|none, ...
+  if arg.tau >= 0:
+    c.loss.tau = arg.tau
+  for key in ("low", "recon_distance"):
+    if arg[key]:
+      c.loss[key] = arg[key]
+  c.loss.hardest_negative = arg.hardest_negative
+  if arg.context_init:
+    c.model.context_init = arg.context_init.lower() in ("1", "true", "yes")
+  return c
+
+
+def base_arg(arg: str | None) -> ml_collections.ConfigDict:
+  return parse_arg(arg, runlocal=False, fsdp=False, tau=-1.0, low="", hardest_negative=False,
+                   recon_distance="", context_init="")
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> None:
+  """Tiny sizes that train in seconds on a laptop CPU (tests use these)."""
+  c.model.hidden = 32
+  c.model.word_dim = 16
+  c.model.word_vectors = "none"
+  c.input.max_clips = 4
+  c.input.max_frames_per_clip = 8
+  c.input.max_video_frames = 16
+  c.input.max_words = 8
+  c.input.max_paragraph_words = 24
+  c.input.shuffle_buffer = 64
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_epochs = 1
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.checkpoint.every_steps = 2
+  c.progress_bar = False
+
+
+def apply_demo(c: ml_collections.ConfigDict) -> None:
+  """Sizes for the synthetic demo: trains HSE and FSE in minutes on 2 CPU cores."""
+  c.input.data_dir = "data/demo"
+  c.input.modality = "frames"
+  c.input.max_clips = 5
+  c.input.max_frames_per_clip = 12
+  c.input.max_video_frames = 64
+  c.input.max_words = 12
+  c.input.max_paragraph_words = 64
+  c.input.shuffle_buffer = 2048
+  c.model.hidden = 128
+  c.model.word_dim = 32
+  c.model.word_vectors = "none"
+  c.batch_size = 64
+  c.eval_batch_size = 100
+  c.num_epochs = 15
+  c.optax.decay_epochs = 10
+  c.log_every_steps = 20
+  c.checkpoint.every_steps = 200
+  c.evals = dict(val=dict(type="retrieval", split="val"))

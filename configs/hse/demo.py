@@ -1,0 +1,12 @@
+"""HSE on the synthetic demo dataset (`hvt-prepare demo`): what `hvt-demo` trains."""
+
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.base_arg(arg)
+  c = common.hse_base("hse", arg)
+  common.apply_demo(c)
+  if arg.runlocal:
+    common.apply_runlocal(c)
+  return c

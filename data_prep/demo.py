@@ -1,0 +1,223 @@
+"""Synthetic demo dataset whose signal lives in the video -> clip -> frame hierarchy.
+
+    hvt-prepare demo --output DIR [--num-train 1500 --num-val 500 --seed 0 ...]
+
+Generative story (all parameters are arguments of `generate_demo`, defaults below):
+- A shared vocabulary of `num_events` events. Each event has a random prototype feature vector
+  (N(0, 1) per dim) and its own `words_per_event` content words (pseudo-words, disjoint
+  between events) with Zipf-like word weights; filler words ("a", "the", "then", "person",
+  ...) are shared by all events.
+- Events have Zipf-like popularity (`event_zipf`), so many videos share events and only the
+  combination and order of its clips identifies a video.
+- A video has 3-5 clips, each an event drawn by popularity; a clip has 4-12 frame rows, one
+  per second, = prototype + a per-video style offset (N(0, style_std)) + frame noise
+  (N(0, noise_std)). With the defaults a single frame is ambiguous (the noise along the line
+  between two prototypes is ~0.75 of half their distance), while a clip's mean is not.
+- Timestamps of row r are [r, r + 1] seconds; `segments` are the clips' time spans; sentence i
+  describes clip i: 5-10 words, each a content word of the clip's event with probability
+  `content_prob` (at least two content words), otherwise a filler.
+Splits "train" and "val" come from the same world; each split has its own random stream, so
+changing `num_val` does not change the training videos. The word vocabulary is built from the
+train sentences. Deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from data_prep import text
+from data_prep import writer
+
+NAME = "demo"
+MODALITY = "frames"
+FILLERS = ("a", "the", "then", "person", "and", "someone", "is", "now", "again", "they")
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+@dataclasses.dataclass
+class DemoData:
+  """Generated demo data (before writing).
+
+  Attributes:
+    records: split -> canonical records.
+    clip_events: split -> per video, the event id of each clip (aligned with sentences).
+    event_words: event id -> its content words.
+    fillers: filler words shared by all events.
+    vocab: word vocabulary built from the train sentences.
+    params: the generator parameters.
+  """
+  records: dict[str, list[dict]]
+  clip_events: dict[str, list[list[int]]]
+  event_words: list[list[str]]
+  fillers: list[str]
+  vocab: list[str]
+  params: dict
+
+
+def _pseudo_words(n: int, rng: np.random.Generator) -> list[str]:
+  """n distinct pronounceable pseudo-words (2-3 consonant-vowel syllables)."""
+  words: list[str] = []
+  seen = set(FILLERS)
+  while len(words) < n:
+    k = int(rng.integers(2, 4))
+    w = "".join(_CONSONANTS[rng.integers(len(_CONSONANTS))] + _VOWELS[rng.integers(len(_VOWELS))]
+                for _ in range(k))
+    if w not in seen:
+      seen.add(w)
+      words.append(w)
+  return words
+
+
+def _zipf(n: int, s: float) -> np.ndarray:
+  w = 1.0 / np.arange(1, n + 1) ** s
+  return w / w.sum()
+
+
+def _generate_split(split: str, num_videos: int, rng: np.random.Generator,
+                    prototypes: np.ndarray, popularity: np.ndarray, event_words: list[list[str]],
+                    word_weights: np.ndarray, p: dict) -> tuple[list[dict], list[list[int]]]:
+  """Samples one split's videos (records without tokens) and their clip events."""
+  num_events, dim = prototypes.shape
+  records, clip_events = [], []
+  for i in range(num_videos):
+    n_clips = int(rng.integers(p["min_clips"], p["max_clips"] + 1))
+    events = rng.choice(num_events, size=n_clips, p=popularity)
+    lengths = rng.integers(p["min_frames"], p["max_frames"] + 1, size=n_clips)
+    total = int(lengths.sum())
+    style = rng.normal(0.0, p["style_std"], size=dim)
+    frames = (np.repeat(prototypes[events], lengths, axis=0) + style
+              + rng.normal(0.0, p["noise_std"], size=(total, dim))).astype(np.float32)
+    ends = np.cumsum(lengths).astype(np.float32)
+    segments = np.stack([ends - lengths, ends], axis=1)
+    sentences = []
+    for e in events:
+      n_words = int(rng.integers(p["min_words"], p["max_words"] + 1))
+      n_content = max(2, int(rng.binomial(n_words, p["content_prob"])))
+      is_content = np.zeros(n_words, bool)
+      is_content[rng.choice(n_words, size=n_content, replace=False)] = True
+      content = rng.choice(len(event_words[e]), size=n_words, p=word_weights)
+      filler = rng.integers(len(FILLERS), size=n_words)
+      sentences.append(" ".join(event_words[e][c] if m else FILLERS[f]
+                                for m, c, f in zip(is_content, content, filler)))
+    r = np.arange(total, dtype=np.float32)
+    records.append({
+        "video_id": f"demo_{split}_{i:05d}", "duration": float(total), "split": split,
+        "label": "", "features": {MODALITY: frames},
+        "timestamps": {MODALITY: np.stack([r, r + 1], axis=1)},
+        "segments": segments, "sentences": sentences, "tokens": None,
+    })
+    clip_events.append([int(e) for e in events])
+  return records, clip_events
+
+
+def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
+                  feature_dim: int = 32, num_events: int = 48, words_per_event: int = 6,
+                  min_clips: int = 3, max_clips: int = 5, min_frames: int = 4,
+                  max_frames: int = 12, min_words: int = 5, max_words: int = 10,
+                  noise_std: float = 3.0, style_std: float = 0.5, event_zipf: float = 1.0,
+                  word_zipf: float = 1.0, content_prob: float = 0.6) -> DemoData:
+  """Generates the synthetic demo data (see the module docstring for the story).
+
+  Args:
+    num_train: number of train videos.
+    num_val: number of val videos.
+    seed: random seed; the output is a deterministic function of all arguments.
+    feature_dim: D of the "frames" modality.
+    num_events: size of the shared event vocabulary.
+    words_per_event: content words per event.
+    min_clips: fewest clips (events) per video.
+    max_clips: most clips per video.
+    min_frames: fewest frame rows (seconds) per clip.
+    max_frames: most frame rows per clip.
+    min_words: shortest sentence.
+    max_words: longest sentence.
+    noise_std: per-frame gaussian noise (prototypes have unit variance per dim).
+    style_std: per-video offset shared by all its frames.
+    event_zipf: exponent of the event popularity (0 = uniform).
+    word_zipf: exponent of the within-event content word distribution.
+    content_prob: probability that a word position holds a content word.
+
+  Returns:
+    A `DemoData` with canonical records (tokens encoded with the train vocabulary).
+  """
+  params = {k: v for k, v in locals().items()}
+  if not (1 <= min_clips <= max_clips and 1 <= min_frames <= max_frames
+          and 2 <= min_words <= max_words and num_events >= 1 and words_per_event >= 1):
+    raise ValueError(f"inconsistent demo parameters: {params}")
+  world = np.random.default_rng([seed, 0])
+  prototypes = world.normal(0.0, 1.0, size=(num_events, feature_dim))
+  # Popularity by a random rank, so popular events are not simply the low ids.
+  popularity = _zipf(num_events, event_zipf)[world.permutation(num_events)]
+  words = _pseudo_words(num_events * words_per_event, world)
+  event_words = [words[e * words_per_event:(e + 1) * words_per_event]
+                 for e in range(num_events)]
+  word_weights = _zipf(words_per_event, word_zipf)
+
+  records, clip_events = {}, {}
+  for stream, (split, n) in enumerate((("train", num_train), ("val", num_val)), start=1):
+    records[split], clip_events[split] = _generate_split(
+        split, n, np.random.default_rng([seed, stream]), prototypes, popularity, event_words,
+        word_weights, params)
+  vocab = text.build_word_vocab(s for r in records["train"] for s in r["sentences"])
+  index = {t: i for i, t in enumerate(vocab)}
+  for split_records in records.values():
+    for r in split_records:
+      r["tokens"] = [text.encode_words(s, index) for s in r["sentences"]]
+  return DemoData(records=records, clip_events=clip_events, event_words=event_words,
+                  fillers=list(FILLERS), vocab=vocab, params=params)
+
+
+def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool = True,
+               **params) -> str:
+  """Generates the demo data and writes it as a dataset; returns the dataset dir.
+
+  Args:
+    output_dir: data dir; the dataset goes to `output_dir/demo/<version>`.
+    num_shards: shards per split (None: by size, i.e. one shard for the default sizes).
+    verbose: print a summary.
+    **params: arguments of `generate_demo`.
+  """
+  started = time.time()
+  data = generate_demo(**params)
+  spec = writer.DatasetSpec(
+      name=NAME, modalities={MODALITY: int(data.params["feature_dim"])}, tokenizer="word",
+      vocab=data.vocab,
+      description="Synthetic demo data: events with prototype features and their own words.",
+      extra={"generator": data.params, "event_words": data.event_words,
+             "fillers": data.fillers,
+             "clip_events": {split: dict(zip((r["video_id"] for r in data.records[split]), ev))
+                             for split, ev in data.clip_events.items()}})
+  counter = writer.SkipCounter()
+  dataset_dir = writer.write_dataset(spec, data.records, output_dir, counter=counter,
+                                     num_shards=num_shards)
+  if verbose:
+    sizes = {split: len(r) for split, r in data.records.items()}
+    print(f"demo: {sizes} videos, {len(data.vocab)} words, {time.time() - started:.1f} s")
+    print(f"dataset: {dataset_dir}")
+  return dataset_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the demo flags to an argparse (sub)parser."""
+  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
+  parser.add_argument("--num-train", type=int, default=1500)
+  parser.add_argument("--num-val", type=int, default=500)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--feature-dim", type=int, default=32)
+  parser.add_argument("--num-events", type=int, default=48)
+  parser.add_argument("--noise-std", type=float, default=3.0)
+  parser.add_argument("--style-std", type=float, default=0.5)
+  parser.add_argument("--num-shards", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> str:
+  """Writes the demo dataset from parsed flags; returns the dataset dir."""
+  return write_demo(args.output, num_shards=args.num_shards, num_train=args.num_train,
+                    num_val=args.num_val, seed=args.seed, feature_dim=args.feature_dim,
+                    num_events=args.num_events, noise_std=args.noise_std,
+                    style_std=args.style_std)

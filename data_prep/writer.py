@@ -1,0 +1,710 @@
+"""Writes and reads hvt_jax datasets: TFRecord shards in a TFDS dataset directory.
+
+Every converter in `data_prep/` produces canonical records (one dict per video, see
+DESIGN.md "Canonical example schema") and hands them to `write_dataset`, which
+
+- validates each record against the `DatasetSpec` (feature dims, shapes, finite values,
+  `len(sentences) == len(tokens) == S`, token ids inside the vocabulary) and raises a
+  `ValueError` naming the video and the field on the first bad record;
+- serializes it with the TFDS feature connectors (optionally in worker processes) and writes
+  TFRecord shards named `<name>-<split>.tfrecord-<index>-of-<count>`;
+- writes `dataset_info.json` + `features.json` (loadable by `tfds.builder_from_directory` in a
+  fresh process), `metadata.json` (spec, per-split counts, skip/repair summary) and
+  `vocab.txt` (one token per line, line number = id);
+- does all of that in a hidden temporary directory that is renamed into place only when
+  complete, so an interrupted run never leaves a dataset that loads, and re-running replaces
+  the previous output.
+
+Layout: `write_dataset(spec, ..., output_dir)` writes `output_dir/<name>/<version>/`, the
+standard TFDS layout, so `tfds.load(name, data_dir=output_dir)` works as well as `load_split`.
+
+Parallelism: a split may be given as `map_records(fn, items)` instead of an iterable of
+records. `fn(item, counter) -> record | None` then runs (with validation and serialization) in
+`num_workers` spawned processes; only the serialized bytes and the skip/repair events travel
+back, in input order, so the output is identical for any `num_workers`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+VERSION = "1.0.0"
+# Shards roll over at this size when `num_shards` is not given: big enough for fast
+# sequential reads, small enough that a split has several shards to spread over hosts.
+TARGET_SHARD_BYTES = 128 * 1024 * 1024
+METADATA_FILE = "metadata.json"
+VOCAB_FILE = "vocab.txt"
+_MAX_EXAMPLES = 20
+_SCALAR_TEXT_FIELDS = ("video_id", "split", "label")
+
+
+@dataclasses.dataclass
+class DatasetSpec:
+  """What every record of a dataset looks like.
+
+  Attributes:
+    name: dataset name, e.g. "activitynet_captions"; also the TFDS dataset name and the
+      directory name under the output dir.
+    modalities: modality name -> feature dim D_m. Every record has all of them.
+    tokenizer: "word" or "wordpiece".
+    vocab: id -> token. For the word tokenizer id 0 is "<pad>" and id 1 is "<unk>".
+    description: free text stored in the TFDS DatasetInfo.
+    extra: JSON-serialisable extra metadata (class names, generator parameters, ...).
+  """
+  name: str
+  modalities: dict[str, int]
+  tokenizer: str
+  vocab: list[str]
+  description: str = ""
+  extra: dict = dataclasses.field(default_factory=dict)
+
+  def validate(self) -> None:
+    """Raises ValueError when the spec itself is unusable."""
+    if not self.name or not self.name.replace("_", "").isalnum() or not self.name.islower():
+      raise ValueError(f"DatasetSpec.name must be lower_snake_case, got {self.name!r}")
+    if not self.modalities:
+      raise ValueError("DatasetSpec.modalities is empty: a dataset needs at least one modality")
+    for m, d in self.modalities.items():
+      if not m or not m.replace("_", "").isalnum():
+        raise ValueError(f"modality name must be alphanumeric/underscore, got {m!r}")
+      if not isinstance(d, (int, np.integer)) or d <= 0:
+        raise ValueError(f"modality {m!r}: feature dim must be a positive int, got {d!r}")
+    if self.tokenizer not in ("word", "wordpiece"):
+      raise ValueError(f"DatasetSpec.tokenizer must be 'word' or 'wordpiece', got "
+                       f"{self.tokenizer!r}")
+    if not self.vocab:
+      raise ValueError("DatasetSpec.vocab is empty")
+    if len(set(self.vocab)) != len(self.vocab):
+      dup = [t for t, c in collections.Counter(self.vocab).items() if c > 1][:5]
+      raise ValueError(f"DatasetSpec.vocab has duplicate tokens, e.g. {dup}")
+    if any("\n" in t or "\r" in t for t in self.vocab):
+      raise ValueError("DatasetSpec.vocab tokens must not contain newlines (vocab.txt is "
+                       "one token per line)")
+    json.dumps(self.extra)  # Fails early (TypeError) on non-serialisable extra metadata.
+
+
+class SkipCounter:
+  """Counts repaired and skipped records with their reasons and the ids concerned.
+
+  Converters call `repair` when they fixed something in place (the record is kept) and `skip`
+  when they dropped a sentence or a video. Counts are per call (e.g. per sentence).
+  """
+
+  def __init__(self) -> None:
+    self._repaired: collections.Counter[str] = collections.Counter()
+    self._skipped: collections.Counter[str] = collections.Counter()
+    self._examples: dict[str, list[str]] = {}
+
+  def _note(self, reason: str, video_id: str) -> None:
+    ids = self._examples.setdefault(reason, [])
+    if len(ids) < _MAX_EXAMPLES and video_id not in ids:
+      ids.append(video_id)
+
+  def repair(self, reason: str, video_id: str) -> None:
+    """Counts one repair (the data was fixed and kept)."""
+    self._repaired[reason] += 1
+    self._note(reason, video_id)
+
+  def skip(self, reason: str, video_id: str) -> None:
+    """Counts one skip (a sentence or a video was dropped)."""
+    self._skipped[reason] += 1
+    self._note(reason, video_id)
+
+  def merge(self, other: SkipCounter | dict) -> None:
+    """Adds another counter (or its `summary()`) into this one, keeping example order."""
+    summary = other.summary() if isinstance(other, SkipCounter) else other
+    self._repaired.update(summary["repaired"])
+    self._skipped.update(summary["skipped"])
+    for reason, ids in summary["examples"].items():
+      for video_id in ids:
+        self._note(reason, video_id)
+
+  def summary(self) -> dict:
+    """Returns {"repaired": {reason: n}, "skipped": {reason: n}, "examples": {reason: ids}}.
+
+    `examples` holds the first 20 distinct video ids seen for each reason.
+    """
+    return {"repaired": dict(sorted(self._repaired.items())),
+            "skipped": dict(sorted(self._skipped.items())),
+            "examples": {r: list(v) for r, v in sorted(self._examples.items())}}
+
+  def format_table(self) -> str:
+    """A human-readable table of every reason, its count and a few example ids."""
+    rows = [("repaired", r, n) for r, n in sorted(self._repaired.items())]
+    rows += [("skipped", r, n) for r, n in sorted(self._skipped.items())]
+    if not rows:
+      return "No records repaired or skipped."
+    width = max(len(r) for _, r, _ in rows)
+    lines = [f"{'kind':8}  {'reason':{width}}  {'count':>7}  examples",
+             f"{'-' * 8}  {'-' * width}  {'-' * 7}  {'-' * 8}"]
+    for kind, reason, n in rows:
+      ids = self._examples.get(reason, [])
+      shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+      lines.append(f"{kind:8}  {reason:{width}}  {n:>7}  {shown}")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class MappedRecords:
+  """A split given as work items + a pure record builder (see `map_records`)."""
+  fn: Callable[[Any, SkipCounter], dict | None]
+  items: Sequence[Any]
+
+
+def map_records(fn: Callable[[Any, SkipCounter], dict | None],
+                items: Sequence[Any]) -> MappedRecords:
+  """Declares a split whose records `write_dataset` builds, possibly in parallel.
+
+  Args:
+    fn: picklable (module-level) function `fn(item, counter) -> record dict or None`. It
+      counts its own repairs/skips in `counter` and returns None for a skipped video. It runs
+      in a worker process when `num_workers > 1`, so it must not rely on global state that
+      the parent process set up after import.
+    items: picklable work items, one per video (e.g. the video's annotation).
+
+  Returns:
+    A `MappedRecords` to use as a value of `write_dataset`'s `splits`.
+  """
+  return MappedRecords(fn=fn, items=list(items))
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int = 1,
+                 desc: str | None = None, *, initializer: Callable[..., None] | None = None,
+                 initargs: tuple = (), window: int | None = None) -> Iterator[Any]:
+  """Yields `fn(item)` for every item, in input order, with a tqdm progress bar.
+
+  With `num_workers > 1` the calls run in a pool of *spawned* processes (fork is unsafe once
+  TensorFlow or h5py have started threads in the parent). At most `window` items are in flight,
+  so results that the consumer has not written yet never pile up in memory.
+
+  Args:
+    fn: picklable function of one item.
+    items: work items (a sequence, so the progress bar knows the total).
+    num_workers: number of processes; 1 runs everything in this process.
+    desc: progress bar label; None disables the bar.
+    initializer: optional per-worker setup function (also called once in-process when
+      `num_workers == 1`).
+    initargs: arguments of `initializer`.
+    window: maximum number of items submitted but not yet consumed (default 4 per worker).
+
+  Yields:
+    `fn(item)` for each item, in order. An exception in `fn` is re-raised here.
+  """
+  import tqdm  # pylint: disable=g-import-not-at-top
+
+  items = list(items)
+  bar = tqdm.tqdm(total=len(items), desc=desc, unit="video", disable=desc is None,
+                  mininterval=1.0, dynamic_ncols=True)
+  try:
+    if num_workers <= 1:
+      if initializer is not None:
+        initializer(*initargs)
+      for item in items:
+        yield fn(item)
+        bar.update(1)
+      return
+    ctx = multiprocessing.get_context("spawn")
+    window = window or 4 * num_workers
+    with ctx.Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
+      pending: collections.deque = collections.deque()
+      it = iter(items)
+      for item in it:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= window:
+          break
+      while pending:
+        result = pending.popleft().get()
+        for item in it:  # Refill one slot for every result consumed.
+          pending.append(pool.apply_async(fn, (item,)))
+          break
+        yield result
+        bar.update(1)
+  finally:
+    bar.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Feature connectors, validation and serialization.
+
+
+def make_features(spec: DatasetSpec):
+  """The TFDS `FeaturesDict` of the canonical schema for `spec`.
+
+  Arrays use `Encoding.BYTES` (raw float32 bytes): the default per-value proto encoding is
+  ~200x slower to write for [T, 500] features and stores exactly the same values.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def array(d: int):
+    return tfds.features.Tensor(shape=(None, d), dtype=np.float32, encoding="bytes")
+
+  return tfds.features.FeaturesDict({
+      "video_id": tfds.features.Text(),
+      "duration": tfds.features.Scalar(dtype=np.float32),
+      "split": tfds.features.Text(),
+      "label": tfds.features.Text(),
+      "features": tfds.features.FeaturesDict(
+          {m: array(d) for m, d in sorted(spec.modalities.items())}),
+      "timestamps": tfds.features.FeaturesDict(
+          {m: array(2) for m in sorted(spec.modalities)}),
+      "segments": array(2),
+      "sentences": tfds.features.Sequence(tfds.features.Text()),
+      "tokens": tfds.features.Sequence(tfds.features.Sequence(np.int32)),
+  })
+
+
+def _bad(record: dict, field: str, msg: str) -> ValueError:
+  vid = record.get("video_id", "<no video_id>") if isinstance(record, dict) else "<not a dict>"
+  return ValueError(f"invalid record for video {vid!r}, field {field!r}: {msg}")
+
+
+def _float_array(record: dict, field: str, value: Any, cols: int) -> np.ndarray:
+  """`value` as a finite float32 [N, cols] array, or a ValueError naming the field."""
+  try:
+    arr = np.asarray(value)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _bad(record, field, f"not an array ({e})") from e
+  if arr.size == 0 and arr.ndim < 2:  # [] or np.zeros(0): no rows.
+    arr = arr.reshape(0, cols)
+  if arr.dtype.kind not in "fiu":
+    raise _bad(record, field, f"expected a float array, got dtype {arr.dtype}")
+  if arr.ndim != 2 or arr.shape[1] != cols:
+    raise _bad(record, field, f"expected shape [N, {cols}], got {list(arr.shape)}")
+  arr = arr.astype(np.float32, copy=False)
+  if not np.isfinite(arr).all():
+    bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    raise _bad(record, field, f"non-finite values (NaN/Inf) in rows {bad_rows[:5].tolist()}")
+  return arr
+
+
+def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
+  """Checks one canonical record against the spec and returns a normalised copy.
+
+  Args:
+    record: canonical record (see DESIGN.md / DATA_API.md).
+    spec: the dataset spec.
+    split: the split the record is written to; `record["split"]` must equal it.
+
+  Returns:
+    The record with arrays as float32 numpy arrays and `duration` as a float.
+
+  Raises:
+    ValueError: naming the video id and the field, for the first problem found.
+  """
+  if not isinstance(record, dict):
+    raise _bad(record, "<record>", f"expected a dict, got {type(record).__name__}")
+  expected = {"video_id", "duration", "split", "label", "features", "timestamps", "segments",
+              "sentences", "tokens"}
+  if missing := sorted(expected - record.keys()):
+    raise _bad(record, missing[0], f"missing field(s) {missing}")
+  if extra := sorted(record.keys() - expected):
+    raise _bad(record, extra[0], f"unknown field(s) {extra}")
+  for field in _SCALAR_TEXT_FIELDS:
+    if not isinstance(record[field], str):
+      raise _bad(record, field, f"expected str, got {type(record[field]).__name__}")
+  if not record["video_id"]:
+    raise _bad(record, "video_id", "empty")
+  if record["split"] != split:
+    raise _bad(record, "split", f"is {record['split']!r} but the record is written to split "
+               f"{split!r}")
+  try:
+    duration = float(record["duration"])
+  except (TypeError, ValueError) as e:
+    raise _bad(record, "duration", f"not a number: {record['duration']!r}") from e
+  if not math.isfinite(duration) or duration <= 0:
+    raise _bad(record, "duration", f"must be finite and > 0, got {duration}")
+
+  out = dict(record, duration=duration, features={}, timestamps={})
+  for group in ("features", "timestamps"):
+    if not isinstance(record[group], dict) or set(record[group]) != set(spec.modalities):
+      got = sorted(record[group]) if isinstance(record[group], dict) else record[group]
+      raise _bad(record, group, f"modalities {got} != spec {sorted(spec.modalities)}")
+  for m, d in spec.modalities.items():
+    feats = _float_array(record, f"features/{m}", record["features"][m], d)
+    times = _float_array(record, f"timestamps/{m}", record["timestamps"][m], 2)
+    if len(times) != len(feats):
+      raise _bad(record, f"timestamps/{m}", f"{len(times)} rows but features/{m} has "
+                 f"{len(feats)}")
+    if (times[:, 0] > times[:, 1]).any():
+      raise _bad(record, f"timestamps/{m}", "a row has start > end")
+    out["features"][m], out["timestamps"][m] = feats, times
+  if all(len(f) == 0 for f in out["features"].values()):
+    raise _bad(record, "features", "every modality is missing (0 rows)")
+
+  segments = _float_array(record, "segments", record["segments"], 2)
+  if (segments[:, 0] > segments[:, 1]).any():
+    raise _bad(record, "segments", f"a segment has start > end: "
+               f"{segments[segments[:, 0] > segments[:, 1]][:3].tolist()}")
+  sentences, tokens = record["sentences"], record["tokens"]
+  if not isinstance(sentences, (list, tuple)) or not all(isinstance(s, str) for s in sentences):
+    raise _bad(record, "sentences", "expected a list of str")
+  if any(not s or s != s.strip() for s in sentences):
+    raise _bad(record, "sentences", "sentences must be stripped and non-empty")
+  if not isinstance(tokens, (list, tuple)):
+    raise _bad(record, "tokens", "expected a list of token-id lists")
+  if not len(sentences) == len(tokens) == len(segments):
+    raise _bad(record, "sentences", f"len(sentences)={len(sentences)}, len(tokens)="
+               f"{len(tokens)} and len(segments)={len(segments)} must be equal")
+  if not sentences and not record["label"]:
+    raise _bad(record, "sentences", "no sentences and no label: nothing to train on")
+  vocab_size = len(spec.vocab)
+  clean_tokens = []
+  for i, ids in enumerate(tokens):
+    arr = np.asarray(ids, dtype=np.int64).reshape(-1) if len(ids) else np.zeros(0, np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+      raise _bad(record, "tokens", f"sentence {i} has ids outside [0, {vocab_size}): "
+                 f"{arr.tolist()[:10]}")
+    clean_tokens.append(arr.astype(np.int32))
+  out.update(segments=segments, sentences=list(sentences), tokens=clean_tokens)
+  return out
+
+
+class _Serializer:
+  """Validates + serializes records of one spec (one instance per process)."""
+
+  def __init__(self, spec: DatasetSpec):
+    from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
+    self.spec = spec
+    self.features = make_features(spec)
+    self._serializer = example_serializer.ExampleSerializer(
+        self.features.get_serialized_info())
+
+  def __call__(self, record: dict, split: str) -> tuple[bytes, dict]:
+    rec = validate_record(record, self.spec, split)
+    encoded = self.features.encode_example(
+        dict(rec, tokens=[t.tolist() for t in rec["tokens"]]))
+    info = {"video_id": rec["video_id"],
+            "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
+    return self._serializer.serialize_example(encoded), info
+
+
+# Per-process state of the worker pool (set by `_init_worker`).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spec: DatasetSpec, fn: Callable, split: str) -> None:
+  _WORKER.update(serializer=_Serializer(spec), fn=fn, split=split)
+
+
+def _build_in_worker(item: Any) -> tuple[bytes | None, dict | None, dict]:
+  counter = SkipCounter()
+  record = _WORKER["fn"](item, counter)
+  if record is None:
+    return None, None, counter.summary()
+  data, info = _WORKER["serializer"](record, _WORKER["split"])
+  return data, info, counter.summary()
+
+
+def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] | MappedRecords,
+                        counter: SkipCounter, num_workers: int,
+                        serializer: _Serializer) -> Iterator[tuple[int, bytes, dict]]:
+  """Yields (input position, serialized example, info), merging worker skip counts."""
+  if isinstance(records, MappedRecords):
+    results = parallel_map(_build_in_worker, records.items, num_workers,
+                           desc=f"{spec.name}/{split}", initializer=_init_worker,
+                           initargs=(spec, records.fn, split))
+    for position, (data, info, counts) in enumerate(results):
+      counter.merge(counts)
+      if data is not None:
+        yield position, data, info
+  else:
+    for position, record in enumerate(records):
+      yield position, *serializer(record, split)
+
+
+# ----------------------------------------------------------------------------------------
+# Writing.
+
+
+class _ShardWriter:
+  """Writes one split's shards.
+
+  With a fixed shard count and a known number of input items, item i goes to shard
+  `i * num_shards // num_items` (contiguous, so reading without shuffling follows the input
+  order shard by shard); for an unsized iterable it goes round-robin; without a fixed count a
+  new shard starts every `TARGET_SHARD_BYTES`.
+  """
+
+  def __init__(self, directory: pathlib.Path, name: str, split: str, num_shards: int | None,
+               num_items: int | None):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    self._dir, self._prefix = directory, f"{name}-{split}.tfrecord"
+    self._fixed, self._num_items = num_shards, num_items
+    self._writers: list = []
+    self.lengths: list[int] = []
+    self.sizes: list[int] = []
+    if num_shards is not None:
+      for _ in range(num_shards):
+        self._open()
+
+  def _open(self) -> None:
+    path = self._dir / f"{self._prefix}-tmp{len(self._writers):05d}"
+    self._writers.append(self._tf.io.TFRecordWriter(os.fspath(path)))
+    self.lengths.append(0)
+    self.sizes.append(0)
+
+  def write(self, data: bytes, position: int) -> None:
+    """Writes one serialized example; `position` is its index among the input items."""
+    if self._fixed is not None and self._num_items:
+      idx = min(position * self._fixed // self._num_items, self._fixed - 1)
+    elif self._fixed is not None:
+      idx = position % self._fixed
+    else:
+      if not self._writers or self.sizes[-1] >= TARGET_SHARD_BYTES:
+        self._open()
+      idx = len(self._writers) - 1
+    self._writers[idx].write(data)
+    self.lengths[idx] += 1
+    self.sizes[idx] += len(data)
+
+  def close(self) -> tuple[list[int], int]:
+    """Closes all shards, renames them to the TFDS template; returns (lengths, bytes)."""
+    for w in self._writers:
+      w.close()
+    keep = [i for i, n in enumerate(self.lengths) if n > 0] or [0]
+    if not self._writers:  # An empty split still gets one (empty) shard file.
+      self._open()
+      self._writers[0].close()
+    for i in range(len(self._writers)):
+      if i not in keep:
+        (self._dir / f"{self._prefix}-tmp{i:05d}").unlink()
+    for new, old in enumerate(keep):
+      (self._dir / f"{self._prefix}-tmp{old:05d}").rename(
+          self._dir / f"{self._prefix}-{new:05d}-of-{len(keep):05d}")
+    return [self.lengths[i] for i in keep], sum(self.sizes)
+
+
+def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRecords],
+                  output_dir: str, *, counter: SkipCounter, num_shards: int | None = None,
+                  num_workers: int = 1) -> str:
+  """Writes TFRecord shards (a TFDS-loadable dataset) for each split.
+
+  Atomic: writes into a hidden temp dir and renames it into place when complete, so an
+  interrupted run never leaves a half-written dataset that loads; re-running into the same
+  output replaces it (idempotent: same records -> byte-identical files).
+
+  Args:
+    spec: the dataset spec (modalities and dims, tokenizer, vocab, extra metadata).
+    splits: split name -> records (an iterable of canonical record dicts, built in this
+      process) or `map_records(fn, items)` (built by `fn` in `num_workers` processes).
+    output_dir: the data dir; the dataset goes to `output_dir/<spec.name>/<VERSION>`.
+    counter: the converter's skip/repair counter; worker counts are merged into it, and its
+      summary is stored in the metadata.
+    num_shards: shards per split (round-robin, empty shards dropped); None rolls over to a
+      new shard every `TARGET_SHARD_BYTES`.
+    num_workers: processes for `MappedRecords` splits.
+
+  Returns:
+    The dataset directory (contains dataset_info.json, features.json, metadata.json,
+    vocab.txt and the shards).
+
+  Raises:
+    ValueError: on an invalid spec, or a record that does not match it (names the video and
+      the field); nothing is written to `output_dir/<name>/<VERSION>` in that case.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import dataset_info as dataset_info_lib  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
+
+  spec.validate()
+  if not splits:
+    raise ValueError("write_dataset: no splits given")
+  for split in splits:
+    if not split or not split.replace("_", "").isalnum():
+      raise ValueError(f"split name must be alphanumeric/underscore, got {split!r}")
+  if num_shards is not None and num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+
+  parent = pathlib.Path(output_dir) / spec.name
+  parent.mkdir(parents=True, exist_ok=True)
+  final = parent / VERSION
+  tmp = parent / f".tmp-{VERSION}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  tmp.mkdir()
+  try:
+    serializer = _Serializer(spec)
+    split_infos, counts = [], {}
+    missing: dict[str, dict[str, int]] = {}
+    for split, records in splits.items():
+      num_items = (len(records.items) if isinstance(records, MappedRecords)
+                   else len(records) if hasattr(records, "__len__") else None)
+      shards = _ShardWriter(tmp, spec.name, split, num_shards, num_items)
+      seen: set[str] = set()
+      missing[split] = {m: 0 for m in sorted(spec.modalities)}
+      for position, data, info in _serialized_records(spec, split, records, counter,
+                                                      num_workers, serializer):
+        if info["video_id"] in seen:
+          raise ValueError(f"invalid record for video {info['video_id']!r}, field 'video_id': "
+                           f"duplicate video id in split {split!r}")
+        seen.add(info["video_id"])
+        for m in info["missing"]:
+          missing[split][m] += 1
+        shards.write(data, position)
+      lengths, num_bytes = shards.close()
+      counts[split] = sum(lengths)
+      template = naming.ShardedFileTemplate(
+          data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,
+          split=split, filetype_suffix="tfrecord")
+      split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths,
+                                             num_bytes=num_bytes, filename_template=template))
+
+    metadata = {
+        "name": spec.name, "version": VERSION, "description": spec.description,
+        "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
+        "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
+        "splits": counts, "missing": missing, "counts": counter.summary(), "extra": spec.extra,
+    }
+    identity = dataset_info_lib.DatasetIdentity(
+        name=spec.name, version=tfds.core.Version(VERSION), data_dir=os.fspath(tmp),
+        module_name=__name__)
+    info = tfds.core.DatasetInfo(
+        builder=identity, description=spec.description or f"hvt_jax dataset {spec.name}",
+        features=serializer.features, metadata=tfds.core.MetadataDict(metadata))
+    info.set_file_format("tfrecord")
+    info.set_splits(tfds.core.SplitDict(split_infos))
+    info.write_to_directory(tmp)
+    (tmp / VOCAB_FILE).write_text("".join(t + "\n" for t in spec.vocab), encoding="utf-8")
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  # Swap in the finished directory; the old one (if any) is moved aside first and deleted
+  # only after the new one is in place, so some complete dataset exists at every moment
+  # except between the two renames.
+  old = None
+  if final.exists():
+    old = parent / f".old-{VERSION}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    final.rename(old)
+  tmp.rename(final)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+  return os.fspath(final)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading.
+
+
+def load_metadata(dataset_dir: str) -> dict:
+  """Returns the dataset metadata (no TensorFlow needed).
+
+  Args:
+    dataset_dir: a dataset directory (see `find_dataset_dir`).
+
+  Returns:
+    {"name", "version", "description", "modalities": {m: D}, "tokenizer", "vocab_size",
+     "vocab_file" (absolute path of vocab.txt), "splits": {split: n}, "missing":
+     {split: {m: n videos with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...}}.
+  """
+  path = pathlib.Path(dataset_dir) / METADATA_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: {dataset_dir!r} is not an hvt_jax dataset "
+                            "directory (use find_dataset_dir on the --output dir)")
+  meta = json.loads(path.read_text(encoding="utf-8"))
+  meta["vocab_file"] = os.fspath(pathlib.Path(dataset_dir).resolve() / meta["vocab_file"])
+  return meta
+
+
+def load_vocab(dataset_dir: str) -> list[str]:
+  """The vocabulary stored with the dataset (id -> token)."""
+  text = (pathlib.Path(dataset_dir) / VOCAB_FILE).read_text(encoding="utf-8")
+  return text.split("\n")[:-1]
+
+
+def _flatten_example(example: dict) -> dict:
+  flat = {}
+  for key, value in example.items():
+    if isinstance(value, dict):
+      for sub, v in value.items():
+        flat[f"{key}/{sub}"] = v
+    else:
+      flat[key] = value
+  return flat
+
+
+def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
+               read_config: Any = None):
+  """Reads one split as a `tf.data.Dataset` of decoded examples with flat keys.
+
+  Args:
+    dataset_dir: a dataset directory (see `find_dataset_dir`).
+    split: a split name, or any TFDS split expression ("train[:10%]", "val_1+val_2", the
+      output of `tfds.split_for_jax_process("train")`).
+    shuffle_files: shuffle the shard order (training).
+    read_config: optional `tfds.ReadConfig` (seeds, interleave, ...).
+
+  Returns:
+    A `tf.data.Dataset` of {"video_id": tf.string, "duration": tf.float32, "split": tf.string,
+    "label": tf.string, "features/<m>": float32 [T, D], "timestamps/<m>": float32 [T, 2],
+    "segments": float32 [S, 2], "sentences": tf.string [S],
+    "tokens": int32 tf.RaggedTensor [S, None]}.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = tfds.builder_from_directory(os.fspath(dataset_dir))
+  names = set(builder.info.splits.keys())
+  for part in str(split).split("+"):
+    base = part.split("[")[0].strip()
+    if base not in names:
+      raise ValueError(f"split {base!r} not in dataset {dataset_dir}: available "
+                       f"{sorted(names)}")
+  ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
+  return ds.map(_flatten_example, num_parallel_calls=None, deterministic=True)
+
+
+def _is_dataset_dir(path: pathlib.Path) -> bool:
+  return (path / "dataset_info.json").is_file() and (path / METADATA_FILE).is_file()
+
+
+def find_dataset_dir(data_dir: str, name: str | None = None) -> str:
+  """Resolves a dataset directory from itself or a parent holding exactly one dataset.
+
+  Args:
+    data_dir: the dataset dir itself, `<data_dir>/<name>`, or the `--output DATA_DIR` given to
+      hvt-prepare (searched up to three levels deep; hidden temp dirs are ignored).
+    name: if given, only datasets with this name match.
+
+  Returns:
+    The dataset directory.
+
+  Raises:
+    FileNotFoundError: if no dataset or more than one dataset matches (lists what was found).
+  """
+  root = pathlib.Path(data_dir)
+  if not root.is_dir():
+    raise FileNotFoundError(f"dataset dir {data_dir!r} does not exist")
+
+  def dataset_name(path: pathlib.Path) -> str:
+    return json.loads((path / METADATA_FILE).read_text(encoding="utf-8")).get("name", "")
+
+  if _is_dataset_dir(root):
+    if name is not None and dataset_name(root) != name:
+      raise FileNotFoundError(f"{data_dir!r} holds dataset {dataset_name(root)!r}, not "
+                              f"{name!r}")
+    return os.fspath(root)
+  found = []
+  frontier = [root]
+  for _ in range(3):
+    nxt = []
+    for d in frontier:
+      for child in sorted(d.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+          (found if _is_dataset_dir(child) else nxt).append(child)
+    frontier = nxt
+  matching = [p for p in found if name is None or dataset_name(p) == name]
+  if len(matching) == 1:
+    return os.fspath(matching[0])
+  listing = ", ".join(f"{p} ({dataset_name(p)})" for p in found) or "none"
+  what = f"dataset {name!r}" if name else "exactly one dataset"
+  raise FileNotFoundError(f"expected {what} under {data_dir!r}; found: {listing}")

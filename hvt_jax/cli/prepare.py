@@ -1,0 +1,75 @@
+"""`hvt-prepare <dataset> --output DATA_DIR [flags]`: converts a dataset to canonical TFRecords.
+
+Each converter is a module in `data_prep/` exposing `add_arguments(parser)` and
+`run(args) -> dataset dir`; it is registered by name in `CONVERTERS` (module paths, imported
+only when that dataset is converted, so one converter's optional dependencies never break
+another). `hvt-prepare demo --output DIR` writes the synthetic demo dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+# name -> converter module. Append one line per dataset.
+CONVERTERS: dict[str, str] = {
+    "demo": "data_prep.demo",
+    "activitynet_captions": "data_prep.activitynet_captions",
+}
+
+
+def _converter(name: str):
+  if name not in CONVERTERS:
+    raise SystemExit(f"hvt-prepare: unknown dataset {name!r}; valid: "
+                     f"{', '.join(sorted(CONVERTERS))}")
+  return importlib.import_module(CONVERTERS[name])
+
+
+def build_parser(dataset: str | None = None) -> argparse.ArgumentParser:
+  """The argument parser; only `dataset`'s converter is imported to add its flags."""
+  parser = argparse.ArgumentParser(
+      prog="hvt-prepare",
+      description="Convert a dataset to hvt_jax TFRecords (canonical schema).")
+  sub = parser.add_subparsers(dest="dataset", metavar="DATASET",
+                              help=f"one of: {', '.join(sorted(CONVERTERS))}")
+  sub.required = True
+  for name in sorted(CONVERTERS):
+    p = sub.add_parser(name, help=f"convert {name} ({CONVERTERS[name]})")
+    if name == dataset:
+      _converter(name).add_arguments(p)
+  return parser
+
+
+def prepare(argv: Sequence[str] | None = None) -> str:
+  """Parses `argv` and runs the named converter.
+
+  Args:
+    argv: arguments without the program name (default: sys.argv[1:]).
+
+  Returns:
+    The dataset directory written.
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  dataset = next((a for a in argv if not a.startswith("-")), None)
+  if dataset is not None and dataset not in CONVERTERS:
+    _converter(dataset)  # Exits with the list of valid names.
+  args = build_parser(dataset).parse_args(argv)
+  module = _converter(args.dataset)
+  return module.run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Entry point of the `hvt-prepare` console script (returns None: exit status 0).
+
+  A console-script wrapper calls `sys.exit(main())`, which would turn a returned path into
+  an error exit, so the dataset dir is printed by the converter instead.
+  """
+  prepare(argv)
+
+
+if __name__ == "__main__":
+  main()

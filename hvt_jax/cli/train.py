@@ -1,0 +1,28 @@
+"""hvt-train --config configs/<family>/<dataset>.py[:arg] --workdir DIR [--config.k=v ...].
+
+Resumes from DIR's latest checkpoint when there is one.
+"""
+
+from __future__ import annotations
+
+from absl import app
+
+from hvt_jax import train
+from hvt_jax.cli import common
+from hvt_jax.evaluation import retrieval
+
+
+def _main(argv):
+  del argv
+  config, workdir = common.startup()
+  results = train.train_and_evaluate(config, workdir)
+  if results:
+    print(retrieval.format_table({config.model.name: results}, sorted(results)))
+
+
+def main():
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,496 @@
+"""Cross-modal retrieval metrics in plain numpy (DESIGN.md, "Metric contracts").
+
+A similarity matrix has one row per query and one column per candidate; the correct
+candidate of query ``i`` is column ``i`` unless ``query_to_target`` says otherwise (one
+column or a set of columns per query). Every metric is derived from one number per query,
+its *rank*:
+
+  rank = (# candidates scoring strictly higher) + (# candidates tied with it + 1) / 2
+
+where "tied with it" counts the correct candidate itself. This is the 1-based average of
+the positions the tied candidates occupy, i.e. MMT's ``break_ties="averaging"`` plus one:
+a correct candidate tied with one other at the top gets rank 1.5, tied with two others at
+the top rank 2. A constant similarity matrix therefore scores (N + 1) / 2 for every query
+instead of a perfect rank 1, which is what an optimistic tie-break would report. With
+several correct candidates the query's rank is the best (smallest) rank among them, i.e.
+the rank of its highest-scoring correct candidate; other correct candidates tied with it
+still count in the tie.
+
+Metric definitions (keys of ``retrieval_metrics``):
+
+  R@k  percent of queries with rank <= k, for k in 1, 5, 10, 50
+  MdR  median of the 1-based ranks (``np.median``: the mean of the two middle ranks when
+       the number of queries is even)
+  MnR  mean of the 1-based ranks
+
+Differences from reference code, which matter when comparing with published numbers:
+
+* The HSE authors' reference code (Zhang, Hu and Sha, ECCV 2018) reports as "R@10" a value
+  computed with ``ranks < 50``, i.e. it is really R@50 (the paper's tables label that column
+  R@50), and computes the median rank as ``floor(median of 0-based ranks) + 1``, which for an
+  even number of queries can differ from the true median by 0.5. This module reports the true
+  R@10 and R@50 and MdR = ``np.median`` of the 1-based ranks, as DESIGN.md specifies.
+* MMT counts a tie-averaged 0-based rank ``c`` in R@k when ``c < k``; this module counts a
+  1-based rank ``r`` when ``r <= k``. They differ only for a half-integer rank just above k
+  (e.g. rank 5.5 is in MMT's R@5 but not in ours).
+
+For large splits, ``chunked_ranks`` computes the same ranks from embeddings chunk by chunk
+without ever holding the whole [Q, N] similarity matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+import logging
+import math
+import os
+
+import numpy as np
+
+RECALL_KS = (1, 5, 10, 50)
+METRIC_KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")
+
+# Rows per block when ranking a full similarity matrix: bounds the boolean temporaries of
+# the comparisons to about 16 M entries whatever the matrix size.
+_RANK_BLOCK_ENTRIES = 1 << 24
+_NORM_EPS = 1e-12
+
+QueryToTarget = Sequence[int] | Sequence[Sequence[int]] | np.ndarray | None
+
+
+def _check_similarity(similarity: np.ndarray) -> np.ndarray:
+  """Validates a similarity matrix: 2-D, real numbers, every entry finite."""
+  sim = np.asarray(similarity)
+  if sim.ndim != 2:
+    raise ValueError(
+        f"retrieval: similarity must be a 2-D [queries, candidates] array, got shape "
+        f"{sim.shape}")
+  if sim.shape[0] == 0 or sim.shape[1] == 0:
+    raise ValueError(f"retrieval: similarity has no queries or no candidates: {sim.shape}")
+  if sim.dtype == np.bool_ or not np.issubdtype(sim.dtype, np.number) or np.iscomplexobj(sim):
+    raise ValueError(f"retrieval: similarity must hold real numbers, got dtype {sim.dtype}")
+  if np.issubdtype(sim.dtype, np.floating):
+    n_bad = sim.size - int(np.count_nonzero(np.isfinite(sim)))
+    if n_bad:
+      raise ValueError(
+          f"retrieval: similarity has {n_bad} non-finite entries (NaN or inf) out of "
+          f"{sim.size}; ranks would be meaningless")
+  return sim
+
+
+def _targets_csr(query_to_target: QueryToTarget, num_queries: int,
+                 num_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+  """Flattens the query -> correct-column mapping into (row, column) pairs.
+
+  Args:
+    query_to_target: None (diagonal), a [Q] int array/list, a [Q, K] int array, or a
+      length-Q list whose items are ints or non-empty collections of ints.
+    num_queries: Q, the number of similarity rows.
+    num_candidates: N, the number of similarity columns.
+
+  Returns:
+    (rows, cols): two int64 arrays of equal length, sorted by row; every row in [0, Q)
+    appears at least once and every column is in [0, N).
+  """
+  if query_to_target is None:
+    if num_candidates < num_queries:
+      raise ValueError(
+          f"retrieval: ground truth on the diagonal needs at least as many candidates as "
+          f"queries, got {num_queries} queries and {num_candidates} candidates; pass "
+          f"query_to_target")
+    idx = np.arange(num_queries, dtype=np.int64)
+    return idx, idx.copy()
+
+  arr = None
+  if isinstance(query_to_target, np.ndarray) and query_to_target.dtype != object:
+    arr = query_to_target
+  elif not isinstance(query_to_target, np.ndarray):
+    # Fast path for the common flat list of ints; ragged lists and sets fall through to
+    # the per-query loop below (numpy refuses inhomogeneous lists with a ValueError).
+    try:
+      candidate = np.asarray(query_to_target)
+    except ValueError:
+      candidate = None
+    if candidate is not None and candidate.ndim in (1, 2) and np.issubdtype(
+        candidate.dtype, np.integer):
+      arr = candidate
+
+  if arr is not None:
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
+      raise ValueError(
+          f"retrieval: query_to_target array must be [Q] or [Q, K] integers, got shape "
+          f"{arr.shape} dtype {arr.dtype}")
+    if arr.shape[0] != num_queries:
+      raise ValueError(
+          f"retrieval: query_to_target has {arr.shape[0]} entries but similarity has "
+          f"{num_queries} rows")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+      raise ValueError("retrieval: query_to_target is [Q, 0]: every query needs a target")
+    cols = arr.reshape(num_queries, -1).astype(np.int64)
+    rows = np.repeat(np.arange(num_queries, dtype=np.int64), cols.shape[1])
+    cols = cols.reshape(-1)
+  else:
+    items = list(query_to_target)
+    if len(items) != num_queries:
+      raise ValueError(
+          f"retrieval: query_to_target has {len(items)} entries but similarity has "
+          f"{num_queries} rows")
+    rows_list, cols_list = [], []
+    for i, item in enumerate(items):
+      if isinstance(item, (set, frozenset)):
+        item = sorted(item)
+      try:
+        targets = np.asarray(item).reshape(-1)
+      except ValueError as e:
+        raise ValueError(f"retrieval: query_to_target[{i}] = {item!r} is not a list of ints") from e
+      if targets.size == 0:
+        raise ValueError(f"retrieval: query_to_target[{i}] is empty: query {i} has no target")
+      if not np.issubdtype(targets.dtype, np.integer):
+        raise ValueError(
+            f"retrieval: query_to_target[{i}] = {item!r}; target columns must be ints")
+      rows_list.append(np.full(targets.size, i, dtype=np.int64))
+      cols_list.append(targets.astype(np.int64))
+    rows = np.concatenate(rows_list)
+    cols = np.concatenate(cols_list)
+
+  bad = np.flatnonzero((cols < 0) | (cols >= num_candidates))
+  if bad.size:
+    raise ValueError(
+        f"retrieval: query_to_target[{rows[bad[0]]}] = {cols[bad[0]]} is out of range "
+        f"[0, {num_candidates}) ({bad.size} out-of-range target(s) in all)")
+  return rows, cols
+
+
+def _best_correct_scores(sim_rows: np.ndarray, rows: np.ndarray,
+                         cols: np.ndarray) -> np.ndarray:
+  """Highest score among each row's correct columns ([R] from an [R, N] block).
+
+  ``rows`` are local to ``sim_rows`` and cover every row. The highest-scoring correct
+  column is the one with the best rank, since the rank only decreases as the score grows.
+  """
+  scores = sim_rows[rows, cols]
+  best = np.full(sim_rows.shape[0], -np.inf, dtype=np.float64)
+  np.maximum.at(best, rows, scores.astype(np.float64))
+  # Compare in the matrix's own dtype: the gathered value is exactly a matrix entry, so
+  # equality with its copies in the row is exact (no rounding from a cast).
+  return best.astype(sim_rows.dtype) if np.issubdtype(sim_rows.dtype, np.floating) else best
+
+
+def _block_ranks(sim_rows: np.ndarray, best: np.ndarray) -> np.ndarray:
+  """Tie-averaged 1-based rank of score ``best[r]`` within row ``r`` of ``sim_rows``."""
+  threshold = best[:, None]
+  greater = np.count_nonzero(sim_rows > threshold, axis=1)
+  equal = np.count_nonzero(sim_rows == threshold, axis=1)
+  return greater + (equal + 1) / 2.0
+
+
+def _rank_rows(sim_rows: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+  """Ranks of a block of rows, in sub-blocks to bound the boolean temporaries."""
+  n_rows, n_cols = sim_rows.shape
+  step = max(1, _RANK_BLOCK_ENTRIES // max(n_cols, 1))
+  best = _best_correct_scores(sim_rows, rows, cols)
+  out = np.empty(n_rows, dtype=np.float64)
+  for start in range(0, n_rows, step):
+    stop = min(start + step, n_rows)
+    out[start:stop] = _block_ranks(sim_rows[start:stop], best[start:stop])
+  return out
+
+
+def ranks(similarity: np.ndarray, query_to_target: QueryToTarget = None) -> np.ndarray:
+  """1-based, tie-averaged rank of each query's correct candidate.
+
+  Args:
+    similarity: [Q, N] real array, higher is more similar; every entry finite.
+    query_to_target: None for ground truth on the diagonal (needs N >= Q); else, per query,
+      its correct column as an int, or its correct columns as a list/set/array of ints
+      (the query's rank is then the best rank among them). A [Q] or [Q, K] int array works.
+
+  Returns:
+    [Q] float64 ranks in [1, N]; half-integers where the correct score ties with others.
+
+  Raises:
+    ValueError: on a non-2-D, empty or non-finite matrix, or a bad ``query_to_target``.
+  """
+  sim = _check_similarity(similarity)
+  rows, cols = _targets_csr(query_to_target, *sim.shape)
+  return _rank_rows(sim, rows, cols)
+
+
+def metrics_from_ranks(rank_values: np.ndarray) -> dict[str, float]:
+  """Recall at 1/5/10/50 (percent), median and mean rank from 1-based ranks.
+
+  Args:
+    rank_values: [Q] 1-based ranks (floats allowed: tie-averaged ranks are half-integers).
+
+  Returns:
+    {"R@1", "R@5", "R@10", "R@50", "MdR", "MnR"} as Python floats. R@k counts rank <= k;
+    MdR is ``np.median`` of the ranks.
+  """
+  r = np.asarray(rank_values, dtype=np.float64)
+  if r.ndim != 1 or r.size == 0:
+    raise ValueError(f"retrieval: ranks must be a non-empty 1-D array, got shape {r.shape}")
+  if not np.all(np.isfinite(r)) or np.any(r < 1):
+    raise ValueError("retrieval: ranks must be finite and >= 1 (they are 1-based)")
+  metrics = {f"R@{k}": float(100.0 * np.mean(r <= k)) for k in RECALL_KS}
+  metrics["MdR"] = float(np.median(r))
+  metrics["MnR"] = float(np.mean(r))
+  return metrics
+
+
+def retrieval_metrics(similarity: np.ndarray,
+                      query_to_target: QueryToTarget = None) -> dict[str, float]:
+  """Retrieval metrics of a query-by-candidate similarity matrix.
+
+  Definitions are in the module docstring. In short: ranks are 1-based and tie-averaged
+  (a correct score tied with one other at the top has rank 1.5); ``R@k`` is the percent of
+  queries with rank <= k (a true R@k: the HSE authors' code reports R@50 under the name
+  "R@10"); ``MdR`` is the numpy median of the 1-based ranks (the HSE code uses
+  floor(median of 0-based ranks) + 1); ``MnR`` their mean.
+
+  Args:
+    similarity: [Q, N] real array, rows are queries and columns candidates.
+    query_to_target: None for ground truth on the diagonal; else per query an int column
+      or a collection of int columns (multiple correct candidates), as in ``ranks``.
+
+  Returns:
+    {"R@1", "R@5", "R@10", "R@50", "MdR", "MnR"} as Python floats.
+
+  Raises:
+    ValueError: if ``similarity`` is not 2-D, has non-finite entries (the message gives
+      their count), or ``query_to_target`` has the wrong length or out-of-range indices.
+  """
+  return metrics_from_ranks(ranks(similarity, query_to_target))
+
+
+def recall_curve(ranks_or_similarity: np.ndarray, max_rank: int | None = None,
+                 query_to_target: QueryToTarget = None) -> tuple[np.ndarray, np.ndarray]:
+  """Recall (percent) as a function of the rank cut-off, for recall-vs-rank plots.
+
+  Args:
+    ranks_or_similarity: [Q] 1-based ranks (e.g. from ``ranks``) or a [Q, N] similarity
+      matrix, which is ranked with ``query_to_target`` first.
+    max_rank: largest cut-off; defaults to N for a matrix, else ceil(max rank), so the
+      curve ends at 100 %.
+    query_to_target: as in ``ranks``; only used with a similarity matrix.
+
+  Returns:
+    (rank_values, recall_percent): [max_rank] int64 cut-offs 1..max_rank and [max_rank]
+    float64 percent of queries with rank <= cut-off.
+  """
+  x = np.asarray(ranks_or_similarity)
+  if x.ndim == 2:
+    r = ranks(x, query_to_target)
+    default_max = x.shape[1]
+  elif x.ndim == 1:
+    if query_to_target is not None:
+      raise ValueError("retrieval: query_to_target only applies to a similarity matrix")
+    r = x.astype(np.float64)
+    metrics_from_ranks(r)  # validates: non-empty, finite, >= 1
+    default_max = int(math.ceil(float(r.max())))
+  else:
+    raise ValueError(
+        f"retrieval: recall_curve takes [Q] ranks or a [Q, N] matrix, got shape {x.shape}")
+  if max_rank is None:
+    max_rank = default_max
+  if max_rank < 1:
+    raise ValueError(f"retrieval: max_rank must be >= 1, got {max_rank}")
+  cutoffs = np.arange(1, max_rank + 1, dtype=np.int64)
+  # searchsorted on the sorted ranks counts ranks <= each cut-off in O((Q + K) log Q).
+  counts = np.searchsorted(np.sort(r), cutoffs, side="right")
+  return cutoffs, 100.0 * counts / r.size
+
+
+def _check_embeddings(x: np.ndarray, name: str, chunk_size: int) -> tuple[np.ndarray, int]:
+  """Validates [M, D] embeddings; returns the array and its count of zero-norm rows."""
+  arr = np.asarray(x)
+  if arr.ndim != 2:
+    raise ValueError(f"retrieval: {name} must be a 2-D [rows, dim] array, got {arr.shape}")
+  if arr.shape[0] == 0:
+    raise ValueError(f"retrieval: {name} has no rows")
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    raise ValueError(f"retrieval: {name} must hold real numbers, got dtype {arr.dtype}")
+  n_bad, n_zero = 0, 0
+  # In chunks, so the check never holds a second full-size copy.
+  for start in range(0, arr.shape[0], chunk_size):
+    block = arr[start:start + chunk_size].astype(np.float32)
+    finite = np.isfinite(block)
+    n_bad += block.size - int(np.count_nonzero(finite))
+    n_zero += int(np.count_nonzero(~np.any(block != 0, axis=1)))
+  if n_bad:
+    raise ValueError(f"retrieval: {name} has {n_bad} non-finite entries (NaN or inf)")
+  return arr, n_zero
+
+
+def _prepare(block: np.ndarray, normalize: bool) -> np.ndarray:
+  out = block.astype(np.float32)
+  if normalize:
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out /= np.maximum(norms, _NORM_EPS)
+  return out
+
+
+def _similarity_row_blocks(queries: np.ndarray, targets: np.ndarray, chunk_size: int,
+                           normalize: bool) -> Iterator[tuple[int, int, np.ndarray]]:
+  """Yields (start, stop, [stop - start, N] float32 similarity rows), chunk by chunk.
+
+  Both the query and the target side are normalized one chunk at a time, so the only
+  large allocation is the [chunk_size, N] output block. ``chunked_similarity`` and
+  ``chunked_ranks`` share this generator, so their similarities are bit-identical.
+  """
+  if chunk_size < 1:
+    raise ValueError(f"retrieval: chunk_size must be >= 1, got {chunk_size}")
+  queries, q_zero = _check_embeddings(queries, "queries", chunk_size)
+  targets, t_zero = _check_embeddings(targets, "targets", chunk_size)
+  if queries.shape[1] != targets.shape[1]:
+    raise ValueError(
+        f"retrieval: queries have dim {queries.shape[1]} but targets dim {targets.shape[1]}")
+  if normalize and (q_zero or t_zero):
+    # Cosine is undefined for a zero vector; like torch's F.normalize we keep it at zero,
+    # so it scores 0 against everything. Logged, since it usually means a padding bug.
+    logging.warning("retrieval: %d zero query rows and %d zero target rows get cosine 0",
+                    q_zero, t_zero)
+  num_q, num_t = queries.shape[0], targets.shape[0]
+  for start in range(0, num_q, chunk_size):
+    stop = min(start + chunk_size, num_q)
+    q = _prepare(queries[start:stop], normalize)
+    block = np.empty((stop - start, num_t), dtype=np.float32)
+    for t_start in range(0, num_t, chunk_size):
+      t_stop = min(t_start + chunk_size, num_t)
+      block[:, t_start:t_stop] = q @ _prepare(targets[t_start:t_stop], normalize).T
+    yield start, stop, block
+
+
+def chunked_similarity(queries: np.ndarray, targets: np.ndarray, chunk_size: int = 1024,
+                       normalize: bool = True) -> np.ndarray:
+  """Cosine (or dot-product) similarity computed in chunks, in float32.
+
+  Args:
+    queries: [Q, D] real array of query embeddings, all finite.
+    targets: [N, D] real array of candidate embeddings, all finite.
+    chunk_size: rows (of either side) normalized and multiplied at a time.
+    normalize: L2-normalize both sides first (cosine similarity); False gives dot products.
+      Zero rows stay zero (their cosine with everything is 0, logged as a warning).
+
+  Returns:
+    [Q, N] float32 similarity matrix.
+  """
+  q_rows = np.asarray(queries).shape[0] if np.ndim(queries) == 2 else 0
+  n_rows = np.asarray(targets).shape[0] if np.ndim(targets) == 2 else 0
+  out = np.empty((q_rows, n_rows), dtype=np.float32)
+  for start, stop, block in _similarity_row_blocks(queries, targets, chunk_size, normalize):
+    out[start:stop] = block
+  return out
+
+
+def chunked_ranks(queries: np.ndarray, targets: np.ndarray,
+                  query_to_target: QueryToTarget = None, chunk_size: int = 1024,
+                  normalize: bool = True) -> np.ndarray:
+  """Tie-averaged ranks from embeddings, never holding the full [Q, N] similarity.
+
+  Peak memory is one [chunk_size, N] float32 block plus chunk-sized normalized copies.
+  The result equals ``ranks(chunked_similarity(queries, targets, chunk_size, normalize),
+  query_to_target)`` exactly (same blocks, same float32 arithmetic).
+
+  Args:
+    queries: [Q, D] real array of query embeddings.
+    targets: [N, D] real array of candidate embeddings.
+    query_to_target: as in ``ranks`` (None: query i's target is candidate i).
+    chunk_size: query rows (and target rows) processed at a time.
+    normalize: cosine similarity if True, else dot products.
+
+  Returns:
+    [Q] float64 1-based tie-averaged ranks; feed them to ``metrics_from_ranks``.
+  """
+  q_shape, t_shape = np.shape(queries), np.shape(targets)
+  if len(q_shape) != 2 or len(t_shape) != 2:
+    raise ValueError(
+        f"retrieval: queries and targets must be 2-D, got {q_shape} and {t_shape}")
+  rows, cols = _targets_csr(query_to_target, q_shape[0], t_shape[0])
+  order = np.argsort(rows, kind="stable")
+  rows, cols = rows[order], cols[order]
+  out = np.empty(q_shape[0], dtype=np.float64)
+  for start, stop, block in _similarity_row_blocks(queries, targets, chunk_size, normalize):
+    lo, hi = np.searchsorted(rows, [start, stop])
+    out[start:stop] = _rank_rows(block, rows[lo:hi] - start, cols[lo:hi])
+  return out
+
+
+def plot_recall_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str,
+                       title: str = "") -> None:
+  """Writes a recall-vs-rank PNG, one line per curve (as Fig. 1 of the HSE supplement).
+
+  Args:
+    curves: name (e.g. "p2v", "v2p") -> (rank_values [K], recall_percent [K]), as returned
+      by ``recall_curve``.
+    path: output PNG file; parent folders are created.
+    title: figure title.
+  """
+  if not curves:
+    raise ValueError("retrieval: plot_recall_curves needs at least one curve")
+  checked = {}
+  for name, (x, y) in curves.items():
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape or x.size == 0:
+      raise ValueError(
+          f"retrieval: curve {name!r} needs equal-length non-empty 1-D arrays, got "
+          f"{x.shape} and {y.shape}")
+    if np.any(x <= 0):
+      raise ValueError(f"retrieval: curve {name!r} has ranks <= 0 (the x axis is log scale)")
+    checked[name] = (x, y)
+
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  # Headless: eval jobs run without a display; set before pyplot picks a backend.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(5, 4))
+  try:
+    for name, (x, y) in checked.items():
+      ax.plot(x, y, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("Rank")
+    ax.set_ylabel("Recall (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    if title:
+      ax.set_title(title)
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+      os.makedirs(parent, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+  finally:
+    plt.close(fig)
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str],
+                 precision: int = 2, name_header: str = "model") -> str:
+  """Plain-text table of metrics, one model per row, for side-by-side CLI output.
+
+  Args:
+    rows: model name -> {metric name: value}; a missing metric prints as "-".
+    columns: metric names, in column order.
+    precision: digits after the decimal point.
+    name_header: header of the first (name) column.
+
+  Returns:
+    The table as a string: header, a rule, one line per model; numbers right-aligned.
+  """
+  header = [name_header, *columns]
+  body = []
+  for name, metrics in rows.items():
+    cells = [str(name)]
+    for col in columns:
+      value = metrics.get(col)
+      cells.append("-" if value is None else f"{float(value):.{precision}f}")
+    body.append(cells)
+  widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+  def fmt(cells: list[str]) -> str:
+    first = cells[0].ljust(widths[0])
+    rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+    return "  ".join([first, *rest]).rstrip()
+
+  lines = [fmt(header), "  ".join("-" * w for w in widths)]
+  lines.extend(fmt(cells) for cells in body)
+  return "\n".join(lines)

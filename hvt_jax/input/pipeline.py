@@ -1,0 +1,122 @@
+"""tf.data pipelines from canonical TFRecords to global, sharded jax.Array batches.
+
+One pipeline for every family: the family only contributes its *view* (``VIEWS``).
+Train: per-process shard, per-epoch seeded shuffle, exact resume, view, batch.
+Eval: every example exactly once, the last batch padded with ``example_mask = False``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from data_prep import writer
+from hvt_jax.input import hse_view
+
+# Model name -> view builder: (decoded example, config.input) -> fixed-shape features.
+VIEWS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
+    "hse": hse_view.hse_view,
+    "fse": hse_view.hse_view,
+}
+# Host-side statistics that a view returns but models do not consume.
+_STAT_KEYS = ("num_clips", "num_sentences")
+
+
+def get_view(model_name: str) -> Callable[..., dict[str, tf.Tensor]]:
+  if model_name not in VIEWS:
+    raise ValueError(f"no input view for model {model_name!r}; valid: {sorted(VIEWS)}")
+  return VIEWS[model_name]
+
+
+def dataset_info(config: Any) -> tuple[str, dict[str, Any]]:
+  """Returns (dataset dir, metadata) for ``config.input.data_dir``."""
+  data_dir = writer.find_dataset_dir(config.input.data_dir,
+                                     config.input.get("dataset") or None)
+  return data_dir, writer.load_metadata(data_dir)
+
+
+def _local_count(total: int) -> int:
+  """Examples this process sees after ``Dataset.shard(process_count, process_index)``."""
+  pc, pi = jax.process_count(), jax.process_index()
+  return len(range(pi, total, pc))
+
+
+def local_batch_size(global_batch: int) -> int:
+  if global_batch % jax.process_count():
+    raise ValueError(f"batch_size={global_batch} is not divisible by the "
+                     f"{jax.process_count()} processes")
+  return global_batch // jax.process_count()
+
+
+def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int]:
+  data_dir, meta = dataset_info(config)
+  if split not in meta["splits"]:
+    raise ValueError(f"split {split!r} not in dataset {data_dir} "
+                     f"(splits: {sorted(meta['splits'])})")
+  ds = writer.load_split(data_dir, split)
+  ds = ds.shard(jax.process_count(), jax.process_index())
+  return ds, int(meta["splits"][split])
+
+
+def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
+  """Infinite training stream of local batches, positioned at ``start_step``.
+
+  Each epoch is shuffled with seed ``config.seed + epoch``, so the order is a pure function
+  of the step: a resumed run skips to exactly the example where the previous one stopped
+  (at most one epoch of records is skipped, before decoding into views).
+  """
+  ds, total = _views(config, config.input.train_split)
+  n_local = _local_count(total)
+  batch = local_batch_size(config.batch_size)
+  if n_local < batch:
+    raise ValueError(f"split {config.input.train_split!r} has {n_local} examples on this "
+                     f"process, fewer than one batch ({batch})")
+  position = start_step * batch
+  first_epoch, offset = divmod(position, n_local)
+  view = get_view(config.model.name)
+  buffer = min(config.input.shuffle_buffer, n_local)
+
+  def epoch(e):
+    return ds.shuffle(buffer, seed=tf.cast(config.seed, tf.int64) * 100003 + e,
+                      reshuffle_each_iteration=False)
+
+  # Shuffle, then repeat (epochs), then map: boundaries between epochs stay clean.
+  stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
+  stream = stream.map(lambda ex: view(ex, config.input),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+  return stream.batch(batch, drop_remainder=True).prefetch(2)
+
+
+def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
+  """Every example of ``split`` once, padded to whole global batches.
+
+  Returns:
+    (dataset of local batches, number of batches, number of real examples).
+  """
+  ds, total = _views(config, split)
+  view = get_view(config.model.name)
+  ds = ds.map(lambda ex: view(ex, config.input), num_parallel_calls=tf.data.AUTOTUNE)
+  batch = local_batch_size(config.eval_batch_size)
+  steps = max(1, math.ceil(total / config.eval_batch_size))
+  n_pad = steps * batch - _local_count(total)
+  pad = tf.data.Dataset.from_tensors(
+      tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec))
+  ds = ds.concatenate(pad.repeat(n_pad)).batch(batch, drop_remainder=True)
+  return ds.prefetch(2), steps, total
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global jax.Arrays sharded over the mesh's "data" axis."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items() if k not in _STAT_KEYS}
+
+
+def iterate(ds: tf.data.Dataset, mesh: Mesh) -> Iterator[dict[str, jax.Array]]:
+  for batch in ds.as_numpy_iterator():
+    yield to_global(batch, mesh)

@@ -1,0 +1,256 @@
+"""HSE (hierarchical sequence embedding) and its flat baseline FSE (Zhang et al., ECCV 2018).
+
+HSE encodes frames -> clips -> video and words -> sentences -> paragraph with GRUs (Eq. 3),
+and trains with high/low-level match and cluster losses (Eq. 4-7), layer-wise reconstruction
+(Eq. 8-10) and, for weak correspondence, the averaged low-level match (Eq. 13-14).
+
+Where the authors' PyTorch code (which produced the published tables) differs from the paper
+text, the config offers both and defaults to the code (``configs/hse/common.py`` lists them):
+  * encoders: one-layer unidirectional GRU, embedding = channel-wise max over valid outputs,
+    no projection layer, no dropout, Xavier-uniform per gate block, zero biases;
+  * ``model.context_init``: the high-level GRU starts from the low-level encoder's embedding of
+    the whole video (<= 80 uniformly subsampled frames) / whole paragraph (paper text: h0 = 0),
+    and ``loss.context_weight`` adds a match loss on that context pair;
+  * reconstruction: GRU decoders fed the parent vector at every step with h0 = 0, whose hidden
+    states are the reconstructions; the frame/word decoders decode the *reconstructed*
+    clip/sentence vectors; targets are stop-gradient; per-row L2 distance (``loss.recon_distance``
+    = "squared_l2" is Eq. 10's text); clip/sentence weight ``loss.tau`` = 5e-4 and frame/word
+    weight ``loss.tau_low`` = 1e-4 (the text has a single τ: set tau_low = tau).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hvt_jax import losses
+from hvt_jax.models import layers
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class HSEConfig:
+  """Architecture hyperparameters shared by HSE and FSE."""
+  video_dim: int
+  vocab_size: int
+  word_dim: int = 300
+  hidden: int = 1024
+  context_init: bool = True          # authors' code; False = paper text (h0 = 0)
+  reconstruction: bool = True        # build the decoders (needed when loss.tau > 0)
+  unroll: int = 1
+  dtype: str = "float32"
+
+  @classmethod
+  def from_config(cls, model_cfg: Any, video_dim: int, vocab_size: int) -> "HSEConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in model_cfg.items() if k in fields}
+    return cls(video_dim=video_dim, vocab_size=vocab_size, **kwargs)
+
+
+class WordEmbedding(nnx.Module):
+  """Trainable word embeddings, optionally initialised from word vectors (GloVe)."""
+
+  def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs,
+               init: jax.Array | None = None):
+    if init is None:
+      init = jax.random.normal(rngs.params(), (vocab_size, dim)) * 0.1
+      init = init.at[0].set(0.0)  # id 0 is padding
+    elif tuple(init.shape) != (vocab_size, dim):
+      raise ValueError(f"word vectors have shape {tuple(init.shape)}, "
+                       f"expected [vocab_size={vocab_size}, word_dim={dim}]")
+    self.table = layers._param(jnp.asarray(init, jnp.float32), ("vocab", "embed"))
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.table[...], ids, axis=0)
+
+
+def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
+            data_dir: str | None = None):
+  """Builds HSE/FSE from the run config and dataset metadata (shared ``create``).
+
+  ``config.model.word_vectors``: "auto" loads ``<data_dir>/word_vectors.npy`` when the
+  converter attached one (GloVe init, as the paper), "none" = random init, or a path.
+  """
+  modality = config.input.modality
+  if modality not in meta["modalities"]:
+    raise ValueError(f"config.input.modality={modality!r} not in the dataset "
+                     f"(modalities: {sorted(meta['modalities'])})")
+  cfg = HSEConfig.from_config(config.model, video_dim=int(meta["modalities"][modality]),
+                              vocab_size=int(meta["vocab_size"]))
+  source = config.model.get("word_vectors", "auto")
+  path = None
+  if source == "auto" and data_dir:
+    candidate = os.path.join(data_dir, "word_vectors.npy")
+    path = candidate if os.path.exists(candidate) else None
+  elif source not in ("auto", "none"):
+    path = source
+  vectors = None
+  if path:
+    vectors = np.load(path)
+    if vectors.shape[1] != cfg.word_dim:
+      cfg = dataclasses.replace(cfg, word_dim=int(vectors.shape[1]))
+  return cls(cfg, rngs=rngs, word_vectors=vectors)
+
+
+def _dtype(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
+class HSE(nnx.Module):
+  """Hierarchical sequence embedding of videos and paragraphs."""
+
+  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
+               word_vectors: jax.Array | None = None):
+    self.cfg = cfg
+    h, kw = cfg.hidden, dict(rngs=rngs, unroll=cfg.unroll, dtype=_dtype(cfg.dtype))
+    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
+    self.video_low = layers.GRUEncoder(cfg.video_dim, h, **kw)
+    self.video_high = layers.GRUEncoder(h, h, **kw)
+    self.text_low = layers.GRUEncoder(cfg.word_dim, h, **kw)
+    self.text_high = layers.GRUEncoder(h, h, **kw)
+    if cfg.reconstruction:
+      self.clip_decoder = layers.GRU(h, h, **kw)
+      self.frame_decoder = layers.GRU(h, cfg.video_dim, **kw)
+      self.sentence_decoder = layers.GRU(h, h, **kw)
+      self.word_decoder = layers.GRU(h, cfg.word_dim, **kw)
+
+  create = classmethod(_create)
+
+  def embed(self, batch: Batch) -> dict[str, jax.Array]:
+    """Encodes a batch (the HSE view of ``hvt_jax.input``).
+
+    Returns:
+      ``video``/``paragraph`` [B, H], ``clips`` [B, C, H], ``sentences`` [B, S, H], and the
+      context embeddings ``video_context``/``paragraph_context`` [B, H] (zeros when
+      ``context_init`` is off), plus the word embeddings used as reconstruction targets.
+    """
+    clips = self.video_low.encode_nested(batch["clip_frames"], batch["clip_frame_mask"])
+    words = self.words(batch["sentence_tokens"])
+    sentences = self.text_low.encode_nested(words, batch["sentence_token_mask"])
+    b = clips.shape[0]
+    if self.cfg.context_init:
+      video_ctx = self.video_low(batch["video_frames"], batch["video_frame_mask"])
+      para_ctx = self.text_low(self.words(batch["paragraph_tokens"]),
+                               batch["paragraph_token_mask"])
+    else:
+      video_ctx = para_ctx = jnp.zeros((b, self.cfg.hidden), jnp.float32)
+    video = self.video_high(clips, batch["clip_mask"], video_ctx)
+    paragraph = self.text_high(sentences, batch["sentence_mask"], para_ctx)
+    return dict(video=video, paragraph=paragraph, clips=clips, sentences=sentences,
+                video_context=video_ctx, paragraph_context=para_ctx, words=words)
+
+  def __call__(self, batch: Batch) -> dict[str, jax.Array]:
+    out = self.embed(batch)
+    if self.cfg.reconstruction:
+      b, c, f = batch["clip_frame_mask"].shape
+      _, s, l = batch["sentence_token_mask"].shape
+      h = self.cfg.hidden
+      # Eq. 8: high-level decoders; Eq. 9: low-level decoders on the *generated* vectors.
+      clips_hat = self.clip_decoder.decode(out["video"], c)
+      sents_hat = self.sentence_decoder.decode(out["paragraph"], s)
+      out["clips_hat"], out["sentences_hat"] = clips_hat, sents_hat
+      out["frames_hat"] = self.frame_decoder.decode(
+          clips_hat.reshape(b * c, h), f).reshape(b, c, f, -1)
+      out["words_hat"] = self.word_decoder.decode(
+          sents_hat.reshape(b * s, h), l).reshape(b, s, l, -1)
+    return out
+
+  def loss(self, out: dict[str, jax.Array], batch: Batch,
+           cfg: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq. 11 (+ the context match term of the authors' code), as configured by ``cfg``.
+
+    Returns:
+      (scalar loss, dict of the individual terms for logging).
+    """
+    hinge = _hinge_kwargs(cfg)
+    ex = batch["example_mask"]
+    terms = high_level_terms(out, ex, cfg)
+    if cfg.context_weight and self.cfg.context_init:
+      terms["match_context"] = cfg.context_weight * losses.match_loss(
+          out["video_context"], out["paragraph_context"], ex, **hinge)
+    clip_mask = batch["clip_mask"] & ex[:, None]
+    sent_mask = batch["sentence_mask"] & ex[:, None]
+    if cfg.low == "strong":
+      # Eq. 5: clip i <-> sentence i; negatives are all other clips/sentences of the batch.
+      pair = (clip_mask & sent_mask).reshape(-1)
+      terms["match_low"] = losses.match_loss(_flat(out["clips"]), _flat(out["sentences"]),
+                                             pair, **hinge)
+    elif cfg.low == "weak":
+      terms["match_low"] = losses.weak_match_loss(out["clips"], clip_mask, out["sentences"],
+                                                  sent_mask, **hinge)
+    if cfg.low != "none" and cfg.cluster:
+      kw = dict(bidirectional=cfg.cluster_bidirectional, **hinge)
+      terms["cluster_low"] = (
+          losses.cluster_loss(_flat(out["clips"]), clip_mask.reshape(-1), **kw)
+          + losses.cluster_loss(_flat(out["sentences"]), sent_mask.reshape(-1), **kw))
+    if cfg.tau and self.cfg.reconstruction:
+      rec = dict(distance=cfg.recon_distance)
+      terms["recon_high"] = cfg.tau * (
+          losses.reconstruction_loss(out["clips_hat"], out["clips"], clip_mask, **rec)
+          + losses.reconstruction_loss(out["sentences_hat"], out["sentences"], sent_mask,
+                                       **rec))
+      terms["recon_low"] = cfg.tau_low * (
+          losses.reconstruction_loss(out["frames_hat"], batch["clip_frames"],
+                                     batch["clip_frame_mask"] & clip_mask[..., None], **rec)
+          + losses.reconstruction_loss(out["words_hat"], out["words"],
+                                       batch["sentence_token_mask"] & sent_mask[..., None],
+                                       **rec))
+    total = sum(terms.values())
+    return total, terms
+
+
+class FSE(nnx.Module):
+  """Flat sequence embedding (Eq. 1): one GRU over all frames, one over all words."""
+
+  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
+               word_vectors: jax.Array | None = None):
+    self.cfg = cfg
+    kw = dict(rngs=rngs, unroll=cfg.unroll, dtype=_dtype(cfg.dtype))
+    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
+    self.video_encoder = layers.GRUEncoder(cfg.video_dim, cfg.hidden, **kw)
+    self.text_encoder = layers.GRUEncoder(cfg.word_dim, cfg.hidden, **kw)
+
+  create = classmethod(_create)
+
+  def embed(self, batch: Batch) -> dict[str, jax.Array]:
+    video = self.video_encoder(batch["video_frames"], batch["video_frame_mask"])
+    paragraph = self.text_encoder(self.words(batch["paragraph_tokens"]),
+                                  batch["paragraph_token_mask"])
+    return dict(video=video, paragraph=paragraph)
+
+  __call__ = embed
+
+  def loss(self, out: dict[str, jax.Array], batch: Batch,
+           cfg: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """High-level match + cluster losses (Eq. 4, 6): FSE has no clip/sentence level."""
+    terms = high_level_terms(out, batch["example_mask"], cfg)
+    return sum(terms.values()), terms
+
+
+def _hinge_kwargs(cfg: Any) -> dict[str, Any]:
+  return dict(margin=cfg.margin, hardest_negative=cfg.hardest_negative,
+              normalize=cfg.normalize)
+
+
+def high_level_terms(out: dict[str, jax.Array], example_mask: jax.Array,
+                     cfg: Any) -> dict[str, jax.Array]:
+  """Eq. 4 (+ Eq. 6 when ``cfg.cluster``) on the video/paragraph embeddings."""
+  terms = {"match_high": losses.match_loss(out["video"], out["paragraph"], example_mask,
+                                           **_hinge_kwargs(cfg))}
+  if cfg.cluster:
+    kw = dict(bidirectional=cfg.cluster_bidirectional, **_hinge_kwargs(cfg))
+    terms["cluster_high"] = (losses.cluster_loss(out["video"], example_mask, **kw)
+                             + losses.cluster_loss(out["paragraph"], example_mask, **kw))
+  return terms
+
+
+def _flat(x_bnd: jax.Array) -> jax.Array:
+  return x_bnd.reshape(-1, x_bnd.shape[-1])

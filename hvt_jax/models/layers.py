@@ -1,0 +1,134 @@
+"""Layers shared by the model families: a GRU encoder/decoder and pooling.
+
+Parameters carry *logical* axis names (``sharding_names`` metadata); the trainer maps them
+to mesh axes with ``config.sharding_rules`` (see ``hvt_jax.sharding``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hvt_jax import losses
+
+
+def _param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
+  # eager_sharding=False: models are built under jax.jit/eval_shape without a mesh context;
+  # the trainer places parameters from their logical names.
+  return nnx.Param(value, eager_sharding=False, sharding_names=names)
+
+
+def xavier_gate_blocks(key: jax.Array, in_dim: int, hidden: int,
+                       num_gates: int = 3) -> jax.Array:
+  """Xavier-uniform initialised per gate block, as the HSE authors' code does.
+
+  Returns:
+    [in_dim, num_gates, hidden] float32; each [in_dim, hidden] block has its own fan.
+  """
+  init = jax.nn.initializers.xavier_uniform()
+  keys = jax.random.split(key, num_gates)
+  return jnp.stack([init(k, (in_dim, hidden), jnp.float32) for k in keys], axis=1)
+
+
+class GRU(nnx.Module):
+  """One-layer unidirectional GRU with PyTorch's gate equations.
+
+    r = σ(x W_ir + b_ir + h W_hr + b_hr),  z = σ(x W_iz + b_iz + h W_hz + b_hz)
+    n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)),  h' = (1 - z) ⊙ n + z ⊙ h
+
+  The input projections of all time steps are one matmul hoisted out of the recurrent
+  scan; the scan only does the [batch, hidden] x [hidden, 3 hidden] recurrent matmul.
+  """
+
+  def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs,
+               unroll: int = 1, dtype: jnp.dtype = jnp.float32):
+    self.in_dim, self.hidden, self.unroll, self.dtype = in_dim, hidden, unroll, dtype
+    self.w_i = _param(xavier_gate_blocks(rngs.params(), in_dim, hidden),
+                      ("embed", None, "hidden"))
+    self.w_h = _param(xavier_gate_blocks(rngs.params(), hidden, hidden),
+                      ("hidden_in", None, "hidden"))
+    self.b_i = _param(jnp.zeros((3, hidden)), (None, "hidden"))
+    self.b_h = _param(jnp.zeros((3, hidden)), (None, "hidden"))
+
+  def _scan(self, xp_tgh: jax.Array, mask_bt: jax.Array | None,
+            h0_bh: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Runs the recurrence over time-major projected inputs [T, B, 3, H]."""
+    w_h = self.w_h[...].astype(self.dtype)
+    b_h = self.b_h[...]
+
+    def step(h, inputs):
+      xp, m = inputs
+      hp = jnp.einsum("bh,hgk->bgk", h.astype(self.dtype), w_h,
+                      preferred_element_type=jnp.float32) + b_h
+      r = jax.nn.sigmoid(xp[:, 0] + hp[:, 0])
+      z = jax.nn.sigmoid(xp[:, 1] + hp[:, 1])
+      n = jnp.tanh(xp[:, 2] + r * hp[:, 2])
+      h_new = (1.0 - z) * n + z * h
+      if m is not None:
+        # Padded steps keep the carry, so the final state is the last valid step's.
+        h_new = jnp.where(m[:, None], h_new, h)
+      return h_new, h_new
+
+    mask_tb = None if mask_bt is None else jnp.swapaxes(mask_bt, 0, 1)
+    h_last, out_tbh = jax.lax.scan(step, h0_bh, (xp_tgh, mask_tb), unroll=self.unroll)
+    return jnp.swapaxes(out_tbh, 0, 1), h_last
+
+  def __call__(self, x_btd: jax.Array, mask_bt: jax.Array | None = None,
+               h0_bh: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Encodes a batch of sequences.
+
+    Args:
+      x_btd: [batch, time, in_dim] inputs.
+      mask_bt: [batch, time] bool, True for valid steps (right padding); None = all valid.
+      h0_bh: [batch, hidden] initial state; zeros when None.
+
+    Returns:
+      outputs [batch, time, hidden] (values at padded steps repeat the last valid state)
+      and the final state [batch, hidden].
+    """
+    batch = x_btd.shape[0]
+    # One matmul for the input projections of every step: [T, B, 3, H].
+    xp = jnp.einsum("btd,dgh->tbgh", x_btd.astype(self.dtype),
+                    self.w_i[...].astype(self.dtype),
+                    preferred_element_type=jnp.float32) + self.b_i[...]
+    if h0_bh is None:
+      h0_bh = jnp.zeros((batch, self.hidden), jnp.float32)
+    return self._scan(xp, mask_bt, h0_bh.astype(jnp.float32))
+
+  def decode(self, parent_bd: jax.Array, num_steps: int) -> jax.Array:
+    """Decoder use: the parent vector is the input at every step, h0 = 0.
+
+    The input projection is computed once ([batch, 3, hidden]) and broadcast over time.
+
+    Returns:
+      [batch, num_steps, hidden] hidden states (the reconstructions).
+    """
+    xp = jnp.einsum("bd,dgh->bgh", parent_bd.astype(self.dtype),
+                    self.w_i[...].astype(self.dtype),
+                    preferred_element_type=jnp.float32) + self.b_i[...]
+    xp = jnp.broadcast_to(xp[None], (num_steps,) + xp.shape)
+    h0 = jnp.zeros((parent_bd.shape[0], self.hidden), jnp.float32)
+    outputs, _ = self._scan(xp, None, h0)
+    return outputs
+
+
+class GRUEncoder(nnx.Module):
+  """GRU whose embedding is the channel-wise max over the valid outputs (HSE supp. §1)."""
+
+  def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs, unroll: int = 1,
+               dtype: jnp.dtype = jnp.float32):
+    self.gru = GRU(in_dim, hidden, rngs=rngs, unroll=unroll, dtype=dtype)
+
+  def __call__(self, x_btd: jax.Array, mask_bt: jax.Array,
+               h0_bh: jax.Array | None = None) -> jax.Array:
+    """Returns the [batch, hidden] max-pooled embedding (0 for an all-padding row)."""
+    outputs, _ = self.gru(x_btd, mask_bt, h0_bh)
+    return losses.masked_max(outputs, mask_bt)
+
+  def encode_nested(self, x_bntd: jax.Array, mask_bnt: jax.Array) -> jax.Array:
+    """Encodes [batch, n, time, dim] sub-sequences (clips / sentences) -> [batch, n, hidden]."""
+    b, n = x_bntd.shape[:2]
+    flat = self(x_bntd.reshape((b * n,) + x_bntd.shape[2:]),
+                mask_bnt.reshape(b * n, -1))
+    return flat.reshape(b, n, -1)

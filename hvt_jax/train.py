@@ -1,0 +1,329 @@
+"""train_and_evaluate(config, workdir): the one trainer for every model family.
+
+Mesh from ``config.mesh``; parameters placed from their logical names; one jitted train
+step (model + losses + optax) over global batches sharded on "data", so contrastive losses
+see the global batch; orbax checkpoints (async, resumable, SIGTERM-safe); clu metric
+writers (TensorBoard + logs); evaluators run in the loop and from ``hvt-eval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, periodic_actions
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hvt_jax import models, sharding
+from hvt_jax.evaluation import evaluators
+from hvt_jax.input import pipeline
+
+State = dict[str, Any]
+
+
+@dataclasses.dataclass
+class Setup:
+  """What a run needs besides its state: built once per process."""
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  meta: dict[str, Any]
+  data_dir: str
+  graphdef: Any
+  tx: optax.GradientTransformation
+  state_shardings: Any
+  steps_per_epoch: int
+  num_train_steps: int
+
+
+def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam with a step decay: lr × ``decay_factor`` every ``decay_epochs`` (HSE: 0.1/10)."""
+  o = config.optax
+  boundaries = {int(e * steps_per_epoch): o.decay_factor
+                for e in range(o.decay_epochs, config.num_epochs + 1, o.decay_epochs)
+                if o.decay_epochs > 0}
+  schedule = optax.piecewise_constant_schedule(o.learning_rate, boundaries)
+  parts = [optax.clip_by_global_norm(o.grad_clip)] if o.get("grad_clip") else []
+  parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2, eps=o.eps))
+  return optax.chain(*parts)
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+  """Builds mesh, abstract model, optimizer and state shardings."""
+  mesh = sharding.make_mesh(config.mesh)
+  data_dir, meta = pipeline.dataset_info(config)
+  train_n = int(meta["splits"].get(config.input.train_split, 0))
+  steps_per_epoch = max(1, train_n // config.batch_size)
+  num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
+  tx = make_optimizer(config, steps_per_epoch)
+  abstract = nnx.eval_shape(lambda: models.create_model(config, meta, rngs=nnx.Rngs(0),
+                                                        data_dir=data_dir))
+  graphdef, abstract_params = nnx.split(abstract)
+  param_sh = sharding.param_shardings(abstract_params, mesh, config.sharding_rules)
+  abstract_state = jax.eval_shape(
+      lambda: {"params": abstract_params, "opt_state": tx.init(abstract_params),
+               "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(
+                   jax.random.key(0))})
+  # Optimizer moments mirror the parameter tree: they take the parameters' shardings.
+  rep = sharding.replicated(mesh)
+  opt_sh = optax.tree_map_params(tx, lambda _, sh: sh, abstract_state["opt_state"], param_sh,
+                                 transform_non_params=lambda _: rep,
+                                 is_leaf=lambda x: isinstance(x, NamedSharding))
+  state_sh = {"params": param_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
+  return Setup(config, mesh, meta, data_dir, graphdef, tx, state_sh, steps_per_epoch,
+               num_steps)
+
+
+def init_state(s: Setup) -> State:
+  """Random initialisation, placed directly with the target shardings."""
+
+  def init():
+    model = models.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed),
+                                data_dir=s.data_dir)
+    _, params = nnx.split(model)
+    return {"params": params, "opt_state": s.tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(s.config.seed))}
+
+  with jax.set_mesh(s.mesh):
+    return jax.jit(init, out_shardings=s.state_shardings)()
+
+
+def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[State, Any]]:
+  """The jitted step: forward, Eq. 11 (or the family's loss), Adam update."""
+  graphdef, tx, loss_cfg = s.graphdef, s.tx, s.config.loss
+
+  def step(state: State, batch: dict[str, jax.Array]):
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params)
+      out = model(batch)
+      return model.loss(out, batch, loss_cfg)
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
+               "norm/grad": optax.global_norm(grads),
+               "norm/param": optax.global_norm(params),
+               "norm/update": optax.global_norm(updates)}
+    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+                 "rng": state["rng"]}
+    return new_state, metrics
+
+  batch_sh = NamedSharding(s.mesh, P("data"))
+  return jax.jit(step, in_shardings=(s.state_shardings, batch_sh),
+                 out_shardings=(s.state_shardings, sharding.replicated(s.mesh)),
+                 donate_argnums=0)
+
+
+def checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.checkpoint.max_to_keep,
+      save_interval_steps=config.checkpoint.every_steps,
+      enable_async_checkpointing=config.checkpoint.get("async", True),
+      cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options)
+
+
+def restore_or_init(s: Setup, mngr: ocp.CheckpointManager,
+                    step: int | None = None) -> State:
+  """Sources in order: ``step``/the workdir's latest checkpoint, then fresh init."""
+  step = mngr.latest_step() if step is None else step
+  state = init_state(s)
+  if step is None:
+    return state
+  if step not in mngr.all_steps():
+    raise FileNotFoundError(f"no checkpoint for step {step} in {mngr.directory} "
+                            f"(available: {sorted(mngr.all_steps())})")
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
+  logging.info("restoring step %d from %s", step, mngr.directory)
+  return mngr.restore(step, args=ocp.args.StandardRestore(target))
+
+
+class _Preemption:
+  """SIGTERM (TPU preemption, Ctrl-C of a scheduler) sets a flag; the loop saves and exits."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: the orbax preemption check still works
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class _MetricBuffer:
+  """Bounds steps in flight and checks every step's loss, naming the first bad one."""
+
+  def __init__(self, max_in_flight: int):
+    self.max_in_flight = max_in_flight
+    self.pending: list[tuple[int, Any]] = []
+    self.sums: dict[str, float] = {}
+    self.count = 0
+
+  def add(self, step: int, metrics: Any, last_good: Callable[[], Any]) -> None:
+    self.pending.append((step, metrics))
+    if len(self.pending) >= self.max_in_flight:
+      self.flush(last_good)
+
+  def flush(self, last_good: Callable[[], Any]) -> None:
+    for step, metrics in jax.device_get(self.pending):
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"non-finite loss ({metrics['loss']}) at step {step}; last good checkpoint: "
+            f"{last_good()}")
+      for k, v in metrics.items():
+        self.sums[k] = self.sums.get(k, 0.0) + float(v)
+      self.count += 1
+    self.pending = []
+
+  def pop_means(self) -> dict[str, float]:
+    means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    self.sums, self.count = {}, 0
+    return means
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains ``config.model.name`` and evaluates it; resumes from ``workdir`` if possible.
+
+  Returns:
+    The final evaluation metrics (``{split/name: value}``) or {} when preempted.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(workdir, config)
+  s = setup(config)
+  mngr = checkpoint_manager(workdir, config)
+  state = restore_or_init(s, mngr)
+  start = int(jax.device_get(state["step"]))
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()
+                          if isinstance(v, (int, float, str, bool))})
+  logging.info("model %s, %d parameters, %d steps (%d per epoch), starting at %d",
+               config.model.name, _count(state["params"]), s.num_train_steps,
+               s.steps_per_epoch, start)
+
+  step_fn = make_train_step(s)
+  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh)
+  evals = evaluators.from_config(config, s)
+  hooks = []
+  if jax.process_index() == 0:
+    hooks.append(periodic_actions.ReportProgress(num_train_steps=s.num_train_steps,
+                                                 writer=writer))
+  buffer = _MetricBuffer(config.get("max_steps_in_flight", 8))
+  progress = _progress_bar(config, start, s.num_train_steps)
+  results: dict[str, float] = {}
+  t0 = time.time()
+  with _Preemption() as preempt, jax.set_mesh(s.mesh):
+    step = start
+    while step < s.num_train_steps:
+      batch = next(batches)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = step_fn(state, batch)
+      step += 1
+      if step == start + 1:
+        logging.info("first step (compile + run) took %.1f s", time.time() - t0)
+      buffer.add(step, metrics, mngr.latest_step)
+      for hook in hooks:
+        hook(step)
+      progress.update(1)
+      last = step == s.num_train_steps
+      if step % config.log_every_steps == 0 or last:
+        buffer.flush(mngr.latest_step)
+        means = buffer.pop_means()
+        writer.write_scalars(step, means)
+        progress.set_postfix(loss=f"{means['loss']:.4f}")
+      stop = preempt.requested or mngr.reached_preemption(step)
+      if stop or last or step % config.checkpoint.every_steps == 0:
+        buffer.flush(mngr.latest_step)  # never checkpoint a non-finite state
+        mngr.save(step, args=ocp.args.StandardSave(state), force=stop or last)
+      if stop:
+        mngr.wait_until_finished()
+        logging.warning("preempted: saved step %d to %s; re-run the same command to "
+                        "resume", step, mngr.directory)
+        progress.close()
+        writer.flush()
+        return {}
+      if evals and (last or (config.eval_every_steps
+                             and step % config.eval_every_steps == 0)):
+        results = evaluators.run_all(evals, state, step, writer, workdir)
+  progress.close()
+  mngr.wait_until_finished()
+  writer.flush()
+  if not results and evals and start >= s.num_train_steps:
+    results = evaluators.run_all(evals, state, start, writer, workdir)
+  return results
+
+
+def _progress_bar(config: Any, start: int, total: int):
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, initial=start, desc=f"train {config.model.name}",
+                   disable=jax.process_index() > 0 or not config.get("progress_bar", True),
+                   dynamic_ncols=True)
+
+
+def _count(tree: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None,
+                        splits: list[str] | None = None) -> dict[str, float]:
+  """Restores a checkpoint (latest by default) and runs the configured evaluators."""
+  s = setup(config)
+  mngr = checkpoint_manager(workdir, config)
+  if mngr.latest_step() is None:
+    raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with "
+                            f"hvt-train --workdir {workdir}")
+  state = restore_or_init(s, mngr, step)
+  evals = evaluators.from_config(config, s, splits=splits)
+  writer = metric_writers.create_default_writer(
+      os.path.join(workdir, "eval"), just_logging=jax.process_index() > 0)
+  with jax.set_mesh(s.mesh):
+    results = evaluators.run_all(evals, state, int(jax.device_get(state["step"])), writer,
+                                 workdir)
+  writer.flush()
+  return results

@@ -1,0 +1,201 @@
+"""Tests for data_prep.wordpiece (BERT WordPiece) and data_prep.embeddings (GloVe/word2vec)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_prep import embeddings
+from data_prep import wordpiece
+
+# ----------------------------------------------------------------------------------------------
+# WordPiece
+
+
+@pytest.fixture(scope="module")
+def bert():
+  return wordpiece.WordPieceTokenizer.from_file()
+
+
+@pytest.fixture(scope="module")
+def vocab_lines():
+  # Independent reading of the real vocab: the id is the 0-based line number.
+  with open(wordpiece.default_vocab_file(), encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
+def _ids(vocab_lines, tokens):
+  return [vocab_lines.index(t) for t in tokens]
+
+
+def test_default_vocab_is_bert_base_uncased(bert, vocab_lines):
+  assert len(bert.vocab) == 30522 == len(vocab_lines)
+  # Well-known bert-base-uncased ids.
+  assert (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id) == (0, 100, 101, 102)
+  assert bert.vocab_index["hello"] == 7592 and bert.vocab_index["world"] == 2088
+
+
+@pytest.mark.parametrize("text, tokens", [
+    # The real vocab has no "un"+"##aff": greedy longest match takes "una" first.
+    ("unaffable", ["una", "##ffa", "##ble"]),
+    ("Hello, World!", ["hello", ",", "world", "!"]),
+    ("don't pay $5^x", ["don", "'", "t", "pay", "$", "5", "^", "x"]),
+    ("Héllo naïve CAFÉ", ["hello", "naive", "cafe"]),
+    ("He\u0301llo", ["hello"]),  # decomposed accent, same as the precomposed one
+    ("a 中文b", ["a", "中", "文", "b"]),
+    ("tab\there\u00a0nbsp", ["tab", "here", "n", "##bs", "##p"]),  # no "nb" in vocab
+    ("x\x00y\u200bz", ["x", "##y", "##z"]),  # NUL and zero-width space dropped
+    ("\U0001F600 smile", ["[UNK]", "smile"]),  # emoji not in vocab -> [UNK]
+    ("[CLS] hi [SEP]", ["[CLS]", "hi", "[SEP]"]),  # special tokens kept whole
+    ("", []),
+])
+def test_real_vocab_tokenization(bert, vocab_lines, text, tokens):
+  assert bert.tokenize(text) == tokens
+  assert bert.encode(text) == _ids(vocab_lines, tokens)
+
+
+def test_long_word_is_unk(bert):
+  assert bert.tokenize("a" * 101) == ["[UNK]"]
+  # 100 characters is still matched piece by piece.
+  assert bert.tokenize("a" * 100)[0] != "[UNK]"
+
+
+def test_encode_special_tokens_and_truncation(bert):
+  ids = bert.encode("hello world", add_special_tokens=True)
+  assert ids == [101, 7592, 2088, 102]
+  assert bert.encode("hello world", add_special_tokens=True, max_length=3) == [101, 7592, 102]
+  assert bert.encode("hello world", max_length=1) == [7592]
+  assert bert.convert_ids_to_tokens(ids) == ["[CLS]", "hello", "world", "[SEP]"]
+
+
+def test_toy_vocab_bert_readme_example(tmp_path):
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "runn",
+           "##ing", ","]
+  path = tmp_path / "vocab.txt"
+  path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+  tok = wordpiece.WordPieceTokenizer.from_file(str(path))
+  assert tok.tokenize("unaffable, running") == ["un", "##aff", "##able", ",", "runn", "##ing"]
+  assert tok.encode("unaffable") == [5, 6, 7]
+  # A word with an uncovered remainder becomes one [UNK], not a partial split.
+  assert tok.tokenize("unable unx") == ["un", "##able", "[UNK]"]
+
+
+def test_load_vocab_errors(tmp_path):
+  dup = tmp_path / "dup.txt"
+  dup.write_text("[UNK]\na\nb\na\n", encoding="utf-8")
+  with pytest.raises(ValueError, match=r"dup.txt:4: token 'a' already defined on line 2"):
+    wordpiece.load_vocab(str(dup))
+  blank = tmp_path / "blank.txt"
+  blank.write_text("[UNK]\n\nb\n", encoding="utf-8")
+  with pytest.raises(ValueError, match=r"blank.txt:2: blank token"):
+    wordpiece.load_vocab(str(blank))
+  missing = tmp_path / "nounk.txt"
+  missing.write_text("[CLS]\n[SEP]\na\n", encoding="utf-8")
+  with pytest.raises(ValueError, match=r"\[UNK\]"):
+    wordpiece.WordPieceTokenizer.from_file(str(missing))
+
+
+# ----------------------------------------------------------------------------------------------
+# Word vectors
+
+VOCAB = ["<pad>", "<unk>", "the", "cat", "paris", "zebra"]
+VECS = {
+    "the": [0.1, 0.2, 0.3],
+    "cat": [-1.0, 0.5, 2.0],
+    "Paris": [7.0, 8.0, 9.0],
+    "dog": [1.0, 1.0, 1.0],
+}
+
+
+def _write(path, lines, mode="w"):
+  if mode == "wb":
+    path.write_bytes(b"".join(lines))
+  else:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  return str(path)
+
+
+def _glove_lines(vecs):
+  return [w + " " + " ".join(repr(v) for v in vals) for w, vals in vecs.items()]
+
+
+def test_glove_matrix_and_oov_report(tmp_path):
+  path = _write(tmp_path / "g.txt", _glove_lines(VECS))
+  counts = {"the": 10, "cat": 3, "paris": 2, "zebra": 4, "rare": 1}
+  matrix, report = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=3)
+  assert matrix.dtype == np.float32 and matrix.shape == (6, 3)
+  np.testing.assert_array_equal(matrix[0], 0.0)  # <pad>
+  np.testing.assert_allclose(matrix[2], VECS["the"], rtol=1e-6)
+  np.testing.assert_allclose(matrix[3], VECS["cat"], rtol=1e-6)
+  np.testing.assert_allclose(matrix[4], VECS["Paris"], rtol=1e-6)  # case fallback
+  # OOV rows: small, non-zero, seeded.
+  assert 0 < np.abs(matrix[5]).max() < 1.0 and 0 < np.abs(matrix[1]).max() < 1.0
+  again, _ = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=3)
+  other, _ = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=4)
+  np.testing.assert_array_equal(again, matrix)
+  assert not np.array_equal(other[5], matrix[5])
+  assert report["oov_count"] == 1 and report["examples"] == ["zebra"]
+  assert report["oov_rate"] == pytest.approx(1 / 4)  # 4 non-special words
+  # zebra (4) and rare (1, not in the vocab -> <unk>) of 20 occurrences.
+  assert report["token_oov_rate"] == pytest.approx(5 / 20)
+  assert (report["found"], report["case_fallback"], report["dim"], report["format"],
+          report["lines"]) == (2, 1, 3, "glove", 4)
+  _, no_counts = embeddings.load_word_vectors(path, VOCAB)
+  assert no_counts["token_oov_rate"] is None
+
+
+def test_word2vec_header_and_exact_beats_case_fallback(tmp_path):
+  vecs = {"Paris": [1.0, 1.0, 1.0], "paris": [2.0, 2.0, 2.0], "the": [3.0, 3.0, 3.0],
+          "the ": None}
+  lines = ["3 3"] + _glove_lines({k: v for k, v in vecs.items() if v is not None})
+  path = _write(tmp_path / "w2v.txt", lines)
+  matrix, report = embeddings.load_word_vectors(path, VOCAB, dim=3)
+  np.testing.assert_array_equal(matrix[4], [2.0, 2.0, 2.0])
+  assert report["format"] == "word2vec" and report["case_fallback"] == 0
+  short = _write(tmp_path / "short.txt", ["5 3"] + _glove_lines(VECS))
+  with pytest.raises(ValueError, match="announces 5 vectors, file has 4"):
+    embeddings.load_word_vectors(short, VOCAB)
+
+
+def test_glove840b_quirks_multiword_duplicates_undecodable(tmp_path):
+  lines = [b"the 1 2\n", b". . . 3 4\n", b"the 5 6\n", b"caf\xe9 7 8\n", b"cat 9 10\n"]
+  path = _write(tmp_path / "q.txt", lines, mode="wb")
+  matrix, report = embeddings.load_word_vectors(path, VOCAB)
+  np.testing.assert_array_equal(matrix[2], [1, 2])  # first occurrence wins
+  np.testing.assert_array_equal(matrix[3], [9, 10])
+  assert (report["multiword_lines"], report["duplicate_words"],
+          report["undecodable_lines"], report["lines"]) == (1, 1, 1, 5)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["the 1 2 3", "cat 1 x 3"], r"bad.txt:2: malformed vector value"),
+    (["the 1 2 3", "cat 1 2"], r"bad.txt:2: 2 values, expected 3"),
+    (["the 1 2 3", "cat 1 2 3 4"], r"bad.txt:2: 4 values, expected 3 \(dimension mismatch\)"),
+    (["the 1 2 3", "cat 1 nan 3"], r"bad.txt:2: non-finite"),
+    (["the 1 2 3", "cat  1 2 3"], r"bad.txt:2: empty field"),
+    (["the 1 2 3", ""], r"bad.txt:2: empty line"),
+    ([], r"bad.txt: no vectors"),
+])
+def test_malformed_files_name_file_and_line(tmp_path, lines, message):
+  path = _write(tmp_path / "bad.txt", lines)
+  with pytest.raises(ValueError, match=message):
+    embeddings.load_word_vectors(path, VOCAB)
+
+
+def test_dim_mismatch_and_binary(tmp_path):
+  path = _write(tmp_path / "g.txt", _glove_lines(VECS))
+  with pytest.raises(ValueError, match=r"g.txt: vectors have dimension 3, expected 300"):
+    embeddings.load_word_vectors(path, VOCAB, dim=300)
+  binary = _write(tmp_path / "b.bin", [b"\xff\xfe\x00\x01 binary\n"], mode="wb")
+  with pytest.raises(ValueError, match=r"b.bin:1: not a text-format"):
+    embeddings.load_word_vectors(binary, VOCAB)
+
+
+def test_format_report_mentions_counts(tmp_path):
+  path = _write(tmp_path / "g.txt", _glove_lines(VECS))
+  _, report = embeddings.load_word_vectors(path, VOCAB, counts={"the": 1, "zebra": 1})
+  text = embeddings.format_report(report)
+  assert "1 OOV words (25.00% of types, token OOV rate 50.00%)" in text
+  assert json.loads(json.dumps(report)) == report  # JSON-serialisable for metadata
+  assert os.path.isabs(report["file"])
