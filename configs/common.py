@@ -60,6 +60,7 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
   c.num_epochs = 15
   c.num_train_steps = 0            # 0: num_epochs × steps per epoch
   c.mesh = [("data", -1), ("model", 1)]
+  c.mesh_devices = 0               # 0: all devices; k: the first k (debugging, tests)
   c.sharding_rules = FSDP_RULES if arg.get("fsdp") else DATA_PARALLEL_RULES
   c.checkpoint = dict(every_steps=500, max_to_keep=3)
   c.checkpoint["async"] = True

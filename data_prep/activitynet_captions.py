@@ -226,8 +226,10 @@ def row_timestamps(num_rows: int, duration: float, feature_rate: float | None) -
   Returns:
     float32 [T, 2] (start, end) per row.
   """
-  r = np.arange(num_rows + 1, dtype=np.float64)
-  edges = r / feature_rate if feature_rate else r * (duration / max(num_rows, 1))
+  if feature_rate:
+    edges = np.arange(num_rows + 1, dtype=np.float64) / feature_rate
+  else:  # linspace: the last row ends exactly at the duration.
+    edges = np.linspace(0.0, duration, num_rows + 1)
   return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
 
 

@@ -50,6 +50,8 @@ class DemoData:
     fillers: filler words shared by all events.
     vocab: word vocabulary built from the train sentences.
     params: the generator parameters.
+    prototypes: [num_events, feature_dim] float event prototype features.
+    popularity: [num_events] probability of each event.
   """
   records: dict[str, list[dict]]
   clip_events: dict[str, list[list[int]]]
@@ -57,6 +59,8 @@ class DemoData:
   fillers: list[str]
   vocab: list[str]
   params: dict
+  prototypes: np.ndarray
+  popularity: np.ndarray
 
 
 def _pseudo_words(n: int, rng: np.random.Generator) -> list[str]:
@@ -169,7 +173,8 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
     for r in split_records:
       r["tokens"] = [text.encode_words(s, index) for s in r["sentences"]]
   return DemoData(records=records, clip_events=clip_events, event_words=event_words,
-                  fillers=list(FILLERS), vocab=vocab, params=params)
+                  fillers=list(FILLERS), vocab=vocab, params=params, prototypes=prototypes,
+                  popularity=popularity)
 
 
 def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool = True,

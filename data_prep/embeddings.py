@@ -248,12 +248,28 @@ def attach_word_vectors(dataset_dir: str, vectors_file: str, *,
   vocab = _read_vocab_txt(vocab_file)
   matrix, report = load_word_vectors(vectors_file, vocab, counts=counts, dim=dim, seed=seed,
                                      oov_std=oov_std)
+  return save_word_vectors(dataset_dir, matrix, report)
+
+
+def save_word_vectors(dataset_dir: str, matrix: np.ndarray, report: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+  """Writes `word_vectors.npy` and `word_vectors_report.json` into a dataset dir atomically.
+
+  Args:
+    dataset_dir: the dataset directory.
+    matrix: float32 [V, D] from `load_word_vectors`.
+    report: its OOV report.
+
+  Returns:
+    The report plus "output" (path of the .npy).
+  """
   out = os.path.join(dataset_dir, WORD_VECTORS_FILE)
-  tmp = out + ".tmp.npy"
-  np.save(tmp, matrix)
+  # np.save appends ".npy" to names without it, so the temp name must end in .npy too.
+  tmp = os.path.join(dataset_dir, f".{WORD_VECTORS_FILE}.tmp.npy")
+  np.save(tmp, np.asarray(matrix, np.float32))
   os.replace(tmp, out)
   report = dict(report, output=out)
-  tmp_report = os.path.join(dataset_dir, WORD_VECTORS_REPORT + ".tmp")
+  tmp_report = os.path.join(dataset_dir, f".{WORD_VECTORS_REPORT}.tmp")
   with open(tmp_report, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
   os.replace(tmp_report, os.path.join(dataset_dir, WORD_VECTORS_REPORT))

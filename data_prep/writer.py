@@ -387,7 +387,10 @@ class _Serializer:
         dict(rec, tokens=[t.tolist() for t in rec["tokens"]]))
     info = {"video_id": rec["video_id"],
             "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
-    return self._serializer.serialize_example(encoded), info
+    # deterministic=True sorts the proto map keys: otherwise the byte order of the feature
+    # map depends on the process (hash seed), and re-runs or worker counts change the files.
+    example = self._serializer.get_tf_example(encoded)
+    return example.SerializeToString(deterministic=True), info
 
 
 # Per-process state of the worker pool (set by `_init_worker`).
@@ -660,7 +663,7 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
       raise ValueError(f"split {base!r} not in dataset {dataset_dir}: available "
                        f"{sorted(names)}")
   ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
-  return ds.map(_flatten_example, num_parallel_calls=None, deterministic=True)
+  return ds.map(_flatten_example)
 
 
 def _is_dataset_dir(path: pathlib.Path) -> bool:

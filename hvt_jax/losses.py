@@ -21,16 +21,15 @@ margin + scores - diagonal``) uses the usual triplet sign, and so does this modu
 where S(k', k) = MATCH(v_k', p_k), i.e. rows of S index the video (first) side and columns the
 text (second) side.
 
-Options versus the paper text and the authors' code:
+Options versus the paper text and the authors' code (defaults follow the code):
 
-  ===================  ==============================  ============================
-  option               authors' code                   paper text
-  ===================  ==============================  ============================
-  normalize            "pairs" (sum / N_valid**2)      "none" (plain sum)
-  hardest_negative     False (sum over negatives)      False
-  cluster bidirectional True (each pair counted twice) False (once)
-  distance             "l2" (Euclidean norm)           "squared_l2" (Eq. 10)
-  ===================  ==============================  ============================
+  normalize:             "pairs" = sum / N_valid**2 (code)     | "none" = plain sum (text)
+    (The supplementary says "each loss is normalized by its batch size"; "pairs" divides by
+    the number of cells of the N x N similarity matrix, as the authors' training code does.
+    The early `loss.py` in their public CMHSE repository still returns the plain sum.)
+  hardest_negative:      False = sum over negatives (code, text) | True = VSE++ hardest only
+  cluster bidirectional: True = each pair counted twice (code) | False = once (text)
+  distance:              "l2" = Euclidean norm (code)          | "squared_l2" (text, Eq. 10)
 """
 
 from __future__ import annotations
@@ -221,7 +220,7 @@ def cluster_loss(x: jax.Array,
   valid = _row_mask(mask, x.shape[:1], "cluster_loss mask")
   x = jnp.where(valid[:, None], _as_float(x), 0.0)
   sim = cosine_similarity(x, x)
-
+  sim = jnp.where(jnp.eye(x.shape[0], dtype=bool), 1.0, sim)
   return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize, bidirectional)
 
 

@@ -19,18 +19,26 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ("data", "model")
 
 
-def make_mesh(mesh_shape: Sequence[tuple[str, int]] | None = None) -> Mesh:
+def make_mesh(mesh_shape: Sequence[tuple[str, int]] | None = None,
+              num_devices: int = 0) -> Mesh:
   """Builds the device mesh from ``config.mesh``, e.g. ``[("data", -1), ("model", 1)]``.
 
   One entry may be -1 ("whatever is left"). Axis types are Auto: XLA propagates shardings
   from the annotated inputs and parameters (see ../shared/ENVIRONMENT.md).
+  ``num_devices`` > 0 uses only the first devices (single-process debugging and tests).
   """
   spec = dict(mesh_shape or [("data", -1), ("model", 1)])
   unknown = set(spec) - set(MESH_AXES)
   if unknown:
     raise ValueError(f"config.mesh names unknown axes {sorted(unknown)}; valid: {MESH_AXES}")
   sizes = [int(spec.get(name, 1)) for name in MESH_AXES]
-  n = jax.device_count()
+  devices = jax.devices()
+  if num_devices:
+    if jax.process_count() > 1 or num_devices > len(devices):
+      raise ValueError(f"config.mesh_devices={num_devices} needs a single process with at "
+                       f"least that many devices ({len(devices)} available)")
+    devices = devices[:num_devices]
+  n = len(devices)
   if sizes.count(-1) > 1:
     raise ValueError(f"config.mesh={mesh_shape}: at most one axis may be -1")
   if -1 in sizes:
@@ -41,7 +49,8 @@ def make_mesh(mesh_shape: Sequence[tuple[str, int]] | None = None) -> Mesh:
   if int(np.prod(sizes)) != n:
     raise ValueError(f"config.mesh={mesh_shape} needs {int(np.prod(sizes))} devices, "
                      f"{n} are available")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes))
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes),
+                       devices=devices)
 
 
 def logical_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
@@ -71,7 +80,10 @@ def param_shardings(abstract_params: Any, mesh: Mesh,
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   def one(var):
-    names = var.get_metadata().get("sharding_names") or (None,) * var.value.ndim
+    meta = var.get_metadata()
+    # flax 0.12 stores the names given as ``sharding_names`` under ``out_sharding``.
+    names = (meta.get("out_sharding") or meta.get("sharding_names")
+             or (None,) * var.value.ndim)
     spec = logical_to_mesh(names, var.value.shape, mesh, rules)
     return var.replace(value=NamedSharding(mesh, spec))
 

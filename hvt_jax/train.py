@@ -63,7 +63,7 @@ def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransform
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
   """Builds mesh, abstract model, optimizer and state shardings."""
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, config.get("mesh_devices", 0))
   data_dir, meta = pipeline.dataset_info(config)
   train_n = int(meta["splits"].get(config.input.train_split, 0))
   steps_per_epoch = max(1, train_n // config.batch_size)

@@ -137,6 +137,13 @@ def assert_close(actual, expected):
   np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
 
 
+def value_and_grad(fn, argnums):
+  """Eager value_and_grad: the per-op executables are shared across cases, which is cheaper
+  here than one jit compilation per case (jit is compared with eager in test_jit_matches_eager).
+  """
+  return jax.value_and_grad(fn, argnums=argnums)
+
+
 def assert_finite_tree(tree):
   for leaf in jax.tree.leaves(tree):
     assert np.all(np.isfinite(np.asarray(leaf))), "non-finite gradient"
@@ -193,10 +200,10 @@ def test_cosine_similarity_matches_loop():
 def test_match_loss_matches_loop(case, normalize, hardest):
   n, d, mask_kind = PAIR_CASES[case]
   a, b, mask = make_pair_inputs(100 + case, n, d, mask_kind)
-  got = losses.match_loss(a, b, mask, margin=0.2, hardest_negative=hardest, normalize=normalize)
+  fn = functools.partial(losses.match_loss, margin=0.2, hardest_negative=hardest,
+                         normalize=normalize)
+  got, grads = value_and_grad(fn, (0, 1))(a, b, mask)
   assert_close(got, ref_match_loss(a, b, mask, 0.2, hardest, normalize))
-  grads = jax.grad(losses.match_loss, argnums=(0, 1))(
-      a, b, mask, 0.2, hardest, normalize)
   assert_finite_tree(grads)
 
 
@@ -243,10 +250,11 @@ def test_cluster_loss_matches_loop(case, normalize, hardest, bidirectional):
   x, _, mask = make_pair_inputs(200 + case, n, d, mask_kind)
   # Put near-duplicates in so that the cluster hinge (cosine > 0.8) is active somewhere.
   x[2 % n] = x[0] + 0.1 * x[2 % n]
-  got = losses.cluster_loss(x, mask, 0.2, hardest, normalize, bidirectional)
+  fn = functools.partial(losses.cluster_loss, margin=0.2, hardest_negative=hardest,
+                         normalize=normalize, bidirectional=bidirectional)
+  got, grads = value_and_grad(fn, (0,))(x, mask)
   assert_close(got, ref_cluster_loss(x, mask, 0.2, hardest, normalize, bidirectional))
-  assert_finite_tree(jax.grad(losses.cluster_loss)(x, mask, 0.2, hardest, normalize,
-                                                   bidirectional))
+  assert_finite_tree(grads)
 
 
 def test_cluster_loss_hand_computed():
@@ -257,6 +265,10 @@ def test_cluster_loss_hand_computed():
   assert_close(losses.cluster_loss(x, normalize="none", bidirectional=False), 0.4)
   assert_close(losses.cluster_loss(x, normalize="none", bidirectional=True), 0.8)
   assert_close(losses.cluster_loss(x, normalize="pairs"), 0.8 / 9)
+  # MATCH(x_k, x_k) = 1 by definition, even for a zero embedding (whose computed cosine is 0):
+  # 0.2 - 1 + 0 < 0, so the loss is 0 rather than 2 * 0.2.
+  zero_row = np.array([[1, 0], [0, 0]], np.float32)
+  assert_close(losses.cluster_loss(zero_row, normalize="none"), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,11 +296,11 @@ def make_weak_inputs(seed, b, c, s, d):
 @pytest.mark.parametrize("case", range(len(WEAK_CASES)))
 def test_weak_match_loss_matches_loop(case, normalize, hardest):
   clips, clip_mask, sents, sent_mask = make_weak_inputs(300 + case, *WEAK_CASES[case])
-  got = losses.weak_match_loss(clips, clip_mask, sents, sent_mask, 0.2, hardest, normalize)
+  fn = functools.partial(losses.weak_match_loss, margin=0.2, hardest_negative=hardest,
+                         normalize=normalize)
+  got, grads = value_and_grad(fn, (0, 2))(clips, clip_mask, sents, sent_mask)
   want = ref_weak_match_loss(clips, clip_mask, sents, sent_mask, 0.2, hardest, normalize)
   assert_close(got, want)
-  grads = jax.grad(losses.weak_match_loss, argnums=(0, 2))(
-      clips, clip_mask, sents, sent_mask, 0.2, hardest, normalize)
   assert_finite_tree(grads)
 
 
@@ -323,10 +335,10 @@ def make_recon_inputs(seed, shape):
 def test_reconstruction_loss_matches_loop(use_mask, shape, distance, reduce):
   pred, target, mask = make_recon_inputs(400 + len(shape), shape)
   mask = mask if use_mask else None
-  got = losses.reconstruction_loss(pred, target, mask, distance, reduce)
+  fn = functools.partial(losses.reconstruction_loss, mask=mask, distance=distance,
+                         reduce=reduce)
+  got, (g_pred, g_target) = value_and_grad(fn, (0, 1))(pred, target)
   assert_close(got, ref_reconstruction(pred, target, mask, distance, reduce))
-  g_pred, g_target = jax.grad(losses.reconstruction_loss, argnums=(0, 1))(
-      pred, target, mask, distance, reduce)
   assert_finite_tree(g_pred)
   # The target is detached (stop_gradient).
   np.testing.assert_array_equal(np.asarray(g_target), 0.0)
@@ -392,6 +404,16 @@ def _perturb(x, mask, rng, nan=False):
   return x
 
 
+def _assert_same_value_and_grad(fn, args1, args2, argnums):
+  """fn's value and gradients agree bit for bit on two inputs (one jitted function)."""
+  value_and_grad = jax.jit(jax.value_and_grad(fn, argnums=argnums))
+  (v1, g1), (v2, g2) = value_and_grad(*args1), value_and_grad(*args2)
+  assert float(v1) == float(v2)
+  for x, y in zip(g1, g2):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  return g2
+
+
 @pytest.mark.parametrize("nan", [False, True])
 def test_padding_changes_nothing(nan):
   rng = np.random.default_rng(600)
@@ -399,37 +421,27 @@ def test_padding_changes_nothing(nan):
   a2, b2 = _perturb(a, mask, rng, nan), _perturb(b, mask, rng, nan)
   for hardest in (False, True):
     fn = functools.partial(losses.match_loss, mask=mask, hardest_negative=hardest)
-    assert float(fn(a, b)) == float(fn(a2, b2))
-    g1 = jax.grad(fn, argnums=(0, 1))(a, b)
-    g2 = jax.grad(fn, argnums=(0, 1))(a2, b2)
-    for x, y in zip(g1, g2):
-      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-      np.testing.assert_array_equal(np.asarray(x)[~mask], 0.0)
+    grads = _assert_same_value_and_grad(fn, (a, b), (a2, b2), (0, 1))
+    for g in grads:
+      np.testing.assert_array_equal(np.asarray(g)[~mask], 0.0)
     cl = functools.partial(losses.cluster_loss, mask=mask, hardest_negative=hardest)
-    assert float(cl(a)) == float(cl(a2))
-    np.testing.assert_array_equal(np.asarray(jax.grad(cl)(a)), np.asarray(jax.grad(cl)(a2)))
+    _assert_same_value_and_grad(cl, (a,), (a2,), (0,))
 
   clips, clip_mask, sents, sent_mask = make_weak_inputs(602, 5, 3, 4, 6)
   clips2, sents2 = _perturb(clips, clip_mask, rng, nan), _perturb(sents, sent_mask, rng, nan)
   weak = lambda c, s: losses.weak_match_loss(c, clip_mask, s, sent_mask)
-  assert float(weak(clips, sents)) == float(weak(clips2, sents2))
-  gw1 = jax.grad(weak, argnums=(0, 1))(clips, sents)
-  gw2 = jax.grad(weak, argnums=(0, 1))(clips2, sents2)
-  for x, y in zip(gw1, gw2):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  _assert_same_value_and_grad(weak, (clips, sents), (clips2, sents2), (0, 1))
 
   pred, target, rmask = make_recon_inputs(603, (3, 5, 4))
   pred2, target2 = _perturb(pred, rmask, rng, nan), _perturb(target, rmask, rng, nan)
   for reduce in ("mean", "sum", "sequence_mean"):
     rec = functools.partial(losses.reconstruction_loss, mask=rmask, reduce=reduce)
-    assert float(rec(pred, target)) == float(rec(pred2, target2))
-    assert_finite_tree(jax.grad(rec)(pred2, target2))
+    grads = _assert_same_value_and_grad(rec, (pred, target), (pred2, target2), (0,))
+    assert_finite_tree(grads)
 
   x = rng.normal(size=(3, 5, 4)).astype(np.float32)
-  mm_mask = rmask
-  np.testing.assert_array_equal(np.asarray(losses.masked_max(x, mm_mask)),
-                                np.asarray(losses.masked_max(_perturb(x, mm_mask, rng, nan),
-                                                             mm_mask)))
+  mm = lambda x: jnp.sum(losses.masked_max(x, rmask) ** 2)
+  _assert_same_value_and_grad(mm, (x,), (_perturb(x, rmask, rng, nan),), (0,))
 
 
 def test_jit_matches_eager():

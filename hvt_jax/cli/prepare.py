@@ -18,6 +18,11 @@ from collections.abc import Sequence
 CONVERTERS: dict[str, str] = {
     "demo": "data_prep.demo",
     "activitynet_captions": "data_prep.activitynet_captions",
+    "msrvtt": "data_prep.mmt_experts",
+    "lsmdc": "data_prep.mmt_experts",
+    "activitynet_labels": "data_prep.activitynet_labels",
+    "didemo": "data_prep.didemo",
+    "tvr": "data_prep.tvr",
 }
 
 

@@ -1,0 +1,379 @@
+"""ActivityNet v1.3 action labels, joined onto ActivityNet Captions records.
+
+    hvt-prepare activitynet_labels --labels activity_net.v1-3.min.json \\
+        --annotations train.json val_1.json --features sub_activitynet_v1-3.c3d.hdf5 \\
+        --feature-key c3d_features --output DATA_DIR [--drop-unlabeled] [captions flags]
+
+Input: the official `activity_net.v1-3.min.json`:
+`{"version", "taxonomy": [{"nodeId", "nodeName", "parentId", "parentName"}, ...],
+  "database": {"<youtube id>": {"subset": "training"|"validation"|"testing", "duration", "url",
+  "resolution", "annotations": [{"segment": [s, e], "label": "..."}]}}}`.
+
+Decisions:
+- Classes are the taxonomy's leaves (nodes that are no node's parent), sorted by name: the 200
+  activity classes of v1.3. Two leaves with one name, or an annotation label that is not a
+  leaf, is an error naming the file, the video and the label.
+- A video's label is its annotations' label. When a video's annotations carry several labels
+  (rare), the label with the largest total annotated duration wins (then the most segments,
+  then the alphabetically first) and the video is counted. Videos without annotations (the
+  testing subset) have no label.
+- ActivityNet Captions ids are "v_" + the YouTube id (which may itself start with "v_"), so the
+  label map is keyed by "v_" + database key; a captions id without the prefix is looked up with
+  it added.
+- A captions video with no label keeps `label == ""` (counted as a repair "no action label");
+  with `--drop-unlabeled` it is dropped (counted as a skip). The per-split number of
+  unlabeled videos is also stored in metadata extra["unlabeled"].
+- The conversion runs `data_prep.activitynet_captions.convert` unchanged into a hidden
+  temporary data dir inside `--output`, then reads its records back (lossless: float32 arrays,
+  int32 tokens), joins the labels and writes the `activitynet_labels` dataset with the same
+  vocabulary, modalities and counts (the captions counts are merged into this dataset's). The
+  temporary dir is removed afterwards, also on error; one left by a killed run (its process
+  id no longer alive) is removed by the next run into the same --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from data_prep import activitynet_captions
+from data_prep import writer
+
+NAME = "activitynet_labels"
+MULTI_LABEL = "video has several action labels (longest kept)"
+NO_LABEL = "no action label"
+NO_LABEL_DROPPED = "no action label (dropped)"
+# Hidden scratch data dir for the captions pass: `<prefix><pid>-<random>` inside --output.
+_SCRATCH_PREFIX = ".activitynet_labels-captions-"
+
+
+def _load_json(path: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid json ({e})") from e
+  if not isinstance(data, dict):
+    raise ValueError(f"{path}: expected a json object, got {type(data).__name__}")
+  return data
+
+
+def _field(data: dict, field: str, kind: type, path: str) -> Any:
+  if field not in data:
+    raise ValueError(f"{path}: missing field {field!r} (not an ActivityNet v1.3 file?)")
+  if not isinstance(data[field], kind):
+    raise ValueError(f"{path}: field {field!r} must be a {kind.__name__}, got "
+                     f"{type(data[field]).__name__}")
+  return data[field]
+
+
+def parse_taxonomy(taxonomy: list, path: str = "<taxonomy>"
+                   ) -> tuple[list[str], dict[str, str | None]]:
+  """Leaf classes and parent map of a taxonomy list (see `load_taxonomy`)."""
+  parents: dict[str, str | None] = {}
+  parent_ids = set()
+  names_by_id: dict[Any, str] = {}
+  for i, node in enumerate(taxonomy):
+    if not isinstance(node, dict) or not {"nodeId", "nodeName", "parentId"} <= node.keys():
+      raise ValueError(f"{path}: taxonomy[{i}] must have nodeId, nodeName, parentId; got "
+                       f"{node!r:.100}")
+    if node["nodeId"] in names_by_id:
+      raise ValueError(f"{path}: taxonomy nodeId {node['nodeId']!r} appears twice")
+    names_by_id[node["nodeId"]] = node["nodeName"]
+    if node["parentId"] is not None:
+      parent_ids.add(node["parentId"])
+  leaves = []
+  for node in taxonomy:
+    parent = node.get("parentName")
+    if parent is None and node["parentId"] is not None:
+      parent = names_by_id.get(node["parentId"])
+    parents[node["nodeName"]] = parent
+    if node["nodeId"] not in parent_ids:
+      leaves.append(node["nodeName"])
+  if dup := sorted({n for n, c in collections.Counter(leaves).items() if c > 1}):
+    raise ValueError(f"{path}: taxonomy has several leaves named {dup[:5]}")
+  if not leaves:
+    raise ValueError(f"{path}: taxonomy has no leaf node")
+  return sorted(leaves), parents
+
+
+def load_taxonomy(path: str) -> tuple[list[str], dict[str, str | None]]:
+  """Reads the class list of an ActivityNet v1.3 json.
+
+  Args:
+    path: `activity_net.v1-3.min.json` (or any file with its "taxonomy" list).
+
+  Returns:
+    (leaf class names sorted by name: [200] for v1.3, {node name: parent name, None for the
+    root}).
+
+  Raises:
+    ValueError: missing/ill-formed taxonomy (names the file and field), duplicate leaf names.
+  """
+  return parse_taxonomy(_field(_load_json(path), "taxonomy", list, path), path)
+
+
+def video_label(annotations: list, where: str) -> tuple[str | None, int]:
+  """A video's label from its annotations (longest total duration; see module docstring).
+
+  Args:
+    annotations: [{"segment": [s, e], "label": str}, ...].
+    where: "file, video id" for error messages.
+
+  Returns:
+    (label or None when there is no annotation, number of distinct labels).
+  """
+  totals: dict[str, float] = collections.defaultdict(float)
+  counts: collections.Counter[str] = collections.Counter()
+  for j, ann in enumerate(annotations):
+    if not isinstance(ann, dict) or not isinstance(ann.get("label"), str) or not ann["label"]:
+      raise ValueError(f"{where}: annotations[{j}] has no label: {ann!r:.100}")
+    label = ann["label"]
+    counts[label] += 1
+    try:
+      start, end = (float(x) for x in ann.get("segment", ()))
+      length = abs(end - start)
+    except (TypeError, ValueError):
+      length = 0.0  # A malformed segment still names the label, with no weight.
+    totals[label] += length if math.isfinite(length) else 0.0
+  if not counts:
+    return None, 0
+  best = min(counts, key=lambda l: (-totals[l], -counts[l], l))
+  return best, len(counts)
+
+
+def label_map(path: str, counter: writer.SkipCounter | None = None) -> dict[str, str]:
+  """Maps ActivityNet Captions video ids to their v1.3 action label.
+
+  Args:
+    path: `activity_net.v1-3.min.json`.
+    counter: if given, counts videos with several labels (MULTI_LABEL).
+
+  Returns:
+    {"v_<youtube id>": label} for every database video with at least one annotation.
+
+  Raises:
+    ValueError: a malformed file, or a label that is not a taxonomy leaf (names the file,
+      the video and the label).
+  """
+  data = _load_json(path)
+  leaves = set(parse_taxonomy(_field(data, "taxonomy", list, path), path)[0])
+  database = _field(data, "database", dict, path)
+  labels = {}
+  for key, entry in database.items():
+    if not isinstance(entry, dict):
+      raise ValueError(f"{path}: database[{key!r}] must be an object")
+    annotations = entry.get("annotations") or []
+    if not isinstance(annotations, list):
+      raise ValueError(f"{path}: database[{key!r}]['annotations'] must be a list")
+    label, distinct = video_label(annotations, f"{path}, video {key!r}")
+    if label is None:
+      continue
+    for ann in annotations:
+      if ann["label"] not in leaves:
+        raise ValueError(f"{path}: video {key!r} has label {ann['label']!r}, which is not a "
+                         "leaf of the taxonomy")
+    video_id = "v_" + key
+    if distinct > 1 and counter is not None:
+      counter.repair(MULTI_LABEL, video_id)
+    labels[video_id] = label
+  return labels
+
+
+def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
+  """The label of a captions id ("v_<youtube id>", or a bare YouTube id), or None."""
+  label = labels.get(video_id)
+  if label is None and not video_id.startswith("v_"):
+    label = labels.get("v_" + video_id)
+  return label
+
+
+def join_labels(records: Iterable[dict], labels: dict[str, str],
+                counter: writer.SkipCounter, *, drop_unlabeled: bool = False
+                ) -> Iterator[dict]:
+  """Sets `label` on ActivityNet Captions records.
+
+  Args:
+    records: canonical records (ids "v_<youtube id>").
+    labels: from `label_map`.
+    counter: counts videos without a label (NO_LABEL repair, or NO_LABEL_DROPPED skip).
+    drop_unlabeled: drop videos without a label instead of keeping `label == ""`.
+
+  Yields:
+    Each record (a shallow copy) with `label` set.
+  """
+  for record in records:
+    label = lookup_label(record["video_id"], labels)
+    if label is None:
+      if drop_unlabeled:
+        counter.skip(NO_LABEL_DROPPED, record["video_id"])
+        continue
+      counter.repair(NO_LABEL, record["video_id"])
+    yield dict(record, label=label or "")
+
+
+def records_from_dataset(dataset_dir: str, split: str) -> Iterator[dict]:
+  """Reads a written dataset's split back as canonical records (numpy arrays, lists).
+
+  Args:
+    dataset_dir: a dataset directory written by `writer.write_dataset`.
+    split: split name.
+
+  Yields:
+    Canonical record dicts, in the split's stored order.
+  """
+  meta = writer.load_metadata(dataset_dir)
+  for ex in writer.load_split(dataset_dir, split):
+    yield {
+        "video_id": ex["video_id"].numpy().decode("utf-8"),
+        "duration": float(ex["duration"].numpy()),
+        "split": ex["split"].numpy().decode("utf-8"),
+        "label": ex["label"].numpy().decode("utf-8"),
+        "features": {m: ex[f"features/{m}"].numpy() for m in meta["modalities"]},
+        "timestamps": {m: ex[f"timestamps/{m}"].numpy() for m in meta["modalities"]},
+        "segments": ex["segments"].numpy(),
+        "sentences": [s.decode("utf-8") for s in ex["sentences"].numpy().tolist()],
+        "tokens": [np.asarray(t, np.int32) for t in ex["tokens"].to_list()],
+    }
+
+
+def stored_video_ids(dataset_dir: str, split: str) -> list[str]:
+  """The video ids of a written split, parsed from the shards without decoding features.
+
+  Args:
+    dataset_dir: a dataset directory written by `writer.write_dataset`.
+    split: split name.
+
+  Returns:
+    Video ids in stored order.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  name = writer.load_metadata(dataset_dir)["name"]
+  files = sorted(pathlib.Path(dataset_dir).glob(f"{name}-{split}.tfrecord-*"))
+  spec = {"video_id": tf.io.FixedLenFeature([], tf.string)}
+  ids = []
+  for raw in tf.data.TFRecordDataset([os.fspath(f) for f in files]):
+    ids.append(tf.io.parse_single_example(raw, spec)["video_id"].numpy().decode("utf-8"))
+  return ids
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Exists, owned by someone else.
+  return True
+
+
+def remove_stale_scratch(output_dir: str) -> list[str]:
+  """Deletes scratch dirs left in `output_dir` by killed runs (their process is gone).
+
+  Args:
+    output_dir: the --output data dir.
+
+  Returns:
+    The removed paths.
+  """
+  removed = []
+  for path in pathlib.Path(output_dir).glob(f"{_SCRATCH_PREFIX}*"):
+    pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
+    if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(os.fspath(path))
+  return removed
+
+
+def convert(annotation_files: list[str], features_path: str, labels_file: str,
+            output_dir: str, *, drop_unlabeled: bool = False, num_shards: int | None = None,
+            verbose: bool = True, **captions_kwargs: Any) -> tuple[str, writer.SkipCounter]:
+  """Converts ActivityNet Captions with v1.3 action labels (see the module docstring).
+
+  Args:
+    annotation_files: ActivityNet Captions json files (split = file stem; train required).
+    features_path: feature file/dir, as for `activitynet_captions.convert`.
+    labels_file: `activity_net.v1-3.min.json`.
+    output_dir: data dir; the dataset goes to `output_dir/activitynet_labels/<version>`.
+    drop_unlabeled: drop captions videos that have no label.
+    num_shards: shards per split, or None to shard by size.
+    verbose: print the summary table.
+    **captions_kwargs: other keyword arguments of `activitynet_captions.convert`
+      (feature_key, modality, feature_rate, min_count, num_workers, max_videos, video_ids).
+
+  Returns:
+    (dataset dir, the SkipCounter with the captions and label counts).
+  """
+  started = time.time()
+  classes, _ = load_taxonomy(labels_file)
+  counter = writer.SkipCounter()
+  labels = label_map(labels_file, counter)
+  os.makedirs(output_dir, exist_ok=True)
+  remove_stale_scratch(output_dir)
+  scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=output_dir)
+  try:
+    captions_dir, captions_counter = activitynet_captions.convert(
+        annotation_files, features_path, scratch, num_shards=num_shards, verbose=False,
+        **captions_kwargs)
+    counter.merge(captions_counter)
+    meta = writer.load_metadata(captions_dir)
+    unlabeled = {split: sum(lookup_label(v, labels) is None
+                            for v in stored_video_ids(captions_dir, split))
+                 for split in meta["splits"]}
+    splits = {split: join_labels(records_from_dataset(captions_dir, split), labels, counter,
+                                 drop_unlabeled=drop_unlabeled)
+              for split in meta["splits"]}
+    spec = writer.DatasetSpec(
+        name=NAME, modalities=meta["modalities"], tokenizer=meta["tokenizer"],
+        vocab=writer.load_vocab(captions_dir),
+        description="ActivityNet Captions with ActivityNet v1.3 action labels.",
+        extra=dict(meta["extra"], classes=classes, labels_file=pathlib.Path(labels_file).name,
+                   drop_unlabeled=drop_unlabeled, unlabeled=unlabeled))
+    dataset_dir = writer.write_dataset(spec, splits, output_dir, counter=counter,
+                                       num_shards=num_shards)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  if verbose:
+    print(counter.format_table())
+    for split, n in writer.load_metadata(dataset_dir)["splits"].items():
+      print(f"{split}: {n} videos written, {unlabeled[split]} without an action label")
+    print(f"{len(classes)} classes; {time.time() - started:.1f} s")
+    print(f"dataset: {dataset_dir}")
+  return dataset_dir, counter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the ActivityNet Captions flags plus --labels/--drop-unlabeled."""
+  activitynet_captions.add_arguments(parser)
+  parser.add_argument("--labels", required=True,
+                      help="ActivityNet v1.3 json (activity_net.v1-3.min.json)")
+  parser.add_argument("--drop-unlabeled", action="store_true",
+                      help="drop captions videos without an action label (default: keep "
+                           "them with an empty label)")
+
+
+def run(args: argparse.Namespace) -> str:
+  """Runs the labelled conversion from parsed flags; returns the dataset dir."""
+  allow = None
+  if args.video_ids:
+    allow = [line.strip() for line in pathlib.Path(args.video_ids).read_text().splitlines()
+             if line.strip()]
+  dataset_dir, _ = convert(
+      args.annotations, args.features, args.labels, args.output,
+      drop_unlabeled=args.drop_unlabeled, num_shards=args.num_shards,
+      feature_key=args.feature_key, modality=args.modality, feature_rate=args.feature_rate,
+      min_count=args.min_count, num_workers=args.num_workers, max_videos=args.max_videos,
+      video_ids=allow)
+  return dataset_dir

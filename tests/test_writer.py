@@ -1,0 +1,353 @@
+"""Tests for data_prep.writer (TFDS dataset writing/reading) and data_prep.text."""
+
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from data_prep import text
+from data_prep import writer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VOCAB = ["<pad>", "<unk>", "a", "man", "rides", "bike", "."]
+SPEC = writer.DatasetSpec(name="toy", modalities={"c3d": 5, "rgb": 3}, tokenizer="word",
+                          vocab=VOCAB, description="toy", extra={"classes": ["x", "y"]})
+
+
+def make_record(i: int, split: str, seed: int = 0) -> dict:
+  """A random valid record; video 2 misses the rgb expert, sentence counts vary 1..3."""
+  rng = np.random.default_rng([seed, i, len(split)])
+  t = 2 + i % 4
+  s = 1 + i % 3
+  rgb_rows = 0 if i == 2 else 3
+  return {
+      "video_id": f"{split}_{i}", "duration": 10.5 + i, "split": split,
+      "label": ["", "x", "y"][i % 3],
+      "features": {"c3d": rng.normal(size=(t, 5)).astype(np.float32),
+                   "rgb": rng.normal(size=(rgb_rows, 3)).astype(np.float32)},
+      "timestamps": {"c3d": np.stack([np.arange(t), np.arange(t) + 1.5], 1).astype(np.float32),
+                     "rgb": np.tile(np.float32([[0.0, 3.5]]), (rgb_rows, 1))},
+      "segments": np.float32([[0.5 * k, 0.5 * k + 2] for k in range(s)]),
+      "sentences": [f"sentence {k} of video {i}" for k in range(s)],
+      "tokens": [rng.integers(0, len(VOCAB), size=1 + (i + k) % 4).tolist() for k in range(s)],
+  }
+
+
+def records(split: str, n: int, seed: int = 0) -> list[dict]:
+  return [make_record(i, split, seed) for i in range(n)]
+
+
+def as_numpy(example: dict) -> dict:
+  """A decoded tf example as plain python/numpy (ragged tokens -> list of lists)."""
+  out = {}
+  for k, v in example.items():
+    if k == "tokens":
+      out[k] = [list(map(int, row)) for row in v.to_list()]
+    elif k == "sentences":
+      out[k] = [s.decode() for s in v.numpy()]
+    elif k in ("video_id", "split", "label"):
+      out[k] = v.numpy().decode()
+    else:
+      out[k] = v.numpy()
+  return out
+
+
+def assert_matches(loaded: dict, rec: dict) -> None:
+  """Exact equality of every field of a loaded example and the record written."""
+  expected_keys = {"video_id", "duration", "split", "label", "segments", "sentences", "tokens"}
+  expected_keys |= {f"{g}/{m}" for g in ("features", "timestamps") for m in SPEC.modalities}
+  assert set(loaded) == expected_keys
+  for key in ("video_id", "split", "label", "sentences", "tokens"):
+    assert loaded[key] == rec[key], key
+  assert loaded["duration"] == np.float32(rec["duration"])
+  np.testing.assert_array_equal(loaded["segments"], rec["segments"])
+  for m in SPEC.modalities:
+    for g in ("features", "timestamps"):
+      assert loaded[f"{g}/{m}"].dtype == np.float32
+      np.testing.assert_array_equal(loaded[f"{g}/{m}"], rec[g][m], err_msg=f"{g}/{m}")
+
+
+def dir_bytes(path: str) -> dict[str, bytes]:
+  return {p.name: p.read_bytes() for p in sorted(pathlib.Path(path).iterdir())}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+  out = tmp_path_factory.mktemp("data")
+  counter = writer.SkipCounter()
+  counter.skip("features missing", "train_99")
+  counter.repair("segment end > duration (clipped)", "train_1")
+  train, val = records("train", 7), records("val", 3)
+  path = writer.write_dataset(SPEC, {"train": train, "val": val}, str(out), counter=counter,
+                              num_shards=3)
+  return out, path, {"train": train, "val": val}
+
+
+def test_round_trip_same_process(written):
+  _, path, recs = written
+  for split in ("train", "val"):
+    loaded = [as_numpy(ex) for ex in writer.load_split(path, split)]
+    # Contiguous shards: reading without shuffling gives the input order back.
+    assert [ex["video_id"] for ex in loaded] == [r["video_id"] for r in recs[split]]
+    for ex, rec in zip(loaded, recs[split]):
+      assert_matches(ex, rec)
+  shards = sorted(p.name for p in pathlib.Path(path).glob("toy-train.tfrecord-*"))
+  assert shards == [f"toy-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+
+
+def test_round_trip_fresh_process(written, tmp_path):
+  out, _, recs = written
+  dump = tmp_path / "dump.pkl"
+  script = textwrap.dedent(f"""
+      import pickle, sys
+      from data_prep import writer
+      assert not any(m.startswith("data_prep.") and m not in ("data_prep.writer",)
+                     for m in sys.modules), sorted(sys.modules)
+      path = writer.find_dataset_dir({str(out)!r})
+      result = {{"meta": writer.load_metadata(path), "examples": {{}}}}
+      for split in ("train", "val"):
+        rows = []
+        for ex in writer.load_split(path, split):
+          rows.append({{k: (v.to_list() if k == "tokens" else v.numpy()) for k, v in ex.items()}})
+        result["examples"][split] = rows
+      pickle.dump(result, open({str(dump)!r}, "wb"))
+  """)
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = pickle.loads(dump.read_bytes())
+  assert result["meta"]["splits"] == {"train": 7, "val": 3}
+  for split in ("train", "val"):
+    assert len(result["examples"][split]) == len(recs[split])
+    for ex, rec in zip(result["examples"][split], recs[split]):
+      ex = dict(ex, video_id=ex["video_id"].decode(), split=ex["split"].decode(),
+                label=ex["label"].decode(), sentences=[s.decode() for s in ex["sentences"]])
+      assert_matches(ex, rec)
+
+
+def test_metadata_and_vocab(written):
+  out, path, _ = written
+  meta = writer.load_metadata(path)
+  assert meta["name"] == "toy" and meta["tokenizer"] == "word"
+  assert meta["modalities"] == {"c3d": 5, "rgb": 3}
+  assert meta["vocab_size"] == len(VOCAB)
+  assert pathlib.Path(meta["vocab_file"]).read_text().split("\n")[:-1] == VOCAB
+  assert writer.load_vocab(path) == VOCAB
+  assert meta["splits"] == {"train": 7, "val": 3}
+  # Video 2 of each split has 0 rgb rows (a missing expert).
+  assert meta["missing"] == {"train": {"c3d": 0, "rgb": 1}, "val": {"c3d": 0, "rgb": 1}}
+  assert meta["counts"] == {
+      "repaired": {"segment end > duration (clipped)": 1},
+      "skipped": {"features missing": 1},
+      "examples": {"features missing": ["train_99"],
+                   "segment end > duration (clipped)": ["train_1"]}}
+  assert meta["extra"] == {"classes": ["x", "y"]}
+  info = json.loads((pathlib.Path(path) / "dataset_info.json").read_text())
+  assert [s["shardLengths"] for s in info["splits"]] == [["3", "2", "2"], ["1", "1", "1"]]
+
+
+def test_find_dataset_dir(written, tmp_path):
+  out, path, _ = written
+  assert writer.find_dataset_dir(str(out)) == path
+  assert writer.find_dataset_dir(str(out / "toy")) == path
+  assert writer.find_dataset_dir(path, "toy") == path
+  with pytest.raises(FileNotFoundError, match="not 'other'"):
+    writer.find_dataset_dir(path, "other")
+  # Two datasets under one dir: ambiguous without a name, resolved with one.
+  spec2 = writer.DatasetSpec(name="toy_two", modalities={"c3d": 5, "rgb": 3},
+                             tokenizer="word", vocab=VOCAB)
+  writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                       counter=writer.SkipCounter())
+  second = writer.write_dataset(spec2, {"train": records("train", 2)}, str(tmp_path),
+                                counter=writer.SkipCounter())
+  (tmp_path / "toy" / ".tmp-1.0.0-junk").mkdir()  # Leftover temp dirs are ignored.
+  with pytest.raises(FileNotFoundError, match=r"toy_two"):
+    writer.find_dataset_dir(str(tmp_path))
+  assert writer.find_dataset_dir(str(tmp_path), "toy_two") == second
+  with pytest.raises(FileNotFoundError, match="found: none"):
+    writer.find_dataset_dir(str(tmp_path / "toy" / ".tmp-1.0.0-junk"))
+
+
+def test_rewrite_is_idempotent_and_replaces(tmp_path):
+  kwargs = dict(counter=writer.SkipCounter(), num_shards=2)
+  path = writer.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
+  first = dir_bytes(path)
+  path2 = writer.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
+  assert path2 == path and dir_bytes(path) == first
+  # Different content replaces the old dataset entirely (no stale shards or splits).
+  writer.write_dataset(SPEC, {"val": records("val", 4, seed=1)}, str(tmp_path),
+                       counter=writer.SkipCounter())
+  assert writer.load_metadata(path)["splits"] == {"val": 4}
+  assert not list(pathlib.Path(path).glob("toy-train*"))
+  assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
+
+
+def failing_records(n_ok: int):
+  yield from records("val", n_ok)
+  raise RuntimeError("converter crashed")
+
+
+def test_interrupted_write_keeps_previous_dataset(tmp_path):
+  path = writer.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
+                              counter=writer.SkipCounter())
+  before = dir_bytes(path)
+  with pytest.raises(RuntimeError, match="converter crashed"):
+    writer.write_dataset(SPEC, {"train": records("train", 6), "val": failing_records(2)},
+                         str(tmp_path), counter=writer.SkipCounter())
+  assert dir_bytes(path) == before
+  assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
+  assert [as_numpy(e)["video_id"] for e in writer.load_split(path, "train")] == [
+      "train_0", "train_1", "train_2"]
+
+
+def test_interrupted_first_write_leaves_nothing_loadable(tmp_path):
+  with pytest.raises(RuntimeError, match="converter crashed"):
+    writer.write_dataset(SPEC, {"val": failing_records(2)}, str(tmp_path),
+                         counter=writer.SkipCounter())
+  assert list((tmp_path / "toy").iterdir()) == []
+  with pytest.raises(FileNotFoundError, match="found: none"):
+    writer.find_dataset_dir(str(tmp_path))
+
+
+def _corrupt(field_path: str, value):
+  def apply(rec):
+    target = rec
+    keys = field_path.split("/")
+    for k in keys[:-1]:
+      target = target[k]
+    target[keys[-1]] = value(rec) if callable(value) else value
+    return rec
+  return apply
+
+
+@pytest.mark.parametrize("field,mutate,message", [
+    ("features/c3d", _corrupt("features/c3d", np.zeros((3, 4), np.float32)), r"\[N, 5\]"),
+    ("features/c3d", _corrupt("features/c3d", lambda r: np.where(
+        np.arange(5) == 1, np.nan, r["features"]["c3d"])), "non-finite"),
+    ("timestamps/c3d", _corrupt("timestamps/c3d", np.zeros((1, 2), np.float32)), "rows"),
+    ("segments", _corrupt("segments", np.float32([[3.0, 1.0]])), "start > end"),
+    ("sentences", _corrupt("tokens", [[2]] * 5), "must be equal"),
+    ("sentences", _corrupt("sentences", [" padded"]), "stripped"),
+    ("tokens", _corrupt("tokens", [[2, 7]]), r"outside \[0, 7\)"),
+    ("split", _corrupt("split", "val"), "written to split 'train'"),
+    ("duration", _corrupt("duration", -1.0), "> 0"),
+    ("features", _corrupt("features", lambda r: {"c3d": r["features"]["c3d"]}), "modalities"),
+])
+def test_invalid_record_names_video_and_field(tmp_path, field, mutate, message):
+  bad = mutate(make_record(0, "train"))  # Record 0 has one sentence.
+  recs = [make_record(1, "train"), bad]
+  with pytest.raises(ValueError, match=message) as err:
+    writer.write_dataset(SPEC, {"train": recs}, str(tmp_path), counter=writer.SkipCounter())
+  assert "'train_0'" in str(err.value) and f"field {field!r}" in str(err.value)
+  assert not (tmp_path / "toy" / "1.0.0").exists()
+
+
+def test_duplicate_video_id_in_split(tmp_path):
+  with pytest.raises(ValueError, match=r"'train_1'.*duplicate"):
+    writer.write_dataset(SPEC, {"train": [make_record(1, "train"), make_record(1, "train")]},
+                         str(tmp_path), counter=writer.SkipCounter())
+
+
+def build_or_skip(item, counter):
+  """Module-level record builder for the parallel test: skips odd items."""
+  i, split = item
+  if i % 2:
+    counter.skip("odd item", f"{split}_{i}")
+    return None
+  return make_record(i, split)
+
+
+def test_map_records_parallel_equals_serial(tmp_path):
+  items = [(i, "train") for i in range(9)]
+  outs, counters = [], []
+  for workers in (1, 2):
+    counter = writer.SkipCounter()
+    path = writer.write_dataset(SPEC, {"train": writer.map_records(build_or_skip, items)},
+                                str(tmp_path / f"w{workers}"), counter=counter,
+                                num_workers=workers, num_shards=2)
+    outs.append(dir_bytes(path))
+    counters.append(counter.summary())
+  assert outs[0] == outs[1]
+  assert counters[0] == counters[1] == {
+      "repaired": {}, "skipped": {"odd item": 4},
+      "examples": {"odd item": ["train_1", "train_3", "train_5", "train_7"]}}
+  path = writer.find_dataset_dir(str(tmp_path / "w2"))
+  got = [as_numpy(e) for e in writer.load_split(path, "train")]
+  assert [g["video_id"] for g in got] == [f"train_{i}" for i in (0, 2, 4, 6, 8)]
+  for g, i in zip(got, (0, 2, 4, 6, 8)):
+    assert_matches(g, make_record(i, "train"))
+
+
+def test_parallel_map_order_and_errors():
+  assert list(writer.parallel_map(abs, [-3, 1, -2, 5, -7], num_workers=2, window=2)) == [
+      3, 1, 2, 5, 7]
+  with pytest.raises(TypeError):
+    list(writer.parallel_map(abs, [1, "x"], num_workers=2))
+
+
+def test_skip_counter():
+  c = writer.SkipCounter()
+  for i in range(25):
+    c.skip("features missing", f"v{i}")
+  c.repair("whitespace", "a")
+  c.repair("whitespace", "a")
+  other = writer.SkipCounter()
+  other.repair("whitespace", "b")
+  c.merge(other)
+  s = c.summary()
+  assert s["skipped"] == {"features missing": 25}
+  assert s["repaired"] == {"whitespace": 3}
+  assert s["examples"]["features missing"] == [f"v{i}" for i in range(20)]
+  assert s["examples"]["whitespace"] == ["a", "b"]
+  table = c.format_table()
+  assert "features missing" in table and " 25 " in table and "v0, v1, v2, ..." in table
+
+
+def test_spec_validation(tmp_path):
+  for bad, msg in [
+      (dict(modalities={}), "modalities is empty"),
+      (dict(modalities={"c/3d": 5}), "modality name"),
+      (dict(modalities={"c3d": 0}), "positive int"),
+      (dict(tokenizer="bpe"), "tokenizer"),
+      (dict(vocab=["<pad>", "a", "a"]), "duplicate"),
+      (dict(name="Bad-Name"), "lower_snake_case"),
+  ]:
+    spec = writer.DatasetSpec(**{**SPEC.__dict__, **bad})
+    with pytest.raises(ValueError, match=msg):
+      writer.write_dataset(spec, {"train": []}, str(tmp_path), counter=writer.SkipCounter())
+
+
+# ------------------------------------------------------------------------------- text
+
+
+def test_normalize_sentence():
+  assert text.normalize_sentence("  A man\t rides \n a bike.  ") == "A man rides a bike."
+  assert text.normalize_sentence(" \t\n") == ""
+
+
+def test_word_tokenize_hand_cases():
+  assert text.word_tokenize(" The man's bike, then... ") == [
+      "the", "man", "'s", "bike", ",", "then", ".", ".", "."]
+  assert text.word_tokenize("He DOESN'T stop-it at 3.5m!") == [
+      "he", "doesn", "'t", "stop", "-", "it", "at", "3", ".", "5m", "!"]
+  assert text.word_tokenize("Café crème") == ["café", "crème"]
+  assert text.word_tokenize("") == []
+
+
+def test_build_word_vocab_and_encode():
+  sentences = ["b a a.", "c b a", "d"]
+  # Counts: a 3, b 2, . 1, c 1, d 1 -> by count, then alphabetically.
+  assert text.build_word_vocab(sentences) == ["<pad>", "<unk>", "a", "b", ".", "c", "d"]
+  vocab = text.build_word_vocab(sentences, min_count=2)
+  assert vocab == ["<pad>", "<unk>", "a", "b"]
+  index = {t: i for i, t in enumerate(vocab)}
+  assert text.encode_words("A b zebra.", index) == [2, 3, 1, 1]
+  with pytest.raises(ValueError):
+    text.build_word_vocab(sentences, min_count=0)
