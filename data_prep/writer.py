@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -371,10 +372,20 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   return out
 
 
+class _DropDtypeDeprecation(logging.Filter):
+  """Drops TFDS's "`TensorInfo.dtype` is deprecated" warning, logged by its own serializer."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return ".dtype` is deprecated" not in record.getMessage()
+
+
 class _Serializer:
   """Validates + serializes records of one spec (one instance per process)."""
 
   def __init__(self, spec: DatasetSpec):
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropDtypeDeprecation) for f in absl_logger.filters):
+      absl_logger.addFilter(_DropDtypeDeprecation())
     from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
     self.spec = spec
     self.features = make_features(spec)
@@ -423,7 +434,10 @@ def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] |
       if data is not None:
         yield position, data, info
   else:
-    for position, record in enumerate(records):
+    import tqdm  # pylint: disable=g-import-not-at-top
+    total = len(records) if hasattr(records, "__len__") else None
+    for position, record in enumerate(tqdm.tqdm(records, desc=f"{spec.name}/{split}",
+                                                 total=total, unit="video", mininterval=1.0)):
       yield position, *serializer(record, split)
 
 
@@ -506,8 +520,9 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
     output_dir: the data dir; the dataset goes to `output_dir/<spec.name>/<VERSION>`.
     counter: the converter's skip/repair counter; worker counts are merged into it, and its
       summary is stored in the metadata.
-    num_shards: shards per split (round-robin, empty shards dropped); None rolls over to a
-      new shard every `TARGET_SHARD_BYTES`.
+    num_shards: shards per split (contiguous runs of the input when its length is known,
+      round-robin otherwise; empty shards are dropped); None rolls over to a new shard every
+      `TARGET_SHARD_BYTES`.
     num_workers: processes for `MappedRecords` splits.
 
   Returns:

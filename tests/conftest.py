@@ -9,8 +9,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pathlib  # pylint: disable=g-import-not-at-top
+import tempfile  # pylint: disable=g-import-not-at-top
 
-import pytest
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+# Tests compile many small, identical programs (one per trainer setup): a persistent cache
+# shared by the whole session and XLA's cheaper optimisation level keep CI fast.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("HVT_TEST_JAX_CACHE",
+                                 os.path.join(tempfile.gettempdir(), "hvt_jax_test_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+jax.config.update("jax_disable_most_optimizations", True)
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
