@@ -63,7 +63,9 @@ def test_one_vs_eight_devices_same_step(data_dir, model):
   assert jax.device_count() == 8
   for k in m1:
     np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), p1, p8)
+  # Adam normalises tiny gradients, so compare with an absolute tolerance well below the
+  # 1e-3 step size.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), p1, p8)
   # The step must have trained something: the loss terms are all present and positive.
   assert m1["loss"] > 0 and m1["norm/grad"] > 0
   if model == "hse":

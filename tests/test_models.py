@@ -1,0 +1,185 @@
+"""Model tests: GRU against a numpy reference of PyTorch's equations, HSE/FSE wiring."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from hvt_jax import models
+from hvt_jax.models import hse, layers
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_gru(x, mask, h0, w_i, w_h, b_i, b_h):
+  """Step-by-step PyTorch GRU; padded steps keep the state."""
+  b, t, _ = x.shape
+  h = h0.astype(np.float64)
+  outs = np.zeros((b, t, h.shape[1]))
+  for step in range(t):
+    xp = np.einsum("bd,dgh->bgh", x[:, step], w_i) + b_i
+    hp = np.einsum("bh,hgk->bgk", h, w_h) + b_h
+    r = _sigmoid(xp[:, 0] + hp[:, 0])
+    z = _sigmoid(xp[:, 1] + hp[:, 1])
+    n = np.tanh(xp[:, 2] + r * hp[:, 2])
+    new = (1 - z) * n + z * h
+    h = np.where(mask[:, step, None], new, h)
+    outs[:, step] = h
+  return outs, h
+
+
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_gru_matches_numpy_reference(unroll):
+  rng = np.random.default_rng(0)
+  gru = layers.GRU(5, 7, rngs=nnx.Rngs(1), unroll=unroll)
+  gru.b_i[...] = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32)
+  gru.b_h[...] = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32)
+  x = rng.normal(size=(3, 6, 5)).astype(np.float32)
+  mask = np.arange(6)[None] < np.array([6, 3, 1])[:, None]
+  h0 = rng.normal(size=(3, 7)).astype(np.float32)
+  out, last = gru(jnp.asarray(x), jnp.asarray(mask), jnp.asarray(h0))
+  ref_out, ref_last = numpy_gru(x, mask, h0, *(np.asarray(p[...], np.float64) for p in
+                                               (gru.w_i, gru.w_h, gru.b_i, gru.b_h)))
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  # The final state is the last *valid* step's, not the last padded one.
+  np.testing.assert_allclose(last, ref_last, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(last[1], ref_out[1, 2], rtol=1e-5, atol=1e-5)
+
+
+def test_gru_decode_feeds_parent_every_step_from_zero_state():
+  rng = np.random.default_rng(1)
+  gru = layers.GRU(4, 3, rngs=nnx.Rngs(0))
+  parent = rng.normal(size=(2, 4)).astype(np.float32)
+  got = gru.decode(jnp.asarray(parent), 5)
+  x = np.repeat(parent[:, None], 5, axis=1)
+  ref, _ = numpy_gru(x, np.ones((2, 5), bool), np.zeros((2, 3)),
+                     *(np.asarray(p[...], np.float64) for p in
+                       (gru.w_i, gru.w_h, gru.b_i, gru.b_h)))
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_xavier_per_gate_block_and_zero_bias():
+  gru = layers.GRU(100, 400, rngs=nnx.Rngs(0))
+  limit = np.sqrt(6.0 / (100 + 400))  # per [in, hidden] block, not per [in, 3 hidden]
+  w = np.asarray(gru.w_i[...])
+  assert w.shape == (100, 3, 400)
+  assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
+  assert not np.any(np.asarray(gru.b_i[...])) and not np.any(np.asarray(gru.b_h[...]))
+
+
+def test_encoder_embedding_is_max_over_valid_outputs():
+  enc = layers.GRUEncoder(3, 4, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 3)), jnp.float32)
+  mask = jnp.asarray(np.arange(5)[None] < np.array([5, 2])[:, None])
+  out, _ = enc.gru(x, mask)
+  emb = enc(x, mask)
+  np.testing.assert_allclose(emb[0], np.max(out[0], axis=0), rtol=1e-6)
+  np.testing.assert_allclose(emb[1], np.max(out[1, :2], axis=0), rtol=1e-6)
+
+
+def _tiny_config(name="hse", context_init=True):
+  c = ml_collections.ConfigDict()
+  c.model = dict(name=name, hidden=8, word_dim=6, context_init=context_init,
+                 reconstruction=name == "hse", unroll=1, dtype="float32",
+                 word_vectors="none")
+  c.input = dict(modality="frames")
+  c.loss = dict(margin=0.2, hardest_negative=False, normalize="pairs", cluster=True,
+                cluster_bidirectional=True, low="strong", context_weight=1.0, tau=5e-4,
+                tau_low=1e-4, recon_distance="l2")
+  return c
+
+
+def _batch(rng, b=3, c=2, f=4, fv=6, d=5, s=2, l=3, lp=5, vocab=11):
+  clip_mask = np.ones((b, c), bool)
+  clip_mask[0, 1] = False
+  return {
+      "clip_frames": rng.normal(size=(b, c, f, d)).astype(np.float32),
+      "clip_frame_mask": np.ones((b, c, f), bool) & clip_mask[..., None],
+      "clip_mask": clip_mask,
+      "video_frames": rng.normal(size=(b, fv, d)).astype(np.float32),
+      "video_frame_mask": np.ones((b, fv), bool),
+      "sentence_tokens": rng.integers(1, vocab, size=(b, s, l)).astype(np.int32),
+      "sentence_token_mask": np.ones((b, s, l), bool),
+      "sentence_mask": clip_mask.copy(),
+      "paragraph_tokens": rng.integers(1, vocab, size=(b, lp)).astype(np.int32),
+      "paragraph_token_mask": np.ones((b, lp), bool),
+      "example_mask": np.ones((b,), bool),
+  }
+
+
+def test_unknown_model_lists_valid_names():
+  with pytest.raises(ValueError, match=r"unknown model 'hsee'; valid: \['fse', 'hse'\]"):
+    models.get_model_class("hsee")
+
+
+def test_hse_context_initialises_high_level_and_padding_is_ignored():
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  rng = np.random.default_rng(0)
+  batch = _batch(rng)
+  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  out = m(batch)
+  # High-level GRU starts from the low-level encoder's embedding of the whole video.
+  expected_video = m.video_high(out["clips"], batch["clip_mask"],
+                                m.video_low(batch["video_frames"], batch["video_frame_mask"]))
+  np.testing.assert_allclose(out["video"], expected_video, rtol=1e-6)
+  no_ctx = models.create_model(_tiny_config(context_init=False), meta, rngs=nnx.Rngs(0))
+  assert not np.allclose(no_ctx.embed(batch)["video"], out["video"])
+  # Padded clip content does not change any output or the loss.
+  batch2 = dict(batch, clip_frames=batch["clip_frames"].copy())
+  batch2["clip_frames"][0, 1] = 1e3
+  out2 = m(batch2)
+  np.testing.assert_allclose(out2["video"], out["video"], rtol=1e-6)
+  cfg = _tiny_config().loss
+  l1, terms = m.loss(out, batch, cfg)
+  l2, _ = m.loss(out2, batch2, cfg)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  assert set(terms) == {"match_high", "cluster_high", "match_context", "match_low",
+                        "cluster_low", "recon_high", "recon_low"}
+  np.testing.assert_allclose(l1, sum(terms.values()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("low,tau,expected", [
+    ("none", 0.0, {"match_high", "cluster_high", "match_context"}),
+    ("weak", 0.0, {"match_high", "cluster_high", "match_context", "match_low",
+                   "cluster_low"}),
+])
+def test_loss_terms_follow_ablation_switches(low, tau, expected):
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  batch = _batch(np.random.default_rng(0))
+  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  cfg = _tiny_config().loss
+  cfg.low, cfg.tau = low, tau
+  _, terms = m.loss(m(batch), batch, cfg)
+  assert set(terms) == expected
+
+
+def test_fse_uses_only_flat_inputs():
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  batch = _batch(np.random.default_rng(0))
+  m = models.create_model(_tiny_config("fse"), meta, rngs=nnx.Rngs(0))
+  out = m(batch)
+  batch2 = dict(batch, clip_frames=batch["clip_frames"] + 5.0)
+  np.testing.assert_allclose(m(batch2)["video"], out["video"])
+  _, terms = m.loss(out, batch, _tiny_config("fse").loss)
+  assert set(terms) == {"match_high", "cluster_high"}
+
+
+def test_word_vectors_initialise_embedding(tmp_path):
+  vectors = np.random.default_rng(0).normal(size=(11, 6)).astype(np.float32)
+  np.save(tmp_path / "word_vectors.npy", vectors)
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  c = _tiny_config()
+  c.model.word_vectors = "auto"
+  m = models.create_model(c, meta, rngs=nnx.Rngs(0), data_dir=str(tmp_path))
+  np.testing.assert_array_equal(m.words.table[...], vectors)
+  bad = np.zeros((12, 6), np.float32)
+  np.save(tmp_path / "bad.npy", bad)
+  c.model.word_vectors = str(tmp_path / "bad.npy")
+  with pytest.raises(ValueError, match="vocab_size=11"):
+    models.create_model(c, meta, rngs=nnx.Rngs(0))
