@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="hvt-demo", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/demo", help="output directory")
   parser.add_argument("--models", default="hse,fse", help="comma-separated models")
+  parser.add_argument("--num-train", type=int, default=1500, help="demo train videos")
+  parser.add_argument("--num-val", type=int, default=500, help="demo val videos")
+  parser.add_argument("--config-arg", default="",
+                      help="config argument for configs/<model>/demo.py, e.g. runlocal")
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
-  results = run_demo(args.workdir, tuple(args.models.split(",")))
+  results = run_demo(args.workdir, tuple(args.models.split(",")), arg=args.config_arg,
+                     num_train=args.num_train, num_val=args.num_val)
   print("\nParagraph->video (p2v) and video->paragraph (v2p) retrieval on the demo val split")
   print(retrieval.format_table(results, COLUMNS))
   sys.stdout.flush()

