@@ -229,7 +229,7 @@ def row_timestamps(num_rows: int, duration: float, feature_rate: float | None) -
   if feature_rate:
     edges = np.arange(num_rows + 1, dtype=np.float64) / feature_rate
   else:  # linspace: the last row ends exactly at the duration.
-    edges = np.linspace(0.0, duration, num_rows + 1)
+    edges = np.linspace(0.0, duration, num_rows + 2)[:-1]
   return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
 
 

@@ -27,6 +27,7 @@ back, in input order, so the output is identical for any `num_workers`.
 from __future__ import annotations
 
 import collections
+from concurrent import futures
 import dataclasses
 import json
 import logging
@@ -187,8 +188,9 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
   """Yields `fn(item)` for every item, in input order, with a tqdm progress bar.
 
   With `num_workers > 1` the calls run in a pool of *spawned* processes (fork is unsafe once
-  TensorFlow or h5py have started threads in the parent). At most `window` items are in flight,
-  so results that the consumer has not written yet never pile up in memory.
+  TensorFlow or h5py have started threads in the parent); like any spawn-based pool, the
+  calling script needs an `if __name__ == "__main__":` guard. At most `window` items are in
+  flight, so results that the consumer has not written yet never pile up in memory.
 
   Args:
     fn: picklable function of one item.
@@ -216,22 +218,29 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
         yield fn(item)
         bar.update(1)
       return
-    ctx = multiprocessing.get_context("spawn")
+    # ProcessPoolExecutor rather than multiprocessing.Pool: when a worker dies (a crash, the
+    # OOM killer, a failing initializer) it raises BrokenProcessPool instead of hanging.
     window = window or 4 * num_workers
-    with ctx.Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
+    with futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=initializer, initargs=initargs) as pool:
       pending: collections.deque = collections.deque()
       it = iter(items)
       for item in it:
-        pending.append(pool.apply_async(fn, (item,)))
+        pending.append(pool.submit(fn, item))
         if len(pending) >= window:
           break
-      while pending:
-        result = pending.popleft().get()
-        for item in it:  # Refill one slot for every result consumed.
-          pending.append(pool.apply_async(fn, (item,)))
-          break
-        yield result
-        bar.update(1)
+      try:
+        while pending:
+          result = pending.popleft().result()
+          for item in it:  # Refill one slot for every result consumed.
+            pending.append(pool.submit(fn, item))
+            break
+          yield result
+          bar.update(1)
+      except BaseException:
+        for f in pending:
+          f.cancel()
+        raise
   finally:
     bar.close()
 
@@ -530,8 +539,9 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
     vocab.txt and the shards).
 
   Raises:
-    ValueError: on an invalid spec, or a record that does not match it (names the video and
-      the field); nothing is written to `output_dir/<name>/<VERSION>` in that case.
+    ValueError: on an invalid spec, a record that does not match it (names the video and the
+      field), or a split left without records (TFDS cannot read empty splits); nothing is
+      written to `output_dir/<name>/<VERSION>` in that case.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core import dataset_info as dataset_info_lib  # pylint: disable=g-import-not-at-top
@@ -571,6 +581,10 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
           missing[split][m] += 1
         shards.write(data, position)
       lengths, num_bytes = shards.close()
+      if not sum(lengths):
+        # TFDS cannot read a split without examples, so fail here with the reasons.
+        raise ValueError(f"split {split!r} of {spec.name!r} has no records to write; repairs "
+                         f"and skips so far:\n{counter.format_table()}")
       counts[split] = sum(lengths)
       template = naming.ShardedFileTemplate(
           data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,

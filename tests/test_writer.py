@@ -292,6 +292,36 @@ def test_parallel_map_order_and_errors():
     list(writer.parallel_map(abs, [1, "x"], num_workers=2))
 
 
+def exit_on_two(x):
+  """Kills its worker process on item 2 (simulates a crash or the OOM killer)."""
+  if x == 2:
+    os._exit(3)
+  return x
+
+
+def test_parallel_map_worker_crash_raises_instead_of_hanging():
+  from concurrent.futures import process  # pylint: disable=g-import-not-at-top
+  with pytest.raises(process.BrokenProcessPool):
+    list(writer.parallel_map(exit_on_two, [0, 1, 2, 3, 4], num_workers=2))
+
+
+def test_empty_split_is_an_error_with_the_reasons(tmp_path):
+  counter = writer.SkipCounter()
+  counter.skip("features missing", "test_0")
+  with pytest.raises(ValueError, match=r"(?s)split 'test' of 'toy' has no records.*"
+                     r"features missing\s+1\s+test_0"):
+    writer.write_dataset(SPEC, {"train": records("train", 2), "test": []}, str(tmp_path),
+                         counter=counter)
+  assert not (tmp_path / "toy" / "1.0.0").exists()
+
+
+def test_unknown_split(written):
+  _, path, _ = written
+  with pytest.raises(ValueError, match=r"split 'nope' not in dataset.*\['train', 'val'\]"):
+    writer.load_split(path, "nope")
+  assert len(list(writer.load_split(path, "train[:2]+val"))) == 5
+
+
 def test_skip_counter():
   c = writer.SkipCounter()
   for i in range(25):
