@@ -229,7 +229,7 @@ def row_timestamps(num_rows: int, duration: float, feature_rate: float | None) -
   if feature_rate:
     edges = np.arange(num_rows + 1, dtype=np.float64) / feature_rate
   else:  # linspace: the last row ends exactly at the duration.
-    edges = np.linspace(0.0, duration, num_rows + 2)[:-1]
+    edges = np.linspace(0.0, duration, num_rows + 1)
   return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
 
 
@@ -345,10 +345,12 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
              "feature_key": feature_key, "min_count": min_count,
              "timestamps": (f"row r covers [r/{feature_rate}, (r+1)/{feature_rate}] s"
                             if feature_rate else "rows spread uniformly over the duration")})
-  dataset_dir = writer.write_dataset(
-      spec, {split: writer.map_records(fn, its) for split, its in items.items()}, output_dir,
-      counter=counter, num_shards=num_shards, num_workers=num_workers)
-  source.close()
+  try:
+    dataset_dir = writer.write_dataset(
+        spec, {split: writer.map_records(fn, its) for split, its in items.items()}, output_dir,
+        counter=counter, num_shards=num_shards, num_workers=num_workers)
+  finally:
+    source.close()
   if verbose:
     meta = writer.load_metadata(dataset_dir)
     print(counter.format_table())
