@@ -6,6 +6,9 @@ to mesh axes with ``config.sharding_rules`` (see ``hvt_jax.sharding``).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -31,6 +34,87 @@ def xavier_gate_blocks(key: jax.Array, in_dim: int, hidden: int,
   return jnp.stack([init(k, (in_dim, hidden), jnp.float32) for k in keys], axis=1)
 
 
+def _gates(xp, h, w_h, b_h, dtype):
+  """One GRU step's gates from projected inputs xp [B, 3, H] and state h [B, H]."""
+  hp = jnp.einsum("bh,hgk->bgk", h.astype(dtype), w_h.astype(dtype),
+                  preferred_element_type=jnp.float32) + b_h
+  r = jax.nn.sigmoid(xp[:, 0] + hp[:, 0])
+  z = jax.nn.sigmoid(xp[:, 1] + hp[:, 1])
+  n = jnp.tanh(xp[:, 2] + r * hp[:, 2])
+  return r, z, n, hp[:, 2]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
+                   w_h: jax.Array, b_h: jax.Array, dtype: Any = jnp.float32,
+                   unroll: int = 1) -> tuple[jax.Array, jax.Array]:
+  """The sequential part of a GRU: PyTorch's gate equations over projected inputs.
+
+  A custom VJP keeps only the [B, H] x [H, 3H] state matmul inside the backward loop and
+  computes the recurrent weight gradient afterwards as one [H, T·B] x [T·B, 3H] matmul,
+  instead of T small accumulating matmuls (what autodiff of ``lax.scan`` produces).
+
+  Args:
+    xp_tbgh: [T, B, 3, H] input projections incl. input bias (gates r, z, n).
+    mask_tb: [T, B] bool; padded steps keep the state.
+    h0_bh: [B, H] initial state.
+    w_h: [H, 3, H] recurrent weights; b_h: [3, H] recurrent bias.
+
+  Returns:
+    (outputs [T, B, H], final state [B, H]).
+  """
+  return _gru_forward(xp_tbgh, mask_tb, h0_bh, w_h, b_h, dtype, unroll)[0]
+
+
+def _gru_forward(xp, mask, h0, w_h, b_h, dtype, unroll):
+  def step(h, inputs):
+    x, m = inputs
+    r, z, n, hn = _gates(x, h, w_h, b_h, dtype)
+    h_new = jnp.where(m[:, None], (1.0 - z) * n + z * h, h)
+    return h_new, (h_new, r, z, n, hn)
+
+  h_last, (out, r, z, n, hn) = jax.lax.scan(step, h0.astype(jnp.float32), (xp, mask),
+                                            unroll=unroll)
+  return (out, h_last), (r, z, n, hn)
+
+
+def _gru_fwd(xp, mask, h0, w_h, b_h, dtype, unroll):
+  (out, h_last), gates = _gru_forward(xp, mask, h0, w_h, b_h, dtype, unroll)
+  h_prev = jnp.concatenate([h0[None].astype(jnp.float32), out[:-1]], axis=0)
+  return (out, h_last), (mask, h_prev, w_h, gates)
+
+
+def _gru_bwd(dtype, unroll, res, cotangents):
+  mask, h_prev, w_h, (r, z, n, hn) = res
+  d_out, d_last = cotangents
+  w_h_t = w_h.astype(dtype)
+
+  def step(dh, inputs):
+    g_out, m, h, r_t, z_t, n_t, hn_t = inputs
+    g = dh + g_out
+    g_new = jnp.where(m[:, None], g, 0.0)
+    da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
+    da_z = g_new * (h - n_t) * z_t * (1.0 - z_t)
+    da_r = da_n * hn_t * r_t * (1.0 - r_t)
+    d_hp = jnp.stack([da_r, da_z, da_n * r_t], axis=1)                  # [B, 3, H]
+    d_xp = jnp.stack([da_r, da_z, da_n], axis=1)
+    dh_prev = (g_new * z_t + jnp.where(m[:, None], 0.0, g)
+               + jnp.einsum("bgk,hgk->bh", d_hp.astype(dtype), w_h_t,
+                            preferred_element_type=jnp.float32))
+    return dh_prev, (d_xp, d_hp)
+
+  dh0, (d_xp, d_hp) = jax.lax.scan(step, d_last.astype(jnp.float32),
+                                   (d_out, mask, h_prev, r, z, n, hn), reverse=True,
+                                   unroll=unroll)
+  d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
+                     preferred_element_type=jnp.float32).astype(w_h.dtype)
+  d_b_h = jnp.sum(d_hp, axis=(0, 1))
+  return d_xp, None, dh0, d_w_h, d_b_h
+
+
+gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
+
+
 class GRU(nnx.Module):
   """One-layer unidirectional GRU with PyTorch's gate equations.
 
@@ -51,27 +135,14 @@ class GRU(nnx.Module):
     self.b_i = _param(jnp.zeros((3, hidden)), (None, "hidden"))
     self.b_h = _param(jnp.zeros((3, hidden)), (None, "hidden"))
 
-  def _scan(self, xp_tgh: jax.Array, mask_bt: jax.Array | None,
+  def _scan(self, xp_tbgh: jax.Array, mask_bt: jax.Array | None,
             h0_bh: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Runs the recurrence over time-major projected inputs [T, B, 3, H]."""
-    w_h = self.w_h[...].astype(self.dtype)
-    b_h = self.b_h[...]
-
-    def step(h, inputs):
-      xp, m = inputs
-      hp = jnp.einsum("bh,hgk->bgk", h.astype(self.dtype), w_h,
-                      preferred_element_type=jnp.float32) + b_h
-      r = jax.nn.sigmoid(xp[:, 0] + hp[:, 0])
-      z = jax.nn.sigmoid(xp[:, 1] + hp[:, 1])
-      n = jnp.tanh(xp[:, 2] + r * hp[:, 2])
-      h_new = (1.0 - z) * n + z * h
-      if m is not None:
-        # Padded steps keep the carry, so the final state is the last valid step's.
-        h_new = jnp.where(m[:, None], h_new, h)
-      return h_new, h_new
-
-    mask_tb = None if mask_bt is None else jnp.swapaxes(mask_bt, 0, 1)
-    h_last, out_tbh = jax.lax.scan(step, h0_bh, (xp_tgh, mask_tb), unroll=self.unroll)
+    t, b = xp_tbgh.shape[:2]
+    mask_tb = (jnp.ones((t, b), bool) if mask_bt is None
+               else jnp.swapaxes(mask_bt, 0, 1).astype(bool))
+    out_tbh, h_last = gru_recurrence(xp_tbgh, mask_tb, h0_bh, self.w_h[...], self.b_h[...],
+                                     self.dtype, self.unroll)
     return jnp.swapaxes(out_tbh, 0, 1), h_last
 
   def __call__(self, x_btd: jax.Array, mask_bt: jax.Array | None = None,
