@@ -27,3 +27,15 @@ def startup() -> tuple[object, str]:
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)
   return _CONFIG.value, _WORKDIR.value
+
+
+def results_table(model: str, results: dict[str, float]) -> str:
+  """``{split/direction/metric: v}`` -> one row per split, retrieval metrics as columns."""
+  from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for key, value in results.items():
+    split, _, name = key.partition("/")
+    rows.setdefault(f"{model} {split}", {})[name] = value
+  columns = [f"{d}/{k}" for d in ("p2v", "v2p")
+             for k in ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")]
+  return retrieval.format_table(rows, columns)

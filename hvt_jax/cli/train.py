@@ -9,7 +9,6 @@ from absl import app
 
 from hvt_jax import train
 from hvt_jax.cli import common
-from hvt_jax.evaluation import retrieval
 
 
 def _main(argv):
@@ -17,7 +16,7 @@ def _main(argv):
   config, workdir = common.startup()
   results = train.train_and_evaluate(config, workdir)
   if results:
-    print(retrieval.format_table({config.model.name: results}, sorted(results)))
+    print(common.results_table(config.model.name, results))
 
 
 def main():
