@@ -40,10 +40,10 @@ def dataset_info(config: Any) -> tuple[str, dict[str, Any]]:
   return data_dir, writer.load_metadata(data_dir)
 
 
-def _local_count(total: int) -> int:
-  """Examples this process sees after ``Dataset.shard(process_count, process_index)``."""
+def _process_slice(total: int) -> tuple[int, int]:
+  """[start, end) of this process's contiguous share of a split of ``total`` examples."""
   pc, pi = jax.process_count(), jax.process_index()
-  return len(range(pi, total, pc))
+  return pi * total // pc, (pi + 1) * total // pc
 
 
 def local_batch_size(global_batch: int) -> int:
@@ -53,14 +53,23 @@ def local_batch_size(global_batch: int) -> int:
   return global_batch // jax.process_count()
 
 
-def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int]:
+def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
+  """This process's share of ``split``: (decoded examples, local count, global count).
+
+  Each process reads only its own contiguous slice of records (TFDS file instructions), so
+  a pod does not read every record on every host.
+  """
   data_dir, meta = dataset_info(config)
   if split not in meta["splits"]:
     raise ValueError(f"split {split!r} not in dataset {data_dir} "
                      f"(splits: {sorted(meta['splits'])})")
-  ds = writer.load_split(data_dir, split)
-  ds = ds.shard(jax.process_count(), jax.process_index())
-  return ds, int(meta["splits"][split])
+  total = int(meta["splits"][split])
+  start, end = _process_slice(total)
+  if end == start:
+    raise ValueError(f"split {split!r} has {total} examples, fewer than the "
+                     f"{jax.process_count()} processes")
+  ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
+  return ds, end - start, total
 
 
 def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
@@ -70,8 +79,7 @@ def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
   of the step: a resumed run skips to exactly the example where the previous one stopped
   (at most one epoch of records is skipped, before decoding into views).
   """
-  ds, total = _views(config, config.input.train_split)
-  n_local = _local_count(total)
+  ds, n_local, _ = _views(config, config.input.train_split)
   batch = local_batch_size(config.batch_size)
   if n_local < batch:
     raise ValueError(f"split {config.input.train_split!r} has {n_local} examples on this "
@@ -98,12 +106,12 @@ def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  ds, total = _views(config, split)
+  ds, n_local, total = _views(config, split)
   view = get_view(config.model.name)
   ds = ds.map(lambda ex: view(ex, config.input), num_parallel_calls=tf.data.AUTOTUNE)
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(total / config.eval_batch_size))
-  n_pad = steps * batch - _local_count(total)
+  n_pad = steps * batch - n_local
   pad = tf.data.Dataset.from_tensors(
       tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec))
   ds = ds.concatenate(pad.repeat(n_pad)).batch(batch, drop_remainder=True)
