@@ -6,22 +6,30 @@ DESIGN.md "Canonical example schema") and hands them to `write_dataset`, which
 - validates each record against the `DatasetSpec` (feature dims, shapes, finite values,
   `len(sentences) == len(tokens) == S`, token ids inside the vocabulary) and raises a
   `ValueError` naming the video and the field on the first bad record;
-- serializes it with the TFDS feature connectors (optionally in worker processes) and writes
-  TFRecord shards named `<name>-<split>.tfrecord-<index>-of-<count>`;
+- serializes it as a `tf.train.Example` (optionally in worker processes) and writes TFRecord
+  shards named `<name>-<split>.tfrecord-<index>-of-<count>`;
 - writes `dataset_info.json` + `features.json` (loadable by `tfds.builder_from_directory` in a
-  fresh process), `metadata.json` (spec, per-split counts, skip/repair summary) and
-  `vocab.txt` (one token per line, line number = id);
+  fresh process), `metadata.json` (spec, per-split counts, skip/repair summary),
+  `vocab.txt` (one token per line, line number = id) and any extra files the converter
+  passes (e.g. `word_vectors.npy`);
 - does all of that in a hidden temporary directory that is renamed into place only when
-  complete, so an interrupted run never leaves a dataset that loads, and re-running replaces
-  the previous output.
+  complete, so an interrupted run never leaves a dataset that loads (or one that loads
+  without its extra files), and re-running replaces the previous output.
 
 Layout: `write_dataset(spec, ..., output_dir)` writes `output_dir/<name>/<version>/`, the
 standard TFDS layout, so `tfds.load(name, data_dir=output_dir)` works as well as `load_split`.
 
+Serialization does not use TensorFlow: `serialize_record` writes the protobuf wire format of
+the `tf.train.Example` that TFDS's own serializer produces for `make_features(spec)`, byte for
+byte (deterministic: map keys sorted), so TFDS decodes it unchanged.
+
 Parallelism: a split may be given as `map_records(fn, items)` instead of an iterable of
-records. `fn(item, counter) -> record | None` then runs (with validation and serialization) in
-`num_workers` spawned processes; only the serialized bytes and the skip/repair events travel
-back, in input order, so the output is identical for any `num_workers`.
+records. `fn(item, counter) -> record | None` then runs, with validation and serialization, in
+`num_workers` spawned processes. One pool serves every split of a `write_dataset` call; the
+workers import numpy and the converter module but never TensorFlow, so they start in well
+under a second. Only the serialized bytes and the skip/repair events travel back, in input
+order and with a bounded number of items in flight, so the output is identical for any
+`num_workers` and memory stays flat. The parent process only writes the shards.
 """
 
 from __future__ import annotations
@@ -29,15 +37,16 @@ from __future__ import annotations
 import collections
 from concurrent import futures
 import dataclasses
+import functools
+import itertools
 import json
-import logging
 import math
 import multiprocessing
 import os
 import pathlib
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,6 +57,8 @@ VERSION = "1.0.0"
 TARGET_SHARD_BYTES = 128 * 1024 * 1024
 METADATA_FILE = "metadata.json"
 VOCAB_FILE = "vocab.txt"
+# Files write_dataset writes itself; extra files may not use these names.
+_RESERVED_FILES = ("dataset_info.json", "features.json", METADATA_FILE, VOCAB_FILE)
 _MAX_EXAMPLES = 20
 _SCALAR_TEXT_FIELDS = ("video_id", "split", "label")
 
@@ -133,6 +144,10 @@ class SkipCounter:
       for video_id in ids:
         self._note(reason, video_id)
 
+  def total(self) -> int:
+    """Number of repairs and skips counted so far."""
+    return sum(self._repaired.values()) + sum(self._skipped.values())
+
   def summary(self) -> dict:
     """Returns {"repaired": {reason: n}, "skipped": {reason: n}, "examples": {reason: ids}}.
 
@@ -156,6 +171,8 @@ class SkipCounter:
       shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
       lines.append(f"{kind:8}  {reason:{width}}  {n:>7}  {shown}")
     return "\n".join(lines)
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,15 +199,101 @@ def map_records(fn: Callable[[Any, SkipCounter], dict | None],
   return MappedRecords(fn=fn, items=list(items))
 
 
+def _call_chunk(fn: Callable[[Any], Any], chunk: list) -> list:
+  return [fn(item) for item in chunk]
+
+
+class WorkerPool:
+  """A pool of spawned processes that maps functions over items in order, with a bound.
+
+  `num_workers <= 1` runs everything in the calling process (the initializer is called once,
+  here). Otherwise processes are *spawned* (fork is unsafe once TensorFlow or h5py have
+  started threads in the parent); like any spawn-based pool, the calling script needs an
+  `if __name__ == "__main__":` guard, and a worker imports the modules of the functions it
+  runs (keep those free of heavy imports such as TensorFlow: each worker pays for them).
+  The pool may serve several `imap` calls (e.g. all splits of a dataset), so workers start
+  once.
+
+  Use as a context manager; leaving it shuts the processes down (pending work is cancelled
+  when leaving with an exception).
+  """
+
+  def __init__(self, num_workers: int = 1, *, initializer: Callable[..., None] | None = None,
+               initargs: tuple = ()):
+    self.num_workers = max(1, int(num_workers))
+    self._initializer, self._initargs = initializer, initargs
+    self._executor: futures.ProcessPoolExecutor | None = None
+    self._local_ready = False
+
+  def __enter__(self) -> WorkerPool:
+    if self.num_workers > 1:
+      # ProcessPoolExecutor rather than multiprocessing.Pool: when a worker dies (a crash,
+      # the OOM killer, a failing initializer) it raises BrokenProcessPool instead of hanging.
+      self._executor = futures.ProcessPoolExecutor(
+          self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+          initializer=self._initializer, initargs=self._initargs)
+    return self
+
+  def __exit__(self, exc_type, *exc: Any) -> None:
+    if self._executor is not None:
+      self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
+      self._executor = None
+
+  def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
+           chunksize: int = 1) -> Iterator[Any]:
+    """Yields `fn(item)` for every item, in input order.
+
+    Args:
+      fn: picklable function of one item (module-level when `num_workers > 1`).
+      items: work items.
+      window: maximum number of chunks submitted but not yet consumed (default 2 per
+        worker), so results the consumer has not taken yet never pile up in memory.
+      chunksize: items sent to a worker per task (fewer, larger messages).
+
+    Yields:
+      `fn(item)` for each item, in order. An exception in `fn` is re-raised here.
+    """
+    if self._executor is None:
+      if self.num_workers > 1:
+        raise RuntimeError("WorkerPool.imap called outside its `with` block")
+      if self._initializer is not None and not self._local_ready:
+        self._initializer(*self._initargs)
+        self._local_ready = True
+      for item in items:
+        yield fn(item)
+      return
+    window = window or 2 * self.num_workers
+    chunks = _chunked(items, max(1, chunksize))
+    pending: collections.deque = collections.deque()
+    try:
+      for chunk in chunks:
+        pending.append(self._executor.submit(_call_chunk, fn, chunk))
+        if len(pending) >= window:
+          break
+      while pending:
+        results = pending.popleft().result()
+        for chunk in chunks:  # Refill one slot for every chunk consumed.
+          pending.append(self._executor.submit(_call_chunk, fn, chunk))
+          break
+        yield from results
+    finally:
+      for f in pending:
+        f.cancel()
+
+
+def _chunked(items: Iterable[Any], size: int) -> Iterator[list]:
+  it = iter(items)
+  while chunk := list(itertools.islice(it, size)):
+    yield chunk
+
+
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int = 1,
                  desc: str | None = None, *, initializer: Callable[..., None] | None = None,
                  initargs: tuple = (), window: int | None = None) -> Iterator[Any]:
   """Yields `fn(item)` for every item, in input order, with a tqdm progress bar.
 
-  With `num_workers > 1` the calls run in a pool of *spawned* processes (fork is unsafe once
-  TensorFlow or h5py have started threads in the parent); like any spawn-based pool, the
-  calling script needs an `if __name__ == "__main__":` guard. At most `window` items are in
-  flight, so results that the consumer has not written yet never pile up in memory.
+  A one-off `WorkerPool` (see there for the spawn rules): with `num_workers > 1` the calls
+  run in spawned processes, at most `window` items in flight.
 
   Args:
     fn: picklable function of one item.
@@ -208,42 +311,12 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
   import tqdm  # pylint: disable=g-import-not-at-top
 
   items = list(items)
-  bar = tqdm.tqdm(total=len(items), desc=desc, unit="video", disable=desc is None,
-                  mininterval=1.0, dynamic_ncols=True)
-  try:
-    if num_workers <= 1:
-      if initializer is not None:
-        initializer(*initargs)
-      for item in items:
-        yield fn(item)
+  with tqdm.tqdm(total=len(items), desc=desc, unit="video", disable=desc is None,
+                 mininterval=1.0, dynamic_ncols=True) as bar:
+    with WorkerPool(num_workers, initializer=initializer, initargs=initargs) as pool:
+      for result in pool.imap(fn, items, window=window or 4 * num_workers):
+        yield result
         bar.update(1)
-      return
-    # ProcessPoolExecutor rather than multiprocessing.Pool: when a worker dies (a crash, the
-    # OOM killer, a failing initializer) it raises BrokenProcessPool instead of hanging.
-    window = window or 4 * num_workers
-    with futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=initializer, initargs=initargs) as pool:
-      pending: collections.deque = collections.deque()
-      it = iter(items)
-      for item in it:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-          break
-      try:
-        while pending:
-          result = pending.popleft().result()
-          for item in it:  # Refill one slot for every result consumed.
-            pending.append(pool.submit(fn, item))
-            break
-          yield result
-          bar.update(1)
-      except BaseException:
-        for f in pending:
-          f.cancel()
-        raise
-  finally:
-    bar.close()
-
 
 # ----------------------------------------------------------------------------------------
 # Feature connectors, validation and serialization.
@@ -381,74 +454,144 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   return out
 
 
-class _DropDtypeDeprecation(logging.Filter):
-  """Drops TFDS's "`TensorInfo.dtype` is deprecated" warning, logged by its own serializer."""
 
-  def filter(self, record: logging.LogRecord) -> bool:
-    return ".dtype` is deprecated" not in record.getMessage()
+# ----------------------------------------------------------------------------------------
+# tf.train.Example wire format, without TensorFlow.
+#
+# Example   { Features features = 1; }
+# Features  { map<string, Feature> feature = 1; }   (entry: key = 1, value = 2)
+# Feature   { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
+#                     Int64List int64_list = 3; } }
+# *List     { repeated ... value = 1; }             (float/int64 packed)
+# A length-delimited field is its tag byte ((number << 3) | 2), a varint length, the payload.
+# TFDS stores a Text as one UTF-8 bytes value, a Scalar float32 as a FloatList of one, a
+# bytes-encoded Tensor as its raw float32 bytes, a Sequence(Text) as a BytesList and a
+# Sequence(Sequence(int32)) as two Int64Lists "<key>/ragged_flat_values" and
+# "<key>/ragged_row_lengths_0".
 
 
-class _Serializer:
-  """Validates + serializes records of one spec (one instance per process)."""
+@functools.lru_cache(maxsize=65536)
+def _varint(value: int) -> bytes:
+  if value < 0:  # int64 two's complement, as protobuf writes negative int64 values.
+    value += 1 << 64
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
 
-  def __init__(self, spec: DatasetSpec):
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _DropDtypeDeprecation) for f in absl_logger.filters):
-      absl_logger.addFilter(_DropDtypeDeprecation())
-    from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
-    self.spec = spec
-    self.features = make_features(spec)
-    self._serializer = example_serializer.ExampleSerializer(
-        self.features.get_serialized_info())
 
-  def __call__(self, record: dict, split: str) -> tuple[bytes, dict]:
-    rec = validate_record(record, self.spec, split)
-    encoded = self.features.encode_example(
-        dict(rec, tokens=[t.tolist() for t in rec["tokens"]]))
-    info = {"video_id": rec["video_id"],
-            "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
-    # deterministic=True sorts the proto map keys: otherwise the byte order of the feature
-    # map depends on the process (hash seed), and re-runs or worker counts change the files.
-    example = self._serializer.get_tf_example(encoded)
-    return example.SerializeToString(deterministic=True), info
+def _field(tag: bytes, payload: bytes) -> bytes:
+  return tag + _varint(len(payload)) + payload
+
+
+def _bytes_feature(values: Iterable[bytes]) -> bytes:
+  return _field(b"\x0a", b"".join(_field(b"\x0a", v) for v in values))
+
+
+def _float_feature(values: np.ndarray) -> bytes:
+  payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
+  return _field(b"\x12", _field(b"\x0a", payload) if payload else b"")
+
+
+def _int64_feature(values: Iterable[int]) -> bytes:
+  payload = b"".join(map(_varint, values))
+  return _field(b"\x1a", _field(b"\x0a", payload) if payload else b"")
+
+
+def _raw(array: np.ndarray) -> bytes:
+  return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes, dict]:
+  """Validates one record and serializes it as a `tf.train.Example` (no TensorFlow needed).
+
+  The bytes equal `SerializeToString(deterministic=True)` of the example TFDS builds from
+  `make_features(spec)`, so `load_split` (and `tfds.builder_from_directory`) decode them.
+
+  Args:
+    record: canonical record.
+    spec: the dataset spec.
+    split: the split it is written to.
+
+  Returns:
+    (serialized example, {"video_id": str, "missing": [modalities with 0 rows]}).
+
+  Raises:
+    ValueError: the record does not match the spec (names the video and the field).
+  """
+  rec = validate_record(record, spec, split)
+  feature = {
+      "video_id": _bytes_feature([rec["video_id"].encode("utf-8")]),
+      "duration": _float_feature(np.float32([rec["duration"]])),
+      "split": _bytes_feature([rec["split"].encode("utf-8")]),
+      "label": _bytes_feature([rec["label"].encode("utf-8")]),
+      "segments": _bytes_feature([_raw(rec["segments"])]),
+      "sentences": _bytes_feature(s.encode("utf-8") for s in rec["sentences"]),
+      "tokens/ragged_flat_values": _int64_feature(
+          int(i) for ids in rec["tokens"] for i in ids.tolist()),
+      "tokens/ragged_row_lengths_0": _int64_feature(len(ids) for ids in rec["tokens"]),
+  }
+  for m in spec.modalities:
+    feature[f"features/{m}"] = _bytes_feature([_raw(rec["features"][m])])
+    feature[f"timestamps/{m}"] = _bytes_feature([_raw(rec["timestamps"][m])])
+  # Deterministic serialization orders map entries by key (byte order); keys are ASCII.
+  entries = b"".join(_field(b"\x0a", _field(b"\x0a", key.encode("ascii"))
+                            + _field(b"\x12", feature[key]))
+                     for key in sorted(feature))
+  info = {"video_id": rec["video_id"],
+          "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
+  return _field(b"\x0a", entries), info
 
 
 # Per-process state of the worker pool (set by `_init_worker`).
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: DatasetSpec, fn: Callable, split: str) -> None:
-  _WORKER.update(serializer=_Serializer(spec), fn=fn, split=split)
+def _init_worker(spec: DatasetSpec, fns: dict[str, Callable]) -> None:
+  _WORKER.update(spec=spec, fns=fns)
 
 
-def _build_in_worker(item: Any) -> tuple[bytes | None, dict | None, dict]:
+def _build(spec: DatasetSpec, fn: Callable, split: str, item: Any
+           ) -> tuple[bytes | None, dict | None, dict | None]:
+  """Builds, validates and serializes one item's record; returns (bytes, info, counts)."""
   counter = SkipCounter()
-  record = _WORKER["fn"](item, counter)
-  if record is None:
-    return None, None, counter.summary()
-  data, info = _WORKER["serializer"](record, _WORKER["split"])
-  return data, info, counter.summary()
+  record = fn(item, counter)
+  data, info = (None, None) if record is None else serialize_record(record, spec, split)
+  return data, info, counter.summary() if counter.total() else None
+
+
+def _build_in_worker(task: tuple[str, Any]) -> tuple[bytes | None, dict | None, dict | None]:
+  split, item = task
+  return _build(_WORKER["spec"], _WORKER["fns"][split], split, item)
 
 
 def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] | MappedRecords,
-                        counter: SkipCounter, num_workers: int,
-                        serializer: _Serializer) -> Iterator[tuple[int, bytes, dict]]:
+                        counter: SkipCounter, pool: WorkerPool
+                        ) -> Iterator[tuple[int, bytes, dict]]:
   """Yields (input position, serialized example, info), merging worker skip counts."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+
   if isinstance(records, MappedRecords):
-    results = parallel_map(_build_in_worker, records.items, num_workers,
-                           desc=f"{spec.name}/{split}", initializer=_init_worker,
-                           initargs=(spec, records.fn, split))
-    for position, (data, info, counts) in enumerate(results):
-      counter.merge(counts)
+    total = len(records.items)
+    if pool.num_workers > 1:
+      # Small chunks: fewer messages, while every worker still gets work on small splits.
+      chunksize = max(1, min(8, total // (8 * pool.num_workers)))
+      results = pool.imap(_build_in_worker, ((split, item) for item in records.items),
+                          chunksize=chunksize)
+    else:
+      results = (_build(spec, records.fn, split, item) for item in records.items)
+  else:
+    total = len(records) if hasattr(records, "__len__") else None
+    results = (serialize_record(record, spec, split) + (None,) for record in records)
+  with tqdm.tqdm(results, desc=f"{spec.name}/{split}", total=total, unit="video",
+                 mininterval=1.0, dynamic_ncols=True) as bar:
+    for position, (data, info, counts) in enumerate(bar):
+      if counts is not None:
+        counter.merge(counts)
       if data is not None:
         yield position, data, info
-  else:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    total = len(records) if hasattr(records, "__len__") else None
-    for position, record in enumerate(tqdm.tqdm(records, desc=f"{spec.name}/{split}",
-                                                 total=total, unit="video", mininterval=1.0)):
-      yield position, *serializer(record, split)
-
 
 # ----------------------------------------------------------------------------------------
 # Writing.
@@ -513,9 +656,40 @@ class _ShardWriter:
     return [self.lengths[i] for i in keep], sum(self.sizes)
 
 
+
+
+def _counts_delta(before: dict, after: dict) -> dict:
+  """Repairs/skips counted between two `SkipCounter.summary()` snapshots (no examples)."""
+  return {kind: {r: n - before[kind].get(r, 0) for r, n in after[kind].items()
+                 if n != before[kind].get(r, 0)}
+          for kind in ("repaired", "skipped")}
+
+
+def _check_extra_file_names(extra_files: Mapping[str, Any]) -> None:
+  for name in extra_files:
+    if (not isinstance(name, str) or not name or name != os.path.basename(name)
+        or name.startswith(".") or name in _RESERVED_FILES or ".tfrecord" in name):
+      raise ValueError(f"extra file name {name!r} must be a plain file name that does not "
+                       f"start with '.' and is none of {_RESERVED_FILES} or a shard name")
+
+
+def _write_extra_files(directory: pathlib.Path,
+                       extra_files: Mapping[str, bytes | Callable[[str], None]]) -> None:
+  for name, content in extra_files.items():
+    path = directory / name
+    if callable(content):
+      content(os.fspath(path))
+      if not path.is_file():
+        raise ValueError(f"the writer of extra file {name!r} did not create {path}")
+    else:
+      path.write_bytes(bytes(content))
+
+
 def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRecords],
                   output_dir: str, *, counter: SkipCounter, num_shards: int | None = None,
-                  num_workers: int = 1) -> str:
+                  num_workers: int = 1,
+                  extra_files: Mapping[str, bytes | Callable[[str], None]] | None = None,
+                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None) -> str:
   """Writes TFRecord shards (a TFDS-loadable dataset) for each split.
 
   Atomic: writes into a hidden temp dir and renames it into place when complete, so an
@@ -525,7 +699,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
   Args:
     spec: the dataset spec (modalities and dims, tokenizer, vocab, extra metadata).
     splits: split name -> records (an iterable of canonical record dicts, built in this
-      process) or `map_records(fn, items)` (built by `fn` in `num_workers` processes).
+      process) or `map_records(fn, items)` (built by `fn` in `num_workers` processes; one
+      pool serves all splits).
     output_dir: the data dir; the dataset goes to `output_dir/<spec.name>/<VERSION>`.
     counter: the converter's skip/repair counter; worker counts are merged into it, and its
       summary is stored in the metadata.
@@ -533,15 +708,24 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
       round-robin otherwise; empty shards are dropped); None rolls over to a new shard every
       `TARGET_SHARD_BYTES`.
     num_workers: processes for `MappedRecords` splits.
+    extra_files: file name -> content (bytes) or a function that writes the file at the
+      path it is given; written into the temporary dir with everything else, so they appear
+      together with the dataset or not at all (e.g. `word_vectors.npy`).
+    extra_fn: called after every split is written and before the metadata is, with
+      {"splits": {split: records written}, "missing": {split: {modality: n}},
+      "split_counts": {split: {"repaired": {reason: n}, "skipped": {reason: n}}}} (the
+      repairs/skips counted while that split's records were built here: by the
+      `map_records` function or while iterating the split); the mapping it returns is merged
+      into the metadata's `extra` (e.g. per-split statistics of a record hook).
 
   Returns:
     The dataset directory (contains dataset_info.json, features.json, metadata.json,
-    vocab.txt and the shards).
+    vocab.txt, the extra files and the shards).
 
   Raises:
     ValueError: on an invalid spec, a record that does not match it (names the video and the
-      field), or a split left without records (TFDS cannot read empty splits); nothing is
-      written to `output_dir/<name>/<VERSION>` in that case.
+      field), a split left without records (TFDS cannot read empty splits) or a bad extra
+      file name; nothing is written to `output_dir/<name>/<VERSION>` in that case.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core import dataset_info as dataset_info_lib  # pylint: disable=g-import-not-at-top
@@ -555,59 +739,69 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
       raise ValueError(f"split name must be alphanumeric/underscore, got {split!r}")
   if num_shards is not None and num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  _check_extra_file_names(extra_files or {})
 
   parent = pathlib.Path(output_dir) / spec.name
   parent.mkdir(parents=True, exist_ok=True)
   final = parent / VERSION
   tmp = parent / f".tmp-{VERSION}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
+  mapped = {split: r.fn for split, r in splits.items() if isinstance(r, MappedRecords)}
   try:
-    serializer = _Serializer(spec)
-    split_infos, counts = [], {}
+    split_infos, counts, split_counts = [], {}, {}
     missing: dict[str, dict[str, int]] = {}
-    for split, records in splits.items():
-      num_items = (len(records.items) if isinstance(records, MappedRecords)
-                   else len(records) if hasattr(records, "__len__") else None)
-      shards = _ShardWriter(tmp, spec.name, split, num_shards, num_items)
-      seen: set[str] = set()
-      missing[split] = {m: 0 for m in sorted(spec.modalities)}
-      for position, data, info in _serialized_records(spec, split, records, counter,
-                                                      num_workers, serializer):
-        if info["video_id"] in seen:
-          raise ValueError(f"invalid record for video {info['video_id']!r}, field 'video_id': "
-                           f"duplicate video id in split {split!r}")
-        seen.add(info["video_id"])
-        for m in info["missing"]:
-          missing[split][m] += 1
-        shards.write(data, position)
-      lengths, num_bytes = shards.close()
-      if not sum(lengths):
-        # TFDS cannot read a split without examples, so fail here with the reasons.
-        raise ValueError(f"split {split!r} of {spec.name!r} has no records to write; repairs "
-                         f"and skips so far:\n{counter.format_table()}")
-      counts[split] = sum(lengths)
-      template = naming.ShardedFileTemplate(
-          data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,
-          split=split, filetype_suffix="tfrecord")
-      split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths,
-                                             num_bytes=num_bytes, filename_template=template))
+    with WorkerPool(num_workers if mapped else 1, initializer=_init_worker,
+                    initargs=(spec, mapped)) as pool:
+      for split, records in splits.items():
+        num_items = (len(records.items) if isinstance(records, MappedRecords)
+                     else len(records) if hasattr(records, "__len__") else None)
+        shards = _ShardWriter(tmp, spec.name, split, num_shards, num_items)
+        seen: set[str] = set()
+        missing[split] = {m: 0 for m in sorted(spec.modalities)}
+        before = counter.summary()
+        for position, data, info in _serialized_records(spec, split, records, counter, pool):
+          if info["video_id"] in seen:
+            raise ValueError(f"invalid record for video {info['video_id']!r}, field "
+                             f"'video_id': duplicate video id in split {split!r}")
+          seen.add(info["video_id"])
+          for m in info["missing"]:
+            missing[split][m] += 1
+          shards.write(data, position)
+        lengths, num_bytes = shards.close()
+        split_counts[split] = _counts_delta(before, counter.summary())
+        if not sum(lengths):
+          # TFDS cannot read a split without examples, so fail here with the reasons.
+          raise ValueError(f"split {split!r} of {spec.name!r} has no records to write; "
+                           f"repairs and skips so far:\n{counter.format_table()}")
+        counts[split] = sum(lengths)
+        template = naming.ShardedFileTemplate(
+            data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,
+            split=split, filetype_suffix="tfrecord")
+        split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths,
+                                               num_bytes=num_bytes, filename_template=template))
 
+    extra = dict(spec.extra)
+    if extra_fn is not None:
+      extra.update(extra_fn({"splits": dict(counts), "missing": missing,
+                             "split_counts": split_counts}))
+      json.dumps(extra)  # Fails (TypeError) before anything is renamed into place.
     metadata = {
         "name": spec.name, "version": VERSION, "description": spec.description,
         "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
         "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
-        "splits": counts, "missing": missing, "counts": counter.summary(), "extra": spec.extra,
+        "splits": counts, "missing": missing, "counts": counter.summary(), "extra": extra,
     }
     identity = dataset_info_lib.DatasetIdentity(
         name=spec.name, version=tfds.core.Version(VERSION), data_dir=os.fspath(tmp),
         module_name=__name__)
     info = tfds.core.DatasetInfo(
         builder=identity, description=spec.description or f"hvt_jax dataset {spec.name}",
-        features=serializer.features, metadata=tfds.core.MetadataDict(metadata))
+        features=make_features(spec), metadata=tfds.core.MetadataDict(metadata))
     info.set_file_format("tfrecord")
     info.set_splits(tfds.core.SplitDict(split_infos))
     info.write_to_directory(tmp)
     (tmp / VOCAB_FILE).write_text("".join(t + "\n" for t in spec.vocab), encoding="utf-8")
+    _write_extra_files(tmp, extra_files or {})
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -622,7 +816,6 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return os.fspath(final)
-
 
 # ----------------------------------------------------------------------------------------
 # Reading.

@@ -237,7 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                s.steps_per_epoch, start)
 
   step_fn = make_train_step(s)
-  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh)
+  input_stats = pipeline.InputStats()
+  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh, input_stats)
   evals = evaluators.from_config(config, s)
   hooks = []
   if jax.process_index() == 0:
@@ -264,6 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % config.log_every_steps == 0 or last:
         buffer.flush(mngr.latest_step)
         means = buffer.pop_means()
+        means["input/truncated_fraction"] = input_stats.fraction()
         writer.write_scalars(step, means)
         progress.set_postfix(loss=f"{means['loss']:.4f}")
       stop = preempt.requested or mngr.reached_preemption(step)
@@ -283,6 +285,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress.close()
   mngr.wait_until_finished()
   writer.flush()
+  if input_stats.truncated:
+    logging.warning("input: %d of %d training examples (%.1f%%) were cut by static limits "
+                    "(config.input.max_clips/max_words/max_paragraph_words)",
+                    input_stats.truncated, input_stats.examples,
+                    100 * input_stats.fraction())
   if not results and evals and start >= s.num_train_steps:
     results = evaluators.run_all(evals, state, start, writer, workdir)
   return results

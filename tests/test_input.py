@@ -71,12 +71,19 @@ def test_hse_view_cuts_clips_and_sentences():
   # [1, 1.2] -> rows 2..3 -> 2 frames, the rest masked.
   assert list(v["clip_frame_mask"][2]) == [True, True, False, False]
   assert v["clip_mask"].tolist() == [True, True, True]   # 4th clip cut by max_clips=3
-  assert int(v["num_clips"]) == 4 and int(v["num_sentences"]) == 4
+  assert bool(v["truncated"])
   assert v["sentence_tokens"].tolist() == [[3, 4, 0], [5, 6, 7], [9, 0, 0]]
   assert v["sentence_token_mask"].sum() == 6
   assert v["paragraph_tokens"].tolist() == [3, 4, 5, 6, 7, 8, 9]
   assert v["video_frame_mask"].all() and list(v["video_frames"][:, 0] // 2) == [
       0, 2, 5, 7, 10, 12, 15, 17]
+
+
+def test_truncated_flag_only_when_a_limit_cuts():
+  v = hse_view.hse_view(_example(), _cfg(max_clips=4, max_words=4, max_paragraph_words=8))
+  assert not bool(v["truncated"])
+  v = hse_view.hse_view(_example(), _cfg(max_clips=4, max_words=3, max_paragraph_words=8))
+  assert bool(v["truncated"])
 
 
 def test_hse_view_uniform_proposals():

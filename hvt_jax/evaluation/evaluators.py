@@ -50,7 +50,8 @@ class RetrievalEvaluator:
   def embeddings(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     ds, steps, total = pipeline.eval_dataset(self.setup.config, self.split)
     videos, texts, masks = [], [], []
-    for batch in pipeline.iterate(ds, self.setup.mesh):
+    self.input_stats = pipeline.InputStats()
+    for batch in pipeline.iterate(ds, self.setup.mesh, self.input_stats):
       out = self.embed(state["params"], batch)
       gathered = multihost_utils.process_allgather(
           (out[self.keys[0]], out[self.keys[1]], batch["example_mask"]), tiled=True)
@@ -71,6 +72,9 @@ class RetrievalEvaluator:
     metrics = {f"{d}/{k}": v for d, r in ranks.items()
                for k, v in retrieval.metrics_from_ranks(r).items()}
     metrics["num_examples"] = float(len(video))
+    # Examples whose clips/sentences/words a static limit cut, summed over processes.
+    metrics["truncated_examples"] = float(np.sum(multihost_utils.process_allgather(
+        np.asarray(self.input_stats.truncated))))
     if jax.process_index() == 0:
       out_dir = os.path.join(workdir, "eval", self.split)
       os.makedirs(out_dir, exist_ok=True)

@@ -27,8 +27,8 @@ def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
     clip_frames [C, F, D] float32, clip_frame_mask [C, F], clip_mask [C],
     video_frames [Fv, D], video_frame_mask [Fv], sentence_tokens [C, L] int32,
     sentence_token_mask [C, L], sentence_mask [C], paragraph_tokens [Lp],
-    paragraph_token_mask [Lp], example_mask [] (True), plus ``num_clips``/``num_sentences``
-    (before truncation, for logging what the static limits cut).
+    paragraph_token_mask [Lp], example_mask [] (True), plus ``truncated`` [] (True when a
+    static limit cut clips, sentences or words: counted and logged by the pipeline).
   """
   feats = example[f"features/{cfg.modality}"]
   num_rows = tf.shape(feats)[0]
@@ -70,6 +70,7 @@ def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
       "paragraph_tokens": para,
       "paragraph_token_mask": para > 0,
       "example_mask": tf.constant(True),
-      "num_clips": num_clips,
-      "num_sentences": tf.cast(num_sentences, tf.int32),
+      "truncated": ((num_clips > c) | (tf.cast(num_sentences, tf.int32) > c)
+                    | (tf.reduce_max(tokens.row_lengths()) > cfg.max_words)
+                    | (tf.size(tokens.flat_values) > cfg.max_paragraph_words)),
   }

@@ -24,7 +24,7 @@ VIEWS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
     "fse": hse_view.hse_view,
 }
 # Host-side statistics that a view returns but models do not consume.
-_STAT_KEYS = ("num_clips", "num_sentences")
+_STAT_KEYS = ("truncated",)
 
 
 def get_view(model_name: str) -> Callable[..., dict[str, tf.Tensor]]:
@@ -118,6 +118,23 @@ def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
   return ds.prefetch(2), steps, total
 
 
+class InputStats:
+  """Counts (on this process) examples whose content a static shape limit cut."""
+
+  def __init__(self):
+    self.examples = 0
+    self.truncated = 0
+
+  def update(self, batch: dict[str, np.ndarray]) -> None:
+    real = batch["example_mask"].astype(bool)
+    self.examples += int(real.sum())
+    if "truncated" in batch:
+      self.truncated += int((batch["truncated"].astype(bool) & real).sum())
+
+  def fraction(self) -> float:
+    return self.truncated / max(self.examples, 1)
+
+
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Process-local numpy batch -> global jax.Arrays sharded over the mesh's "data" axis."""
   sharding = NamedSharding(mesh, P("data"))
@@ -125,6 +142,10 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
           for k, v in batch.items() if k not in _STAT_KEYS}
 
 
-def iterate(ds: tf.data.Dataset, mesh: Mesh) -> Iterator[dict[str, jax.Array]]:
+def iterate(ds: tf.data.Dataset, mesh: Mesh,
+            stats: InputStats | None = None) -> Iterator[dict[str, jax.Array]]:
+  """Yields global batches; ``stats`` (if given) counts truncated examples."""
   for batch in ds.as_numpy_iterator():
+    if stats is not None:
+      stats.update(batch)
     yield to_global(batch, mesh)
