@@ -52,7 +52,8 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
       low="strong" if model == "hse" else "none",              # "strong" | "weak" | "none"
       context_weight=1.0 if model == "hse" else 0.0,
       tau=5e-4 if model == "hse" else 0.0, tau_low=1e-4,
-      recon_distance="l2")                                     # paper text: "squared_l2"
+      recon_distance="l2",                                     # paper text: "squared_l2"
+      recon_reduce="mean")                                     # "sum" | "sequence_mean"
   c.optax = dict(learning_rate=1e-3, decay_factor=0.1, decay_epochs=10, b1=0.9, b2=0.999,
                  eps=1e-8, grad_clip=0.0)
   c.batch_size = 64

