@@ -28,11 +28,13 @@ Rules, chosen so that a bad file fails loudly and a real file loads:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,9 +253,48 @@ def attach_word_vectors(dataset_dir: str, vectors_file: str, *,
   return save_word_vectors(dataset_dir, matrix, report)
 
 
+def _write_matrix(matrix: np.ndarray, path: str) -> None:
+  # Through a file object: np.save appends ".npy" to a path without it.
+  with open(path, "wb") as f:
+    np.save(f, np.asarray(matrix, np.float32))
+
+
+def _write_report(report: Mapping[str, Any], path: str) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class WordVectors:
+  """An embedding init matrix and its OOV report, to be stored with a dataset.
+
+  Attributes:
+    matrix: float32 [V, D], row id = vocabulary id (see `load_word_vectors`).
+    report: the OOV report of `load_word_vectors`.
+  """
+  matrix: np.ndarray
+  report: dict
+
+  def metadata(self) -> dict[str, Any]:
+    """The report as stored in the dataset (metadata extra and report file): `output` is the
+    .npy file name inside the dataset dir."""
+    return dict(self.report, output=WORD_VECTORS_FILE)
+
+  def files(self) -> dict[str, Callable[[str], None]]:
+    """`extra_files` for `writer.write_dataset`: word_vectors.npy and its report, written
+    inside the dataset's atomic write."""
+    return {WORD_VECTORS_FILE: functools.partial(_write_matrix, self.matrix),
+            WORD_VECTORS_REPORT: functools.partial(_write_report, self.metadata())}
+
+
 def save_word_vectors(dataset_dir: str, matrix: np.ndarray, report: Mapping[str, Any]
                       ) -> dict[str, Any]:
-  """Writes `word_vectors.npy` and `word_vectors_report.json` into a dataset dir atomically.
+  """Writes `word_vectors.npy` and `word_vectors_report.json` into an existing dataset dir.
+
+  For a dataset being written, pass `WordVectors(...).files()` as `write_dataset`'s
+  `extra_files` instead: then the files appear together with the dataset. Here each file is
+  written under a temporary name and renamed, so an interrupted run leaves either the old
+  file or the new one.
 
   Args:
     dataset_dir: the dataset directory.
@@ -261,19 +302,13 @@ def save_word_vectors(dataset_dir: str, matrix: np.ndarray, report: Mapping[str,
     report: its OOV report.
 
   Returns:
-    The report plus "output" (path of the .npy).
+    The report plus "output" (absolute path of the .npy).
   """
-  out = os.path.join(dataset_dir, WORD_VECTORS_FILE)
-  # np.save appends ".npy" to names without it, so the temp name must end in .npy too.
-  tmp = os.path.join(dataset_dir, f".{WORD_VECTORS_FILE}.tmp.npy")
-  np.save(tmp, np.asarray(matrix, np.float32))
-  os.replace(tmp, out)
-  report = dict(report, output=out)
-  tmp_report = os.path.join(dataset_dir, f".{WORD_VECTORS_REPORT}.tmp")
-  with open(tmp_report, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
-  os.replace(tmp_report, os.path.join(dataset_dir, WORD_VECTORS_REPORT))
-  return report
+  for name, write in WordVectors(np.asarray(matrix), dict(report)).files().items():
+    tmp = os.path.join(dataset_dir, f".{name}.tmp")
+    write(tmp)
+    os.replace(tmp, os.path.join(dataset_dir, name))
+  return dict(report, output=os.path.join(dataset_dir, WORD_VECTORS_FILE))
 
 
 def format_report(report: Mapping[str, Any]) -> str:

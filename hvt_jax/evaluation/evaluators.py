@@ -51,7 +51,12 @@ class RetrievalEvaluator:
     ds, steps, total = pipeline.eval_dataset(self.setup.config, self.split)
     videos, texts, masks = [], [], []
     self.input_stats = pipeline.InputStats()
-    for batch in pipeline.iterate(ds, self.setup.mesh, self.input_stats):
+    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+    batches = tqdm.tqdm(pipeline.iterate(ds, self.setup.mesh, self.input_stats), total=steps,
+                        desc=f"eval {self.split}", leave=False,
+                        disable=(jax.process_index() > 0
+                                 or not self.setup.config.get("progress_bar", True)))
+    for batch in batches:
       out = self.embed(state["params"], batch)
       gathered = multihost_utils.process_allgather(
           (out[self.keys[0]], out[self.keys[1]], batch["example_mask"]), tiled=True)
