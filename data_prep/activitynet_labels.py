@@ -23,24 +23,23 @@ Decisions:
 - A captions video with no label keeps `label == ""` (counted as a repair "no action label");
   with `--drop-unlabeled` it is dropped (counted as a skip). The per-split number of
   unlabeled videos is also stored in metadata extra["unlabeled"].
-- The conversion runs `data_prep.activitynet_captions.convert` unchanged into a hidden
-  temporary data dir inside `--output`, then reads its records back (lossless: float32 arrays,
-  int32 tokens), joins the labels and writes the `activitynet_labels` dataset with the same
-  vocabulary, modalities and counts (the captions counts are merged into this dataset's). The
-  temporary dir is removed afterwards, also on error; one left by a killed run (its process
-  id no longer alive) is removed by the next run into the same --output.
+- The conversion is `data_prep.activitynet_captions.convert` with a record hook that sets the
+  label where each record is built (in the worker processes with `--num-workers`), written
+  once as the `activitynet_labels` dataset: same vocabulary, modalities, repairs and skips as
+  the captions dataset, plus the label counts. Earlier versions wrote the captions dataset
+  into a hidden scratch dir inside `--output` first; one left there by a killed run (its
+  process id no longer alive) is removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
+import functools
 import math
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -48,25 +47,16 @@ from typing import Any
 import numpy as np
 
 from data_prep import activitynet_captions
+from data_prep import common
 from data_prep import writer
 
 NAME = "activitynet_labels"
 MULTI_LABEL = "video has several action labels (longest kept)"
 NO_LABEL = "no action label"
 NO_LABEL_DROPPED = "no action label (dropped)"
-# Hidden scratch data dir for the captions pass: `<prefix><pid>-<random>` inside --output.
+DESCRIPTION = "ActivityNet Captions with ActivityNet v1.3 action labels."
+# Hidden scratch data dirs of earlier versions: `<prefix><pid>-<random>` inside --output.
 _SCRATCH_PREFIX = ".activitynet_labels-captions-"
-
-
-def _load_json(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid json ({e})") from e
-  if not isinstance(data, dict):
-    raise ValueError(f"{path}: expected a json object, got {type(data).__name__}")
-  return data
 
 
 def _field(data: dict, field: str, kind: type, path: str) -> Any:
@@ -121,7 +111,7 @@ def load_taxonomy(path: str) -> tuple[list[str], dict[str, str | None]]:
   Raises:
     ValueError: missing/ill-formed taxonomy (names the file and field), duplicate leaf names.
   """
-  return parse_taxonomy(_field(_load_json(path), "taxonomy", list, path), path)
+  return parse_taxonomy(_field(common.read_json(path, expect=dict), "taxonomy", list, path), path)
 
 
 def video_label(annotations: list, where: str) -> tuple[str | None, int]:
@@ -167,7 +157,7 @@ def label_map(path: str, counter: writer.SkipCounter | None = None) -> dict[str,
     ValueError: a malformed file, or a label that is not a taxonomy leaf (names the file,
       the video and the label).
   """
-  data = _load_json(path)
+  data = common.read_json(path, expect=dict)
   leaves = set(parse_taxonomy(_field(data, "taxonomy", list, path), path)[0])
   database = _field(data, "database", dict, path)
   labels = {}
@@ -199,10 +189,32 @@ def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
   return label
 
 
+def label_record(record: dict, counter: writer.SkipCounter, *, labels: dict[str, str],
+                 drop_unlabeled: bool = False) -> dict | None:
+  """Sets `label` on one ActivityNet Captions record (the captions converter's record hook).
+
+  Args:
+    record: canonical record (id "v_<youtube id>" or a bare YouTube id).
+    counter: counts a video without a label (NO_LABEL repair, or NO_LABEL_DROPPED skip).
+    labels: from `label_map`.
+    drop_unlabeled: drop a video without a label instead of keeping `label == ""`.
+
+  Returns:
+    A shallow copy with `label` set, or None when the video is dropped.
+  """
+  label = lookup_label(record["video_id"], labels)
+  if label is None:
+    if drop_unlabeled:
+      counter.skip(NO_LABEL_DROPPED, record["video_id"])
+      return None
+    counter.repair(NO_LABEL, record["video_id"])
+  return dict(record, label=label or "")
+
+
 def join_labels(records: Iterable[dict], labels: dict[str, str],
                 counter: writer.SkipCounter, *, drop_unlabeled: bool = False
                 ) -> Iterator[dict]:
-  """Sets `label` on ActivityNet Captions records.
+  """Sets `label` on ActivityNet Captions records (`label_record` on each).
 
   Args:
     records: canonical records (ids "v_<youtube id>").
@@ -211,16 +223,26 @@ def join_labels(records: Iterable[dict], labels: dict[str, str],
     drop_unlabeled: drop videos without a label instead of keeping `label == ""`.
 
   Yields:
-    Each record (a shallow copy) with `label` set.
+    Each kept record (a shallow copy) with `label` set.
   """
   for record in records:
-    label = lookup_label(record["video_id"], labels)
-    if label is None:
-      if drop_unlabeled:
-        counter.skip(NO_LABEL_DROPPED, record["video_id"])
-        continue
-      counter.repair(NO_LABEL, record["video_id"])
-    yield dict(record, label=label or "")
+    labeled = label_record(record, counter, labels=labels, drop_unlabeled=drop_unlabeled)
+    if labeled is not None:
+      yield labeled
+
+
+def unlabeled_per_split(stats: dict) -> dict[str, dict[str, int]]:
+  """`extra_fn` of the write: {"unlabeled": {split: videos without a label}} (kept or dropped).
+
+  Args:
+    stats: the per-split statistics `writer.write_dataset` passes to `extra_fn`.
+
+  Returns:
+    The extra metadata entry.
+  """
+  return {"unlabeled": {
+      split: c["repaired"].get(NO_LABEL, 0) + c["skipped"].get(NO_LABEL_DROPPED, 0)
+      for split, c in stats["split_counts"].items()}}
 
 
 def records_from_dataset(dataset_dir: str, split: str) -> Iterator[dict]:
@@ -248,27 +270,6 @@ def records_from_dataset(dataset_dir: str, split: str) -> Iterator[dict]:
     }
 
 
-def stored_video_ids(dataset_dir: str, split: str) -> list[str]:
-  """The video ids of a written split, parsed from the shards without decoding features.
-
-  Args:
-    dataset_dir: a dataset directory written by `writer.write_dataset`.
-    split: split name.
-
-  Returns:
-    Video ids in stored order.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  name = writer.load_metadata(dataset_dir)["name"]
-  files = sorted(pathlib.Path(dataset_dir).glob(f"{name}-{split}.tfrecord-*"))
-  spec = {"video_id": tf.io.FixedLenFeature([], tf.string)}
-  ids = []
-  for raw in tf.data.TFRecordDataset([os.fspath(f) for f in files]):
-    ids.append(tf.io.parse_single_example(raw, spec)["video_id"].numpy().decode("utf-8"))
-  return ids
-
-
 def _pid_alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
@@ -280,7 +281,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_scratch(output_dir: str) -> list[str]:
-  """Deletes scratch dirs left in `output_dir` by killed runs (their process is gone).
+  """Deletes scratch dirs that killed runs of earlier versions left in `output_dir`.
+
+  Only dirs whose process is gone are removed (another conversion may still be running).
 
   Args:
     output_dir: the --output data dir.
@@ -311,7 +314,8 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
     num_shards: shards per split, or None to shard by size.
     verbose: print the summary table.
     **captions_kwargs: other keyword arguments of `activitynet_captions.convert`
-      (feature_key, modality, feature_rate, min_count, num_workers, max_videos, video_ids).
+      (feature_key, modality, feature_rate, tokenizer, vocab_file, word_vectors, min_count,
+      num_workers, max_videos, video_ids).
 
   Returns:
     (dataset dir, the SkipCounter with the captions and label counts).
@@ -320,37 +324,22 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
   classes, _ = load_taxonomy(labels_file)
   counter = writer.SkipCounter()
   labels = label_map(labels_file, counter)
-  os.makedirs(output_dir, exist_ok=True)
-  remove_stale_scratch(output_dir)
-  scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=output_dir)
-  try:
-    captions_dir, captions_counter = activitynet_captions.convert(
-        annotation_files, features_path, scratch, num_shards=num_shards, verbose=False,
-        **captions_kwargs)
-    counter.merge(captions_counter)
-    meta = writer.load_metadata(captions_dir)
-    unlabeled = {split: sum(lookup_label(v, labels) is None
-                            for v in stored_video_ids(captions_dir, split))
-                 for split in meta["splits"]}
-    splits = {split: join_labels(records_from_dataset(captions_dir, split), labels, counter,
-                                 drop_unlabeled=drop_unlabeled)
-              for split in meta["splits"]}
-    spec = writer.DatasetSpec(
-        name=NAME, modalities=meta["modalities"], tokenizer=meta["tokenizer"],
-        vocab=writer.load_vocab(captions_dir),
-        description="ActivityNet Captions with ActivityNet v1.3 action labels.",
-        extra=dict(meta["extra"], classes=classes, labels_file=pathlib.Path(labels_file).name,
-                   drop_unlabeled=drop_unlabeled, unlabeled=unlabeled))
-    dataset_dir = writer.write_dataset(spec, splits, output_dir, counter=counter,
-                                       num_shards=num_shards)
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
+  if os.path.isdir(output_dir):
+    remove_stale_scratch(output_dir)
+  dataset_dir, counter = activitynet_captions.convert(
+      annotation_files, features_path, output_dir, num_shards=num_shards, verbose=False,
+      counter=counter, name=NAME, description=DESCRIPTION,
+      extra={"classes": classes, "labels_file": pathlib.Path(labels_file).name,
+             "drop_unlabeled": drop_unlabeled},
+      record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled),
+      extra_fn=unlabeled_per_split, **captions_kwargs)
   if verbose:
-    print(counter.format_table())
-    for split, n in writer.load_metadata(dataset_dir)["splits"].items():
-      print(f"{split}: {n} videos written, {unlabeled[split]} without an action label")
-    print(f"{len(classes)} classes; {time.time() - started:.1f} s")
-    print(f"dataset: {dataset_dir}")
+    unlabeled = writer.load_metadata(dataset_dir)["extra"]["unlabeled"]
+    what = "dropped" if drop_unlabeled else "kept with an empty label"
+    common.print_summary(
+        dataset_dir, counter, started=started,
+        detail=lambda split: f"{unlabeled[split]} without an action label, {what}",
+        footer=f"{len(classes)} classes")
   return dataset_dir, counter
 
 
@@ -366,14 +355,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> str:
   """Runs the labelled conversion from parsed flags; returns the dataset dir."""
-  allow = None
-  if args.video_ids:
-    allow = [line.strip() for line in pathlib.Path(args.video_ids).read_text().splitlines()
-             if line.strip()]
   dataset_dir, _ = convert(
       args.annotations, args.features, args.labels, args.output,
-      drop_unlabeled=args.drop_unlabeled, num_shards=args.num_shards,
-      feature_key=args.feature_key, modality=args.modality, feature_rate=args.feature_rate,
-      min_count=args.min_count, num_workers=args.num_workers, max_videos=args.max_videos,
-      video_ids=allow)
+      drop_unlabeled=args.drop_unlabeled, feature_key=args.feature_key,
+      modality=args.modality, feature_rate=args.feature_rate, **common.tokenizer_kwargs(args),
+      **common.output_kwargs(args), **common.selection_kwargs(args))
   return dataset_dir

@@ -517,13 +517,11 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
                   build: Callable[[Any, writer.SkipCounter], dict | None], output_dir: str, *,
                   counter: writer.SkipCounter, num_shards: int | None = None,
                   num_workers: int = 1, vectors: embeddings.WordVectors | None = None,
-                  sources: Iterable[Any] = (),
                   extra_fn: Callable[[dict], Mapping[str, Any]] | None = None) -> str:
   """Writes split -> work items through `build` (in `num_workers` processes) atomically.
 
   Word vectors, when given, are written into the same atomic dataset write
   (`word_vectors.npy` + report) and their report goes to metadata["extra"]["word_vectors"].
-  The feature `sources` are closed afterwards, also on error.
 
   Returns:
     The dataset dir.
@@ -532,14 +530,10 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
   if vectors is not None:
     spec = dataclasses.replace(spec, extra={**spec.extra, "word_vectors": vectors.metadata()})
     extra_files = vectors.files()
-  try:
-    return writer.write_dataset(
-        spec, {split: writer.map_records(build, its) for split, its in items.items()},
-        output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
-        extra_files=extra_files, extra_fn=extra_fn)
-  finally:
-    for source in sources:
-      source.close()
+  return writer.write_dataset(
+      spec, {split: writer.map_records(build, its) for split, its in items.items()},
+      output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
+      extra_files=extra_files, extra_fn=extra_fn)
 
 
 def print_summary(dataset_dir: str, counter: writer.SkipCounter, *,

