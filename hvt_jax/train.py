@@ -64,6 +64,10 @@ def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransform
 def setup(config: ml_collections.ConfigDict) -> Setup:
   """Builds mesh, abstract model, optimizer and state shardings."""
   mesh = sharding.make_mesh(config.mesh, config.get("mesh_devices", 0))
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] % mesh.shape["data"]:
+      raise ValueError(f"config.{key}={config[key]} is not divisible by the mesh's data "
+                       f"axis ({mesh.shape['data']} devices)")
   data_dir, meta = pipeline.dataset_info(config)
   train_n = int(meta["splits"].get(config.input.train_split, 0))
   steps_per_epoch = max(1, train_n // config.batch_size)
@@ -156,13 +160,20 @@ def restore_or_init(s: Setup, mngr: ocp.CheckpointManager,
 
 
 class _Preemption:
-  """SIGTERM (TPU preemption, Ctrl-C of a scheduler) sets a flag; the loop saves and exits."""
+  """SIGTERM (TPU preemption, a scheduler's stop) sets a flag; the loop saves and exits.
+
+  Single process only: with several processes, jax.distributed's preemption service owns
+  SIGTERM and ``CheckpointManager.reached_preemption`` makes every host stop at the same
+  step (a host stopping alone would deadlock the others in the next collective).
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: the orbax preemption check still works
@@ -194,10 +205,13 @@ class _MetricBuffer:
 
   def flush(self, last_good: Callable[[], Any]) -> None:
     for step, metrics in jax.device_get(self.pending):
-      if not np.isfinite(metrics["loss"]):
+      # The norms too: a finite loss with a NaN update would poison the next checkpoint.
+      bad = {k: float(metrics[k]) for k in ("loss", "norm/grad", "norm/update", "norm/param")
+             if k in metrics and not np.isfinite(metrics[k])}
+      if bad:
         raise FloatingPointError(
-            f"non-finite loss ({metrics['loss']}) at step {step}; last good checkpoint: "
-            f"{last_good()}")
+            f"non-finite loss ({metrics['loss']}) at step {step} ({bad}); last good "
+            f"checkpoint: {last_good()}")
       for k, v in metrics.items():
         self.sums[k] = self.sums.get(k, 0.0) + float(v)
       self.count += 1
@@ -245,6 +259,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     hooks.append(periodic_actions.ReportProgress(num_train_steps=s.num_train_steps,
                                                  writer=writer))
   buffer = _MetricBuffer(config.get("max_steps_in_flight", 8))
+
+  def last_good() -> str | None:
+    latest = mngr.latest_step()
+    return None if latest is None else os.path.join(str(mngr.directory), str(latest))
+
   progress = _progress_bar(config, start, s.num_train_steps)
   results: dict[str, float] = {}
   t0 = time.time()
@@ -257,20 +276,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step += 1
       if step == start + 1:
         logging.info("first step (compile + run) took %.1f s", time.time() - t0)
-      buffer.add(step, metrics, mngr.latest_step)
+      buffer.add(step, metrics, last_good)
       for hook in hooks:
         hook(step)
       progress.update(1)
       last = step == s.num_train_steps
       if step % config.log_every_steps == 0 or last:
-        buffer.flush(mngr.latest_step)
+        buffer.flush(last_good)
         means = buffer.pop_means()
         means["input/truncated_fraction"] = input_stats.fraction()
         writer.write_scalars(step, means)
         progress.set_postfix(loss=f"{means['loss']:.4f}")
       stop = preempt.requested or mngr.reached_preemption(step)
       if stop or last or step % config.checkpoint.every_steps == 0:
-        buffer.flush(mngr.latest_step)  # never checkpoint a non-finite state
+        buffer.flush(last_good)  # never checkpoint a non-finite state
         mngr.save(step, args=ocp.args.StandardSave(state), force=stop or last)
       if stop:
         mngr.wait_until_finished()

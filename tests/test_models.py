@@ -89,9 +89,12 @@ def _tiny_config(name="hse", context_init=True):
                  reconstruction=name == "hse", unroll=1, dtype="float32",
                  word_vectors="none")
   c.input = dict(modality="frames")
+  hse_model = name == "hse"
   c.loss = dict(margin=0.2, hardest_negative=False, normalize="pairs", cluster=True,
-                cluster_bidirectional=True, low="strong", context_weight=1.0, tau=5e-4,
-                tau_low=1e-4, recon_distance="l2", recon_reduce="mean")
+                cluster_bidirectional=True, low="strong" if hse_model else "none",
+                context_weight=1.0 if context_init and hse_model else 0.0,
+                tau=5e-4 if hse_model else 0.0, tau_low=1e-4, recon_distance="l2",
+                recon_reduce="mean")
   return c
 
 
@@ -124,10 +127,17 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   batch = _batch(rng)
   m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
   out = m(batch)
-  # High-level GRU starts from the low-level encoder's embedding of the whole video.
-  expected_video = m.video_high(out["clips"], batch["clip_mask"],
-                                m.video_low(batch["video_frames"], batch["video_frame_mask"]))
-  np.testing.assert_allclose(out["video"], expected_video, rtol=1e-6)
+  # High-level GRU starts from the low-level encoder's (normalised) embedding of the whole
+  # video and reads the normalised clip embeddings; all embeddings have unit norm.
+  def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+  ctx = unit(m.video_low(batch["video_frames"], batch["video_frame_mask"]))
+  np.testing.assert_allclose(out["video_context"], ctx, rtol=1e-5, atol=1e-6)
+  expected_video = unit(m.video_high(out["clips"], batch["clip_mask"], ctx))
+  np.testing.assert_allclose(out["video"], expected_video, rtol=1e-5, atol=1e-6)
+  valid = batch["clip_mask"]
+  np.testing.assert_allclose(np.linalg.norm(out["clips"], axis=-1)[valid], 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(out["clips_hat"], axis=-1), 1.0, rtol=1e-5)
   no_ctx = models.create_model(_tiny_config(context_init=False), meta, rngs=nnx.Rngs(0))
   assert not np.allclose(no_ctx.embed(batch)["video"], out["video"])
   # Padded clip content does not change any output or the loss.
@@ -233,3 +243,32 @@ def test_reconstruction_reduce_option_changes_scale():
   _, sum_terms = m.loss(out, batch, cfg)
   # 5 valid clips + 5 valid sentences: the sum of each pair of terms is 5x the mean.
   np.testing.assert_allclose(sum_terms["recon_high"], 5 * mean_terms["recon_high"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dropped", ["match_high", "cluster_high", "match_low", "cluster_low"])
+def test_loss_weights_drop_single_terms(dropped):
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  batch = _batch(np.random.default_rng(0))
+  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  out = m(batch)
+  cfg = _tiny_config().loss
+  total, terms = m.loss(out, batch, cfg)
+  cfg.weights = {dropped: 0.0}
+  total2, terms2 = m.loss(out, batch, cfg)
+  assert set(terms) - set(terms2) == {dropped}
+  np.testing.assert_allclose(total2, total - terms[dropped], rtol=1e-5)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(model=dict(context_init=False)), "context_weight > 0 needs"),
+    (dict(model=dict(reconstruction=False)), "tau > 0 needs"),
+    (dict(input=dict(clip_source="uniform")), "uniform proposals"),
+    (dict(loss=dict(weights=dict(match_hgh=0.0))), "unknown terms"),
+])
+def test_inconsistent_options_are_rejected(change, match):
+  c = _tiny_config()
+  for group, values in change.items():
+    c[group].update(values)
+  with pytest.raises(ValueError, match=match):
+    models.create_model(c, {"modalities": {"frames": 5}, "vocab_size": 11},
+                        rngs=nnx.Rngs(0))

@@ -141,8 +141,16 @@ def test_train_dataset_position_is_a_function_of_step(data_dir):
 def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
   c = _config(data_dir, num_train_steps=4)
   c.optax.learning_rate = float("nan")
-  with pytest.raises(FloatingPointError, match=r"at step 2; last good checkpoint: None"):
+  # The first update is already NaN (finite loss): the run stops before saving it.
+  with pytest.raises(FloatingPointError, match=r"at step 1 .*norm/update.*last good "
+                     r"checkpoint: None"):
     train.train_and_evaluate(c, str(tmp_path))
+  assert not (tmp_path / "checkpoints" / "2").exists()
+
+
+def test_batch_not_divisible_by_data_axis_fails_before_training(data_dir):
+  with pytest.raises(ValueError, match=r"config.eval_batch_size=12 is not divisible"):
+    train.setup(_config(data_dir, eval_batch_size=12))
 
 
 def test_sigterm_saves_and_resumes(data_dir, tmp_path):

@@ -5,9 +5,12 @@ and trains with high/low-level match and cluster losses (Eq. 4-7), layer-wise re
 (Eq. 8-10) and, for weak correspondence, the averaged low-level match (Eq. 13-14).
 
 Where the authors' PyTorch code (which produced the published tables) differs from the paper
-text, the config offers both and defaults to the code (``configs/hse/common.py`` lists them):
+text, the config offers both and defaults to the code (``configs/common.py`` lists them):
   * encoders: one-layer unidirectional GRU, embedding = channel-wise max over valid outputs,
     no projection layer, no dropout, Xavier-uniform per gate block, zero biases;
+    ``model.normalize_embeddings``: every embedding (clips, sentences, contexts, video,
+    paragraph, reconstructed clips/sentences) is L2-normalised before it is used, as the
+    code's ``F.normalize`` does (the text does not say);
   * ``model.context_init``: the high-level GRU starts from the low-level encoder's embedding of
     the whole video (<= 80 uniformly subsampled frames) / whole paragraph (paper text: h0 = 0),
     and ``loss.context_weight`` adds a match loss on that context pair;
@@ -31,6 +34,7 @@ import os
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +55,7 @@ class HSEConfig:
   hidden: int = 1024
   context_init: bool = True          # authors' code; False = paper text (h0 = 0)
   reconstruction: bool = True        # build the decoders (needed when loss.tau > 0)
+  normalize_embeddings: bool = True  # authors' code: L2-normalise every embedding
   unroll: int = 1
   dtype: str = "float32"
 
@@ -85,6 +90,7 @@ def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
   ``config.model.word_vectors``: "auto" loads ``<data_dir>/word_vectors.npy`` when the
   converter attached one (GloVe init, as the paper), "none" = random init, or a path.
   """
+  check_config(config)
   modality = config.input.modality
   if modality not in meta["modalities"]:
     raise ValueError(f"config.input.modality={modality!r} not in the dataset "
@@ -96,6 +102,10 @@ def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
   if source == "auto" and data_dir:
     candidate = os.path.join(data_dir, "word_vectors.npy")
     path = candidate if os.path.exists(candidate) else None
+    if path is None:
+      logging.warning("no word_vectors.npy in %s: word embeddings start random (the paper "
+                      "initialises them from GloVe: convert with --word-vectors FILE)",
+                      data_dir)
   elif source not in ("auto", "none"):
     path = source
   vectors = None
@@ -138,18 +148,22 @@ class HSE(nnx.Module):
       context embeddings ``video_context``/``paragraph_context`` [B, H] (zeros when
       ``context_init`` is off), plus the word embeddings used as reconstruction targets.
     """
-    clips = self.video_low.encode_nested(batch["clip_frames"], batch["clip_frame_mask"])
+    norm = _l2_normalize if self.cfg.normalize_embeddings else (lambda x: x)
+    clips = norm(self.video_low.encode_nested(batch["clip_frames"],
+                                              batch["clip_frame_mask"]))
     words = self.words(batch["sentence_tokens"])
-    sentences = self.text_low.encode_nested(words, batch["sentence_token_mask"])
+    sentences = norm(self.text_low.encode_nested(words, batch["sentence_token_mask"]))
     b = clips.shape[0]
     if self.cfg.context_init:
-      video_ctx = self.video_low(batch["video_frames"], batch["video_frame_mask"])
-      para_ctx = self.text_low(self.words(batch["paragraph_tokens"]),
-                               batch["paragraph_token_mask"])
+      video_ctx = norm(self.video_low(batch["video_frames"], batch["video_frame_mask"]))
+      para_ctx = norm(self.text_low(self.words(batch["paragraph_tokens"]),
+                                    batch["paragraph_token_mask"]))
     else:
       video_ctx = para_ctx = jnp.zeros((b, self.cfg.hidden), jnp.float32)
-    video = self.video_high(clips, batch["clip_mask"], video_ctx)
-    paragraph = self.text_high(sentences, batch["sentence_mask"], para_ctx)
+    # The (normalised) clip/sentence embeddings are the high-level GRUs' inputs and the
+    # (normalised) contexts their initial states, as in the authors' code.
+    video = norm(self.video_high(clips, batch["clip_mask"], video_ctx))
+    paragraph = norm(self.text_high(sentences, batch["sentence_mask"], para_ctx))
     return dict(video=video, paragraph=paragraph, clips=clips, sentences=sentences,
                 video_context=video_ctx, paragraph_context=para_ctx, words=words)
 
@@ -160,8 +174,10 @@ class HSE(nnx.Module):
       _, s, l = batch["sentence_token_mask"].shape
       h = self.cfg.hidden
       # Eq. 8: high-level decoders; Eq. 9: low-level decoders on the *generated* vectors.
-      clips_hat = self.clip_decoder.decode(out["video"], c)
-      sents_hat = self.sentence_decoder.decode(out["paragraph"], s)
+      norm = _l2_normalize if self.cfg.normalize_embeddings else (lambda x: x)
+      # Reconstructed clip/sentence vectors live where their (normalised) targets do.
+      clips_hat = norm(self.clip_decoder.decode(out["video"], c))
+      sents_hat = norm(self.sentence_decoder.decode(out["paragraph"], s))
       out["clips_hat"], out["sentences_hat"] = clips_hat, sents_hat
       out["frames_hat"] = self.frame_decoder.decode(
           clips_hat.reshape(b * c, h), f).reshape(b, c, f, -1)
@@ -177,32 +193,34 @@ class HSE(nnx.Module):
       (scalar loss, dict of the individual terms for logging).
     """
     hinge = _hinge_kwargs(cfg)
+    w = _weights(cfg)
     ex = batch["example_mask"]
     terms = high_level_terms(out, ex, cfg)
-    if cfg.context_weight and self.cfg.context_init:
+    if cfg.context_weight:
       terms["match_context"] = cfg.context_weight * losses.match_loss(
           out["video_context"], out["paragraph_context"], ex, **hinge)
     clip_mask = batch["clip_mask"] & ex[:, None]
     sent_mask = batch["sentence_mask"] & ex[:, None]
-    if cfg.low == "strong":
+    if cfg.low == "strong" and w["match_low"]:
       # Eq. 5: clip i <-> sentence i; negatives are all other clips/sentences of the batch.
       pair = (clip_mask & sent_mask).reshape(-1)
-      terms["match_low"] = losses.match_loss(_flat(out["clips"]), _flat(out["sentences"]),
-                                             pair, **hinge)
-    elif cfg.low == "weak":
-      terms["match_low"] = losses.weak_match_loss(out["clips"], clip_mask, out["sentences"],
-                                                  sent_mask, **hinge)
-    if cfg.low != "none" and cfg.cluster:
+      terms["match_low"] = w["match_low"] * losses.match_loss(
+          _flat(out["clips"]), _flat(out["sentences"]), pair, **hinge)
+    elif cfg.low == "weak" and w["match_low"]:
+      terms["match_low"] = w["match_low"] * losses.weak_match_loss(
+          out["clips"], clip_mask, out["sentences"], sent_mask, **hinge)
+    if cfg.low != "none" and cfg.cluster and w["cluster_low"]:
       kw = dict(bidirectional=cfg.cluster_bidirectional, **hinge)
-      terms["cluster_low"] = (
+      terms["cluster_low"] = w["cluster_low"] * (
           losses.cluster_loss(_flat(out["clips"]), clip_mask.reshape(-1), **kw)
           + losses.cluster_loss(_flat(out["sentences"]), sent_mask.reshape(-1), **kw))
-    if cfg.tau and self.cfg.reconstruction:
-      rec = dict(distance=cfg.recon_distance, reduce=cfg.get("recon_reduce", "mean"))
+    if cfg.tau:
+      rec = dict(distance=cfg.recon_distance, reduce=cfg.recon_reduce)
       terms["recon_high"] = cfg.tau * (
           losses.reconstruction_loss(out["clips_hat"], out["clips"], clip_mask, **rec)
           + losses.reconstruction_loss(out["sentences_hat"], out["sentences"], sent_mask,
                                        **rec))
+    if cfg.tau and cfg.tau_low:
       terms["recon_low"] = cfg.tau_low * (
           losses.reconstruction_loss(out["frames_hat"], batch["clip_frames"],
                                      batch["clip_frame_mask"] & clip_mask[..., None], **rec)
@@ -246,16 +264,56 @@ def _hinge_kwargs(cfg: Any) -> dict[str, Any]:
               normalize=cfg.normalize)
 
 
+def _weights(cfg: Any) -> dict[str, float]:
+  """Per-term weights (supp. Table 1 ablations): 0 drops a term, default 1."""
+  weights = dict(match_high=1.0, cluster_high=1.0, match_low=1.0, cluster_low=1.0)
+  weights.update(dict(cfg.get("weights", {})))
+  return weights
+
+
 def high_level_terms(out: dict[str, jax.Array], example_mask: jax.Array,
                      cfg: Any) -> dict[str, jax.Array]:
   """Eq. 4 (+ Eq. 6 when ``cfg.cluster``) on the video/paragraph embeddings."""
-  terms = {"match_high": losses.match_loss(out["video"], out["paragraph"], example_mask,
-                                           **_hinge_kwargs(cfg))}
-  if cfg.cluster:
+  w = _weights(cfg)
+  terms = {}
+  if w["match_high"]:
+    terms["match_high"] = w["match_high"] * losses.match_loss(
+        out["video"], out["paragraph"], example_mask, **_hinge_kwargs(cfg))
+  if cfg.cluster and w["cluster_high"]:
     kw = dict(bidirectional=cfg.cluster_bidirectional, **_hinge_kwargs(cfg))
-    terms["cluster_high"] = (losses.cluster_loss(out["video"], example_mask, **kw)
-                             + losses.cluster_loss(out["paragraph"], example_mask, **kw))
+    terms["cluster_high"] = w["cluster_high"] * (
+        losses.cluster_loss(out["video"], example_mask, **kw)
+        + losses.cluster_loss(out["paragraph"], example_mask, **kw))
   return terms
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """Row-wise x / max(||x||, eps), as torch.nn.functional.normalize."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def check_config(config: Any) -> None:
+  """Rejects option combinations that would silently do nothing or nonsense."""
+  name, m, l, i = config.model.name, config.model, config.loss, config.input
+  if l.low not in ("strong", "weak", "none"):
+    raise ValueError(f"config.loss.low={l.low!r}; valid: 'strong', 'weak', 'none'")
+  unknown = set(dict(l.get("weights", {}))) - {"match_high", "cluster_high", "match_low",
+                                                "cluster_low"}
+  if unknown:
+    raise ValueError(f"config.loss.weights has unknown terms {sorted(unknown)}")
+  if name == "fse":
+    if l.low != "none" or l.tau or l.context_weight:
+      raise ValueError("FSE has no clip/sentence level: set config.loss.low='none', "
+                       "config.loss.tau=0 and config.loss.context_weight=0")
+    return
+  if l.context_weight and not m.context_init:
+    raise ValueError("config.loss.context_weight > 0 needs config.model.context_init=True "
+                     "(the context pair only exists when it initialises the high level)")
+  if l.tau and not m.reconstruction:
+    raise ValueError("config.loss.tau > 0 needs config.model.reconstruction=True")
+  if i.get("clip_source", "segments") == "uniform" and l.low == "strong":
+    raise ValueError("uniform proposals have no clip<->sentence correspondence: use "
+                     "config.loss.low='weak' or 'none' with input.clip_source='uniform'")
 
 
 def _flat(x_bnd: jax.Array) -> jax.Array:
