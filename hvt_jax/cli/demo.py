@@ -25,7 +25,9 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
 
   data_dir = os.path.join(workdir, "data")
   try:
-    writer.find_dataset_dir(data_dir, "demo")
+    found = writer.find_dataset_dir(data_dir, "demo")
+    print(f"[hvt-demo] reusing the demo dataset in {found} and any runs in {workdir} "
+          "(delete the workdir to start over)", flush=True)
   except FileNotFoundError:
     print(f"[hvt-demo] writing the synthetic demo dataset to {data_dir}", flush=True)
     demo.write_demo(data_dir, num_train=num_train, num_val=num_val)
