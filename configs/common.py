@@ -56,7 +56,7 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
       context_weight=1.0 if model == "hse" else 0.0,
       tau=5e-4 if model == "hse" else 0.0, tau_low=1e-4,
       recon_distance="l2",                                     # paper text: "squared_l2"
-      recon_reduce="mean",                                     # "sum" | "sequence_mean"
+      recon_reduce="sum",                                      # "mean" | "sequence_mean"
       # Supp. Table 1 ablations: a 0 weight drops that term.
       weights=dict(match_high=1.0, cluster_high=1.0, match_low=1.0, cluster_low=1.0))
   c.optax = dict(learning_rate=1e-3, decay_factor=0.1, decay_epochs=10, b1=0.9, b2=0.999,

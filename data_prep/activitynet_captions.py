@@ -82,17 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="annotation json files; split name = file stem (train, val_1, ...)")
   common.add_feature_arguments(parser, modality="c3d",
                                rate_help="rows spread uniformly over the video duration")
-  common.add_tokenizer_arguments(parser, default="word")
-  common.add_output_arguments(parser)
-  common.add_selection_arguments(parser)
+  common.add_common_arguments(parser, tokenizer="word")
 
 
 def run(args: argparse.Namespace) -> str:
   """Runs the conversion from parsed flags; prints the summary; returns the dataset dir."""
   dataset_dir, _ = convert(
-      args.annotations, args.features, args.output, feature_key=args.feature_key,
-      modality=args.modality, feature_rate=args.feature_rate, **common.tokenizer_kwargs(args),
-      **common.output_kwargs(args), **common.selection_kwargs(args))
+      args.annotations, args.features, args.output, **common.common_kwargs(args))
   return dataset_dir
 
 
@@ -109,30 +105,15 @@ def clean_annotation(video_id: str, ann: Any, counter: writer.SkipCounter
     (duration, segments [[start, end]] in [0, duration], sentences normalised), or None if the
     video is skipped.
   """
-  if not isinstance(ann, dict) or not {"duration", "timestamps", "sentences"} <= ann.keys():
-    counter.skip(VIDEO_MALFORMED, video_id)
+  checked = common.check_video_annotation(video_id, ann, counter,
+                                         lists=("sentences", "timestamps"))
+  if checked is None:
     return None
-  duration = common.parse_duration(ann["duration"])
-  if duration is None:
-    counter.skip(VIDEO_BAD_DURATION, video_id)
-    return None
-  raw_segments, raw_sentences = ann["timestamps"], ann["sentences"]
-  if (not isinstance(raw_segments, list) or not isinstance(raw_sentences, list)
-      or len(raw_segments) != len(raw_sentences)):
-    counter.skip(VIDEO_MALFORMED, video_id)
-    return None
-  segments, sentences = [], []
-  for raw, seg in zip(raw_sentences, raw_segments):
-    kept = common.clean_sentence_segment(
-        raw, lambda seg=seg: common.clean_seconds_segment(seg, duration, video_id, counter),
-        video_id, counter)
-    if kept is not None:
-      sentences.append(kept[0])
-      segments.append(kept[1])
-  if not sentences:
-    counter.skip(VIDEO_NO_SENTENCES, video_id)
-    return None
-  return duration, segments, sentences
+  duration, raw_sentences, raw_segments = checked
+  kept = common.clean_sentences(
+      video_id, zip(raw_sentences, raw_segments),
+      lambda seg: common.clean_seconds_segment(seg, duration, video_id, counter), counter)
+  return None if kept is None else (duration, kept[0], kept[1])
 
 
 def candidate_ids(video_id: str) -> list[str]:
@@ -310,12 +291,11 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
                               "clipped" if feature_rate
                               else "rows spread uniformly over the duration"),
                **(extra or {})})
+    summary = common.Summary(
+        started, lambda split, _: f"{len(items[split])} after annotation checks",
+        f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
     dataset_dir = common.write_records(
         spec, items, fn, output_dir, counter=counter, num_shards=num_shards,
-        num_workers=num_workers, vectors=vectors, extra_fn=extra_fn)
-  if verbose:
-    common.print_summary(
-        dataset_dir, counter, started=started, vectors=vectors,
-        detail=lambda split: f"{len(items[split])} after annotation checks",
-        footer=f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
+        num_workers=num_workers, vectors=vectors, extra_fn=extra_fn,
+        summary=summary if verbose else None)
   return dataset_dir, counter

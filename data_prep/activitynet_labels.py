@@ -334,12 +334,11 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
       record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled),
       extra_fn=unlabeled_per_split, **captions_kwargs)
   if verbose:
-    unlabeled = writer.load_metadata(dataset_dir)["extra"]["unlabeled"]
     what = "dropped" if drop_unlabeled else "kept with an empty label"
-    common.print_summary(
-        dataset_dir, counter, started=started,
-        detail=lambda split: f"{unlabeled[split]} without an action label, {what}",
-        footer=f"{len(classes)} classes")
+    common.print_summary(dataset_dir, counter, common.Summary(
+        started, lambda split, meta: (f"{meta['extra']['unlabeled'][split]} without an "
+                                      f"action label, {what}"),
+        f"{len(classes)} classes"))
   return dataset_dir, counter
 
 
@@ -357,7 +356,5 @@ def run(args: argparse.Namespace) -> str:
   """Runs the labelled conversion from parsed flags; returns the dataset dir."""
   dataset_dir, _ = convert(
       args.annotations, args.features, args.labels, args.output,
-      drop_unlabeled=args.drop_unlabeled, feature_key=args.feature_key,
-      modality=args.modality, feature_rate=args.feature_rate, **common.tokenizer_kwargs(args),
-      **common.output_kwargs(args), **common.selection_kwargs(args))
+      drop_unlabeled=args.drop_unlabeled, **common.common_kwargs(args))
   return dataset_dir

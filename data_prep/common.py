@@ -256,28 +256,66 @@ def count_whitespace(raw: str, sentence: str, video_id: str,
     counter.repair(SENTENCE_WHITESPACE, video_id)
 
 
-def clean_sentence_segment(raw: Any, segment: Callable[[], list[float] | None], video_id: str,
-                           counter: writer.SkipCounter) -> tuple[str, list[float]] | None:
-  """Cleans one annotated sentence: the sentence first, then its segment.
+def clean_sentences(video_id: str, annotated: Iterable[tuple[Any, Any]],
+                    segment: Callable[[Any], list[float] | None],
+                    counter: writer.SkipCounter) -> tuple[list[list[float]], list[str]] | None:
+  """Cleans a video's (raw sentence, raw segment) pairs: each sentence, then its segment.
 
   Args:
-    raw: the raw sentence.
-    segment: computes the cleaned segment (counting its own repairs/skips), or None to skip;
-      called only for a non-empty sentence.
     video_id: id for the counter.
-    counter: receives the repairs and skips.
+    annotated: (raw sentence, raw segment) pairs in file order.
+    segment: raw segment -> cleaned [start, end] (counting its own repairs/skips) or None
+      to skip; called only for non-empty sentences.
+    counter: receives the repairs and skips; a sentence's whitespace repair is counted when
+      it is kept.
 
   Returns:
-    (sentence, [start, end]), or None if the sentence is skipped.
+    (segments, sentences) kept, or None (counted VIDEO_NO_SENTENCES) if none is left.
   """
-  sentence = clean_sentence(raw, video_id, counter)
-  if sentence is None:
+  segments, sentences = [], []
+  for raw, raw_segment in annotated:
+    sentence = clean_sentence(raw, video_id, counter)
+    if sentence is None:
+      continue
+    seg = segment(raw_segment)
+    if seg is None:
+      continue
+    count_whitespace(raw, sentence, video_id, counter)
+    segments.append(seg)
+    sentences.append(sentence)
+  if not sentences:
+    counter.skip(VIDEO_NO_SENTENCES, video_id)
     return None
-  seg = segment()
-  if seg is None:
+  return segments, sentences
+
+
+def check_video_annotation(video_id: str, ann: Any, counter: writer.SkipCounter, *,
+                           lists: tuple[str, str], required: Iterable[str] = ()
+                           ) -> tuple[float, list, list] | None:
+  """Checks a per-video json annotation: "duration" and two parallel lists.
+
+  Args:
+    video_id: the json key.
+    ann: the annotation value.
+    counter: receives VIDEO_MALFORMED / VIDEO_BAD_DURATION skips.
+    lists: the keys of the two lists that must have equal lengths (sentences, segments).
+    required: other keys that must be present.
+
+  Returns:
+    (duration > 0, first list, second list), or None if the video is skipped.
+  """
+  if not isinstance(ann, dict) or not {"duration", *lists, *required} <= ann.keys():
+    counter.skip(VIDEO_MALFORMED, video_id)
     return None
-  count_whitespace(raw, sentence, video_id, counter)
-  return sentence, seg
+  duration = parse_duration(ann["duration"])
+  if duration is None:
+    counter.skip(VIDEO_BAD_DURATION, video_id)
+    return None
+  first, second = ann[lists[0]], ann[lists[1]]
+  if not isinstance(first, list) or not isinstance(second, list) or len(first) != len(second):
+    counter.skip(VIDEO_MALFORMED, video_id)
+    return None
+  return duration, first, second
 
 
 # ------------------------------------------------------------------------------------------
@@ -513,15 +551,44 @@ def load_vectors(word_vectors: str | None, tokenizer: str, vocab: Sequence[str],
 # Writing and the summary.
 
 
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """What a verbose conversion prints after writing (see `print_summary`).
+
+  Attributes:
+    started: `time.time()` when the conversion started.
+    detail: (split, metadata) -> text shown in parentheses after the split's written count.
+    footer: vocabulary/modality line (the elapsed time is appended).
+    notes: optional (metadata) -> lines printed after the repair/skip table.
+  """
+  started: float
+  detail: Callable[[str, dict], str]
+  footer: str
+  notes: Callable[[dict], Iterable[str]] | None = None
+
+
 def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
                   build: Callable[[Any, writer.SkipCounter], dict | None], output_dir: str, *,
                   counter: writer.SkipCounter, num_shards: int | None = None,
                   num_workers: int = 1, vectors: embeddings.WordVectors | None = None,
-                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None) -> str:
+                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
+                  summary: Summary | None = None) -> str:
   """Writes split -> work items through `build` (in `num_workers` processes) atomically.
 
   Word vectors, when given, are written into the same atomic dataset write
   (`word_vectors.npy` + report) and their report goes to metadata["extra"]["word_vectors"].
+
+  Args:
+    spec: the dataset spec.
+    items: split -> work items for `build` (see `writer.map_records`).
+    build: picklable `build(item, counter) -> record or None`.
+    output_dir: the data dir.
+    counter: the conversion's counter.
+    num_shards: shards per split (None: by size).
+    num_workers: processes running `build`.
+    vectors: word vectors to store with the dataset, or None.
+    extra_fn: see `writer.write_dataset`.
+    summary: printed after writing (`print_summary`), or None for a quiet conversion.
 
   Returns:
     The dataset dir.
@@ -530,40 +597,38 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
   if vectors is not None:
     spec = dataclasses.replace(spec, extra={**spec.extra, "word_vectors": vectors.metadata()})
     extra_files = vectors.files()
-  return writer.write_dataset(
+  dataset_dir = writer.write_dataset(
       spec, {split: writer.map_records(build, its) for split, its in items.items()},
       output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
       extra_files=extra_files, extra_fn=extra_fn)
+  if summary is not None:
+    print_summary(dataset_dir, counter, summary, vectors=vectors)
+  return dataset_dir
 
 
-def print_summary(dataset_dir: str, counter: writer.SkipCounter, *,
-                  detail: Callable[[str], str], footer: str, started: float,
-                  vectors: embeddings.WordVectors | None = None,
-                  notes: Iterable[str] = ()) -> None:
-  """Prints the repair/skip table, one line per split, notes and the dataset dir.
+def print_summary(dataset_dir: str, counter: writer.SkipCounter, summary: Summary, *,
+                  vectors: embeddings.WordVectors | None = None) -> None:
+  """Prints the repair/skip table, notes, one line per split, the OOV report and the dir.
 
   Args:
     dataset_dir: the written dataset.
     counter: the conversion's counter.
-    detail: split -> text shown in parentheses after its written count.
-    footer: vocabulary/modality line (the elapsed time is appended).
-    started: `time.time()` when the conversion started.
+    summary: what to print besides the counts.
     vectors: word vectors written with the dataset (their OOV report is printed).
-    notes: extra lines printed after the table.
   """
   meta = writer.load_metadata(dataset_dir)
   print(counter.format_table())
-  for note in notes:
+  for note in summary.notes(meta) if summary.notes is not None else ():
     print(note)
   for split, n in meta["splits"].items():
-    line = f"{split}: {n} videos written ({detail(split)})"
+    line = f"{split}: {n} videos written ({summary.detail(split, meta)})"
     if len(meta["modalities"]) > 1:
       missing = {m: c for m, c in meta["missing"][split].items() if c}
       line += f"; missing experts {missing or 'none'}"
     print(line)
   if vectors is not None:
     print(embeddings.format_report(vectors.report))
-  print(f"{footer}; {time.time() - started:.1f} s")
+  print(f"{summary.footer}; {time.time() - summary.started:.1f} s")
   print(f"dataset: {dataset_dir}")
 
 
@@ -586,10 +651,17 @@ def add_feature_arguments(parser: argparse.ArgumentParser, *, modality: str,
                       help=f"feature rows per second (default: {rate_help})")
 
 
-def add_tokenizer_arguments(parser: argparse.ArgumentParser, *, default: str,
-                            word_vectors: bool = True) -> None:
-  """--tokenizer, --vocab-file, --min-count and (optionally) --word-vectors."""
-  parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=default,
+def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
+                         word_vectors: bool = True, per: str | None = "annotation file",
+                         workers_help: str = "processes reading features (this one "
+                                             "included)") -> None:
+  """The flags every converter shares; `common_kwargs` maps them to `convert` arguments.
+
+  --tokenizer (default `tokenizer`), --vocab-file, --min-count, --word-vectors (when
+  `word_vectors`), --output, --num-workers, --num-shards, and --max-videos/--video-ids (when
+  `per` names the unit --max-videos counts in).
+  """
+  parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=tokenizer,
                       help="word: vocabulary from the train sentences (HSE); wordpiece: "
                            "bert-base-uncased ids")
   parser.add_argument("--vocab-file", default=None,
@@ -602,40 +674,28 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser, *, default: str,
     parser.add_argument("--word-vectors", default=None,
                         help="GloVe/word2vec text file (--tokenizer word): writes "
                              "<dataset_dir>/word_vectors.npy for the vocabulary")
-
-
-def add_output_arguments(parser: argparse.ArgumentParser, *,
-                         workers_help: str = "feature-reading processes") -> None:
-  """--output, --num-workers and --num-shards."""
   parser.add_argument("--output", required=True, help="data dir to write the dataset into")
   parser.add_argument("--num-workers", type=int, default=1, help=workers_help)
   parser.add_argument("--num-shards", type=int, default=None,
                       help="shards per split (default: by size, 128 MiB each)")
+  if per is not None:
+    parser.add_argument("--max-videos", type=int, default=None,
+                        help=f"convert only the first N videos of each {per}")
+    parser.add_argument("--video-ids", default=None,
+                        help="text file with one video id per line: convert only these")
 
 
-def add_selection_arguments(parser: argparse.ArgumentParser, *,
-                            per: str = "annotation file") -> None:
-  """--max-videos and --video-ids."""
-  parser.add_argument("--max-videos", type=int, default=None,
-                      help=f"convert only the first N videos of each {per}")
-  parser.add_argument("--video-ids", default=None,
-                      help="text file with one video id per line: convert only these")
-
-
-def tokenizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-  """`convert` keyword arguments from `add_tokenizer_arguments` flags."""
+def common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """`convert` keyword arguments from the `add_common_arguments` flags (not --output) and
+  the `add_feature_arguments` flags (not --features) when present."""
   out = {"tokenizer": args.tokenizer, "vocab_file": args.vocab_file,
-         "min_count": args.min_count}
+         "min_count": args.min_count, "num_workers": args.num_workers,
+         "num_shards": args.num_shards}
   if hasattr(args, "word_vectors"):
     out["word_vectors"] = args.word_vectors
+  if hasattr(args, "video_ids"):
+    out.update(max_videos=args.max_videos, video_ids=read_id_list(args.video_ids))
+  if hasattr(args, "feature_key"):  # add_feature_arguments
+    out.update(feature_key=args.feature_key, modality=args.modality,
+               feature_rate=args.feature_rate)
   return out
-
-
-def output_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-  """`convert` keyword arguments from `add_output_arguments` flags (not the output dir)."""
-  return {"num_workers": args.num_workers, "num_shards": args.num_shards}
-
-
-def selection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-  """`convert` keyword arguments from `add_selection_arguments` flags."""
-  return {"max_videos": args.max_videos, "video_ids": read_id_list(args.video_ids)}

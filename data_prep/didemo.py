@@ -68,7 +68,7 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from data_prep import common
@@ -147,27 +147,6 @@ def _index_segment(pair: tuple[int, int] | None, limit: int, seconds_per_index: 
   return seg
 
 
-def _clean_sentences(video_id: str, raws: Iterable[Any],
-                     segment: Callable[[Any], list[float] | None],
-                     counter: writer.SkipCounter) -> tuple[list[list[float]], list[str]] | None:
-  """Cleans (sentence, segment source) pairs with `common.clean_sentence_segment`.
-
-  Returns:
-    (segments, sentences) kept, or None (counted) if none is left.
-  """
-  segments, sentences = [], []
-  for raw, source in raws:
-    kept = common.clean_sentence_segment(raw, functools.partial(segment, source), video_id,
-                                         counter)
-    if kept is not None:
-      sentences.append(kept[0])
-      segments.append(kept[1])
-  if not sentences:
-    counter.skip(VIDEO_NO_SENTENCES, video_id)
-    return None
-  return segments, sentences
-
-
 def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
                     ) -> tuple[float, list[list[float]], list[str], float] | None:
   """Validates one per-video (bwzhang) annotation.
@@ -181,31 +160,24 @@ def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
     (duration, segments [[start, end]] seconds, sentences, seconds per feature row), or None
     if the video is skipped.
   """
-  if not isinstance(ann, dict) or not {"duration", "feature_leng", "times",
-                                       "description"} <= ann.keys():
-    counter.skip(VIDEO_MALFORMED, video_id)
+  checked = common.check_video_annotation(video_id, ann, counter,
+                                          lists=("description", "times"),
+                                          required=("feature_leng",))
+  if checked is None:
     return None
-  duration = common.parse_duration(ann["duration"])
-  if duration is None:
-    counter.skip(VIDEO_BAD_DURATION, video_id)
-    return None
+  duration, descriptions, times = checked
   leng = ann["feature_leng"]
   if isinstance(leng, bool) or not isinstance(leng, (int, float)) or leng != int(leng) \
       or leng <= 0:
     counter.skip(VIDEO_BAD_FEATURE_LENG, video_id)
     return None
   leng = int(leng)
-  times, descriptions = ann["times"], ann["description"]
-  if (not isinstance(times, list) or not isinstance(descriptions, list)
-      or len(times) != len(descriptions)):
-    counter.skip(VIDEO_MALFORMED, video_id)
-    return None
   row_seconds = duration / leng
 
   def segment(span: Any) -> list[float] | None:
     return _index_segment(_as_index_pair(span), leng, row_seconds, duration, video_id, counter)
 
-  kept = _clean_sentences(video_id, zip(descriptions, times), segment, counter)
+  kept = common.clean_sentences(video_id, zip(descriptions, times), segment, counter)
   return None if kept is None else (duration, *kept, row_seconds)
 
 
@@ -297,8 +269,9 @@ def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCoun
     return _index_segment(mode_span(spans) if spans else None, num_segments - 1,
                           CHUNK_SECONDS, duration, video_id, counter)
 
-  kept = _clean_sentences(video_id, ((q["description"], q["times"]) for q in queries),
-                          segment, counter)
+  kept = common.clean_sentences(video_id,
+                                ((q["description"], q["times"]) for q in queries), segment,
+                                counter)
   return None if kept is None else (duration, *kept)
 
 
@@ -393,6 +366,15 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
   return cleaned, {split: layout for split, (_, layout, _) in raw.items()}
 
 
+def _short_features_note(counter: writer.SkipCounter, meta: dict) -> list[str]:
+  """A hint when most videos have fewer feature rows than their annotation implies."""
+  n_short = counter.summary()["repaired"].get(FEATURES_SHORT, 0)
+  if n_short <= 0.5 * sum(meta["splits"].values()):
+    return []
+  return [f"note: {n_short} videos have < 90% of the rows their annotation implies; if the "
+          "features are sampled at another rate, pass --feature-rate ROWS_PER_SECOND"]
+
+
 def convert(annotation_files: Sequence[str], features_path: str, output_dir: str, *,
             feature_key: str | None = None, modality: str = "inception",
             feature_rate: float | None = None, durations_file: str | None = None,
@@ -474,20 +456,14 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
                     "videos with natural-language descriptions.", extra=extra)
     fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
                            feature_rate=feature_rate)
+    summary = common.Summary(
+        started,
+        lambda split, _: f"{layouts[split]} layout, {len(items[split])} after annotation checks",
+        f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}",
+        notes=functools.partial(_short_features_note, counter))
     dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
                                        num_shards=num_shards, num_workers=num_workers,
-                                       vectors=vectors)
-  if verbose:
-    n_short = counter.summary()["repaired"].get(FEATURES_SHORT, 0)
-    n_written = sum(writer.load_metadata(dataset_dir)["splits"].values())
-    notes = ([f"note: {n_short} videos have < 90% of the rows their annotation implies; if "
-              "the features are sampled at another rate, pass --feature-rate ROWS_PER_SECOND"]
-             if n_short > 0.5 * n_written else [])
-    common.print_summary(
-        dataset_dir, counter, started=started, vectors=vectors, notes=notes,
-        detail=lambda split: (f"{layouts[split]} layout, {len(items[split])} after "
-                              "annotation checks"),
-        footer=f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
+                                       vectors=vectors, summary=summary if verbose else None)
   return dataset_dir, counter
 
 
@@ -503,16 +479,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--durations", default=None,
                       help="json {video: seconds} for the per-query layout (default: "
                            "5 * num_segments)")
-  common.add_tokenizer_arguments(parser, default="word")
-  common.add_output_arguments(parser)
-  common.add_selection_arguments(parser)
+  common.add_common_arguments(parser, tokenizer="word")
 
 
 def run(args: argparse.Namespace) -> str:
   """Runs the conversion from parsed flags; prints the summary; returns the dataset dir."""
   dataset_dir, _ = convert(
-      args.annotations, args.features, args.output, feature_key=args.feature_key,
-      modality=args.modality, feature_rate=args.feature_rate, durations_file=args.durations,
-      **common.tokenizer_kwargs(args), **common.output_kwargs(args),
-      **common.selection_kwargs(args))
+      args.annotations, args.features, args.output, durations_file=args.durations,
+      **common.common_kwargs(args))
   return dataset_dir

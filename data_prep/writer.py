@@ -25,11 +25,12 @@ byte (deterministic: map keys sorted), so TFDS decodes it unchanged.
 
 Parallelism: a split may be given as `map_records(fn, items)` instead of an iterable of
 records. `fn(item, counter) -> record | None` then runs, with validation and serialization, in
-`num_workers` spawned processes. One pool serves every split of a `write_dataset` call; the
-workers import numpy and the converter module but never TensorFlow, so they start in well
-under a second. Only the serialized bytes and the skip/repair events travel back, in input
-order and with a bounded number of items in flight, so the output is identical for any
-`num_workers` and memory stays flat. The parent process only writes the shards.
+`num_workers` processes: `num_workers - 1` spawned ones plus this one, which writes the shards
+and builds records itself whenever the next result is not ready yet. One pool serves every
+split of a `write_dataset` call; the spawned workers import numpy, h5py and the converter
+module but never TensorFlow, so they start in about 0.2 s. Only the serialized bytes and the
+skip/repair events travel back, in input order and with a bounded number of items in flight,
+so the output is identical for any `num_workers` and memory stays flat.
 """
 
 from __future__ import annotations
@@ -173,8 +174,6 @@ class SkipCounter:
     return "\n".join(lines)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class MappedRecords:
   """A split given as work items + a pure record builder (see `map_records`)."""
@@ -188,9 +187,9 @@ def map_records(fn: Callable[[Any, SkipCounter], dict | None],
 
   Args:
     fn: picklable (module-level) function `fn(item, counter) -> record dict or None`. It
-      counts its own repairs/skips in `counter` and returns None for a skipped video. It runs
-      in a worker process when `num_workers > 1`, so it must not rely on global state that
-      the parent process set up after import.
+      counts its own repairs/skips in `counter` and returns None for a skipped video. With
+      `num_workers > 1` it runs in spawned worker processes (and in this one), so it must not
+      rely on global state that the parent process set up after import.
     items: picklable work items, one per video (e.g. the video's annotation).
 
   Returns:
@@ -203,24 +202,48 @@ def _call_chunk(fn: Callable[[Any], Any], chunk: list) -> list:
   return [fn(item) for item in chunk]
 
 
+class _LocalChunk:
+  """A chunk the calling process ran itself; an error is raised when its turn comes."""
+
+  def __init__(self, fn: Callable[[Any], Any], chunk: list):
+    self._results, self._error = None, None
+    try:
+      self._results = _call_chunk(fn, chunk)
+    except Exception as e:  # pylint: disable=broad-except
+      self._error = e  # Re-raised in input order, as a worker's error would be.
+
+  def result(self) -> list:
+    if self._error is not None:
+      raise self._error
+    return self._results
+
+
 class WorkerPool:
-  """A pool of spawned processes that maps functions over items in order, with a bound.
+  """Processes that map a function over items in order, with a bound on items in flight.
 
   `num_workers <= 1` runs everything in the calling process (the initializer is called once,
   here). Otherwise processes are *spawned* (fork is unsafe once TensorFlow or h5py have
   started threads in the parent); like any spawn-based pool, the calling script needs an
   `if __name__ == "__main__":` guard, and a worker imports the modules of the functions it
-  runs (keep those free of heavy imports such as TensorFlow: each worker pays for them).
-  The pool may serve several `imap` calls (e.g. all splits of a dataset), so workers start
-  once.
+  runs and the main module (keep those free of heavy imports such as TensorFlow at module
+  level: each worker would pay for them). The pool may serve several `imap` calls (e.g. all
+  splits of a dataset), so workers start once.
+
+  With `caller_helps=True` the calling process is one of the `num_workers`: it spawns
+  `num_workers - 1` processes and, whenever the oldest result is not ready yet, runs the next
+  chunk itself instead of waiting (its results still come out in input order, and its errors
+  in their turn). That suits a caller whose own per-item work (e.g. writing) is light: no core
+  idles, and fewer results travel between processes.
 
   Use as a context manager; leaving it shuts the processes down (pending work is cancelled
   when leaving with an exception).
   """
 
   def __init__(self, num_workers: int = 1, *, initializer: Callable[..., None] | None = None,
-               initargs: tuple = ()):
+               initargs: tuple = (), caller_helps: bool = False):
     self.num_workers = max(1, int(num_workers))
+    self._processes = self.num_workers - 1 if caller_helps else self.num_workers
+    self._caller_helps = caller_helps
     self._initializer, self._initargs = initializer, initargs
     self._executor: futures.ProcessPoolExecutor | None = None
     self._local_ready = False
@@ -230,7 +253,7 @@ class WorkerPool:
       # ProcessPoolExecutor rather than multiprocessing.Pool: when a worker dies (a crash,
       # the OOM killer, a failing initializer) it raises BrokenProcessPool instead of hanging.
       self._executor = futures.ProcessPoolExecutor(
-          self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+          self._processes, mp_context=multiprocessing.get_context("spawn"),
           initializer=self._initializer, initargs=self._initargs)
     return self
 
@@ -239,6 +262,12 @@ class WorkerPool:
       self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
       self._executor = None
 
+  def _run_here(self, fn: Callable[[Any], Any], chunk: list) -> _LocalChunk:
+    if self._initializer is not None and not self._local_ready:
+      self._initializer(*self._initargs)
+      self._local_ready = True
+    return _LocalChunk(fn, chunk)
+
   def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
            chunksize: int = 1) -> Iterator[Any]:
     """Yields `fn(item)` for every item, in input order.
@@ -246,45 +275,57 @@ class WorkerPool:
     Args:
       fn: picklable function of one item (module-level when `num_workers > 1`).
       items: work items.
-      window: maximum number of chunks submitted but not yet consumed (default 2 per
-        worker), so results the consumer has not taken yet never pile up in memory.
-      chunksize: items sent to a worker per task (fewer, larger messages).
+      window: maximum number of chunks submitted to the processes but not yet consumed
+        (default 4 per process), so results the consumer has not taken yet never pile up in
+        memory; chunks the caller runs itself add at most as many again.
+      chunksize: items per task (fewer, larger messages).
 
     Yields:
       `fn(item)` for each item, in order. An exception in `fn` is re-raised here.
     """
     if self._executor is None:
-      if self.num_workers > 1:
-        raise RuntimeError("WorkerPool.imap called outside its `with` block")
-      if self._initializer is not None and not self._local_ready:
-        self._initializer(*self._initargs)
-        self._local_ready = True
       for item in items:
-        yield fn(item)
+        yield from self._run_here(fn, [item]).result()
       return
-    window = window or 2 * self.num_workers
-    chunks = _chunked(items, max(1, chunksize))
-    pending: collections.deque = collections.deque()
+    window = window or 4 * self._processes
+    it = iter(items)
+    slots: collections.deque = collections.deque()  # Futures and _LocalChunks, in order.
+    in_flight = 0
+
+    def next_chunk() -> list:
+      return list(itertools.islice(it, max(1, chunksize)))
+
+    def submit_next() -> bool:
+      nonlocal in_flight
+      chunk = next_chunk()
+      if not chunk:
+        return False
+      slots.append(self._executor.submit(_call_chunk, fn, chunk))
+      in_flight += 1
+      return True
+
     try:
-      for chunk in chunks:
-        pending.append(self._executor.submit(_call_chunk, fn, chunk))
-        if len(pending) >= window:
-          break
-      while pending:
-        results = pending.popleft().result()
-        for chunk in chunks:  # Refill one slot for every chunk consumed.
-          pending.append(self._executor.submit(_call_chunk, fn, chunk))
-          break
+      while in_flight < window and submit_next():
+        pass
+      while slots:
+        head = slots[0]
+        if (self._caller_helps and isinstance(head, futures.Future) and not head.done()
+            and len(slots) < 2 * window):
+          chunk = next_chunk()
+          if chunk:
+            slots.append(self._run_here(fn, chunk))
+            continue
+        slots.popleft()
+        if isinstance(head, futures.Future):
+          in_flight -= 1
+        results = head.result()
+        while in_flight < window and submit_next():  # Refill the processes' window.
+          pass
         yield from results
     finally:
-      for f in pending:
-        f.cancel()
-
-
-def _chunked(items: Iterable[Any], size: int) -> Iterator[list]:
-  it = iter(items)
-  while chunk := list(itertools.islice(it, size)):
-    yield chunk
+      for slot in slots:
+        if isinstance(slot, futures.Future):
+          slot.cancel()
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int = 1,
@@ -454,7 +495,6 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   return out
 
 
-
 # ----------------------------------------------------------------------------------------
 # tf.train.Example wire format, without TensorFlow.
 #
@@ -482,26 +522,64 @@ def _varint(value: int) -> bytes:
   return bytes(out)
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
-  return tag + _varint(len(payload)) + payload
+class _Message:
+  """A protobuf message as a list of byte chunks, joined once (arrays are not copied before).
+
+  Length-delimited fields need the length of their payload up front, which the chunk list
+  tracks, so nesting a field costs two small chunks instead of a copy of its payload.
+  """
+
+  def __init__(self) -> None:
+    self.parts: list = []
+    self.size = 0
+
+  def add(self, chunk) -> None:
+    self.parts.append(chunk)
+    self.size += len(chunk)
+
+  def field(self, tag: bytes, payload: _Message | bytes | memoryview) -> None:
+    """Appends a length-delimited field (tag byte, varint length, payload)."""
+    self.add(tag)
+    if isinstance(payload, _Message):
+      self.add(_varint(payload.size))
+      self.parts.extend(payload.parts)
+      self.size += payload.size
+    else:
+      self.add(_varint(len(payload)))
+      self.add(payload)
 
 
-def _bytes_feature(values: Iterable[bytes]) -> bytes:
-  return _field(b"\x0a", b"".join(_field(b"\x0a", v) for v in values))
+def _raw(array: np.ndarray) -> memoryview:
+  """The float32 little-endian bytes of an array, without copying a contiguous one."""
+  return memoryview(np.ascontiguousarray(array, dtype="<f4").reshape(-1).view(np.uint8))
 
 
-def _float_feature(values: np.ndarray) -> bytes:
-  payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
-  return _field(b"\x12", _field(b"\x0a", payload) if payload else b"")
+def _bytes_feature(values: Iterable[bytes | memoryview]) -> _Message:
+  values_msg = _Message()
+  for value in values:
+    values_msg.field(b"\x0a", value)  # BytesList.value
+  feature = _Message()
+  feature.field(b"\x0a", values_msg)  # Feature.bytes_list
+  return feature
 
 
-def _int64_feature(values: Iterable[int]) -> bytes:
-  payload = b"".join(map(_varint, values))
-  return _field(b"\x1a", _field(b"\x0a", payload) if payload else b"")
+def _float_feature(values: np.ndarray) -> _Message:
+  float_list = _Message()
+  if values.size:
+    float_list.field(b"\x0a", _raw(values))  # FloatList.value, packed
+  feature = _Message()
+  feature.field(b"\x12", float_list)  # Feature.float_list
+  return feature
 
 
-def _raw(array: np.ndarray) -> bytes:
-  return np.ascontiguousarray(array, dtype="<f4").tobytes()
+def _int64_feature(values: Iterable[int]) -> _Message:
+  int64_list = _Message()
+  packed = b"".join(map(_varint, values))
+  if packed:
+    int64_list.field(b"\x0a", packed)  # Int64List.value, packed
+  feature = _Message()
+  feature.field(b"\x1a", int64_list)  # Feature.int64_list
+  return feature
 
 
 def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes, dict]:
@@ -530,19 +608,24 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes
       "segments": _bytes_feature([_raw(rec["segments"])]),
       "sentences": _bytes_feature(s.encode("utf-8") for s in rec["sentences"]),
       "tokens/ragged_flat_values": _int64_feature(
-          int(i) for ids in rec["tokens"] for i in ids.tolist()),
+          i for ids in rec["tokens"] for i in ids.tolist()),
       "tokens/ragged_row_lengths_0": _int64_feature(len(ids) for ids in rec["tokens"]),
   }
   for m in spec.modalities:
     feature[f"features/{m}"] = _bytes_feature([_raw(rec["features"][m])])
     feature[f"timestamps/{m}"] = _bytes_feature([_raw(rec["timestamps"][m])])
+  features_msg = _Message()
   # Deterministic serialization orders map entries by key (byte order); keys are ASCII.
-  entries = b"".join(_field(b"\x0a", _field(b"\x0a", key.encode("ascii"))
-                            + _field(b"\x12", feature[key]))
-                     for key in sorted(feature))
+  for key in sorted(feature):
+    entry = _Message()
+    entry.field(b"\x0a", key.encode("ascii"))  # map entry key
+    entry.field(b"\x12", feature[key])  # map entry value
+    features_msg.field(b"\x0a", entry)  # Features.feature
+  example = _Message()
+  example.field(b"\x0a", features_msg)  # Example.features
   info = {"video_id": rec["video_id"],
           "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
-  return _field(b"\x0a", entries), info
+  return b"".join(example.parts), info
 
 
 # Per-process state of the worker pool (set by `_init_worker`).
@@ -576,8 +659,8 @@ def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] |
   if isinstance(records, MappedRecords):
     total = len(records.items)
     if pool.num_workers > 1:
-      # Small chunks: fewer messages, while every worker still gets work on small splits.
-      chunksize = max(1, min(8, total // (8 * pool.num_workers)))
+      # Small chunks: fewer messages, while every process still gets work on small splits.
+      chunksize = max(1, min(4, total // (8 * pool.num_workers)))
       results = pool.imap(_build_in_worker, ((split, item) for item in records.items),
                           chunksize=chunksize)
     else:
@@ -592,6 +675,7 @@ def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] |
         counter.merge(counts)
       if data is not None:
         yield position, data, info
+
 
 # ----------------------------------------------------------------------------------------
 # Writing.
@@ -656,8 +740,6 @@ class _ShardWriter:
     return [self.lengths[i] for i in keep], sum(self.sizes)
 
 
-
-
 def _counts_delta(before: dict, after: dict) -> dict:
   """Repairs/skips counted between two `SkipCounter.summary()` snapshots (no examples)."""
   return {kind: {r: n - before[kind].get(r, 0) for r, n in after[kind].items()
@@ -707,7 +789,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
     num_shards: shards per split (contiguous runs of the input when its length is known,
       round-robin otherwise; empty shards are dropped); None rolls over to a new shard every
       `TARGET_SHARD_BYTES`.
-    num_workers: processes for `MappedRecords` splits.
+    num_workers: processes building `MappedRecords` splits, this one included
+      (`num_workers - 1` are spawned; this one builds while it would otherwise wait).
     extra_files: file name -> content (bytes) or a function that writes the file at the
       path it is given; written into the temporary dir with everything else, so they appear
       together with the dataset or not at all (e.g. `word_vectors.npy`).
@@ -751,7 +834,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
     split_infos, counts, split_counts = [], {}, {}
     missing: dict[str, dict[str, int]] = {}
     with WorkerPool(num_workers if mapped else 1, initializer=_init_worker,
-                    initargs=(spec, mapped)) as pool:
+                    initargs=(spec, mapped), caller_helps=True) as pool:
       for split, records in splits.items():
         num_items = (len(records.items) if isinstance(records, MappedRecords)
                      else len(records) if hasattr(records, "__len__") else None)

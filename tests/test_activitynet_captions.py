@@ -19,6 +19,7 @@ from data_prep import features as features_lib
 from data_prep import text
 from data_prep import writer
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 
 def _rows(vid: str, duration: float, large: bool) -> int:
@@ -247,6 +248,88 @@ def test_npy_dir_layout_via_cli(fx, tmp_path):
   assert len(list(pathlib.Path(path).glob("*-val_1.tfrecord-*-of-00002"))) == 2
 
 
+def test_word_vectors_flag_stores_matrix_and_oov_report(fx, tmp_path):
+  ids = {"train": fx.subset["train"][:20], "val_1": fx.subset["val_1"][:8]}
+  feats = tmp_path / "feats"
+  feats.mkdir()
+  for vid in ids["train"] + ids["val_1"]:
+    np.save(feats / f"{vid}.npy", _features(vid, 3, 4))
+  # Independent vocabulary and train counts, straight from the json.
+  train_words = [w for v in ids["train"] for s in fx.ann["train"][v]["sentences"]
+                 for w in text.word_tokenize(" ".join(s.split()))]
+  counts = collections.Counter(train_words)
+  vocab = ["<pad>", "<unk>"] + sorted(counts, key=lambda w: (-counts[w], w))
+  # GloVe lines for every third vocabulary word (exact binary fractions), two unknown words
+  # and the first OOV word in upper case (found by the case fallback).
+  in_file = {w: [i + 0.25, -i - 0.5, i / 4] for i, w in enumerate(vocab) if i >= 2 and i % 3 == 0}
+  oov = [w for w in vocab[2:] if w not in in_file]
+  cased = next(w for w in oov if w.isalpha())
+  lines = [f"{w} {' '.join(str(x) for x in v)}" for w, v in in_file.items()]
+  lines += ["zzznotaword 1 2 3", "qqqalsonot 4 5 6", f"{cased.upper()} 9.5 8.5 7.5"]
+  glove = tmp_path / "glove.tiny.txt"
+  glove.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  ids_file = tmp_path / "ids.txt"
+  ids_file.write_text("\n".join(ids["train"] + ids["val_1"]))
+  out = tmp_path / "out"
+  path = prepare.prepare(["activitynet_captions", "--annotations", *map(str, fx.files),
+                          "--features", str(feats), "--output", str(out), "--video-ids",
+                          str(ids_file), "--word-vectors", str(glove)])
+  assert writer.load_vocab(path) == vocab
+  matrix = np.load(pathlib.Path(path) / "word_vectors.npy")
+  assert matrix.dtype == np.float32 and matrix.shape == (len(vocab), 3)
+  np.testing.assert_array_equal(matrix[0], 0.0)  # <pad>
+  for w, v in in_file.items():
+    np.testing.assert_array_equal(matrix[vocab.index(w)], np.float32(v), err_msg=w)
+  np.testing.assert_array_equal(matrix[vocab.index(cased)], np.float32([9.5, 8.5, 7.5]))
+  # OOV words (and <unk>) get small random rows, not zeros.
+  truly_oov = [w for w in oov if w != cased]
+  rows = matrix[[vocab.index(w) for w in truly_oov] + [1]]
+  assert (np.abs(rows).max(axis=1) > 0).all() and np.abs(rows).max() < 1.0
+
+  report = writer.load_metadata(path)["extra"]["word_vectors"]
+  assert report["oov_count"] == len(truly_oov)
+  assert report["oov_rate"] == pytest.approx(len(truly_oov) / (len(vocab) - 2))
+  assert report["token_oov_rate"] == pytest.approx(
+      sum(counts[w] for w in truly_oov) / len(train_words))
+  assert (report["found"], report["case_fallback"], report["dim"], report["lines"]) == (
+      len(in_file), 1, 3, len(lines))
+  assert report["examples"] == sorted(truly_oov, key=lambda w: (-counts[w], w))[:20]
+  assert report["output"] == "word_vectors.npy"
+  stored = json.loads((pathlib.Path(path) / "word_vectors_report.json").read_text())
+  assert stored == report
+  # Written inside the dataset's atomic write: no temp files left anywhere.
+  assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+  # A malformed vectors file fails before anything is written.
+  glove.write_text("the 1 2 3\nman 1 x 3\n", encoding="utf-8")
+  with pytest.raises(ValueError, match=r"glove.tiny.txt:2: malformed vector value"):
+    anc.convert([str(p) for p in fx.files], str(feats), str(tmp_path / "out2"),
+                video_ids=ids["train"], word_vectors=str(glove), verbose=False)
+  assert not (tmp_path / "out2").exists()
+
+
+def test_wordpiece_tokens_and_feature_rate_past_end(tmp_path):
+  ann = {"duration": 4.2, "timestamps": [[0, 1]], "sentences": ["A man rides a bike."]}
+  train = data_fixtures.write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  feats = tmp_path / "f"
+  feats.mkdir()
+  np.save(feats / "v_a.npy", np.arange(12, dtype=np.float32).reshape(6, 2))  # 6 rows at 1/s
+  np.save(feats / "b.npy", np.ones((4, 2), np.float32))
+  path, counter = anc.convert([train], str(feats), str(tmp_path / "out"), feature_rate=1.0,
+                              tokenizer="wordpiece", verbose=False)
+  recs = data_fixtures.read_examples(path, "train")
+  # Rows starting at 5 s and 6 s lie past the 4.2 s video: dropped; the last row is clipped.
+  np.testing.assert_array_equal(recs["v_a"]["features/c3d"],
+                                np.arange(10, dtype=np.float32).reshape(5, 2))
+  np.testing.assert_allclose(recs["v_a"]["timestamps/c3d"],
+                             [[0, 1], [1, 2], [2, 3], [3, 4], [4, 4.2]], rtol=1e-6)
+  np.testing.assert_array_equal(recs["v_b"]["timestamps/c3d"][-1], [3, 4])
+  assert counter.summary()["repaired"] == {"feature rows past the video end (dropped)": 1}
+  # bert-base-uncased ids, looked up by hand in its vocab.txt.
+  assert data_fixtures.token_lists(recs["v_a"]) == [[1037, 2158, 12271, 1037, 7997, 1012]]
+  assert writer.load_metadata(path)["vocab_size"] == 30522
+
+
 def test_clean_annotation_hand_cases():
   counter = writer.SkipCounter()
   ann = {"duration": 10.0,
@@ -282,18 +365,13 @@ def test_row_timestamps():
   np.testing.assert_allclose(anc.row_timestamps(3, 10.0, 1.0), [[0, 1], [1, 2], [2, 3]])
 
 
-def _write_json(path: pathlib.Path, data: dict) -> str:
-  path.write_text(json.dumps(data))
-  return str(path)
-
-
 def test_train_val_overlap_and_duplicate_keys_are_errors(tmp_path):
   ann = {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"]}
   feats = tmp_path / "f"
   feats.mkdir()
   np.save(feats / "v_a.npy", np.ones((2, 4), np.float32))
-  train = _write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
-  val = _write_json(tmp_path / "val_1.json", {"v_b": ann})
+  train = data_fixtures.write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  val = data_fixtures.write_json(tmp_path / "val_1.json", {"v_b": ann})
   with pytest.raises(ValueError, match=r"both train and val_1: \['v_b'\]"):
     anc.convert([train, val], str(feats), str(tmp_path / "out"))
   dup = tmp_path / "val_2.json"
@@ -320,7 +398,7 @@ def test_corrupt_hdf5_error_names_file(fx, tmp_path):
 
 def test_corrupt_npy_and_wrong_dim_errors(tmp_path):
   ann = {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"]}
-  train = _write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  train = data_fixtures.write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
   feats = tmp_path / "f"
   feats.mkdir()
   np.save(feats / "v_a.npy", np.ones((2, 4), np.float32))

@@ -19,6 +19,7 @@ from data_prep import features as features_lib
 from data_prep import text
 from data_prep import writer
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 SPORTS = "Sports, Exercise, and Recreation"
 HOUSE = "Household Activities"
@@ -204,6 +205,34 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
   labels = [r["label"] for s in ("train", "val_1") for r in al.records_from_dataset(
       dataset_dir, s)]
   assert sorted(labels) == sorted(v for v in expected.values() if v)
+
+
+def test_label_hook_in_workers_writes_once(tmp_path, labels_file, real_ids):
+  ids = real_ids["train"] + real_ids["val_1"]
+  _write_features(tmp_path / "c3d.hdf5", ids)
+  annotations = [str(real_ids["root"] / "train.json"), str(real_ids["root"] / "val_1.json")]
+  runs = {}
+  for workers, drop in ((1, False), (2, False), (2, True)):
+    out = tmp_path / f"w{workers}{drop}"
+    path, _ = al.convert(annotations, str(tmp_path / "c3d.hdf5"), labels_file, str(out),
+                         feature_key="c3d_features", video_ids=ids, num_workers=workers,
+                         drop_unlabeled=drop, verbose=False)
+    # Written once, straight into the dataset: no scratch data dir next to it.
+    assert [p.name for p in out.iterdir()] == ["activitynet_labels"]
+    meta = writer.load_metadata(path)
+    meta.pop("vocab_file")
+    runs[workers, drop] = (data_fixtures.shard_bytes(path), meta)
+  assert runs[1, False] == runs[2, False]  # Labels set in the workers: identical output.
+  meta = runs[2, True][1]
+  assert meta["splits"] == {"train": 4, "val_1": 1}
+  # Per split: the videos that had no label (here dropped), from the hook's counts.
+  assert meta["extra"]["unlabeled"] == {"train": 2, "val_1": 1}
+  assert meta["counts"]["skipped"][al.NO_LABEL_DROPPED] == 3
+  expected = EXPECTED(real_ids)
+  for split in ("train", "val_1"):
+    for rec in al.records_from_dataset(str(tmp_path / "w2True" / "activitynet_labels" /
+                                           "1.0.0"), split):
+      assert rec["label"] == expected[rec["video_id"]] != ""
 
 
 def test_failed_and_killed_runs_leave_nothing(tmp_path, labels_file, real_ids):

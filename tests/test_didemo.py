@@ -21,6 +21,7 @@ from data_prep import text
 from data_prep import wordpiece
 from data_prep import writer
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 DIM = 6
 CLIPPED_END = "segment end > duration (clipped)"
@@ -32,17 +33,6 @@ def _feature_rows(video_id: str, rows: int) -> np.ndarray:
   # Deterministic per video and row, so the test can recompute what was stored.
   seed = sum(ord(c) for c in video_id)
   return (np.arange(rows * DIM, dtype=np.float32).reshape(rows, DIM) + seed) / 1000.0
-
-
-def _tokens(ex):
-  tokens = ex["tokens"]
-  rows = tokens.to_list() if hasattr(tokens, "to_list") else tokens
-  return [[int(t) for t in row] for row in rows]
-
-
-def _read(dataset_dir, split):
-  return {ex["video_id"].decode(): ex
-          for ex in writer.load_split(dataset_dir, split).as_numpy_iterator()}
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +123,14 @@ def test_real_files_records_match_independent_reading(real, converted):
   assert vocab == text.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split, ids in subset.items():
-    records = _read(dataset_dir, split)
+    records = data_fixtures.read_examples(dataset_dir, split)
     assert sorted(records) == sorted(ids)
     for vid in ids:
       ex, ann = records[vid], data[split][vid]
       segs = np.array([seg for seg, _ in expected[vid]], np.float32)
       np.testing.assert_allclose(ex["segments"], segs, rtol=1e-6, atol=1e-5)
       assert [s.decode() for s in ex["sentences"]] == [s for _, s in expected[vid]]
-      assert _tokens(ex) == [
+      assert data_fixtures.token_lists(ex) == [
           text.encode_words(s, index) for _, s in expected[vid]]
       length, dur = ann["feature_leng"], ann["duration"]
       np.testing.assert_array_equal(ex["features/inception"], _feature_rows(vid, length))
@@ -158,20 +148,15 @@ def test_real_files_wordpiece_tokens(real, npy_features, tmp_path):
   tok = wordpiece.WordPieceTokenizer.from_file()
   meta = writer.load_metadata(dataset_dir)
   assert meta["tokenizer"] == "wordpiece" and meta["vocab_size"] == 30522
-  for vid, ex in _read(dataset_dir, "val").items():
+  for vid, ex in data_fixtures.read_examples(dataset_dir, "val").items():
     kept, _ = _expected_video(data["val"][vid])
-    assert _tokens(ex) == [tok.encode(s) for _, s in kept]
+    assert data_fixtures.token_lists(ex) == [tok.encode(s) for _, s in kept]
   with pytest.raises(ValueError, match="tokenizer is 'wordpiece'; word vectors need a word"):
     embeddings.attach_word_vectors(dataset_dir, os.devnull)
 
 
 # ------------------------------------------------------------------------------------------
 # Original per-query layout.
-
-
-def _write_json(path, obj):
-  path.write_text(json.dumps(obj), encoding="utf-8")
-  return str(path)
 
 
 def _q(video, times, desc, aid, num_segments=6):
@@ -197,15 +182,15 @@ def test_per_query_layout(tmp_path):
       _q("c", [[4, 4]], "only this", 7, num_segments=5),
       _q("c", [[3, 3], None], "other count", 8, num_segments=6),
   ]
-  path = _write_json(tmp_path / "train_data.json", train)
+  path = data_fixtures.write_json(tmp_path / "train_data.json", train)
   feats = tmp_path / "feats"
   feats.mkdir()
   for vid, rows in (("a", 6), ("b", 30), ("c", 5)):  # "a" found without its ".mov"
     np.save(feats / f"{vid}.npy", _feature_rows(vid, rows))
-  durations = _write_json(tmp_path / "durations.json", {"b": 27.5})
+  durations = data_fixtures.write_json(tmp_path / "durations.json", {"b": 27.5})
   dataset_dir, counter = didemo.convert([path], str(feats), str(tmp_path / "out"),
                                         durations_file=durations, verbose=False)
-  recs = _read(dataset_dir, "train")
+  recs = data_fixtures.read_examples(dataset_dir, "train")
   assert sorted(recs) == ["a.mov", "b", "c"]
   a, b, c = recs["a.mov"], recs["b"], recs["c"]
   np.testing.assert_allclose(a["segments"], [[10, 15], [25, 30], [0, 10]])
@@ -245,9 +230,9 @@ def _ann(duration, leng, times, descs):
 
 
 def _convert(tmp_path, train, feats, other=None, **kwargs):
-  files = [_write_json(tmp_path / "train_data_bwzhang.json", train)]
+  files = [data_fixtures.write_json(tmp_path / "train_data_bwzhang.json", train)]
   if other is not None:
-    files.append(_write_json(tmp_path / "val_data_bwzhang.json", other))
+    files.append(data_fixtures.write_json(tmp_path / "val_data_bwzhang.json", other))
   return didemo.convert(files, feats, str(tmp_path / "out"), verbose=False, **kwargs)
 
 
@@ -265,7 +250,7 @@ def test_feature_robustness(tmp_path):
   anns["slightly_short"] = _ann(10.0, 100, [[0, 9]], ["95 rows"])
   np.save(feats / "slightly_short.npy", _feature_rows("slightly_short", 95))
   dataset_dir, counter = _convert(tmp_path, anns, str(feats))
-  recs = _read(dataset_dir, "train")
+  recs = data_fixtures.read_examples(dataset_dir, "train")
   assert sorted(recs) == ["long", "ok", "short", "slightly_short"]
   # Rows past the end of the video are dropped; short features are kept with their own times.
   assert recs["long"]["features/inception"].shape == (100, DIM)
@@ -296,7 +281,7 @@ def test_segment_and_sentence_robustness(tmp_path):
       "w": _ann(10.0, 100, [[0, 9]], ["   "]),  # no valid sentence -> video skipped
   }
   dataset_dir, counter = _convert(tmp_path, anns, str(feats))
-  recs = _read(dataset_dir, "train")
+  recs = data_fixtures.read_examples(dataset_dir, "train")
   assert sorted(recs) == ["v"]
   np.testing.assert_allclose(recs["v"]["segments"],
                              [[2.0, 5.1], [0.0, 1.0], [9.0, 10.0], [1.0, 2.0]], rtol=1e-5)
@@ -327,8 +312,8 @@ def test_bad_files_are_errors_naming_file_and_key(tmp_path):
     didemo.convert([str(dup)], str(feats), str(tmp_path / "o"), verbose=False)
   # Two files for one split.
   with pytest.raises(ValueError, match="two annotation files map to split 'train'"):
-    didemo.convert([_write_json(tmp_path / "train_data_bwzhang.json", {"v": ann}),
-                    _write_json(tmp_path / "train_data.json", [])], str(feats),
+    didemo.convert([data_fixtures.write_json(tmp_path / "train_data_bwzhang.json", {"v": ann}),
+                    data_fixtures.write_json(tmp_path / "train_data.json", [])], str(feats),
                    str(tmp_path / "o"), verbose=False)
   # Invalid UTF-8 on line 3.
   bad = tmp_path / "bad" / "train_data_bwzhang.json"
@@ -356,7 +341,7 @@ def test_hdf5_features_and_truncated_file(tmp_path):
       f.create_dataset(vid, data=_feature_rows(vid, 50))
     f.create_dataset("vid_bad_dim", data=np.zeros((50, DIM + 1), np.float32))
   dataset_dir, _ = _convert(tmp_path, anns, str(h5))
-  recs = _read(dataset_dir, "train")
+  recs = data_fixtures.read_examples(dataset_dir, "train")
   np.testing.assert_array_equal(recs["vid2"]["features/inception"], _feature_rows("vid2", 50))
   # A video whose dim differs from the first video's: error naming the file and video.
   anns["vid_bad_dim"] = _ann(2.0, 50, [[0, 24]], ["bad dim"])
@@ -369,13 +354,9 @@ def test_hdf5_features_and_truncated_file(tmp_path):
   cut.write_bytes(data[:len(data) // 2])
   out = tmp_path / "cut_out"
   with pytest.raises(features_lib.FeatureFileError, match=r"cut.h5"):
-    didemo.convert([_write_json(tmp_path / "train_data_bwzhang.json", anns)], str(cut),
+    didemo.convert([data_fixtures.write_json(tmp_path / "train_data_bwzhang.json", anns)], str(cut),
                    str(out), verbose=False)
   assert not list(out.rglob("*.tfrecord*")) if out.exists() else True
-
-
-def _shard_bytes(dataset_dir):
-  return {p.name: p.read_bytes() for p in sorted(pathlib.Path(dataset_dir).glob("*.tfrecord*"))}
 
 
 def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
@@ -386,7 +367,7 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
     anns[f"v{i}"] = _ann(3.0, 30, [[0, 14], [15, 29]], [f"first {i}", f"second {i}"])
     np.save(feats / f"v{i}.npy", _feature_rows(f"v{i}", 30))
   first, _ = _convert(tmp_path, anns, str(feats), num_shards=2)
-  reference = _shard_bytes(first)
+  reference = data_fixtures.shard_bytes(first)
   assert len(reference) == 2
 
   real_get = features_lib.NpyDirFeatureSource.get
@@ -403,7 +384,7 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
     _convert(tmp_path, anns, str(feats), num_shards=2)
   monkeypatch.setattr(features_lib.NpyDirFeatureSource, "get", real_get)
   # The complete earlier dataset is untouched and no temp dir is left behind.
-  assert _shard_bytes(first) == reference
+  assert data_fixtures.shard_bytes(first) == reference
   parent = pathlib.Path(first).parent
   assert [p.name for p in parent.iterdir()] == ["1.0.0"]
   # A hard kill leaves a hidden temp dir: loaders ignore it, the re-run writes the same bytes.
@@ -411,9 +392,9 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
   stale.mkdir()
   (stale / "didemo-train.tfrecord-00000-of-00002").write_bytes(b"partial")
   again, _ = _convert(tmp_path, anns, str(feats), num_shards=2)
-  assert again == first and _shard_bytes(again) == reference
+  assert again == first and data_fixtures.shard_bytes(again) == reference
   assert writer.find_dataset_dir(str(tmp_path / "out")) == first
-  assert len(_read(again, "train")) == 6
+  assert len(data_fixtures.read_examples(again, "train")) == 6
 
 
 def test_word_vectors_flag_and_attach(tmp_path):
@@ -444,7 +425,7 @@ def test_cli_registered(tmp_path):
   feats = tmp_path / "feats"
   feats.mkdir()
   np.save(feats / "v.npy", _feature_rows("v", 20))
-  ann = _write_json(tmp_path / "train_data_bwzhang.json",
+  ann = data_fixtures.write_json(tmp_path / "train_data_bwzhang.json",
                     {"v": _ann(2.0, 20, [[0, 9]], ["a dog"])})
   dataset_dir = prepare.prepare(["didemo", "--annotations", ann, "--features", str(feats),
                                  "--output", str(tmp_path / "out"), "--num-shards", "1"])

@@ -2,10 +2,12 @@
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
 
+from data_prep import common
 from data_prep import embeddings
 from data_prep import wordpiece
 
@@ -94,6 +96,22 @@ def test_load_vocab_errors(tmp_path):
   missing.write_text("[CLS]\n[SEP]\na\n", encoding="utf-8")
   with pytest.raises(ValueError, match=r"\[UNK\]"):
     wordpiece.WordPieceTokenizer.from_file(str(missing))
+
+
+def test_make_encoder_word_and_wordpiece_pickle_without_tokenizer():
+  vocab, encode, counts = common.make_encoder("word", ["a man rides", "a bike"])
+  # a: 2, then the count-1 words alphabetically.
+  assert vocab == ["<pad>", "<unk>", "a", "bike", "man", "rides"]
+  assert counts == {"a": 2, "man": 1, "rides": 1, "bike": 1}
+  assert encode("A zebra rides") == [2, 1, 5]
+  # Worker processes receive the kind and the vocabulary, not the tokenizer built here.
+  clone = pickle.loads(pickle.dumps(encode))
+  assert "_impl" not in clone.__dict__ and clone("bike man") == [3, 4]
+  vocab, encode, counts = common.make_encoder("wordpiece", None)
+  assert len(vocab) == 30522 and not counts
+  assert pickle.loads(pickle.dumps(encode))("hello world") == [7592, 2088]
+  with pytest.raises(ValueError, match="needs|builds its vocabulary"):
+    common.make_encoder("word", None)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from data_prep import tvr
 from data_prep import wordpiece
 from data_prep import writer
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 V1 = "friends_s01e03_seg02_clip_19"
 V2 = "bbt_s03e11_seg01_clip_04"
@@ -42,17 +43,6 @@ def _q(desc_id, desc, vid, duration, ts=None, qtype="v"):
 def _jsonl(path, queries):
   path.write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
   return str(path)
-
-
-def _tokens(ex):
-  tokens = ex["tokens"]
-  rows = tokens.to_list() if hasattr(tokens, "to_list") else tokens
-  return [[int(t) for t in row] for row in rows]
-
-
-def _read(dataset_dir, split):
-  return {ex["video_id"].decode(): ex
-          for ex in writer.load_split(dataset_dir, split).as_numpy_iterator()}
 
 
 def _stamps(n, duration):
@@ -115,15 +105,16 @@ def test_records_metadata_and_desc_id_maps(files):
   assert summary["skipped"] == {}
 
   tok = wordpiece.WordPieceTokenizer.from_file()
-  train = _read(dataset_dir, "train")
+  train = data_fixtures.read_examples(dataset_dir, "train")
   v1 = train[V1]
   assert [s.decode() for s in v1["sentences"]] == ["Rachel hands Monica a cup.",
                                                    "Joey says he is hungry."]
   np.testing.assert_allclose(v1["segments"], [[16.48, 33.87], [40.0, 45.5]], rtol=1e-6)
-  assert _tokens(v1) == [tok.encode("Rachel hands Monica a cup."),
+  assert data_fixtures.token_lists(v1) == [tok.encode("Rachel hands Monica a cup."),
                          tok.encode("Joey says he is hungry.")]
   # Hand check of the WordPiece ids ([CLS]/[SEP] are not stored).
-  assert _tokens(v1)[0][:2] == [tok.vocab_index["rachel"], tok.vocab_index["hands"]]
+  assert data_fixtures.token_lists(v1)[0][:2] == [tok.vocab_index["rachel"],
+                                                  tok.vocab_index["hands"]]
   assert v1["duration"] == pytest.approx(61.46)
   np.testing.assert_array_equal(v1["features/i3d"], _rows(V1, 41, 1024))
   # Last row: [60, 61.46] (clipped to the duration).
@@ -133,10 +124,10 @@ def test_records_metadata_and_desc_id_maps(files):
   np.testing.assert_array_equal(v1["features/subtitle"], _rows(V1 + "sub", 41, 768)[keep])
   np.testing.assert_allclose(v1["timestamps/subtitle"], _stamps(41, 61.46)[keep], rtol=1e-6)
   # V3 has no mask entry: every row kept.
-  v3 = _read(dataset_dir, "val")[V3]
+  v3 = data_fixtures.read_examples(dataset_dir, "val")[V3]
   assert v3["features/subtitle"].shape == (14, 768)
   # test_public queries have no ts -> segment [-1, -1].
-  v4 = _read(dataset_dir, "test_public")[V4]
+  v4 = data_fixtures.read_examples(dataset_dir, "test_public")[V4]
   np.testing.assert_array_equal(v4["segments"], [[-1.0, -1.0]])
   assert v4["features/subtitle"].shape == (0, 768) and v4["timestamps/subtitle"].shape == (0, 2)
 
@@ -159,7 +150,7 @@ def test_query_robustness(files, tmp_path):
   ]
   path = _jsonl(tmp_path / "tvr_train_release.jsonl", train)
   dataset_dir, counter = _convert(files, queries=[path])
-  rec = _read(dataset_dir, "train")[V2]
+  rec = data_fixtures.read_examples(dataset_dir, "train")[V2]
   assert [s.decode() for s in rec["sentences"]] == ["swapped inside", "end clipped", "odd type",
                                                    "longer duration"]
   np.testing.assert_allclose(rec["segments"], [[3, 9], [25, 31], [0, 1], [0, 1]])
@@ -202,7 +193,7 @@ def test_feature_robustness(tmp_path):
       fs.create_dataset(f"{v}-mask", data=np.ones(9 if v == "sub_mask_len" else len(s)))
   dataset_dir, counter = tvr.convert([path], [f"i3d={video}"], str(tmp_path / "out"),
                                      subtitle_features=str(sub), verbose=False)
-  recs = _read(dataset_dir, "train")
+  recs = data_fixtures.read_examples(dataset_dir, "train")
   assert sorted(recs) == sorted(set(vids) - {"absent", "nan", "empty"})
   assert recs["long"]["features/i3d"].shape == (10, 1024)  # rows from 15 s on dropped
   np.testing.assert_allclose(recs["long"]["timestamps/i3d"][-1], [13.5, 15.0])
@@ -279,19 +270,15 @@ def test_named_concatenated_features_and_word_tokenizer(files, tmp_path):
   vocab = writer.load_vocab(dataset_dir)
   # Train sentences: "rachel hands monica a cup ." "joey says he is hungry ." "sheldon ..."
   assert vocab[:3] == ["<pad>", "<unk>", "."] and "sheldon" in vocab and "castle" not in vocab
-  v3 = _read(dataset_dir, "val")[V3]
+  v3 = data_fixtures.read_examples(dataset_dir, "val")[V3]
   index = {t: i for i, t in enumerate(vocab)}
   # "castle picks up the phone ." -> only "the" and "." are train words.
-  assert _tokens(v3) == [[1, 1, 1, index["the"], 1, index["."]]]
-
-
-def _shard_bytes(dataset_dir):
-  return {p.name: p.read_bytes() for p in sorted(pathlib.Path(dataset_dir).glob("*.tfrecord*"))}
+  assert data_fixtures.token_lists(v3) == [[1, 1, 1, index["the"], 1, index["."]]]
 
 
 def test_interrupted_rerun_is_idempotent(files, monkeypatch):
   first, _ = _convert(files, num_shards=2)
-  reference = _shard_bytes(first)
+  reference = data_fixtures.shard_bytes(first)
   real_get = features_lib.Hdf5FeatureSource.get
   calls = {"n": 0}
 
@@ -305,10 +292,10 @@ def test_interrupted_rerun_is_idempotent(files, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     _convert(files, num_shards=2)
   monkeypatch.setattr(features_lib.Hdf5FeatureSource, "get", real_get)
-  assert _shard_bytes(first) == reference
+  assert data_fixtures.shard_bytes(first) == reference
   assert [p.name for p in pathlib.Path(first).parent.iterdir()] == ["1.0.0"]
   again, _ = _convert(files, num_shards=2)
-  assert again == first and _shard_bytes(again) == reference
+  assert again == first and data_fixtures.shard_bytes(again) == reference
 
 
 def test_record_builder_survives_pickling(files):

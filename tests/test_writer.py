@@ -285,6 +285,134 @@ def test_map_records_parallel_equals_serial(tmp_path):
     assert_matches(g, make_record(i, "train"))
 
 
+def test_serialize_record_matches_tfds_serializer():
+  """The TF-free wire format equals TFDS's own serializer, byte for byte, on edge cases."""
+  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
+
+  spec = writer.DatasetSpec(name="toy", modalities={"c3d": 5, "rgb": 3, "a_b": 1},
+                            tokenizer="word", vocab=[f"w{i}" for i in range(40000)])
+  features = writer.make_features(spec)
+  reference = example_serializer.ExampleSerializer(features.get_serialized_info())
+  rng = np.random.default_rng(0)
+  for i in range(60):
+    s = int(rng.integers(0, 4))  # 0 sentences needs a label.
+    rows = {m: (0 if i % 5 == 0 and m != "c3d" else int(rng.integers(1, 70)))
+            for m in spec.modalities}
+    rec = {
+        "video_id": f"v{i}é" * (1 + i % 50), "duration": float(rng.uniform(0.01, 1e4)),
+        "split": "train", "label": "" if s and i % 2 else f"class {i} ü",
+        "features": {m: rng.normal(size=(t, d)).astype(np.float32)
+                     for (m, d), t in zip(spec.modalities.items(), rows.values())},
+        "timestamps": {m: np.sort(rng.uniform(0, 9, (t, 2)), 1).astype(np.float32)
+                       for m, t in rows.items()},
+        "segments": np.sort(rng.uniform(0, 9, (s, 2)), 1).astype(np.float32),
+        "sentences": [("word " * int(rng.integers(1, 40))).strip() for _ in range(s)],
+        # Ids up to 39999 need 3-byte varints; an empty token list is allowed.
+        "tokens": [rng.integers(0, 40000, int(rng.integers(0, 30))).tolist()
+                   for _ in range(s)],
+    }
+    ours, info = writer.serialize_record(rec, spec, "train")
+    valid = writer.validate_record(rec, spec, "train")
+    encoded = features.encode_example(dict(valid, tokens=[t.tolist() for t in valid["tokens"]]))
+    want = reference.get_tf_example(encoded).SerializeToString(deterministic=True)
+    assert ours == want, i
+    assert info == {"video_id": rec["video_id"],
+                    "missing": [m for m, t in rows.items() if t == 0]}
+
+
+def report_worker(item, counter):
+  """Record builder that reports its process and whether TensorFlow is loaded there."""
+  i, split = item
+  tf_loaded = "tensorflow" in sys.modules or "tensorflow_datasets" in sys.modules
+  counter.repair(f"built in process {os.getpid()} tf={tf_loaded}", f"{split}_{i}")
+  return make_record(i, split)
+
+
+def test_one_tensorflow_free_pool_serves_every_split(tmp_path):
+  items = {split: [(i, split) for i in range(12)] for split in ("train", "val")}
+  seen = {}
+
+  def per_split(stats):
+    seen.update(stats)
+    return {"built_in": {split: sorted(c["repaired"]) for split, c in
+                         stats["split_counts"].items()}}
+
+  counter = writer.SkipCounter()
+  path = writer.write_dataset(
+      SPEC, {s: writer.map_records(report_worker, its) for s, its in items.items()},
+      str(tmp_path), counter=counter, num_workers=3, extra_fn=per_split)
+  reasons = counter.summary()["repaired"]
+  assert sum(reasons.values()) == 24
+  built = {}
+  for reason in reasons:
+    pid, tf_loaded = reason.removeprefix("built in process ").split(" tf=")
+    built[int(pid)] = tf_loaded == "True"
+  # 3 workers = 2 spawned processes (started once, for both splits) + this one, which helps
+  # while it waits. The spawned ones never load TensorFlow.
+  children = {pid: tf_loaded for pid, tf_loaded in built.items() if pid != os.getpid()}
+  assert 1 <= len(children) <= 2 and not any(children.values())
+  meta = writer.load_metadata(path)
+  assert meta["splits"] == {"train": 12, "val": 12}
+  # extra_fn saw each split's own counts, and its result is stored in the metadata.
+  assert {s: sum(c["repaired"].values()) for s, c in seen["split_counts"].items()} == {
+      "train": 12, "val": 12}
+  assert seen["splits"] == {"train": 12, "val": 12}
+  assert meta["extra"]["classes"] == ["x", "y"]
+  assert set(meta["extra"]["built_in"]) == {"train", "val"}
+  for ex, rec in zip(writer.load_split(path, "val"), [make_record(i, "val") for i in range(12)]):
+    assert_matches(as_numpy(ex), rec)
+
+
+def failing_item(item, counter):
+  """Fails on item 3 and item 7 (whichever process runs them)."""
+  if item in (3, 7):
+    raise ValueError(f"bad item {item}")
+  return make_record(item, "train")
+
+
+def test_pool_errors_surface_in_input_order(tmp_path):
+  # Items run in 2 processes + this one: item 7 may fail first, item 3's error is reported.
+  for _ in range(3):
+    with pytest.raises(ValueError, match="bad item 3"):
+      writer.write_dataset(SPEC, {"train": writer.map_records(failing_item, range(12))},
+                           str(tmp_path), counter=writer.SkipCounter(), num_workers=3)
+  assert not (tmp_path / "toy" / "1.0.0").exists()
+
+
+def test_extra_files_are_part_of_the_atomic_write(tmp_path):
+  matrix = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+  def save_matrix(p):
+    with open(p, "wb") as f:
+      np.save(f, matrix)
+
+  extra = {"notes.txt": b"hello", "vectors.npy": save_matrix}
+  path = writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                              counter=writer.SkipCounter(), extra_files=extra)
+  assert (pathlib.Path(path) / "notes.txt").read_bytes() == b"hello"
+  np.testing.assert_array_equal(np.load(pathlib.Path(path) / "vectors.npy"), matrix)
+  before = dir_bytes(path)
+  # A write interrupted before the rename keeps the previous dataset with its extra files.
+  with pytest.raises(RuntimeError, match="converter crashed"):
+    writer.write_dataset(SPEC, {"val": failing_records(1)}, str(tmp_path),
+                         counter=writer.SkipCounter(), extra_files={"notes.txt": b"new"})
+
+  def broken(p):
+    raise OSError("disk full")
+
+  with pytest.raises(OSError, match="disk full"):
+    writer.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
+                         counter=writer.SkipCounter(), extra_files={"notes.txt": broken})
+  assert dir_bytes(path) == before
+  assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
+  for bad in ("../escape.txt", "metadata.json", "vocab.txt", ".hidden",
+              "toy-train.tfrecord-00000-of-00001"):
+    with pytest.raises(ValueError, match="extra file name"):
+      writer.write_dataset(SPEC, {"train": records("train", 1)}, str(tmp_path / "bad"),
+                           counter=writer.SkipCounter(), extra_files={bad: b""})
+  assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("*.tfrecord*"))
+
+
 def test_parallel_map_order_and_errors():
   assert list(writer.parallel_map(abs, [-3, 1, -2, 5, -7], num_workers=2, window=2)) == [
       3, 1, 2, 5, 7]
