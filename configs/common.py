@@ -136,3 +136,18 @@ def apply_demo(c: ml_collections.ConfigDict) -> None:
   c.log_every_steps = 20
   c.checkpoint.every_steps = 200
   c.evals = dict(val=dict(type="retrieval", split="val"))
+
+
+def make_config(model: str, arg: str | None, *, modality: str = "c3d", data_dir: str = "",
+                demo: bool = False) -> ml_collections.ConfigDict:
+  """The one recipe behind every ``configs/<model>/<dataset>.py``."""
+  parsed = base_arg(arg)
+  c = hse_base(model, parsed)
+  c.input.modality = modality
+  if data_dir:
+    c.input.data_dir = data_dir
+  if demo:
+    apply_demo(c)
+  if parsed.runlocal:
+    apply_runlocal(c)
+  return c

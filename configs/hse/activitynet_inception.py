@@ -1,8 +1,9 @@
 """HSE on ActivityNet Captions with TSN-Inception-V3 features (2048-d), Table 1.
 
-  hvt-prepare activitynet_captions --annotations train.json val_1.json \
-      --features inception_npy_dir/ --modality inception --output data/activitynet_inception
-  hvt-train --config configs/hse/activitynet_inception.py --workdir runs/hse_inception \
+  hvt-prepare activitynet_captions --annotations train.json val_1.json \\
+      --features inception_npy_dir/ --modality inception \\
+      --word-vectors glove.840B.300d.txt --output data/activitynet_inception
+  hvt-train --config configs/hse/activitynet_inception.py --workdir runs/hse_inception \\
       --config.input.data_dir=data/activitynet_inception
 """
 
@@ -10,10 +11,5 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.base_arg(arg)
-  c = common.hse_base("hse", arg)
-  c.input.modality = "inception"
-  c.input.data_dir = "data/activitynet_inception"
-  if arg.runlocal:
-    common.apply_runlocal(c)
-  return c
+  return common.make_config("hse", arg, modality="inception",
+                            data_dir="data/activitynet_inception")

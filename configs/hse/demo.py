@@ -4,9 +4,4 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.base_arg(arg)
-  c = common.hse_base("hse", arg)
-  common.apply_demo(c)
-  if arg.runlocal:
-    common.apply_runlocal(c)
-  return c
+  return common.make_config("hse", arg, modality="frames", demo=True)
