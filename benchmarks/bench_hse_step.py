@@ -1,7 +1,7 @@
 """HSE train step at paper size: compile time, steps/s, examples/s, memory, FLOP/s.
 
     python benchmarks/bench_hse_step.py [--batch 64] [--steps 3] [--model hse|fse]
-        [--devices 1] [--dtype float32|bfloat16] [--unroll 1] [--input-examples 2000]
+        [--devices 1] [--dtype float32|bfloat16] [--input-examples 2000]
 
 Paper size (issue #2): batch 64 videos, 3-5 clips of 20-40 frames, an 80-frame video
 context, sentences of 10-20 words, vocab 10k, dims 500/300, hidden 1024, τ = 5e-4.
@@ -27,8 +27,13 @@ def _parse():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
   p.add_argument("--dtype", default="float32", help="matmul dtype of the GRUs")
-  p.add_argument("--unroll", type=int, default=1)
   p.add_argument("--hidden", type=int, default=1024)
+  p.add_argument("--max-clips", type=int, default=5, help="static clip limit")
+  p.add_argument("--max-frames-per-clip", type=int, default=40)
+  p.add_argument("--max-words", type=int, default=20)
+  p.add_argument("--max-paragraph-words", type=int, default=100,
+                 help="e.g. 384 (the ActivityNet config): steps past the batch's longest "
+                      "paragraph are skipped by the GRU loops")
   p.add_argument("--input-examples", type=int, default=2000,
                  help="examples for the input-pipeline measurement (0 = skip)")
   return p.parse_args()
@@ -82,16 +87,15 @@ def make_config(data_dir: str):
   c = common.hse_base(ARGS.model, arg)
   c.input.data_dir = data_dir
   c.input.modality = "c3d"
-  c.input.max_clips = 5
-  c.input.max_frames_per_clip = 40
+  c.input.max_clips = ARGS.max_clips
+  c.input.max_frames_per_clip = ARGS.max_frames_per_clip
   c.input.max_video_frames = 80
-  c.input.max_words = 20
-  c.input.max_paragraph_words = 100
+  c.input.max_words = ARGS.max_words
+  c.input.max_paragraph_words = ARGS.max_paragraph_words
   c.model.word_dim = WORD_DIM
   c.model.hidden = ARGS.hidden
   c.model.word_vectors = "none"
   c.model.dtype = ARGS.dtype
-  c.model.unroll = ARGS.unroll
   c.batch_size = ARGS.batch
   c.progress_bar = False
   return c
@@ -172,13 +176,14 @@ def main():
     step_s = float(np.median(times))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     mm = matmul_flops()
-    print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype} "
-          f"unroll={ARGS.unroll} loss={float(metrics['loss']):.4f}")
+    print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype} loss={float(metrics['loss']):.4f}")
     print(f"compile_s        {compile_s:8.1f}")
     print(f"step_s (median)  {step_s:8.2f}   (steps: {', '.join(f'{x:.2f}' for x in times)})")
     print(f"steps/s          {1 / step_s:8.3f}")
     print(f"examples/s       {ARGS.batch / step_s:8.1f}")
-    analytic = analytic_step_flops(ARGS.batch, ARGS.hidden)
+    analytic = analytic_step_flops(ARGS.batch, ARGS.hidden, c=ARGS.max_clips,
+                                   f=ARGS.max_frames_per_clip, l=ARGS.max_words,
+                                   lp=ARGS.max_paragraph_words)
     print(f"step TFLOP       {analytic / 1e12:8.3f}   (analytic matmuls incl. padding; XLA "
           f"cost analysis, loop bodies once: {flops / 1e12:.3f})")
     print(f"achieved GFLOP/s {analytic / step_s / 1e9:8.1f}   vs 2048² matmul "

@@ -39,7 +39,7 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = dict(name=model, hidden=1024, word_dim=300, context_init=(model == "hse"),
-                 reconstruction=(model == "hse"), normalize_embeddings=True, unroll=1,
+                 reconstruction=(model == "hse"), normalize_embeddings=True,
                  dtype="float32",                               # "bfloat16": 1.7x faster
                  word_vectors="auto")
   c.input = dict(

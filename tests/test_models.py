@@ -34,10 +34,9 @@ def numpy_gru(x, mask, h0, w_i, w_h, b_i, b_h):
   return outs, h
 
 
-@pytest.mark.parametrize("unroll", [1, 4])
-def test_gru_matches_numpy_reference(unroll):
+def test_gru_matches_numpy_reference():
   rng = np.random.default_rng(0)
-  gru = layers.GRU(5, 7, rngs=nnx.Rngs(1), unroll=unroll)
+  gru = layers.GRU(5, 7, rngs=nnx.Rngs(1))
   gru.b_i[...] = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32)
   gru.b_h[...] = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32)
   x = rng.normal(size=(3, 6, 5)).astype(np.float32)
@@ -86,7 +85,7 @@ def test_encoder_embedding_is_max_over_valid_outputs():
 def _tiny_config(name="hse", context_init=True):
   c = ml_collections.ConfigDict()
   c.model = dict(name=name, hidden=8, word_dim=6, context_init=context_init,
-                 reconstruction=name == "hse", unroll=1, dtype="float32",
+                 reconstruction=name == "hse", dtype="float32",
                  word_vectors="none")
   c.input = dict(modality="frames")
   hse_model = name == "hse"
@@ -207,11 +206,13 @@ def _autodiff_recurrence(xp, mask, h0, w_h, b_h):
   return out, h_last
 
 
-def test_gru_custom_vjp_matches_autodiff():
+@pytest.mark.parametrize("lengths", [[5, 3, 1, 4], [3, 2, 0, 1], [0, 0, 0, 0]])
+def test_gru_custom_vjp_matches_autodiff(lengths):
+  # [3, 2, 0, 1]: the last two steps are padding everywhere and are skipped.
   rng = np.random.default_rng(3)
   t, b, h = 5, 4, 6
   xp = jnp.asarray(rng.normal(size=(t, b, 3, h)), jnp.float32)
-  mask = jnp.asarray(np.arange(t)[:, None] < np.array([5, 3, 1, 4])[None])
+  mask = jnp.asarray(np.arange(t)[:, None] < np.array(lengths)[None])
   h0 = jnp.asarray(rng.normal(size=(b, h)), jnp.float32)
   w_h = jnp.asarray(rng.normal(size=(h, 3, h)) * 0.5, jnp.float32)
   b_h = jnp.asarray(rng.normal(size=(3, h)), jnp.float32)
@@ -228,8 +229,13 @@ def test_gru_custom_vjp_matches_autodiff():
   ref = jax.grad(objective(_autodiff_recurrence), argnums=(0, 1, 2, 3))(xp, h0, w_h, b_h)
   for a, r in zip(ours, ref):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(layers.gru_recurrence(xp, mask, h0, w_h, b_h)[0],
-                             _autodiff_recurrence(xp, mask, h0, w_h, b_h)[0], rtol=1e-6)
+  for a, r in zip(layers.gru_recurrence(xp, mask, h0, w_h, b_h),
+                  _autodiff_recurrence(xp, mask, h0, w_h, b_h)):
+    np.testing.assert_allclose(a, r, rtol=1e-6, atol=1e-7)
+  # Under jit the trip count is a traced value.
+  jit_out = jax.jit(layers.gru_recurrence)(xp, mask, h0, w_h, b_h)
+  np.testing.assert_allclose(jit_out[0], _autodiff_recurrence(xp, mask, h0, w_h, b_h)[0],
+                             rtol=1e-6, atol=1e-7)
 
 
 def test_reconstruction_reduce_option_changes_scale():

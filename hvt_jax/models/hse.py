@@ -54,7 +54,6 @@ class HSEConfig:
   context_init: bool = True          # authors' code; False = paper text (h0 = 0)
   reconstruction: bool = True        # build the decoders (needed when loss.tau > 0)
   normalize_embeddings: bool = True  # authors' code: L2-normalise every embedding
-  unroll: int = 1
   dtype: str = "float32"
 
   @classmethod
@@ -124,7 +123,7 @@ class HSE(nnx.Module):
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
                word_vectors: jax.Array | None = None):
     self.cfg = cfg
-    h, kw = cfg.hidden, dict(rngs=rngs, unroll=cfg.unroll, dtype=_dtype(cfg.dtype))
+    h, kw = cfg.hidden, dict(rngs=rngs, dtype=_dtype(cfg.dtype))
     self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
     self.video_low = layers.GRUEncoder(cfg.video_dim, h, **kw)
     self.video_high = layers.GRUEncoder(h, h, **kw)
@@ -235,7 +234,7 @@ class FSE(nnx.Module):
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
                word_vectors: jax.Array | None = None):
     self.cfg = cfg
-    kw = dict(rngs=rngs, unroll=cfg.unroll, dtype=_dtype(cfg.dtype))
+    kw = dict(rngs=rngs, dtype=_dtype(cfg.dtype))
     self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
     self.video_encoder = layers.GRUEncoder(cfg.video_dim, cfg.hidden, **kw)
     self.text_encoder = layers.GRUEncoder(cfg.word_dim, cfg.hidden, **kw)
