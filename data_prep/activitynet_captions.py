@@ -24,7 +24,8 @@ Decisions (each one is visible in the printed summary and the dataset metadata):
   rows spread uniformly over the video, for every feature kind (C3D windows at stride 8 are
   uniform in time, and the real files do not record their frame rate). With
   `--feature-rate R` (rows per second, e.g. 1 for I3D) row r covers [r / R, (r + 1) / R],
-  clipped to the duration; rows starting at or after the duration are dropped (counted).
+  clipped to the duration; rows starting at or after the duration are dropped (counted), and
+  fewer than 90% of the round(duration * R) rows the duration implies are kept and counted.
 - Per sentence, in this order: an empty/whitespace sentence is skipped; a malformed segment
   (not two finite numbers) is skipped; start > end is swapped if both ends lie in
   [0, duration], else skipped; a segment with no overlap with [0, duration] is skipped; then
@@ -123,22 +124,6 @@ def candidate_ids(video_id: str) -> list[str]:
   return [video_id, "v_" + video_id]
 
 
-def row_timestamps(num_rows: int, duration: float, feature_rate: float | None):
-  """Seconds covered by each of `num_rows` feature rows (before clipping to the duration).
-
-  Args:
-    num_rows: T.
-    duration: video duration in seconds.
-    feature_rate: rows per second, or None to spread the rows uniformly over the duration.
-
-  Returns:
-    float32 [T, 2] (start, end) per row.
-  """
-  if feature_rate:
-    return common.rate_timestamps(num_rows, 1.0 / feature_rate).astype("float32")
-  return common.uniform_timestamps(num_rows, duration)
-
-
 def build_record(item: tuple, counter: writer.SkipCounter, *,
                  source: features_lib.FeatureSource, modality: str, dim: int,
                  feature_rate: float | None,
@@ -163,7 +148,10 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
   if feats is None:
     return None
   row_seconds = 1.0 / feature_rate if feature_rate else None
-  feats, stamps = common.fit_features(feats, duration, row_seconds, None, video_id, counter)
+  # With a known rate the duration implies round(duration * rate) rows (< 90% is counted).
+  expected = round(duration * feature_rate) if feature_rate else None
+  feats, stamps = common.fit_features(feats, duration, row_seconds, expected, video_id,
+                                      counter)
   record = common.make_record(split, video_id, duration, {modality: feats},
                               {modality: stamps}, segments, sentences, tokens)
   return record if record_fn is None else record_fn(record, counter)
@@ -179,7 +167,8 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
     annotation_files: json files; split name = file stem.
     counter: receives every repair and skip.
     train_required: a "train" file must be among them (it defines the word vocabulary).
-    video_ids: only these videos (ids as in the json); others are ignored, not counted.
+    video_ids: only these videos (ids with or without the "v_" prefix); others are ignored,
+      not counted; an id in no file is a counted skip.
     max_videos: only the first N videos of each file (json order).
 
   Returns:
@@ -187,7 +176,7 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
 
   Raises:
     ValueError: two files for one split, no train file, a video in train and another split,
-      an unreadable file.
+      an unreadable file, `video_ids` of which none is in the files.
   """
   splits: dict[str, dict] = {}
   for path in annotation_files:
@@ -201,12 +190,12 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
   if "train" in splits:
     common.check_disjoint(splits, pairs=[("train", s) for s in splits if s != "train"],
                           note="")
-  allow = set(video_ids) if video_ids is not None else None
+  selected = common.select_videos(splits, counter, video_ids=video_ids,
+                                  max_videos=max_videos, aliases=candidate_ids)
   cleaned = {}
   for split, data in splits.items():
     cleaned[split] = []
-    ids = [v for v in data if allow is None or v in allow]
-    for vid in ids if max_videos is None else ids[:max_videos]:
+    for vid in selected[split]:
       result = clean_annotation(vid, data[vid], counter)
       if result is not None:
         cleaned[split].append((vid, *result))
@@ -239,7 +228,8 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
     num_workers: processes reading features.
     num_shards: shards per split, or None to shard by size.
     max_videos: only the first N videos of each file (json order).
-    video_ids: only these videos (ids as in the json); others are ignored, not counted.
+    video_ids: only these videos (ids with or without the "v_" prefix); others are ignored,
+      not counted.
     verbose: print the summary table.
     tokenizer: "word" (vocabulary from train) or "wordpiece".
     vocab_file: WordPiece vocab.txt (default bert-base-uncased).

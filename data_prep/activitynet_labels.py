@@ -15,8 +15,8 @@ Decisions:
   leaf, is an error naming the file, the video and the label.
 - A video's label is its annotations' label. When a video's annotations carry several labels
   (rare), the label with the largest total annotated duration wins (then the most segments,
-  then the alphabetically first) and the video is counted. Videos without annotations (the
-  testing subset) have no label.
+  then the alphabetically first), counted for the converted videos only. Videos without
+  annotations (the testing subset) have no label.
 - ActivityNet Captions ids are "v_" + the YouTube id (which may itself start with "v_"), so the
   label map is keyed by "v_" + database key; a captions id without the prefix is looked up with
   it added.
@@ -143,12 +143,15 @@ def video_label(annotations: list, where: str) -> tuple[str | None, int]:
   return best, len(counts)
 
 
-def label_map(path: str, counter: writer.SkipCounter | None = None) -> dict[str, str]:
+def label_map(path: str, counter: writer.SkipCounter | None = None,
+              multi_labeled: set[str] | None = None) -> dict[str, str]:
   """Maps ActivityNet Captions video ids to their v1.3 action label.
 
   Args:
     path: `activity_net.v1-3.min.json`.
-    counter: if given, counts videos with several labels (MULTI_LABEL).
+    counter: if given, counts every database video with several labels (MULTI_LABEL).
+    multi_labeled: if given, receives the ids ("v_<youtube id>") of the videos with several
+      labels (a conversion counts those it converts, in `label_record`).
 
   Returns:
     {"v_<youtube id>": label} for every database video with at least one annotation.
@@ -177,6 +180,8 @@ def label_map(path: str, counter: writer.SkipCounter | None = None) -> dict[str,
     video_id = "v_" + key
     if distinct > 1 and counter is not None:
       counter.repair(MULTI_LABEL, video_id)
+    if distinct > 1 and multi_labeled is not None:
+      multi_labeled.add(video_id)
     labels[video_id] = label
   return labels
 
@@ -190,14 +195,18 @@ def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
 
 
 def label_record(record: dict, counter: writer.SkipCounter, *, labels: dict[str, str],
-                 drop_unlabeled: bool = False) -> dict | None:
+                 drop_unlabeled: bool = False,
+                 multi_labeled: frozenset[str] = frozenset()) -> dict | None:
   """Sets `label` on one ActivityNet Captions record (the captions converter's record hook).
 
   Args:
     record: canonical record (id "v_<youtube id>" or a bare YouTube id).
-    counter: counts a video without a label (NO_LABEL repair, or NO_LABEL_DROPPED skip).
+    counter: counts a video without a label (NO_LABEL repair, or NO_LABEL_DROPPED skip) and
+      a labelled one in `multi_labeled` (MULTI_LABEL repair).
     labels: from `label_map`.
     drop_unlabeled: drop a video without a label instead of keeping `label == ""`.
+    multi_labeled: ids ("v_<youtube id>") of the videos whose annotations carry several
+      labels (`label_map`'s `multi_labeled`).
 
   Returns:
     A shallow copy with `label` set, or None when the video is dropped.
@@ -208,6 +217,10 @@ def label_record(record: dict, counter: writer.SkipCounter, *, labels: dict[str,
       counter.skip(NO_LABEL_DROPPED, record["video_id"])
       return None
     counter.repair(NO_LABEL, record["video_id"])
+  else:
+    vid = record["video_id"]
+    if vid in multi_labeled or (not vid.startswith("v_") and "v_" + vid in multi_labeled):
+      counter.repair(MULTI_LABEL, vid)
   return dict(record, label=label or "")
 
 
@@ -270,16 +283,6 @@ def records_from_dataset(dataset_dir: str, split: str) -> Iterator[dict]:
     }
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # Exists, owned by someone else.
-  return True
-
-
 def remove_stale_scratch(output_dir: str) -> list[str]:
   """Deletes scratch dirs that killed runs of earlier versions left in `output_dir`.
 
@@ -294,7 +297,7 @@ def remove_stale_scratch(output_dir: str) -> list[str]:
   removed = []
   for path in pathlib.Path(output_dir).glob(f"{_SCRATCH_PREFIX}*"):
     pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
-    if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+    if path.is_dir() and pid.isdigit() and not writer.pid_alive(int(pid)):
       shutil.rmtree(path, ignore_errors=True)
       removed.append(os.fspath(path))
   return removed
@@ -323,7 +326,8 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
   started = time.time()
   classes, _ = load_taxonomy(labels_file)
   counter = writer.SkipCounter()
-  labels = label_map(labels_file, counter)
+  multi: set[str] = set()
+  labels = label_map(labels_file, multi_labeled=multi)
   if os.path.isdir(output_dir):
     remove_stale_scratch(output_dir)
   dataset_dir, counter = activitynet_captions.convert(
@@ -331,7 +335,8 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
       counter=counter, name=NAME, description=DESCRIPTION,
       extra={"classes": classes, "labels_file": pathlib.Path(labels_file).name,
              "drop_unlabeled": drop_unlabeled},
-      record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled),
+      record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled,
+                                  multi_labeled=frozenset(multi)),
       extra_fn=unlabeled_per_split, **captions_kwargs)
   if verbose:
     what = "dropped" if drop_unlabeled else "kept with an empty label"

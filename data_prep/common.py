@@ -58,6 +58,7 @@ FEATURES_EMPTY = "features have zero rows"
 FEATURES_NONFINITE = "features contain NaN/Inf"
 FEATURES_PAST_END = "feature rows past the video end (dropped)"
 FEATURES_SHORT = "features cover < 90% of the video (kept)"
+VIDEO_ID_NOT_FOUND = "--video-ids entry not in the annotation files"
 SHORT_FEATURES_FRACTION = 0.9
 
 
@@ -119,10 +120,106 @@ def read_json(path: str, expect: type | None = None) -> Any:
 
 
 def read_id_list(path: str | None) -> list[str] | None:
-  """Non-blank stripped lines of a `--video-ids` file, or None when no file is given."""
+  """Non-blank stripped lines of a `--video-ids` file, or None when no file is given.
+
+  Raises:
+    ValueError: the file lists no id (it would select nothing).
+  """
   if path is None:
     return None
-  return [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+  ids = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+  if not ids:
+    raise ValueError(f"{path}: the --video-ids file lists no video id")
+  return ids
+
+
+def select_videos(ids_by_split: Mapping[str, Sequence[str]], counter: writer.SkipCounter, *,
+                  video_ids: Iterable[str] | None = None, max_videos: int | None = None,
+                  aliases: Callable[[str], Sequence[str]] | None = None,
+                  where: str = "annotation files") -> dict[str, list[str]]:
+  """The videos to convert: those in `video_ids` (when given), then the first `max_videos`.
+
+  Prints how many of the `video_ids` were found; each one not found is a counted skip
+  (VIDEO_ID_NOT_FOUND).
+
+  Args:
+    ids_by_split: split -> video ids in file order.
+    counter: receives the skips of ids not found.
+    video_ids: only these videos (None: all).
+    max_videos: only the first N selected videos of each split (None: all).
+    aliases: id in the files -> the forms a `video_ids` entry may take (default: the id
+      itself), e.g. with and without ActivityNet's "v_" prefix.
+    where: what the ids are looked up in, for the messages.
+
+  Returns:
+    split -> selected ids, in file order.
+
+  Raises:
+    ValueError: `video_ids` is empty or none of its ids is in the files.
+  """
+  selected = {split: list(ids) for split, ids in ids_by_split.items()}
+  if video_ids is not None:
+    wanted = list(dict.fromkeys(video_ids))
+    allow = set(wanted)
+    if not allow:
+      raise ValueError("--video-ids lists no video id")
+    forms = aliases or (lambda v: (v,))
+    found: set[str] = set()
+    for split, ids in ids_by_split.items():
+      selected[split] = []
+      for vid in ids:
+        hits = [f for f in forms(vid) if f in allow]
+        if hits:
+          selected[split].append(vid)
+          found.update(hits)
+    missing = [v for v in wanted if v not in found]
+    if len(missing) == len(wanted):
+      raise ValueError(f"none of the {len(wanted)} --video-ids are in the {where} (first: "
+                       f"{wanted[:3]})")
+    for vid in missing:
+      counter.skip(VIDEO_ID_NOT_FOUND, vid)
+    print(f"--video-ids: {len(wanted) - len(missing)} of {len(wanted)} ids found in the "
+          f"{where}" + (f"; {len(missing)} not found, e.g. {missing[:3]}" if missing else ""))
+  if max_videos is not None:
+    selected = {split: ids[:max_videos] for split, ids in selected.items()}
+  return selected
+
+
+class DeferredCounts:
+  """Repairs and skips counted before the videos to convert are chosen, kept per video.
+
+  Reading a whole annotation file counts problems of videos that `--video-ids` or
+  `--max-videos` then leave out; `flush` adds only those of the converted videos.
+  """
+
+  def __init__(self) -> None:
+    self._by_video: dict[str | None, writer.SkipCounter] = {}
+
+  def counter(self, video_id: str | None) -> writer.SkipCounter:
+    """The counter for `video_id` (None: a problem no video can be named for)."""
+    return self._by_video.setdefault(video_id, writer.SkipCounter())
+
+  def flush(self, counter: writer.SkipCounter, videos: Iterable[str] | None) -> None:
+    """Adds the counts of `videos` into `counter` (None: every count, unnamed ones too)."""
+    keys = list(self._by_video) if videos is None else [v for v in videos
+                                                         if v in self._by_video]
+    for key in keys:
+      counter.merge(self._by_video[key])
+
+  def flush_selected(self, counter: writer.SkipCounter, selected: Mapping[str, Sequence[str]],
+                     video_ids: Iterable[str] | None, max_videos: int | None) -> None:
+    """Adds the counts of the videos `select_videos` chose into `counter`.
+
+    Without a selection every count is added; under `video_ids`, also those of requested
+    videos that no kept entry names (every query of theirs was skipped).
+    """
+    if video_ids is None and max_videos is None:
+      self.flush(counter, None)
+      return
+    chosen = [v for ids in selected.values() for v in ids]
+    chosen_set = set(chosen)
+    chosen += [v for v in dict.fromkeys(video_ids or ()) if v not in chosen_set]
+    self.flush(counter, chosen)
 
 
 def split_from_stem(path: str, prefixes: Sequence[str] = (),
@@ -626,10 +723,27 @@ def print_summary(dataset_dir: str, counter: writer.SkipCounter, summary: Summar
       missing = {m: c for m, c in meta["missing"][split].items() if c}
       line += f"; missing experts {missing or 'none'}"
     print(line)
+  if unknown := format_unknown_tokens(meta):
+    print(unknown)
   if vectors is not None:
     print(embeddings.format_report(vectors.report))
   print(f"{summary.footer}; {time.time() - summary.started:.1f} s")
   print(f"dataset: {dataset_dir}")
+
+
+def format_unknown_tokens(meta: dict) -> str:
+  """One line: the share of unknown token ids per split (metadata["unknown_tokens"]).
+
+  For the word tokenizer these are the words outside the train vocabulary; for WordPiece the
+  [UNK] pieces (characters outside bert-base-uncased's vocabulary). "" when the vocabulary
+  has no unknown token.
+  """
+  info = meta.get("unknown_tokens") or {}
+  if info.get("token") is None:
+    return ""
+  parts = [f"{split} {s['rate']:.2%} ({s['unknown']} of {s['tokens']})"
+           for split, s in info["splits"].items()]
+  return f"unknown tokens ({info['token']}): " + ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------

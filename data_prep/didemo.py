@@ -195,14 +195,16 @@ def mode_span(spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
   return min(s for s, c in counts.items() if c == best)
 
 
-def group_per_query(path: str, queries: list, counter: writer.SkipCounter
-                    ) -> dict[str, list[dict]]:
+def group_per_query(path: str, queries: list, counter: writer.SkipCounter | None = None, *,
+                    deferred: common.DeferredCounts | None = None) -> dict[str, list[dict]]:
   """Groups the original per-query DiDeMo records by video, in file order.
 
   Args:
     path: the file (for messages).
     queries: the parsed json list.
     counter: receives malformed/duplicate query skips (id = annotation_id or `file#index`).
+    deferred: instead of `counter`, keeps each skip under its query's video (None when the
+      query names none) until the videos to convert are known.
 
   Returns:
     video -> its valid query dicts, in file order.
@@ -212,6 +214,9 @@ def group_per_query(path: str, queries: list, counter: writer.SkipCounter
   for i, q in enumerate(queries):
     qid = str(q.get("annotation_id", f"{pathlib.Path(path).name}#{i}")) \
         if isinstance(q, dict) else f"{pathlib.Path(path).name}#{i}"
+    if deferred is not None:
+      video = q.get("video") if isinstance(q, dict) else None
+      counter = deferred.counter(video if isinstance(video, str) and video else None)
     if (not isinstance(q, dict) or not isinstance(q.get("video"), str) or not q["video"]
         or not isinstance(q.get("times"), list) or "description" not in q):
       counter.skip(QUERY_MALFORMED, qid)
@@ -245,8 +250,10 @@ def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCoun
     (duration, segments seconds, sentences), or None if the video is skipped.
   """
   num_segments = max(q["num_segments"] for q in queries)
+  # The video-level repairs are counted only when the video is kept (like sentence repairs).
+  repairs = []
   if any(q["num_segments"] != num_segments for q in queries):
-    counter.repair(NUM_SEGMENTS_DIFFER, video_id)
+    repairs.append(NUM_SEGMENTS_DIFFER)
   if durations is not None and video_id in durations:
     duration = common.parse_duration(durations[video_id])
     if duration is None:
@@ -254,7 +261,7 @@ def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCoun
       return None
   else:
     if durations is not None:
-      counter.repair(DURATION_FALLBACK, video_id)
+      repairs.append(DURATION_FALLBACK)
     duration = CHUNK_SECONDS * num_segments
 
   def segment(times: list) -> list[float] | None:
@@ -272,7 +279,11 @@ def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCoun
   kept = common.clean_sentences(video_id,
                                 ((q["description"], q["times"]) for q in queries), segment,
                                 counter)
-  return None if kept is None else (duration, *kept)
+  if kept is None:
+    return None
+  for reason in repairs:
+    counter.repair(reason, video_id)
+  return (duration, *kept)
 
 
 def detect_layout(path: str, data: Any) -> str:
@@ -329,7 +340,8 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
     annotation_files: json files; split = stem without `_data_bwzhang` / `_data`.
     counter: receives every repair and skip.
     durations: optional video -> seconds for the per-query layout.
-    video_ids: only these videos (others ignored, not counted).
+    video_ids: only these videos (others ignored, not counted; an id in no file is a counted
+      skip).
     max_videos: only the first N videos of each file (file order).
 
   Returns:
@@ -337,9 +349,10 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
      split -> layout name).
 
   Raises:
-    ValueError: duplicate split, video in two splits, unreadable file (see module docstring).
+    ValueError: duplicate split, video in two splits, unreadable file (see module docstring),
+      `video_ids` of which none is in the files.
   """
-  allow = set(video_ids) if video_ids is not None else None
+  deferred = common.DeferredCounts()
   raw: dict[str, tuple[str, str, dict]] = {}
   for path in annotation_files:
     split = common.split_from_stem(path, suffixes=("_data_bwzhang", "_data"))
@@ -348,14 +361,16 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
                        f"{path}")
     data = common.read_json(path)
     layout = detect_layout(path, data)
-    videos = data if layout == "per_video" else group_per_query(path, data, counter)
+    videos = data if layout == "per_video" else group_per_query(path, data, deferred=deferred)
     raw[split] = (path, layout, videos)
   common.check_disjoint({path: videos for path, _, videos in raw.values()})
+  selected = common.select_videos({split: list(v) for split, (_, _, v) in raw.items()},
+                                  counter, video_ids=video_ids, max_videos=max_videos)
+  deferred.flush_selected(counter, selected, video_ids, max_videos)
   cleaned: dict[str, list[tuple]] = {}
   for split, (path, layout, videos) in raw.items():
-    ids = [v for v in videos if allow is None or v in allow]
     cleaned[split] = []
-    for vid in ids[:max_videos] if max_videos is not None else ids:
+    for vid in selected[split]:
       if layout == "per_video":
         result = clean_per_video(vid, videos[vid], counter)
       else:

@@ -32,8 +32,9 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
 - Missing experts: no `features.<expert>` key, a [0, D] array, or an array whose every row has
   NaN/Inf (MMT's own "no features" placeholder) -> the expert is stored as [0, D] (missing; the
   writer counts missing experts per split and modality in metadata["missing"]). Never zeros.
-  Rows with NaN/Inf among finite rows are dropped (counted). A video with every expert missing
-  is skipped (counted).
+  Rows with NaN/Inf among finite rows are dropped (counted) after the timestamps of all T
+  stored rows are known, so each kept row keeps its own time. A video with every expert
+  missing is skipped (counted).
 - Feature timestamps ([T, 2] seconds per row): `features_t.<expert>` when present. A [T, 2]
   array is (start, end) per row; a [T] (or [T, 1]) array is row start times, each row ending
   at the next row's start and the last one after the median step (after the expert's
@@ -41,14 +42,19 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   features_t longer than the features is truncated to T rows (as MMT does); shorter, or with
   NaN/Inf -> ignored (counted) and the expert's rows spread uniformly instead. Experts without
   features_t: row r of T covers [r * dur / T, (r + 1) * dur / T] (MMT itself gives face, ocr and
-  speech rows no time at all). Rows with start > end are swapped, rows out of time order are
-  sorted (features reordered with them) and times outside [0, duration] are clipped; each is
-  counted once per expert and video.
+  speech rows no time at all), T being the stored row count, NaN/Inf rows included. Rows with
+  start > end are swapped, rows out of time order are sorted (features reordered with them),
+  rows starting at or after the duration are dropped ("feature rows past the video end",
+  as in the other converters) and times outside [0, duration] are clipped; each is counted
+  once per expert and video.
 - Duration (the HDF5 files store none), first available of: a `duration` attribute or scalar
   dataset in the file; for LSMDC, the time range in the clip name
-  (`..._HH.MM.SS.mmm-HH.MM.SS.mmm`); the largest finite timestamp over all experts' features_t;
-  the largest T * seconds-per-row over the experts with a known rate (MMT's expert_timings:
-  rgb 0.2 s, scene, s3d and vggish 1 s). A video with none of these is skipped (counted).
+  (`..._HH.MM.SS.mmm-HH.MM.SS.mmm`); else the largest duration any expert implies: its
+  largest features_t timestamp when it has valid features_t, else T * seconds-per-row when its
+  rate is known (MMT's expert_timings: rgb 0.2 s, scene, s3d and vggish 1 s), T the stored
+  row count. The maximum, because the video lasts at least as long as every expert's rows
+  cover (e.g. s3d features_t ending at 20.0 s and 103 rgb rows -> 20.6 s). A video with none
+  of these is skipped (counted).
 - Captions: non-UTF-8 bytes are decoded with U+FFFD replacement and counted (one bad byte
   should not drop an annotator's caption, and the count makes it visible); whitespace is
   normalised; an empty/whitespace-only caption, or one that tokenizes to no ids, is a
@@ -71,7 +77,7 @@ import pathlib
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -329,12 +335,31 @@ def read_captions(h5: Any, path: str, video_id: str, counter: writer.SkipCounter
   return captions
 
 
+class _Expert(NamedTuple):
+  """One expert as read: its finite rows, and what the rows imply before any was dropped.
+
+  Attributes:
+    feats: [K, D] finite rows (K <= T).
+    times: [T, 2] seconds of all T stored rows, or None (spread uniformly over the duration).
+    keep: [K] indices of the finite rows among the T stored rows.
+    num_rows: T, the stored row count (uniform times and the duration guess use it).
+  """
+  feats: np.ndarray
+  times: np.ndarray | None
+  keep: np.ndarray
+  num_rows: int
+
+
+def _missing_expert(dim: int) -> _Expert:
+  return _Expert(np.zeros((0, dim), np.float32), None, np.zeros((0,), np.int64), 0)
+
+
 def _read_expert(h5: Any, path: str, expert: str, dim: int, video_id: str,
-                 counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray | None]:
-  """One expert's finite feature rows and raw [T, 2] times (None: spread uniformly)."""
+                 counter: writer.SkipCounter) -> _Expert:
+  """One expert's finite feature rows, with the times of all its stored rows."""
   key = f"features.{expert}"
   if key not in h5:
-    return np.zeros((0, dim), np.float32), None
+    return _missing_expert(dim)
   feats = np.asarray(_read(h5, key, path))
   if feats.dtype.kind not in "fiu":
     raise features_lib.FeatureFileError(
@@ -348,7 +373,7 @@ def _read_expert(h5: Any, path: str, expert: str, dim: int, video_id: str,
   feats = feats.astype(np.float32, copy=False)
   if len(feats) == 0:
     counter.repair(EXPERT_EMPTY, video_id)
-    return feats, None
+    return _missing_expert(dim)
 
   times = None
   tkey = f"features_t.{expert}"
@@ -373,14 +398,14 @@ def _read_expert(h5: Any, path: str, expert: str, dim: int, video_id: str,
       times = raw
 
   finite = np.isfinite(feats).all(axis=1)
+  if not finite.any():
+    counter.repair(EXPERT_ALL_NONFINITE, video_id)
+    return _missing_expert(dim)
   if not finite.all():
-    if not finite.any():
-      counter.repair(EXPERT_ALL_NONFINITE, video_id)
-      return np.zeros((0, dim), np.float32), None
+    # The rows' times stay those of all T stored rows: the kept rows take theirs along.
     counter.repair(ROWS_NONFINITE, video_id)
-    feats = feats[finite]
-    times = None if times is None else times[finite]
-  return feats, times
+  keep = np.flatnonzero(finite)
+  return _Expert(feats[keep], times, keep, len(finite))
 
 
 def _file_duration(h5: Any, path: str) -> float | None:
@@ -411,7 +436,8 @@ def starts_to_intervals(starts: np.ndarray, last_step: float = 1.0) -> np.ndarra
 
 def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_id: str,
                   counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray]:
-  """Swaps reversed rows, sorts rows by start and clips to [0, duration] (each counted)."""
+  """Swaps reversed rows, sorts rows by start, drops rows starting at or after the end and
+  clips to [0, duration] (each counted once)."""
   reversed_rows = times[:, 0] > times[:, 1]
   if reversed_rows.any():
     counter.repair(TIMES_SWAPPED, video_id)
@@ -420,6 +446,12 @@ def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_i
     counter.repair(TIMES_SORTED, video_id)
     order = np.argsort(times[:, 0], kind="stable")
     times, feats = times[order], feats[order]
+  # A row starting at or after the end would become a zero-width [dur, dur] row: no content
+  # of this clip, so it is dropped, as the other converters drop rows past the video end.
+  inside = times[:, 0] < duration
+  if not inside.all():
+    counter.repair(common.FEATURES_PAST_END, video_id)
+    times, feats = times[inside], feats[inside]
   clipped = np.clip(times, 0.0, duration)
   if (clipped != times).any():
     counter.repair(TIMES_CLIPPED, video_id)
@@ -473,7 +505,7 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
       return {"video_id": video_id, "split": split, "sentences": sentences}
     raw = {e: _read_expert(h5, path, e, d, video_id, counter) for e, d in experts.items()}
     duration = _file_duration(h5, path)
-  if all(len(f) == 0 for f, _ in raw.values()):
+  if all(len(x.feats) == 0 for x in raw.values()):
     counter.skip(VIDEO_NO_EXPERT, video_id)
     return None
   duration = duration or duration_hint or _duration_from_features(raw)
@@ -482,25 +514,37 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
     return None
 
   features, timestamps = {}, {}
-  for e, (feats, times) in raw.items():
-    if times is None:
-      features[e], timestamps[e] = feats, common.uniform_timestamps(len(feats), duration)
+  for e, x in raw.items():
+    if x.times is None:
+      # Uniform over all T stored rows, then the kept rows take their own row's interval.
+      features[e] = x.feats
+      timestamps[e] = common.uniform_timestamps(x.num_rows, duration)[x.keep]
       continue
-    features[e], timestamps[e] = _repair_times(feats, times, duration, video_id, counter)
+    features[e], timestamps[e] = _repair_times(x.feats, x.times[x.keep], duration, video_id,
+                                               counter)
+  if all(len(f) == 0 for f in features.values()):
+    counter.skip(VIDEO_NO_EXPERT, video_id)
+    return None
   return common.make_record(split, video_id, duration, features, timestamps,
                             np.full((len(sentences), 2), -1.0, np.float32), sentences, tokens)
 
 
-def _duration_from_features(raw: dict[str, tuple[np.ndarray, np.ndarray | None]]
-                            ) -> float | None:
-  """Largest feature timestamp, else largest T * seconds-per-row (see module docstring)."""
-  ends = [float(np.max(t)) for _, t in raw.values() if t is not None and len(t)]
-  if ends and max(ends) > 0:
-    return max(ends)
-  rated = [len(f) * SECONDS_PER_ROW[e] for e, (f, _) in raw.items() if e in SECONDS_PER_ROW]
-  if rated and max(rated) > 0:
-    return max(rated)
-  return None
+def _duration_from_features(raw: dict[str, _Expert]) -> float | None:
+  """The largest duration any expert implies (see the module docstring), or None.
+
+  An expert with features_t implies its largest timestamp; one without, T * seconds-per-row
+  when its rate is known. T is the stored row count (rows dropped for NaN/Inf still took
+  their time). The largest is taken because a video lasts at least as long as each expert's
+  rows cover, and no expert's rows are then squeezed into a shorter clip.
+  """
+  implied = []
+  for e, x in raw.items():
+    if x.times is not None and len(x.times):
+      implied.append(float(np.max(x.times)))
+    elif e in SECONDS_PER_ROW:
+      implied.append(x.num_rows * SECONDS_PER_ROW[e])
+  best = max(implied, default=0.0)
+  return best if best > 0 else None
 
 
 def build_record(item: tuple[str, str, str, float | None], counter: writer.SkipCounter, *,
@@ -535,7 +579,8 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
             output_dir: str, *, experts: str | Sequence[str] | None = None,
             tokenizer: str = "wordpiece", vocab_file: str | None = None, min_count: int = 1,
             num_workers: int = 1, num_shards: int | None = None, verbose: bool = True,
-            word_vectors: str | None = None) -> tuple[str, writer.SkipCounter]:
+            word_vectors: str | None = None, max_videos: int | None = None,
+            video_ids: Sequence[str] | None = None) -> tuple[str, writer.SkipCounter]:
   """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical TFRecord dataset.
 
   Args:
@@ -552,6 +597,9 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
     num_shards: shards per split, or None to shard by size.
     verbose: print the summary table.
     word_vectors: GloVe/word2vec text file -> `<dataset_dir>/word_vectors.npy` (word only).
+    max_videos: only the first N videos of each split list (after `video_ids`).
+    video_ids: only these videos (an id in no split list is a counted skip; none found is an
+      error).
 
   Returns:
     (dataset dir, the SkipCounter with every repair and skip).
@@ -566,6 +614,9 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
                  else parse_split_lists(split_lists))
   counter = writer.SkipCounter()
   split_ids = read_split_lists(split_paths, counter)
+  listed = {split: len(ids) for split, ids in split_ids.items()}
+  split_ids = common.select_videos(split_ids, counter, video_ids=video_ids,
+                                   max_videos=max_videos, where="split lists")
 
   items: dict[str, list[tuple[str, str, str, float | None]]] = {}
   for split, ids in split_ids.items():
@@ -602,9 +653,10 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
              "tokens": common.tokens_description(tokenizer, min_count),
              "timestamps": "features_t when present, else rows spread uniformly over the "
                            "duration",
-             "duration": "file attribute, LSMDC clip name, largest features_t, or rows x "
-                         "seconds-per-row, in that order"})
-  summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} listed",
+             "duration": "file attribute, else LSMDC clip name, else the largest over "
+                         "experts of their largest features_t or rows x seconds-per-row"})
+  summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} selected, "
+                                                     f"{listed[split]} listed",
                            f"{tokenizer} vocabulary: {len(vocab)} tokens")
   dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
                                      num_shards=num_shards, num_workers=num_workers,
@@ -621,7 +673,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train/val/test in the file name)")
   parser.add_argument("--experts", default=None,
                       help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
-  common.add_common_arguments(parser, tokenizer="wordpiece", per=None,
+  common.add_common_arguments(parser, tokenizer="wordpiece", per="split list",
                               workers_help="processes reading HDF5 files (this one included)")
 
 

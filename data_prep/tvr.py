@@ -24,7 +24,8 @@ counted under "features ..." in metadata["counts"]).
 Decisions (each repair/skip counted in the summary and metadata["counts"] with example ids):
 - Feature rows: row r covers [1.5 r, 1.5 (r + 1)] s (`--clip-length`), clipped to the
   duration; rows starting at or after the duration are dropped (repair); video features with
-  fewer than 90% of ceil(duration / 1.5) rows are kept and counted.
+  fewer than 90% of ceil(duration / 1.5) rows are kept and counted (each once per video,
+  whichever video modality it concerns).
 - Subtitle rows whose mask is 0 (no subtitle in that clip) are dropped, not zeroed: each kept
   row keeps its own timestamp, so views align subtitles to video clips by time, and zeros never
   stand for "no text" (counted once per video as a repair). A video with no subtitle entry,
@@ -196,8 +197,9 @@ def read_queries(path: str) -> list[tuple[int, Any]]:
   return out
 
 
-def group_queries(path: str, split: str, counter: writer.SkipCounter,
-                  seen_desc_ids: set[str]) -> dict[str, list[dict]]:
+def group_queries(path: str, split: str, counter: writer.SkipCounter | None,
+                  seen_desc_ids: set[str], *,
+                  deferred: common.DeferredCounts | None = None) -> dict[str, list[dict]]:
   """Validates a split's queries and groups them by video, in file order.
 
   Args:
@@ -205,6 +207,8 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter,
     split: its split name (test* splits may lack "ts").
     counter: receives query skips/repairs (id: the video, or `file:line` when it has none).
     seen_desc_ids: desc_ids seen in earlier files (updated).
+    deferred: instead of `counter`, keeps each count under its query's video (None when the
+      query names none) until the videos to convert are known.
 
   Returns:
     vid_name -> [{"desc_id", "desc" (normalised), "raw_desc", "duration", "ts" or None,
@@ -214,6 +218,9 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter,
   name = pathlib.Path(path).name
   for line_no, q in read_queries(path):
     where = f"{name}:{line_no}"
+    if deferred is not None:
+      video = q.get("vid_name") if isinstance(q, dict) else None
+      counter = deferred.counter(video if isinstance(video, str) and video else None)
     if (not isinstance(q, dict) or not isinstance(q.get("vid_name"), str) or not q["vid_name"]
         or not _is_int_like(q.get("desc_id")) or "desc" not in q or "duration" not in q):
       counter.skip(QUERY_MALFORMED, where)
@@ -324,12 +331,16 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
   feats: dict[str, np.ndarray] = {}
   stamps: dict[str, np.ndarray] = {}
   expected = math.ceil(duration / clip_seconds - 1e-6)
+  # Rows past the end / short features are counted once per video, not once per modality.
+  fitted = writer.SkipCounter()
   for modality, source in video_sources.items():
     arr = common.checked_features(source, video_id, dims[modality], counter)
     if arr is None:
       return None
     feats[modality], stamps[modality] = common.fit_features(arr, duration, clip_seconds,
-                                                            expected, video_id, counter)
+                                                            expected, video_id, fitted)
+  for reason in fitted.summary()["repaired"]:
+    counter.repair(reason, video_id)
   if subtitle_source is not None:
     feats[SUBTITLE], stamps[SUBTITLE] = _subtitle(subtitle_source, video_id, duration,
                                                   clip_seconds, counter)
@@ -342,13 +353,17 @@ def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
                  ) -> dict[str, list[tuple]]:
   """Reads and cleans every query file.
 
+  Query problems are counted for the converted videos only (and, under `video_ids`, for the
+  requested videos none of whose queries survived).
+
   Returns:
     split -> [(split, video_id, duration, segments, sentences, desc_ids, types)].
 
   Raises:
-    ValueError: two files for one split, a video in two splits, an unreadable line.
+    ValueError: two files for one split, a video in two splits, an unreadable line,
+      `video_ids` of which none is in the files.
   """
-  allow = set(video_ids) if video_ids is not None else None
+  deferred = common.DeferredCounts()
   grouped: dict[str, tuple[str, dict[str, list[dict]]]] = {}
   seen: set[str] = set()
   for path in query_files:
@@ -356,13 +371,16 @@ def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
     if split in grouped:
       raise ValueError(f"two query files map to split {split!r}: {grouped[split][0]} and "
                        f"{path}")
-    grouped[split] = (path, group_queries(path, split, counter, seen))
+    grouped[split] = (path, group_queries(path, split, None, seen, deferred=deferred))
   common.check_disjoint({path: videos for path, videos in grouped.values()})
+  selected = common.select_videos({split: list(v) for split, (_, v) in grouped.items()},
+                                  counter, video_ids=video_ids, max_videos=max_videos,
+                                  where="query files")
+  deferred.flush_selected(counter, selected, video_ids, max_videos)
   cleaned: dict[str, list[tuple]] = {}
   for split, (_, videos) in grouped.items():
-    ids = [v for v in videos if allow is None or v in allow]
     cleaned[split] = []
-    for vid in ids[:max_videos] if max_videos is not None else ids:
+    for vid in selected[split]:
       result = clean_video(vid, videos[vid], counter)
       if result is not None:
         cleaned[split].append((split, vid, *result))

@@ -582,7 +582,17 @@ def _int64_feature(values: Iterable[int]) -> _Message:
   return feature
 
 
-def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes, dict]:
+def unknown_token_id(spec: DatasetSpec) -> int | None:
+  """The id of the tokenizer's unknown token ("<unk>" or WordPiece "[UNK]"), None if absent."""
+  token = "<unk>" if spec.tokenizer == "word" else "[UNK]"
+  try:
+    return spec.vocab.index(token)
+  except ValueError:
+    return None
+
+
+def serialize_record(record: dict, spec: DatasetSpec, split: str, *,
+                     unk_id: int | None = None) -> tuple[bytes, dict]:
   """Validates one record and serializes it as a `tf.train.Example` (no TensorFlow needed).
 
   The bytes equal `SerializeToString(deterministic=True)` of the example TFDS builds from
@@ -592,9 +602,13 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes
     record: canonical record.
     spec: the dataset spec.
     split: the split it is written to.
+    unk_id: the unknown token's id (`unknown_token_id`), counted in the info; None: not
+      counted.
 
   Returns:
-    (serialized example, {"video_id": str, "missing": [modalities with 0 rows]}).
+    (serialized example, {"video_id": str, "missing": [modalities with 0 rows]}, plus
+    "tokens" (token ids in the record) and "unknown" (how many are `unk_id`) when `unk_id` is
+    given).
 
   Raises:
     ValueError: the record does not match the spec (names the video and the field).
@@ -625,6 +639,9 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str) -> tuple[bytes
   example.field(b"\x0a", features_msg)  # Example.features
   info = {"video_id": rec["video_id"],
           "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
+  if unk_id is not None:
+    info["tokens"] = sum(len(ids) for ids in rec["tokens"])
+    info["unknown"] = sum(int(np.count_nonzero(ids == unk_id)) for ids in rec["tokens"])
   return b"".join(example.parts), info
 
 
@@ -633,21 +650,22 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(spec: DatasetSpec, fns: dict[str, Callable]) -> None:
-  _WORKER.update(spec=spec, fns=fns)
+  _WORKER.update(spec=spec, fns=fns, unk_id=unknown_token_id(spec))
 
 
-def _build(spec: DatasetSpec, fn: Callable, split: str, item: Any
+def _build(spec: DatasetSpec, fn: Callable, split: str, item: Any, unk_id: int | None = None
            ) -> tuple[bytes | None, dict | None, dict | None]:
   """Builds, validates and serializes one item's record; returns (bytes, info, counts)."""
   counter = SkipCounter()
   record = fn(item, counter)
-  data, info = (None, None) if record is None else serialize_record(record, spec, split)
+  data, info = ((None, None) if record is None
+                else serialize_record(record, spec, split, unk_id=unk_id))
   return data, info, counter.summary() if counter.total() else None
 
 
 def _build_in_worker(task: tuple[str, Any]) -> tuple[bytes | None, dict | None, dict | None]:
   split, item = task
-  return _build(_WORKER["spec"], _WORKER["fns"][split], split, item)
+  return _build(_WORKER["spec"], _WORKER["fns"][split], split, item, _WORKER["unk_id"])
 
 
 def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] | MappedRecords,
@@ -656,6 +674,7 @@ def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] |
   """Yields (input position, serialized example, info), merging worker skip counts."""
   import tqdm  # pylint: disable=g-import-not-at-top
 
+  unk_id = unknown_token_id(spec)
   if isinstance(records, MappedRecords):
     total = len(records.items)
     if pool.num_workers > 1:
@@ -664,10 +683,11 @@ def _serialized_records(spec: DatasetSpec, split: str, records: Iterable[dict] |
       results = pool.imap(_build_in_worker, ((split, item) for item in records.items),
                           chunksize=chunksize)
     else:
-      results = (_build(spec, records.fn, split, item) for item in records.items)
+      results = (_build(spec, records.fn, split, item, unk_id) for item in records.items)
   else:
     total = len(records) if hasattr(records, "__len__") else None
-    results = (serialize_record(record, spec, split) + (None,) for record in records)
+    results = (serialize_record(record, spec, split, unk_id=unk_id) + (None,)
+               for record in records)
   with tqdm.tqdm(results, desc=f"{spec.name}/{split}", total=total, unit="video",
                  mininterval=1.0, dynamic_ncols=True) as bar:
     for position, (data, info, counts) in enumerate(bar):
@@ -767,6 +787,39 @@ def _write_extra_files(directory: pathlib.Path,
       path.write_bytes(bytes(content))
 
 
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this id exists (on this machine)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Exists, owned by someone else.
+  return True
+
+
+def remove_stale_work_dirs(parent: pathlib.Path) -> list[str]:
+  """Deletes the `.tmp-*` / `.old-*` dirs that killed writes left in a dataset's dir.
+
+  Their names hold the writing process's id (`.tmp-<version>-<pid>-<random>`); only dirs
+  whose process is gone are removed, as another conversion may still be writing.
+
+  Args:
+    parent: `output_dir/<name>`.
+
+  Returns:
+    The removed paths.
+  """
+  removed = []
+  for path in sorted(parent.glob(".tmp-*")) + sorted(parent.glob(".old-*")):
+    parts = path.name.split("-")
+    pid = parts[2] if len(parts) >= 4 else ""
+    if path.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(os.fspath(path))
+  return removed
+
+
 def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRecords],
                   output_dir: str, *, counter: SkipCounter, num_shards: int | None = None,
                   num_workers: int = 1,
@@ -776,7 +829,10 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
 
   Atomic: writes into a hidden temp dir and renames it into place when complete, so an
   interrupted run never leaves a half-written dataset that loads; re-running into the same
-  output replaces it (idempotent: same records -> byte-identical files).
+  output replaces it (idempotent: same records -> byte-identical files). Temp dirs that killed
+  runs left behind (their process gone) are removed first (`remove_stale_work_dirs`).
+  metadata["unknown_tokens"] holds, per split, the token ids written, how many are the
+  vocabulary's unknown token ("<unk>" / "[UNK]") and their rate.
 
   Args:
     spec: the dataset spec (modalities and dims, tokenizer, vocab, extra metadata).
@@ -826,6 +882,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
 
   parent = pathlib.Path(output_dir) / spec.name
   parent.mkdir(parents=True, exist_ok=True)
+  remove_stale_work_dirs(parent)
   final = parent / VERSION
   tmp = parent / f".tmp-{VERSION}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
@@ -833,6 +890,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
   try:
     split_infos, counts, split_counts = [], {}, {}
     missing: dict[str, dict[str, int]] = {}
+    unknown: dict[str, dict[str, Any]] = {}
     with WorkerPool(num_workers if mapped else 1, initializer=_init_worker,
                     initargs=(spec, mapped), caller_helps=True) as pool:
       for split, records in splits.items():
@@ -841,6 +899,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         shards = _ShardWriter(tmp, spec.name, split, num_shards, num_items)
         seen: set[str] = set()
         missing[split] = {m: 0 for m in sorted(spec.modalities)}
+        num_tokens = num_unknown = 0
         before = counter.summary()
         for position, data, info in _serialized_records(spec, split, records, counter, pool):
           if info["video_id"] in seen:
@@ -849,7 +908,11 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
           seen.add(info["video_id"])
           for m in info["missing"]:
             missing[split][m] += 1
+          num_tokens += info.get("tokens", 0)
+          num_unknown += info.get("unknown", 0)
           shards.write(data, position)
+        unknown[split] = {"tokens": num_tokens, "unknown": num_unknown,
+                          "rate": num_unknown / num_tokens if num_tokens else 0.0}
         lengths, num_bytes = shards.close()
         split_counts[split] = _counts_delta(before, counter.summary())
         if not sum(lengths):
@@ -873,6 +936,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
         "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
         "splits": counts, "missing": missing, "counts": counter.summary(), "extra": extra,
+        "unknown_tokens": {"token": None if (i := unknown_token_id(spec)) is None
+                           else spec.vocab[i], "splits": unknown},
     }
     identity = dataset_info_lib.DatasetIdentity(
         name=spec.name, version=tfds.core.Version(VERSION), data_dir=os.fspath(tmp),

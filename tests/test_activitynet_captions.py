@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from data_prep import activitynet_captions as anc
+from data_prep import common
 from data_prep import features as features_lib
 from data_prep import text
 from data_prep import writer
@@ -360,9 +361,11 @@ def test_clean_annotation_hand_cases():
 
 
 def test_row_timestamps():
-  np.testing.assert_allclose(anc.row_timestamps(4, 10.0, None),
+  # The converter's row times (its unused `row_timestamps` wrapper was removed): uniform
+  # without a rate, r / R with one.
+  np.testing.assert_allclose(common.uniform_timestamps(4, 10.0),
                              [[0, 2.5], [2.5, 5], [5, 7.5], [7.5, 10]])
-  np.testing.assert_allclose(anc.row_timestamps(3, 10.0, 1.0), [[0, 1], [1, 2], [2, 3]])
+  np.testing.assert_allclose(common.rate_timestamps(3, 1.0), [[0, 1], [1, 2], [2, 3]])
 
 
 def test_train_val_overlap_and_duplicate_keys_are_errors(tmp_path):
@@ -449,3 +452,61 @@ def test_cli_unknown_dataset_lists_valid_names():
   with pytest.raises(SystemExit) as err:
     prepare.prepare(["nosuch", "--output", "x"])
   assert str(err.value) == f"hvt-prepare: unknown dataset 'nosuch'; valid: {valid}"
+
+
+def _small_ann_files(tmp_path):
+  ann = {"duration": 10.0, "timestamps": [[0, 1]], "sentences": ["a man walks"]}
+  train = data_fixtures.write_json(tmp_path / "train.json", {"v_a": ann, "v_b": ann})
+  val = data_fixtures.write_json(tmp_path / "val_1.json", {"v_c": ann})
+  return [train, val]
+
+
+def test_feature_rate_counts_too_few_rows(tmp_path):
+  feats = tmp_path / "feats"
+  feats.mkdir()
+  # Duration 10 s at 1 row/s implies 10 rows: 5 rows is < 90% (counted), 9 rows is not.
+  for vid, rows in (("v_a", 5), ("v_b", 9), ("v_c", 10)):
+    np.save(feats / f"{vid}.npy", np.ones((rows, 4), np.float32))
+  _, counter = anc.convert(_small_ann_files(tmp_path), str(feats), str(tmp_path / "out"),
+                           feature_rate=1.0, verbose=False)
+  summary = counter.summary()
+  assert summary["repaired"].get(common.FEATURES_SHORT) == 1
+  assert summary["examples"][common.FEATURES_SHORT] == ["v_a"]
+
+
+def test_video_ids_prefix_unmatched_and_none_found(tmp_path, capsys):
+  files = _small_ann_files(tmp_path)
+  counter = writer.SkipCounter()
+  # With or without the "v_" prefix; "zzz" is in no file (counted and reported).
+  cleaned = anc.load_annotations(files, counter, video_ids=["a", "v_c", "zzz"])
+  assert [v[0] for v in cleaned["train"]] == ["v_a"]
+  assert [v[0] for v in cleaned["val_1"]] == ["v_c"]
+  assert counter.summary()["skipped"] == {common.VIDEO_ID_NOT_FOUND: 1}
+  assert counter.summary()["examples"][common.VIDEO_ID_NOT_FOUND] == ["zzz"]
+  assert "--video-ids: 2 of 3 ids found" in capsys.readouterr().out
+  with pytest.raises(ValueError, match=r"none of the 2 --video-ids are in the annotation"):
+    anc.load_annotations(files, writer.SkipCounter(), video_ids=["x", "y"])
+  empty = tmp_path / "ids.txt"
+  empty.write_text("\n  \n")
+  with pytest.raises(ValueError, match=r"ids.txt: the --video-ids file lists no video id"):
+    common.read_id_list(str(empty))
+
+
+def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys):
+  files = _small_ann_files(tmp_path)
+  feats = tmp_path / "feats"
+  feats.mkdir()
+  for vid in ("v_a", "v_b", "v_c"):
+    np.save(feats / f"{vid}.npy", np.ones((3, 4), np.float32))
+  base = ["activitynet_captions", "--features", str(feats), "--output", str(tmp_path / "o")]
+  cases = [(["--annotations", files[1]], "a train.json annotation file is required"),
+           (["--annotations", *files, "--num-shards", "0"], "num_shards must be >= 1"),
+           (["--annotations", files[0], "--features", str(tmp_path / "nope.h5")],
+            "nope.h5")]
+  for extra, message in cases:
+    with pytest.raises(SystemExit) as e:
+      prepare.main(base + extra)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hvt-prepare: error: ") and message in err, err
+    assert "Traceback" not in err

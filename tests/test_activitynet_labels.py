@@ -254,3 +254,24 @@ def test_failed_and_killed_runs_leave_nothing(tmp_path, labels_file, real_ids):
                labels_file, str(out), feature_key="c3d_features", video_ids=ids,
                verbose=False)
   assert list(out.iterdir()) == []
+
+
+def test_multi_label_counted_only_for_converted_videos(tmp_path, labels_file, real_ids):
+  t = real_ids["train"]  # t[1] and t[2] carry several labels in the fixture.
+  multi: set[str] = set()
+  labels = al.label_map(labels_file, multi_labeled=multi)
+  assert multi == {t[1], t[2]}
+  # Converting only t[0] and t[1]: one multi-label video among them, not the database's two.
+  ids = [t[0], t[1]]
+  _write_features(tmp_path / "c3d.hdf5", ids)
+  annotations = [str(real_ids["root"] / "train.json")]
+  _, counter = al.convert(annotations, str(tmp_path / "c3d.hdf5"), labels_file,
+                          str(tmp_path / "out"), feature_key="c3d_features", video_ids=ids,
+                          verbose=False)
+  assert counter.summary()["repaired"][al.MULTI_LABEL] == 1
+  assert counter.summary()["examples"][al.MULTI_LABEL] == [t[1]]
+  # The hook counts a bare YouTube id too.
+  c = writer.SkipCounter()
+  rec = al.label_record({"video_id": t[2][2:]}, c, labels=labels,
+                        multi_labeled=frozenset(multi))
+  assert rec["label"] == labels[t[2]] and c.summary()["repaired"] == {al.MULTI_LABEL: 1}

@@ -430,3 +430,33 @@ def test_cli_registered(tmp_path):
   dataset_dir = prepare.prepare(["didemo", "--annotations", ann, "--features", str(feats),
                                  "--output", str(tmp_path / "out"), "--num-shards", "1"])
   assert writer.load_metadata(dataset_dir)["splits"] == {"train": 1}
+
+
+def test_counts_only_for_converted_videos(tmp_path):
+  train = [
+      _q("a", [[0, 0]], "a man jumps", 1),
+      _q("b", [[0, 0]], "a dog runs", 2),
+      _q("b", [[1, 1]], "duplicate", 2),  # Skip of video b, not converted below.
+      _q("c", [[0, 0]], "   ", 3),  # c: only an empty sentence -> skipped.
+  ]
+  path = data_fixtures.write_json(tmp_path / "train_data.json", train)
+  feats = tmp_path / "feats"
+  feats.mkdir()
+  for vid in ("a", "b"):
+    np.save(feats / f"{vid}.npy", _feature_rows(vid, 6))
+  durations = data_fixtures.write_json(tmp_path / "durations.json", {"b": 27.5})
+  # Only "a" and "c": b's duplicate query is not counted; c's missing duration is not a
+  # repair (c is skipped), a's is.
+  _, counter = didemo.convert([path], str(feats), str(tmp_path / "out"),
+                              durations_file=durations, video_ids=["a", "c"], verbose=False)
+  summary = counter.summary()
+  assert summary["skipped"] == {"sentence empty": 1, "video has no valid sentence": 1}
+  assert summary["repaired"] == {"duration not in --durations (5 * num_segments used)": 1}
+  assert summary["examples"]["duration not in --durations (5 * num_segments used)"] == ["a"]
+  # --max-videos 1: only "a" is converted; b's duplicate is not counted either.
+  _, counter = didemo.convert([path], str(feats), str(tmp_path / "out"), max_videos=1,
+                              verbose=False)
+  assert counter.summary()["skipped"] == {}
+  # Without a selection the duplicate is counted.
+  _, counter = didemo.convert([path], str(feats), str(tmp_path / "out"), verbose=False)
+  assert counter.summary()["skipped"]["duplicate annotation_id"] == 1

@@ -148,8 +148,10 @@ def test_missing_empty_nan_experts(tmp_path):
   c = writer.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode, c)
   np.testing.assert_array_equal(rec["features"]["face"], face[[0, 3]])
-  # Uniform times are computed over the kept rows (duration 5 s from s3d's starts + 1 s step).
-  np.testing.assert_allclose(rec["timestamps"]["face"], [[0, 2.5], [2.5, 5]])
+  # Uniform times are computed over all 4 stored rows (duration 5 s from s3d's starts + 1 s
+  # step), then rows 1 and 2 are dropped with their times: rows 0 and 3 keep [0, 1.25] and
+  # [3.75, 5] (this assertion used to expect the kept rows re-spread, the bug fixed here).
+  np.testing.assert_allclose(rec["timestamps"]["face"], [[0, 1.25], [3.75, 5]])
   for e in ("ocr", "scene", "rgb", "speech", "vggish"):
     assert rec["features"][e].shape == (0, DIMS[e])
   assert c.summary()["repaired"] == {mx.EXPERT_EMPTY: 2, mx.EXPERT_ALL_NONFINITE: 1,
@@ -204,7 +206,11 @@ def test_duration_sources(tmp_path):
   rgb = {"rgb": _rand(25, 2048)}
   assert duration(rgb, attrs={"duration": 7.5}, hint=3.0)[0] == 7.5
   assert duration(rgb, hint=3.0)[0] == 3.0
-  assert duration(dict(rgb, s3d=_rand(2, 1024)), {"s3d": [[0, 1], [1, 4.25]]})[0] == 4.25
+  assert duration(dict(rgb, s3d=_rand(2, 1024)), {"s3d": [[0, 1], [1, 5.25]]})[0] == 5.25
+  # The largest duration any expert implies wins: 25 rgb rows x 0.2 s = 5.0 s > s3d's 4.25 s
+  # (this assertion used to expect features_t to win over rows x seconds-per-row).
+  assert duration(dict(rgb, s3d=_rand(2, 1024)), {"s3d": [[0, 1], [1, 4.25]]})[0] == (
+      pytest.approx(5.0))
   assert duration(rgb)[0] == pytest.approx(5.0)  # 25 rows x 0.2 s.
   assert duration({"face": _rand(3, 512)}) == (None, {mx.VIDEO_NO_DURATION: 1})
 
@@ -356,3 +362,60 @@ def test_lsmdc_word_tokenizer_and_clip_durations(tmp_path):
   assert exs["test"][0]["duration"] == 2.0
   assert [t.tolist() for t in exs["test"][0]["tokens"]] == [[4, 5, 1, 2]]
   np.testing.assert_allclose(exs["train"][0]["timestamps/rgb"][:, 1], [0.625, 1.25, 1.875, 2.5])
+
+
+def test_nonfinite_rows_keep_their_own_times(tmp_path):
+  # The reviewer's repro: scene [18, 2208], row 3 inf, no features_t -> duration 18 rows x 1 s
+  # over all 18 rows; row r keeps [r, r + 1] (not the 17 kept rows re-spread over 17 s).
+  scene = _rand(18, 2208)
+  scene[3] = np.inf
+  _write_h5(tmp_path / "v.h5", {"scene": scene})
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"scene": 2208}, _Tiny.encode, c)
+  assert rec["duration"] == 18.0
+  rows = [r for r in range(18) if r != 3]
+  np.testing.assert_array_equal(rec["features"]["scene"], scene[rows])
+  np.testing.assert_array_equal(rec["timestamps"]["scene"], [[r, r + 1] for r in rows])
+  assert c.summary()["repaired"] == {mx.ROWS_NONFINITE: 1}
+
+
+def test_duration_is_largest_over_experts(tmp_path):
+  # s3d features_t ends at 20.0 s, 103 rgb rows x 0.2 s = 20.6 s -> 20.6 s, so neither
+  # expert's rows are squeezed.
+  _write_h5(tmp_path / "v.h5", {"s3d": _rand(20, 1024), "rgb": _rand(103, 2048)},
+            {"s3d": np.stack([np.arange(20.0), np.arange(20.0) + 1], 1)})
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode,
+                      writer.SkipCounter())
+  assert rec["duration"] == pytest.approx(20.6)
+  np.testing.assert_allclose(rec["timestamps"]["rgb"][-1], [20.4, 20.6], rtol=1e-6)
+
+
+def test_feature_rows_past_the_end_are_dropped(tmp_path):
+  s3d = _rand(4, 1024)
+  times = np.array([[0.0, 5.0], [5.0, 10.0], [10.0, 12.0], [11.0, 13.0]])
+  _write_h5(tmp_path / "v.h5", {"s3d": s3d}, {"s3d": times}, attrs={"duration": 10.0})
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024}, _Tiny.encode, c)
+  np.testing.assert_array_equal(rec["features"]["s3d"], s3d[:2])
+  np.testing.assert_array_equal(rec["timestamps"]["s3d"], [[0, 5], [5, 10]])
+  assert c.summary()["repaired"] == {mx.common.FEATURES_PAST_END: 1}
+
+
+def test_msrvtt_max_videos_and_video_ids(tmp_path, shared_data, capsys):
+  fx = _msrvtt_fixture(tmp_path, shared_data)
+  base = ["msrvtt", "--features", str(fx["feats_dir"]), "--split-lists",
+          str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
+          "--experts", "s3d", "--output", str(tmp_path / "out")]
+  meta = writer.load_metadata(prepare.prepare(base + ["--max-videos", "2"]))
+  assert meta["splits"] == {"train": 2, "val": 2}
+  ids = tmp_path / "ids.txt"
+  ids.write_text(f"{fx['real']['train'][1]}\n{fx['real']['val'][0]}\nvideo_unknown\n")
+  meta = writer.load_metadata(prepare.prepare(base + ["--video-ids", str(ids)]))
+  assert meta["splits"] == {"train": 1, "val": 1}
+  assert meta["counts"]["examples"][mx.common.VIDEO_ID_NOT_FOUND] == ["video_unknown"]
+  assert "--video-ids: 2 of 3 ids found in the split lists" in capsys.readouterr().out
+  ids.write_text("video_unknown\n")
+  with pytest.raises(SystemExit) as e:
+    prepare.main(base + ["--video-ids", str(ids)])
+  assert e.value.code == 2
+  assert "none of the 1 --video-ids are in the split lists" in capsys.readouterr().err

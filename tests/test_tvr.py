@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import common
 from data_prep import features as features_lib
 from data_prep import tvr
 from data_prep import wordpiece
@@ -324,3 +325,26 @@ def test_cli_registered(files):
        "--max-videos", "1"])
   assert writer.load_metadata(dataset_dir)["splits"] == {"train": 1, "val": 1,
                                                          "test_public": 1}
+
+
+def test_counts_only_for_converted_videos_and_once_per_video(files, tmp_path):
+  # A duplicate desc_id and an empty desc of V2, which is then left out by --video-ids.
+  queries = dict(files["raw"])
+  queries["train"] = queries["train"] + [_q(90202, "dup of V2", V2, 30.0, [1.0, 2.0]),
+                                         _q(90210, "   ", V2, 30.0, [1.0, 2.0])]
+  paths = [_jsonl(tmp_path / f"tvr_{s}_release.jsonl", q) for s, q in queries.items()]
+  _, counter = _convert(files, queries=paths, video_ids=[V1, V3, V4])
+  summary = counter.summary()
+  assert tvr.QUERY_DUPLICATE not in summary["skipped"]
+  assert "sentence empty" not in summary["skipped"]
+  _, counter = _convert(files, queries=paths)
+  assert counter.summary()["skipped"][tvr.QUERY_DUPLICATE] == 1
+  assert counter.summary()["skipped"]["sentence empty"] == 1
+  # Two video modalities both with rows past the end: counted once for the video.
+  long_rows = tmp_path / "long.h5"
+  with h5py.File(long_rows, "w") as f:
+    for vid, n in files["rows"].items():
+      f.create_dataset(vid, data=_rows(vid, n + 3, 1024))
+  _, counter = _convert(files, video=[f"a={long_rows}", f"b={long_rows}"],
+                        subtitle_features=None, out=str(tmp_path / "out2"))
+  assert counter.summary()["repaired"][common.FEATURES_PAST_END] == len(files["rows"])

@@ -6,11 +6,13 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
 import pytest
 
+from data_prep import common
 from data_prep import text
 from data_prep import writer
 
@@ -509,3 +511,46 @@ def test_build_word_vocab_and_encode():
   assert text.encode_words("A b zebra.", index) == [2, 3, 1, 1]
   with pytest.raises(ValueError):
     text.build_word_vocab(sentences, min_count=0)
+
+
+def test_stale_temp_dirs_of_dead_writers_are_removed(tmp_path):
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True)
+  dead_pid = int(dead.stdout)
+  parent = tmp_path / SPEC.name
+  parent.mkdir()
+  stale_tmp = parent / f".tmp-{writer.VERSION}-{dead_pid}-deadbeef"
+  stale_old = parent / f".old-{writer.VERSION}-{dead_pid}-cafef00d"
+  live = parent / f".tmp-{writer.VERSION}-{os.getpid()}-0badcafe"  # A run still writing.
+  for d in (stale_tmp, stale_old, live):
+    d.mkdir()
+    (d / "partial").write_bytes(b"x")
+  writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                       counter=writer.SkipCounter())
+  assert not stale_tmp.exists() and not stale_old.exists()
+  assert live.exists()
+
+
+def test_unknown_token_rate_in_metadata():
+  vocab = ["<pad>", "<unk>", "a", "b"]
+  spec = writer.DatasetSpec(name="unk", modalities={"c3d": 5}, tokenizer="word", vocab=vocab)
+  recs = {"train": records("train", 2), "val": records("val", 1)}
+  recs["train"][0]["tokens"] = [[2, 1, 3]] * len(recs["train"][0]["sentences"])
+  recs["train"][1]["tokens"] = [[2, 2]] * len(recs["train"][1]["sentences"])
+  recs["val"][0]["tokens"] = [[1, 1, 3, 2]] * len(recs["val"][0]["sentences"])
+  for split in recs:
+    for r in recs[split]:
+      r["features"].pop("rgb"), r["timestamps"].pop("rgb")
+  with tempfile.TemporaryDirectory() as out:
+    meta = writer.load_metadata(writer.write_dataset(spec, recs, out,
+                                                     counter=writer.SkipCounter()))
+  n0, n1 = len(recs["train"][0]["sentences"]), len(recs["train"][1]["sentences"])
+  nv = len(recs["val"][0]["sentences"])
+  assert meta["unknown_tokens"] == {
+      "token": "<unk>",
+      "splits": {"train": {"tokens": 3 * n0 + 2 * n1, "unknown": n0,
+                           "rate": n0 / (3 * n0 + 2 * n1)},
+                 "val": {"tokens": 4 * nv, "unknown": 2 * nv, "rate": 0.5}}}
+  assert common.format_unknown_tokens(meta) == (
+      f"unknown tokens (<unk>): train {n0 / (3 * n0 + 2 * n1):.2%} ({n0} of "
+      f"{3 * n0 + 2 * n1}), val 50.00% ({2 * nv} of {4 * nv})")

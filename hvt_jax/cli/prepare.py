@@ -71,9 +71,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   """Entry point of the `hvt-prepare` console script (returns None: exit status 0).
 
   A console-script wrapper calls `sys.exit(main())`, which would turn a returned path into
-  an error exit, so the dataset dir is printed by the converter instead.
+  an error exit, so the dataset dir is printed by the converter instead. A user error (bad
+  flag value, missing/corrupt annotation or feature file: ValueError or OSError, which
+  includes FeatureFileError) prints `hvt-prepare: error: <message>` to stderr and exits with
+  status 2, like argparse's own errors, instead of a traceback.
   """
-  prepare(argv)
+  try:
+    prepare(argv)
+  except (ValueError, OSError) as e:
+    print(f"hvt-prepare: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
