@@ -306,7 +306,7 @@ class WorkerPool:
 
     try:
       while in_flight < window and submit_next():
-        pass
+        continue  # submit_next() does the work; loop until the window is full
       while slots:
         head = slots[0]
         if (self._caller_helps and isinstance(head, futures.Future) and not head.done()
@@ -320,7 +320,7 @@ class WorkerPool:
           in_flight -= 1
         results = head.result()
         while in_flight < window and submit_next():  # Refill the processes' window.
-          pass
+          continue
         yield from results
     finally:
       for slot in slots:
