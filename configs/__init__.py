@@ -1,0 +1,1 @@
+"""Run configs: configs/<family>/<dataset>.py, each with get_config(arg)."""

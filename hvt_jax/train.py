@@ -9,9 +9,6 @@ writers (TensorBoard + logs); evaluators run in the loop and from ``hvt-eval``.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import math
 import os
 import signal
 import time

@@ -1,0 +1,1 @@
+"""FSE configs (flat sequence embedding baseline)."""

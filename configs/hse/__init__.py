@@ -1,0 +1,1 @@
+"""HSE configs (hierarchical sequence embedding)."""
