@@ -252,9 +252,8 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
   cleaned = load_annotations(annotation_files, counter, train_required=tokenizer == "word",
                              video_ids=video_ids, max_videos=max_videos)
   train = (s for v in cleaned.get("train", []) for s in v[3]) if tokenizer == "word" else None
-  vocab, encode, counts = common.make_encoder(tokenizer, train, min_count=min_count,
-                                              vocab_file=vocab_file)
-  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
+  vocab, encode, vectors = common.text_setup(tokenizer, train, min_count=min_count,
+                                             vocab_file=vocab_file, word_vectors=word_vectors)
   items = {}
   for split, videos in cleaned.items():
     items[split] = []

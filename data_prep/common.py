@@ -633,6 +633,19 @@ def keep_tokenized(video_id: str, sentences: Sequence[str], encode: Callable[[st
   return keep, tokens
 
 
+def text_setup(tokenizer: str, train_sentences: Iterable[str] | None, *, min_count: int = 1,
+               vocab_file: str | None = None, word_vectors: str | None = None
+               ) -> tuple[list[str], Encoder, "embeddings.WordVectors | None"]:
+  """`make_encoder` + `load_vectors`: what every converter needs before writing.
+
+  Returns:
+    (vocab id -> token, sentence encoder, word vectors for the vocab or None).
+  """
+  vocab, encode, counts = make_encoder(tokenizer, train_sentences, min_count=min_count,
+                                       vocab_file=vocab_file)
+  return vocab, encode, load_vectors(word_vectors, tokenizer, vocab, counts)
+
+
 def load_vectors(word_vectors: str | None, tokenizer: str, vocab: Sequence[str],
                  counts: Mapping[str, int]) -> embeddings.WordVectors | None:
   """Loads `--word-vectors` for the vocabulary before writing (a bad file fails early)."""

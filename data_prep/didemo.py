@@ -432,9 +432,8 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
     raise ValueError(f"--tokenizer word builds its vocabulary from a train annotation file; "
                      f"got splits {sorted(cleaned)}")
   train = (s for v in cleaned.get("train", []) for s in v[4]) if tokenizer == "word" else None
-  vocab, encode, counts = common.make_encoder(tokenizer, train, min_count=min_count,
-                                              vocab_file=vocab_file)
-  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
+  vocab, encode, vectors = common.text_setup(tokenizer, train, min_count=min_count,
+                                             vocab_file=vocab_file, word_vectors=word_vectors)
   items: dict[str, list[tuple]] = {}
   for split, videos in cleaned.items():
     items[split] = []

@@ -640,9 +640,8 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
     for _, video_id, path, _ in items["train"]:
       record = read_video(path, video_id, "train", expert_dims, None, scratch)
       captions.extend(record["sentences"] if record else [])
-  vocab, encode, counts = common.make_encoder(tokenizer, captions, min_count=min_count,
-                                              vocab_file=vocab_file)
-  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
+  vocab, encode, vectors = common.text_setup(tokenizer, captions, min_count=min_count,
+                                             vocab_file=vocab_file, word_vectors=word_vectors)
   fn = functools.partial(build_record, experts=expert_dims, encode=encode)
   spec = writer.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),

@@ -442,9 +442,8 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
     raise ValueError(f"--tokenizer word builds its vocabulary from a train query file; got "
                      f"splits {sorted(cleaned)}")
   train = (s for v in cleaned.get("train", []) for s in v[4]) if tokenizer == "word" else None
-  vocab, encode, counts = common.make_encoder(tokenizer, train, min_count=min_count,
-                                              vocab_file=vocab_file)
-  vectors = common.load_vectors(word_vectors, tokenizer, vocab, counts)
+  vocab, encode, vectors = common.text_setup(tokenizer, train, min_count=min_count,
+                                             vocab_file=vocab_file, word_vectors=word_vectors)
   items, desc_ids, types = {}, {}, {}
   for split, videos in cleaned.items():
     items[split], desc_ids[split], types[split] = _encode(videos, encode, counter)
