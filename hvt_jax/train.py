@@ -88,9 +88,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
                num_steps)
 
 
-def init_state(s: Setup) -> State:
-  """Random initialisation, placed directly with the target shardings."""
-
+def _init_fn(s: Setup) -> Callable[[], State]:
   def init():
     model = models.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed),
                                 data_dir=s.data_dir)
@@ -98,9 +96,20 @@ def init_state(s: Setup) -> State:
     return {"params": params, "opt_state": s.tx.init(params),
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.key(s.config.seed))}
+  return init
 
+
+def init_state(s: Setup) -> State:
+  """Random initialisation, placed directly with the target shardings."""
   with jax.set_mesh(s.mesh):
-    return jax.jit(init, out_shardings=s.state_shardings)()
+    return jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
+
+
+def abstract_state(s: Setup) -> State:
+  """Shapes, dtypes and shardings of the state, without materialising it (restore target)."""
+  shapes = jax.eval_shape(_init_fn(s))
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                      shapes, s.state_shardings)
 
 
 def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[State, Any]]:
@@ -144,14 +153,12 @@ def restore_or_init(s: Setup, mngr: ocp.CheckpointManager,
                     step: int | None = None) -> State:
   """Sources in order: ``step``/the workdir's latest checkpoint, then fresh init."""
   step = mngr.latest_step() if step is None else step
-  state = init_state(s)
   if step is None:
-    return state
+    return init_state(s)
   if step not in mngr.all_steps():
     raise FileNotFoundError(f"no checkpoint for step {step} in {mngr.directory} "
                             f"(available: {sorted(mngr.all_steps())})")
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)
+  target = abstract_state(s)
   logging.info("restoring step %d from %s", step, mngr.directory)
   return mngr.restore(step, args=ocp.args.StandardRestore(target))
 

@@ -74,7 +74,7 @@ class WordEmbedding(nnx.Module):
     elif tuple(init.shape) != (vocab_size, dim):
       raise ValueError(f"word vectors have shape {tuple(init.shape)}, "
                        f"expected [vocab_size={vocab_size}, word_dim={dim}]")
-    self.table = layers._param(jnp.asarray(init, jnp.float32), ("vocab", "embed"))
+    self.table = layers.param(jnp.asarray(init, jnp.float32), ("vocab", "embed"))
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.table[...], ids, axis=0)
@@ -113,17 +113,13 @@ def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
   return cls(cfg, rngs=rngs, word_vectors=vectors)
 
 
-def _dtype(name: str) -> jnp.dtype:
-  return jnp.dtype(name)
-
-
 class HSE(nnx.Module):
   """Hierarchical sequence embedding of videos and paragraphs."""
 
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
                word_vectors: jax.Array | None = None):
     self.cfg = cfg
-    h, kw = cfg.hidden, dict(rngs=rngs, dtype=_dtype(cfg.dtype))
+    h, kw = cfg.hidden, dict(rngs=rngs, dtype=jnp.dtype(cfg.dtype))
     self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
     self.video_low = layers.GRUEncoder(cfg.video_dim, h, **kw)
     self.video_high = layers.GRUEncoder(h, h, **kw)
@@ -137,6 +133,9 @@ class HSE(nnx.Module):
 
   create = classmethod(_create)
 
+  def _norm(self, x: jax.Array) -> jax.Array:
+    return _l2_normalize(x) if self.cfg.normalize_embeddings else x
+
   def embed(self, batch: Batch) -> dict[str, jax.Array]:
     """Encodes a batch (the HSE view of ``hvt_jax.input``).
 
@@ -145,7 +144,7 @@ class HSE(nnx.Module):
       context embeddings ``video_context``/``paragraph_context`` [B, H] (zeros when
       ``context_init`` is off), plus the word embeddings used as reconstruction targets.
     """
-    norm = _l2_normalize if self.cfg.normalize_embeddings else (lambda x: x)
+    norm = self._norm
     clips = norm(self.video_low.encode_nested(batch["clip_frames"],
                                               batch["clip_frame_mask"]))
     words = self.words(batch["sentence_tokens"])
@@ -171,7 +170,7 @@ class HSE(nnx.Module):
       _, s, l = batch["sentence_token_mask"].shape
       h = self.cfg.hidden
       # Eq. 8: high-level decoders; Eq. 9: low-level decoders on the *generated* vectors.
-      norm = _l2_normalize if self.cfg.normalize_embeddings else (lambda x: x)
+      norm = self._norm
       # Reconstructed clip/sentence vectors live where their (normalised) targets do.
       clips_hat = norm(self.clip_decoder.decode(out["video"], c))
       sents_hat = norm(self.sentence_decoder.decode(out["paragraph"], s))
@@ -234,7 +233,7 @@ class FSE(nnx.Module):
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
                word_vectors: jax.Array | None = None):
     self.cfg = cfg
-    kw = dict(rngs=rngs, dtype=_dtype(cfg.dtype))
+    kw = dict(rngs=rngs, dtype=jnp.dtype(cfg.dtype))
     self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
     self.video_encoder = layers.GRUEncoder(cfg.video_dim, cfg.hidden, **kw)
     self.text_encoder = layers.GRUEncoder(cfg.word_dim, cfg.hidden, **kw)

@@ -16,7 +16,8 @@ from flax import nnx
 from hvt_jax import losses
 
 
-def _param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
+def param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
+  """A parameter annotated with logical axis names (mapped by config.sharding_rules)."""
   # eager_sharding=False: models are built under jax.jit/eval_shape without a mesh context;
   # the trainer places parameters from their logical names.
   return nnx.Param(value, eager_sharding=False, sharding_names=names)
@@ -150,12 +151,12 @@ class GRU(nnx.Module):
   def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs,
                dtype: jnp.dtype = jnp.float32):
     self.in_dim, self.hidden, self.dtype = in_dim, hidden, dtype
-    self.w_i = _param(xavier_gate_blocks(rngs.params(), in_dim, hidden),
+    self.w_i = param(xavier_gate_blocks(rngs.params(), in_dim, hidden),
                       ("embed", None, "hidden"))
-    self.w_h = _param(xavier_gate_blocks(rngs.params(), hidden, hidden),
+    self.w_h = param(xavier_gate_blocks(rngs.params(), hidden, hidden),
                       ("hidden_in", None, "hidden"))
-    self.b_i = _param(jnp.zeros((3, hidden)), (None, "hidden"))
-    self.b_h = _param(jnp.zeros((3, hidden)), (None, "hidden"))
+    self.b_i = param(jnp.zeros((3, hidden)), (None, "hidden"))
+    self.b_h = param(jnp.zeros((3, hidden)), (None, "hidden"))
 
   def _scan(self, xp_tbgh: jax.Array, mask_bt: jax.Array | None,
             h0_bh: jax.Array) -> tuple[jax.Array, jax.Array]:
