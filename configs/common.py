@@ -39,7 +39,7 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = dict(name=model, hidden=1024, word_dim=300, context_init=(model == "hse"),
-                 reconstruction=(model == "hse"), normalize_embeddings=True,
+                 reconstruction=(model == "hse"), normalize_embeddings=False,
                  dtype="float32",                               # "bfloat16": 1.7x faster
                  word_vectors="auto")
   c.input = dict(
@@ -48,15 +48,19 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
       # 50/10,009 videos (>12 sentences), 76/37,421 sentences (>48 words), 1 paragraph.
       train_split="train", max_clips=12, max_frames_per_clip=80, max_video_frames=80,
       max_words=48, max_paragraph_words=384, clip_source="segments",
-      num_uniform_clips=4, clip_rule="authors", shuffle_buffer=1024)
+      num_uniform_clips=4, shuffle_buffer=1024,
+      # Seconds -> rows (hvt_jax/input/ops.py): "auto" = the dataset's stated rule (released
+      # code's floor/ceil "authors"; "center" on DiDeMo), or "authors"|"overlap"|"center".
+      clip_rule="auto", zero_length="keep",                    # "widen" | "skip"
+      frame_sampling="authors")                                # released float64 arange | "exact"
   c.loss = dict(
       margin=0.2, hardest_negative=False, normalize="pairs",   # authors: all negatives / N²
-      cluster=True, cluster_bidirectional=True,
+      cluster=True, cluster_bidirectional=False,         # code: (L(v,v)+L(p,p))/2
       low="strong" if model == "hse" else "none",              # "strong" | "weak" | "none"
       context_weight=1.0 if model == "hse" else 0.0,
       tau=5e-4 if model == "hse" else 0.0, tau_low=1e-4,
       recon_distance="l2",                                     # paper text: "squared_l2"
-      recon_reduce="sum",                                      # "mean" | "sequence_mean"
+      recon_reduce="mean",                     # code with --norm; "sum" | "sequence_mean"
       # Supp. Table 1 ablations: a 0 weight drops that term.
       weights=dict(match_high=1.0, cluster_high=1.0, match_low=1.0, cluster_low=1.0))
   c.optax = dict(learning_rate=1e-3, decay_factor=0.1, decay_epochs=10, b1=0.9, b2=0.999,
@@ -65,11 +69,10 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
   c.eval_batch_size = 64
   c.num_epochs = 15
   c.num_train_steps = 0            # 0: num_epochs × steps per epoch
-  c.mesh = [("data", -1), ("model", 1)]
+  c.mesh = (("data", -1), ("model", 1))
   c.mesh_devices = 0               # 0: all devices; k: the first k (debugging, tests)
   c.sharding_rules = FSDP_RULES if arg.get("fsdp") else DATA_PARALLEL_RULES
-  c.checkpoint = dict(every_steps=500, max_to_keep=3)
-  c.checkpoint["async"] = True
+  c.checkpoint = dict(every_steps=500, max_to_keep=3, asynchronous=True)
   c.log_every_steps = 50
   c.eval_every_steps = 0           # 0: evaluate at the end only
   c.max_steps_in_flight = 8

@@ -30,13 +30,18 @@ Decisions (each one is visible in the printed summary and the dataset metadata):
   (not two finite numbers) is skipped; start > end is swapped if both ends lie in
   [0, duration], else skipped; a segment with no overlap with [0, duration] is skipped; then
   the kept sentence counts repairs: whitespace normalised (leading/trailing/repeated spaces),
-  start > end swapped, start < 0 clipped, end > duration clipped. Repairs are counted per
-  sentence, for sentences kept at this annotation stage (a video may still be skipped later
-  for its features).
+  start > end swapped, start < 0 clipped, end > duration clipped; a zero-length segment
+  (start == end after these rules, e.g. [34.77, 34.77] of v_N7ppHQNikv8 in train.json) is
+  kept and counted (the input views decide whether it can be a localization target).
+  Repairs are counted per sentence, for sentences kept at this annotation stage (a video may
+  still be skipped later for its features).
 - Per video: invalid duration, timestamps/sentences length mismatch or no valid sentence ->
   skipped at the annotation stage; features missing, zero rows or NaN/Inf -> skipped when the
-  features are read. A feature file that cannot be read, or a video whose feature dim differs
-  from the first video's, is an error naming the file (a broken file, not a quirk).
+  features are read; feature rows that are entirely 0 (a zeroed block of a damaged file) are
+  kept and counted. A feature file that cannot be read, or a video whose feature dim differs
+  from that of most of the first videos (the odd video is named), is an error naming the
+  file (a broken file, not a quirk). A split left without records is not written (counted);
+  the other splits are.
 
 `convert` takes a record hook (`record_fn`, applied to every record where it is built) and the
 dataset name/description/extra metadata, so derived datasets (data_prep.activitynet_labels)

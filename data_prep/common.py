@@ -6,14 +6,17 @@ annotation layouts; everything else lives here once:
 - reading annotation files: UTF-8 with the line of a bad byte, json without duplicate keys,
   `--video-ids` lists, split names from file stems, train/test leak checks;
 - sentences and segments: whitespace normalisation, empty sentences, malformed/reversed/
-  outside segments and clipping, with the reason strings below (the keys of
-  metadata["counts"], identical across datasets so their summaries read the same);
-- features: lookup under candidate ids, the dim of the first video, per-video checks (missing,
-  zero rows, another dim, NaN/Inf) and the seconds each feature row covers;
+  outside segments and clipping, zero-length segments (kept and counted), with the reason
+  strings below (the keys of metadata["counts"], identical across datasets so their
+  summaries read the same);
+- features: lookup under candidate ids, the dim most of a sample of the first videos have
+  (the odd video is named), per-video checks (missing, zero rows, another dim, NaN/Inf,
+  rows that are entirely 0) and the seconds each feature row covers;
 - tokens: a word vocabulary from the train sentences or WordPiece, as a picklable `Encoder`;
   sentences without tokens are dropped; optional word vectors (`--word-vectors`);
 - writing: `map_records` splits through `writer.write_dataset`, with `word_vectors.npy` and its
-  report as extra files of the same atomic write, and the printed summary;
+  report as extra files of the same atomic write, and the printed summary; a split left
+  without records is left out and counted (`writer.SPLIT_EMPTY`), the others are written;
 - the command-line flag groups and their mapping to `convert` keyword arguments.
 
 Repairs are counted only for sentences that are kept: a sentence whose segment is skipped
@@ -50,6 +53,7 @@ SEGMENT_REVERSED_OUTSIDE = "segment start > end outside video"
 SEGMENT_OUTSIDE = "segment outside video"
 SEGMENT_CLIPPED_START = "segment start < 0 (clipped)"
 SEGMENT_CLIPPED_END = "segment end > duration (clipped)"
+SEGMENT_ZERO_LENGTH = "segment zero length, start == end (kept)"
 VIDEO_BAD_DURATION = "video duration invalid"
 VIDEO_MALFORMED = "video annotation malformed"
 VIDEO_NO_SENTENCES = "video has no valid sentence"
@@ -58,8 +62,11 @@ FEATURES_EMPTY = "features have zero rows"
 FEATURES_NONFINITE = "features contain NaN/Inf"
 FEATURES_PAST_END = "feature rows past the video end (dropped)"
 FEATURES_SHORT = "features cover < 90% of the video (kept)"
+FEATURES_ZERO_ROWS = "features have rows that are all 0 (kept)"
 VIDEO_ID_NOT_FOUND = "--video-ids entry not in the annotation files"
 SHORT_FEATURES_FRACTION = 0.9
+# Videos with features whose dims `infer_dim` compares (the first ones with features).
+DIM_SAMPLE = 9
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,7 +294,10 @@ def clean_segment(start: float, end: float, duration: float, video_id: str,
   Rules: non-finite -> skipped (malformed); start > end -> swapped when both ends lie in
   [0, duration], else skipped; no overlap with [0, duration] (or a real interval that
   clipping would shrink to a point) -> skipped; start < 0 / end > duration -> clipped. The
-  repairs are counted only when the segment is kept.
+  repairs are counted only when the segment is kept. A kept segment whose start equals its
+  end after these rules, e.g. ActivityNet's [34.77, 34.77], is kept and counted
+  (SEGMENT_ZERO_LENGTH): retrieval may use it; each input view decides whether it can be a
+  localization target.
 
   Args:
     start: start seconds.
@@ -318,6 +328,8 @@ def clean_segment(start: float, end: float, duration: float, video_id: str,
     repairs.append(SEGMENT_CLIPPED_START)
   if c_end != end:
     repairs.append(SEGMENT_CLIPPED_END)
+  if c_start == c_end:
+    repairs.append(SEGMENT_ZERO_LENGTH)
   for reason in repairs:
     counter.repair(reason, video_id)
   return [c_start, c_end]
@@ -435,32 +447,95 @@ def lookup_features(source: features_lib.FeatureSource, video_id: str,
 
 
 def infer_dim(source: features_lib.FeatureSource, video_ids: Sequence[str],
-              candidates: Callable[[str], list[str]] = same_id) -> int:
-  """Feature dim of the first listed video that has a non-empty array in the source.
+              candidates: Callable[[str], list[str]] = same_id, *,
+              sample: int = DIM_SAMPLE) -> int:
+  """The feature dim of the dataset: that of the first `sample` listed videos with features.
+
+  Several videos are compared so that an odd first video is named as the odd one (the first
+  video alone would make every later video look wrong).
+
+  Args:
+    source: the feature source.
+    video_ids: the videos to convert, in order.
+    candidates: keys to try for a video.
+    sample: how many videos with non-empty features to compare.
+
+  Returns:
+    The dim all sampled videos share.
 
   Raises:
     ValueError: no listed video has features (names the file, the key and ids tried).
+    FeatureFileError: the sampled videos disagree: names each odd video with its dim and the
+      dim most of them have; when no dim holds a majority, names every sampled video and its
+      dim.
   """
+  dims: dict[str, int] = {}
   for vid in video_ids:
     arr = lookup_features(source, vid, candidates)
     if arr is not None and arr.shape[0] > 0:
-      return int(arr.shape[1])
-  tried = candidates(video_ids[0]) if video_ids else []
-  raise ValueError(f"no annotated video has features in {source.path} (key {source.key!r}); "
-                   f"tried ids such as {tried}")
+      dims[vid] = int(arr.shape[1])
+      if len(dims) >= sample:
+        break
+  if not dims:
+    tried = candidates(video_ids[0]) if video_ids else []
+    raise ValueError(f"no annotated video has features in {source.path} (key "
+                     f"{source.key!r}); tried ids such as {tried}")
+  votes = collections.Counter(dims.values())
+  dim, n = votes.most_common(1)[0]
+  if len(votes) == 1:
+    return dim
+  if 2 * n > len(dims):
+    odd = [(v, d) for v, d in dims.items() if d != dim]
+    holder = next(v for v, d in dims.items() if d == dim)
+    more = f" (also {', '.join(f'{v!r}: {d}' for v, d in odd[1:])})" if len(odd) > 1 else ""
+    raise features_lib.FeatureFileError(
+        f"{source.path}: video {odd[0][0]!r} has feature dim {odd[0][1]}{more}, but {n} of "
+        f"the {len(dims)} first videos with features have dim {dim} (e.g. {holder!r}; key "
+        f"{source.key!r})")
+  listing = ", ".join(f"video {v!r} has feature dim {d}" for v, d in dims.items())
+  raise features_lib.FeatureFileError(
+      f"{source.path}: the first videos with features disagree on the feature dim and no dim "
+      f"holds a majority: {listing} (key {source.key!r})")
+
+
+def count_zero_rows(video_id: str, arrays: Iterable[np.ndarray],
+                    counter: writer.SkipCounter) -> bool:
+  """Counts FEATURES_ZERO_ROWS once when a row of any of `arrays` is entirely 0.
+
+  Real features are never exactly 0 across a whole row; such rows come from a zeroed block
+  of a damaged (e.g. uncompressed) HDF5 file or from padding. They are kept (a warning: the
+  summary names the videos).
+
+  Args:
+    video_id: id for the counter.
+    arrays: a video's [T, D] feature arrays (any modalities).
+    counter: receives the warning.
+
+  Returns:
+    Whether such a row was found.
+  """
+  found = any(len(a) and not np.all(np.any(a != 0, axis=1)) for a in arrays)
+  if found:
+    counter.repair(FEATURES_ZERO_ROWS, video_id)
+  return found
 
 
 def checked_features(source: features_lib.FeatureSource, video_id: str, dim: int,
                      counter: writer.SkipCounter,
-                     candidates: Callable[[str], list[str]] = same_id) -> np.ndarray | None:
+                     candidates: Callable[[str], list[str]] = same_id, *,
+                     warnings: writer.SkipCounter | None = None) -> np.ndarray | None:
   """A video's features, or None (counted skip) when missing, empty or not finite.
+
+  Rows that are entirely 0 are kept and counted (FEATURES_ZERO_ROWS, `count_zero_rows`).
 
   Args:
     source: the feature source.
     video_id: the video.
-    dim: the expected feature dim (the first video's).
+    dim: the expected feature dim (`infer_dim`).
     counter: receives FEATURES_MISSING / FEATURES_EMPTY / FEATURES_NONFINITE skips.
     candidates: keys to try for the video.
+    warnings: receives the FEATURES_ZERO_ROWS warning (default `counter`; a converter
+      reading several modalities passes a scratch counter to count it once per video).
 
   Returns:
     float32 [T, dim] with T > 0 and finite values, or None.
@@ -477,11 +552,13 @@ def checked_features(source: features_lib.FeatureSource, video_id: str, dim: int
     return None
   if feats.shape[1] != dim:
     raise features_lib.FeatureFileError(
-        f"{source.path}: video {video_id!r} has feature dim {feats.shape[1]}, but the first "
-        f"video with features has {dim} (key {source.key!r})")
+        f"{source.path}: video {video_id!r} has feature dim {feats.shape[1]}, but the other "
+        f"videos have dim {dim} (that of the first videos with features; key "
+        f"{source.key!r})")
   if not np.isfinite(feats).all():
     counter.skip(FEATURES_NONFINITE, video_id)
     return None
+  count_zero_rows(video_id, [feats], counter if warnings is None else warnings)
   return feats
 
 
@@ -536,11 +613,11 @@ def fit_features(feats: np.ndarray, duration: float, row_seconds: float | None,
 def make_record(split: str, video_id: str, duration: float, features: dict[str, np.ndarray],
                 timestamps: dict[str, np.ndarray], segments: Sequence[Sequence[float]],
                 sentences: list[str], tokens: list[list[int]], label: str = "") -> dict:
-  """A canonical record (DATA_API.md); segments become float32 [S, 2]."""
+  """A canonical record (DATA_API.md); segments become float64 [S, 2] seconds."""
   return {
       "video_id": video_id, "duration": float(duration), "split": split, "label": label,
       "features": features, "timestamps": timestamps,
-      "segments": np.asarray(segments, np.float32).reshape(-1, 2),
+      "segments": np.asarray(segments, np.float64).reshape(-1, 2),
       "sentences": sentences, "tokens": tokens,
   }
 
@@ -682,11 +759,13 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
                   counter: writer.SkipCounter, num_shards: int | None = None,
                   num_workers: int = 1, vectors: embeddings.WordVectors | None = None,
                   extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
-                  summary: Summary | None = None) -> str:
+                  summary: Summary | None = None, empty_splits: str = "drop") -> str:
   """Writes split -> work items through `build` (in `num_workers` processes) atomically.
 
   Word vectors, when given, are written into the same atomic dataset write
   (`word_vectors.npy` + report) and their report goes to metadata["extra"]["word_vectors"].
+  A split left without records (every video skipped, or no items) is left out and counted
+  (`writer.SPLIT_EMPTY`, listed in metadata["empty_splits"]); the other splits are written.
 
   Args:
     spec: the dataset spec.
@@ -699,9 +778,13 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
     vectors: word vectors to store with the dataset, or None.
     extra_fn: see `writer.write_dataset`.
     summary: printed after writing (`print_summary`), or None for a quiet conversion.
+    empty_splits: "drop" (above) or "error" (see `writer.write_dataset`).
 
   Returns:
     The dataset dir.
+
+  Raises:
+    ValueError: every split is left without records (with the repair/skip table).
   """
   extra_files = None
   if vectors is not None:
@@ -710,7 +793,7 @@ def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
   dataset_dir = writer.write_dataset(
       spec, {split: writer.map_records(build, its) for split, its in items.items()},
       output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
-      extra_files=extra_files, extra_fn=extra_fn)
+      extra_files=extra_files, extra_fn=extra_fn, empty_splits=empty_splits)
   if summary is not None:
     print_summary(dataset_dir, counter, summary, vectors=vectors)
   return dataset_dir
@@ -736,6 +819,8 @@ def print_summary(dataset_dir: str, counter: writer.SkipCounter, summary: Summar
       missing = {m: c for m, c in meta["missing"][split].items() if c}
       line += f"; missing experts {missing or 'none'}"
     print(line)
+  for split in meta.get("empty_splits", ()):
+    print(f"{split}: NOT WRITTEN, no record left (see the repairs and skips above)")
   if unknown := format_unknown_tokens(meta):
     print(unknown)
   if vectors is not None:

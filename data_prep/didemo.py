@@ -35,17 +35,21 @@ with example ids; errors name the file and the key):
 - Per sentence, in order: empty/whitespace sentence -> skipped; malformed times -> skipped;
   start > end -> swapped when both ends lie inside the video, else skipped; no overlap with
   [0, duration] -> skipped; end past the duration (the bwzhang files often give e =
-  feature_leng) or start < 0 -> clipped (repair); whitespace normalised (repair); a sentence
-  with no token ids -> skipped. A video left without sentences is skipped.
+  feature_leng) or start < 0 -> clipped (repair); a zero-length moment is kept and counted
+  (the shared rule; index spans always last at least one row, so it does not occur in the
+  released files); whitespace normalised (repair); a sentence with no token ids -> skipped.
+  A video left without sentences is skipped.
 - Per-query layout: an annotator span that is not two integers is ignored (repair); a query
   with none left is skipped; num_segments differing between a video's queries -> the largest
   is used (repair); a video missing from `--durations` falls back to 5 * num_segments (repair).
 - Features: missing video -> skipped; zero rows -> skipped; NaN/Inf anywhere -> skipped (never
-  silently zeroed). With a known row rate, rows starting at or after the duration are dropped
-  (repair) and features covering less than 90% of the expected rows are kept and counted (a
-  short tail of missing rows is normal for frame-level extractors; more is worth seeing). A
-  feature file that cannot be read (truncated/corrupt HDF5 or npz) or a feature dim different
-  from the first video's is an error naming the file and key.
+  silently zeroed); rows that are entirely 0 -> kept and counted. With a known row rate,
+  rows starting at or after the duration are dropped (repair) and features covering less
+  than 90% of the expected rows are kept and counted (a short tail of missing rows is normal
+  for frame-level extractors; more is worth seeing). A feature file that cannot be read
+  (truncated/corrupt HDF5 or npz) or a feature dim different from that of most of the first
+  videos is an error naming the file, the odd video and key.
+  A split left without records is not written (counted); the other splits are.
 - Tokens: `--tokenizer word` (default, HSE): vocabulary from the kept train sentences with
   `--min-count`, optional `--word-vectors` (GloVe/word2vec text; saved as
   `<dataset_dir>/word_vectors.npy`, OOV report in metadata["extra"]["word_vectors"]).

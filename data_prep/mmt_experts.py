@@ -47,6 +47,9 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   rows starting at or after the duration are dropped ("feature rows past the video end",
   as in the other converters) and times outside [0, duration] are clipped; each is counted
   once per expert and video.
+- Stored rows that are entirely 0 (a zeroed block of a damaged file) are kept and counted
+  once per video, whichever experts they are in (data_prep.common.FEATURES_ZERO_ROWS, as in
+  the other converters).
 - Duration (the HDF5 files store none), first available of: a `duration` attribute or scalar
   dataset in the file; for LSMDC, the time range in the clip name
   (`..._HH.MM.SS.mmm-HH.MM.SS.mmm`); else the largest duration any expert implies: its
@@ -525,6 +528,7 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
   if all(len(f) == 0 for f in features.values()):
     counter.skip(VIDEO_NO_EXPERT, video_id)
     return None
+  common.count_zero_rows(video_id, features.values(), counter)  # Once per video.
   return common.make_record(split, video_id, duration, features, timestamps,
                             np.full((len(sentences), 2), -1.0, np.float32), sentences, tokens)
 

@@ -9,12 +9,22 @@ DESIGN.md "Canonical example schema") and hands them to `write_dataset`, which
 - serializes it as a `tf.train.Example` (optionally in worker processes) and writes TFRecord
   shards named `<name>-<split>.tfrecord-<index>-of-<count>`;
 - writes `dataset_info.json` + `features.json` (loadable by `tfds.builder_from_directory` in a
-  fresh process), `metadata.json` (spec, per-split counts, skip/repair summary),
+  fresh process), `metadata.json` (spec, per-split counts, skip/repair summary, the splits
+  left without records),
   `vocab.txt` (one token per line, line number = id) and any extra files the converter
   passes (e.g. `word_vectors.npy`);
 - does all of that in a hidden temporary directory that is renamed into place only when
   complete, so an interrupted run never leaves a dataset that loads (or one that loads
   without its extra files), and re-running replaces the previous output.
+
+A split that ends up without records cannot be stored (TFDS cannot read an empty split): by
+default that is an error; with `empty_splits="drop"` the split is left out, counted
+(`SPLIT_EMPTY`, example id = the split name) and listed in metadata["empty_splits"], and the
+other splits are written (one split's problem never loses the others).
+
+Corpus splits (`DatasetSpec.corpus_splits`): records of these splits may have no sentences
+(S = 0) and no label. They hold the videos of a retrieval corpus whose queries name no video
+(TVR test_public); the converter stores those queries in the metadata.
 
 Layout: `write_dataset(spec, ..., output_dir)` writes `output_dir/<name>/<version>/`, the
 standard TFDS layout, so `tfds.load(name, data_dir=output_dir)` works as well as `load_split`.
@@ -62,6 +72,8 @@ VOCAB_FILE = "vocab.txt"
 _RESERVED_FILES = ("dataset_info.json", "features.json", METADATA_FILE, VOCAB_FILE)
 _MAX_EXAMPLES = 20
 _SCALAR_TEXT_FIELDS = ("video_id", "split", "label")
+# Reason of a split left out by `write_dataset(..., empty_splits="drop")` (metadata["counts"]).
+SPLIT_EMPTY = "split has no records (not written)"
 
 
 @dataclasses.dataclass
@@ -76,6 +88,9 @@ class DatasetSpec:
     vocab: id -> token. For the word tokenizer id 0 is "<pad>" and id 1 is "<unk>".
     description: free text stored in the TFDS DatasetInfo.
     extra: JSON-serialisable extra metadata (class names, generator parameters, ...).
+    corpus_splits: splits whose records may have no sentences and no label: the videos of a
+      corpus whose queries are stored elsewhere (metadata), e.g. TVR test_public. Stored as
+      metadata["corpus_splits"].
   """
   name: str
   modalities: dict[str, int]
@@ -83,6 +98,7 @@ class DatasetSpec:
   vocab: list[str]
   description: str = ""
   extra: dict = dataclasses.field(default_factory=dict)
+  corpus_splits: tuple[str, ...] = ()
 
   def validate(self) -> None:
     """Raises ValueError when the spec itself is unusable."""
@@ -106,6 +122,10 @@ class DatasetSpec:
     if any("\n" in t or "\r" in t for t in self.vocab):
       raise ValueError("DatasetSpec.vocab tokens must not contain newlines (vocab.txt is "
                        "one token per line)")
+    if isinstance(self.corpus_splits, str) or not all(
+        isinstance(s, str) and s for s in self.corpus_splits):
+      raise ValueError(f"DatasetSpec.corpus_splits must be a sequence of split names, got "
+                       f"{self.corpus_splits!r}")
     json.dumps(self.extra)  # Fails early (TypeError) on non-serialisable extra metadata.
 
 
@@ -366,24 +386,28 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
 def make_features(spec: DatasetSpec):
   """The TFDS `FeaturesDict` of the canonical schema for `spec`.
 
-  Arrays use `Encoding.BYTES` (raw float32 bytes): the default per-value proto encoding is
-  ~200x slower to write for [T, 500] features and stores exactly the same values.
+  Arrays use `Encoding.BYTES` (raw little-endian bytes): the default per-value proto
+  encoding is ~200x slower to write for [T, 500] features and stores exactly the same values.
+  Features and timestamps are float32; `duration` and `segments` are float64, the precision
+  the annotation files are parsed in, so a view can reproduce the released code's
+  arithmetic on them bit for bit (``hvt_jax.input.ops.time_to_rows``). Datasets written
+  before (float32 times) still load: the views cast times to float64.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  def array(d: int):
-    return tfds.features.Tensor(shape=(None, d), dtype=np.float32, encoding="bytes")
+  def array(d: int, dtype=np.float32):
+    return tfds.features.Tensor(shape=(None, d), dtype=dtype, encoding="bytes")
 
   return tfds.features.FeaturesDict({
       "video_id": tfds.features.Text(),
-      "duration": tfds.features.Scalar(dtype=np.float32),
+      "duration": tfds.features.Tensor(shape=(), dtype=np.float64, encoding="bytes"),
       "split": tfds.features.Text(),
       "label": tfds.features.Text(),
       "features": tfds.features.FeaturesDict(
           {m: array(d) for m, d in sorted(spec.modalities.items())}),
       "timestamps": tfds.features.FeaturesDict(
           {m: array(2) for m in sorted(spec.modalities)}),
-      "segments": array(2),
+      "segments": array(2, np.float64),
       "sentences": tfds.features.Sequence(tfds.features.Text()),
       "tokens": tfds.features.Sequence(tfds.features.Sequence(np.int32)),
   })
@@ -394,8 +418,9 @@ def _bad(record: dict, field: str, msg: str) -> ValueError:
   return ValueError(f"invalid record for video {vid!r}, field {field!r}: {msg}")
 
 
-def _float_array(record: dict, field: str, value: Any, cols: int) -> np.ndarray:
-  """`value` as a finite float32 [N, cols] array, or a ValueError naming the field."""
+def _float_array(record: dict, field: str, value: Any, cols: int,
+                 dtype: Any = np.float32) -> np.ndarray:
+  """`value` as a finite [N, cols] array of `dtype`, or a ValueError naming the field."""
   try:
     arr = np.asarray(value)
   except Exception as e:  # pylint: disable=broad-except
@@ -406,7 +431,7 @@ def _float_array(record: dict, field: str, value: Any, cols: int) -> np.ndarray:
     raise _bad(record, field, f"expected a float array, got dtype {arr.dtype}")
   if arr.ndim != 2 or arr.shape[1] != cols:
     raise _bad(record, field, f"expected shape [N, {cols}], got {list(arr.shape)}")
-  arr = arr.astype(np.float32, copy=False)
+  arr = arr.astype(dtype, copy=False)
   if not np.isfinite(arr).all():
     bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
     raise _bad(record, field, f"non-finite values (NaN/Inf) in rows {bad_rows[:5].tolist()}")
@@ -467,7 +492,7 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   if all(len(f) == 0 for f in out["features"].values()):
     raise _bad(record, "features", "every modality is missing (0 rows)")
 
-  segments = _float_array(record, "segments", record["segments"], 2)
+  segments = _float_array(record, "segments", record["segments"], 2, np.float64)
   if (segments[:, 0] > segments[:, 1]).any():
     raise _bad(record, "segments", f"a segment has start > end: "
                f"{segments[segments[:, 0] > segments[:, 1]][:3].tolist()}")
@@ -481,8 +506,9 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   if not len(sentences) == len(tokens) == len(segments):
     raise _bad(record, "sentences", f"len(sentences)={len(sentences)}, len(tokens)="
                f"{len(tokens)} and len(segments)={len(segments)} must be equal")
-  if not sentences and not record["label"]:
-    raise _bad(record, "sentences", "no sentences and no label: nothing to train on")
+  if not sentences and not record["label"] and split not in spec.corpus_splits:
+    raise _bad(record, "sentences", "no sentences and no label: nothing to train on (only "
+               "the videos of a corpus split, DatasetSpec.corpus_splits, may have none)")
   vocab_size = len(spec.vocab)
   clean_tokens = []
   for i, ids in enumerate(tokens):
@@ -504,8 +530,8 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
 #                     Int64List int64_list = 3; } }
 # *List     { repeated ... value = 1; }             (float/int64 packed)
 # A length-delimited field is its tag byte ((number << 3) | 2), a varint length, the payload.
-# TFDS stores a Text as one UTF-8 bytes value, a Scalar float32 as a FloatList of one, a
-# bytes-encoded Tensor as its raw float32 bytes, a Sequence(Text) as a BytesList and a
+# TFDS stores a Text as one UTF-8 bytes value, a bytes-encoded Tensor (scalar or array) as
+# its raw little-endian bytes, a Sequence(Text) as a BytesList and a
 # Sequence(Sequence(int32)) as two Int64Lists "<key>/ragged_flat_values" and
 # "<key>/ragged_row_lengths_0".
 
@@ -549,9 +575,10 @@ class _Message:
       self.add(payload)
 
 
-def _raw(array: np.ndarray) -> memoryview:
-  """The float32 little-endian bytes of an array, without copying a contiguous one."""
-  return memoryview(np.ascontiguousarray(array, dtype="<f4").reshape(-1).view(np.uint8))
+def _raw(array: np.ndarray, dtype: str = "<f4") -> memoryview:
+  """The little-endian bytes of an array (float32 by default), without copying a contiguous
+  one of that dtype."""
+  return memoryview(np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8))
 
 
 def _bytes_feature(values: Iterable[bytes | memoryview]) -> _Message:
@@ -560,15 +587,6 @@ def _bytes_feature(values: Iterable[bytes | memoryview]) -> _Message:
     values_msg.field(b"\x0a", value)  # BytesList.value
   feature = _Message()
   feature.field(b"\x0a", values_msg)  # Feature.bytes_list
-  return feature
-
-
-def _float_feature(values: np.ndarray) -> _Message:
-  float_list = _Message()
-  if values.size:
-    float_list.field(b"\x0a", _raw(values))  # FloatList.value, packed
-  feature = _Message()
-  feature.field(b"\x12", float_list)  # Feature.float_list
   return feature
 
 
@@ -616,10 +634,10 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str, *,
   rec = validate_record(record, spec, split)
   feature = {
       "video_id": _bytes_feature([rec["video_id"].encode("utf-8")]),
-      "duration": _float_feature(np.float32([rec["duration"]])),
+      "duration": _bytes_feature([_raw(np.float64(rec["duration"]), "<f8")]),
       "split": _bytes_feature([rec["split"].encode("utf-8")]),
       "label": _bytes_feature([rec["label"].encode("utf-8")]),
-      "segments": _bytes_feature([_raw(rec["segments"])]),
+      "segments": _bytes_feature([_raw(rec["segments"], "<f8")]),
       "sentences": _bytes_feature(s.encode("utf-8") for s in rec["sentences"]),
       "tokens/ragged_flat_values": _int64_feature(
           i for ids in rec["tokens"] for i in ids.tolist()),
@@ -743,6 +761,13 @@ class _ShardWriter:
     self.lengths[idx] += 1
     self.sizes[idx] += len(data)
 
+  def discard(self) -> None:
+    """Closes and deletes every shard of the split (a split left without records)."""
+    for w in self._writers:
+      w.close()
+    for i in range(len(self._writers)):
+      (self._dir / f"{self._prefix}-tmp{i:05d}").unlink(missing_ok=True)
+
   def close(self) -> tuple[list[int], int]:
     """Closes all shards, renames them to the TFDS template; returns (lengths, bytes)."""
     for w in self._writers:
@@ -824,7 +849,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
                   output_dir: str, *, counter: SkipCounter, num_shards: int | None = None,
                   num_workers: int = 1,
                   extra_files: Mapping[str, bytes | Callable[[str], None]] | None = None,
-                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None) -> str:
+                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
+                  empty_splits: str = "error") -> str:
   """Writes TFRecord shards (a TFDS-loadable dataset) for each split.
 
   Atomic: writes into a hidden temp dir and renames it into place when complete, so an
@@ -855,7 +881,12 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
       "split_counts": {split: {"repaired": {reason: n}, "skipped": {reason: n}}}} (the
       repairs/skips counted while that split's records were built here: by the
       `map_records` function or while iterating the split); the mapping it returns is merged
-      into the metadata's `extra` (e.g. per-split statistics of a record hook).
+      into the metadata's `extra` (e.g. per-split statistics of a record hook). Splits left
+      out under `empty_splits="drop"` are in none of these.
+    empty_splits: what a split left without records does: "error" (ValueError with the
+      repairs and skips so far) or "drop" (left out of the dataset, counted as `SPLIT_EMPTY`
+      with the split name as example id, listed in metadata["empty_splits"]; the other
+      splits are written). When every split is empty it is an error either way.
 
   Returns:
     The dataset directory (contains dataset_info.json, features.json, metadata.json,
@@ -863,8 +894,9 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
 
   Raises:
     ValueError: on an invalid spec, a record that does not match it (names the video and the
-      field), a split left without records (TFDS cannot read empty splits) or a bad extra
-      file name; nothing is written to `output_dir/<name>/<VERSION>` in that case.
+      field), a split left without records (TFDS cannot read empty splits; under
+      `empty_splits="drop"` only when every split is empty) or a bad extra file name;
+      nothing is written to `output_dir/<name>/<VERSION>` in that case.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core import dataset_info as dataset_info_lib  # pylint: disable=g-import-not-at-top
@@ -878,6 +910,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
       raise ValueError(f"split name must be alphanumeric/underscore, got {split!r}")
   if num_shards is not None and num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  if empty_splits not in ("error", "drop"):
+    raise ValueError(f"empty_splits must be 'error' or 'drop', got {empty_splits!r}")
   _check_extra_file_names(extra_files or {})
 
   parent = pathlib.Path(output_dir) / spec.name
@@ -888,7 +922,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
   tmp.mkdir()
   mapped = {split: r.fn for split, r in splits.items() if isinstance(r, MappedRecords)}
   try:
-    split_infos, counts, split_counts = [], {}, {}
+    split_infos, counts, split_counts, dropped = [], {}, {}, []
     missing: dict[str, dict[str, int]] = {}
     unknown: dict[str, dict[str, Any]] = {}
     with WorkerPool(num_workers if mapped else 1, initializer=_init_worker,
@@ -911,14 +945,20 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
           num_tokens += info.get("tokens", 0)
           num_unknown += info.get("unknown", 0)
           shards.write(data, position)
+        if not any(shards.lengths):
+          # TFDS cannot read a split without examples: leave it out, or fail with the reasons.
+          shards.discard()
+          del missing[split]
+          if empty_splits == "error":
+            raise ValueError(f"split {split!r} of {spec.name!r} has no records to write; "
+                             f"repairs and skips so far:\n{counter.format_table()}")
+          counter.skip(SPLIT_EMPTY, split)
+          dropped.append(split)
+          continue
         unknown[split] = {"tokens": num_tokens, "unknown": num_unknown,
                           "rate": num_unknown / num_tokens if num_tokens else 0.0}
         lengths, num_bytes = shards.close()
         split_counts[split] = _counts_delta(before, counter.summary())
-        if not sum(lengths):
-          # TFDS cannot read a split without examples, so fail here with the reasons.
-          raise ValueError(f"split {split!r} of {spec.name!r} has no records to write; "
-                           f"repairs and skips so far:\n{counter.format_table()}")
         counts[split] = sum(lengths)
         template = naming.ShardedFileTemplate(
             data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,
@@ -926,6 +966,9 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths,
                                                num_bytes=num_bytes, filename_template=template))
 
+    if not counts:
+      raise ValueError(f"no split of {spec.name!r} has records to write (splits "
+                       f"{sorted(splits)}); repairs and skips:\n{counter.format_table()}")
     extra = dict(spec.extra)
     if extra_fn is not None:
       extra.update(extra_fn({"splits": dict(counts), "missing": missing,
@@ -936,6 +979,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
         "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
         "splits": counts, "missing": missing, "counts": counter.summary(), "extra": extra,
+        "empty_splits": dropped, "corpus_splits": sorted(set(spec.corpus_splits) & set(counts)),
         "unknown_tokens": {"token": None if (i := unknown_token_id(spec)) is None
                            else spec.vocab[i], "splits": unknown},
     }
@@ -978,7 +1022,10 @@ def load_metadata(dataset_dir: str) -> dict:
   Returns:
     {"name", "version", "description", "modalities": {m: D}, "tokenizer", "vocab_size",
      "vocab_file" (absolute path of vocab.txt), "splits": {split: n}, "missing":
-     {split: {m: n videos with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...}}.
+     {split: {m: n videos with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...},
+     "empty_splits": [splits left out for having no records], "corpus_splits": [written
+     splits whose records may have no sentences]} (datasets written before the last two
+     keys existed lack them).
   """
   path = pathlib.Path(dataset_dir) / METADATA_FILE
   if not path.exists():
@@ -1018,9 +1065,9 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
     read_config: optional `tfds.ReadConfig` (seeds, interleave, ...).
 
   Returns:
-    A `tf.data.Dataset` of {"video_id": tf.string, "duration": tf.float32, "split": tf.string,
+    A `tf.data.Dataset` of {"video_id": tf.string, "duration": tf.float64, "split": tf.string,
     "label": tf.string, "features/<m>": float32 [T, D], "timestamps/<m>": float32 [T, 2],
-    "segments": float32 [S, 2], "sentences": tf.string [S],
+    "segments": float64 [S, 2], "sentences": tf.string [S],
     "tokens": int32 tf.RaggedTensor [S, None]}.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

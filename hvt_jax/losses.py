@@ -25,11 +25,15 @@ Options versus the paper text and the authors' code (defaults follow the code):
 
   normalize:             "pairs" = sum / N_valid**2 (code)     | "none" = plain sum (text)
     (The supplementary says "each loss is normalized by its batch size"; "pairs" divides by
-    the number of cells of the N x N similarity matrix, as the authors' training code does.
-    The early `loss.py` in their public CMHSE repository still returns the plain sum.)
+    the number of cells of the N x N similarity matrix, as the released `ContrastiveLoss`
+    does with `norm=True`, which every training command in its README selects with `--norm`;
+    `norm=False` returns the plain sum.)
   hardest_negative:      False = sum over negatives (code, text) | True = VSE++ hardest only
-  cluster bidirectional: True = each pair counted twice (code) | False = once (text)
+  cluster bidirectional: False = each ordered pair once (code: the mean of its two
+                         bidirectional (x, x) terms; text) | True = twice
   distance:              "l2" = Euclidean norm (code)          | "squared_l2" (text, Eq. 10)
+  reconstruction reduce: "mean" over valid rows (code's `EuclideanLoss(norm=True)`, i.e.
+                         `--norm`) | "sum" (its `norm=False`) | "sequence_mean" (Eq. 10)
 """
 
 from __future__ import annotations
@@ -208,9 +212,10 @@ def cluster_loss(x: jax.Array,
     margin: gamma (Eq. 6) or eta (Eq. 7); 0.2 in the paper.
     hardest_negative: keep only the hardest other item per query (VSE++ style).
     normalize: "pairs" divides by N_valid**2 (authors' code); "none" is the plain sum.
-    bidirectional: True (authors' code, which applied their bidirectional matching loss to
-      (x, x)) counts both directions; since S is symmetric every ordered pair is counted
-      twice, i.e. exactly 2x the paper text. False counts each ordered pair once (paper text).
+    bidirectional: True counts both directions; since S is symmetric every ordered pair is
+      counted twice, i.e. exactly 2x the paper text. False counts each ordered pair once:
+      the paper text, and the released code, which applies its bidirectional matching loss
+      to (v, v) and (p, p) and averages the two, ``(L(v, v) + L(p, p)) / 2``.
 
   Returns:
     Scalar float loss.
@@ -293,8 +298,9 @@ def reconstruction_loss(pred: jax.Array,
     distance: "l2" = Euclidean norm ||pred - target|| (authors' `EuclideanLoss`); the
       "squared_l2" = squared norm of the paper's Eq. 10. The norm has a zero (not NaN)
       gradient where pred == target.
-    reduce: "mean" over all valid rows; "sum" over all valid rows (authors' code sums the
-      per-row norms of the flattened batch); "sequence_mean" averages over the valid rows
+    reduce: "mean" over all valid rows (released `EuclideanLoss(norm=True)`, selected by the
+      `--norm` flag of every README command); "sum" over all valid rows (its `norm=False`);
+      "sequence_mean" averages over the valid rows
       of each [T, D] sequence and sums over the leading axes, which is Eq. 10's
       ``sum_i 1/n_i sum_j`` for frames/words given [C, T, D] (a sequence with no valid row
       adds 0).

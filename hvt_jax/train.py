@@ -9,6 +9,9 @@ writers (TensorBoard + logs); evaluators run in the loop and from ``hvt-eval``.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import glob
+import json
 import os
 import signal
 import time
@@ -23,6 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hvt_jax import models, sharding
@@ -139,19 +143,113 @@ def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[S
                  donate_argnums=0)
 
 
+def _is_complete_step(path: str) -> bool:
+  """Whether an orbax step directory was committed: its ``_CHECKPOINT_METADATA`` records a
+  commit time and every item it lists has its own ``_METADATA`` and ``manifest.ocdbt``.
+
+  Orbax writes a step into ``N.orbax-checkpoint-tmp*`` and renames it when done, but a copy
+  made outside that protocol (a file sync, an interrupted ``cp -r``) can leave ``N/``
+  without these markers, and ``CheckpointManager.latest_step`` would still return it.
+  """
+  try:
+    with open(os.path.join(path, "_CHECKPOINT_METADATA"), encoding="utf-8") as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return False
+  items = meta.get("item_handlers") or {"default": None}
+  return bool(meta.get("commit_timestamp_nsecs")) and all(
+      os.path.isfile(os.path.join(path, item, name))
+      for item in items for name in ("_METADATA", "manifest.ocdbt"))
+
+
+def set_aside_incomplete_steps(directory: str) -> list[str]:
+  """Renames step directories that were never committed to ``N.incomplete-<time>``.
+
+  They are kept (never deleted: the user may want them), but no longer count as steps, so a
+  resume continues from the last complete checkpoint and a later save of step N is not
+  blocked. Process 0 renames; every process then sees the same directory.
+
+  Returns:
+    The new paths of the directories set aside (each also logged as a warning).
+  """
+  moved = []
+  if jax.process_index() == 0 and os.path.isdir(directory):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in sorted(os.listdir(directory)):
+      path = os.path.join(directory, name)
+      if name.isdigit() and os.path.isdir(path) and not _is_complete_step(path):
+        new = f"{path}.incomplete-{stamp}"
+        os.rename(path, new)
+        logging.warning("checkpoint step %s in %s has no commit markers (an interrupted copy?):"
+                        " set aside as %s; resuming from the last complete step", name,
+                        directory, new)
+        moved.append(new)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("hvt_jax:set_aside_incomplete_steps")
+  return moved
+
+
 def checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
+  """The run's orbax manager; incomplete step directories are set aside first."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  set_aside_incomplete_steps(directory)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.checkpoint.max_to_keep,
       save_interval_steps=config.checkpoint.every_steps,
-      enable_async_checkpointing=config.checkpoint.get("async", True),
+      enable_async_checkpointing=config.checkpoint.asynchronous,
       cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  return ocp.CheckpointManager(directory, options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
-def restore_or_init(s: Setup, mngr: ocp.CheckpointManager,
-                    step: int | None = None) -> State:
-  """Sources in order: ``step``/the workdir's latest checkpoint, then fresh init."""
+def _path_str(path: tuple[Any, ...]) -> str:
+  """"params/video_low/gru/w_i" for a key path, whatever key types the tree uses."""
+  parts = []
+  for k in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _check_restorable(mngr: ocp.CheckpointManager, step: int, target: State,
+                      changed: dict[str, tuple[Any, Any]]) -> None:
+  """Raises one clear ValueError when the checkpoint's arrays do not fit ``target``.
+
+  A config change that alters parameter shapes or the parameter set (``model.hidden``,
+  ``model.reconstruction``, ...) cannot be resumed; the message names the first differing
+  array, both shapes and the config fields that changed since the checkpoint was written.
+  """
+  meta = mngr.item_metadata(step)
+  meta = getattr(meta, "tree", meta)
+  if meta is None:
+    return
+  saved = {_path_str(k): tuple(v.shape) for k, v in
+           jax.tree_util.tree_flatten_with_path(meta)[0] if hasattr(v, "shape")}
+  wanted = {_path_str(k): tuple(v.shape)
+            for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+  keys = sorted(set(saved) | set(wanted), key=lambda k: (not k.startswith("params/"), k))
+  problems = [f"{k}: {saved.get(k, 'absent')} in the checkpoint, {wanted.get(k, 'absent')} "
+              "under this config" for k in keys if saved.get(k) != wanted.get(k)]
+  if problems:
+    fields = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()) or "none"
+    raise ValueError(f"cannot resume step {step} from {mngr.directory}: {problems[0]}"
+                     f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                     f"config fields changed since it was written: {fields}. Revert them "
+                     "or use a new --workdir.")
+
+
+def restore_or_init(s: Setup, mngr: ocp.CheckpointManager, step: int | None = None,
+                    changed: dict[str, tuple[Any, Any]] | None = None) -> State:
+  """Sources in order: ``step``/the workdir's latest checkpoint, then fresh init.
+
+  Args:
+    changed: config fields changed since the checkpoints were written (named in the error
+      when their shapes no longer fit).
+  """
   step = mngr.latest_step() if step is None else step
   if step is None:
     return init_state(s)
@@ -159,42 +257,70 @@ def restore_or_init(s: Setup, mngr: ocp.CheckpointManager,
     raise FileNotFoundError(f"no checkpoint for step {step} in {mngr.directory} "
                             f"(available: {sorted(mngr.all_steps())})")
   target = abstract_state(s)
+  _check_restorable(mngr, step, target, changed or {})
   logging.info("restoring step %d from %s", step, mngr.directory)
   return mngr.restore(step, args=ocp.args.StandardRestore(target))
 
 
-class _Preemption:
-  """SIGTERM (TPU preemption, a scheduler's stop) sets a flag; the loop saves and exits.
+class _StopSignals:
+  """SIGTERM (TPU preemption, a scheduler's stop) and SIGINT (Ctrl-C) set a flag; the loop
+  saves and exits at the next step. A second Ctrl-C interrupts at once.
 
+  Installed before the slow start-up (mesh, compile, restore), so a signal that arrives
+  then is not lost. A flag, not an exception: a KeyboardInterrupt raised inside a jax
+  callback (e.g. during garbage collection) can be swallowed, and training would run on.
   Single process only: with several processes, jax.distributed's preemption service owns
   SIGTERM and ``CheckpointManager.reached_preemption`` makes every host stop at the same
   step (a host stopping alone would deadlock the others in the next collective).
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested: str | None = None
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self):
     if jax.process_count() > 1:
       return self
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: the orbax preemption check still works
-      self._previous = None
+    for sig in self.SIGNALS:
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: the orbax preemption check still works
+        pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    logging.warning("%s received: saving a checkpoint at the end of this step, then "
+                    "exiting%s", self.requested,
+                    " (Ctrl-C again to stop without saving)" if signum == signal.SIGINT
+                    else "")
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+
+
+class _NonFinite(Exception):
+  """A step produced a non-finite loss or norm (turned into a FloatingPointError)."""
+
+  def __init__(self, step: int, bad: dict[str, float], loss: float):
+    super().__init__(step, bad, loss)
+    self.step, self.bad, self.loss = step, bad, loss
+
+  def describe(self, last_good: str | None) -> str:
+    what = ", ".join(f"{k} = {v}" for k, v in self.bad.items())
+    finite = "" if "loss" in self.bad else f" (the loss, {self.loss:.6g}, is finite)"
+    return (f"non-finite {what} at step {self.step}{finite}; last good checkpoint: "
+            f"{last_good}")
 
 
 class _MetricBuffer:
-  """Bounds steps in flight and checks every step's loss, naming the first bad one."""
+  """Bounds steps in flight and checks every step's loss and norms, naming the first bad one."""
 
   def __init__(self, max_in_flight: int):
     self.max_in_flight = max_in_flight
@@ -202,20 +328,20 @@ class _MetricBuffer:
     self.sums: dict[str, float] = {}
     self.count = 0
 
-  def add(self, step: int, metrics: Any, last_good: Callable[[], Any]) -> None:
+  def add(self, step: int, metrics: Any) -> None:
     self.pending.append((step, metrics))
     if len(self.pending) >= self.max_in_flight:
-      self.flush(last_good)
+      self.flush()
 
-  def flush(self, last_good: Callable[[], Any]) -> None:
+  def flush(self) -> None:
+    """Raises ``_NonFinite`` for the first step with a non-finite loss or norm."""
     for step, metrics in jax.device_get(self.pending):
       # The norms too: a finite loss with a NaN update would poison the next checkpoint.
       bad = {k: float(metrics[k]) for k in ("loss", "norm/grad", "norm/update", "norm/param")
              if k in metrics and not np.isfinite(metrics[k])}
       if bad:
-        raise FloatingPointError(
-            f"non-finite loss ({metrics['loss']}) at step {step} ({bad}); last good "
-            f"checkpoint: {last_good()}")
+        self.pending = []
+        raise _NonFinite(step, bad, float(metrics["loss"]))
       for k, v in metrics.items():
         self.sums[k] = self.sums.get(k, 0.0) + float(v)
       self.count += 1
@@ -227,23 +353,84 @@ class _MetricBuffer:
     return means
 
 
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+CONFIG_FILE = "config.json"
+
+
+def _config_history(workdir: str) -> list[str]:
+  """The workdir's recorded configs, oldest first: ``config.json`` (the first run) and one
+  ``config.resume-<time>-step<N>.json`` per resume."""
+  first = os.path.join(workdir, CONFIG_FILE)
+  resumes = sorted(glob.glob(os.path.join(workdir, "config.resume-*.json")))
+  return ([first] if os.path.exists(first) else []) + resumes
+
+
+def config_changes(workdir: str, config: ml_collections.ConfigDict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """Fields whose value differs from the workdir's latest recorded config: {key: (old, new)}."""
+  history = _config_history(workdir)
+  if not history:
+    return {}
+  with open(history[-1], encoding="utf-8") as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)}
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict, resumed_step: int | None,
+                  changed: dict[str, tuple[Any, Any]]) -> None:
+  """Keeps the config history: the first run writes ``config.json``; each resume adds a
+  dated copy (never overwriting what the checkpoints came from) and warns about changes."""
+  if jax.process_index() != 0:
+    return
+  if resumed_step is None:
+    path = os.path.join(workdir, CONFIG_FILE)
+  else:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(workdir, f"config.resume-{stamp}-step{resumed_step}.json")
+    if changed:
+      logging.warning("resuming %s at step %d with a changed config (previous -> now): %s",
+                      workdir, resumed_step,
+                      "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _latest_step(mngr: ocp.CheckpointManager) -> str | None:
+  latest = mngr.latest_step()
+  return None if latest is None else os.path.join(str(mngr.directory), str(latest))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains ``config.model.name`` and evaluates it; resumes from ``workdir`` if possible.
 
+  Stops cleanly (checkpoint saved, exit) on SIGTERM or Ctrl-C; on any error, a checkpoint
+  save in flight is finished before the error propagates, and a non-finite step raises a
+  FloatingPointError naming the step, the quantity and the last checkpoint on disk.
+
   Returns:
-    The final evaluation metrics (``{split/name: value}``) or {} when preempted.
+    The final evaluation metrics (``{split/name: value}``) or {} when stopped early.
   """
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, config)
-  s = setup(config)
-  mngr = checkpoint_manager(workdir, config)
-  state = restore_or_init(s, mngr)
+  with _StopSignals() as stop:
+    os.makedirs(workdir, exist_ok=True)
+    s = setup(config)
+    mngr = checkpoint_manager(workdir, config)
+    try:
+      return _train_loop(config, workdir, s, mngr, stop)
+    except _NonFinite as e:
+      mngr.wait_until_finished()
+      raise FloatingPointError(e.describe(_latest_step(mngr))) from None
+    finally:
+      mngr.wait_until_finished()   # never abandon a save in flight (it is the last good one)
+      mngr.close()
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
+                mngr: ocp.CheckpointManager, stop: _StopSignals) -> dict[str, float]:
+  resumed = mngr.latest_step()
+  changed = config_changes(workdir, config) if resumed is not None else {}
+  state = restore_or_init(s, mngr, changed=changed)
+  record_config(workdir, config, resumed, changed)
   start = int(jax.device_get(state["step"]))
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
@@ -263,56 +450,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     hooks.append(periodic_actions.ReportProgress(num_train_steps=s.num_train_steps,
                                                  writer=writer))
   buffer = _MetricBuffer(config.get("max_steps_in_flight", 8))
-
-  def last_good() -> str | None:
-    latest = mngr.latest_step()
-    return None if latest is None else os.path.join(str(mngr.directory), str(latest))
-
   progress = _progress_bar(config, start, s.num_train_steps)
   results: dict[str, float] = {}
   t0 = time.time()
-  with _Preemption() as preempt, jax.set_mesh(s.mesh):
+  with jax.set_mesh(s.mesh):
     step = start
-    while step < s.num_train_steps:
+    while step < s.num_train_steps and not stop.requested:
       batch = next(batches)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = step_fn(state, batch)
       step += 1
       if step == start + 1:
         logging.info("first step (compile + run) took %.1f s", time.time() - t0)
-      buffer.add(step, metrics, last_good)
+      buffer.add(step, metrics)
       for hook in hooks:
         hook(step)
       progress.update(1)
       last = step == s.num_train_steps
       if step % config.log_every_steps == 0 or last:
-        buffer.flush(last_good)
+        buffer.flush()
         means = buffer.pop_means()
         means["input/truncated_fraction"] = input_stats.fraction()
         writer.write_scalars(step, means)
         progress.set_postfix(loss=f"{means['loss']:.4f}")
-      stop = preempt.requested or mngr.reached_preemption(step)
-      if stop or last or step % config.checkpoint.every_steps == 0:
-        buffer.flush(last_good)  # never checkpoint a non-finite state
-        mngr.save(step, args=ocp.args.StandardSave(state), force=stop or last)
-      if stop:
-        mngr.wait_until_finished()
-        logging.warning("preempted: saved step %d to %s; re-run the same command to "
-                        "resume", step, mngr.directory)
-        progress.close()
-        writer.flush()
-        return {}
+      preempted = stop.requested or mngr.reached_preemption(step)
+      if preempted or last or step % config.checkpoint.every_steps == 0:
+        buffer.flush()  # never checkpoint a non-finite state
+        mngr.save(step, args=ocp.args.StandardSave(state), force=preempted or last)
+      if preempted:
+        stop.requested = stop.requested or "preemption"
+        break
       if evals and (last or (config.eval_every_steps
                              and step % config.eval_every_steps == 0)):
         results = evaluators.run_all(evals, state, step, writer, workdir)
   progress.close()
   mngr.wait_until_finished()
   writer.flush()
-  if input_stats.truncated:
+  if stop.requested:
+    logging.warning("stopped by %s: %s; re-run the same command to resume", stop.requested,
+                    f"saved step {step} to {mngr.directory}" if step > start else
+                    "before the first step (nothing new to save)")
+    return {}
+  if input_stats.truncated or input_stats.empty_segments:
     logging.warning("input: %d of %d training examples (%.1f%%) were cut by static limits "
-                    "(config.input.max_clips/max_words/max_paragraph_words)",
+                    "(config.input.max_clips/max_words/max_paragraph_words); %d segments "
+                    "covered no feature row and were left out of the clip level",
                     input_stats.truncated, input_stats.examples,
-                    100 * input_stats.fraction())
+                    100 * input_stats.fraction(), input_stats.empty_segments)
   if not results and evals and start >= s.num_train_steps:
     results = evaluators.run_all(evals, state, start, writer, workdir)
   return results
@@ -348,7 +532,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   if mngr.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with "
                             f"hvt-train --workdir {workdir}")
-  state = restore_or_init(s, mngr, step)
+  state = restore_or_init(s, mngr, step, changed=config_changes(workdir, config))
   evals = evaluators.from_config(config, s, splits=splits)
   writer = metric_writers.create_default_writer(
       os.path.join(workdir, "eval"), just_logging=jax.process_index() > 0)

@@ -21,7 +21,7 @@ def main():
   assert jax.process_count() == 2 and jax.device_count() == 8
   c = demo.get_config("runlocal")
   c.input.data_dir = data_dir
-  c.checkpoint["async"] = False
+  c.checkpoint.asynchronous = False
   results = train.train_and_evaluate(c, workdir)
   with open(out, "w") as f:
     json.dump(results, f)

@@ -50,8 +50,10 @@ class Fixture:
               if any(e > a["duration"] for _, e in a["timestamps"])]
 
     swapped = [v for v, a in train.items() if any(s > e for s, e in a["timestamps"])]
+    zero = [v for v, a in train.items() if any(s == e for s, e in a["timestamps"])]
     self.quirky = {
         "train_swapped": swapped,
+        "train_zero_length": zero,
         "train_past_end": past_end(train)[:5],
         "train_most_sentences": [max(train, key=lambda v: len(train[v]["sentences"]))],
         "train_longest": [max(train, key=lambda v: train[v]["duration"])],
@@ -59,7 +61,7 @@ class Fixture:
         "val_most_sentences": [max(val, key=lambda v: len(val[v]["sentences"]))],
         "val_longest": [max(val, key=lambda v: val[v]["duration"])],
     }
-    assert len(swapped) == 2
+    assert len(swapped) == 2 and zero == ["v_N7ppHQNikv8", "v_4rKTw99bM8g"]
     assert len(val[self.quirky["val_most_sentences"][0]]["sentences"]) == 25
     assert val[self.quirky["val_longest"][0]]["duration"] == 745.5
     self.subset = {}
@@ -120,6 +122,8 @@ class Fixture:
             repaired[anc.SEGMENT_SWAPPED] += 1
           if max(s, e) > a["duration"]:
             repaired[anc.SEGMENT_CLIPPED_END] += 1
+          if s == e:
+            repaired[common.SEGMENT_ZERO_LENGTH] += 1
         if vid in self.missing:
           skipped[anc.FEATURES_MISSING] += 1
         elif vid in self.empty:
@@ -158,6 +162,9 @@ def test_counts_match_independent_computation(fx, hdf5_dataset):
   assert summary["examples"][anc.FEATURES_MISSING] == [
       v for ids in fx.subset.values() for v in ids if v in fx.missing]
   assert set(summary["examples"][anc.SEGMENT_SWAPPED]) == set(fx.quirky["train_swapped"])
+  # Zero-length segments are kept and counted with their videos.
+  assert repaired[common.SEGMENT_ZERO_LENGTH] == 2
+  assert summary["examples"][common.SEGMENT_ZERO_LENGTH] == fx.quirky["train_zero_length"]
   meta = writer.load_metadata(path)
   assert meta["splits"] == {split: len(ids) for split, ids in kept.items()}
   assert meta["counts"] == summary
@@ -191,10 +198,10 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
     for vid, ex in loaded.items():
       a = fx.ann[split][vid]
       d = a["duration"]
-      assert ex["split"] == split and ex["duration"] == np.float32(d)
+      assert ex["split"] == split and ex["duration"] == d   # float64: as parsed
       assert ex["sentences"] == [" ".join(s.split()) for s in a["sentences"]]
       want = [[min(max(min(s, e), 0), d), min(max(s, e), d)] for s, e in a["timestamps"]]
-      np.testing.assert_array_equal(ex["segments"], np.float32(want), err_msg=vid)
+      np.testing.assert_array_equal(ex["segments"], np.float64(want), err_msg=vid)
       assert ex["tokens"] == [text.encode_words(s, index) for s in ex["sentences"]]
       t = _rows(vid, d, vid in fx.large)
       np.testing.assert_array_equal(ex["features/c3d"], _features(vid, t, 500))
@@ -206,11 +213,15 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
   train = _load(path, "train")
   v = "v_0bosp4-pyTM"  # [61.29, 60.71] in the json: swapped.
   i = fx.ann["train"][v]["timestamps"].index([61.29, 60.71])
-  np.testing.assert_array_equal(train[v]["segments"][i], np.float32([60.71, 61.29]))
+  np.testing.assert_array_equal(train[v]["segments"][i], np.float64([60.71, 61.29]))
   big = _load(path, "val_1")[fx.quirky["val_longest"][0]]
   assert big["features/c3d"].shape == (2796, 500)
   assert len(_load(path, "val_1")[fx.quirky["val_most_sentences"][0]]["sentences"]) == 25
   assert len(train[fx.quirky["train_most_sentences"][0]]["sentences"]) == 27
+  # [34.77, 34.77] in the json: kept as a zero-length segment.
+  v = "v_N7ppHQNikv8"
+  i = fx.ann["train"][v]["timestamps"].index([34.77, 34.77])
+  np.testing.assert_allclose(train[v]["segments"][i], [34.77, 34.77], rtol=1e-6)
 
 
 def test_val_tokens_use_train_vocab_with_unk(fx, hdf5_dataset):
@@ -343,7 +354,8 @@ def test_clean_annotation_hand_cases():
   assert segments == [[1, 2], [2, 3], [0, 4], [8, 10], [2, 2]]
   assert counter.summary()["repaired"] == {
       anc.SENTENCE_WHITESPACE: 1, anc.SEGMENT_SWAPPED: 1, anc.SEGMENT_CLIPPED_START: 1,
-      anc.SEGMENT_CLIPPED_END: 1}
+      anc.SEGMENT_CLIPPED_END: 1, common.SEGMENT_ZERO_LENGTH: 1}
+  assert counter.summary()["examples"][common.SEGMENT_ZERO_LENGTH] == ["v_x"]
   assert counter.summary()["skipped"] == {
       anc.SEGMENT_REVERSED_OUTSIDE: 1, anc.SEGMENT_OUTSIDE: 1, anc.SENTENCE_EMPTY: 1,
       anc.SEGMENT_MALFORMED: 1}
@@ -411,8 +423,71 @@ def test_corrupt_npy_and_wrong_dim_errors(tmp_path):
   with pytest.raises(features_lib.FeatureFileError, match=r"b\.npy"):
     anc.convert([train], str(feats), str(tmp_path / "out"))
   np.save(feats / "b.npy", np.ones((2, 5), np.float32))
-  with pytest.raises(features_lib.FeatureFileError, match=r"'v_b' has feature dim 5"):
+  # Two videos, two dims: no majority, so both are named with their dims.
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=r"no dim holds a majority: video 'v_a' has feature dim 4, video "
+                           r"'v_b' has feature dim 5"):
     anc.convert([train], str(feats), str(tmp_path / "out"))
+
+
+def test_odd_first_video_dim_is_named(tmp_path):
+  # The FIRST video has the odd dim: it is named, not the second one.
+  ann = {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"]}
+  ids = ["v_odd", "v_b", "v_c", "v_d"]
+  train = data_fixtures.write_json(tmp_path / "train.json", {v: ann for v in ids})
+  feats = tmp_path / "f"
+  feats.mkdir()
+  for vid in ids:
+    np.save(feats / f"{vid}.npy", np.ones((2, 7 if vid == "v_odd" else 4), np.float32))
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=r"video 'v_odd' has feature dim 7, but 3 of the 4 first videos "
+                           r"with features have dim 4 \(e.g. 'v_b'"):
+    anc.convert([train], str(feats), str(tmp_path / "out"), verbose=False)
+  # An odd video after the sampled ones is named when its record is built.
+  source = features_lib.open_feature_source(str(feats))
+  assert common.infer_dim(source, ["v_b", "v_c", "v_odd"], sample=2) == 4
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=r"video 'v_odd' has feature dim 7, but the other videos have dim 4"):
+    common.checked_features(source, "v_odd", 4, writer.SkipCounter())
+
+
+def test_zeroed_block_in_uncompressed_hdf5_is_counted(tmp_path):
+  # An uncompressed (contiguous) HDF5 dataset whose bytes were zeroed on disk, as a damaged
+  # copy leaves it: the file reads fine, so the all-0 rows must be counted, not pass silently.
+  ann = {"duration": 10.0, "timestamps": [[0, 5]], "sentences": ["a man walks"]}
+  train = data_fixtures.write_json(tmp_path / "train.json",
+                                   {"v_a": ann, "v_b": ann, "v_c": ann})
+  h5 = tmp_path / "c3d.hdf5"
+  with h5py.File(h5, "w") as f:
+    for vid in ("v_a", "v_b", "v_c"):
+      f.create_group(vid).create_dataset("c3d_features", data=_features(vid, 6, 8))
+    offset = f["v_b"]["c3d_features"].id.get_offset()
+  with open(h5, "r+b") as raw:
+    raw.seek(offset + 2 * 8 * 4)  # Rows 2 and 3 of v_b: 2 rows x 8 float32.
+    raw.write(bytes(2 * 8 * 4))
+  path, counter = anc.convert([train], str(h5), str(tmp_path / "out"),
+                              feature_key="c3d_features", verbose=False)
+  summary = counter.summary()
+  assert summary["repaired"] == {common.FEATURES_ZERO_ROWS: 1}
+  assert summary["examples"][common.FEATURES_ZERO_ROWS] == ["v_b"]
+  assert writer.load_metadata(path)["counts"]["repaired"] == {common.FEATURES_ZERO_ROWS: 1}
+  b = data_fixtures.read_examples(path, "train")["v_b"]["features/c3d"]
+  assert b.shape == (6, 8) and not b[2:4].any() and b[[0, 1, 4, 5]].all()  # Kept as read.
+
+
+def test_zero_length_segments_in_the_real_files(shared_data):
+  # The whole real train/val_1 annotation stage (no features): the zero-length segments are
+  # kept and counted with their videos.
+  files = [str(shared_data / "activitynet_captions" / f) for f in ("train.json", "val_1.json")]
+  counter = writer.SkipCounter()
+  cleaned = anc.load_annotations(files, counter)
+  summary = counter.summary()
+  assert summary["repaired"][common.SEGMENT_ZERO_LENGTH] == 2
+  # Both are train videos: val_1 has none.
+  assert summary["examples"][common.SEGMENT_ZERO_LENGTH] == ["v_N7ppHQNikv8", "v_4rKTw99bM8g"]
+  segments = {v: segs for v, _, segs, _ in cleaned["train"]}
+  assert [34.77, 34.77] in segments["v_N7ppHQNikv8"]
+  assert [4.97, 4.97] in segments["v_4rKTw99bM8g"]
 
 
 def test_feature_source_layouts(tmp_path):

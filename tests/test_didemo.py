@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import common
 from data_prep import didemo
 from data_prep import embeddings
 from data_prep import features as features_lib
@@ -375,7 +376,7 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
 
   def interrupted_get(self, video_id):
     calls["n"] += 1
-    if calls["n"] == 4:  # infer_dim reads one video, then 3 records are written.
+    if calls["n"] == 9:  # infer_dim reads the 6 videos, then 3 records are written.
       raise KeyboardInterrupt
     return real_get(self, video_id)
 
@@ -460,3 +461,18 @@ def test_counts_only_for_converted_videos(tmp_path):
   # Without a selection the duplicate is counted.
   _, counter = didemo.convert([path], str(feats), str(tmp_path / "out"), verbose=False)
   assert counter.summary()["skipped"]["duplicate annotation_id"] == 1
+
+
+def test_zero_length_rule_on_the_real_files(real):
+  # The shared rule (data_prep.common.clean_segment) counts a kept moment with start == end;
+  # DiDeMo's inclusive index spans always last >= 1 row, so the real files have none, and a
+  # span that clipping would shrink to a point is skipped as outside instead.
+  files, _, _ = real
+  counter = writer.SkipCounter()
+  didemo.load_annotations([str(p) for p in files.values()], counter)
+  assert common.SEGMENT_ZERO_LENGTH not in counter.summary()["repaired"]
+  counter = writer.SkipCounter()
+  assert common.clean_segment(3.0, 3.0, 10.0, "v", counter) == [3.0, 3.0]
+  assert common.clean_segment(10.0, 12.0, 10.0, "v", counter) is None
+  assert counter.summary()["repaired"] == {common.SEGMENT_ZERO_LENGTH: 1}
+  assert counter.summary()["skipped"] == {common.SEGMENT_OUTSIDE: 1}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import math
+import functools
+import json
 
 import ml_collections
 import numpy as np
@@ -14,40 +15,170 @@ from hvt_jax.input import hse_view, ops, pipeline
 from tests import tiny_data
 
 
-def authors_rows(t0, t1, dur, t):
-  """The HSE code's rule: floor(t0/dur*T) ... ceil(t1/dur*T), inclusive, clipped."""
-  start = min(max(math.floor(t0 / dur * t), 0), t - 1)
-  end = min(max(math.ceil(t1 / dur * t), start), t - 1)
-  return start, end
+def released_rows(t0, t1, dur, t, max_frames=80):
+  """Transcription of the released HSE loader (``activity_net/data.py``), Python floats.
+
+  Returns the feature-row indices it feeds the clip encoder (possibly empty).
+  """
+  start = int(np.floor(t0 / dur * t))
+  end = int(np.ceil(t1 / dur * t))
+  if start > end:
+    end = start
+  rows = np.arange(t)[start:end + 1]
+  if rows.shape[0] > max_frames:
+    rows = rows[np.arange(0, rows.shape[0], rows.shape[0] / max_frames).astype(int).tolist()]
+  return rows.tolist()
 
 
-def test_segment_rows_authors_rule_matches_reference():
-  rng = np.random.default_rng(0)
-  for _ in range(50):
-    t = int(rng.integers(1, 300))
-    dur = float(rng.uniform(1, 200))
-    segs = np.sort(rng.uniform(-5, dur + 20, size=(6, 2)), axis=1).astype(np.float32)
-    start, end = ops.segment_rows(tf.constant(segs), tf.constant(dur, tf.float32),
-                                  tf.constant(t))
-    for i, (a, b) in enumerate(segs):
-      ref = authors_rows(float(a), float(b), np.float32(dur), t)
-      assert (int(start[i]), int(end[i])) == ref, (a, b, dur, t)
+def released_video_rows(t, max_frames=80):
+  rows = np.arange(t)
+  if t > max_frames:
+    rows = rows[np.arange(0, t, t / max_frames).astype(int).tolist()]
+  return rows.tolist()
 
 
-def test_uniform_indices_subsample_evenly_and_keep_short_ranges():
-  idx, mask = ops.uniform_indices(tf.constant([0, 10, 5]), tf.constant([159, 12, 5]), 80)
+@functools.cache
+def _view_rows(rule, sampling, max_len):
+  """One traced function per option set (shapes vary per video: no retracing)."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float64),
+                                tf.TensorSpec([None, 2], tf.float32),
+                                tf.TensorSpec([], tf.float64)])
+  def rows(segments, stamps, duration):
+    start, end, valid = ops.time_to_rows(segments, stamps, duration, rule)
+    idx, mask = ops.sample_rows(start, end, max_len, sampling)
+    return idx, mask, valid
+
+  return rows
+
+
+def _rows(segments, stamps, duration, rule="authors", sampling="authors", max_len=80):
+  idx, mask, valid = _view_rows(rule, sampling, max_len)(
+      tf.constant(segments, tf.float64), tf.constant(stamps, tf.float32),
+      tf.constant(duration, tf.float64))
+  return [i[m].tolist() if v else [] for i, m, v in zip(idx.numpy(), mask.numpy(),
+                                                        valid.numpy())]
+
+
+def test_authors_rule_matches_released_loader_on_every_real_val_1_segment(shared_data):
+  """Every segment of the real val_1 (and each whole video) selects the released rows.
+
+  Features are timed as the converter times C3D rows spread over the video
+  (``uniform_timestamps``); T is the C3D row count at 8-frame stride and ~30 fps, plus the
+  video's duration-independent counts 112 and 164, where float64 arange rounds down.
+  """
+  from data_prep import common  # pylint: disable=g-import-not-at-top
+  ann = json.loads((shared_data / "activitynet_captions" / "val_1.json").read_text())
+  checked = differs_from_exact = 0
+  for i, (vid, a) in enumerate(sorted(ann.items())):
+    dur = float(a["duration"])
+    segs = np.array(a["timestamps"], np.float64).reshape(-1, 2)
+    segs = np.sort(np.clip(segs, 0.0, dur), axis=1)     # the converter's repairs
+    for t in ((max(1, int(dur * 30 / 8)), 112, 164) if i < 40 else
+              (max(1, int(dur * 30 / 8)),)):
+      stamps = common.uniform_timestamps(t, dur)
+      got = _rows(segs, stamps, dur)
+      want = [released_rows(s0, s1, dur, t) for s0, s1 in segs]
+      assert got == want, (vid, t)
+      checked += len(segs)
+      if i < 400:
+        exact = _rows(segs, stamps, dur, sampling="exact")
+        differs_from_exact += sum(g != e for g, e in zip(got, exact))
+        (whole,) = _rows(np.array([[0.0, dur]]), stamps, dur)
+        assert whole == released_video_rows(t), (vid, t)
+  assert checked > 17000
+  assert differs_from_exact > 5      # the two rules are distinguishable on real data
+
+
+def test_video_context_subsampling_matches_released_arange():
+  for t in (1, 79, 80, 81, 112, 164, 1000, 4507):
+    idx, mask = ops.sample_rows(tf.constant([0]), tf.constant([t - 1]), 80, "authors")
+    assert idx.numpy()[0][mask.numpy()[0]].tolist() == released_video_rows(t), t
+  idx, _ = ops.sample_rows(tf.constant([0]), tf.constant([111]), 80, "authors")
+  exact, _ = ops.sample_rows(tf.constant([0]), tf.constant([111]), 80, "exact")
+  assert (int(idx[0, 45]), int(exact[0, 45])) == (62, 63)   # the issue's n = 112 case
+
+
+def test_sample_rows_exact_subsamples_evenly_and_keeps_short_ranges():
+  idx, mask = ops.sample_rows(tf.constant([0, 10, 5, 7]), tf.constant([159, 12, 5, 6]), 80,
+                              "exact")
   idx, mask = idx.numpy(), mask.numpy()
   assert mask[0].sum() == 80 and np.all(np.diff(idx[0]) == 2)   # 160 rows -> every 2nd
   assert mask[1].sum() == 3 and list(idx[1, :3]) == [10, 11, 12]
   assert mask[2].sum() == 1 and idx[2, 0] == 5
+  assert mask[3].sum() == 0                                      # empty range
   assert np.all(idx[~mask] == 0)
+
+
+def test_authors_rule_in_timestamp_domain_equals_formula_for_uniform_rows():
+  """Uniform rows: the timestamp-domain rule and the floor/ceil formula agree."""
+  rng = np.random.default_rng(0)
+  for _ in range(30):
+    t = int(rng.integers(2, 300))
+    dur = float(rng.uniform(1, 200))
+    segs = np.sort(rng.uniform(0, dur, size=(6, 2)), axis=1)
+    stamps = np.stack([np.arange(t), np.arange(1, t + 1)], 1) * (dur / t)
+    by_formula = _rows(segs, stamps, dur, max_len=400)
+    # Same rows, but declared over a longer "duration": only the timestamp rule applies.
+    by_stamps = _rows(segs, stamps, dur * 1.5, max_len=400)
+    mismatch = [(a, b) for a, b in zip(by_formula, by_stamps) if a != b]
+    # Only where t0/dur*T or t1/dur*T is within float rounding of an integer.
+    assert len(mismatch) <= 1, mismatch
+
+
+def test_short_features_map_by_timestamps_not_by_duration():
+  """I3D at 1 row/s covering 43 s of a 61.72 s video (the issue's case)."""
+  stamps = np.stack([np.arange(43), np.arange(1, 44)], 1).astype(np.float32)
+  got = _rows(np.array([[39.81, 54.62], [50.0, 55.0], [0.0, 2.5]]), stamps, 61.72)
+  assert got[0] == [39, 40, 41, 42]
+  assert got[1] == []                 # after the last row: no rows, never rows of another moment
+  assert got[2] == [0, 1, 2, 3]       # floor(0) .. ceil(2.5)
+
+
+def test_didemo_index_moments_get_exactly_rows_s_to_e():
+  """DiDeMo per-video layout: times [s, e] are inclusive rows; row r covers [r, r+1]*dur/L."""
+  rng = np.random.default_rng(1)
+  for _ in range(50):
+    leng = int(rng.integers(2, 60))
+    dur = float(rng.uniform(5, 120))
+    s = int(rng.integers(0, leng))
+    e = int(rng.integers(s, leng))
+    edges = (np.arange(leng + 1) * dur / leng)
+    stamps = np.stack([edges[:-1], edges[1:]], 1).astype(np.float32)
+    seg = np.array([[s * dur / leng, (e + 1) * dur / leng]])
+    assert _rows(seg, stamps, dur, rule="center", max_len=100) == [list(range(s, e + 1))]
+    assert _rows(seg, stamps, dur, rule="overlap", max_len=100) in (
+        [list(range(s, e + 1))], [list(range(max(s - 1, 0), e + 1))],
+        [list(range(s, min(e + 2, leng)))], [list(range(max(s - 1, 0), min(e + 2, leng)))])
+  assert ops.default_clip_rule("didemo") == "center"
+  assert ops.default_clip_rule("activitynet_captions") == "authors"
+
+
+def test_zero_length_moments_keep_widen_or_skip():
+  stamps = np.stack([np.arange(10), np.arange(1, 11)], 1).astype(np.float32) * 2.0  # 2 s rows
+  seg = np.array([[7.0, 7.0], [4.0, 8.0]])
+  start, end, valid = [x.numpy() for x in ops.time_to_rows(seg, stamps, 20.0, "overlap")]
+  assert valid.all() and (start[0], end[0], start[1], end[1]) == (3, 3, 2, 3)
+  edge = np.array([[6.0, 6.0]])                     # on the edge of rows 2 and 3
+  assert not ops.time_to_rows(edge, stamps, 20.0, "overlap")[2].numpy()[0]
+  assert ops.time_to_rows(edge, stamps, 20.0, "overlap", "widen")[0].numpy()[0] == 3
+  for zero_length, want in (("widen", (True, 3, 3)), ("skip", (False, 0, 0))):
+    start, end, valid = [x.numpy() for x in ops.time_to_rows(seg, stamps, 20.0, "authors",
+                                                              zero_length)]
+    assert (bool(valid[0]), int(start[0]), int(end[0])) == want
+  start, end, valid = [x.numpy() for x in ops.time_to_rows(seg, stamps, 20.0, "authors")]
+  assert valid[0] and (start[0], end[0]) == (3, 4)   # "keep": the released floor..ceil
+  with pytest.raises(ValueError, match="zero_length"):
+    ops.time_to_rows(seg, stamps, 20.0, "authors", "bogus")
+  with pytest.raises(ValueError, match="clip rule"):
+    ops.time_to_rows(seg, stamps, 20.0, "bogus")
 
 
 def _cfg(**kw):
   c = ml_collections.ConfigDict(dict(
       modality="frames", max_clips=3, max_frames_per_clip=4, max_video_frames=8,
       max_words=3, max_paragraph_words=7, clip_source="segments", num_uniform_clips=2,
-      clip_rule="authors"))
+      clip_rule="authors", zero_length="keep", frame_sampling="exact"))
   c.update(kw)
   return c
 
@@ -56,8 +187,10 @@ def _example():
   feats = np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
   return {
       "features/frames": tf.constant(feats),
-      "duration": tf.constant(10.0),
-      "segments": tf.constant([[0.0, 2.0], [4.0, 9.9], [1.0, 1.2], [5.0, 6.0]]),
+      "timestamps/frames": tf.constant(np.stack([np.arange(20), np.arange(1, 21)], 1) / 2.0,
+                                       tf.float32),
+      "duration": tf.constant(10.0, tf.float64),
+      "segments": tf.constant([[0.0, 2.0], [4.0, 9.9], [1.0, 1.2], [5.0, 6.0]], tf.float64),
       "tokens": tf.ragged.constant([[3, 4], [5, 6, 7, 8], [9], [10]], dtype=tf.int32),
   }
 

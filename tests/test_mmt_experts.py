@@ -419,3 +419,24 @@ def test_msrvtt_max_videos_and_video_ids(tmp_path, shared_data, capsys):
     prepare.main(base + ["--video-ids", str(ids)])
   assert e.value.code == 2
   assert "none of the 1 --video-ids are in the split lists" in capsys.readouterr().err
+
+
+def test_all_zero_rows_counted_once_per_video(tmp_path):
+  # A zeroed block (rows entirely 0) in two experts of one video: kept, counted once.
+  s3d, rgb = _rand(6, 1024, 1), _rand(10, 2048, 2)
+  s3d[2:4] = 0.0
+  rgb[7] = 0.0
+  _write_h5(tmp_path / "v.h5", {"s3d": s3d, "rgb": rgb}, attrs={"duration": 6.0})
+  c = writer.SkipCounter()
+  rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024, "rgb": 2048},
+                      _Tiny.encode, c)
+  np.testing.assert_array_equal(rec["features"]["s3d"], s3d)
+  assert c.summary()["repaired"] == {mx.common.FEATURES_ZERO_ROWS: 1}
+  assert c.summary()["examples"][mx.common.FEATURES_ZERO_ROWS] == ["v"]
+  # A row with a single 0 value is not an all-0 row.
+  rgb[7] = _rand(1, 2048, 3)
+  rgb[7, 5] = 0.0
+  _write_h5(tmp_path / "w.h5", {"rgb": rgb}, attrs={"duration": 6.0})
+  c = writer.SkipCounter()
+  mx.read_video(str(tmp_path / "w.h5"), "w", "train", {"rgb": 2048}, _Tiny.encode, c)
+  assert c.summary()["repaired"] == {}

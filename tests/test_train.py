@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,8 +145,8 @@ def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
   c = _config(data_dir, num_train_steps=4)
   c.optax.learning_rate = float("nan")
   # The first update is already NaN (finite loss): the run stops before saving it.
-  with pytest.raises(FloatingPointError, match=r"at step 1 .*norm/update.*last good "
-                     r"checkpoint: None"):
+  with pytest.raises(FloatingPointError, match=r"non-finite .*norm/update = nan at step 1 "
+                     r"\(the loss, [0-9.]+, is finite\); last good checkpoint: None"):
     train.train_and_evaluate(c, str(tmp_path))
   assert not (tmp_path / "checkpoints" / "2").exists()
 
@@ -153,7 +156,9 @@ def test_batch_not_divisible_by_data_axis_fails_before_training(data_dir):
     train.setup(_config(data_dir, eval_batch_size=12))
 
 
-def test_sigterm_saves_and_resumes(data_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_saves_and_resumes(data_dir, tmp_path, sig):
+  """SIGTERM (preemption) and Ctrl-C both save and exit 0; the run resumes from that save."""
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "hvt_jax.cli.train",
          f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={workdir}",
@@ -166,14 +171,96 @@ def test_sigterm_saves_and_resumes(data_dir, tmp_path):
   # Wait until training runs (TensorBoard events written after the first log step).
   while time.time() < deadline and not list(workdir.glob("events.out.tfevents*")):
     time.sleep(0.5)
-  time.sleep(3)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, _ = proc.communicate(timeout=240)
   assert proc.returncode == 0, out[-3000:]
-  assert "preempted: saved step" in out
+  assert f"stopped by {signal.Signals(sig).name}: saved step" in out, out[-3000:]
   steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
   assert steps and 0 < max(steps) < 100000
   c = _config(data_dir)
   s = train.setup(c)
   state = train.restore_or_init(s, train.checkpoint_manager(str(workdir), c))
   assert int(state["step"]) == max(steps)
+
+
+def test_stop_requested_during_start_up_exits_cleanly(data_dir, tmp_path, monkeypatch):
+  """A signal that arrives before the first step (compile, restore) is not lost."""
+  real_setup = train.setup
+
+  def setup_then_signal(config):
+    out = real_setup(config)
+    os.kill(os.getpid(), signal.SIGTERM)   # lands in the slow start-up
+    return out
+
+  monkeypatch.setattr(train, "setup", setup_then_signal)
+  assert train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(tmp_path)) == {}
+  assert not (tmp_path / "checkpoints" / "4").exists()
+
+
+def _nan_at(step_index, real_iterate):
+  def iterate(ds, mesh, stats=None):
+    for i, batch in enumerate(real_iterate(ds, mesh, stats)):
+      if i == step_index:
+        batch = dict(batch, clip_frames=batch["clip_frames"] * np.nan)
+      yield batch
+  return iterate
+
+
+def test_nan_right_after_a_checkpoint_names_a_checkpoint_that_exists(data_dir, tmp_path,
+                                                                      monkeypatch):
+  """NaN frames in step 3's batch, async checkpoints every 2 steps: the save of step 2 is
+  finished (not abandoned) and named; a re-run resumes from it."""
+  monkeypatch.setattr(train.pipeline, "iterate", _nan_at(2, pipeline.iterate))
+  c = _config(data_dir, num_train_steps=6)
+  with pytest.raises(FloatingPointError) as err:
+    train.train_and_evaluate(c, str(tmp_path))
+  msg = str(err.value)
+  assert re.match(r"non-finite loss = nan, .* at step 3; last good", msg), msg
+  named = msg.rsplit("last good checkpoint: ", 1)[1]
+  assert named == str(tmp_path / "checkpoints" / "2"), msg
+  assert train._is_complete_step(named)
+  s = train.setup(c)
+  state = train.restore_or_init(s, train.checkpoint_manager(str(tmp_path), c))
+  assert int(state["step"]) == 2
+
+
+def test_incomplete_step_directory_is_set_aside_and_resume_continues(data_dir, tmp_path):
+  """checkpoints/6 copied without its commit markers (an interrupted sync)."""
+  c = _config(data_dir, num_train_steps=4)
+  train.train_and_evaluate(c, str(tmp_path))
+  ckpt = tmp_path / "checkpoints"
+  shutil.copytree(ckpt / "4", ckpt / "6")
+  (ckpt / "6" / "_CHECKPOINT_METADATA").unlink()
+  for marker in (ckpt / "6").rglob("commit_success.txt"):
+    marker.unlink()
+  assert not train._is_complete_step(str(ckpt / "6"))
+  c6 = _config(data_dir, num_train_steps=6)
+  train.train_and_evaluate(c6, str(tmp_path))        # resumes from 4, saves 6 again
+  aside = list(ckpt.glob("6.incomplete-*"))
+  assert len(aside) == 1 and not (aside[0] / "_CHECKPOINT_METADATA").exists()
+  assert train._is_complete_step(str(ckpt / "6"))
+  s = train.setup(c6)
+  assert int(train.restore_or_init(s, train.checkpoint_manager(str(tmp_path), c6))["step"]) == 6
+
+
+def test_resume_keeps_config_history_warns_and_refuses_shape_changes(data_dir, tmp_path,
+                                                                     caplog):
+  c = _config(data_dir, num_train_steps=2)
+  train.train_and_evaluate(c, str(tmp_path))
+  first = json.loads((tmp_path / "config.json").read_text())
+  changed = _config(data_dir, num_train_steps=4)
+  changed.optax.learning_rate = 5e-4
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(changed, str(tmp_path))
+  assert "optax.learning_rate: 0.001 -> 0.0005" in caplog.text
+  assert "num_train_steps: 2 -> 4" in caplog.text
+  assert json.loads((tmp_path / "config.json").read_text()) == first   # never overwritten
+  (resume,) = tmp_path.glob("config.resume-*-step2.json")
+  assert json.loads(resume.read_text())["optax"]["learning_rate"] == 5e-4
+  bigger = _config(data_dir, num_train_steps=6)
+  bigger.optax.learning_rate = 5e-4
+  bigger.model.hidden = 48
+  with pytest.raises(ValueError, match=r"cannot resume step 4 .*: params/\S+: \(.*32.*\) in the "
+                     r"checkpoint, \(.*48.*\) under this config .*model.hidden \(32 -> 48\)"):
+    train.train_and_evaluate(bigger, str(tmp_path))
+  assert len(list(tmp_path.glob("config.resume-*.json"))) == 1   # a refused resume: no record

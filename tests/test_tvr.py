@@ -285,7 +285,7 @@ def test_interrupted_rerun_is_idempotent(files, monkeypatch):
 
   def interrupted_get(self, video_id):
     calls["n"] += 1
-    if calls["n"] == 3:
+    if calls["n"] == len(files["rows"]) + 2:  # infer_dim reads each video, then 1 record.
       raise KeyboardInterrupt
     return real_get(self, video_id)
 
@@ -348,3 +348,194 @@ def test_counts_only_for_converted_videos_and_once_per_video(files, tmp_path):
   _, counter = _convert(files, video=[f"a={long_rows}", f"b={long_rows}"],
                         subtitle_features=None, out=str(tmp_path / "out2"))
   assert counter.summary()["repaired"][common.FEATURES_PAST_END] == len(files["rows"])
+
+
+# ------------------------------------------------------------------------------------------
+# Query-only splits (test_public), the video index, splits that fail alone, all-0 rows.
+
+QUERY_ONLY_DROPPED = ("vid_name", "duration", "ts", "type")
+
+
+def _real_lines(shared_data):
+  path = shared_data / "tvr" / "tvr_val_release.jsonl"
+  return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _features_for(path, durations):
+  """I3D rows (ceil(duration / 1.5) per video) for {vid: duration}."""
+  with h5py.File(path, "w") as f:
+    for vid, dur in durations.items():
+      f.create_dataset(vid, data=_rows(vid, int(np.ceil(dur / 1.5 - 1e-6)), 1024))
+  return str(path)
+
+
+def test_query_only_split_from_real_files(shared_data, tmp_path):
+  # test_public as released: val lines without vid_name/duration/ts/type (query text and id
+  # only); its corpus comes from the real tvr_video2dur_idx.json (1,089 test_public videos).
+  lines = _real_lines(shared_data)
+  vids = list(dict.fromkeys(q["vid_name"] for q in lines))[:5]
+  val = [q for q in lines if q["vid_name"] in vids[:2]]
+  public = [{k: v for k, v in q.items() if k not in QUERY_ONLY_DROPPED}
+            for q in lines if q["vid_name"] in vids[2:]]
+  assert public and all(set(q) == {"desc_id", "desc"} for q in public)
+  val_path = _jsonl(tmp_path / "tvr_val_release.jsonl", val)
+  public_path = _jsonl(tmp_path / "tvr_test_public_release.jsonl", public)
+  index_path = shared_data / "tvr" / "tvr_video2dur_idx.json"
+  index = json.loads(index_path.read_text())
+  assert len(index["test_public"]) == 1089
+  corpus = list(index["test_public"])[:3]  # --max-videos 3: the first 3 of the corpus.
+  durations = {v: max(q["duration"] for q in val if q["vid_name"] == v) for v in vids[:2]}
+  durations.update({v: index["test_public"][v][0] for v in corpus})
+  h5 = _features_for(tmp_path / "i3d.h5", durations)
+
+  dataset_dir = prepare.prepare(
+      ["tvr", "--queries", val_path, public_path, "--video-index", str(index_path),
+       "--video-features", f"i3d={h5}", "--output", str(tmp_path / "out"),
+       "--max-videos", "3"])
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["splits"] == {"val": 2, "test_public": 3}
+  assert meta["corpus_splits"] == ["test_public"] and meta["empty_splits"] == []
+  assert meta["counts"]["skipped"] == {}
+  extra = meta["extra"]
+  assert extra["query_only_splits"] == ["test_public"]
+  # Queries: aligned lists in file order, WordPiece ids.
+  tok = wordpiece.WordPieceTokenizer.from_file()
+  queries = extra["queries"]["test_public"]
+  assert queries["desc_ids"] == [q["desc_id"] for q in public]
+  assert queries["sentences"] == [" ".join(q["desc"].split()) for q in public]
+  assert queries["tokens"] == [tok.encode(s) for s in queries["sentences"]]
+  assert set(extra["queries"]) == {"test_public"}
+  assert set(extra["desc_ids"]) == {"val"}
+  assert extra["desc_ids"]["val"] == {v: [q["desc_id"] for q in val if q["vid_name"] == v]
+                                      for v in vids[:2]}
+  # The video index of every split that has one (the submission format's video2idx).
+  for split in ("val", "test_public"):
+    assert extra["video_index"][split] == {v: i for v, (_, i) in index[split].items()}
+  assert extra["video_index"]["test_public"]["castle_s01e01_seg02_clip_08"] == 1090
+  # Corpus records: no sentences, the index's duration, the video's features.
+  recs = data_fixtures.read_examples(dataset_dir, "test_public")
+  assert list(recs) == corpus
+  for vid, rec in recs.items():
+    assert rec["sentences"].shape == (0,) and rec["segments"].shape == (0, 2)
+    assert data_fixtures.token_lists(rec) == []
+    assert rec["duration"] == pytest.approx(index["test_public"][vid][0], rel=1e-6)
+    np.testing.assert_array_equal(rec["features/i3d"], _rows(vid, len(rec["features/i3d"]),
+                                                              1024))
+  val_recs = data_fixtures.read_examples(dataset_dir, "val")
+  assert sorted(val_recs) == sorted(vids[:2])
+  # The whole real val file against the real index: every video indexed, no zero-length ts.
+  counter = writer.SkipCounter()
+  loaded = tvr.load_queries([str(shared_data / "tvr" / "tvr_val_release.jsonl")], counter,
+                            video_index=str(index_path))
+  assert len(loaded.videos["val"]) == len(loaded.index["val"]) == 2179
+  assert counter.summary()["skipped"] == {}
+  assert set(counter.summary()["repaired"]) == {common.SENTENCE_WHITESPACE}
+
+  # Without --video-index the query-only split has no corpus: it is counted and left out,
+  # and val is still written (before, every test query was "malformed" and nothing was).
+  dataset_dir, counter = tvr.convert([val_path, public_path], [f"i3d={h5}"],
+                                     str(tmp_path / "out2"), verbose=False)
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["splits"] == {"val": 2} and meta["empty_splits"] == ["test_public"]
+  summary = counter.summary()
+  assert summary["skipped"] == {tvr.QUERY_ONLY_NO_CORPUS: 1, writer.SPLIT_EMPTY: 1}
+  assert summary["examples"][writer.SPLIT_EMPTY] == ["test_public"]
+  assert meta["extra"]["queries"] == {} and meta["extra"]["video_index"] == {}
+
+
+def test_query_only_corpus_includes_unqueried_videos_and_query_checks(files, tmp_path):
+  # A query-only file with quirks, and a corpus of 2 videos no query can name.
+  public = [{"desc_id": 1, "desc": "  House   limps in. "}, {"desc_id": 2, "desc": "   "},
+            {"desc": "no id"}, {"desc_id": 1, "desc": "repeated id"},
+            {"desc_id": 3, "desc": "Castle sits."}]
+  public_path = _jsonl(tmp_path / "tvr_test_public_release.jsonl", public)
+  index = data_fixtures.write_json(tmp_path / "idx.json", {
+      "test_public": {V4: [12.0, 7], V5: [9.0, 8], "no_features": [5.0, 9]},
+      "test_challenge": {"x": "malformed, but not converted"}})
+  h5 = _features_for(tmp_path / "i3d.h5", {V1: 61.46, V2: 30.0, V4: 12.0, V5: 9.0})
+  dataset_dir, counter = tvr.convert([files["queries"]["train"], public_path], [h5],
+                                     str(tmp_path / "out"), video_index=index, verbose=False)
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["splits"] == {"train": 2, "test_public": 2}
+  assert meta["corpus_splits"] == ["test_public"]
+  recs = data_fixtures.read_examples(dataset_dir, "test_public")
+  assert sorted(recs) == sorted([V4, V5])
+  queries = meta["extra"]["queries"]["test_public"]
+  assert queries["desc_ids"] == [1, 3]
+  assert queries["sentences"] == ["House limps in.", "Castle sits."]
+  summary = counter.summary()
+  where = "tvr_test_public_release.jsonl"
+  assert summary["skipped"][tvr.QUERY_MALFORMED] == 1
+  assert summary["examples"][tvr.QUERY_MALFORMED] == [f"{where}:3"]
+  assert summary["examples"][tvr.QUERY_DUPLICATE] == [f"{where}:4"]
+  assert summary["examples"][common.SENTENCE_EMPTY] == [f"{where}:2"]
+  assert f"{where}:1" in summary["examples"][common.SENTENCE_WHITESPACE]
+  assert summary["examples"][common.FEATURES_MISSING] == ["no_features"]
+  assert meta["extra"]["video_index"]["test_public"] == {V4: 7, V5: 8, "no_features": 9}
+
+
+def test_index_checks_and_one_split_never_loses_the_others(files, tmp_path):
+  broken = [{"desc_id": 500 + i, "desc": "no duration", "vid_name": V5} for i in range(2)]
+  nofeat = [_q(600, "A video without features.", "no_features_vid", 10.0, [1.0, 2.0])]
+  paths = [*files["queries"].values(),
+           _jsonl(tmp_path / "tvr_broken_release.jsonl", broken),
+           _jsonl(tmp_path / "tvr_nofeat_release.jsonl", nofeat)]
+  index = data_fixtures.write_json(tmp_path / "idx.json", {
+      "train": {V1: [61.46, 10], V2: [31.0, 11], "train_unqueried": [5.0, 12],
+                "bad_entry": ["x", 13]},
+      "val": {"val_unqueried": [10.0, 21]}})
+  dataset_dir, counter = _convert(files, queries=paths, video_index=index)
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["splits"] == {"train": 2, "val": 1, "test_public": 1}
+  assert meta["empty_splits"] == ["broken", "nofeat"]
+  summary = counter.summary()
+  assert summary["skipped"] == {
+      tvr.QUERY_MALFORMED: 2, common.FEATURES_MISSING: 1, writer.SPLIT_EMPTY: 2,
+      tvr.INDEX_MALFORMED: 1, tvr.INDEX_NO_QUERY: 2}
+  assert summary["examples"][writer.SPLIT_EMPTY] == ["broken", "nofeat"]
+  assert summary["examples"][tvr.INDEX_NO_QUERY] == ["train_unqueried", "val_unqueried"]
+  assert summary["examples"][tvr.INDEX_MALFORMED] == ["bad_entry"]
+  assert summary["repaired"][tvr.NOT_IN_INDEX] == 1  # V3 (val) is not in the val index.
+  assert summary["examples"][tvr.NOT_IN_INDEX] == [V3]
+  assert summary["examples"][tvr.INDEX_DURATION_DIFFERS] == [V2]  # 30.0 s vs 31.0 s.
+  extra = meta["extra"]
+  assert extra["video_index"] == {"train": {V1: 10, V2: 11, "train_unqueried": 12},
+                                  "val": {"val_unqueried": 21}}
+  assert set(extra["desc_ids"]) == set(meta["splits"])
+  assert data_fixtures.read_examples(dataset_dir, "train")[V2]["duration"] == 30.0
+  # Two videos of one split with the same index: the submission format could not tell them
+  # apart, so it is an error naming both.
+  dup = data_fixtures.write_json(tmp_path / "dup.json", {"val": {V3: [20.9, 4], "x": [1, 4]}})
+  with pytest.raises(ValueError, match=rf"'{V3}' and 'x' of split 'val' have the same index 4"):
+    _convert(files, video_index=dup)
+  # No split with a video left is still an error with the reasons (exit 2 on the command
+  # line).
+  with pytest.raises(ValueError, match=r"(?s)no split has a video left to convert.*query "
+                                       r"malformed\s+2\s+tvr_broken_release.jsonl:1"):
+    _convert(files, queries=paths[-2:-1])
+
+
+def test_all_zero_rows_counted_once_per_video(files, tmp_path):
+  # V2: a zeroed video row and a zeroed subtitle row (counted once); V3: a zeroed subtitle
+  # row (no mask: kept); V1: zeros only in subtitle rows that its mask drops (not counted).
+  i3d, sub = tmp_path / "i3d.h5", tmp_path / "sub.h5"
+  with h5py.File(i3d, "w") as fi, h5py.File(sub, "w") as fs:
+    for vid, n in files["rows"].items():
+      video, subtitle = _rows(vid, n, 1024), _rows(vid + "sub", n, 768)
+      if vid == V1:
+        subtitle[20:25] = 0.0
+      if vid == V2:
+        video[0] = 0.0
+        subtitle[3] = 0.0
+      if vid == V3:
+        subtitle[1] = 0.0
+      fi.create_dataset(vid, data=video)
+      fs.create_dataset(vid, data=subtitle)
+      if files["masks"][vid] is not None:
+        fs.create_dataset(f"{vid}-mask", data=files["masks"][vid].astype(np.float32))
+  dataset_dir, counter = _convert(files, video=[str(i3d)], subtitle_features=str(sub))
+  summary = counter.summary()
+  assert summary["repaired"][common.FEATURES_ZERO_ROWS] == 2
+  assert summary["examples"][common.FEATURES_ZERO_ROWS] == [V2, V3]
+  meta = writer.load_metadata(dataset_dir)
+  assert meta["counts"]["examples"][common.FEATURES_ZERO_ROWS] == [V2, V3]

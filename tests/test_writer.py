@@ -554,3 +554,40 @@ def test_unknown_token_rate_in_metadata():
   assert common.format_unknown_tokens(meta) == (
       f"unknown tokens (<unk>): train {n0 / (3 * n0 + 2 * n1):.2%} ({n0} of "
       f"{3 * n0 + 2 * n1}), val 50.00% ({2 * nv} of {4 * nv})")
+
+
+def test_empty_splits_drop_keeps_the_others(tmp_path):
+  counter = writer.SkipCounter()
+  path = writer.write_dataset(SPEC, {"train": records("train", 2), "val": [], "test": []},
+                              str(tmp_path), counter=counter, empty_splits="drop")
+  meta = writer.load_metadata(path)
+  assert meta["splits"] == {"train": 2} and meta["empty_splits"] == ["val", "test"]
+  assert meta["counts"]["skipped"] == {writer.SPLIT_EMPTY: 2}
+  assert meta["counts"]["examples"][writer.SPLIT_EMPTY] == ["val", "test"]
+  assert set(meta["missing"]) == {"train"}
+  assert not list(pathlib.Path(path).glob("*-val.tfrecord*"))
+  assert len(list(writer.load_split(path, "train"))) == 2
+  # Every split empty: still an error, nothing written.
+  with pytest.raises(ValueError, match=r"(?s)no split of 'toy' has records.*split has no "
+                                       r"records \(not written\)\s+2\s+a, b"):
+    writer.write_dataset(SPEC, {"a": [], "b": []}, str(tmp_path / "o"),
+                         counter=writer.SkipCounter(), empty_splits="drop")
+  assert not (tmp_path / "o" / "toy" / "1.0.0").exists()
+
+
+def test_corpus_split_records_may_have_no_sentences(tmp_path):
+  spec = writer.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": ("test_public",)})
+  bare = dict(make_record(0, "test_public"), label="", sentences=[], tokens=[],
+              segments=np.zeros((0, 2), np.float32))
+  path = writer.write_dataset(spec, {"train": records("train", 1), "test_public": [bare]},
+                              str(tmp_path), counter=writer.SkipCounter())
+  assert writer.load_metadata(path)["corpus_splits"] == ["test_public"]
+  loaded = as_numpy(next(iter(writer.load_split(path, "test_public"))))
+  assert loaded["sentences"] == [] and loaded["tokens"] == []
+  assert loaded["segments"].shape == (0, 2)
+  # Elsewhere a record without sentences and label is still an error.
+  with pytest.raises(ValueError, match=r"'train_0', field 'sentences': no sentences and no "
+                                       r"label"):
+    writer.validate_record(dict(bare, split="train", video_id="train_0"), spec, "train")
+  with pytest.raises(ValueError, match=r"corpus_splits must be a sequence of split names"):
+    writer.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": "test_public"}).validate()

@@ -78,8 +78,10 @@ class RetrievalEvaluator:
                for k, v in retrieval.metrics_from_ranks(r).items()}
     metrics["num_examples"] = float(len(video))
     # Examples whose clips/sentences/words a static limit cut, summed over processes.
-    metrics["truncated_examples"] = float(np.sum(multihost_utils.process_allgather(
-        np.asarray(self.input_stats.truncated))))
+    # and segments that covered no feature row (left out of the clip level).
+    for name, count in (("truncated_examples", self.input_stats.truncated),
+                        ("empty_segments", self.input_stats.empty_segments)):
+      metrics[name] = float(np.sum(multihost_utils.process_allgather(np.asarray(count))))
     if jax.process_index() == 0:
       out_dir = os.path.join(workdir, "eval", self.split)
       os.makedirs(out_dir, exist_ok=True)

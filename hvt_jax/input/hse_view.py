@@ -17,45 +17,63 @@ from hvt_jax.input import ops
 def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
   """Builds fixed-shape HSE inputs from a decoded canonical example.
 
+  Seconds map to rows through the stored ``timestamps/<modality>`` (``ops.time_to_rows``,
+  rule ``cfg.clip_rule``, zero-length moments per ``cfg.zero_length``); a segment that covers
+  no row is dropped with its sentence from the clip/sentence level (its words stay in the
+  paragraph) and counted in ``empty_segments``, never filled from another moment. Long clips
+  and the whole-video context are subsampled by ``cfg.frame_sampling`` (``ops.sample_rows``).
+
   Args:
     example: from ``data_prep.writer.load_split`` (flat keys).
     cfg: ``config.input`` with ``modality``, ``max_clips``, ``max_frames_per_clip``,
       ``max_video_frames``, ``max_words``, ``max_paragraph_words``, ``clip_source``,
-      ``num_uniform_clips``, ``clip_rule``.
+      ``num_uniform_clips``, ``clip_rule`` (resolved: not "auto"), ``zero_length``,
+      ``frame_sampling``.
 
   Returns:
     clip_frames [C, F, D] float32, clip_frame_mask [C, F], clip_mask [C],
     video_frames [Fv, D], video_frame_mask [Fv], sentence_tokens [C, L] int32,
     sentence_token_mask [C, L], sentence_mask [C], paragraph_tokens [Lp],
-    paragraph_token_mask [Lp], example_mask [] (True), plus ``truncated`` [] (True when a
-    static limit cut clips, sentences or words: counted and logged by the pipeline).
+    paragraph_token_mask [Lp], example_mask [] (True), plus the host-side statistics
+    ``truncated`` [] bool (a static limit cut clips, sentences or words) and
+    ``empty_segments`` [] int32 (segments that cover no feature row).
+
+  Raises:
+    ValueError: unknown ``clip_source`` or rule.
   """
   feats = example[f"features/{cfg.modality}"]
+  stamps = example[f"timestamps/{cfg.modality}"]
   num_rows = tf.shape(feats)[0]
   duration = example["duration"]
   c, f = cfg.max_clips, cfg.max_frames_per_clip
+  sampling = cfg.get("frame_sampling", "authors")
 
+  tokens = example["tokens"]
   if cfg.clip_source == "segments":
     segments = example["segments"]
   elif cfg.clip_source == "uniform":
     segments = ops.uniform_segments(duration, cfg.num_uniform_clips)
   else:
     raise ValueError(f"input.clip_source={cfg.clip_source!r}; valid: 'segments', 'uniform'")
-  num_clips = tf.shape(segments)[0]
-  segments = segments[:c]
-  start, end = ops.segment_rows(segments, duration, num_rows, cfg.clip_rule)
-  idx, frame_mask = ops.uniform_indices(start, end, f)
+  start, end, valid = ops.time_to_rows(segments, stamps, duration, cfg.clip_rule,
+                                       cfg.get("zero_length", "keep"))
+  empty = tf.reduce_sum(tf.cast(~valid, tf.int32))
+  start, end = start[valid], end[valid]
+  sentences = tokens
+  if cfg.clip_source == "segments":   # clip i <-> sentence i: drop both
+    sentences = tf.ragged.boolean_mask(tokens, valid)
+  num_clips = tf.shape(start)[0]
+  idx, frame_mask = ops.sample_rows(start[:c], end[:c], f, sampling)
   clip_frames = tf.gather(feats, idx) * tf.cast(frame_mask, feats.dtype)[..., None]
 
-  # Whole video, uniformly subsampled (HSE's context input and FSE's only input).
-  vid_idx, vid_mask = ops.uniform_indices(tf.zeros([1], tf.int32),
-                                          tf.reshape(num_rows - 1, [1]),
-                                          cfg.max_video_frames)
+  # Whole video, subsampled (HSE's context input and FSE's only input).
+  vid_idx, vid_mask = ops.sample_rows(tf.zeros([1], tf.int32),
+                                      tf.reshape(num_rows - 1, [1]),
+                                      cfg.max_video_frames, sampling)
   video_frames = tf.gather(feats, vid_idx[0]) * tf.cast(vid_mask[0], feats.dtype)[:, None]
 
-  tokens = example["tokens"]
-  num_sentences = tokens.nrows()
-  sent_tokens = ops.pad_to(tokens[:c].to_tensor(), [c, cfg.max_words])
+  num_sentences = tf.cast(sentences.nrows(), tf.int32)
+  sent_tokens = ops.pad_to(sentences[:c].to_tensor(), [c, cfg.max_words])
   para = ops.pad_to(tokens.flat_values, [cfg.max_paragraph_words])
   clip_mask = tf.range(c) < tf.minimum(num_clips, c)
   return {
@@ -66,11 +84,12 @@ def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
       "video_frame_mask": vid_mask[0],
       "sentence_tokens": sent_tokens,
       "sentence_token_mask": sent_tokens > 0,
-      "sentence_mask": tf.range(c) < tf.minimum(tf.cast(num_sentences, tf.int32), c),
+      "sentence_mask": tf.range(c) < tf.minimum(num_sentences, c),
       "paragraph_tokens": para,
       "paragraph_token_mask": para > 0,
       "example_mask": tf.constant(True),
-      "truncated": ((num_clips > c) | (tf.cast(num_sentences, tf.int32) > c)
+      "truncated": ((num_clips > c) | (num_sentences > c)
                     | (tf.reduce_max(tokens.row_lengths()) > cfg.max_words)
                     | (tf.size(tokens.flat_values) > cfg.max_paragraph_words)),
+      "empty_segments": empty,
   }

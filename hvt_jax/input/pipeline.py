@@ -11,12 +11,13 @@ import math
 from typing import Any, Callable, Iterator
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_prep import writer
-from hvt_jax.input import hse_view
+from hvt_jax.input import hse_view, ops
 
 # Model name -> view builder: (decoded example, config.input) -> fixed-shape features.
 VIEWS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
@@ -24,13 +25,25 @@ VIEWS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
     "fse": hse_view.hse_view,
 }
 # Host-side statistics that a view returns but models do not consume.
-_STAT_KEYS = ("truncated",)
+_STAT_KEYS = ("truncated", "empty_segments")
 
 
 def get_view(model_name: str) -> Callable[..., dict[str, tf.Tensor]]:
   if model_name not in VIEWS:
     raise ValueError(f"no input view for model {model_name!r}; valid: {sorted(VIEWS)}")
   return VIEWS[model_name]
+
+
+def view_config(config: Any, meta: dict[str, Any]) -> ml_collections.ConfigDict:
+  """``config.input`` with dataset-dependent defaults resolved for the views.
+
+  ``clip_rule="auto"`` becomes the dataset's stated rule (``ops.default_clip_rule``:
+  "center" for DiDeMo's index-derived moments, else the released HSE code's "authors").
+  """
+  cfg = ml_collections.ConfigDict(config.input.to_dict())
+  if cfg.get("clip_rule", "auto") == "auto":
+    cfg.clip_rule = ops.default_clip_rule(meta.get("name", ""))
+  return cfg
 
 
 def dataset_info(config: Any) -> tuple[str, dict[str, Any]]:
@@ -53,8 +66,8 @@ def local_batch_size(global_batch: int) -> int:
   return global_batch // jax.process_count()
 
 
-def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
-  """This process's share of ``split``: (decoded examples, local count, global count).
+def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int, Callable]:
+  """This process's share of ``split``: (decoded examples, local count, global count, view).
 
   Each process reads only its own contiguous slice of records (TFDS file instructions), so
   a pod does not read every record on every host.
@@ -69,7 +82,8 @@ def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
     raise ValueError(f"split {split!r} has {total} examples, fewer than the "
                      f"{jax.process_count()} processes")
   ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
-  return ds, end - start, total
+  view, cfg = get_view(config.model.name), view_config(config, meta)
+  return ds, end - start, total, lambda ex: view(ex, cfg)
 
 
 def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
@@ -79,14 +93,13 @@ def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
   of the step: a resumed run skips to exactly the example where the previous one stopped
   (at most one epoch of records is skipped, before decoding into views).
   """
-  ds, n_local, _ = _views(config, config.input.train_split)
+  ds, n_local, _, view = _views(config, config.input.train_split)
   batch = local_batch_size(config.batch_size)
   if n_local < batch:
     raise ValueError(f"split {config.input.train_split!r} has {n_local} examples on this "
                      f"process, fewer than one batch ({batch})")
   position = start_step * batch
   first_epoch, offset = divmod(position, n_local)
-  view = get_view(config.model.name)
   buffer = min(config.input.shuffle_buffer, n_local)
 
   def epoch(e):
@@ -95,8 +108,7 @@ def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
 
   # Shuffle, then repeat (epochs), then map: boundaries between epochs stay clean.
   stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
-  stream = stream.map(lambda ex: view(ex, config.input),
-                      num_parallel_calls=tf.data.AUTOTUNE)
+  stream = stream.map(view, num_parallel_calls=tf.data.AUTOTUNE)
   return stream.batch(batch, drop_remainder=True).prefetch(2)
 
 
@@ -106,9 +118,8 @@ def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  ds, n_local, total = _views(config, split)
-  view = get_view(config.model.name)
-  ds = ds.map(lambda ex: view(ex, config.input), num_parallel_calls=tf.data.AUTOTUNE)
+  ds, n_local, total, view = _views(config, split)
+  ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE)
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(total / config.eval_batch_size))
   n_pad = steps * batch - n_local
@@ -119,17 +130,21 @@ def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
 
 
 class InputStats:
-  """Counts (on this process) examples whose content a static shape limit cut."""
+  """Counts (on this process) examples whose content a static shape limit cut, and
+  segments that cover no feature row (dropped from the clip level, ``ops.time_to_rows``)."""
 
   def __init__(self):
     self.examples = 0
     self.truncated = 0
+    self.empty_segments = 0
 
   def update(self, batch: dict[str, np.ndarray]) -> None:
     real = batch["example_mask"].astype(bool)
     self.examples += int(real.sum())
     if "truncated" in batch:
       self.truncated += int((batch["truncated"].astype(bool) & real).sum())
+    if "empty_segments" in batch:
+      self.empty_segments += int(np.sum(np.where(real, batch["empty_segments"], 0)))
 
   def fraction(self) -> float:
     return self.truncated / max(self.examples, 1)

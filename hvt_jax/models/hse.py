@@ -5,12 +5,19 @@ and trains with high/low-level match and cluster losses (Eq. 4-7), layer-wise re
 (Eq. 8-10) and, for weak correspondence, the averaged low-level match (Eq. 13-14).
 
 Where the authors' PyTorch code (which produced the published tables) differs from the paper
-text, the config offers both and defaults to the code (``configs/common.py`` lists them):
+text, the config offers both and defaults to the code. "The code" is the released CMHSE
+(``model.py`` at 762f91d, ``loss.py``/``decoder/loss.py`` at e007cfe) run with the flags of every
+training command in its README (``--low_level_loss --reconstruct_loss --lowest_reconstruct_loss
+--norm``, margin 0.2); checked side by side on identical weights and batches (≈1e-7 relative):
   * encoders: one-layer unidirectional GRU, embedding = channel-wise max over valid outputs,
     no projection layer, no dropout, Xavier-uniform per gate block, zero biases;
-    ``model.normalize_embeddings``: every embedding (clips, sentences, contexts, video,
-    paragraph, reconstructed clips/sentences) is L2-normalised before it is used, as the
-    code's ``F.normalize`` does (the text does not say);
+  * ``model.normalize_embeddings=False`` (code): the encoders return raw max-pooled GRU
+    outputs (their ``F.normalize`` lines are commented out in ``EncoderImage``/``EncoderText``
+    /``EncoderSequence``); the high-level GRUs, their context h0 and the decoders see raw
+    vectors, and only the loss inputs are L2-normalised (the cosine of ``losses``) and the
+    evaluation embeddings (the cosine of ``evaluation.retrieval``). ``True`` L2-normalises
+    every embedding before it is used, as older commits did before the cluster loss was
+    added (the published tables include the cluster loss);
   * ``model.context_init``: the high-level GRU starts from the low-level encoder's embedding of
     the whole video (<= 80 uniformly subsampled frames) / whole paragraph (paper text: h0 = 0),
     and ``loss.context_weight`` adds a match loss on that context pair;
@@ -19,10 +26,14 @@ text, the config offers both and defaults to the code (``configs/common.py`` lis
     clip/sentence vectors; targets are stop-gradient; per-row L2 distance (``loss.recon_distance``
     = "squared_l2" is Eq. 10's text); clip/sentence weight ``loss.tau`` = 5e-4 and frame/word
     weight ``loss.tau_low`` = 1e-4 (the text has a single τ: set tau_low = tau).
-    ``loss.recon_reduce``: "sum" of the per-row distances over the valid rows (default: the
-    authors' ``EuclideanLoss`` sums row norms), "mean" over valid rows, or "sequence_mean"
-    (Eq. 10's 1/n_i within each clip/sentence). On the demo, sum and mean are within noise
-    of each other and both beat τ = 0.
+    ``loss.recon_reduce``: "mean" of the per-row distances over the valid rows of the batch
+    (default: the code's ``EuclideanLoss(norm=True)``, which ``--norm`` selects), "sum"
+    (its ``norm=False``: scales each term by the number of valid rows), or "sequence_mean"
+    (Eq. 10's 1/n_i within each clip/sentence);
+  * cluster loss: ``loss.cluster_bidirectional=False`` (code): the code averages its
+    bidirectional hinge on (v, v) and on (p, p), ``(L(v, v) + L(p, p)) / 2``; since S is
+    symmetric that counts each ordered pair once per modality, as Eq. 6/7's text. ``True``
+    counts each ordered pair twice (2x).
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ class HSEConfig:
   hidden: int = 1024
   context_init: bool = True          # authors' code; False = paper text (h0 = 0)
   reconstruction: bool = True        # build the decoders (needed when loss.tau > 0)
-  normalize_embeddings: bool = True  # authors' code: L2-normalise every embedding
+  normalize_embeddings: bool = False  # released code: raw embeddings; True: L2 everywhere
   dtype: str = "float32"
 
   @classmethod

@@ -226,3 +226,472 @@ class GRUEncoder(nnx.Module):
     flat = self(x_bntd.reshape((b * n,) + x_bntd.shape[2:]),
                 mask_bnt.reshape(b * n, -1))
     return flat.reshape(b, n, -1)
+
+
+# ---------------------------------------------------------------------------------------
+# Transformer layers (BERT text tower, HAMMER's cross-modal transformers, MCHA).
+#
+# Randomness is threaded, not stored (STYLE.md §12, flax examples/gemma): modules hold no
+# RNG state; ``__call__`` takes ``train`` and an explicit ``jax.random.key`` and derives one
+# key per dropout site from it, so a per-step key from (seed, step) reproduces a run and a
+# pure ``jax.value_and_grad`` over ``nnx.split(model, nnx.Param, ...)`` needs nothing else.
+# ---------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyperparameters of one transformer layer (BERT defaults where BERT has one).
+
+  Attributes:
+    embed_dim: width of the residual stream (BERT-base 768, MCHA d_uni 1024).
+    num_heads: attention heads (BERT-base 12, MCHA 4).
+    mlp_dim: hidden width of the MLP (BERT "intermediate_size": 3072, MCHA 3072).
+    head_dim: per-head width; None = embed_dim // num_heads (must divide then).
+    kv_dim: width of the key/value input for cross-attention; None = embed_dim.
+    dropout_rate: BERT ``hidden_dropout_prob``: dropout on the attention output projection
+      and on the MLP output, each before its residual add (BERT 0.1, MCHA 0.1).
+    attention_dropout_rate: BERT ``attention_probs_dropout_prob``: dropout on the
+      attention probabilities (BERT 0.1).
+    pre_ln: False = post-LN as BERT / Vaswani et al. (x = LN(x + sublayer(x)));
+      True = pre-LN (x = x + sublayer(LN(x))); a pre-LN stack ends with a final LN.
+    layer_norm_eps: LayerNorm epsilon (BERT 1e-12; PyTorch's default 1e-5).
+    activation: "gelu" (exact, erf: BERT / HF ``hidden_act="gelu"``), "gelu_tanh" (the tanh
+      approximation) or "relu" (Vaswani et al.).
+    dtype: dtype of the matmul inputs ("float32" or "bfloat16"); accumulation, softmax,
+      LayerNorm and the residual stream stay float32.
+    param_dtype: dtype of the parameters (float32).
+    init_std: std of the normal initialiser of every kernel (BERT ``initializer_range``
+      0.02); biases start at 0, LayerNorm scale at 1 and bias at 0.
+
+  Raises:
+    ValueError: on non-positive sizes, rates outside [0, 1), an unknown activation or a
+      head_dim that cannot be derived.
+  """
+  embed_dim: int
+  num_heads: int
+  mlp_dim: int
+  head_dim: int | None = None
+  kv_dim: int | None = None
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  pre_ln: bool = False
+  layer_norm_eps: float = 1e-12
+  activation: str = "gelu"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    for name in ("embed_dim", "num_heads", "mlp_dim"):
+      if int(getattr(self, name)) <= 0:
+        raise ValueError(f"TransformerConfig.{name} must be > 0, got {getattr(self, name)}")
+    for name in ("head_dim", "kv_dim"):
+      value = getattr(self, name)
+      if value is not None and int(value) <= 0:
+        raise ValueError(f"TransformerConfig.{name} must be > 0 or None, got {value}")
+    if self.head_dim is None and self.embed_dim % self.num_heads:
+      raise ValueError(f"TransformerConfig.embed_dim={self.embed_dim} is not divisible by "
+                       f"num_heads={self.num_heads}; set head_dim explicitly")
+    for name in ("dropout_rate", "attention_dropout_rate"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"TransformerConfig.{name} must be in [0, 1), "
+                         f"got {getattr(self, name)}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"TransformerConfig.activation={self.activation!r} unknown; "
+                       f"valid: {ACTIVATIONS}")
+    if self.layer_norm_eps <= 0:
+      raise ValueError(f"TransformerConfig.layer_norm_eps must be > 0, got "
+                       f"{self.layer_norm_eps}")
+
+  @property
+  def head_size(self) -> int:
+    """Per-head width: ``head_dim`` or embed_dim // num_heads."""
+    return self.head_dim or self.embed_dim // self.num_heads
+
+  @property
+  def needs_key(self) -> bool:
+    """Whether ``train=True`` draws random numbers (some dropout rate is > 0)."""
+    return self.dropout_rate > 0 or self.attention_dropout_rate > 0
+
+
+def _normal_kernel(key: jax.Array, shape: tuple[int, ...], std: float,
+                   dtype: Any) -> jax.Array:
+  return std * jax.random.normal(key, shape, dtype)
+
+
+def check_dropout_key(rngs: Any, train: bool, needed: bool, where: str) -> jax.Array | None:
+  """Validates the explicit dropout key of a ``__call__``.
+
+  Args:
+    rngs: a ``jax.random.key(...)`` (typed) or legacy ``jax.random.PRNGKey(...)`` uint32
+      key, or None.
+    train: the call's ``train`` flag.
+    needed: whether the layer has any dropout rate > 0.
+    where: the class name, for the error message.
+
+  Returns:
+    The key to draw from, or None when no randomness is needed (eval, or rates all 0).
+
+  Raises:
+    TypeError: an ``nnx.Rngs`` object was passed (modules hold no RNG state here).
+    ValueError: train=True with dropout > 0 and no key.
+  """
+  if isinstance(rngs, nnx.Rngs):
+    raise TypeError(f"{where}: rngs must be a jax.random.key (e.g. rngs.dropout() or "
+                    "jax.random.fold_in(key, step)), not an nnx.Rngs object")
+  if not train or not needed:
+    return None
+  if rngs is None:
+    raise ValueError(f"{where}: train=True with dropout > 0 needs an explicit PRNG key: "
+                     "pass rngs=jax.random.key(...) (or train=False for evaluation)")
+  return rngs
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout: zeroes with probability ``rate`` and scales kept values by 1/(1-rate).
+
+  Args:
+    x: any-shape float array.
+    rate: drop probability in [0, 1).
+    key: PRNG key; None (evaluation) or rate 0 returns ``x`` unchanged.
+
+  Returns:
+    An array of x's shape and dtype.
+  """
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+  """ANDs attention masks of different ranks into one [B, Lq, Lk] (or [B, 1, Lk]) bool mask.
+
+  Args:
+    *masks: each None, a key padding mask [B, Lk] (True = valid key) or a full mask
+      [B, Lq, Lk] (True = query may attend to key).
+
+  Returns:
+    [B, Lq, Lk] bool ([B, 1, Lk] when only padding masks were given), or None if all are
+    None.
+  """
+  out = None
+  for mask in masks:
+    if mask is None:
+      continue
+    mask = jnp.asarray(mask).astype(bool)
+    mask = mask[:, None, :] if mask.ndim == 2 else mask
+    out = mask if out is None else jnp.logical_and(out, mask)
+  return out
+
+
+def _attention_bias_mask(mask: jax.Array | None, b: int, lq: int, lk: int) -> jax.Array | None:
+  """Normalises a call's mask to a bool [B, 1 | H, Lq | 1, Lk] broadcastable to the logits."""
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask).astype(bool)
+  if mask.ndim == 2:
+    expected, mask = (b, lk), mask[:, None, None, :]
+  elif mask.ndim == 3:
+    expected, mask = (b, lq, lk), mask[:, None]
+  elif mask.ndim == 4:
+    expected = (b, mask.shape[1], lq, lk)
+  else:
+    raise ValueError(f"attention mask must be [B, Lk], [B, Lq, Lk] or [B, H, Lq, Lk]; got "
+                     f"shape {mask.shape}")
+  if mask.shape[0] != b or mask.shape[-1] != lk or mask.shape[-2] not in (1, lq):
+    raise ValueError(f"attention mask of shape {mask.shape} does not match batch {b}, "
+                     f"query length {lq}, key length {lk} (expected {expected})")
+  return mask
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis with BERT's / PyTorch's equations (biased variance).
+
+    y = (x - mean(x)) / sqrt(var(x) + eps) * scale + bias,   computed in float32.
+  """
+
+  def __init__(self, dim: int, *, eps: float = 1e-12, param_dtype: Any = jnp.float32):
+    self.eps = float(eps)
+    self.scale = param(jnp.ones((dim,), param_dtype), ("embed",))
+    self.bias = param(jnp.zeros((dim,), param_dtype), ("embed",))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., dim] -> [..., dim] float32."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+    return y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+
+
+class Attention(nnx.Module):
+  """Multi-head scaled dot-product attention (Vaswani et al. 2017, Eq. 1; BERT's layout).
+
+  Self-attention when ``kv`` is None, cross-attention (queries from ``x``, keys and values
+  from ``kv``) otherwise: HAMMER's cross-modal layers, MCHA-style query-to-expert attention.
+
+  Parameters (logical axes in brackets; H heads, D head_dim, E embed, K kv_dim):
+    query_kernel [E, H, D] ("embed", "heads", "kv"), query_bias [H, D] ("heads", "kv");
+    key_kernel / value_kernel [K, H, D] ("embed", "heads", "kv"), biases [H, D];
+    out_kernel [H, D, E] ("heads", "kv", "embed"), out_bias [E] ("embed",).
+  Hugging Face BERT stores linears as ``weight`` [out, in] with ``y = x W^T + b`` and splits
+  heads as ``view(..., H, D)`` of the output features, so
+    query_kernel = query.weight.T.reshape(E, H, D), query_bias = query.bias.reshape(H, D)
+    out_kernel = attention.output.dense.weight.T.reshape(H, D, E)
+  (see ``load_bert_layer``).
+  """
+
+  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.num_heads, self.head_dim = c.num_heads, c.head_size
+    self.dtype = jnp.dtype(c.dtype)
+    self.dropout_rate = float(c.attention_dropout_rate)
+    e, k, pd = c.embed_dim, c.kv_dim or c.embed_dim, c.param_dtype
+    h, d = c.num_heads, c.head_size
+    for name, fan_in in (("query", e), ("key", k), ("value", k)):
+      setattr(self, f"{name}_kernel",
+              param(_normal_kernel(rngs.params(), (fan_in, h, d), c.init_std, pd),
+                    ("embed", "heads", "kv")))
+      setattr(self, f"{name}_bias", param(jnp.zeros((h, d), pd), ("heads", "kv")))
+    self.out_kernel = param(_normal_kernel(rngs.params(), (h, d, e), c.init_std, pd),
+                            ("heads", "kv", "embed"))
+    self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
+
+  def _project(self, x: jax.Array, name: str) -> jax.Array:
+    kernel, bias = getattr(self, f"{name}_kernel"), getattr(self, f"{name}_bias")
+    return jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), kernel[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32) + bias[...].astype(jnp.float32)
+
+  def __call__(self, x_bqe: jax.Array, kv_bke: jax.Array | None = None,
+               mask: jax.Array | None = None, *,
+               probs_key: jax.Array | None = None) -> jax.Array:
+    """Attends from ``x`` to ``kv`` (or to ``x`` itself).
+
+    Args:
+      x_bqe: [B, Lq, E] queries' input.
+      kv_bke: [B, Lk, K] keys'/values' input; None = self-attention (kv = x).
+      mask: None, [B, Lk] key padding mask, [B, Lq, Lk] or [B, H | 1, Lq, Lk]; bool, True =
+        may attend. A query row with no valid key attends uniformly (finite, not NaN).
+      probs_key: PRNG key for dropout on the attention probabilities; None = no dropout.
+
+    Returns:
+      [B, Lq, E] float32: the attention output after the output projection (+ bias).
+
+    Raises:
+      ValueError: a mask whose shape does not match the inputs.
+    """
+    kv_bke = x_bqe if kv_bke is None else kv_bke
+    b, lq, lk = x_bqe.shape[0], x_bqe.shape[1], kv_bke.shape[1]
+    mask = _attention_bias_mask(mask, b, lq, lk)
+    # Scaling q before QK^T equals BERT's scaling of the scores (one fewer [B,H,Lq,Lk] op).
+    q = self._project(x_bqe, "query") * (self.head_dim ** -0.5)
+    k, v = self._project(kv_bke, "key"), self._project(kv_bke, "value")
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(self.dtype), k.astype(self.dtype),
+                        preferred_element_type=jnp.float32)
+    if mask is not None:
+      # A finite minimum (not -inf) keeps rows without any valid key finite.
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = dropout(probs, self.dropout_rate, probs_key)
+    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),
+                     preferred_element_type=jnp.float32)
+    return jnp.einsum("bqhd,hde->bqe", ctx.astype(self.dtype),
+                      self.out_kernel[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32) + self.out_bias[...]
+
+
+class Mlp(nnx.Module):
+  """Position-wise feed-forward: act(x W_in + b_in) W_out + b_out (BERT intermediate/output).
+
+  Parameters: in_kernel [E, M] ("embed", "mlp"), in_bias [M] ("mlp",), out_kernel [M, E]
+  ("mlp", "embed"), out_bias [E] ("embed",). HF BERT: in_kernel = intermediate.dense.weight.T,
+  out_kernel = output.dense.weight.T.
+  """
+
+  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    c = config
+    e, m, pd = c.embed_dim, c.mlp_dim, c.param_dtype
+    self.dtype, self.activation = jnp.dtype(c.dtype), c.activation
+    self.in_kernel = param(_normal_kernel(rngs.params(), (e, m), c.init_std, pd),
+                           ("embed", "mlp"))
+    self.in_bias = param(jnp.zeros((m,), pd), ("mlp",))
+    self.out_kernel = param(_normal_kernel(rngs.params(), (m, e), c.init_std, pd),
+                            ("mlp", "embed"))
+    self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
+
+  def __call__(self, x_ble: jax.Array) -> jax.Array:
+    """[B, L, E] -> [B, L, E] float32."""
+    h = jnp.einsum("ble,em->blm", x_ble.astype(self.dtype), self.in_kernel[...].astype(self.dtype),
+                   preferred_element_type=jnp.float32) + self.in_bias[...]
+    if self.activation == "relu":
+      h = jax.nn.relu(h)
+    else:
+      h = jax.nn.gelu(h, approximate=self.activation == "gelu_tanh")
+    return jnp.einsum("blm,me->ble", h.astype(self.dtype), self.out_kernel[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32) + self.out_bias[...]
+
+
+class TransformerBlock(nnx.Module):
+  """One transformer layer: (self- or cross-) attention + MLP, post-LN (BERT) or pre-LN.
+
+  post-LN (``pre_ln=False``; BERT, Devlin et al. 2019 / HF ``BertLayer``):
+    h = LN_attn(x + Drop(Attn(x, kv)));  y = LN_mlp(h + Drop(MLP(h)))
+  pre-LN (``pre_ln=True``; Xiong et al. 2020):
+    h = x + Drop(Attn(LN_attn(x), kv));  y = h + Drop(MLP(LN_mlp(h)))
+  where Attn applies attention-probability dropout inside (``attention_dropout_rate``) and
+  Drop is BERT's hidden dropout (``dropout_rate``). For cross-attention ``kv`` is used as
+  given in both variants (not normalised here): pass an encoder's (final-LN'd) output.
+
+  Submodules: ``attention`` (Attention), ``attention_norm``, ``mlp`` (Mlp), ``mlp_norm``.
+  HF BERT (post-LN): attention_norm = attention.output.LayerNorm, mlp_norm =
+  output.LayerNorm; ``load_bert_layer`` copies a checkpoint's layer in.
+  """
+
+  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.attention = Attention(config, rngs=rngs)
+    self.attention_norm = LayerNorm(config.embed_dim, eps=config.layer_norm_eps,
+                                    param_dtype=config.param_dtype)
+    self.mlp = Mlp(config, rngs=rngs)
+    self.mlp_norm = LayerNorm(config.embed_dim, eps=config.layer_norm_eps,
+                              param_dtype=config.param_dtype)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool,
+               rngs: jax.Array | None = None, kv: jax.Array | None = None) -> jax.Array:
+    """Applies the layer.
+
+    Args:
+      x: [B, Lq, E] input (any float dtype; the residual stream is float32).
+      mask: None, [B, Lk] key padding mask (True = valid), [B, Lq, Lk] or [B, H | 1, Lq, Lk]
+        bool (see ``combine_masks``). Outputs at padded *query* positions are computed but
+        meaningless; mask them downstream.
+      train: True applies dropout (needs ``rngs`` when a rate is > 0); False is
+        deterministic and ignores ``rngs``.
+      rngs: a ``jax.random.key``; the three dropout sites (attention probabilities,
+        attention output, MLP output) use ``jax.random.split(rngs, 3)``, so the same key
+        gives the same masks.
+      kv: [B, Lk, kv_dim] key/value input for cross-attention; None = self-attention.
+
+    Returns:
+      [B, Lq, E] float32.
+
+    Raises:
+      ValueError: train=True with dropout > 0 and no key; a mismatched mask.
+      TypeError: an ``nnx.Rngs`` object as ``rngs``.
+    """
+    c = self.config
+    key = check_dropout_key(rngs, train, c.needs_key, type(self).__name__)
+    probs_key = attn_key = mlp_key = None
+    if key is not None:
+      probs_key, attn_key, mlp_key = jax.random.split(key, 3)
+    x = x.astype(jnp.float32)
+    if c.pre_ln:
+      h = x + dropout(self.attention(self.attention_norm(x), kv, mask, probs_key=probs_key),
+                      c.dropout_rate, attn_key)
+      return h + dropout(self.mlp(self.mlp_norm(h)), c.dropout_rate, mlp_key)
+    h = self.attention_norm(
+        x + dropout(self.attention(x, kv, mask, probs_key=probs_key), c.dropout_rate, attn_key))
+    return self.mlp_norm(h + dropout(self.mlp(h), c.dropout_rate, mlp_key))
+
+
+class TransformerStack(nnx.Module):
+  """``num_layers`` TransformerBlocks with the same config (+ a final LN when pre-LN).
+
+  Layer i draws its dropout from ``jax.random.fold_in(rngs, i)``. Blocks live in
+  ``self.layers`` (an ``nnx.List``), so parameter paths are ``layers/<i>/...``.
+  """
+
+  def __init__(self, config: TransformerConfig, num_layers: int, *, rngs: nnx.Rngs,
+               final_norm: bool | None = None):
+    """Builds the stack.
+
+    Args:
+      config: each layer's config.
+      num_layers: number of blocks (HAMMER text branch 5, MCHA 2, BERT-base 12).
+      rngs: parameter initialisation only.
+      final_norm: LayerNorm after the last block; None = ``config.pre_ln`` (pre-LN stacks
+        need it, post-LN stacks already end normalised).
+
+    Raises:
+      ValueError: num_layers < 1.
+    """
+    if num_layers < 1:
+      raise ValueError(f"TransformerStack needs num_layers >= 1, got {num_layers}")
+    self.config = config
+    self.layers = nnx.List([TransformerBlock(config, rngs=rngs) for _ in range(num_layers)])
+    use_final = config.pre_ln if final_norm is None else final_norm
+    self.final_norm = (LayerNorm(config.embed_dim, eps=config.layer_norm_eps,
+                                 param_dtype=config.param_dtype) if use_final else None)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool,
+               rngs: jax.Array | None = None, kv: jax.Array | None = None) -> jax.Array:
+    """[B, Lq, E] -> [B, Lq, E] float32; arguments as ``TransformerBlock.__call__``."""
+    key = check_dropout_key(rngs, train, self.config.needs_key, type(self).__name__)
+    for i, layer in enumerate(self.layers):
+      x = layer(x, mask, train=train, kv=kv,
+                rngs=None if key is None else jax.random.fold_in(key, i))
+    return x if self.final_norm is None else self.final_norm(x)
+
+
+def load_bert_layer(block: TransformerBlock, weights: Any, prefix: str = "") -> None:
+  """Copies one Hugging Face BERT layer (``BertLayer``) into a post-LN TransformerBlock.
+
+  HF linears are ``weight`` [out, in] with ``y = x W^T + b``; heads split the output
+  features as ``view(..., H, D)``. So, with E = hidden, H heads, D = E / H, M = intermediate:
+    attention.self.{query,key,value}.weight [H·D, E] -> {query,key,value}_kernel =
+        W.T.reshape(E, H, D); .bias [H·D] -> reshape(H, D)
+    attention.output.dense.weight [E, H·D] -> attention.out_kernel = W.T.reshape(H, D, E)
+    attention.output.LayerNorm.{weight,bias} (old: gamma, beta) -> attention_norm.{scale,bias}
+    intermediate.dense.weight [M, E] -> mlp.in_kernel = W.T;  output.dense.weight [E, M] ->
+        mlp.out_kernel = W.T
+    output.LayerNorm.{weight,bias} -> mlp_norm.{scale,bias}
+  Runs on the host; the trainer places the arrays with their shardings afterwards.
+
+  Args:
+    block: a TransformerBlock with ``pre_ln=False`` and matching sizes.
+    weights: mapping name -> array (e.g. ``safetensors.numpy.load_file``).
+    prefix: the layer's key prefix, e.g. ``"encoder.layer.3."`` or
+      ``"bert.encoder.layer.3."``.
+
+  Raises:
+    ValueError: a pre-LN block; KeyError: a missing weight; ValueError: a shape mismatch.
+  """
+  c = block.config
+  if c.pre_ln:
+    raise ValueError("load_bert_layer: BERT layers are post-LN; build the block with "
+                     "pre_ln=False")
+  e, h, d = c.embed_dim, c.num_heads, c.head_size
+
+  def get(name):
+    for candidate in (name, name.replace(".weight", ".gamma").replace(".bias", ".beta")):
+      if prefix + candidate in weights:
+        return jnp.asarray(weights[prefix + candidate], jnp.float32)
+    raise KeyError(f"load_bert_layer: {prefix + name!r} not in the checkpoint")
+
+  def put(var, value, source):
+    if var[...].shape != value.shape:
+      raise ValueError(f"load_bert_layer: {prefix + source} gives shape {value.shape}, the "
+                       f"block expects {var[...].shape}")
+    var[...] = value.astype(var[...].dtype)
+
+  att = block.attention
+  for name in ("query", "key", "value"):
+    src = f"attention.self.{name}"
+    put(getattr(att, f"{name}_kernel"), get(src + ".weight").T.reshape(-1, h, d), src)
+    put(getattr(att, f"{name}_bias"), get(src + ".bias").reshape(h, d), src)
+  put(att.out_kernel, get("attention.output.dense.weight").T.reshape(h, d, e),
+      "attention.output.dense")
+  put(att.out_bias, get("attention.output.dense.bias"), "attention.output.dense")
+  for norm, src in ((block.attention_norm, "attention.output.LayerNorm"),
+                    (block.mlp_norm, "output.LayerNorm")):
+    put(norm.scale, get(src + ".weight"), src)
+    put(norm.bias, get(src + ".bias"), src)
+  put(block.mlp.in_kernel, get("intermediate.dense.weight").T, "intermediate.dense")
+  put(block.mlp.in_bias, get("intermediate.dense.bias"), "intermediate.dense")
+  put(block.mlp.out_kernel, get("output.dense.weight").T, "output.dense")
+  put(block.mlp.out_bias, get("output.dense.bias"), "output.dense")
