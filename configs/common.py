@@ -26,12 +26,16 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-# Logical parameter axes -> mesh axes. Data-parallel: parameters replicated, batch on
-# "data". FSDP: the hidden axis of every GRU/embedding is sharded over "data" too.
+# Logical parameter axes -> mesh axes (hvt_jax/sharding.py; a name without a rule is an
+# error). Data-parallel: parameters replicated over "data", batch on "data"; tensor
+# parallelism over "model" (size 1 by default) for GRU hidden units, attention heads and MLP
+# units. FSDP: GRU hidden units and transformer embedding dims are sharded over "data" too.
+# GRUs: hidden_in, hidden; embeddings: vocab, embed; transformers: embed, heads, kv, mlp.
 DATA_PARALLEL_RULES = (("vocab", None), ("embed", None), ("hidden_in", None),
-                       ("hidden", "model"))
-FSDP_RULES = (("vocab", None), ("embed", None), ("hidden_in", None),
-              ("hidden", ("data", "model")))
+                       ("hidden", "model"), ("heads", "model"), ("kv", None), ("mlp", "model"))
+FSDP_RULES = (("vocab", None), ("embed", "data"), ("hidden_in", None),
+              ("hidden", ("data", "model")), ("heads", "model"), ("kv", None),
+              ("mlp", "model"))
 
 
 def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -63,8 +67,9 @@ def hse_base(model: str, arg: ml_collections.ConfigDict) -> ml_collections.Confi
       recon_reduce="mean",                     # code with --norm; "sum" | "sequence_mean"
       # Supp. Table 1 ablations: a 0 weight drops that term.
       weights=dict(match_high=1.0, cluster_high=1.0, match_low=1.0, cluster_low=1.0))
-  c.optax = dict(learning_rate=1e-3, decay_factor=0.1, decay_epochs=10, b1=0.9, b2=0.999,
-                 eps=1e-8, grad_clip=0.0)
+  # Adam 1e-3, ×0.1 every 10 epochs (HSE supp. §1); hvt_jax/schedules.py lists the others.
+  c.schedule = dict(name="step_epochs", learning_rate=1e-3, decay_factor=0.1, decay_epochs=10)
+  c.optax = dict(b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0)
   c.batch_size = 64
   c.eval_batch_size = 64
   c.num_epochs = 15
@@ -135,7 +140,7 @@ def apply_demo(c: ml_collections.ConfigDict) -> None:
   c.batch_size = 64
   c.eval_batch_size = 128
   c.num_epochs = 15
-  c.optax.decay_epochs = 10
+  c.schedule.decay_epochs = 10
   c.log_every_steps = 20
   c.checkpoint.every_steps = 200
   c.evals = dict(val=dict(type="retrieval", split="val"))

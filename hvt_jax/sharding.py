@@ -55,8 +55,20 @@ def make_mesh(mesh_shape: Sequence[tuple[str, int]] | None = None,
 
 def logical_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
                     rules: Sequence[tuple[str, Any]]) -> P:
-  """Maps logical axis names of one array to a PartitionSpec under ``rules``."""
+  """Maps logical axis names of one array to a PartitionSpec under ``rules``.
+
+  A dimension stays replicated when its rule is None, when its mesh axes are already used by
+  another dimension of the array, or when its size is not divisible by theirs.
+
+  Raises:
+    ValueError: a logical name has no rule (it would silently stay replicated: list every
+      name a model uses in ``config.sharding_rules``, mapped to None to replicate).
+  """
   table = dict(rules)
+  unknown = [n for n in names if n is not None and n not in table]
+  if unknown:
+    raise ValueError(f"logical axis {unknown[0]!r} has no entry in config.sharding_rules "
+                     f"(rules cover {sorted(table)}); add ({unknown[0]!r}, <mesh axis or None>)")
   out, used = [], set()
   for name, dim in zip(names, shape):
     axis = table.get(name) if name is not None else None

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hvt_jax import models, sharding
+from hvt_jax import models, schedules, sharding
 from hvt_jax.evaluation import evaluators
 from hvt_jax.input import pipeline
 
@@ -50,13 +50,13 @@ class Setup:
   num_train_steps: int
 
 
-def make_optimizer(config: Any, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam with a step decay: lr × ``decay_factor`` every ``decay_epochs`` (HSE: 0.1/10)."""
+def make_optimizer(config: Any, steps_per_epoch: int,
+                   num_train_steps: int) -> optax.GradientTransformation:
+  """Adam (``config.optax``) driven by ``config.schedule`` (``hvt_jax.schedules``: HSE's
+  ×0.1 every 10 epochs, HAMMER's warm-up + cuts, MCHA's ×0.95 every 1,000 steps)."""
   o = config.optax
-  boundaries = {int(e * steps_per_epoch): o.decay_factor
-                for e in range(o.decay_epochs, config.num_epochs + 1, o.decay_epochs)
-                if o.decay_epochs > 0}
-  schedule = optax.piecewise_constant_schedule(o.learning_rate, boundaries)
+  schedule = schedules.make_schedule(config.schedule, steps_per_epoch, num_train_steps,
+                                     num_epochs=config.get("num_epochs"))
   parts = [optax.clip_by_global_norm(o.grad_clip)] if o.get("grad_clip") else []
   parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2, eps=o.eps))
   return optax.chain(*parts)
@@ -73,7 +73,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   train_n = int(meta["splits"].get(config.input.train_split, 0))
   steps_per_epoch = max(1, train_n // config.batch_size)
   num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
-  tx = make_optimizer(config, steps_per_epoch)
+  tx = make_optimizer(config, steps_per_epoch, num_steps)
   abstract = nnx.eval_shape(lambda: models.create_model(config, meta, rngs=nnx.Rngs(0),
                                                         data_dir=data_dir))
   graphdef, abstract_params = nnx.split(abstract)

@@ -61,3 +61,30 @@ def test_every_leaf_can_be_overridden(path):
   got = dict(_leaves(_parse(f"{path}:runlocal", overrides).to_dict()))
   for key, value in want.items():
     assert got[key] == value or (isinstance(value, tuple) and list(got[key]) == list(value)), key
+
+
+def test_sharding_rules_cover_transformer_axes_and_reject_unknown_names():
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from hvt_jax import sharding  # pylint: disable=g-import-not-at-top
+  from hvt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh((("data", 4), ("model", 2)))
+  block = nnx.eval_shape(lambda: layers.TransformerBlock(
+      layers.TransformerConfig(embed_dim=16, num_heads=4, mlp_dim=32), rngs=nnx.Rngs(0)))
+  params = nnx.state(block, nnx.Param)
+  specs = {}
+  for rules in (common.DATA_PARALLEL_RULES, common.FSDP_RULES):
+    sh = sharding.param_shardings(params, mesh, rules)
+    flat = {"/".join(str(p.key) for p in k): v.value.spec for k, v in
+            jax.tree_util.tree_flatten_with_path(
+                sh, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]}
+    specs[rules] = flat
+  dp, fsdp = specs[common.DATA_PARALLEL_RULES], specs[common.FSDP_RULES]
+  q = next(k for k in dp if k.endswith("query_kernel"))
+  assert tuple(dp[q]) == (None, "model", None)            # heads over "model"
+  assert tuple(fsdp[q]) == ("data", "model", None)        # + embed over "data"
+  mlp = next(k for k in fsdp if k.endswith("in_kernel"))
+  assert tuple(fsdp[mlp]) == ("data", "model")
+  with pytest.raises(ValueError, match="logical axis 'experts' has no entry"):
+    sharding.logical_to_mesh(("experts", "embed"), (4, 8), mesh, common.DATA_PARALLEL_RULES)

@@ -82,15 +82,15 @@ def test_encoder_embedding_is_max_over_valid_outputs():
   np.testing.assert_allclose(emb[1], np.max(out[1, :2], axis=0), rtol=1e-6)
 
 
-def _tiny_config(name="hse", context_init=True):
+def _tiny_config(name="hse", context_init=True, normalize=False):
   c = ml_collections.ConfigDict()
   c.model = dict(name=name, hidden=8, word_dim=6, context_init=context_init,
                  reconstruction=name == "hse", dtype="float32",
-                 word_vectors="none")
+                 word_vectors="none", normalize_embeddings=normalize)
   c.input = dict(modality="frames")
   hse_model = name == "hse"
   c.loss = dict(margin=0.2, hardest_negative=False, normalize="pairs", cluster=True,
-                cluster_bidirectional=True, low="strong" if hse_model else "none",
+                cluster_bidirectional=False, low="strong" if hse_model else "none",
                 context_weight=1.0 if context_init and hse_model else 0.0,
                 tau=5e-4 if hse_model else 0.0, tau_low=1e-4, recon_distance="l2",
                 recon_reduce="mean")
@@ -124,10 +124,18 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   rng = np.random.default_rng(0)
   batch = _batch(rng)
-  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  # Default (released code): raw embeddings everywhere, the context is h0 as it comes.
+  raw = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  out = raw(batch)
+  ctx = raw.video_low(batch["video_frames"], batch["video_frame_mask"])
+  np.testing.assert_allclose(out["video_context"], ctx, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["video"], raw.video_high(out["clips"], batch["clip_mask"], ctx),
+                             rtol=1e-5, atol=1e-6)
+  assert np.abs(np.linalg.norm(out["clips"], axis=-1)[batch["clip_mask"]] - 1).max() > 1e-2
+  # normalize_embeddings=True: the high-level GRU starts from the (normalised) embedding of
+  # the whole video and reads the normalised clip embeddings; all embeddings have unit norm.
+  m = models.create_model(_tiny_config(normalize=True), meta, rngs=nnx.Rngs(0))
   out = m(batch)
-  # High-level GRU starts from the low-level encoder's (normalised) embedding of the whole
-  # video and reads the normalised clip embeddings; all embeddings have unit norm.
   def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
   ctx = unit(m.video_low(batch["video_frames"], batch["video_frame_mask"]))
@@ -137,7 +145,8 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   valid = batch["clip_mask"]
   np.testing.assert_allclose(np.linalg.norm(out["clips"], axis=-1)[valid], 1.0, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(out["clips_hat"], axis=-1), 1.0, rtol=1e-5)
-  no_ctx = models.create_model(_tiny_config(context_init=False), meta, rngs=nnx.Rngs(0))
+  no_ctx = models.create_model(_tiny_config(context_init=False, normalize=True), meta,
+                               rngs=nnx.Rngs(0))
   assert not np.allclose(no_ctx.embed(batch)["video"], out["video"])
   # Padded clip content does not change any output or the loss.
   batch2 = dict(batch, clip_frames=batch["clip_frames"].copy())
@@ -278,3 +287,54 @@ def test_inconsistent_options_are_rejected(change, match):
   with pytest.raises(ValueError, match=match):
     models.create_model(c, {"modalities": {"frames": 5}, "vocab_size": 11},
                         rngs=nnx.Rngs(0))
+
+
+def _released_contrastive(im, s, margin=0.2):
+  """CMHSE ``ContrastiveLoss(norm=True)`` (loss.py at e007cfe), rows already normalised."""
+  scores = im @ s.T
+  d = np.diag(scores)
+  cost_s = np.clip(margin + scores - d[:, None], 0, None)
+  cost_im = np.clip(margin + scores - d[None, :], 0, None)
+  np.fill_diagonal(cost_s, 0)
+  np.fill_diagonal(cost_im, 0)
+  return (cost_s.sum() + cost_im.sum()) / (im.shape[0] * s.shape[0])
+
+
+def _released_euclidean(a, b):
+  """CMHSE ``EuclideanLoss(norm=True)`` (decoder/loss.py at e007cfe): mean row L2 norm."""
+  return np.sqrt(((a - b) ** 2).sum(axis=1)).mean()
+
+
+def test_default_loss_is_the_released_train_emb_with_norm():
+  """The shipped defaults compose Eq. 11 as the released ``VSE.train_emb`` with the README's
+  flags (--low_level_loss --reconstruct_loss --lowest_reconstruct_loss --norm): F.normalize
+  only on the loss inputs, cluster terms (L(x, x) + L(y, y)) / 2, reconstructions averaged
+  over rows, unnormalised targets."""
+  from configs.hse import demo as hse_demo  # pylint: disable=g-import-not-at-top
+  c = hse_demo.get_config("runlocal")
+  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
+  batch = _batch(np.random.default_rng(3), b=4)
+  m = models.create_model(c, meta, rngs=nnx.Rngs(0))
+  out = {k: np.asarray(v, np.float64) for k, v in m(batch).items()}
+  total, terms = m.loss({k: jnp.asarray(v, jnp.float32) for k, v in out.items()}, batch, c.loss)
+  # Raw embeddings: the encoders do not normalise (their F.normalize lines are commented out).
+  assert abs(np.linalg.norm(out["clips"][0, 0]) - 1.0) > 1e-3
+  n = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  valid = batch["clip_mask"]
+  clips, sents = out["clips"][valid], out["sentences"][valid]
+  v, p = out["video"], out["paragraph"]
+  want = (_released_contrastive(n(v), n(p))
+          + _released_contrastive(n(out["video_context"]), n(out["paragraph_context"]))
+          + (_released_contrastive(n(v), n(v)) + _released_contrastive(n(p), n(p))) / 2
+          + _released_contrastive(n(clips), n(sents))
+          + (_released_contrastive(n(clips), n(clips))
+             + _released_contrastive(n(sents), n(sents))) / 2)
+  recon = (_released_euclidean(out["clips_hat"][valid], clips)
+           + _released_euclidean(out["sentences_hat"][valid], sents))
+  frames = batch["clip_frame_mask"] & valid[..., None]
+  words = batch["sentence_token_mask"] & valid[..., None]
+  lowest = (_released_euclidean(out["frames_hat"][frames], batch["clip_frames"][frames])
+            + _released_euclidean(out["words_hat"][words], out["words"][words]))
+  want += 5e-4 * recon + 1e-4 * lowest
+  np.testing.assert_allclose(float(total), want, rtol=2e-5)
+  np.testing.assert_allclose(float(terms["recon_high"]), 5e-4 * recon, rtol=2e-5)

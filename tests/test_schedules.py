@@ -74,10 +74,8 @@ def test_step_epochs_bit_identical_to_make_optimizer(lr, factor, decay_epochs, n
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       num_epochs=num_epochs, num_train_steps=num_steps,
-      optax=dict(learning_rate=lr, decay_factor=factor, decay_epochs=decay_epochs, b1=0.9,
-                 b2=0.999, eps=1e-8, grad_clip=0.0),
-      schedule=cfg.to_dict()))
-  old_tx = train.make_optimizer(config, spe)
+      optax=dict(b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0), schedule=cfg.to_dict()))
+  old_tx = train.make_optimizer(config, spe, num_train_steps)
   new_tx = optax.chain(optax.adam(sched, b1=0.9, b2=0.999, eps=1e-8))
   params = {"w": jnp.ones((3,))}
   grads = {"w": jnp.asarray([1.0, -2.0, 0.5])}

@@ -143,7 +143,7 @@ def test_train_dataset_position_is_a_function_of_step(data_dir):
 
 def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
   c = _config(data_dir, num_train_steps=4)
-  c.optax.learning_rate = float("nan")
+  c.schedule.learning_rate = float("nan")
   # The first update is already NaN (finite loss): the run stops before saving it.
   with pytest.raises(FloatingPointError, match=r"non-finite .*norm/update = nan at step 1 "
                      r"\(the loss, [0-9.]+, is finite\); last good checkpoint: None"):
@@ -249,16 +249,16 @@ def test_resume_keeps_config_history_warns_and_refuses_shape_changes(data_dir, t
   train.train_and_evaluate(c, str(tmp_path))
   first = json.loads((tmp_path / "config.json").read_text())
   changed = _config(data_dir, num_train_steps=4)
-  changed.optax.learning_rate = 5e-4
+  changed.schedule.learning_rate = 5e-4
   with caplog.at_level("WARNING"):
     train.train_and_evaluate(changed, str(tmp_path))
-  assert "optax.learning_rate: 0.001 -> 0.0005" in caplog.text
+  assert "schedule.learning_rate: 0.001 -> 0.0005" in caplog.text
   assert "num_train_steps: 2 -> 4" in caplog.text
   assert json.loads((tmp_path / "config.json").read_text()) == first   # never overwritten
   (resume,) = tmp_path.glob("config.resume-*-step2.json")
-  assert json.loads(resume.read_text())["optax"]["learning_rate"] == 5e-4
+  assert json.loads(resume.read_text())["schedule"]["learning_rate"] == 5e-4
   bigger = _config(data_dir, num_train_steps=6)
-  bigger.optax.learning_rate = 5e-4
+  bigger.schedule.learning_rate = 5e-4
   bigger.model.hidden = 48
   with pytest.raises(ValueError, match=r"cannot resume step 4 .*: params/\S+: \(.*32.*\) in the "
                      r"checkpoint, \(.*48.*\) under this config .*model.hidden \(32 -> 48\)"):
