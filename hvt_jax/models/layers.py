@@ -6,6 +6,7 @@ to mesh axes with ``config.sharding_rules`` (see ``hvt_jax.sharding``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -237,7 +238,6 @@ class GRUEncoder(nnx.Module):
 # pure ``jax.value_and_grad`` over ``nnx.split(model, nnx.Param, ...)`` needs nothing else.
 # ---------------------------------------------------------------------------------------
 
-import dataclasses  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
