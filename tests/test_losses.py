@@ -500,3 +500,24 @@ def test_bad_options_raise():
     losses.match_loss(a, a, np.ones((4,), bool))
   with pytest.raises(ValueError, match="match_loss"):
     losses.match_loss(a, np.ones((3, 5), np.float32))
+
+
+def test_groups_mask_pairs_of_one_video():
+  """Rows with the same group id (video_index) are not each other's negatives."""
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+  a[3], b[3] = a[1], b[1]                       # video 1 twice in the batch
+  groups = np.array([0, 1, 2, 1])
+  masked = losses.match_loss(a, b, groups=groups, normalize="none")
+  # Reference: the plain hinge over pairs of different groups only.
+  sim = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
+      b / np.linalg.norm(b, axis=1, keepdims=True)).T
+  d = np.diag(sim)
+  want = sum(max(0.0, 0.2 - d[k] + sim[j, k]) + max(0.0, 0.2 - d[k] + sim[k, j])
+             for k in range(4) for j in range(4) if groups[j] != groups[k])
+  assert_close(masked, want)
+  assert float(losses.match_loss(a, b, normalize="none")) > float(masked)
+  cl = losses.cluster_loss(a, groups=groups, normalize="none", bidirectional=False)
+  assert_close(cl, sum(max(0.0, 0.2 - 1 + s) for (j, k), s in np.ndenumerate(
+      (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
+          a / np.linalg.norm(a, axis=1, keepdims=True)).T) if groups[j] != groups[k]))

@@ -188,21 +188,6 @@ def test_fse_uses_only_flat_inputs():
   assert set(terms) == {"match_high", "cluster_high"}
 
 
-def test_word_vectors_initialise_embedding(tmp_path):
-  vectors = np.random.default_rng(0).normal(size=(11, 6)).astype(np.float32)
-  np.save(tmp_path / "word_vectors.npy", vectors)
-  meta = {"modalities": {"frames": 5}, "vocab_size": 11}
-  c = _tiny_config()
-  c.model.word_vectors = "auto"
-  m = models.create_model(c, meta, rngs=nnx.Rngs(0), data_dir=str(tmp_path))
-  np.testing.assert_array_equal(m.words.table[...], vectors)
-  bad = np.zeros((12, 6), np.float32)
-  np.save(tmp_path / "bad.npy", bad)
-  c.model.word_vectors = str(tmp_path / "bad.npy")
-  with pytest.raises(ValueError, match="vocab_size=11"):
-    models.create_model(c, meta, rngs=nnx.Rngs(0))
-
-
 def _autodiff_recurrence(xp, mask, h0, w_h, b_h):
   """Reference: the same recurrence differentiated by JAX through lax.scan."""
   def step(h, inputs):

@@ -1,4 +1,5 @@
-"""Tests for data_prep.wordpiece (BERT WordPiece) and data_prep.embeddings (GloVe/word2vec)."""
+"""Tests for data_prep.wordpiece (BERT WordPiece through the `tokenizers` library) and
+data_prep.embeddings (GloVe/word2vec)."""
 
 import json
 import os
@@ -94,8 +95,11 @@ def test_load_vocab_errors(tmp_path):
     wordpiece.load_vocab(str(blank))
   missing = tmp_path / "nounk.txt"
   missing.write_text("[CLS]\n[SEP]\na\n", encoding="utf-8")
-  with pytest.raises(ValueError, match=r"\[UNK\]"):
+  with pytest.raises(ValueError, match=r"lacks the special tokens \['\[UNK\]'\]"):
     wordpiece.WordPieceTokenizer.from_file(str(missing))
+  # The views need all five (padding, MLM masking): listed together.
+  with pytest.raises(ValueError, match=r"\['\[PAD\]', '\[UNK\]', '\[MASK\]'\]"):
+    wordpiece.special_token_ids(wordpiece.load_vocab(str(missing)))
 
 
 def test_make_encoder_word_and_wordpiece_pickle_without_tokenizer():
@@ -112,6 +116,77 @@ def test_make_encoder_word_and_wordpiece_pickle_without_tokenizer():
   assert pickle.loads(pickle.dumps(encode))("hello world") == [7592, 2088]
   with pytest.raises(ValueError, match="needs|builds its vocabulary"):
     common.make_encoder("word", None)
+
+
+# Real sentences (ActivityNet Captions train/val_1) and full-width forms, with the ids the
+# hand-written transcription of BERT's Python tokenizer gave before the switch to
+# `tokenizers` (accents stripped, curly quotes and bullets kept, full-width letters [UNK]).
+GOLDEN = [
+    ("a man holds a piñata high above her head",
+     [1037, 2158, 4324, 1037, 9231, 6790, 2152, 2682, 2014, 2132]),
+    ("holding an épée and aman walks in",
+     [3173, 2019, 4958, 4402, 1998, 25933, 2078, 7365, 1999]),
+    ("just the man’s hands", [2074, 1996, 2158, 1521, 1055, 2398]),
+    ("women in “FAB 50” neon green t-shirts",
+     [2308, 1999, 1523, 6904, 2497, 2753, 1524, 16231, 2665, 1056, 1011, 11344]),
+    ("Laz Cruz • Mexico", [2474, 2480, 8096, 1528, 3290]),
+    ("ＡＢＣ ｆｕｌｌ－ｗｉｄｔｈ １２３ Ｎａïｖｅ", [100, 100, 1990, 100, 100, 100]),
+]
+
+
+@pytest.mark.parametrize("text, ids", GOLDEN)
+def test_ids_kept_from_the_hand_written_tokenizer(bert, text, ids):
+  assert bert.encode(text) == ids
+  assert bert.tokenize("piñata") == ["pin", "##ata"]
+
+
+def test_tokenizer_json_and_vocab_txt_agree_on_real_sentences(bert, shared_data):
+  # The default reads the checkpoint's tokenizer.json; a bare vocab.txt builds BERT's
+  # uncased pipeline: both give the same ids on every real ActivityNet val_1 / TVR sentence.
+  assert bert.source.endswith("tokenizer.json") and bert.lowercase
+  from_txt = wordpiece.WordPieceTokenizer.from_file(wordpiece.default_vocab_file())
+  assert from_txt.source.endswith("vocab.txt") and from_txt.vocab == bert.vocab
+  val = json.loads((shared_data / "activitynet_captions" / "val_1.json").read_text())
+  sentences = [s for v in val.values() for s in v["sentences"]]
+  with open(shared_data / "tvr" / "tvr_val_release.jsonl", encoding="utf-8") as f:
+    sentences += [json.loads(line)["desc"] for line in f]
+  assert len(sentences) > 28_000
+  assert bert.encode_batch(sentences) == from_txt.encode_batch(sentences)
+
+
+def test_stored_padding_and_truncation_are_off(bert):
+  # The checkpoint's tokenizer.json pads and truncates to 128; stored ids must not.
+  long = " ".join(["guitar"] * 300)
+  assert bert.encode(long) == [bert.vocab_index["guitar"]] * 300
+  assert bert.encode("hi") == [bert.vocab_index["hi"]]
+  assert bert.encode(long, add_special_tokens=True, max_length=5)[-1] == bert.sep_id
+
+
+def test_cased_vocab_from_tokenizer_config(tmp_path):
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Hello", "hello", "Ca", "##fé"]
+  (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+  (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+  cased = wordpiece.WordPieceTokenizer.from_file(str(tmp_path))
+  assert not cased.lowercase and cased.tokenize("Hello Café") == ["Hello", "Ca", "##fé"]
+  uncased = wordpiece.WordPieceTokenizer.from_file(str(tmp_path), lowercase=True)
+  assert uncased.tokenize("Hello") == ["hello"]
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no tokenizer.json or vocab.txt"):
+    wordpiece.WordPieceTokenizer.from_file(str(tmp_path / "empty"))
+
+
+def test_encoder_metadata_names_tokenizer_and_vocab():
+  vocab, encode, _ = common.make_encoder("wordpiece", None)
+  meta = encode.metadata()
+  assert meta["library"].startswith("tokenizers 0.23")
+  assert meta["source"].endswith("tokenizer.json") and meta["lowercase"] is True
+  assert meta["vocab_size"] == 30522 and len(meta["vocab_sha256"]) == 64
+  # Special ids come from the vocabulary, not constants.
+  assert meta["special_ids"] == {t.strip("[]").lower(): vocab.index(t)
+                                 for t in wordpiece.SPECIAL_TOKENS}
+  assert json.loads(json.dumps(meta)) == meta
+  assert common.make_encoder("word", ["a b"])[1].metadata()["special_ids"] == {"pad": 0,
+                                                                              "unk": 1}
 
 
 # ----------------------------------------------------------------------------------------------

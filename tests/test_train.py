@@ -48,7 +48,7 @@ def _config(data_dir, model="hse", **kw):
 
 def _first_batch(config, s):
   ds = pipeline.train_dataset(config, 0)
-  return next(pipeline.iterate(ds, s.mesh))
+  return next(pipeline.iterate(ds, s.mesh, pipeline.get_view(config.model.name)))[0]
 
 
 def _run_one_step(config):
@@ -90,6 +90,27 @@ def test_fsdp_rules_shard_params_and_match_data_parallel(data_dir):
   p_fsdp, m_fsdp = _run_one_step(c)
   p_dp, m_dp = _run_one_step(_config(data_dir))
   np.testing.assert_allclose(m_fsdp["loss"], m_dp["loss"], rtol=2e-5)
+  # The *updated* parameters agree (Adam's normalised step: absolute tolerance << 1e-3).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+               p_fsdp, p_dp)
+  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                       p_dp, jax.device_get(train.init_state(train.setup(_config(
+                           data_dir)))["params"]))
+  assert max(jax.tree.leaves(moved)) > 1e-4          # the step changed the parameters
+
+
+def test_train_step_compiles_once(data_dir):
+  """Recompile guard: every step of a run reuses one executable."""
+  c = _config(data_dir)
+  s = train.setup(c)
+  state = train.init_state(s)
+  step_fn = train.make_train_step(s)
+  view = pipeline.get_view(c.model.name)
+  with jax.set_mesh(s.mesh):
+    for (batch, _), _ in zip(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh, view),
+                             range(3)):
+      state, _ = step_fn(state, batch)
+  assert step_fn._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_checkpoint_restore_gives_identical_next_step(data_dir, tmp_path):
@@ -98,7 +119,8 @@ def test_checkpoint_restore_gives_identical_next_step(data_dir, tmp_path):
   mngr = train.checkpoint_manager(str(tmp_path), c)
   state = train.init_state(s)
   step_fn = train.make_train_step(s)
-  batches = pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh)
+  batches = (b for b, _ in pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
+                                            pipeline.get_view(c.model.name)))
   with jax.set_mesh(s.mesh):
     state, _ = step_fn(state, next(batches))
     mngr.save(1, args=train.ocp.args.StandardSave(state))
@@ -204,11 +226,11 @@ def test_stop_requested_during_start_up_exits_cleanly(data_dir, tmp_path, monkey
 
 
 def _nan_at(step_index, real_iterate):
-  def iterate(ds, mesh, stats=None):
-    for i, batch in enumerate(real_iterate(ds, mesh, stats)):
+  def iterate(ds, mesh, view, stats=None):
+    for i, (batch, host) in enumerate(real_iterate(ds, mesh, view, stats)):
       if i == step_index:
         batch = dict(batch, clip_frames=batch["clip_frames"] * np.nan)
-      yield batch
+      yield batch, host
   return iterate
 
 

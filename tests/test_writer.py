@@ -318,7 +318,7 @@ def test_serialize_record_matches_tfds_serializer():
     encoded = features.encode_example(dict(valid, tokens=[t.tolist() for t in valid["tokens"]]))
     want = reference.get_tf_example(encoded).SerializeToString(deterministic=True)
     assert ours == want, i
-    assert info == {"video_id": rec["video_id"],
+    assert info == {"video_id": rec["video_id"], "sentences": s,
                     "missing": [m for m, t in rows.items() if t == 0]}
 
 

@@ -8,26 +8,33 @@ from data_prep import writer
 
 DIM = 12
 VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
+WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 
 
-def record(i: int, rng: np.random.Generator, split: str) -> dict:
+def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames",
+           first_id: int = 2) -> dict:
   t = int(rng.integers(10, 30))
   s = int(rng.integers(2, 6))
   dur = float(t) * 0.5
   segs = np.sort(rng.uniform(0, dur, size=(s, 2)), axis=1).astype(np.float32)
   starts = np.arange(t, dtype=np.float32) * 0.5
   return dict(video_id=f"{split}{i}", duration=dur, split=split, label="",
-              features={"frames": rng.normal(size=(t, DIM)).astype(np.float32)},
-              timestamps={"frames": np.stack([starts, starts + 0.5], 1)},
+              features={modality: rng.normal(size=(t, DIM)).astype(np.float32)},
+              timestamps={modality: np.stack([starts, starts + 0.5], 1)},
               segments=segs, sentences=[f"s{j}" for j in range(s)],
-              tokens=[rng.integers(2, len(VOCAB), size=int(rng.integers(2, 7))).tolist()
+              tokens=[rng.integers(first_id, len(VOCAB), size=int(rng.integers(2, 7))).tolist()
                       for _ in range(s)])
 
 
-def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0) -> str:
+def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *,
+          modality: str = "frames", val_split: str = "val", tokenizer: str = "word") -> str:
+  """A tiny dataset; ``tokenizer="wordpiece"``: ids of ``WORDPIECE_VOCAB`` (specials first,
+  never stored in tokens)."""
   rng = np.random.default_rng(seed)
-  spec = writer.DatasetSpec(name="demo", modalities={"frames": DIM}, tokenizer="word",
-                            vocab=VOCAB)
-  splits = {"train": [record(i, rng, "train") for i in range(num_train)],
-            "val": [record(i, rng, "val") for i in range(num_val)]}
+  wordpiece = tokenizer == "wordpiece"
+  spec = writer.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
+                            vocab=WORDPIECE_VOCAB if wordpiece else VOCAB)
+  first = 5 if wordpiece else 2
+  splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
+            val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}
   return writer.write_dataset(spec, splits, out_dir, counter=writer.SkipCounter())

@@ -7,9 +7,9 @@
       --config.input.data_dir=data/activitynet_inception
 """
 
-from configs import common
+from configs.hse import base
 
 
 def get_config(arg=None):
-  return common.make_config("fse", arg, modality="inception",
-                            data_dir="data/activitynet_inception")
+  return base.make("fse", arg, modality="inception",
+                         data_dir="data/activitynet_inception")

@@ -1,7 +1,8 @@
 """HSE on the synthetic demo dataset (`hvt-prepare demo`): what `hvt-demo` trains."""
 
-from configs import common
+from configs.hse import base
 
 
 def get_config(arg=None):
-  return common.make_config("hse", arg, modality="frames", demo=True)
+  return base.make("hse", ",".join(filter(None, ["demo", arg])), modality="frames",
+                         data_dir="data/demo")

@@ -29,13 +29,18 @@ def startup() -> tuple[object, str]:
   return _CONFIG.value, _WORKDIR.value
 
 
+def metric_columns(metrics: dict[str, float]) -> list[str]:
+  """The table columns of a metrics dict: every ``<direction or task>/<metric>`` name, in
+  the evaluators' order (counts such as ``num_examples`` are left out)."""
+  return [k for k in metrics if "/" in k]
+
+
 def results_table(model: str, results: dict[str, float]) -> str:
-  """``{split/direction/metric: v}`` -> one row per split, retrieval metrics as columns."""
+  """``{split/prefix/metric: v}`` -> one row per split; columns come from the metrics."""
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
-  rows = {}
+  rows: dict[str, dict[str, float]] = {}
   for key, value in results.items():
     split, _, name = key.partition("/")
     rows.setdefault(f"{model} {split}", {})[name] = value
-  columns = [f"{d}/{k}" for d in ("p2v", "v2p")
-             for k in ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")]
+  columns = list(dict.fromkeys(c for r in rows.values() for c in metric_columns(r)))
   return retrieval.format_table(rows, columns)

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-COLUMNS = [f"{d}/{k}" for d in ("p2v", "v2p") for k in ("R@1", "R@5", "R@50", "MdR", "MnR")]
 
 
 def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = "",
@@ -64,11 +63,15 @@ def main(argv: list[str] | None = None) -> None:
   tf.config.set_visible_devices([], "GPU")
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
+  from hvt_jax.cli import common  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
   results = run_demo(args.workdir, tuple(args.models.split(",")), arg=args.config_arg,
                      num_train=args.num_train, num_val=args.num_val)
-  print("\nParagraph->video (p2v) and video->paragraph (v2p) retrieval on the demo val split")
-  print(retrieval.format_table(results, COLUMNS))
+  print("\nRetrieval on the demo val split (columns: each model's evaluators, e.g. p2v = "
+        "paragraph->video, v2p = video->paragraph)")
+  columns = list(dict.fromkeys(c for m in results.values() for c in common.metric_columns(m)
+                               if not c.endswith("R@10")))
+  print(retrieval.format_table(results, columns))
   sys.stdout.flush()
 
 

@@ -14,7 +14,8 @@ import tensorflow as tf
 from hvt_jax.input import ops
 
 
-def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
+def hse_view(example: dict[str, Any], cfg: Any,
+             seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """Builds fixed-shape HSE inputs from a decoded canonical example.
 
   Seconds map to rows through the stored ``timestamps/<modality>`` (``ops.time_to_rows``,
@@ -29,6 +30,7 @@ def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
       ``max_video_frames``, ``max_words``, ``max_paragraph_words``, ``clip_source``,
       ``num_uniform_clips``, ``clip_rule`` (resolved: not "auto"), ``zero_length``,
       ``frame_sampling``.
+    seed: the pipeline's per-record seed; HSE's view is deterministic and ignores it.
 
   Returns:
     clip_frames [C, F, D] float32, clip_frame_mask [C, F], clip_mask [C],
@@ -41,6 +43,7 @@ def hse_view(example: dict[str, Any], cfg: Any) -> dict[str, tf.Tensor]:
   Raises:
     ValueError: unknown ``clip_source`` or rule.
   """
+  del seed
   feats = example[f"features/{cfg.modality}"]
   stamps = example[f"timestamps/{cfg.modality}"]
   num_rows = tf.shape(feats)[0]

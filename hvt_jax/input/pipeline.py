@@ -1,12 +1,25 @@
 """tf.data pipelines from canonical TFRecords to global, sharded jax.Array batches.
 
-One pipeline for every family: the family only contributes its *view* (``VIEWS``).
-Train: per-process shard, per-epoch seeded shuffle, exact resume, view, batch.
+One pipeline for every family: the family only contributes its *view* (``VIEWS``), which
+turns one decoded record into one example (HSE, MCHA's sampled caption) or one example per
+sentence (HAMMER: per (sentence, video)).
+
+Train: this process's contiguous slice of the split; each epoch the records are shuffled
+with seed (config.seed, epoch), every record is viewed with a seed of its own (config.seed,
+epoch, record index) for stateless random ops, and the examples are shuffled again at
+example level; the stream is a pure function of the example position, so a resumed run
+continues at exactly the next example (``start_step × batch``).
 Eval: every example exactly once, the last batch padded with ``example_mask = False``.
+
+Every example carries ``video_index`` (int32: the record's index in its split, so losses can
+mask pairs of one video) and, on the host only, ``video_id``. ``iterate`` yields
+(device batch, host batch): keys a view declares host-only (ids, strings) and the input
+statistics never become device arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Iterator
 
@@ -16,19 +29,40 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from data_prep import writer
-from hvt_jax.input import hse_view, ops
+from data_prep import wordpiece, writer
+from hvt_jax.input import hse_view, ops, text_view
 
-# Model name -> view builder: (decoded example, config.input) -> fixed-shape features.
-VIEWS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
-    "hse": hse_view.hse_view,
-    "fse": hse_view.hse_view,
+
+@dataclasses.dataclass(frozen=True)
+class View:
+  """A family's view of a canonical record.
+
+  Attributes:
+    fn: (decoded record, resolved ``config.input``, int64 seed) -> fixed-shape tensors of one
+      example, or of N examples along a leading axis when ``per_sentence``.
+    per_sentence: one example per sentence of the record (N = its number of sentences).
+    host_keys: keys that stay on the host (ids, strings); ``video_id`` always does.
+    stat_keys: host-side statistics counted by ``InputStats`` (not fed to the model).
+  """
+  fn: Callable[[dict[str, Any], Any, tf.Tensor], dict[str, tf.Tensor]]
+  per_sentence: bool = False
+  host_keys: tuple[str, ...] = ()
+  stat_keys: tuple[str, ...] = ()
+
+  @property
+  def host_only(self) -> tuple[str, ...]:
+    return ("video_id", *self.host_keys, *self.stat_keys)
+
+
+_HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
+# Model name -> view.
+VIEWS: dict[str, View] = {
+    "hse": _HSE, "fse": _HSE,
+    "text_mlm": View(text_view.sentence_view, per_sentence=True, stat_keys=("truncated",)),
 }
-# Host-side statistics that a view returns but models do not consume.
-_STAT_KEYS = ("truncated", "empty_segments")
 
 
-def get_view(model_name: str) -> Callable[..., dict[str, tf.Tensor]]:
+def get_view(model_name: str) -> View:
   if model_name not in VIEWS:
     raise ValueError(f"no input view for model {model_name!r}; valid: {sorted(VIEWS)}")
   return VIEWS[model_name]
@@ -43,18 +77,26 @@ def view_config(config: Any, meta: dict[str, Any]) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(config.input.to_dict())
   if cfg.get("clip_rule", "auto") == "auto":
     cfg.clip_rule = ops.default_clip_rule(meta.get("name", ""))
+  if meta.get("special_ids"):
+    cfg.special_ids = meta["special_ids"]
   return cfg
 
 
 def dataset_info(config: Any) -> tuple[str, dict[str, Any]]:
-  """Returns (dataset dir, metadata) for ``config.input.data_dir``."""
+  """Returns (dataset dir, metadata) for ``config.input.data_dir``; a WordPiece dataset's
+  metadata gains ``special_ids`` ({"pad", "unk", "cls", "sep", "mask"} present in its
+  vocabulary)."""
   data_dir = writer.find_dataset_dir(config.input.data_dir,
                                      config.input.get("dataset") or None)
-  return data_dir, writer.load_metadata(data_dir)
+  meta = writer.load_metadata(data_dir)
+  if meta.get("tokenizer") == "wordpiece":
+    meta["special_ids"] = wordpiece.special_token_ids(writer.load_vocab(data_dir),
+                                                      required=())
+  return data_dir, meta
 
 
 def _process_slice(total: int) -> tuple[int, int]:
-  """[start, end) of this process's contiguous share of a split of ``total`` examples."""
+  """[start, end) of this process's contiguous share of a split of ``total`` records."""
   pc, pi = jax.process_count(), jax.process_index()
   return pi * total // pc, (pi + 1) * total // pc
 
@@ -66,12 +108,25 @@ def local_batch_size(global_batch: int) -> int:
   return global_batch // jax.process_count()
 
 
-def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int, Callable]:
-  """This process's share of ``split``: (decoded examples, local count, global count, view).
+@dataclasses.dataclass
+class _Split:
+  """This process's share of a split: indexed records and example counts."""
+  records: tf.data.Dataset      # (record index in the split, decoded record)
+  local_records: int
+  local_examples: int
+  total_examples: int
+  view: View
+  cfg: ml_collections.ConfigDict
 
-  Each process reads only its own contiguous slice of records (TFDS file instructions), so
-  a pod does not read every record on every host.
-  """
+
+def _count_sentences(ds: tf.data.Dataset) -> int:
+  return int(ds.map(lambda ex: tf.cast(ex["tokens"].nrows(), tf.int64)).reduce(
+      tf.constant(0, tf.int64), lambda a, b: a + b))
+
+
+def _split(config: Any, split: str) -> _Split:
+  """This process's contiguous slice of ``split`` (TFDS file instructions: a pod does not
+  read every record on every host), with its example counts."""
   data_dir, meta = dataset_info(config)
   if split not in meta["splits"]:
     raise ValueError(f"split {split!r} not in dataset {data_dir} "
@@ -79,54 +134,106 @@ def _views(config: Any, split: str) -> tuple[tf.data.Dataset, int, int, Callable
   total = int(meta["splits"][split])
   start, end = _process_slice(total)
   if end == start:
-    raise ValueError(f"split {split!r} has {total} examples, fewer than the "
+    raise ValueError(f"split {split!r} has {total} records, fewer than the "
                      f"{jax.process_count()} processes")
   ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
-  view, cfg = get_view(config.model.name), view_config(config, meta)
-  return ds, end - start, total, lambda ex: view(ex, cfg)
+  indexed = tf.data.Dataset.zip(
+      tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
+  view = get_view(config.model.name)
+  local, total_examples = end - start, total
+  if view.per_sentence:
+    counted = meta.get("sentences", {}).get(split)
+    local = (counted if counted is not None and jax.process_count() == 1
+             else _count_sentences(ds))
+    total_examples = counted if counted is not None else local * jax.process_count()
+  return _Split(indexed, end - start, local, int(total_examples), view,
+                view_config(config, meta))
+
+
+def num_train_examples(config: Any, meta: dict[str, Any]) -> int:
+  """Examples per epoch of the training split (records, or sentences for per-sentence
+  views), from the dataset metadata."""
+  split = config.input.train_split
+  if get_view(config.model.name).per_sentence and "sentences" in meta:
+    return int(meta["sentences"].get(split, 0))
+  return int(meta["splits"].get(split, 0))
+
+
+def _viewed(sp: _Split, seed_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+  """Records -> examples: the view, plus ``video_index`` and ``video_id`` per example."""
+  view, cfg = sp.view, sp.cfg
+
+  def one(index, record):
+    out = dict(view.fn(record, cfg, seed_fn(index)))
+    n = tf.shape(next(iter(out.values())))[0] if view.per_sentence else None
+    for key, value in (("video_index", index), ("video_id", record["video_id"])):
+      out[key] = tf.fill([n], value) if view.per_sentence else value
+    return out
+
+  ds = sp.records.map(one, num_parallel_calls=tf.data.AUTOTUNE)
+  if view.per_sentence:
+    ds = ds.flat_map(tf.data.Dataset.from_tensor_slices)
+  return ds
+
+
+def _mix(*values) -> tf.Tensor:
+  """A deterministic int64 seed from integers (FNV-style mixing)."""
+  h = tf.constant(1469598103934665603 & 0x7FFFFFFFFFFFFFFF, tf.int64)
+  for v in values:
+    h = (h * 1099511628211 + tf.cast(v, tf.int64)) % (2**61 - 1)
+  return h
 
 
 def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
   """Infinite training stream of local batches, positioned at ``start_step``.
 
-  Each epoch is shuffled with seed ``config.seed + epoch``, so the order is a pure function
-  of the step: a resumed run skips to exactly the example where the previous one stopped
-  (at most one epoch of records is skipped, before decoding into views).
+  Each epoch is shuffled with seed ``config.seed + epoch`` (records, then examples), so the
+  order is a pure function of the example position: a resumed run skips to exactly the
+  example where the previous one stopped (at most one epoch of records is skipped before
+  decoding into views).
   """
-  ds, n_local, _, view = _views(config, config.input.train_split)
+  sp = _split(config, config.input.train_split)
   batch = local_batch_size(config.batch_size)
-  if n_local < batch:
-    raise ValueError(f"split {config.input.train_split!r} has {n_local} examples on this "
-                     f"process, fewer than one batch ({batch})")
-  position = start_step * batch
-  first_epoch, offset = divmod(position, n_local)
-  buffer = min(config.input.shuffle_buffer, n_local)
+  if sp.local_examples < batch:
+    raise ValueError(f"split {config.input.train_split!r} has {sp.local_examples} examples "
+                     f"on this process, fewer than one batch ({batch})")
+  first_epoch, offset = divmod(start_step * batch, sp.local_examples)
+  record_buffer = min(config.input.shuffle_buffer, sp.local_records)
+  example_buffer = min(config.input.shuffle_buffer, sp.local_examples)
+  seed = int(config.seed)
 
   def epoch(e):
-    return ds.shuffle(buffer, seed=tf.cast(config.seed, tf.int64) * 100003 + e,
-                      reshuffle_each_iteration=False)
+    records = sp.records.shuffle(record_buffer, seed=_mix(seed, e, 0),
+                                 reshuffle_each_iteration=False)
+    examples = _viewed(dataclasses.replace(sp, records=records),
+                       lambda index: _mix(seed, e, index))
+    if sp.view.per_sentence:
+      examples = examples.shuffle(example_buffer, seed=_mix(seed, e, 1),
+                                  reshuffle_each_iteration=False)
+    return examples
 
-  # Shuffle, then repeat (epochs), then map: boundaries between epochs stay clean.
+  # Shuffle, then repeat (epochs), then batch: boundaries between epochs stay clean.
   stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
-  stream = stream.map(view, num_parallel_calls=tf.data.AUTOTUNE)
   return stream.batch(batch, drop_remainder=True).prefetch(2)
 
 
 def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
-  """Every example of ``split`` once, padded to whole global batches.
+  """Every example of ``split`` once (views seeded with 0: deterministic), padded to whole
+  global batches.
 
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  ds, n_local, total, view = _views(config, split)
-  ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE)
+  sp = _split(config, split)
+  ds = _viewed(sp, lambda index: tf.constant(0, tf.int64))
   batch = local_batch_size(config.eval_batch_size)
-  steps = max(1, math.ceil(total / config.eval_batch_size))
-  n_pad = steps * batch - n_local
+  steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))
+  n_pad = steps * batch - sp.local_examples
   pad = tf.data.Dataset.from_tensors(
       tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec))
+  pad = pad.map(lambda ex: dict(ex, video_index=tf.constant(-1, tf.int32)))
   ds = ds.concatenate(pad.repeat(n_pad)).batch(batch, drop_remainder=True)
-  return ds.prefetch(2), steps, total
+  return ds.prefetch(2), steps, sp.total_examples
 
 
 class InputStats:
@@ -153,14 +260,20 @@ class InputStats:
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Process-local numpy batch -> global jax.Arrays sharded over the mesh's "data" axis."""
   sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in batch.items() if k not in _STAT_KEYS}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def iterate(ds: tf.data.Dataset, mesh: Mesh,
-            stats: InputStats | None = None) -> Iterator[dict[str, jax.Array]]:
-  """Yields global batches; ``stats`` (if given) counts truncated examples."""
+def iterate(ds: tf.data.Dataset, mesh: Mesh, view: View, stats: InputStats | None = None
+            ) -> Iterator[tuple[dict[str, jax.Array], dict[str, np.ndarray]]]:
+  """Yields (global device batch, process-local host batch).
+
+  The host batch holds ``view.host_only`` keys (``video_id``, statistics) plus
+  ``example_mask`` and ``video_index``; ``stats`` (if given) counts truncated examples.
+  """
   for batch in ds.as_numpy_iterator():
     if stats is not None:
       stats.update(batch)
-    yield to_global(batch, mesh)
+    host = {k: batch[k] for k in (*view.host_only, "example_mask", "video_index")
+            if k in batch}
+    device = {k: v for k, v in batch.items() if k not in view.host_only}
+    yield to_global(device, mesh), host

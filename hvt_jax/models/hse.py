@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hvt_jax import losses
-from hvt_jax.models import layers
+from hvt_jax.models import base, layers
 
 Batch = dict[str, jax.Array]
 
@@ -75,28 +75,41 @@ class HSEConfig:
 
 
 class WordEmbedding(nnx.Module):
-  """Trainable word embeddings, optionally initialised from word vectors (GloVe)."""
+  """Trainable word embeddings [vocab, dim], N(0, 0.1) with the padding id 0 at zero.
 
-  def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs,
-               init: jax.Array | None = None):
-    if init is None:
-      init = jax.random.normal(rngs.params(), (vocab_size, dim)) * 0.1
-      init = init.at[0].set(0.0)  # id 0 is padding
-    elif tuple(init.shape) != (vocab_size, dim):
-      raise ValueError(f"word vectors have shape {tuple(init.shape)}, "
-                       f"expected [vocab_size={vocab_size}, word_dim={dim}]")
+  Pretrained vectors (GloVe, as the paper) are loaded after init by an ``init_from`` entry
+  of format "word_vectors" into ``words/table`` (``HSE.pretrained_entries``).
+  """
+
+  def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
+    init = jax.random.normal(rngs.params(), (vocab_size, dim)) * 0.1
+    init = init.at[0].set(0.0)  # id 0 is padding
     self.table = layers.param(jnp.asarray(init, jnp.float32), ("vocab", "embed"))
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.table[...], ids, axis=0)
 
 
-def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
-            data_dir: str | None = None):
+def _word_vectors_path(config: Any, data_dir: str | None) -> str | None:
+  """``config.model.word_vectors``: "auto" = ``<data_dir>/word_vectors.npy`` when the
+  converter attached one (GloVe, as the paper), "none" = random init, or a path."""
+  source = config.model.get("word_vectors", "auto")
+  if source == "auto":
+    candidate = os.path.join(data_dir or "", "word_vectors.npy")
+    if data_dir and os.path.exists(candidate):
+      return candidate
+    logging.warning("no word_vectors.npy in %s: word embeddings start random (the paper "
+                    "initialises them from GloVe: convert with --word-vectors FILE)",
+                    data_dir)
+    return None
+  return None if source == "none" else source
+
+
+def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs):
   """Builds HSE/FSE from the run config and dataset metadata (shared ``create``).
 
-  ``config.model.word_vectors``: "auto" loads ``<data_dir>/word_vectors.npy`` when the
-  converter attached one (GloVe init, as the paper), "none" = random init, or a path.
+  Reads no weights: when word vectors are configured only their shape is read (the word
+  dimension follows them); the values are loaded after init (``pretrained_entries``).
   """
   check_config(config)
   modality = config.input.modality
@@ -105,33 +118,35 @@ def _create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs,
                      f"(modalities: {sorted(meta['modalities'])})")
   cfg = HSEConfig.from_config(config.model, video_dim=int(meta["modalities"][modality]),
                               vocab_size=int(meta["vocab_size"]))
-  source = config.model.get("word_vectors", "auto")
-  path = None
-  if source == "auto" and data_dir:
-    candidate = os.path.join(data_dir, "word_vectors.npy")
-    path = candidate if os.path.exists(candidate) else None
-    if path is None:
-      logging.warning("no word_vectors.npy in %s: word embeddings start random (the paper "
-                      "initialises them from GloVe: convert with --word-vectors FILE)",
-                      data_dir)
-  elif source not in ("auto", "none"):
-    path = source
-  vectors = None
+  path = _word_vectors_path(config, meta.get("data_dir"))
   if path:
-    vectors = np.load(path)
-    if vectors.shape[1] != cfg.word_dim:
-      cfg = dataclasses.replace(cfg, word_dim=int(vectors.shape[1]))
-  return cls(cfg, rngs=rngs, word_vectors=vectors)
+    shape = np.load(path, mmap_mode="r").shape
+    if len(shape) != 2 or shape[0] != cfg.vocab_size:
+      raise ValueError(f"word vectors {path} have shape {list(shape)}, expected "
+                       f"[vocab_size={cfg.vocab_size}, word_dim]")
+    cfg = dataclasses.replace(cfg, word_dim=int(shape[1]))
+  return cls(cfg, rngs=rngs)
 
 
-class HSE(nnx.Module):
-  """Hierarchical sequence embedding of videos and paragraphs."""
+def _pretrained_entries(cls, config: Any, data_dir: str | None) -> list[dict[str, Any]]:
+  """The ``init_from`` entries the config implies: GloVe vectors into ``words/table``."""
+  del cls
+  path = _word_vectors_path(config, data_dir)
+  return [dict(source=path, format="word_vectors", into="words/table")] if path else []
 
-  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
-               word_vectors: jax.Array | None = None):
+
+class HSE(base.TwoTower, nnx.Module):
+  """Hierarchical sequence embedding of videos and paragraphs.
+
+  Prediction functions (``hvt_jax.models.base``): ``encode_query`` embeds paragraphs,
+  ``encode_candidate`` videos (unit-normalised, so ``score`` is the cosine the authors'
+  evaluation ranks by); a v2p evaluation swaps the roles.
+  """
+
+  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     h, kw = cfg.hidden, dict(rngs=rngs, dtype=jnp.dtype(cfg.dtype))
-    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
+    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs)
     self.video_low = layers.GRUEncoder(cfg.video_dim, h, **kw)
     self.video_high = layers.GRUEncoder(h, h, **kw)
     self.text_low = layers.GRUEncoder(cfg.word_dim, h, **kw)
@@ -143,6 +158,7 @@ class HSE(nnx.Module):
       self.word_decoder = layers.GRU(h, cfg.word_dim, **kw)
 
   create = classmethod(_create)
+  pretrained_entries = classmethod(_pretrained_entries)
 
   def _norm(self, x: jax.Array) -> jax.Array:
     return _l2_normalize(x) if self.cfg.normalize_embeddings else x
@@ -155,26 +171,48 @@ class HSE(nnx.Module):
       context embeddings ``video_context``/``paragraph_context`` [B, H] (zeros when
       ``context_init`` is off), plus the word embeddings used as reconstruction targets.
     """
+    return {**self._video(batch), **self._text(batch)}
+
+  def _video(self, batch: Batch) -> dict[str, jax.Array]:
+    """Frames -> clips -> video (Eq. 3), h0 = the whole video's low-level embedding."""
     norm = self._norm
     clips = norm(self.video_low.encode_nested(batch["clip_frames"],
                                               batch["clip_frame_mask"]))
+    if self.cfg.context_init:
+      ctx = norm(self.video_low(batch["video_frames"], batch["video_frame_mask"]))
+    else:
+      ctx = jnp.zeros((clips.shape[0], self.cfg.hidden), jnp.float32)
+    # The clip embeddings are the high-level GRU's inputs and the context its initial
+    # state, as in the authors' code.
+    video = norm(self.video_high(clips, batch["clip_mask"], ctx))
+    return dict(video=video, clips=clips, video_context=ctx)
+
+  def _text(self, batch: Batch) -> dict[str, jax.Array]:
+    """Words -> sentences -> paragraph (Eq. 3), h0 = the whole paragraph's embedding."""
+    norm = self._norm
     words = self.words(batch["sentence_tokens"])
     sentences = norm(self.text_low.encode_nested(words, batch["sentence_token_mask"]))
-    b = clips.shape[0]
     if self.cfg.context_init:
-      video_ctx = norm(self.video_low(batch["video_frames"], batch["video_frame_mask"]))
-      para_ctx = norm(self.text_low(self.words(batch["paragraph_tokens"]),
-                                    batch["paragraph_token_mask"]))
+      ctx = norm(self.text_low(self.words(batch["paragraph_tokens"]),
+                               batch["paragraph_token_mask"]))
     else:
-      video_ctx = para_ctx = jnp.zeros((b, self.cfg.hidden), jnp.float32)
-    # The (normalised) clip/sentence embeddings are the high-level GRUs' inputs and the
-    # (normalised) contexts their initial states, as in the authors' code.
-    video = norm(self.video_high(clips, batch["clip_mask"], video_ctx))
-    paragraph = norm(self.text_high(sentences, batch["sentence_mask"], para_ctx))
-    return dict(video=video, paragraph=paragraph, clips=clips, sentences=sentences,
-                video_context=video_ctx, paragraph_context=para_ctx, words=words)
+      ctx = jnp.zeros((sentences.shape[0], self.cfg.hidden), jnp.float32)
+    paragraph = norm(self.text_high(sentences, batch["sentence_mask"], ctx))
+    return dict(paragraph=paragraph, sentences=sentences, paragraph_context=ctx, words=words)
 
-  def __call__(self, batch: Batch) -> dict[str, jax.Array]:
+  def encode_query(self, batch: Batch) -> base.Encoding:
+    """Paragraphs: ``{"embedding": [B, H]}`` unit-normalised float32."""
+    return {"embedding": base.unit(self._text(batch)["paragraph"])}
+
+  def encode_candidate(self, batch: Batch) -> base.Encoding:
+    """Videos: ``{"embedding": [B, H]}`` unit-normalised float32."""
+    return {"embedding": base.unit(self._video(batch)["video"])}
+
+  def __call__(self, batch: Batch, *, train: bool = False,
+               rngs: jax.Array | None = None) -> dict[str, jax.Array]:
+    """All outputs the loss needs; HSE has no dropout or sampling (``train``/``rngs``
+    are part of the contract and unused)."""
+    del train, rngs
     out = self.embed(batch)
     if self.cfg.reconstruction:
       b, c, f = batch["clip_frame_mask"].shape
@@ -202,10 +240,11 @@ class HSE(nnx.Module):
     hinge = _hinge_kwargs(cfg)
     w = _weights(cfg)
     ex = batch["example_mask"]
-    terms = high_level_terms(out, ex, cfg)
+    terms = high_level_terms(out, batch, cfg)
     if cfg.context_weight:
       terms["match_context"] = cfg.context_weight * losses.match_loss(
-          out["video_context"], out["paragraph_context"], ex, **hinge)
+          out["video_context"], out["paragraph_context"], ex,
+          groups=batch.get("video_index"), **hinge)
     clip_mask = batch["clip_mask"] & ex[:, None]
     sent_mask = batch["sentence_mask"] & ex[:, None]
     if cfg.low == "strong" and w["match_low"]:
@@ -238,31 +277,44 @@ class HSE(nnx.Module):
     return total, terms
 
 
-class FSE(nnx.Module):
+class FSE(base.TwoTower, nnx.Module):
   """Flat sequence embedding (Eq. 1): one GRU over all frames, one over all words."""
 
-  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs,
-               word_vectors: jax.Array | None = None):
+  def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     kw = dict(rngs=rngs, dtype=jnp.dtype(cfg.dtype))
-    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs, init=word_vectors)
+    self.words = WordEmbedding(cfg.vocab_size, cfg.word_dim, rngs=rngs)
     self.video_encoder = layers.GRUEncoder(cfg.video_dim, cfg.hidden, **kw)
     self.text_encoder = layers.GRUEncoder(cfg.word_dim, cfg.hidden, **kw)
 
   create = classmethod(_create)
+  pretrained_entries = classmethod(_pretrained_entries)
+
+  def _video(self, batch: Batch) -> jax.Array:
+    return self.video_encoder(batch["video_frames"], batch["video_frame_mask"])
+
+  def _text(self, batch: Batch) -> jax.Array:
+    return self.text_encoder(self.words(batch["paragraph_tokens"]),
+                             batch["paragraph_token_mask"])
 
   def embed(self, batch: Batch) -> dict[str, jax.Array]:
-    video = self.video_encoder(batch["video_frames"], batch["video_frame_mask"])
-    paragraph = self.text_encoder(self.words(batch["paragraph_tokens"]),
-                                  batch["paragraph_token_mask"])
-    return dict(video=video, paragraph=paragraph)
+    return dict(video=self._video(batch), paragraph=self._text(batch))
 
-  __call__ = embed
+  def encode_query(self, batch: Batch) -> base.Encoding:
+    return {"embedding": base.unit(self._text(batch))}
+
+  def encode_candidate(self, batch: Batch) -> base.Encoding:
+    return {"embedding": base.unit(self._video(batch))}
+
+  def __call__(self, batch: Batch, *, train: bool = False,
+               rngs: jax.Array | None = None) -> dict[str, jax.Array]:
+    del train, rngs
+    return self.embed(batch)
 
   def loss(self, out: dict[str, jax.Array], batch: Batch,
            cfg: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     """High-level match + cluster losses (Eq. 4, 6): FSE has no clip/sentence level."""
-    terms = high_level_terms(out, batch["example_mask"], cfg)
+    terms = high_level_terms(out, batch, cfg)
     return sum(terms.values()), terms
 
 
@@ -278,16 +330,23 @@ def _weights(cfg: Any) -> dict[str, float]:
   return weights
 
 
-def high_level_terms(out: dict[str, jax.Array], example_mask: jax.Array,
+def high_level_terms(out: dict[str, jax.Array], batch: Batch,
                      cfg: Any) -> dict[str, jax.Array]:
-  """Eq. 4 (+ Eq. 6 when ``cfg.cluster``) on the video/paragraph embeddings."""
+  """Eq. 4 (+ Eq. 6 when ``cfg.cluster``) on the video/paragraph embeddings.
+
+  One video twice in a batch (an epoch boundary of a small split) is not its own negative:
+  pairs with the same ``video_index`` are masked (with distinct videos, as in every batch
+  of the authors' loader, this changes nothing).
+  """
   w = _weights(cfg)
+  example_mask = batch["example_mask"]
+  kw = dict(groups=batch.get("video_index"), **_hinge_kwargs(cfg))
   terms = {}
   if w["match_high"]:
     terms["match_high"] = w["match_high"] * losses.match_loss(
-        out["video"], out["paragraph"], example_mask, **_hinge_kwargs(cfg))
+        out["video"], out["paragraph"], example_mask, **kw)
   if cfg.cluster and w["cluster_high"]:
-    kw = dict(bidirectional=cfg.cluster_bidirectional, **_hinge_kwargs(cfg))
+    kw = dict(bidirectional=cfg.cluster_bidirectional, **kw)
     terms["cluster_high"] = w["cluster_high"] * (
         losses.cluster_loss(out["video"], example_mask, **kw)
         + losses.cluster_loss(out["paragraph"], example_mask, **kw))

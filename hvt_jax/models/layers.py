@@ -443,7 +443,7 @@ class Attention(nnx.Module):
   heads as ``view(..., H, D)`` of the output features, so
     query_kernel = query.weight.T.reshape(E, H, D), query_bias = query.bias.reshape(H, D)
     out_kernel = attention.output.dense.weight.T.reshape(H, D, E)
-  (see ``load_bert_layer``).
+  (``hvt_jax.models.text.hf_layout`` maps a Hugging Face checkpoint onto it).
   """
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
@@ -549,7 +549,7 @@ class TransformerBlock(nnx.Module):
 
   Submodules: ``attention`` (Attention), ``attention_norm``, ``mlp`` (Mlp), ``mlp_norm``.
   HF BERT (post-LN): attention_norm = attention.output.LayerNorm, mlp_norm =
-  output.LayerNorm; ``load_bert_layer`` copies a checkpoint's layer in.
+  output.LayerNorm (``hvt_jax.models.text`` imports checkpoints).
   """
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
@@ -636,62 +636,3 @@ class TransformerStack(nnx.Module):
       x = layer(x, mask, train=train, kv=kv,
                 rngs=None if key is None else jax.random.fold_in(key, i))
     return x if self.final_norm is None else self.final_norm(x)
-
-
-def load_bert_layer(block: TransformerBlock, weights: Any, prefix: str = "") -> None:
-  """Copies one Hugging Face BERT layer (``BertLayer``) into a post-LN TransformerBlock.
-
-  HF linears are ``weight`` [out, in] with ``y = x W^T + b``; heads split the output
-  features as ``view(..., H, D)``. So, with E = hidden, H heads, D = E / H, M = intermediate:
-    attention.self.{query,key,value}.weight [H·D, E] -> {query,key,value}_kernel =
-        W.T.reshape(E, H, D); .bias [H·D] -> reshape(H, D)
-    attention.output.dense.weight [E, H·D] -> attention.out_kernel = W.T.reshape(H, D, E)
-    attention.output.LayerNorm.{weight,bias} (old: gamma, beta) -> attention_norm.{scale,bias}
-    intermediate.dense.weight [M, E] -> mlp.in_kernel = W.T;  output.dense.weight [E, M] ->
-        mlp.out_kernel = W.T
-    output.LayerNorm.{weight,bias} -> mlp_norm.{scale,bias}
-  Runs on the host; the trainer places the arrays with their shardings afterwards.
-
-  Args:
-    block: a TransformerBlock with ``pre_ln=False`` and matching sizes.
-    weights: mapping name -> array (e.g. ``safetensors.numpy.load_file``).
-    prefix: the layer's key prefix, e.g. ``"encoder.layer.3."`` or
-      ``"bert.encoder.layer.3."``.
-
-  Raises:
-    ValueError: a pre-LN block; KeyError: a missing weight; ValueError: a shape mismatch.
-  """
-  c = block.config
-  if c.pre_ln:
-    raise ValueError("load_bert_layer: BERT layers are post-LN; build the block with "
-                     "pre_ln=False")
-  e, h, d = c.embed_dim, c.num_heads, c.head_size
-
-  def get(name):
-    for candidate in (name, name.replace(".weight", ".gamma").replace(".bias", ".beta")):
-      if prefix + candidate in weights:
-        return jnp.asarray(weights[prefix + candidate], jnp.float32)
-    raise KeyError(f"load_bert_layer: {prefix + name!r} not in the checkpoint")
-
-  def put(var, value, source):
-    if var[...].shape != value.shape:
-      raise ValueError(f"load_bert_layer: {prefix + source} gives shape {value.shape}, the "
-                       f"block expects {var[...].shape}")
-    var[...] = value.astype(var[...].dtype)
-
-  att = block.attention
-  for name in ("query", "key", "value"):
-    src = f"attention.self.{name}"
-    put(getattr(att, f"{name}_kernel"), get(src + ".weight").T.reshape(-1, h, d), src)
-    put(getattr(att, f"{name}_bias"), get(src + ".bias").reshape(h, d), src)
-  put(att.out_kernel, get("attention.output.dense.weight").T.reshape(h, d, e),
-      "attention.output.dense")
-  put(att.out_bias, get("attention.output.dense.bias"), "attention.output.dense")
-  for norm, src in ((block.attention_norm, "attention.output.LayerNorm"),
-                    (block.mlp_norm, "output.LayerNorm")):
-    put(norm.scale, get(src + ".weight"), src)
-    put(norm.bias, get(src + ".bias"), src)
-  put(block.mlp.in_kernel, get("intermediate.dense.weight").T, "intermediate.dense")
-  put(block.mlp.in_bias, get("intermediate.dense.bias"), "intermediate.dense")
-  put(block.mlp.out_kernel, get("output.dense.weight").T, "output.dense")
-  put(block.mlp.out_bias, get("output.dense.bias"), "output.dense")

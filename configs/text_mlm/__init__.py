@@ -1,0 +1,1 @@
+"""text_mlm configs (masked language modelling of the shared text tower)."""

