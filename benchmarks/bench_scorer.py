@@ -79,7 +79,6 @@ def _generate(n: int, dim: int, dtype, noise: float):
 
 
 def _child(args) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from hvt_jax import sharding  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from hvt_jax import models
-from hvt_jax.models import hse, layers
+from hvt_jax.models import layers
 
 
 def _sigmoid(x):

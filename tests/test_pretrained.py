@@ -9,7 +9,6 @@ from flax import nnx
 
 from configs.hse import demo as hse_demo
 from hvt_jax import pretrained, train
-from hvt_jax.input import pipeline
 from tests import tiny_data
 
 
