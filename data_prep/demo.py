@@ -6,7 +6,8 @@ Generative story (all parameters are arguments of `generate_demo`, defaults belo
 - A shared vocabulary of `num_events` events. Each event has a random prototype feature vector
   (N(0, 1) per dim) and its own `words_per_event` content words (pseudo-words, disjoint
   between events) with Zipf-like word weights; filler words ("a", "the", "then", "person",
-  ...) are shared by all events.
+  ...) are shared by all events. An event's name is its two most likely content words
+  (e.g. "bami toku"): vocabulary words, for zero-shot action recognition.
 - Events have Zipf-like popularity (`event_zipf`), so many videos share events and only the
   combination and order of its clips identifies a video.
 - A video has 3-5 clips, each an event drawn by popularity; a clip has 4-12 frame rows, one
@@ -16,6 +17,9 @@ Generative story (all parameters are arguments of `generate_demo`, defaults belo
 - Timestamps of row r are [r, r + 1] seconds; `segments` are the clips' time spans; sentence i
   describes clip i: 5-10 words, each a content word of the clip's event with probability
   `content_prob` (at least two content words), otherwise a filler.
+- A video's `label` (action class) is the name of its dominant event: the one covering the
+  most frames (ties: the earliest). It is derived from the sampled clips and draws no random
+  numbers, so features, sentences and tokens are those of a demo without labels.
 Splits "train" and "val" come from the same world; each split has its own random stream, so
 changing `num_val` does not change the training videos. The word vocabulary is built from the
 train sentences. Deterministic given the seed.
@@ -47,6 +51,8 @@ class DemoData:
     records: split -> canonical records.
     clip_events: split -> per video, the event id of each clip (aligned with sentences).
     event_words: event id -> its content words.
+    event_names: event id -> its name (its two most likely content words), the action
+      class a video's `label` holds.
     fillers: filler words shared by all events.
     vocab: word vocabulary built from the train sentences.
     params: the generator parameters.
@@ -56,6 +62,7 @@ class DemoData:
   records: dict[str, list[dict]]
   clip_events: dict[str, list[list[int]]]
   event_words: list[list[str]]
+  event_names: list[str]
   fillers: list[str]
   vocab: list[str]
   params: dict
@@ -84,7 +91,8 @@ def _zipf(n: int, s: float) -> np.ndarray:
 
 def _generate_split(split: str, num_videos: int, rng: np.random.Generator,
                     prototypes: np.ndarray, popularity: np.ndarray, event_words: list[list[str]],
-                    word_weights: np.ndarray, p: dict) -> tuple[list[dict], list[list[int]]]:
+                    word_weights: np.ndarray, p: dict,
+                    event_names: list[str] | None = None) -> tuple[list[dict], list[list[int]]]:
   """Samples one split's videos (records without tokens) and their clip events."""
   num_events, dim = prototypes.shape
   records, clip_events = [], []
@@ -109,9 +117,13 @@ def _generate_split(split: str, num_videos: int, rng: np.random.Generator,
       sentences.append(" ".join(event_words[e][c] if m else FILLERS[f]
                                 for m, c, f in zip(is_content, content, filler)))
     r = np.arange(total, dtype=np.float32)
+    frames_per_event: dict[int, int] = {}
+    for e, n in zip(events, lengths):   # insertion order: ties go to the earliest event
+      frames_per_event[int(e)] = frames_per_event.get(int(e), 0) + int(n)
+    dominant = max(frames_per_event, key=frames_per_event.get)
     records.append({
         "video_id": f"demo_{split}_{i:05d}", "duration": float(total), "split": split,
-        "label": "", "features": {MODALITY: frames},
+        "label": event_names[dominant] if event_names else "", "features": {MODALITY: frames},
         "timestamps": {MODALITY: np.stack([r, r + 1], axis=1)},
         "segments": segments, "sentences": sentences, "tokens": None,
     })
@@ -161,19 +173,21 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
   event_words = [words[e * words_per_event:(e + 1) * words_per_event]
                  for e in range(num_events)]
   word_weights = _zipf(words_per_event, word_zipf)
+  top = np.argsort(-word_weights, kind="stable")[:2]
+  event_names = [" ".join(ws[i] for i in top) for ws in event_words]
 
   records, clip_events = {}, {}
   for stream, (split, n) in enumerate((("train", num_train), ("val", num_val)), start=1):
     records[split], clip_events[split] = _generate_split(
         split, n, np.random.default_rng([seed, stream]), prototypes, popularity, event_words,
-        word_weights, params)
+        word_weights, params, event_names)
   vocab = text.build_word_vocab(s for r in records["train"] for s in r["sentences"])
   index = {t: i for i, t in enumerate(vocab)}
   for split_records in records.values():
     for r in split_records:
       r["tokens"] = [text.encode_words(s, index) for s in r["sentences"]]
   return DemoData(records=records, clip_events=clip_events, event_words=event_words,
-                  fillers=list(FILLERS), vocab=vocab, params=params, prototypes=prototypes,
+                  event_names=event_names, fillers=list(FILLERS), vocab=vocab, params=params, prototypes=prototypes,
                   popularity=popularity)
 
 
@@ -194,6 +208,7 @@ def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool 
       vocab=data.vocab,
       description="Synthetic demo data: events with prototype features and their own words.",
       extra={"generator": data.params, "event_words": data.event_words,
+             "event_names": data.event_names,
              "fillers": data.fillers,
              "clip_events": {split: dict(zip((r["video_id"] for r in data.records[split]), ev))
                              for split, ev in data.clip_events.items()}})

@@ -100,3 +100,14 @@ def _check_against_numpy_ranking(config_path, workdir, data, metrics):
   for i, r in enumerate(rows):
     assert [t[0] for t in r["top_k"]] == [ids[j] for j in order[i, :len(r["top_k"])]]
     assert r["rank"] == retrieval.ranks(sim)[i]
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  proc = subprocess.run(
+      [str(BIN / "hvt-train"), f"--config={REPO}/configs/hse/demo.py:runlocal",
+       f"--workdir={tmp_path / 'run'}", f"--config.input.data_dir={tmp_path / 'nowhere'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "hvt-train: error: dataset dir" in proc.stderr and "nowhere" in proc.stderr
+  assert "Traceback" not in proc.stderr

@@ -127,12 +127,37 @@ def test_cli_writes_loadable_dataset(tmp_path):
   expected = demo.generate_demo(num_train=20, num_val=5, seed=1, feature_dim=8)
   assert writer.load_vocab(path) == expected.vocab
   assert meta["extra"]["event_words"] == expected.event_words
+  assert meta["extra"]["event_names"] == expected.event_names
   for split in ("train", "val"):
     loaded = list(writer.load_split(path, split))
     assert len(loaded) == len(expected.records[split])
     for ex, rec, events in zip(loaded, expected.records[split], expected.clip_events[split]):
       assert ex["video_id"].numpy().decode() == rec["video_id"]
+      assert ex["label"].numpy().decode() == rec["label"] != ""
       np.testing.assert_array_equal(ex["features/frames"].numpy(), rec["features"]["frames"])
       np.testing.assert_array_equal(ex["segments"].numpy(), rec["segments"])
       assert ex["tokens"].to_list() == rec["tokens"]
       assert meta["extra"]["clip_events"][split][rec["video_id"]] == events
+
+
+def test_labels_name_each_videos_dominant_event(data):
+  """`label` = the name (two most likely content words) of the event covering most frames;
+  names are vocabulary words, so the sentence encoder can read them (zero-shot)."""
+  assert len(data.event_names) == 48 and len(set(data.event_names)) == 48
+  for name, words in zip(data.event_names, data.event_words):
+    assert name == f"{words[0]} {words[1]}"
+  vocab = set(data.vocab)
+  labels = set()
+  for split in ("train", "val"):
+    for rec, events in zip(data.records[split], data.clip_events[split]):
+      lengths = (rec["segments"][:, 1] - rec["segments"][:, 0]).astype(int)
+      frames = collections.Counter()
+      for e, n in zip(events, lengths):
+        frames[e] += n
+      best = max(frames.values())
+      dominant = next(e for e in events if frames[e] == best)
+      assert rec["label"] == data.event_names[dominant]
+      labels.add(rec["label"])
+  assert len(labels) > 20
+  seen = [w for label in labels for w in label.split()]
+  assert np.mean([w in vocab for w in seen]) > 0.9

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -27,6 +29,21 @@ def startup() -> tuple[object, str]:
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)
   return _CONFIG.value, _WORKDIR.value
+
+
+def user_errors(prog: str, fn: Callable[[], None]) -> None:
+  """Runs ``fn``; a user error (bad config field, missing data or checkpoint, a refused
+  resume, a non-finite step) prints ``<prog>: error: <message>`` to stderr and exits with
+  status 2 (1 for a non-finite step), like hvt-prepare, instead of a traceback.
+  ``HVT_TRACEBACK=1`` re-raises for the full traceback."""
+  try:
+    fn()
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    if os.environ.get("HVT_TRACEBACK"):
+      raise
+    logging.debug("%s failed", prog, exc_info=True)
+    print(f"{prog}: error: {e}\n(set HVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(1 if isinstance(e, FloatingPointError) else 2)
 
 
 def metric_columns(metrics: dict[str, float]) -> list[str]:

@@ -16,6 +16,10 @@ _SPLIT = flags.DEFINE_multi_string("split", None, "Split(s) to evaluate (default
 
 def _main(argv):
   del argv
+  common.user_errors("hvt-eval", _run)
+
+
+def _run():
   config, workdir = common.startup()
   results = train.evaluate_checkpoint(config, workdir, step=_STEP.value, splits=_SPLIT.value)
   print(common.results_table(config.model.name, results))

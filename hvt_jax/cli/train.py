@@ -13,6 +13,10 @@ from hvt_jax.cli import common
 
 def _main(argv):
   del argv
+  common.user_errors("hvt-train", _run)
+
+
+def _run():
   config, workdir = common.startup()
   results = train.train_and_evaluate(config, workdir)
   if results:

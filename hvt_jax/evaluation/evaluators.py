@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from hvt_jax import models
-from hvt_jax.evaluation import retrieval, scorer
+from hvt_jax.evaluation import hse_tasks, retrieval, scorer
 from hvt_jax.input import pipeline
 
 
@@ -185,7 +185,7 @@ class RetrievalEvaluator:
           title=f"{self.setup.config.model.name} {self.split} (step {step})")
 
 
-EVALUATORS = {"retrieval": RetrievalEvaluator}
+EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS}
 
 
 def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> list[Any]:

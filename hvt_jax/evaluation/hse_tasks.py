@@ -1,0 +1,551 @@
+"""HSE beyond retrieval (HSE ECCV 2018 §4.2 Fig. 4, §4.4 Table 6, Fig. 5): evaluators.
+
+Registered in ``evaluators.EVALUATORS`` and declared like every evaluator in
+``config.evals.<name>`` (``type``, ``split``, ``prefix``, ``log_steps`` + options):
+
+* ``"incomplete"`` (``IncompleteRetrievalEvaluator``): retrieval when only the first n
+  clips and the first n sentences are observed, n = 1 … ``max_observed``;
+  metrics ``<prefix>/p2v/R@1@n=2`` …, ``<prefix>_curve.json`` and ``<prefix>_curve.png``.
+* ``"zeroshot"`` (``ZeroShotEvaluator``): zero-shot action recognition with the low-level
+  encoders; metrics ``<prefix>/top1``, ``<prefix>/top5``, ``<prefix>/oov_rate`` ….
+* ``"embeddings"`` (``EmbeddingPlotEvaluator``): a t-SNE picture of the clip and sentence
+  embeddings of a split, ``embeddings_tsne.png``.
+
+They work for HSE and FSE (model names ``hse``/``fse``, the HSE view). ``evaluators`` is
+imported inside functions: it imports this module to register the evaluators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from data_prep import text, writer
+from hvt_jax.evaluation import scorer
+from hvt_jax.input import hse_view, ops, pipeline
+
+_HSE_FAMILY = ("hse", "fse")
+
+
+def _check_family(setup: Any, kind: str) -> None:
+  name = setup.config.model.name
+  if name not in _HSE_FAMILY:
+    raise ValueError(f"{kind} evaluator: model {name!r} is not HSE/FSE (valid: "
+                     f"{_HSE_FAMILY})")
+
+
+# --------------------------------------------------------------------------------------
+# Input: the HSE view of a record observed up to its first n clips/sentences.
+
+
+def observe_first(example: dict[str, Any], cfg: Any, n: int | None,
+                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """The HSE view (``hse_view.hse_view``) of a record of which only the first ``n``
+  segments (clips) and ``n`` sentences are observed; ``n=None``: the whole record.
+
+  The record, not the batch, is cut, so every input is consistent with the observed part:
+    * clips/sentences: the record's first n segments and sentences (stored order: time order
+      in ActivityNet Captions and the demo); those beyond n are masked exactly as padding
+      (``clip_mask``, ``sentence_mask``, ``clip_frame_mask``, ``sentence_token_mask`` False,
+      zero frames and tokens). A segment that covers no feature row counts as observed
+      but gives no clip, as in the full view.
+    * paragraph context (``paragraph_tokens``): the observed sentences' tokens only.
+    * video context (``video_frames``): rows subsampled (``max_video_frames``,
+      ``frame_sampling``) from the observed clips' time span, first row of the earliest to
+      last row of the latest observed clip (gaps between them included); no rows when none
+      of them covers a row.
+  A record with at most n segments is not cut at all (a video with fewer clips than n uses
+  all it has, its whole-video context included), so n >= every record's number of
+  segments gives exactly the full view, and the full retrieval metrics.
+  Needs ``cfg.clip_source == "segments"`` (uniform proposals have no "first n sentences").
+  """
+  if n is None:
+    return hse_view.hse_view(example, cfg, seed)
+  if n < 1:
+    raise ValueError(f"observe_first: n={n}, need n >= 1")
+  if cfg.get("clip_source", "segments") != "segments":
+    raise ValueError("incomplete observations need input.clip_source='segments'")
+  segments = example["segments"]
+  cut = tf.shape(segments)[0] > n
+  rec = dict(example)
+  rec["segments"], rec["tokens"] = segments[:n], example["tokens"][:n]
+  out = dict(hse_view.hse_view(rec, cfg, seed))
+  feats = example[f"features/{cfg.modality}"]
+  start, end, valid = ops.time_to_rows(segments[:n], example[f"timestamps/{cfg.modality}"],
+                                       example["duration"], cfg.clip_rule,
+                                       cfg.get("zero_length", "keep"))
+  any_valid = tf.reduce_any(valid)
+  lo = tf.where(any_valid, tf.reduce_min(tf.where(valid, start, tf.int32.max)), 0)
+  hi = tf.where(any_valid, tf.reduce_max(tf.where(valid, end, -1)), -1)
+  idx, mask = ops.sample_rows(tf.reshape(lo, [1]), tf.reshape(hi, [1]),
+                              cfg.max_video_frames, cfg.get("frame_sampling", "authors"))
+  frames = tf.gather(feats, idx[0]) * tf.cast(mask[0], feats.dtype)[:, None]
+  out["video_frames"] = tf.where(cut, frames, out["video_frames"])
+  out["video_frame_mask"] = tf.where(cut, mask[0], out["video_frame_mask"])
+  return out
+
+
+def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
+  """The HSE view observed up to n clips/sentences, optionally carrying the host-side
+  ``label`` string."""
+
+  def fn(example, cfg, seed):
+    out = observe_first(example, cfg, n, seed)
+    if with_label:
+      out["label"] = example["label"]
+    return out
+
+  base = pipeline.get_view("hse")
+  return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
+
+
+def eval_dataset(config: Any, split: str, view: pipeline.View):
+  """``pipeline.eval_dataset`` with a given view: (local batches, steps, examples)."""
+  # pylint: disable=protected-access
+  sp = dataclasses.replace(pipeline._split(config, split), view=view)
+  ds = pipeline._viewed(sp, lambda index: tf.constant(0, tf.int64))
+  # pylint: enable=protected-access
+  batch = pipeline.local_batch_size(config.eval_batch_size)
+  steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))
+  pad = tf.data.Dataset.from_tensors(
+      tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec))
+  pad = pad.map(lambda ex: dict(ex, video_index=tf.constant(-1, tf.int32)))
+  ds = ds.concatenate(pad.repeat(steps * batch - sp.local_examples))
+  return ds.batch(batch, drop_remainder=True).prefetch(2), steps, sp.total_examples
+
+
+def _stream(setup: Any, split: str, view: pipeline.View, fn: Any, params: Any):
+  """Runs jitted ``fn(params, batch)`` over the split; yields (gathered outputs of the real
+  rows, gathered host batch of the real rows) per batch (every process sees all rows)."""
+  ds, _, _ = eval_dataset(setup.config, split, view)
+  for batch, host in pipeline.iterate(ds, setup.mesh, view):
+    out = multihost_utils.process_allgather(fn(params, batch), tiled=True)
+    mask = multihost_utils.process_allgather(host["example_mask"], tiled=True).astype(bool)
+    index = multihost_utils.process_allgather(host["video_index"], tiled=True)
+    extra = {}
+    if "label" in host:
+      from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+      extra["label"] = [s for s, m in zip(evaluators._allgather_strings(  # pylint: disable=protected-access
+          [v.decode("utf-8") for v in host["label"]]), mask) if m]
+    yield jax.tree.map(lambda x: np.asarray(x)[mask], out), dict(video_index=index[mask],
+                                                                 **extra)
+
+
+# --------------------------------------------------------------------------------------
+# Model pieces: the low (clip/sentence) level of HSE, or FSE's single level.
+
+
+def low_level_video(model: Any, frames: jax.Array, mask: jax.Array) -> jax.Array:
+  """Clip-level video encoder over a frame sequence [B, F, D] -> [B, H] (HSE ``video_low``;
+  FSE's one ``video_encoder``)."""
+  enc = model.video_low if hasattr(model, "video_low") else model.video_encoder
+  return enc(frames, mask)
+
+
+def low_level_text(model: Any, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+  """Sentence-level text encoder over word ids [B, L] -> [B, H] (HSE ``text_low``; FSE's
+  one ``text_encoder``)."""
+  enc = model.text_low if hasattr(model, "text_low") else model.text_encoder
+  return enc(model.words(tokens), mask)
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@functools.cache
+def _video_low_fn(graphdef: Any):
+  def fn(params, batch):
+    model = nnx.merge(graphdef, params)
+    return _unit(low_level_video(model, batch["video_frames"], batch["video_frame_mask"]))
+  return jax.jit(fn)
+
+
+@functools.cache
+def _text_low_fn(graphdef: Any):
+  def fn(params, tokens):
+    model = nnx.merge(graphdef, params)
+    return _unit(low_level_text(model, tokens, tokens > 0))
+  return jax.jit(fn)
+
+
+@functools.cache
+def _levels_fn(graphdef: Any):
+  """Clip and sentence embeddings (HSE) or video and paragraph (FSE), unit-normalised, with
+  their masks."""
+
+  def fn(params, batch):
+    model = nnx.merge(graphdef, params)
+    out = model.embed(batch)
+    if "clips" in out:
+      return dict(clips=_unit(out["clips"]), clip_mask=batch["clip_mask"],
+                  sentences=_unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
+    ones = jnp.ones(out["video"].shape[:1] + (1,), bool)
+    return dict(clips=_unit(out["video"])[:, None], clip_mask=ones,
+                sentences=_unit(out["paragraph"])[:, None], sentence_mask=ones)
+
+  return jax.jit(fn)
+
+
+def _params(state: dict[str, Any]) -> Any:
+  params = state["params"]
+  if jax.process_count() > 1:
+    params = multihost_utils.process_allgather(params, tiled=True)
+  return params
+
+
+# --------------------------------------------------------------------------------------
+# 1. Retrieval from incomplete observations (Fig. 4).
+
+
+class IncompleteRetrievalEvaluator:
+  """Paragraph <-> video retrieval observing only the first n clips and n sentences (HSE
+  §4.2, Fig. 4), for n = 1 … ``max_observed`` (default ``config.input.max_clips``).
+
+  Each n streams the split through ``observe_first`` (what is cut, including the context
+  inputs, is documented there), encodes with the model's ``encode_query``/
+  ``encode_candidate`` and ranks with the device-side scorer, as the retrieval evaluator.
+  Metrics: ``<prefix>/<dir>/<R@1|R@5>@n=<n>`` for dir p2v and v2p (``metrics`` option
+  selects the ranking metrics kept) and ``<prefix>/num_examples``. At n >= every video's number of segments the numbers equal the retrieval
+  evaluator's.
+  """
+
+  def __init__(self, setup: Any, split: str, *, pred: str = "score",
+               prefix: str = "incomplete", max_observed: int | None = None,
+               metrics: tuple[str, ...] = ("R@1", "R@5"), plot: bool = True,
+               log_steps: int = 0, query_block: int = 256, cand_block: int = 1024):
+    _check_family(setup, "incomplete")
+    if pred != "score":
+      raise ValueError(f"incomplete evaluator: pred={pred!r}; valid: ('score',)")
+    if setup.config.input.get("clip_source", "segments") != "segments":
+      raise ValueError("incomplete evaluator needs config.input.clip_source='segments'")
+    self.setup, self.split, self.prefix, self.plot = setup, split, prefix, plot
+    self.max_observed = int(max_observed or setup.config.input.max_clips)
+    self.metric_names, self.log_steps = tuple(metrics), log_steps
+    self.blocks = (query_block, cand_block)
+
+  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+    # pylint: disable=protected-access
+    params, graphdef = _params(state), self.setup.graphdef
+    encode = evaluators._encode_fn(graphdef)
+    mesh = evaluators._ranking_mesh(self.setup.mesh)
+    curve: dict[str, dict[str, list[float]]] = {}
+    metrics: dict[str, float] = {}
+    for n in range(1, self.max_observed + 1):
+      view = _view(n)
+      qs, cs = [], []
+      for (q, c), host in _stream(self.setup, self.split, view, encode, params):
+        qs.append(q["embedding"])
+        cs.append(c["embedding"])
+      q, c = np.concatenate(qs), np.concatenate(cs)
+      for direction, queries, cands, reverse in (("p2v", q, c, False), ("v2p", c, q, True)):
+        with jax.set_mesh(mesh):
+          res = scorer.rank_corpus(
+              {"embedding": queries}, {"embedding": cands}, None,
+              evaluators._score_fn(graphdef, reverse), mesh=mesh, params=params, top_k=0,
+              query_block=self.blocks[0], cand_block=self.blocks[1])
+        for name, value in res.metrics().items():
+          if name in self.metric_names:
+            metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
+            curve.setdefault(direction, {}).setdefault(name, []).append(value)
+    # pylint: enable=protected-access
+    metrics[f"{self.prefix}/num_examples"] = float(len(q))
+    return metrics, {"curve": curve, "n": list(range(1, self.max_observed + 1)),
+                     "step": step}
+
+  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
+    """``<prefix>_curve.json`` ({n, p2v: {R@1: [...]}, ...}) and ``<prefix>_curve.png``."""
+    with open(os.path.join(out_dir, f"{self.prefix}_curve.json"), "w",
+              encoding="utf-8") as f:
+      json.dump({"n": results["n"], "step": step, **results["curve"]}, f, indent=2)
+    if self.plot:
+      plot_incomplete_curve(results["n"], results["curve"],
+                            os.path.join(out_dir, f"{self.prefix}_curve.png"),
+                            title=f"{self.setup.config.model.name} {self.split} "
+                                  f"(step {step})")
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
+                          path: str, title: str = "") -> None:
+  """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
+  (direction, metric)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 4))
+  try:
+    for direction, by_metric in curve.items():
+      for name, values in by_metric.items():
+        ax.plot(ns, values, marker="o", label=f"{direction} {name}")
+    ax.set_xlabel("observed clips / sentences")
+    ax.set_ylabel("Recall (%)")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    if title:
+      ax.set_title(title)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+  finally:
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# 2. Zero-shot action recognition (Table 6, left).
+
+
+def encode_labels(labels: list[str], vocab: list[str]) -> tuple[np.ndarray, float]:
+  """Class names -> ([K, L] int32 word ids, 0-padded; OOV rate in percent of label words).
+
+  Names are tokenised as the dataset's sentences (``data_prep.text.word_tokenize``); a word
+  missing from the vocabulary becomes ``<unk>`` (counted in the OOV rate).
+  """
+  index = {t: i for i, t in enumerate(vocab)}
+  words = [text.word_tokenize(label) for label in labels]
+  total = sum(len(w) for w in words)
+  oov = sum(w not in index for ws in words for w in ws)
+  ids = [text.encode_words(label, index) or [index[text.UNK]] for label in labels]
+  out = np.zeros((len(labels), max(map(len, ids), default=1)), np.int32)
+  for i, row in enumerate(ids):
+    out[i, :len(row)] = row
+  return out, 100.0 * oov / max(total, 1)
+
+
+def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.ndarray,
+                      classes: list[str], mesh: Any, blocks: tuple[int, int] = (256, 256)
+                      ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """Top-1/top-5 accuracy (percent) of unit video embeddings [N, D] with class names
+  ``labels`` [N] against unit class embeddings [K, D] (``classes``, same order), ranked by
+  cosine on the device-side scorer (exact ranks, ties at their average rank).
+
+  Returns:
+    ({top1, top5, chance_top1, num_classes, num_videos}, {class: {videos, top1}}).
+  """
+  index = {c: i for i, c in enumerate(classes)}
+  target = np.asarray([index[label] for label in labels], np.int32)
+  with jax.set_mesh(mesh):
+    res = scorer.rank_corpus(np.asarray(video_emb, np.float32),
+                             np.asarray(class_emb, np.float32), target, scorer.dot_score,
+                             mesh=mesh, top_k=1, query_block=blocks[0], cand_block=blocks[1])
+  ranked = res.metrics()
+  per_class = {c: {"videos": int((target == i).sum()),
+                   "top1": float(100.0 * np.mean(res.ranks[target == i] <= 1))}
+               for i, c in enumerate(classes) if (target == i).any()}
+  return {"top1": ranked["R@1"], "top5": ranked["R@5"], "chance_top1": 100.0 / len(classes),
+          "num_classes": float(len(classes)), "num_videos": float(len(target))}, per_class
+
+
+class ZeroShotEvaluator:
+  """Zero-shot action recognition with the low-level embeddings (HSE §4.4, Table 6 left).
+
+  Classes are encoded as sentences by the sentence-level text encoder (HSE ``text_low``
+  over the label's word ids in the dataset's word vocabulary; unknown words -> ``<unk>``,
+  reported as ``<prefix>/oov_rate``, percent of label words); each video by the clip-level
+  video encoder (HSE ``video_low``) over the whole video (the view's ``video_frames``:
+  ``max_video_frames`` rows subsampled uniformly). FSE has one level: its video and text
+  encoders play both roles. Cosine similarity, no re-training; ranked by the device-side
+  scorer (videos are queries, classes candidates).
+
+  Labels: the records' ``label`` field (canonical schema; ``hvt-prepare
+  activitynet_labels`` and the demo write it). Classes = the sorted distinct non-empty
+  labels of the evaluated split; videos without a label are left out (counted in
+  ``<prefix>/unlabeled``). Metrics: ``<prefix>/top1``, ``<prefix>/top5`` (percent),
+  ``<prefix>/chance_top1`` (100/K), ``<prefix>/num_classes``, ``<prefix>/num_videos``,
+  ``<prefix>/oov_rate``, ``<prefix>/unlabeled``; writes ``<prefix>_per_class.json``.
+  """
+
+  def __init__(self, setup: Any, split: str, *, pred: str = "low_level",
+               prefix: str = "zeroshot", log_steps: int = 0, query_block: int = 256,
+               cand_block: int = 256):
+    _check_family(setup, "zeroshot")
+    if pred != "low_level":
+      raise ValueError(f"zeroshot evaluator: pred={pred!r}; valid: ('low_level',)")
+    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.blocks = (query_block, cand_block)
+
+  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+    params, graphdef = _params(state), self.setup.graphdef
+    videos, labels = [], []
+    for emb, host in _stream(self.setup, self.split, _view(None, with_label=True),
+                             _video_low_fn(graphdef), params):
+      videos.append(emb)
+      labels.extend(host["label"])
+    labelled = np.asarray([bool(label) for label in labels])
+    classes = sorted({label for label in labels if label})
+    p = self.prefix
+    metrics = {f"{p}/num_classes": float(len(classes)),
+               f"{p}/unlabeled": float((~labelled).sum())}
+    if not classes:
+      logging.warning("zeroshot evaluator: split %r has no labels (records' `label` field)",
+                      self.split)
+      return metrics, {}
+    tokens, oov = encode_labels(classes, writer.load_vocab(self.setup.data_dir))
+    class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens)))
+    labels = [label for label in labels if label]
+    mesh = evaluators._ranking_mesh(self.setup.mesh)  # pylint: disable=protected-access
+    scores, per_class = zero_shot_metrics(np.concatenate(videos)[labelled], labels,
+                                          class_emb, classes, mesh, self.blocks)
+    metrics.update({f"{p}/{k}": v for k, v in scores.items()})
+    metrics[f"{p}/oov_rate"] = oov
+    return metrics, {"per_class": per_class}
+
+  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
+    if results:
+      with open(os.path.join(out_dir, f"{self.prefix}_per_class.json"), "w",
+                encoding="utf-8") as f:
+        json.dump({"step": step, **results}, f, indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------
+# 3. Embedding pictures (Fig. 5).
+
+
+def tsne(x: np.ndarray, perplexity: float = 30.0, iterations: int = 500,
+         seed: int = 0) -> np.ndarray:
+  """2-D t-SNE of [N, D] points: scikit-learn's ``TSNE`` when installed, else an exact
+  numpy t-SNE (van der Maaten & Hinton 2008: per-point perplexity search, early
+  exaggeration 12 for the first 100 iterations, momentum 0.5 -> 0.8, gains); fine for the
+  few hundred points a picture holds (O(N²) memory)."""
+  x = np.asarray(x, np.float64)
+  n = x.shape[0]
+  perplexity = float(min(perplexity, max(1.0, (n - 1) / 3.0)))
+  try:
+    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
+                max_iter=max(iterations, 250)).fit_transform(x)
+  except ImportError:
+    pass
+  d = np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0.0)
+  p = np.zeros((n, n))
+  target = np.log(perplexity)
+  for i in range(n):
+    lo, hi, beta = 0.0, np.inf, 1.0
+    di = np.delete(d[i], i)
+    for _ in range(64):
+      w = np.exp(-(di - di.min()) * beta)
+      pi = w / w.sum()
+      h = -np.sum(pi * np.log(np.maximum(pi, 1e-300)))
+      if abs(h - target) < 1e-5:
+        break
+      if h > target:
+        lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
+      else:
+        hi, beta = beta, (beta + lo) / 2
+    p[i, np.arange(n) != i] = pi
+  p = np.maximum((p + p.T) / (2 * n), 1e-12)
+  rng = np.random.default_rng(seed)
+  y = rng.normal(0, 1e-4, size=(n, 2))
+  update, gains = np.zeros_like(y), np.ones_like(y)
+  for it in range(iterations):
+    num = 1.0 / (1.0 + ((y[:, None] - y[None]) ** 2).sum(-1))
+    np.fill_diagonal(num, 0.0)
+    q = np.maximum(num / num.sum(), 1e-12)
+    pe = p * (12.0 if it < 100 else 1.0)
+    grad = 4.0 * (((pe - q) * num)[:, :, None] * (y[:, None] - y[None])).sum(1)
+    gains = np.where(np.sign(grad) != np.sign(update), gains + 0.2, gains * 0.8)
+    gains = np.maximum(gains, 0.01)
+    update = (0.5 if it < 250 else 0.8) * update - 200.0 * gains * grad
+    y = y + update
+    y = y - y.mean(0)
+  return y
+
+
+def plot_embeddings(points: np.ndarray, colour: list[str], kind: list[str], path: str,
+                    title: str = "") -> None:
+  """Scatter of 2-D points coloured by group (video or action class), marker by kind
+  (clip: circle, sentence: triangle)."""
+  plt = _pyplot()
+  groups = sorted(set(colour))
+  cmap = plt.get_cmap("tab20" if len(groups) <= 20 else "hsv")
+  colour_of = {g: cmap(i / max(len(groups), 1) if len(groups) > 20 else i % 20)
+               for i, g in enumerate(groups)}
+  fig, ax = plt.subplots(figsize=(6, 5))
+  try:
+    for k, marker in (("clip", "o"), ("sentence", "^")):
+      sel = [i for i, kk in enumerate(kind) if kk == k]
+      if sel:
+        ax.scatter(points[sel, 0], points[sel, 1], marker=marker, s=18,
+                   c=[colour_of[colour[i]] for i in sel], label=k, alpha=0.8,
+                   edgecolors="none")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="best")
+    if title:
+      ax.set_title(title)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+  finally:
+    plt.close(fig)
+
+
+class EmbeddingPlotEvaluator:
+  """t-SNE of the clip and sentence embeddings of the first ``max_videos`` videos of a split
+  (HSE Fig. 5), coloured by action class when the records have labels, else by video;
+  writes ``embeddings_tsne.png`` (and the 2-D points, ``embeddings_tsne.json``). FSE has no
+  clip/sentence level: its video and paragraph embeddings are drawn instead. Metric
+  ``<prefix>/num_points``.
+  """
+
+  def __init__(self, setup: Any, split: str, *, pred: str = "embed",
+               prefix: str = "embeddings", max_videos: int = 40, perplexity: float = 30.0,
+               iterations: int = 500, log_steps: int = 0):
+    _check_family(setup, "embeddings")
+    if pred != "embed":
+      raise ValueError(f"embeddings evaluator: pred={pred!r}; valid: ('embed',)")
+    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.max_videos, self.perplexity, self.iterations = max_videos, perplexity, iterations
+
+  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    params, graphdef = _params(state), self.setup.graphdef
+    points, colour, kind, videos = [], [], [], 0
+    for out, host in _stream(self.setup, self.split, _view(None, with_label=True),
+                             _levels_fn(graphdef), params):
+      for b in range(len(host["video_index"])):
+        if videos >= self.max_videos:
+          break
+        group = host["label"][b] or f"video {int(host['video_index'][b])}"
+        for k, emb, mask in (("clip", "clips", "clip_mask"),
+                             ("sentence", "sentences", "sentence_mask")):
+          rows = out[emb][b][out[mask][b]]
+          points.extend(rows)
+          colour.extend([group] * len(rows))
+          kind.extend([k] * len(rows))
+        videos += 1
+      if videos >= self.max_videos:
+        break
+    xy = tsne(np.asarray(points), self.perplexity, self.iterations) if points else None
+    return ({f"{self.prefix}/num_points": float(len(points))},
+            {"xy": xy, "colour": colour, "kind": kind})
+
+  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
+    if results["xy"] is None:
+      return
+    with open(os.path.join(out_dir, f"{self.prefix}_tsne.json"), "w", encoding="utf-8") as f:
+      json.dump({"step": step, "xy": results["xy"].tolist(), "group": results["colour"],
+                 "kind": results["kind"]}, f)
+    plot_embeddings(results["xy"], results["colour"], results["kind"],
+                    os.path.join(out_dir, f"{self.prefix}_tsne.png"),
+                    title=f"{self.setup.config.model.name} {self.split} (step {step})")
+
+
+EVALUATORS = {"incomplete": IncompleteRetrievalEvaluator, "zeroshot": ZeroShotEvaluator,
+              "embeddings": EmbeddingPlotEvaluator}

@@ -1,0 +1,180 @@
+"""HSE beyond retrieval (hvt_jax.evaluation.hse_tasks): incomplete observations, zero-shot
+action recognition, embedding pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hvt_jax.evaluation import evaluators, hse_tasks
+from hvt_jax.input import hse_view
+
+
+def _cfg(**kw):
+  cfg = dict(modality="frames", max_clips=4, max_frames_per_clip=6, max_video_frames=32,
+             max_words=4, max_paragraph_words=12, clip_source="segments",
+             num_uniform_clips=4, clip_rule="overlap", zero_length="keep",
+             frame_sampling="authors")
+  cfg.update(kw)
+  return ml_collections.ConfigDict(cfg)
+
+
+def _record():
+  """12 one-second rows whose features are their row number + 1; 3 segments tiling
+  [1, 11] s (rows 1-3, 4-6, 7-10 under "overlap"), sentence i's words are 10i+1, 10i+2."""
+  rows = np.arange(12, dtype=np.float32)
+  return {
+      "video_id": tf.constant("v"), "label": tf.constant("run fast"),
+      "duration": tf.constant(12.0),
+      "features/frames": tf.constant(np.repeat(rows[:, None] + 1, 3, axis=1)),
+      "timestamps/frames": tf.constant(np.stack([rows, rows + 1], 1)),
+      "segments": tf.constant([[1.0, 4.0], [4.0, 7.0], [7.0, 11.0]]),
+      "tokens": tf.ragged.constant([[11, 12], [21, 22, 23], [31, 32]], dtype=tf.int32),
+  }
+
+
+def _np(d):
+  return {k: np.asarray(v) for k, v in d.items()}
+
+
+def test_observe_first_cuts_clips_sentences_and_contexts():
+  cfg = _cfg()
+  full = _np(hse_view.hse_view(_record(), cfg))
+  one = _np(hse_tasks.observe_first(_record(), cfg, 1))
+  two = _np(hse_tasks.observe_first(_record(), cfg, 2))
+  np.testing.assert_array_equal(one["clip_mask"], [True, False, False, False])
+  np.testing.assert_array_equal(one["sentence_mask"], [True, False, False, False])
+  np.testing.assert_array_equal(two["clip_mask"], [True, True, False, False])
+  np.testing.assert_array_equal(two["sentence_mask"], [True, True, False, False])
+  # Observed clips/sentences are unchanged; cut rows look like padding.
+  np.testing.assert_array_equal(two["clip_frames"][:2], full["clip_frames"][:2])
+  assert not two["clip_frame_mask"][2:].any() and not two["clip_frames"][2:].any()
+  assert not two["sentence_token_mask"][2:].any() and not two["sentence_tokens"][2:].any()
+  np.testing.assert_array_equal(two["sentence_tokens"][:2], full["sentence_tokens"][:2])
+  # Paragraph context: the observed sentences' words only.
+  np.testing.assert_array_equal(one["paragraph_tokens"][one["paragraph_token_mask"]], [11, 12])
+  np.testing.assert_array_equal(two["paragraph_tokens"][two["paragraph_token_mask"]],
+                                [11, 12, 21, 22, 23])
+  # Video context: the rows of the observed clips' span (feature value = row + 1).
+  rows = lambda ex: ex["video_frames"][ex["video_frame_mask"], 0] - 1
+  np.testing.assert_array_equal(rows(one), [1, 2, 3])
+  np.testing.assert_array_equal(rows(two), [1, 2, 3, 4, 5, 6])
+  np.testing.assert_array_equal(rows(full), np.arange(12))
+  # n >= the number of segments (a video with fewer clips uses all it has): no cut at all.
+  for n in (3, 5):
+    got = _np(hse_tasks.observe_first(_record(), cfg, n))
+    for key, value in full.items():
+      np.testing.assert_array_equal(got[key], value, err_msg=f"n={n} {key}")
+  with pytest.raises(ValueError, match="clip_source"):
+    hse_tasks.observe_first(_record(), _cfg(clip_source="uniform"), 1)
+
+
+def test_encode_labels_counts_oov_words():
+  vocab = ["<pad>", "<unk>", "run", "fast", "swim"]
+  tokens, oov = hse_tasks.encode_labels(["run fast", "swim", "Ride bike"], vocab)
+  np.testing.assert_array_equal(tokens, [[2, 3], [4, 0], [1, 1]])
+  assert oov == pytest.approx(100.0 * 2 / 5)
+
+
+def test_zero_shot_metrics_on_planted_embeddings():
+  """Videos planted next to their class, except two planted next to another class."""
+  mesh = jax.make_mesh((1, 1), ("data", "model"), devices=jax.devices()[:1])
+  classes = [f"c{i}" for i in range(8)]
+  class_emb = np.eye(8, 16, dtype=np.float32)
+  rng = np.random.default_rng(0)
+  labels = [classes[i % 8] for i in range(24)]
+  nearest = [i % 8 for i in range(24)]
+  nearest[0], nearest[9] = 3, 2          # two mistakes: class 0 -> 3, class 1 -> 2
+  video = class_emb[nearest] + 0.01 * rng.normal(size=(24, 16)).astype(np.float32)
+  video[0] += 0.5 * class_emb[0]          # ... the true class second-best
+  video[9] -= 0.5 * class_emb[1]          # ... the true class last
+  video /= np.linalg.norm(video, axis=1, keepdims=True)
+  metrics, per_class = hse_tasks.zero_shot_metrics(video, labels, class_emb, classes, mesh)
+  assert metrics["top1"] == pytest.approx(100.0 * 22 / 24)
+  assert metrics["top5"] == pytest.approx(100.0 * 23 / 24)   # video 9: its class not near
+  assert metrics["chance_top1"] == 12.5 and metrics["num_classes"] == 8
+  assert per_class["c0"] == {"videos": 3, "top1": pytest.approx(200 / 3)}
+  assert per_class["c4"]["top1"] == 100.0
+
+
+def test_tsne_separates_clusters():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal(0, 0.1, (15, 8)), rng.normal(3, 0.1, (15, 8))])
+  y = hse_tasks.tsne(x, perplexity=5, iterations=300)
+  assert y.shape == (30, 2) and np.isfinite(y).all()
+  a, b = y[:15], y[15:]
+  within = max(np.ptp(a, 0).max(), np.ptp(b, 0).max())
+  assert np.linalg.norm(a.mean(0) - b.mean(0)) > within
+
+
+class _Writer:
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  """A tiny demo dataset and an untrained runlocal HSE with every evaluator of the demo."""
+  from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from data_prep import demo  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  data = tmp_path_factory.mktemp("data")
+  demo.write_demo(str(data), num_train=16, num_val=24, verbose=False)
+  c = demo_config.get_config("runlocal")
+  c.input.data_dir = str(data)
+  c.input.max_clips = 5            # every demo video has <= 5 clips
+  full = demo_config.get_config()  # the demo's evaluators (runlocal keeps only retrieval)
+  c.evals = full.evals
+  c.evals.embeddings.max_videos = 6
+  c.evals.embeddings.iterations = 250
+  s = train.setup(c)
+  return c, s, train.init_state(s)
+
+
+def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
+  c, s, state = demo_run
+  evals = evaluators.from_config(c, s)
+  assert sorted(type(e).__name__ for e in evals) == [
+      "EmbeddingPlotEvaluator", "IncompleteRetrievalEvaluator", "RetrievalEvaluator",
+      "ZeroShotEvaluator"]
+  evaluators.run_all(evals, state, 3, _Writer(), str(tmp_path))
+  out = tmp_path / "eval" / "val"
+  metrics = json.loads((out / "metrics.json").read_text())
+  # Everything observed (demo videos have 3-5 clips): exactly the full retrieval.
+  for direction in ("p2v", "v2p"):
+    for k in ("R@1", "R@5"):
+      assert metrics[f"incomplete/{direction}/{k}@n=5"] == metrics[f"{direction}/{k}"]
+      for n in range(1, 6):
+        assert 0.0 <= metrics[f"incomplete/{direction}/{k}@n={n}"] <= 100.0
+  curve = json.loads((out / "incomplete_curve.json").read_text())
+  assert curve["n"] == [1, 2, 3, 4, 5] and len(curve["p2v"]["R@1"]) == 5
+  assert (out / "incomplete_curve.png").stat().st_size > 5000
+  # Zero-shot: every demo val video is labelled with an event name.
+  assert metrics["zeroshot/num_videos"] == 24 and metrics["zeroshot/unlabeled"] == 0
+  assert 1 <= metrics["zeroshot/num_classes"] <= 24
+  assert 0.0 <= metrics["zeroshot/top1"] <= metrics["zeroshot/top5"] <= 100.0
+  assert 0.0 <= metrics["zeroshot/oov_rate"] <= 100.0
+  per_class = json.loads((out / "zeroshot_per_class.json").read_text())["per_class"]
+  assert sum(v["videos"] for v in per_class.values()) == 24
+  # Embeddings: 6 videos, 3-5 clips and as many sentences each.
+  assert 36 <= metrics["embeddings/num_points"] <= 60
+  assert (out / "embeddings_tsne.png").stat().st_size > 5000
+  points = json.loads((out / "embeddings_tsne.json").read_text())
+  assert len(points["xy"]) == metrics["embeddings/num_points"]
+  assert len(set(points["group"])) > 1
+
+
+def test_evaluators_reject_other_models_and_options(demo_run):
+  c, s, _ = demo_run
+  with pytest.raises(ValueError, match="pred"):
+    hse_tasks.ZeroShotEvaluator(s, "val", pred="score")
+  with pytest.raises(ValueError, match="clip_source"):
+    c2 = c.copy_and_resolve_references()
+    c2.input.clip_source = "uniform"
+    hse_tasks.IncompleteRetrievalEvaluator(dataclasses.replace(s, config=c2), "val")
