@@ -616,7 +616,7 @@ def fit_features(feats: np.ndarray, duration: float, row_seconds: float | None,
 def make_record(split: str, video_id: str, duration: float, features: dict[str, np.ndarray],
                 timestamps: dict[str, np.ndarray], segments: Sequence[Sequence[float]],
                 sentences: list[str], tokens: list[list[int]], label: str = "") -> dict:
-  """A canonical record (DATA_API.md); segments become float64 [S, 2] seconds."""
+  """A canonical record (README "Data"); segments become float64 [S, 2] seconds."""
   return {
       "video_id": video_id, "duration": float(duration), "split": split, "label": label,
       "features": features, "timestamps": timestamps,

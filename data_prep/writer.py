@@ -442,7 +442,7 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   """Checks one canonical record against the spec and returns a normalised copy.
 
   Args:
-    record: canonical record (see DESIGN.md / DATA_API.md).
+    record: canonical record (the schema in README "Data" and this module's docstring).
     spec: the dataset spec.
     split: the split the record is written to; `record["split"]` must equal it.
 

@@ -164,9 +164,14 @@ def load_into(params: Any, entries: list[Any]) -> Any:
   for i, raw in enumerate(entries):
     e = check_entry(raw, i)
     where = f"config.init_from[{i}] ({e['format']} {e['source']})"
+    into = e["into"].strip("/")
+    under = [p for p in target if not into or p == into or p.startswith(into + "/")]
+    if not under:
+      tops = sorted({p.split("/")[0] for p in target})
+      raise ValueError(f"{where}: into={into!r} matches no parameter of the model "
+                       f"(top-level: {tops})")
     loaded = _LOADERS[e["format"]](e, list(target))
     ignore = [re.compile(p) for p in e["ignore"]]
-    into = e["into"].strip("/")
     used, skipped = {}, []
     for key, value in loaded.items():
       if any(r.search(key) for r in ignore):
@@ -185,7 +190,6 @@ def load_into(params: Any, entries: list[Any]) -> Any:
         raise ValueError(f"{where}: {path!r} has shape {list(np.shape(value))} in the "
                          f"source but {list(want)} in the model")
       used[path] = value
-    under = [p for p in target if not into or p == into or p.startswith(into + "/")]
     missing = sorted(set(under) - set(used))
     if missing and e["strict"]:
       raise ValueError(f"{where}: {len(missing)} parameters under {into or '<root>'!r} are "
@@ -194,9 +198,15 @@ def load_into(params: Any, entries: list[Any]) -> Any:
     for path, value in used.items():
       old = target[path]
       target[path] = jax.device_put(np.asarray(value, old.dtype), old.sharding)
-    logging.info("%s: loaded %d arrays into %r%s%s", where, len(used), into or "<root>",
-                 f"; skipped {len(skipped)} source arrays ({skipped[:5]})" if skipped else "",
-                 f"; {len(missing)} target parameters keep their init ({missing[:5]})"
-                 if missing else "")
+    if not used:
+      raise ValueError(f"{where}: no source array matches a parameter under "
+                       f"{into or '<root>'!r} (source paths e.g. {sorted(loaded)[:3]})")
+    # Anything not loaded is a warning: strict=False must not hide a near-total miss.
+    log = logging.warning if (skipped or missing) else logging.info
+    log("%s: loaded %d of %d source arrays into %r%s%s", where, len(used), len(loaded),
+        into or "<root>",
+        f"; skipped {len(skipped)} ({skipped[:5]})" if skipped else "",
+        f"; {len(missing)} of {len(under)} target parameters keep their init "
+        f"({missing[:5]})" if missing else "")
   nnx.replace_by_pure_dict(params, unflatten(target))
   return params

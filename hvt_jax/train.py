@@ -235,6 +235,8 @@ def _path_str(path: tuple[Any, ...]) -> str:
         break
     else:
       parts.append(str(k))
+  if parts and parts[-1] == "value":   # an nnx Variable's array: name the parameter
+    parts.pop()
   return "/".join(parts)
 
 
@@ -435,8 +437,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The final evaluation metrics (``{split/name: value}``) or {} when stopped early.
   """
   with _StopSignals() as stop:
+    s = setup(config)                   # config and data errors: before anything is written
     os.makedirs(workdir, exist_ok=True)
-    s = setup(config)
     mngr = checkpoint_manager(workdir, config)
     try:
       return _train_loop(config, workdir, s, mngr, stop)
@@ -515,12 +517,14 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
                     f"saved step {step} to {mngr.directory}" if step > start else
                     "before the first step (nothing new to save)")
     return {}
-  if input_stats.truncated or input_stats.empty_segments:
+  if input_stats.truncated:
     logging.warning("input: %d of %d training examples (%.1f%%) were cut by static limits "
-                    "(config.input.max_clips/max_words/max_paragraph_words); %d segments "
-                    "covered no feature row and were left out of the clip level",
-                    input_stats.truncated, input_stats.examples,
-                    100 * input_stats.fraction(), input_stats.empty_segments)
+                    "(the config.input.max_* sizes of this view)", input_stats.truncated,
+                    input_stats.examples, 100 * input_stats.fraction())
+  if input_stats.empty_segments:
+    logging.warning("input: %d segments covered no feature row and were left out of the "
+                    "clip level (hvt_jax/input/ops.py time_to_rows)",
+                    input_stats.empty_segments)
   if not results and evals and start >= s.num_train_steps:
     results = evaluators.run_all(evals, state, start, writer, workdir)
   return results
@@ -552,6 +556,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         splits: list[str] | None = None) -> dict[str, float]:
   """Restores a checkpoint (latest by default) and runs the configured evaluators."""
   s = setup(config)
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}; train first with "
+                            f"hvt-train --workdir {workdir}")
   mngr = checkpoint_manager(workdir, config)
   if mngr.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with "

@@ -111,3 +111,10 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "hvt-train: error: dataset dir" in proc.stderr and "nowhere" in proc.stderr
   assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()           # a failed start writes nothing
+  proc = subprocess.run(
+      [str(BIN / "hvt-train"), f"--config={REPO}/configs/hse/demo.py:runlocal",
+       f"--workdir={tmp_path / 'run'}", "--config.schedule.learnig_rate=1e-3"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert 'Did you mean "learning_rate"' in proc.stderr

@@ -86,6 +86,16 @@ def test_init_from_entry_errors(data_dir, tmp_path):
   c.init_from = (dict(source=data_dir, format="glove"),)
   with pytest.raises(ValueError, match=r"config.init_from\[0\].format='glove'"):
     train.init_state(train.setup(c))
+  np.save(tmp_path / "v.npy", np.zeros((len(tiny_data.VOCAB), 16), np.float32))
+  c.init_from = (dict(source=str(tmp_path / "v.npy"), format="word_vectors",
+                      into="word/table"),)
+  with pytest.raises(ValueError, match=r"into='word/table' matches no parameter .*'words'"):
+    train.init_state(train.setup(c))
+  c.init_from = (dict(source=str(tmp_path / "v.npy"), format="word_vectors",
+                      into="text_low", strict=False),)
+  with pytest.raises(ValueError, match=r"no source array matches a parameter under "
+                     r"'text_low'"):
+    train.init_state(train.setup(c))
 
 
 def test_trainable_regex_freezes_the_rest_bit_identically(data_dir, tmp_path):

@@ -1,6 +1,7 @@
 """text_mlm: masked language modelling of the shared text tower on a dataset's sentences
 (hvt_jax/models/mlm.py), e.g. to adapt the MiniLM tower to ActivityNet captions before it
-initialises HAMMER's or MCHA's query encoder (``init_from`` format "checkpoint").
+initialises HAMMER's or MCHA's query encoder (``init_from`` format "checkpoint", into "":
+the saved paths start with ``text/``).
 
 ``make(arg, data_dir)`` is the recipe behind ``configs/text_mlm/*.py`` (not a config file).
 ``arg``: ``runlocal`` (a tiny random tower: tests), ``fsdp``.
@@ -9,6 +10,7 @@ initialises HAMMER's or MCHA's query encoder (``init_from`` format "checkpoint")
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 from hvt_jax.models import text
@@ -21,7 +23,9 @@ def make(arg: str | None, *, data_dir: str) -> ml_collections.ConfigDict:
   # The offline MiniLM tower (6 layers, hidden 384); any HF BERT directory works. BERT's
   # dropout 0.1 (hidden and attention probabilities).
   c.model = dict(name="text_mlm", mask_rate=0.15, mask_scheme="bert",   # | "mask_all"
-                 text=dict(checkpoint=text.DEFAULT_CHECKPOINT, dropout_rate=0.1,
+                 # num_layers: keep the checkpoint's first k layers (None: all).
+                 text=dict(checkpoint=text.DEFAULT_CHECKPOINT,
+                           num_layers=config_dict.placeholder(int), dropout_rate=0.1,
                            attention_dropout_rate=0.1))
   # Sentences of WordPiece ids ([CLS] and [SEP] included in max_words).
   c.input = dict(data_dir=data_dir, dataset="", train_split="train", max_words=32,

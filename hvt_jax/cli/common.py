@@ -15,8 +15,28 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, eval).")
 
 
+_STARTED = []
+
+
+def run_app(prog: str, main_fn: Callable[[list[str]], None]) -> None:
+  """``absl.app.run(main_fn)``; a bad ``--config.<key>`` override (a typo'd or unknown field,
+  a value of the wrong type: ml_collections raises while the flags are parsed) prints
+  ``<prog>: error: ...`` and exits with status 2 instead of a traceback."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    app.run(main_fn)
+  except (AttributeError, KeyError, TypeError) as e:
+    if _STARTED or os.environ.get("HVT_TRACEBACK"):
+      raise
+    msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    print(f"{prog}: error: bad --config override: {msg.strip(chr(39))}\n(set "
+          "HVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
 def startup() -> tuple[object, str]:
   """Validates flags, hides accelerators from TF, joins a multi-process run if asked."""
+  _STARTED.append(True)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # tf.data only: keep TF off the accelerators that JAX owns.

@@ -5,7 +5,7 @@ Evaluates a checkpoint, prints a table and writes DIR/eval/<split>/metrics.json 
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from hvt_jax import train
 from hvt_jax.cli import common
@@ -26,7 +26,7 @@ def _run():
 
 
 def main():
-  app.run(_main)
+  common.run_app("hvt-eval", _main)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ Resumes from DIR's latest checkpoint when there is one.
 
 from __future__ import annotations
 
-from absl import app
-
 from hvt_jax import train
 from hvt_jax.cli import common
 
@@ -24,7 +22,7 @@ def _run():
 
 
 def main():
-  app.run(_main)
+  common.run_app("hvt-train", _main)
 
 
 if __name__ == "__main__":

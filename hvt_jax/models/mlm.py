@@ -3,7 +3,8 @@
 Registered as ``text_mlm``: it adapts the text tower (``models/text.py``, e.g. the offline
 MiniLM checkpoint) to a corpus's captions or queries, one example per sentence; its
 checkpoint then initialises HAMMER's or MCHA's query tower (``init_from`` format
-"checkpoint", ``into="text"``). The masking rule is BERT's (Devlin et al. 2019, §3.1 "Task
+"checkpoint", ``into=""``: its parameter paths already start with ``text/``, as a tower at
+``text`` in the target model expects). The masking rule is BERT's (Devlin et al. 2019, §3.1 "Task
 #1: Masked LM"), which HAMMER's MLM objective uses too:
 
 * each real token other than [CLS]/[SEP]/[PAD] is selected with probability ``mask_rate``
