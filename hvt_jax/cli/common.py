@@ -67,9 +67,11 @@ def user_errors(prog: str, fn: Callable[[], None]) -> None:
 
 
 def metric_columns(metrics: dict[str, float]) -> list[str]:
-  """The table columns of a metrics dict: every ``<direction or task>/<metric>`` name, in
-  the evaluators' order (counts such as ``num_examples`` are left out)."""
-  return [k for k in metrics if "/" in k]
+  """The table columns of a metrics dict: every ``<prefix>/<metric>`` name, in the
+  evaluators' order. Counts (``num_*``) and deeper names (curves such as
+  ``incomplete/p2v/R@1@n=2``, which go to metrics.json and plots) are left out."""
+  return [k for k in metrics
+          if k.count("/") == 1 and not k.split("/")[1].startswith("num_")]
 
 
 def results_table(model: str, results: dict[str, float]) -> str:
