@@ -187,8 +187,8 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
     for r in split_records:
       r["tokens"] = [text.encode_words(s, index) for s in r["sentences"]]
   return DemoData(records=records, clip_events=clip_events, event_words=event_words,
-                  event_names=event_names, fillers=list(FILLERS), vocab=vocab, params=params, prototypes=prototypes,
-                  popularity=popularity)
+                  event_names=event_names, fillers=list(FILLERS), vocab=vocab, params=params,
+                  prototypes=prototypes, popularity=popularity)
 
 
 def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool = True,

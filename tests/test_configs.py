@@ -119,9 +119,12 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
 
   out = jax.eval_shape(loss, params, batch)
   assert out.shape == () and out.dtype == jax.numpy.float32
-  if not evals:
+  from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+  assert len(evaluators.from_config(c, s)) == len(evals)    # every evaluator constructs
+  retrieval = [e for e in evals if e.type == "retrieval"]
+  if not retrieval:
     return
-  (ev,) = evals
+  ev = retrieval[0]
   eval_batch, host = next(pipeline.iterate(pipeline.eval_dataset(c, ev.split)[0], s.mesh,
                                            view))
   q, cand = jax.eval_shape(lambda p, b: (nnx.merge(s.graphdef, p).encode_query(b),

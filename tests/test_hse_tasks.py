@@ -99,6 +99,8 @@ def test_zero_shot_metrics_on_planted_embeddings():
   assert metrics["top1"] == pytest.approx(100.0 * 22 / 24)
   assert metrics["top5"] == pytest.approx(100.0 * 23 / 24)   # video 9: its class not near
   assert metrics["chance_top1"] == 12.5 and metrics["num_classes"] == 8
+  assert metrics["majority_top1"] == 12.5
+  assert metrics["mean_class_top1"] == pytest.approx((2 * 200 / 3 + 6 * 100) / 8)
   assert per_class["c0"] == {"videos": 3, "top1": pytest.approx(200 / 3)}
   assert per_class["c4"]["top1"] == 100.0
 
@@ -108,9 +110,14 @@ def test_tsne_separates_clusters():
   x = np.concatenate([rng.normal(0, 0.1, (15, 8)), rng.normal(3, 0.1, (15, 8))])
   y = hse_tasks.tsne(x, perplexity=5, iterations=300)
   assert y.shape == (30, 2) and np.isfinite(y).all()
+  d = ((y[:, None] - y[None]) ** 2).sum(-1)
+  np.fill_diagonal(d, np.inf)
+  cluster = np.repeat([0, 1], 15)
+  np.testing.assert_array_equal(cluster[d.argmin(1)], cluster)   # 2-D neighbours kept
   a, b = y[:15], y[15:]
-  within = max(np.ptp(a, 0).max(), np.ptp(b, 0).max())
-  assert np.linalg.norm(a.mean(0) - b.mean(0)) > within
+  within = np.median([np.linalg.norm(a - a.mean(0), axis=1), np.linalg.norm(b - b.mean(0),
+                                                                             axis=1)])
+  assert np.linalg.norm(a.mean(0) - b.mean(0)) > 2 * within
 
 
 class _Writer:
@@ -119,13 +126,20 @@ class _Writer:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-  """A tiny demo dataset and an untrained runlocal HSE with every evaluator of the demo."""
-  from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
+def demo_data(tmp_path_factory):
   from data_prep import demo  # pylint: disable=g-import-not-at-top
-  from hvt_jax import train  # pylint: disable=g-import-not-at-top
   data = tmp_path_factory.mktemp("data")
   demo.write_demo(str(data), num_train=16, num_val=24, verbose=False)
+  return data
+
+
+@pytest.fixture(scope="module", params=["hse", "fse"])
+def demo_run(request, demo_data):
+  """An untrained runlocal HSE/FSE with every evaluator of the demo config."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  demo_config = importlib.import_module(f"configs.{request.param}.demo")
+  data = demo_data
   c = demo_config.get_config("runlocal")
   c.input.data_dir = str(data)
   c.input.max_clips = 5            # every demo video has <= 5 clips
@@ -156,14 +170,18 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   assert curve["n"] == [1, 2, 3, 4, 5] and len(curve["p2v"]["R@1"]) == 5
   assert (out / "incomplete_curve.png").stat().st_size > 5000
   # Zero-shot: every demo val video is labelled with an event name.
-  assert metrics["zeroshot/num_videos"] == 24 and metrics["zeroshot/unlabeled"] == 0
+  assert metrics["zeroshot/num_videos"] == 24 and metrics["zeroshot/num_unlabeled"] == 0
   assert 1 <= metrics["zeroshot/num_classes"] <= 24
   assert 0.0 <= metrics["zeroshot/top1"] <= metrics["zeroshot/top5"] <= 100.0
   assert 0.0 <= metrics["zeroshot/oov_rate"] <= 100.0
+  assert metrics["zeroshot/chance_top1"] <= metrics["zeroshot/majority_top1"] <= 100.0
   per_class = json.loads((out / "zeroshot_per_class.json").read_text())["per_class"]
   assert sum(v["videos"] for v in per_class.values()) == 24
-  # Embeddings: 6 videos, 3-5 clips and as many sentences each.
-  assert 36 <= metrics["embeddings/num_points"] <= 60
+  # Embeddings: 6 videos, 3-5 clips and as many sentences each (FSE: video + paragraph).
+  if c.model.name == "hse":
+    assert 36 <= metrics["embeddings/num_points"] <= 60
+  else:
+    assert metrics["embeddings/num_points"] == 12
   assert (out / "embeddings_tsne.png").stat().st_size > 5000
   points = json.loads((out / "embeddings_tsne.json").read_text())
   assert len(points["xy"]) == metrics["embeddings/num_points"]
@@ -174,7 +192,32 @@ def test_evaluators_reject_other_models_and_options(demo_run):
   c, s, _ = demo_run
   with pytest.raises(ValueError, match="pred"):
     hse_tasks.ZeroShotEvaluator(s, "val", pred="score")
+  with pytest.raises(ValueError, match="colour_by"):
+    hse_tasks.EmbeddingPlotEvaluator(s, "val", colour_by="event")
   with pytest.raises(ValueError, match="clip_source"):
     c2 = c.copy_and_resolve_references()
     c2.input.clip_source = "uniform"
     hse_tasks.IncompleteRetrievalEvaluator(dataclasses.replace(s, config=c2), "val")
+
+
+def test_zero_shot_uses_the_low_level_encoders(demo_run):
+  """Videos: HSE's clip-level encoder over the whole video (= its context embedding); class
+  names: the sentence-level encoder (= a sentence's embedding). FSE: its one level."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  c, s, state = demo_run
+  ds, _, _ = pipeline.eval_dataset(c, "val", hse_tasks._view(None, with_label=True))
+  batch, host = next(pipeline.iterate(ds, s.mesh, hse_tasks._view(None, with_label=True)))
+  assert host["label"][0] and "label" not in batch
+  out = jax.device_get(nnx.merge(s.graphdef, state["params"]).embed(batch))
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  video = np.asarray(hse_tasks._video_low_fn(s.graphdef)(state["params"], batch))
+  if c.model.name == "hse":
+    want_video, tokens, want_text = (out["video_context"], batch["sentence_tokens"][:, 0],
+                                     out["sentences"][:, 0])
+  else:
+    want_video, tokens, want_text = out["video"], batch["paragraph_tokens"], out["paragraph"]
+  text = np.asarray(hse_tasks._text_low_fn(s.graphdef)(state["params"],
+                                                       np.asarray(tokens)))
+  np.testing.assert_allclose(video, unit(want_video), atol=1e-5)
+  np.testing.assert_allclose(text, unit(want_text), atol=1e-5)

@@ -116,7 +116,7 @@ def _batch(rng, b=3, c=2, f=4, fv=6, d=5, s=2, l=3, lp=5, vocab=11):
 
 
 def test_unknown_model_lists_valid_names():
-  with pytest.raises(ValueError, match=r"unknown model 'hsee'; valid: \['fse', 'hse'\]"):
+  with pytest.raises(ValueError, match=r"unknown model 'hsee'; valid: \['fse', 'hse', 'text_mlm'\]"):
     models.get_model_class("hsee")
 
 

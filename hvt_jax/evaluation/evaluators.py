@@ -30,7 +30,7 @@ from hvt_jax.input import pipeline
 
 
 @functools.cache
-def _encode_fn(graphdef: Any):
+def encode_fn(graphdef: Any):
   """One jitted (encode_query, encode_candidate) per model graph, reused across splits."""
 
   def encode(params, batch):
@@ -41,7 +41,7 @@ def _encode_fn(graphdef: Any):
 
 
 @functools.cache
-def _score_fn(graphdef: Any, reverse: bool):
+def score_fn(graphdef: Any, reverse: bool):
   """The model's pairwise ``score`` as the scorer calls it (stable: compiled once).
 
   ``reverse``: the queries are candidate encodings (videos) and the candidates query
@@ -55,7 +55,7 @@ def _score_fn(graphdef: Any, reverse: bool):
   return score
 
 
-def _allgather_strings(values: list[str]) -> list[str]:
+def allgather_strings(values: list[str]) -> list[str]:
   """Concatenates every process's strings in process order (UTF-8 as padded bytes; every
   process contributes an array of the same shape, as collectives require)."""
   if jax.process_count() == 1:
@@ -72,7 +72,7 @@ def _allgather_strings(values: list[str]) -> list[str]:
           for proc, n in zip(rows, sizes[:, 0]) for r in proc[:n]]
 
 
-def _ranking_mesh(mesh: Mesh) -> Mesh:
+def ranking_mesh(mesh: Mesh) -> Mesh:
   """The training mesh with one process; each process's own devices otherwise (every
   process then ranks the gathered encodings; the scorer places inputs from its host)."""
   if jax.process_count() == 1:
@@ -104,7 +104,7 @@ class RetrievalEvaluator:
     self.setup, self.split, self.prefix = setup, split, prefix
     self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
     self.log_steps, self.blocks = log_steps, (query_block, cand_block)
-    self.encode = _encode_fn(setup.graphdef)
+    self.encode = encode_fn(setup.graphdef)
     self.view = pipeline.get_view(setup.config.model.name)
 
   def encodings(self, state: dict[str, Any]):
@@ -132,8 +132,8 @@ class RetrievalEvaluator:
       cands.append(jax.tree.map(lambda x: x[mask], c))
     query_enc = jax.tree.map(lambda *xs: np.concatenate(xs), *queries)
     cand_enc = jax.tree.map(lambda *xs: np.concatenate(xs), *cands)
-    gathered = dict(zip(map(int, _allgather_strings([str(k) for k in local_ids])),
-                        _allgather_strings(list(local_ids.values()))))
+    gathered = dict(zip(map(int, allgather_strings([str(k) for k in local_ids])),
+                        allgather_strings(list(local_ids.values()))))
     ids = [gathered[i] for i in order]
     if len(ids) != total:
       raise RuntimeError(f"evaluated {len(ids)} examples of split {self.split!r}, "
@@ -146,7 +146,7 @@ class RetrievalEvaluator:
     params = state["params"]
     if jax.process_count() > 1:
       params = multihost_utils.process_allgather(params, tiled=True)
-    mesh = _ranking_mesh(self.setup.mesh)
+    mesh = ranking_mesh(self.setup.mesh)
     k = min(self.top_k, len(ids))
     directions = [(self.prefix, query_enc, cand_enc, False)]
     if self.reverse_prefix:
@@ -154,7 +154,7 @@ class RetrievalEvaluator:
     metrics, results = {}, {}
     for prefix, q, c, reverse in directions:
       with jax.set_mesh(mesh):
-        res = scorer.rank_corpus(q, c, None, _score_fn(self.setup.graphdef, reverse),
+        res = scorer.rank_corpus(q, c, None, score_fn(self.setup.graphdef, reverse),
                                  mesh=mesh, params=params, top_k=k,
                                  query_block=self.blocks[0], cand_block=self.blocks[1])
       metrics.update({f"{prefix}/{name}": v for name, v in res.metrics().items()})

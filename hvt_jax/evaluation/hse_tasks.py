@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 from typing import Any
 
@@ -111,25 +110,10 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
   return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
 
 
-def eval_dataset(config: Any, split: str, view: pipeline.View):
-  """``pipeline.eval_dataset`` with a given view: (local batches, steps, examples)."""
-  # pylint: disable=protected-access
-  sp = dataclasses.replace(pipeline._split(config, split), view=view)
-  ds = pipeline._viewed(sp, lambda index: tf.constant(0, tf.int64))
-  # pylint: enable=protected-access
-  batch = pipeline.local_batch_size(config.eval_batch_size)
-  steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))
-  pad = tf.data.Dataset.from_tensors(
-      tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec))
-  pad = pad.map(lambda ex: dict(ex, video_index=tf.constant(-1, tf.int32)))
-  ds = ds.concatenate(pad.repeat(steps * batch - sp.local_examples))
-  return ds.batch(batch, drop_remainder=True).prefetch(2), steps, sp.total_examples
-
-
 def _stream(setup: Any, split: str, view: pipeline.View, fn: Any, params: Any):
   """Runs jitted ``fn(params, batch)`` over the split; yields (gathered outputs of the real
   rows, gathered host batch of the real rows) per batch (every process sees all rows)."""
-  ds, _, _ = eval_dataset(setup.config, split, view)
+  ds, _, _ = pipeline.eval_dataset(setup.config, split, view)
   for batch, host in pipeline.iterate(ds, setup.mesh, view):
     out = multihost_utils.process_allgather(fn(params, batch), tiled=True)
     mask = multihost_utils.process_allgather(host["example_mask"], tiled=True).astype(bool)
@@ -137,8 +121,9 @@ def _stream(setup: Any, split: str, view: pipeline.View, fn: Any, params: Any):
     extra = {}
     if "label" in host:
       from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-      extra["label"] = [s for s, m in zip(evaluators._allgather_strings(  # pylint: disable=protected-access
-          [v.decode("utf-8") for v in host["label"]]), mask) if m]
+      labels = evaluators.allgather_strings(
+          [v.decode("utf-8") for v in host["label"]])
+      extra["label"] = [s for s, m in zip(labels, mask) if m]
     yield jax.tree.map(lambda x: np.asarray(x)[mask], out), dict(video_index=index[mask],
                                                                  **extra)
 
@@ -219,8 +204,8 @@ class IncompleteRetrievalEvaluator:
   inputs, is documented there), encodes with the model's ``encode_query``/
   ``encode_candidate`` and ranks with the device-side scorer, as the retrieval evaluator.
   Metrics: ``<prefix>/<dir>/<R@1|R@5>@n=<n>`` for dir p2v and v2p (``metrics`` option
-  selects the ranking metrics kept) and ``<prefix>/num_examples``. At n >= every video's number of segments the numbers equal the retrieval
-  evaluator's.
+  selects the ranking metrics kept) and ``<prefix>/num_examples``. At n >= every video's
+  number of segments the numbers equal the retrieval evaluator's.
   """
 
   def __init__(self, setup: Any, split: str, *, pred: str = "score",
@@ -239,10 +224,10 @@ class IncompleteRetrievalEvaluator:
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-    # pylint: disable=protected-access
+  
     params, graphdef = _params(state), self.setup.graphdef
-    encode = evaluators._encode_fn(graphdef)
-    mesh = evaluators._ranking_mesh(self.setup.mesh)
+    encode = evaluators.encode_fn(graphdef)
+    mesh = evaluators.ranking_mesh(self.setup.mesh)
     curve: dict[str, dict[str, list[float]]] = {}
     metrics: dict[str, float] = {}
     for n in range(1, self.max_observed + 1):
@@ -256,13 +241,12 @@ class IncompleteRetrievalEvaluator:
         with jax.set_mesh(mesh):
           res = scorer.rank_corpus(
               {"embedding": queries}, {"embedding": cands}, None,
-              evaluators._score_fn(graphdef, reverse), mesh=mesh, params=params, top_k=0,
+              evaluators.score_fn(graphdef, reverse), mesh=mesh, params=params, top_k=0,
               query_block=self.blocks[0], cand_block=self.blocks[1])
         for name, value in res.metrics().items():
           if name in self.metric_names:
             metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
             curve.setdefault(direction, {}).setdefault(name, []).append(value)
-    # pylint: enable=protected-access
     metrics[f"{self.prefix}/num_examples"] = float(len(q))
     return metrics, {"curve": curve, "n": list(range(1, self.max_observed + 1)),
                      "step": step}
@@ -338,7 +322,10 @@ def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.nd
   cosine on the device-side scorer (exact ranks, ties at their average rank).
 
   Returns:
-    ({top1, top5, chance_top1, num_classes, num_videos}, {class: {videos, top1}}).
+    ({top1, top5, mean_class_top1 (per-class top-1 averaged over the classes present),
+    chance_top1 (100 / K), majority_top1 (always answering the split's most frequent class:
+    a reference, it peeks at the label distribution), num_classes, num_videos},
+    {class: {videos, top1}}).
   """
   index = {c: i for i, c in enumerate(classes)}
   target = np.asarray([index[label] for label in labels], np.int32)
@@ -350,7 +337,11 @@ def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.nd
   per_class = {c: {"videos": int((target == i).sum()),
                    "top1": float(100.0 * np.mean(res.ranks[target == i] <= 1))}
                for i, c in enumerate(classes) if (target == i).any()}
-  return {"top1": ranked["R@1"], "top5": ranked["R@5"], "chance_top1": 100.0 / len(classes),
+  counts = np.bincount(target, minlength=len(classes))
+  return {"top1": ranked["R@1"], "top5": ranked["R@5"],
+          "mean_class_top1": float(np.mean([v["top1"] for v in per_class.values()])),
+          "chance_top1": 100.0 / len(classes),
+          "majority_top1": float(100.0 * counts.max() / len(target)),
           "num_classes": float(len(classes)), "num_videos": float(len(target))}, per_class
 
 
@@ -367,10 +358,12 @@ class ZeroShotEvaluator:
 
   Labels: the records' ``label`` field (canonical schema; ``hvt-prepare
   activitynet_labels`` and the demo write it). Classes = the sorted distinct non-empty
-  labels of the evaluated split; videos without a label are left out (counted in
-  ``<prefix>/unlabeled``). Metrics: ``<prefix>/top1``, ``<prefix>/top5`` (percent),
-  ``<prefix>/chance_top1`` (100/K), ``<prefix>/num_classes``, ``<prefix>/num_videos``,
-  ``<prefix>/oov_rate``, ``<prefix>/unlabeled``; writes ``<prefix>_per_class.json``.
+  labels of the evaluated split (not train + split: a class no evaluated video has would
+  only add distractors); videos without a label are left out. Metrics: ``<prefix>/top1``,
+  ``<prefix>/top5``, ``<prefix>/mean_class_top1`` (percent), the references
+  ``<prefix>/chance_top1`` (100/K) and ``<prefix>/majority_top1`` (``zero_shot_metrics``),
+  ``<prefix>/oov_rate``, counts ``<prefix>/num_classes``, ``<prefix>/num_videos``,
+  ``<prefix>/num_unlabeled``; writes ``<prefix>_per_class.json``.
   """
 
   def __init__(self, setup: Any, split: str, *, pred: str = "low_level",
@@ -394,7 +387,7 @@ class ZeroShotEvaluator:
     classes = sorted({label for label in labels if label})
     p = self.prefix
     metrics = {f"{p}/num_classes": float(len(classes)),
-               f"{p}/unlabeled": float((~labelled).sum())}
+               f"{p}/num_unlabeled": float((~labelled).sum())}
     if not classes:
       logging.warning("zeroshot evaluator: split %r has no labels (records' `label` field)",
                       self.split)
@@ -402,7 +395,7 @@ class ZeroShotEvaluator:
     tokens, oov = encode_labels(classes, writer.load_vocab(self.setup.data_dir))
     class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens)))
     labels = [label for label in labels if label]
-    mesh = evaluators._ranking_mesh(self.setup.mesh)  # pylint: disable=protected-access
+    mesh = evaluators.ranking_mesh(self.setup.mesh)
     scores, per_class = zero_shot_metrics(np.concatenate(videos)[labelled], labels,
                                           class_emb, classes, mesh, self.blocks)
     metrics.update({f"{p}/{k}": v for k, v in scores.items()})
@@ -422,52 +415,13 @@ class ZeroShotEvaluator:
 
 def tsne(x: np.ndarray, perplexity: float = 30.0, iterations: int = 500,
          seed: int = 0) -> np.ndarray:
-  """2-D t-SNE of [N, D] points: scikit-learn's ``TSNE`` when installed, else an exact
-  numpy t-SNE (van der Maaten & Hinton 2008: per-point perplexity search, early
-  exaggeration 12 for the first 100 iterations, momentum 0.5 -> 0.8, gains); fine for the
-  few hundred points a picture holds (O(N²) memory)."""
+  """2-D t-SNE of [N, D] points with scikit-learn's ``TSNE`` (PCA init, seeded); the
+  perplexity is capped at (N - 1) / 3 so a small picture still works."""
+  from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
   x = np.asarray(x, np.float64)
-  n = x.shape[0]
-  perplexity = float(min(perplexity, max(1.0, (n - 1) / 3.0)))
-  try:
-    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
-                max_iter=max(iterations, 250)).fit_transform(x)
-  except ImportError:
-    pass
-  d = np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0.0)
-  p = np.zeros((n, n))
-  target = np.log(perplexity)
-  for i in range(n):
-    lo, hi, beta = 0.0, np.inf, 1.0
-    di = np.delete(d[i], i)
-    for _ in range(64):
-      w = np.exp(-(di - di.min()) * beta)
-      pi = w / w.sum()
-      h = -np.sum(pi * np.log(np.maximum(pi, 1e-300)))
-      if abs(h - target) < 1e-5:
-        break
-      if h > target:
-        lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
-      else:
-        hi, beta = beta, (beta + lo) / 2
-    p[i, np.arange(n) != i] = pi
-  p = np.maximum((p + p.T) / (2 * n), 1e-12)
-  rng = np.random.default_rng(seed)
-  y = rng.normal(0, 1e-4, size=(n, 2))
-  update, gains = np.zeros_like(y), np.ones_like(y)
-  for it in range(iterations):
-    num = 1.0 / (1.0 + ((y[:, None] - y[None]) ** 2).sum(-1))
-    np.fill_diagonal(num, 0.0)
-    q = np.maximum(num / num.sum(), 1e-12)
-    pe = p * (12.0 if it < 100 else 1.0)
-    grad = 4.0 * (((pe - q) * num)[:, :, None] * (y[:, None] - y[None])).sum(1)
-    gains = np.where(np.sign(grad) != np.sign(update), gains + 0.2, gains * 0.8)
-    gains = np.maximum(gains, 0.01)
-    update = (0.5 if it < 250 else 0.8) * update - 200.0 * gains * grad
-    y = y + update
-    y = y - y.mean(0)
-  return y
+  perplexity = float(min(perplexity, max(1.0, (x.shape[0] - 1) / 3.0)))
+  return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
+              max_iter=max(iterations, 250)).fit_transform(x)
 
 
 def plot_embeddings(points: np.ndarray, colour: list[str], kind: list[str], path: str,
@@ -499,7 +453,9 @@ def plot_embeddings(points: np.ndarray, colour: list[str], kind: list[str], path
 
 class EmbeddingPlotEvaluator:
   """t-SNE of the clip and sentence embeddings of the first ``max_videos`` videos of a split
-  (HSE Fig. 5), coloured by action class when the records have labels, else by video;
+  (HSE Fig. 5), coloured by ``colour_by``: "auto" = the video's action class when the
+  record has a label, else the video; "label"; "video" (a video's clips all take its one
+  label, though they may show other actions);
   writes ``embeddings_tsne.png`` (and the 2-D points, ``embeddings_tsne.json``). FSE has no
   clip/sentence level: its video and paragraph embeddings are drawn instead. Metric
   ``<prefix>/num_points``.
@@ -507,10 +463,14 @@ class EmbeddingPlotEvaluator:
 
   def __init__(self, setup: Any, split: str, *, pred: str = "embed",
                prefix: str = "embeddings", max_videos: int = 40, perplexity: float = 30.0,
-               iterations: int = 500, log_steps: int = 0):
+               iterations: int = 500, colour_by: str = "auto", log_steps: int = 0):
     _check_family(setup, "embeddings")
     if pred != "embed":
       raise ValueError(f"embeddings evaluator: pred={pred!r}; valid: ('embed',)")
+    if colour_by not in ("auto", "label", "video"):
+      raise ValueError(f"embeddings evaluator: colour_by={colour_by!r}; valid: 'auto' "
+                       "(label when the record has one, else video), 'label', 'video'")
+    self.colour_by = colour_by
     self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
     self.max_videos, self.perplexity, self.iterations = max_videos, perplexity, iterations
 
@@ -522,7 +482,9 @@ class EmbeddingPlotEvaluator:
       for b in range(len(host["video_index"])):
         if videos >= self.max_videos:
           break
-        group = host["label"][b] or f"video {int(host['video_index'][b])}"
+        group = f"video {int(host['video_index'][b])}"
+        if self.colour_by != "video":
+          group = host["label"][b] or ("(no label)" if self.colour_by == "label" else group)
         for k, emb, mask in (("clip", "clips", "clip_mask"),
                              ("sentence", "sentences", "sentence_mask")):
           rows = out[emb][b][out[mask][b]]

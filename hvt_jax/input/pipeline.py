@@ -217,14 +217,21 @@ def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
   return stream.batch(batch, drop_remainder=True).prefetch(2)
 
 
-def eval_dataset(config: Any, split: str) -> tuple[tf.data.Dataset, int, int]:
+def eval_dataset(config: Any, split: str,
+                 view: View | None = None) -> tuple[tf.data.Dataset, int, int]:
   """Every example of ``split`` once (views seeded with 0: deterministic), padded to whole
   global batches.
+
+  Args:
+    view: the model's view by default; evaluators that look at a split differently
+      (``evaluation.hse_tasks``: observed prefixes, labels) pass their own.
 
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
   sp = _split(config, split)
+  if view is not None:
+    sp = dataclasses.replace(sp, view=view)
   ds = _viewed(sp, lambda index: tf.constant(0, tf.int64))
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))
