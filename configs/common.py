@@ -71,3 +71,14 @@ def trainer_defaults(c: ml_collections.ConfigDict, *, fsdp: bool = False) -> Non
   c.log_every_steps = 50
   c.max_steps_in_flight = 8
   c.progress_bar = True
+
+
+def runlocal_trainer(c: ml_collections.ConfigDict) -> None:
+  """The trainer part of every family's ``runlocal``: 4 steps of batch 8, logs and
+  checkpoints every 2 steps, no progress bar (tests use these)."""
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.checkpoint.every_steps = 2
+  c.progress_bar = False

@@ -12,7 +12,8 @@ Sign convention. The paper prints the hinge of Eq. 4/5/14 as
 ``[m + MATCH(v_k, p_k) - MATCH(v_k', p_k)]_+`` and Eq. 6/7 as ``[g + 1 - MATCH(x_k', x_k)]_+``.
 Taken literally, both would raise the similarity of negatives and lower that of positives
 (Eq. 6 would even pull every pair of videos together, while the text says the cluster loss
-"separates" them). The authors' code (``ContrastiveLoss`` in their release, ``cost =
+"separates" them). The authors' code (``ContrastiveLoss`` in their release, CMHSE
+loss.py@e007cfe:86-117, ``cost =
 margin + scores - diagonal``) uses the usual triplet sign, and so does this module:
 
   match hinge:   [m - S(k, k) + S(k', k)]_+   and   [m - S(k, k) + S(k, k')]_+
@@ -26,13 +27,14 @@ Options versus the paper text and the authors' code (defaults follow the code):
   normalize:             "pairs" = sum / N_valid**2 (code)     | "none" = plain sum (text)
     (The supplementary says "each loss is normalized by its batch size"; "pairs" divides by
     the number of cells of the N x N similarity matrix, as the released `ContrastiveLoss`
-    does with `norm=True`, which every training command in its README selects with `--norm`;
-    `norm=False` returns the plain sum.)
+    does with `norm=True` (loss.py:114-115), which every training command in its README
+    selects with `--norm`; `norm=False` returns the plain sum.)
   hardest_negative:      False = sum over negatives (code, text) | True = VSE++ hardest only
   cluster bidirectional: False = each ordered pair once (code: the mean of its two
-                         bidirectional (x, x) terms; text) | True = twice
+                         bidirectional (x, x) terms, model.py@762f91d:335; text) | True = twice
   distance:              "l2" = Euclidean norm (code)          | "squared_l2" (text, Eq. 10)
-  reconstruction reduce: "mean" over valid rows (code's `EuclideanLoss(norm=True)`, i.e.
+  reconstruction reduce: "mean" over valid rows (code's `EuclideanLoss(norm=True)`,
+                         decoder/loss.py@e007cfe:23-24, i.e.
                          `--norm`) | "sum" (its `norm=False`) | "sequence_mean" (Eq. 10)
 """
 

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -308,11 +309,14 @@ class _StopSignals:
   def __enter__(self):
     if jax.process_count() > 1:
       return self
+    if threading.current_thread() is not threading.main_thread():
+      # Python only lets the main thread install handlers; from another thread (e.g. a
+      # notebook worker) the orbax preemption check in the loop still stops the run.
+      logging.warning("train_and_evaluate outside the main thread: SIGTERM/Ctrl-C are not "
+                      "caught (only jax's preemption check stops the run cleanly)")
+      return self
     for sig in self.SIGNALS:
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: the orbax preemption check still works
-        pass
+      self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):

@@ -1,5 +1,8 @@
 """HSE and its flat baseline FSE: the paper's settings, as the authors' released code runs
-them (hvt_jax/models/hse.py and README.md list where the code and the text differ).
+them: github.com/zbwglory/CMHSE, model.py@762f91d, loss.py and decoder/loss.py@e007cfe,
+activity_net/data.py@a861130, with its README's training flags (``--low_level_loss
+--reconstruct_loss --lowest_reconstruct_loss --norm``). hvt_jax/models/hse.py cites the line
+of each rule and README.md lists where the code and the paper text differ.
 
 ``make(model, arg, ...)`` is the one recipe behind every ``configs/{hse,fse}/*.py`` (this
 file is not a config file itself).
@@ -87,13 +90,8 @@ def _runlocal(c: ml_collections.ConfigDict) -> None:
   c.input.max_words = 8
   c.input.max_paragraph_words = 24
   c.input.shuffle_buffer = 64
-  c.batch_size = 8
-  c.eval_batch_size = 8
   c.num_epochs = 1
-  c.num_train_steps = 4
-  c.log_every_steps = 2
-  c.checkpoint.every_steps = 2
-  c.progress_bar = False
+  common.runlocal_trainer(c)
 
 
 def _demo(c: ml_collections.ConfigDict, hse_tasks: bool = True) -> None:

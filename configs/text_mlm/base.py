@@ -43,10 +43,5 @@ def make(arg: str | None, *, data_dir: str) -> ml_collections.ConfigDict:
     c.model.text = dict(text.RUNLOCAL, dropout_rate=0.1, attention_dropout_rate=0.1)
     c.input.max_words = 12
     c.input.shuffle_buffer = 64
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.num_train_steps = 4
-    c.log_every_steps = 2
-    c.checkpoint.every_steps = 2
-    c.progress_bar = False
+    common.runlocal_trainer(c)
   return c

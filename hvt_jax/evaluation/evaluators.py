@@ -12,7 +12,6 @@ inspection) and its plots, and logs ``<split>/<name>`` scalars.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
@@ -20,73 +19,20 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
 
 from hvt_jax import models
-from hvt_jax.evaluation import hse_tasks, retrieval, scorer
+from hvt_jax.evaluation import corpus, hse_tasks, retrieval
 from hvt_jax.input import pipeline
-
-
-@functools.cache
-def encode_fn(graphdef: Any):
-  """One jitted (encode_query, encode_candidate) per model graph, reused across splits."""
-
-  def encode(params, batch):
-    model = nnx.merge(graphdef, params)
-    return model.encode_query(batch), model.encode_candidate(batch)
-
-  return jax.jit(encode)
-
-
-@functools.cache
-def score_fn(graphdef: Any, reverse: bool):
-  """The model's pairwise ``score`` as the scorer calls it (stable: compiled once).
-
-  ``reverse``: the queries are candidate encodings (videos) and the candidates query
-  encodings (texts): score(text block, video block) transposed.
-  """
-
-  def score(q, c, params):
-    model = nnx.merge(graphdef, params)
-    return model.score(c, q).T if reverse else model.score(q, c)
-
-  return score
-
-
-def allgather_strings(values: list[str]) -> list[str]:
-  """Concatenates every process's strings in process order (UTF-8 as padded bytes; every
-  process contributes an array of the same shape, as collectives require)."""
-  if jax.process_count() == 1:
-    return list(values)
-  data = [v.encode("utf-8") for v in values]
-  sizes = multihost_utils.process_allgather(
-      np.asarray([len(data), max(map(len, data), default=1)]))
-  rows_per, width = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-  arr = np.zeros((rows_per, width), np.uint8)
-  for i, d in enumerate(data):
-    arr[i, :len(d)] = np.frombuffer(d, np.uint8)
-  rows = multihost_utils.process_allgather(arr, tiled=True).reshape(-1, rows_per, width)
-  return [bytes(r).rstrip(b"\0").decode("utf-8")
-          for proc, n in zip(rows, sizes[:, 0]) for r in proc[:n]]
-
-
-def ranking_mesh(mesh: Mesh) -> Mesh:
-  """The training mesh with one process; each process's own devices otherwise (every
-  process then ranks the gathered encodings; the scorer places inputs from its host)."""
-  if jax.process_count() == 1:
-    return mesh
-  return Mesh(np.array(jax.local_devices()).reshape(-1, 1), ("data", "model"))
 
 
 class RetrievalEvaluator:
   """Text <-> video retrieval over a split whose records pair each text with its video
   (HSE Tables 1-4: paragraph -> video ``p2v`` and video -> paragraph ``v2p``).
 
-  The split is streamed once: ``encode_query`` (texts) and ``encode_candidate`` (videos)
-  run on each batch; the encodings and the ids stay on the host; the device-side scorer
-  (``evaluation.scorer``) ranks every query against the corpus with the model's ``score``,
+  The split is streamed once (``corpus.stream``): ``encode_query`` (texts) and
+  ``encode_candidate`` (videos) run on each batch; the encodings and the ids stay on the
+  host; the device-side scorer (``evaluation.scorer``, via ``corpus.rank``) ranks every query against the corpus with the model's ``score``,
   block by block, exact tie-averaged ranks and a running top-K, never the full matrix.
   """
 
@@ -104,61 +50,29 @@ class RetrievalEvaluator:
     self.setup, self.split, self.prefix = setup, split, prefix
     self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
     self.log_steps, self.blocks = log_steps, (query_block, cand_block)
-    self.encode = encode_fn(setup.graphdef)
-    self.view = pipeline.get_view(setup.config.model.name)
+    self.encode = corpus.encode_fn(setup.graphdef)
 
   def encodings(self, state: dict[str, Any]):
-    """(query encodings, candidate encodings, ids, input stats) of the whole split."""
-    ds, steps, total = pipeline.eval_dataset(self.setup.config, self.split)
+    """(query encodings, candidate encodings, ids) of the whole split, on the host."""
     self.input_stats = pipeline.InputStats()
-    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-    batches = tqdm.tqdm(
-        pipeline.iterate(ds, self.setup.mesh, self.view, self.input_stats), total=steps,
-        desc=f"eval {self.split}", leave=False,
-        disable=(jax.process_index() > 0 or not self.setup.config.get("progress_bar", True)))
-    queries, cands, order, local_ids = [], [], [], {}
-    for batch, host in batches:
-      q, c = self.encode(state["params"], batch)
-      q, c = multihost_utils.process_allgather((q, c), tiled=True)
-      real = host["example_mask"].astype(bool)
-      local_ids.update(zip(host["video_index"][real].tolist(),
-                           (v.decode("utf-8") for v in host["video_id"][real])))
-      # Rows of the global batch, in the order of the encodings: each process's slice.
-      mask, index = (multihost_utils.process_allgather(host[k], tiled=True)
-                     for k in ("example_mask", "video_index"))
-      mask = mask.astype(bool)
-      order.extend(index[mask].tolist())
-      queries.append(jax.tree.map(lambda x: x[mask], q))
-      cands.append(jax.tree.map(lambda x: x[mask], c))
-    query_enc = jax.tree.map(lambda *xs: np.concatenate(xs), *queries)
-    cand_enc = jax.tree.map(lambda *xs: np.concatenate(xs), *cands)
-    gathered = dict(zip(map(int, allgather_strings([str(k) for k in local_ids])),
-                        allgather_strings(list(local_ids.values()))))
-    ids = [gathered[i] for i in order]
-    if len(ids) != total:
-      raise RuntimeError(f"evaluated {len(ids)} examples of split {self.split!r}, "
-                         f"expected {total}")
-    return query_enc, cand_enc, ids
+    queries, cands, ids = [], [], []
+    for (q, c), rows in corpus.stream(self.setup, self.split, self.encode, state["params"],
+                                      strings=("video_id",), stats=self.input_stats):
+      queries.append(q)
+      cands.append(c)
+      ids.extend(rows["video_id"])
+    concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    return concat(queries), concat(cands), ids
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, {prefix: (ScorerResult, ids)}) for ``run_all`` to report."""
     query_enc, cand_enc, ids = self.encodings(state)
-    params = state["params"]
-    if jax.process_count() > 1:
-      params = multihost_utils.process_allgather(params, tiled=True)
-    mesh = ranking_mesh(self.setup.mesh)
-    k = min(self.top_k, len(ids))
-    directions = [(self.prefix, query_enc, cand_enc, False)]
-    if self.reverse_prefix:
-      directions.append((self.reverse_prefix, cand_enc, query_enc, True))
-    metrics, results = {}, {}
-    for prefix, q, c, reverse in directions:
-      with jax.set_mesh(mesh):
-        res = scorer.rank_corpus(q, c, None, score_fn(self.setup.graphdef, reverse),
-                                 mesh=mesh, params=params, top_k=k,
-                                 query_block=self.blocks[0], cand_block=self.blocks[1])
-      metrics.update({f"{prefix}/{name}": v for name, v in res.metrics().items()})
-      results[prefix] = (res, ids)
+    ranked = corpus.rank(self.setup, query_enc, cand_enc, corpus.host_params(state),
+                         (self.prefix, self.reverse_prefix), top_k=min(self.top_k, len(ids)),
+                         blocks=self.blocks)
+    metrics = {f"{prefix}/{name}": v for prefix, res in ranked.items()
+               for name, v in res.metrics().items()}
+    results = {prefix: (res, ids) for prefix, res in ranked.items()}
     metrics["num_examples"] = float(len(ids))
     # Examples whose clips/sentences/words a static limit cut, summed over processes, and
     # segments that covered no feature row (left out of the clip level).

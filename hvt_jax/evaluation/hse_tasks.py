@@ -11,8 +11,8 @@ Registered in ``evaluators.EVALUATORS`` and declared like every evaluator in
 * ``"embeddings"`` (``EmbeddingPlotEvaluator``): a t-SNE picture of the clip and sentence
   embeddings of a split, ``embeddings_tsne.png``.
 
-They work for HSE and FSE (model names ``hse``/``fse``, the HSE view). ``evaluators`` is
-imported inside functions: it imports this module to register the evaluators.
+They work for HSE and FSE (model names ``hse``/``fse``, the HSE view) and stream and rank
+through ``evaluation.corpus``, as the retrieval evaluator does.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from data_prep import text, writer
-from hvt_jax.evaluation import scorer
+from hvt_jax.evaluation import corpus, retrieval, scorer
+from hvt_jax.models import base
 from hvt_jax.input import hse_view, ops, pipeline
 
 _HSE_FAMILY = ("hse", "fse")
@@ -110,24 +110,6 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
   return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
 
 
-def _stream(setup: Any, split: str, view: pipeline.View, fn: Any, params: Any):
-  """Runs jitted ``fn(params, batch)`` over the split; yields (gathered outputs of the real
-  rows, gathered host batch of the real rows) per batch (every process sees all rows)."""
-  ds, _, _ = pipeline.eval_dataset(setup.config, split, view)
-  for batch, host in pipeline.iterate(ds, setup.mesh, view):
-    out = multihost_utils.process_allgather(fn(params, batch), tiled=True)
-    mask = multihost_utils.process_allgather(host["example_mask"], tiled=True).astype(bool)
-    index = multihost_utils.process_allgather(host["video_index"], tiled=True)
-    extra = {}
-    if "label" in host:
-      from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-      labels = evaluators.allgather_strings(
-          [v.decode("utf-8") for v in host["label"]])
-      extra["label"] = [s for s, m in zip(labels, mask) if m]
-    yield jax.tree.map(lambda x: np.asarray(x)[mask], out), dict(video_index=index[mask],
-                                                                 **extra)
-
-
 # --------------------------------------------------------------------------------------
 # Model pieces: the low (clip/sentence) level of HSE, or FSE's single level.
 
@@ -146,16 +128,11 @@ def low_level_text(model: Any, tokens: jax.Array, mask: jax.Array) -> jax.Array:
   return enc(model.words(tokens), mask)
 
 
-def _unit(x: jax.Array) -> jax.Array:
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 @functools.cache
 def _video_low_fn(graphdef: Any):
   def fn(params, batch):
     model = nnx.merge(graphdef, params)
-    return _unit(low_level_video(model, batch["video_frames"], batch["video_frame_mask"]))
+    return base.unit(low_level_video(model, batch["video_frames"], batch["video_frame_mask"]))
   return jax.jit(fn)
 
 
@@ -163,7 +140,7 @@ def _video_low_fn(graphdef: Any):
 def _text_low_fn(graphdef: Any):
   def fn(params, tokens):
     model = nnx.merge(graphdef, params)
-    return _unit(low_level_text(model, tokens, tokens > 0))
+    return base.unit(low_level_text(model, tokens, tokens > 0))
   return jax.jit(fn)
 
 
@@ -176,20 +153,13 @@ def _levels_fn(graphdef: Any):
     model = nnx.merge(graphdef, params)
     out = model.embed(batch)
     if "clips" in out:
-      return dict(clips=_unit(out["clips"]), clip_mask=batch["clip_mask"],
-                  sentences=_unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
+      return dict(clips=base.unit(out["clips"]), clip_mask=batch["clip_mask"],
+                  sentences=base.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
     ones = jnp.ones(out["video"].shape[:1] + (1,), bool)
-    return dict(clips=_unit(out["video"])[:, None], clip_mask=ones,
-                sentences=_unit(out["paragraph"])[:, None], sentence_mask=ones)
+    return dict(clips=base.unit(out["video"])[:, None], clip_mask=ones,
+                sentences=base.unit(out["paragraph"])[:, None], sentence_mask=ones)
 
   return jax.jit(fn)
-
-
-def _params(state: dict[str, Any]) -> Any:
-  params = state["params"]
-  if jax.process_count() > 1:
-    params = multihost_utils.process_allgather(params, tiled=True)
-  return params
 
 
 # --------------------------------------------------------------------------------------
@@ -223,26 +193,20 @@ class IncompleteRetrievalEvaluator:
     self.blocks = (query_block, cand_block)
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-  
-    params, graphdef = _params(state), self.setup.graphdef
-    encode = evaluators.encode_fn(graphdef)
-    mesh = evaluators.ranking_mesh(self.setup.mesh)
+    params = corpus.host_params(state)
+    encode = corpus.encode_fn(self.setup.graphdef)
     curve: dict[str, dict[str, list[float]]] = {}
     metrics: dict[str, float] = {}
     for n in range(1, self.max_observed + 1):
       view = _view(n)
       qs, cs = [], []
-      for (q, c), host in _stream(self.setup, self.split, view, encode, params):
+      for (q, c), _ in corpus.stream(self.setup, self.split, encode, params, view=view):
         qs.append(q["embedding"])
         cs.append(c["embedding"])
       q, c = np.concatenate(qs), np.concatenate(cs)
-      for direction, queries, cands, reverse in (("p2v", q, c, False), ("v2p", c, q, True)):
-        with jax.set_mesh(mesh):
-          res = scorer.rank_corpus(
-              {"embedding": queries}, {"embedding": cands}, None,
-              evaluators.score_fn(graphdef, reverse), mesh=mesh, params=params, top_k=0,
-              query_block=self.blocks[0], cand_block=self.blocks[1])
+      ranked = corpus.rank(self.setup, {"embedding": q}, {"embedding": c}, params,
+                           ("p2v", "v2p"), top_k=0, blocks=self.blocks)
+      for direction, res in ranked.items():
         for name, value in res.metrics().items():
           if name in self.metric_names:
             metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
@@ -263,20 +227,11 @@ class IncompleteRetrievalEvaluator:
                                   f"(step {step})")
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
                           path: str, title: str = "") -> None:
   """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
   (direction, metric)."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(5, 4))
-  try:
+  with retrieval.png_figure(path, title) as (_, ax):
     for direction, by_metric in curve.items():
       for name, values in by_metric.items():
         ax.plot(ns, values, marker="o", label=f"{direction} {name}")
@@ -286,11 +241,6 @@ def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    if title:
-      ax.set_title(title)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
-  finally:
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------
@@ -376,13 +326,12 @@ class ZeroShotEvaluator:
     self.blocks = (query_block, cand_block)
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-    params, graphdef = _params(state), self.setup.graphdef
+    params, graphdef = corpus.host_params(state), self.setup.graphdef
     videos, labels = [], []
-    for emb, host in _stream(self.setup, self.split, _view(None, with_label=True),
-                             _video_low_fn(graphdef), params):
+    for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
+                                   view=_view(None, with_label=True), strings=("label",)):
       videos.append(emb)
-      labels.extend(host["label"])
+      labels.extend(rows["label"])
     labelled = np.asarray([bool(label) for label in labels])
     classes = sorted({label for label in labels if label})
     p = self.prefix
@@ -395,7 +344,7 @@ class ZeroShotEvaluator:
     tokens, oov = encode_labels(classes, writer.load_vocab(self.setup.data_dir))
     class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens)))
     labels = [label for label in labels if label]
-    mesh = evaluators.ranking_mesh(self.setup.mesh)
+    mesh = corpus.ranking_mesh(self.setup.mesh)
     scores, per_class = zero_shot_metrics(np.concatenate(videos)[labelled], labels,
                                           class_emb, classes, mesh, self.blocks)
     metrics.update({f"{p}/{k}": v for k, v in scores.items()})
@@ -428,13 +377,11 @@ def plot_embeddings(points: np.ndarray, colour: list[str], kind: list[str], path
                     title: str = "") -> None:
   """Scatter of 2-D points coloured by group (video or action class), marker by kind
   (clip: circle, sentence: triangle)."""
-  plt = _pyplot()
   groups = sorted(set(colour))
-  cmap = plt.get_cmap("tab20" if len(groups) <= 20 else "hsv")
-  colour_of = {g: cmap(i / max(len(groups), 1) if len(groups) > 20 else i % 20)
-               for i, g in enumerate(groups)}
-  fig, ax = plt.subplots(figsize=(6, 5))
-  try:
+  with retrieval.png_figure(path, title, figsize=(6, 5)) as (plt, ax):
+    cmap = plt.get_cmap("tab20" if len(groups) <= 20 else "hsv")
+    colour_of = {g: cmap(i / max(len(groups), 1) if len(groups) > 20 else i % 20)
+                 for i, g in enumerate(groups)}
     for k, marker in (("clip", "o"), ("sentence", "^")):
       sel = [i for i, kk in enumerate(kind) if kk == k]
       if sel:
@@ -444,11 +391,6 @@ def plot_embeddings(points: np.ndarray, colour: list[str], kind: list[str], path
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="best")
-    if title:
-      ax.set_title(title)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
-  finally:
-    plt.close(fig)
 
 
 class EmbeddingPlotEvaluator:
@@ -475,10 +417,10 @@ class EmbeddingPlotEvaluator:
     self.max_videos, self.perplexity, self.iterations = max_videos, perplexity, iterations
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    params, graphdef = _params(state), self.setup.graphdef
+    params, graphdef = corpus.host_params(state), self.setup.graphdef
     points, colour, kind, videos = [], [], [], 0
-    for out, host in _stream(self.setup, self.split, _view(None, with_label=True),
-                             _levels_fn(graphdef), params):
+    for out, host in corpus.stream(self.setup, self.split, _levels_fn(graphdef), params,
+                                   view=_view(None, with_label=True), strings=("label",)):
       for b in range(len(host["video_index"])):
         if videos >= self.max_videos:
           break

@@ -41,6 +41,7 @@ without ever holding the whole [Q, N] similarity matrix.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+import contextlib
 import logging
 import math
 import os
@@ -438,13 +439,7 @@ def plot_recall_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path
       raise ValueError(f"retrieval: curve {name!r} has ranks <= 0 (the x axis is log scale)")
     checked[name] = (x, y)
 
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  # Headless: eval jobs run without a display; set before pyplot picks a backend.
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, ax = plt.subplots(figsize=(5, 4))
-  try:
+  with png_figure(path, title) as (_, ax):
     for name, (x, y) in checked.items():
       ax.plot(x, y, label=name)
     ax.set_xscale("log")
@@ -453,6 +448,21 @@ def plot_recall_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path
     ax.set_ylim(0, 100)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
+
+
+@contextlib.contextmanager
+def png_figure(path: str, title: str = "", figsize: tuple[float, float] = (5, 4)):
+  """Yields (pyplot, axes) of a new headless figure; saves it to ``path`` (PNG, 100 dpi,
+  parent dirs created) with ``title`` on exit and always closes it. Shared by every
+  evaluator's plot."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  # Headless: eval jobs run without a display; set before pyplot picks a backend.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=figsize)
+  try:
+    yield plt, ax
     if title:
       ax.set_title(title)
     parent = os.path.dirname(os.fspath(path))

@@ -15,7 +15,8 @@ ZERO_LENGTH = ("keep", "widen", "skip")
 FRAME_SAMPLING = ("authors", "exact")
 # The rule each dataset's own reference loader uses; everything else: "authors".
 #   didemo: the per-video layout's `times` are inclusive row indices and the HSE authors'
-#   `didemo_dev/data.py` takes rows s..e; the converter stores [s*dur/L, (e+1)*dur/L] s and
+#   `didemo_dev/data.py` (CMHSE@a861130, line 69: `video_feat[start_frame: end_frame+1]`)
+#   takes rows s..e; the converter stores [s*dur/L, (e+1)*dur/L] s and
 #   row r covers [r*dur/L, (r+1)*dur/L] s, so the rows whose centre lies inside are exactly
 #   s..e (the floor/ceil rule would add a row, and float rounding another).
 _DATASET_CLIP_RULE = {"didemo": "center"}
@@ -40,7 +41,8 @@ def sample_rows(start: tf.Tensor, end: tf.Tensor, max_len: int,
   """Indices of at most ``max_len`` rows uniformly subsampled from [start, end] inclusive.
 
   Ranges of n <= max_len rows keep every row. Longer ones keep max_len rows:
-    * ``"authors"`` (released HSE code, ``activity_net/data.py`` and ``didemo_dev/data.py``):
+    * ``"authors"`` (released HSE code, CMHSE@a861130 ``activity_net/data.py``:55-57 for clips
+      and :62-64 for the whole video, ``didemo_dev/data.py``:72-74):
       ``np.arange(0, n, n / max_len).astype(int)``, i.e. offset j = trunc(j * (n / max_len))
       in float64, so where j*n/max_len is an integer float rounding can land one row lower
       (n = 112, max_len = 80: offset 45 is 62, not 63);
@@ -104,9 +106,10 @@ def time_to_rows(segments: tf.Tensor, timestamps: tf.Tensor, duration: tf.Tensor
   """Maps moments in seconds to inclusive feature-row ranges, by the rows' own timestamps.
 
   Row r covers ``timestamps[r] = [a_r, b_r]`` seconds (rows sorted by time). Rules:
-    * ``"authors"`` (released HSE code, ``activity_net/data.py``): rows floor(t0/dur*T) ...
-      ceil(t1/dur*T) in float64, clipped to the last row; a start past the last row gives no
-      rows (the code's empty slice). When the rows do not cover the duration uniformly
+    * ``"authors"`` (released HSE code, CMHSE@a861130 ``activity_net/data.py``:48-53): rows
+      floor(t0/dur*T) ... ceil(t1/dur*T) in float64 (end raised to start if below it),
+      clipped to the last row; a start past the last row gives no rows (the code's empty
+      slice). When the rows do not cover the duration uniformly
       (features shorter than the video, a 1.5 s grid, dropped rows), the same rule in the
       timestamp domain: from the last row starting at or before t0 to the first row starting
       at or after t1 (clipped to the last row); identical to the formula for uniform rows.

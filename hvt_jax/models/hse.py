@@ -6,32 +6,39 @@ and trains with high/low-level match and cluster losses (Eq. 4-7), layer-wise re
 
 Where the authors' PyTorch code (which produced the published tables) differs from the paper
 text, the config offers both and defaults to the code. "The code" is the released CMHSE
-(``model.py`` at 762f91d, ``loss.py``/``decoder/loss.py`` at e007cfe) run with the flags of every
-training command in its README (``--low_level_loss --reconstruct_loss --lowest_reconstruct_loss
---norm``, margin 0.2); checked side by side on identical weights and batches (≈1e-7 relative):
+(github.com/zbwglory/CMHSE: ``model.py`` at 762f91d, ``loss.py``/``decoder/loss.py`` at
+e007cfe) run with the flags of every training command in its README (``--low_level_loss
+--reconstruct_loss --lowest_reconstruct_loss --norm``, margin 0.2). Line numbers below are
+of those files; ``tests/test_models.py::test_default_loss_is_the_released_train_emb_with_norm``
+transcribes ``VSE.train_emb`` (from model.py:309) and checks our default loss against it:
   * encoders: one-layer unidirectional GRU, embedding = channel-wise max over valid outputs,
     no projection layer, no dropout, Xavier-uniform per gate block, zero biases;
   * ``model.normalize_embeddings=False`` (code): the encoders return raw max-pooled GRU
-    outputs (their ``F.normalize`` lines are commented out in ``EncoderImage``/``EncoderText``
-    /``EncoderSequence``); the high-level GRUs, their context h0 and the decoders see raw
-    vectors, and only the loss inputs are L2-normalised (the cosine of ``losses``) and the
-    evaluation embeddings (the cosine of ``evaluation.retrieval``). ``True`` L2-normalises
+    outputs (their ``F.normalize`` lines are commented out: model.py:41 ``EncoderImage``,
+    :64 ``EncoderSequence``, :98 ``EncoderText``); the high-level GRUs, their context h0
+    (model.py:252-253) and the decoders (model.py:267-268) see raw vectors, and only the loss
+    inputs are L2-normalised (model.py:333-343, ``F.normalize(...)``; the cosine of
+    ``losses``) and the evaluation embeddings (the cosine of ``evaluation.retrieval``). ``True`` L2-normalises
     every embedding before it is used, as older commits did before the cluster loss was
     added (the published tables include the cluster loss);
   * ``model.context_init``: the high-level GRU starts from the low-level encoder's embedding of
-    the whole video (<= 80 uniformly subsampled frames) / whole paragraph (paper text: h0 = 0),
-    and ``loss.context_weight`` adds a match loss on that context pair;
+    the whole video (<= 80 uniformly subsampled frames) / whole paragraph (model.py:320,
+    passed as h0 at :321 -> :252-253; paper text: h0 = 0), and ``loss.context_weight`` adds a
+    match loss on that context pair (model.py:334, ``loss_3``);
   * reconstruction: GRU decoders fed the parent vector at every step with h0 = 0, whose hidden
     states are the reconstructions; the frame/word decoders decode the *reconstructed*
-    clip/sentence vectors; targets are stop-gradient; per-row L2 distance (``loss.recon_distance``
+    clip/sentence vectors (model.py:326); targets are stop-gradient (``.detach()``,
+    model.py:347); per-row L2 distance (``loss.recon_distance``
     = "squared_l2" is Eq. 10's text); clip/sentence weight ``loss.tau`` = 5e-4 and frame/word
     weight ``loss.tau_low`` = 1e-4 (the text has a single τ: set tau_low = tau).
     ``loss.recon_reduce``: "mean" of the per-row distances over the valid rows of the batch
-    (default: the code's ``EuclideanLoss(norm=True)``, which ``--norm`` selects), "sum"
+    (default: the code's ``EuclideanLoss(norm=True)``, decoder/loss.py:23-24, which ``--norm``
+    selects, model.py:146), "sum"
     (its ``norm=False``: scales each term by the number of valid rows), or "sequence_mean"
     (Eq. 10's 1/n_i within each clip/sentence);
   * cluster loss: ``loss.cluster_bidirectional=False`` (code): the code averages its
-    bidirectional hinge on (v, v) and on (p, p), ``(L(v, v) + L(p, p)) / 2``; since S is
+    bidirectional hinge on (v, v) and on (p, p), ``(L(v, v) + L(p, p)) / 2`` (model.py:335
+    ``loss_5``; clips/sentences :343 ``loss_6``); since S is
     symmetric that counts each ordered pair once per modality, as Eq. 6/7's text. ``True``
     counts each ordered pair twice (2x).
 """
@@ -183,7 +190,9 @@ class HSE(base.TwoTower, nnx.Module):
     else:
       ctx = jnp.zeros((clips.shape[0], self.cfg.hidden), jnp.float32)
     # The clip embeddings are the high-level GRU's inputs and the context its initial
-    # state, as in the authors' code.
+    # state, as in the released code (CMHSE model.py@762f91d:252, ``structure_emb`` passes
+    # ``vid_context`` as the hidden state; the context is ``forward_emb`` of the whole video,
+    # :320).
     video = norm(self.video_high(clips, batch["clip_mask"], ctx))
     return dict(video=video, clips=clips, video_context=ctx)
 

@@ -1,0 +1,141 @@
+"""Streaming a split through a model and ranking a corpus: what every evaluator shares.
+
+``stream`` runs a jitted function of (params, batch) over a split once, gathers the
+outputs of the real rows (every process sees all rows, in global-batch order) and the
+host-side strings it is asked for; ``rank`` ranks query encodings against candidate
+encodings in both directions with the model's ``score`` through the device-side scorer
+(``evaluation.scorer``). ``evaluators`` (retrieval) and ``hse_tasks`` (HSE §4.2–4.4) build
+on these.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from hvt_jax.evaluation import scorer
+from hvt_jax.input import pipeline
+
+
+@functools.cache
+def encode_fn(graphdef: Any):
+  """One jitted (encode_query, encode_candidate) per model graph, reused across splits."""
+
+  def encode(params, batch):
+    model = nnx.merge(graphdef, params)
+    return model.encode_query(batch), model.encode_candidate(batch)
+
+  return jax.jit(encode)
+
+
+@functools.cache
+def score_fn(graphdef: Any, reverse: bool):
+  """The model's pairwise ``score`` as the scorer calls it (stable: compiled once).
+
+  ``reverse``: the queries are candidate encodings (videos) and the candidates query
+  encodings (texts): score(text block, video block) transposed.
+  """
+
+  def score(q, c, params):
+    model = nnx.merge(graphdef, params)
+    return model.score(c, q).T if reverse else model.score(q, c)
+
+  return score
+
+
+def allgather_strings(values: list[str]) -> list[str]:
+  """Concatenates every process's strings in process order (UTF-8 as padded bytes; every
+  process contributes an array of the same shape, as collectives require)."""
+  if jax.process_count() == 1:
+    return list(values)
+  data = [v.encode("utf-8") for v in values]
+  sizes = multihost_utils.process_allgather(
+      np.asarray([len(data), max(map(len, data), default=1)]))
+  rows_per, width = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+  arr = np.zeros((rows_per, width), np.uint8)
+  for i, d in enumerate(data):
+    arr[i, :len(d)] = np.frombuffer(d, np.uint8)
+  rows = multihost_utils.process_allgather(arr, tiled=True).reshape(-1, rows_per, width)
+  return [bytes(r).rstrip(b"\0").decode("utf-8")
+          for proc, n in zip(rows, sizes[:, 0]) for r in proc[:n]]
+
+
+def ranking_mesh(mesh: Mesh) -> Mesh:
+  """The training mesh with one process; each process's own devices otherwise (every
+  process then ranks the gathered encodings; the scorer places inputs from its host)."""
+  if jax.process_count() == 1:
+    return mesh
+  return Mesh(np.array(jax.local_devices()).reshape(-1, 1), ("data", "model"))
+
+
+def host_params(state: dict[str, Any]) -> Any:
+  """The parameters as the ranking mesh needs them (gathered when several processes)."""
+  params = state["params"]
+  if jax.process_count() > 1:
+    params = multihost_utils.process_allgather(params, tiled=True)
+  return params
+
+
+def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *,
+           view: pipeline.View | None = None, strings: tuple[str, ...] = (),
+           stats: pipeline.InputStats | None = None
+           ) -> Iterator[tuple[Any, dict[str, Any]]]:
+  """Runs jitted ``fn(params, batch)`` over every example of ``split`` once.
+
+  Args:
+    view: the input view (default: the model's).
+    strings: host-only string keys to gather (e.g. ``video_id``, ``label``).
+    stats: counts truncated examples and empty segments (this process's share).
+
+  Yields:
+    (outputs of the batch's real rows as numpy, {"video_index": [n], <string key>: [n]}),
+    in global-batch order on every process.
+
+  Raises:
+    RuntimeError: the number of real rows differs from the split's example count.
+  """
+  view = view or pipeline.get_view(setup.config.model.name)
+  ds, steps, total = pipeline.eval_dataset(setup.config, split, view)
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+  batches = tqdm.tqdm(
+      pipeline.iterate(ds, setup.mesh, view, stats), total=steps, desc=f"eval {split}",
+      leave=False,
+      disable=jax.process_index() > 0 or not setup.config.get("progress_bar", True))
+  seen = 0
+  for batch, host in batches:
+    out = multihost_utils.process_allgather(fn(params, batch), tiled=True)
+    mask, index = (multihost_utils.process_allgather(host[k], tiled=True)
+                   for k in ("example_mask", "video_index"))
+    mask = mask.astype(bool)
+    rows = {"video_index": index[mask]}
+    for key in strings:
+      values = allgather_strings([v.decode("utf-8") for v in host[key]])
+      rows[key] = [v for v, m in zip(values, mask) if m]
+    seen += int(mask.sum())
+    yield jax.tree.map(lambda x: np.asarray(x)[mask], out), rows
+  if seen != total:
+    raise RuntimeError(f"evaluated {seen} examples of split {split!r}, expected {total}")
+
+
+def rank(setup: Any, queries: Any, cands: Any, params: Any, prefixes: tuple[str, str], *,
+         top_k: int, blocks: tuple[int, int]) -> dict[str, scorer.ScorerResult]:
+  """Ranks paired ``queries`` (texts) and ``cands`` (videos), row i with row i, with the
+  model's ``score``: ``prefixes[0]`` text -> video, ``prefixes[1]`` video -> text (skipped
+  when empty). Returns {prefix: ScorerResult}."""
+  mesh = ranking_mesh(setup.mesh)
+  out = {}
+  for prefix, q, c, reverse in ((prefixes[0], queries, cands, False),
+                                (prefixes[1], cands, queries, True)):
+    if not prefix:
+      continue
+    with jax.set_mesh(mesh):
+      out[prefix] = scorer.rank_corpus(q, c, None, score_fn(setup.graphdef, reverse),
+                                       mesh=mesh, params=params, top_k=top_k,
+                                       query_block=blocks[0], cand_block=blocks[1])
+  return out
