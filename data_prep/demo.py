@@ -209,6 +209,8 @@ def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool 
       description="Synthetic demo data: events with prototype features and their own words.",
       extra={"generator": data.params, "event_words": data.event_words,
              "event_names": data.event_names,
+             # The action classes a video's `label` takes (hse_classifier's outputs).
+             "classes": sorted(set(data.event_names)),
              "fillers": data.fillers,
              "clip_events": {split: dict(zip((r["video_id"] for r in data.records[split]), ev))
                              for split, ev in data.clip_events.items()}})

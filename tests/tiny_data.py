@@ -8,6 +8,7 @@ from data_prep import writer
 
 DIM = 12
 VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
+CLASSES = ["jump", "run", "swim"]   # record i: CLASSES[i % 3], unlabelled when i % 4 == 0
 WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 
 
@@ -18,7 +19,8 @@ def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames
   dur = float(t) * 0.5
   segs = np.sort(rng.uniform(0, dur, size=(s, 2)), axis=1).astype(np.float32)
   starts = np.arange(t, dtype=np.float32) * 0.5
-  return dict(video_id=f"{split}{i}", duration=dur, split=split, label="",
+  return dict(video_id=f"{split}{i}", duration=dur, split=split,
+              label=CLASSES[i % 3] if i % 4 else "",
               features={modality: rng.normal(size=(t, DIM)).astype(np.float32)},
               timestamps={modality: np.stack([starts, starts + 0.5], 1)},
               segments=segs, sentences=[f"s{j}" for j in range(s)],
@@ -33,7 +35,8 @@ def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *
   rng = np.random.default_rng(seed)
   wordpiece = tokenizer == "wordpiece"
   spec = writer.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
-                            vocab=WORDPIECE_VOCAB if wordpiece else VOCAB)
+                            vocab=WORDPIECE_VOCAB if wordpiece else VOCAB,
+                            extra={"classes": CLASSES})
   first = 5 if wordpiece else 2
   splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
             val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}

@@ -4,7 +4,8 @@ activity_net/data.py@a861130, with its README's training flags (``--low_level_lo
 --reconstruct_loss --lowest_reconstruct_loss --norm``). hvt_jax/models/hse.py cites the line
 of each rule and README.md lists where the code and the paper text differ.
 
-``make(model, arg, ...)`` is the one recipe behind every ``configs/{hse,fse}/*.py`` (this
+``make(model, arg, ...)`` is the one recipe behind every ``configs/{hse,fse}/*.py``, and
+``make_head(task, arg, ...)`` behind ``configs/{hse_classifier,hse_captioner}/*.py`` (this
 file is not a config file itself).
 ``arg``: ``runlocal`` (tiny sizes that train in seconds; tests use them), ``fsdp`` (shard the
 parameters over the data axis), and the paper's ablations: ``tau=0``, ``tau_low=...``,
@@ -127,3 +128,53 @@ def _demo(c: ml_collections.ConfigDict, hse_tasks: bool = True) -> None:
                             prefix="zeroshot", log_steps=0)
     c.evals.embeddings = dict(type="embeddings", split="val", pred="embed",
                               prefix="embeddings", max_videos=40, log_steps=0)
+
+
+HEAD_ARGS = dict(backbone="hse", init=str)
+
+
+def make_head(task: str, arg: str | None = None, *, modality: str = "c3d",
+              data_dir: str = "data/activitynet_labels",
+              val_split: str = "val_1") -> ml_collections.ConfigDict:
+  """A small model on a trained HSE/FSE (``hvt_jax/models/hse_heads.py``, HSE §4.3–4.4).
+
+  ``task``: "hse_classifier" (Table 6, right) or "hse_captioner" (Table 5). ``arg``: the
+  keys of ``make`` (the backbone's own settings, which must match its checkpoint) plus
+  ``backbone=hse|fse`` and ``init=WORKDIR`` (the retrieval run whose latest checkpoint fills
+  ``backbone``; ``config.trainable`` keeps it frozen, as the paper does).
+  """
+  items = [i for i in (arg or "").split(",") if i]
+  head = ",".join(i for i in items if i.partition("=")[0] in HEAD_ARGS)
+  a = common.parse_arg(head, **HEAD_ARGS)
+  c = make(a.backbone, ",".join(i for i in items if i.partition("=")[0] not in HEAD_ARGS),
+           modality=modality, data_dir=data_dir)
+  c.model.name, c.model.backbone = task, a.backbone
+  c.init_from = (dict(source=a.init, format="checkpoint", into="backbone", layers=None,
+                      strict=True, ignore=()),) if a.init else ()
+  # c.model/c.input/c.loss stay the backbone's (its create checks them); the heads' losses
+  # have no options.
+  if task == "hse_classifier":
+    c.model.classifier_hidden = 512          # our choice: the paper gives no width
+    c.trainable = "head/.*"
+    # Our choice (the paper gives no schedule for the MLP): Adam 1e-3, 10 epochs.
+    c.schedule = dict(name="constant", learning_rate=1e-3)
+    c.num_epochs = 10
+    c.evals = dict(val=dict(type="classify", split=val_split, pred="classify",
+                            prefix="classify", log_steps=0))
+  elif task == "hse_captioner":
+    # Paper: 2-layer LSTM, random word embeddings, 25 epochs at lr 1e-3, beam 5; widths and
+    # the maximum length are our choice (ActivityNet captions average 13.5 words).
+    c.model.update(caption_word_dim=512, caption_hidden=512, beam_size=5, beam_max_len=30,
+                   beam_alpha=0.0)
+    c.trainable = "decoder/.*"
+    c.schedule = dict(name="constant", learning_rate=1e-3)
+    c.num_epochs = 25
+    c.evals = dict(val=dict(type="caption", split=val_split, pred="generate",
+                            prefix="caption", baseline="none", log_steps=0))
+  else:
+    raise ValueError(f"make_head: task={task!r}; valid: 'hse_classifier', 'hse_captioner'")
+  if "runlocal" in items:
+    c.model.classifier_hidden = 16
+    c.model.update(caption_word_dim=16, caption_hidden=16, beam_size=3, beam_max_len=8)
+    c.num_epochs = 1
+  return c

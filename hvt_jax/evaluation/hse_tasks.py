@@ -114,25 +114,12 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
 # Model pieces: the low (clip/sentence) level of HSE, or FSE's single level.
 
 
-def low_level_video(model: Any, frames: jax.Array, mask: jax.Array) -> jax.Array:
-  """Clip-level video encoder over a frame sequence [B, F, D] -> [B, H] (HSE ``video_low``;
-  FSE's one ``video_encoder``)."""
-  enc = model.video_low if hasattr(model, "video_low") else model.video_encoder
-  return enc(frames, mask)
-
-
-def low_level_text(model: Any, tokens: jax.Array, mask: jax.Array) -> jax.Array:
-  """Sentence-level text encoder over word ids [B, L] -> [B, H] (HSE ``text_low``; FSE's
-  one ``text_encoder``)."""
-  enc = model.text_low if hasattr(model, "text_low") else model.text_encoder
-  return enc(model.words(tokens), mask)
-
-
 @functools.cache
 def _video_low_fn(graphdef: Any):
   def fn(params, batch):
     model = nnx.merge(graphdef, params)
-    return base.unit(low_level_video(model, batch["video_frames"], batch["video_frame_mask"]))
+    return base.unit(model.encode_clip_level(batch["video_frames"],
+                                                batch["video_frame_mask"]))
   return jax.jit(fn)
 
 
@@ -140,7 +127,7 @@ def _video_low_fn(graphdef: Any):
 def _text_low_fn(graphdef: Any):
   def fn(params, tokens):
     model = nnx.merge(graphdef, params)
-    return base.unit(low_level_text(model, tokens, tokens > 0))
+    return base.unit(model.encode_sentence_level(tokens, tokens > 0))
   return jax.jit(fn)
 
 

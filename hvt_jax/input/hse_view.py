@@ -96,3 +96,53 @@ def hse_view(example: dict[str, Any], cfg: Any,
                     | (tf.size(tokens.flat_values) > cfg.max_paragraph_words)),
       "empty_segments": empty,
   }
+
+
+def labelled_view(example: dict[str, Any], cfg: Any,
+                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """The HSE view plus the record's action class (``hse_classifier``).
+
+  Args:
+    cfg: as ``hse_view`` plus ``classes`` (the dataset's ``extra["classes"]``, set by
+      ``pipeline.view_config``).
+
+  Returns:
+    ``hse_view``'s keys plus ``label_id`` [] int32: the index of ``label`` in
+    ``cfg.classes``, -1 for a record without a label (``label == ""``).
+
+  Raises:
+    tf.errors.InvalidArgumentError: a non-empty label that is not one of the classes.
+  """
+  out = hse_view(example, cfg, seed)
+  classes = tf.constant(list(cfg.classes))
+  label = example["label"]
+  hits = tf.where(tf.equal(classes, label))[:, 0]
+  found = tf.size(hits) > 0
+  check = tf.debugging.Assert(found | tf.equal(label, ""),
+                              ["label not among the dataset's classes:", label])
+  with tf.control_dependencies([check]):
+    out["label_id"] = tf.cond(found, lambda: tf.cast(hits[0], tf.int32),
+                              lambda: tf.constant(-1, tf.int32))
+  return out
+
+
+def caption_view(example: dict[str, Any], cfg: Any,
+                 seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """The HSE view plus what captioning evaluation reports (``hse_captioner``).
+
+  Returns:
+    ``hse_view``'s keys plus ``caption_segments`` [C, 2] float32 seconds of clip i's segment
+    (zeros for padding) and the host-side ``references`` [] string: the sentences of the
+    clips, in clip order, joined by newlines (clip i <-> sentence i, the segments that cover
+    a feature row, at most ``max_clips``).
+  """
+  out = hse_view(example, cfg, seed)
+  stamps = example[f"timestamps/{cfg.modality}"]
+  _, _, valid = ops.time_to_rows(example["segments"], stamps, example["duration"],
+                                 cfg.clip_rule, cfg.get("zero_length", "keep"))
+  c = cfg.max_clips
+  out["caption_segments"] = ops.pad_to(
+      tf.cast(tf.boolean_mask(example["segments"], valid)[:c], tf.float32), [c, 2])
+  out["references"] = tf.strings.reduce_join(
+      tf.boolean_mask(example["sentences"], valid)[:c], separator="\n")
+  return out

@@ -59,6 +59,9 @@ _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
 VIEWS: dict[str, View] = {
     "hse": _HSE, "fse": _HSE,
     "text_mlm": View(text_view.sentence_view, per_sentence=True, stat_keys=("truncated",)),
+    "hse_classifier": View(hse_view.labelled_view, stat_keys=_HSE.stat_keys),
+    "hse_captioner": View(hse_view.caption_view, host_keys=("references",),
+                          stat_keys=_HSE.stat_keys),
 }
 
 
@@ -79,6 +82,8 @@ def view_config(config: Any, meta: dict[str, Any]) -> ml_collections.ConfigDict:
     cfg.clip_rule = ops.default_clip_rule(meta.get("name", ""))
   if meta.get("special_ids"):
     cfg.special_ids = meta["special_ids"]
+  if meta.get("extra", {}).get("classes"):
+    cfg.classes = list(meta["extra"]["classes"])
   return cfg
 
 

@@ -209,6 +209,20 @@ class HSE(base.TwoTower, nnx.Module):
     paragraph = norm(self.text_high(sentences, batch["sentence_mask"], ctx))
     return dict(paragraph=paragraph, sentences=sentences, paragraph_context=ctx, words=words)
 
+  def encode_clip_level(self, frames: jax.Array, mask: jax.Array) -> jax.Array:
+    """The clip-level video encoder (``video_low``) over frame sequences [B, F, D] ->
+    [B, H] (HSE §4.4 applies it to the raw video)."""
+    return self.video_low(frames, mask)
+
+  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """The sentence-level text encoder (``text_low``) over word ids [B, L] -> [B, H]."""
+    return self.text_low(self.words(tokens), mask)
+
+  def video_levels(self, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(clip embeddings [B, C, H], video embedding [B, H]) of the HSE view."""
+    v = self._video(batch)
+    return v["clips"], v["video"]
+
   def encode_query(self, batch: Batch) -> base.Encoding:
     """Paragraphs: ``{"embedding": [B, H]}`` unit-normalised float32."""
     return {"embedding": base.unit(self._text(batch)["paragraph"])}
@@ -308,6 +322,20 @@ class FSE(base.TwoTower, nnx.Module):
 
   def embed(self, batch: Batch) -> dict[str, jax.Array]:
     return dict(video=self._video(batch), paragraph=self._text(batch))
+
+  # FSE has one level: its video and text encoders play the clip/sentence-level roles too.
+  def encode_clip_level(self, frames: jax.Array, mask: jax.Array) -> jax.Array:
+    """The video encoder over frame sequences [B, F, D] -> [B, H]."""
+    return self.video_encoder(frames, mask)
+
+  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """The text encoder over word ids [B, L] -> [B, H]."""
+    return self.text_encoder(self.words(tokens), mask)
+
+  def video_levels(self, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(the video encoder over each clip's frames [B, C, H], over the video [B, H])."""
+    return (self.video_encoder.encode_nested(batch["clip_frames"], batch["clip_frame_mask"]),
+            self._video(batch))
 
   def encode_query(self, batch: Batch) -> base.Encoding:
     return {"embedding": base.unit(self._text(batch))}

@@ -229,6 +229,63 @@ class GRUEncoder(nnx.Module):
     return flat.reshape(b, n, -1)
 
 
+LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+class LSTM(nnx.Module):
+  """A stack of unidirectional LSTM layers with PyTorch's gate equations (order i, f, g, o):
+
+    i = σ(x W_ii + h W_hi + b_i), f = σ(x W_if + h W_hf + b_f), g = tanh(x W_ig + h W_hg + b_g)
+    o = σ(x W_io + h W_ho + b_o), c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')
+
+  Layer l > 0 reads layer l-1's h'. ``step`` is a pure function of (state, input) so the
+  caption decoder's teacher-forced pass (``__call__``) and its beam search run the same
+  arithmetic. Weights uniform in ±1/sqrt(hidden) (PyTorch's ``nn.LSTM`` initialisation).
+  """
+
+  def __init__(self, in_dim: int, hidden: int, num_layers: int, *, rngs: nnx.Rngs):
+    self.hidden, self.num_layers = hidden, num_layers
+    bound = hidden ** -0.5
+    init = lambda shape: jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+    self.w_i = nnx.List([param(init((in_dim if l == 0 else hidden, 4, hidden)),
+                               ("embed" if l == 0 else "hidden_in", None, "hidden"))
+                         for l in range(num_layers)])
+    self.w_h = nnx.List([param(init((hidden, 4, hidden)), ("hidden_in", None, "hidden"))
+                         for _ in range(num_layers)])
+    self.b = nnx.List([param(init((4, hidden)) + init((4, hidden)), (None, "hidden"))
+                       for _ in range(num_layers)])
+
+  def initial_state(self, batch: int) -> LSTMState:
+    """Zero (h, c) per layer, each [batch, hidden] float32."""
+    zeros = jnp.zeros((batch, self.hidden), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(self.num_layers))
+
+  def step(self, state: LSTMState, x_bd: jax.Array) -> tuple[LSTMState, jax.Array]:
+    """One time step: (state, input [B, in_dim]) -> (new state, top layer's h' [B, H])."""
+    new, inp = [], x_bd.astype(jnp.float32)
+    for l, (h, c) in enumerate(state):
+      z = (jnp.einsum("bd,dgk->bgk", inp, self.w_i[l][...])
+           + jnp.einsum("bh,hgk->bgk", h, self.w_h[l][...]) + self.b[l][...])
+      i, f, o = (jax.nn.sigmoid(z[:, k]) for k in (0, 1, 3))
+      c = f * c + i * jnp.tanh(z[:, 2])
+      h = o * jnp.tanh(c)
+      new.append((h, c))
+      inp = h
+    return tuple(new), inp
+
+  def __call__(self, x_btd: jax.Array, state: LSTMState | None = None
+               ) -> tuple[jax.Array, LSTMState]:
+    """Runs ``step`` over time: [B, T, in_dim] -> (top-layer outputs [B, T, H], state)."""
+    state = self.initial_state(x_btd.shape[0]) if state is None else state
+
+    def body(carry, x):
+      carry, out = self.step(carry, x)
+      return carry, out
+
+    state, out = jax.lax.scan(body, state, jnp.swapaxes(x_btd, 0, 1))
+    return jnp.swapaxes(out, 0, 1), state
+
+
 # ---------------------------------------------------------------------------------------
 # Transformer layers (BERT text tower, HAMMER's cross-modal transformers, MCHA).
 #

@@ -1,0 +1,179 @@
+"""Video captioning metrics and evaluator (HSE ECCV 2018 §4.3, Table 5).
+
+``caption_metrics`` calls ``pycocoevalcap``'s scorers directly — BLEU@1–4, METEOR, ROUGE-L,
+CIDEr(-D) on captions tokenised by its PTB tokenizer — not ``COCOEvalCap.evaluate``, whose
+SPICE downloads Stanford CoreNLP at run time. The PTB tokenizer and METEOR run Java: without
+a ``java`` on the PATH the evaluator stops at construction with one line saying so
+(``tools/bootstrap.sh`` installs Debian's ``default-jre-headless`` where it can).
+
+``CaptioningEvaluator`` (``"caption"``) runs an ``hse_captioner`` over a split: one caption
+per ground-truth segment (the paper's setting: "We use the ground-truth proposal throughout
+training and evaluation"), beam search (``config.model.beam_size``, 5 as the paper), scored
+against that segment's reference sentence. ``baseline="nearest"`` also scores the
+nearest-neighbour caption baseline: each segment gets the training sentence whose clip has
+the most similar conditioning vector (cosine of [clip; video] embeddings), a reference point
+for what the decoder adds. Metrics ``<prefix>/BLEU@1`` … ``<prefix>/CIDEr`` in percent (the
+scorers' values × 100, as Table 5 prints them), ``<prefix>/nearest/...`` for the baseline;
+predictions in the ActivityNet dense-captioning submission layout
+(``{"version", "results": {video_id: [{"sentence", "timestamp": [start s, end s]}]}}``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from data_prep import text, writer
+from hvt_jax.evaluation import corpus
+
+METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def check_java() -> None:
+  """Raises RuntimeError (one line) when no Java runtime is on the PATH."""
+  if shutil.which("java") is None:
+    raise RuntimeError("captioning metrics need a Java runtime (pycocoevalcap's PTB tokenizer "
+                       "and METEOR): install one, e.g. `apt-get install default-jre-headless`")
+
+
+def caption_metrics(predictions: dict[str, str],
+                    references: dict[str, list[str]]) -> dict[str, float]:
+  """BLEU@1–4, METEOR, ROUGE-L and CIDEr of one predicted caption per id.
+
+  Args:
+    predictions: {id: caption}.
+    references: {id: [reference captions]}, the same ids, each with >= 1 reference.
+
+  Returns:
+    {name: value in percent} for ``METRICS`` (corpus-level BLEU as pycocoevalcap computes
+    it; CIDEr's document frequencies come from these references).
+
+  Raises:
+    ValueError: ids differ, a reference list is empty, or nothing to score.
+    RuntimeError: no Java runtime.
+  """
+  if set(predictions) != set(references) or not predictions:
+    raise ValueError(f"caption_metrics: {len(predictions)} predictions and "
+                     f"{len(references)} references with different (or no) ids")
+  if any(not refs for refs in references.values()):
+    raise ValueError("caption_metrics: an id has no reference caption")
+  check_java()
+  # pylint: disable=g-import-not-at-top
+  from pycocoevalcap.bleu.bleu import Bleu
+  from pycocoevalcap.cider.cider import Cider
+  from pycocoevalcap.meteor.meteor import Meteor
+  from pycocoevalcap.rouge.rouge import Rouge
+  from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+  tok = PTBTokenizer()
+  gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+  res = tok.tokenize({k: [{"caption": c}] for k, c in predictions.items()})
+  out = {}
+  bleu, _ = Bleu(4).compute_score(gts, res)
+  out.update({f"BLEU@{i + 1}": b for i, b in enumerate(bleu)})
+  meteor = Meteor()   # a java subprocess, ended when the object is collected
+  out["METEOR"], _ = meteor.compute_score(gts, res)
+  del meteor
+  out["ROUGE-L"], _ = Rouge().compute_score(gts, res)
+  out["CIDEr"], _ = Cider().compute_score(gts, res)
+  return {k: float(100.0 * out[k]) for k in METRICS}
+
+
+def decode(tokens: np.ndarray, length: int, vocab: list[str]) -> str:
+  """Word ids -> a caption string (the first ``length`` ids, <unk> kept as "<unk>")."""
+  return " ".join(vocab[int(t)] for t in tokens[:length])
+
+
+@functools.cache
+def _generate_fn(graphdef: Any):
+  def fn(params, batch):
+    model = nnx.merge(graphdef, params)
+    tokens, lengths, _ = model.generate(batch)
+    paired = batch["clip_mask"] & batch["sentence_mask"]
+    return tokens, lengths, paired, batch["caption_segments"], model.conditioning(batch)
+  return jax.jit(fn)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def nearest_captions(query: np.ndarray, train: np.ndarray, train_captions: list[str],
+                     block: int = 1024) -> list[str]:
+  """For each query vector [Q, D], the caption of the most cosine-similar train vector
+  [N, D] (first on ties)."""
+  train_u, out = _unit(train.astype(np.float32)), []
+  for i in range(0, len(query), block):
+    sims = _unit(query[i:i + block].astype(np.float32)) @ train_u.T
+    out.extend(train_captions[j] for j in np.argmax(sims, axis=1))
+  return out
+
+
+class CaptioningEvaluator:
+  """Captions for every ground-truth segment of a split, and their metrics (see module)."""
+
+  def __init__(self, setup: Any, split: str, *, pred: str = "generate",
+               prefix: str = "caption", log_steps: int = 0, baseline: str = "none",
+               train_split: str = "train"):
+    if pred != "generate" or setup.config.model.name != "hse_captioner":
+      raise ValueError(f"caption evaluator: needs model 'hse_captioner' and pred='generate',"
+                       f" got {setup.config.model.name!r}, {pred!r}")
+    if baseline not in ("none", "nearest"):
+      raise ValueError(f"caption evaluator: baseline={baseline!r}; valid: 'none', 'nearest'")
+    check_java()
+    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.baseline, self.train_split = baseline, train_split
+    self.vocab = writer.load_vocab(setup.data_dir)
+    if self.vocab[text.PAD_ID] != text.PAD:
+      raise ValueError(f"caption evaluator: dataset {setup.data_dir} has no word vocabulary "
+                       f"(id 0 is {self.vocab[0]!r}, not {text.PAD!r})")
+
+  def _captions(self, split: str, params: Any):
+    """Per real segment: (id, video id, [start, end] s, generated caption, reference,
+    conditioning vector)."""
+    rows = []
+    for (tokens, lengths, paired, segs, cond), host in corpus.stream(
+        self.setup, split, _generate_fn(self.setup.graphdef), params,
+        strings=("video_id", "references")):
+      for b, vid in enumerate(host["video_id"]):
+        refs = host["references"][b].split("\n")
+        for c in np.flatnonzero(paired[b]):
+          rows.append((f"{vid}#{c}", vid, segs[b, c].tolist(),
+                       decode(tokens[b, c], int(lengths[b, c]), self.vocab), refs[c],
+                       cond[b, c]))
+    return rows
+
+  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    params = state["params"]
+    rows = self._captions(self.split, params)
+    p = self.prefix
+    metrics = {f"{p}/num_segments": float(len(rows))}
+    if not rows:
+      return metrics, {}
+    refs = {r[0]: [r[4]] for r in rows}
+    metrics.update({f"{p}/{k}": v for k, v in
+                    caption_metrics({r[0]: r[3] for r in rows}, refs).items()})
+    if self.baseline == "nearest":
+      train = self._captions(self.train_split, params)
+      nearest = nearest_captions(np.stack([r[5] for r in rows]),
+                                 np.stack([r[5] for r in train]), [r[4] for r in train])
+      metrics.update({f"{p}/nearest/{k}": v for k, v in caption_metrics(
+          {r[0]: c for r, c in zip(rows, nearest)}, refs).items()})
+    return metrics, {"rows": [r[:5] for r in rows]}
+
+  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
+    if not results:
+      return
+    out: dict[str, list[dict[str, Any]]] = {}
+    for _, vid, seg, caption, _ in results["rows"]:
+      out.setdefault(vid, []).append({"sentence": caption, "timestamp": seg})
+    with open(os.path.join(out_dir, f"{self.prefix}_predictions.json"), "w",
+              encoding="utf-8") as f:
+      json.dump({"version": "VERSION 1.0", "results": out,
+                 "external_data": {"used": False, "details": f"hvt_jax step {step}"}}, f)
