@@ -221,3 +221,40 @@ def test_zero_shot_uses_the_low_level_encoders(demo_run):
                                                        np.asarray(tokens)))
   np.testing.assert_allclose(video, unit(want_video), atol=1e-5)
   np.testing.assert_allclose(text, unit(want_text), atol=1e-5)
+
+
+def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
+  """Label words outside the vocabulary take their vectors from a GloVe file (the paper's
+  transfer to unseen actions); words the file lacks stay <unk> and count as OOV."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from data_prep import writer  # pylint: disable=g-import-not-at-top
+  c, s, state = demo_run
+  vocab = writer.load_vocab(s.data_dir)
+  known = vocab[5]
+  dim = c.model.word_dim
+  rng = np.random.default_rng(0)
+  blorp, known_vec = rng.normal(size=dim), rng.normal(size=dim)
+  path = tmp_path / "glove.txt"
+  path.write_text(f"blorp {' '.join(map(str, blorp))}\n{known} {' '.join(map(str, known_vec))}\n")
+  labels = [f"{known} blorp", "zorg"]
+  filled, vectors = hse_tasks.glove_fill(labels, vocab, str(path), dim)
+  assert filled == ["blorp"]
+  np.testing.assert_allclose(vectors[0], blorp, rtol=1e-6)
+  tokens, oov = hse_tasks.encode_labels(labels, vocab, filled)
+  assert tokens[0].tolist() == [5, len(vocab)] and tokens[1].tolist() == [1, 0]
+  assert oov == pytest.approx(100 / 3)
+  assert hse_tasks.encode_labels(labels, vocab)[1] == pytest.approx(200 / 3)
+  got = np.asarray(hse_tasks._text_low_fn(s.graphdef)(state["params"], tokens, vectors))
+  model = nnx.merge(s.graphdef, state["params"])
+  table = np.asarray(model.words.table[...])
+  emb = np.stack([table[5], blorp.astype(np.float32)])[None]
+  enc = model.text_low if hasattr(model, "text_low") else model.text_encoder
+  want = np.asarray(enc(emb, np.ones((1, 2), bool)))[0]
+  np.testing.assert_allclose(got[0], want / np.linalg.norm(want), atol=1e-5)
+  # The evaluator reports both variants; the demo's class names are all in the vocabulary.
+  ev = hse_tasks.ZeroShotEvaluator(s, "val", word_vectors=str(path))
+  metrics, _ = ev.run(state, 0)
+  assert metrics["zeroshot/glove/filled_words"] == 0
+  assert metrics["zeroshot/glove/top1"] == metrics["zeroshot/top1"]
+  with pytest.raises(ValueError, match="not found"):
+    hse_tasks.ZeroShotEvaluator(s, "val", word_vectors=str(tmp_path / "nope.txt"))

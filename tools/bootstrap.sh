@@ -20,6 +20,18 @@ find_python() {
   echo "hvt_jax needs Python >= 3.12 (jax >= 0.11); none found" >&2
   return 1
 }
+# pycocoevalcap's PTB tokenizer and METEOR (captioning metrics) need a Java runtime.
+if ! command -v java >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] installing a Java runtime (default-jre-headless) for captioning metrics"
+    apt-get install -y -qq default-jre-headless >/dev/null || \
+      { apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; } || \
+      echo "[bootstrap] WARNING: could not install Java; captioning metrics will be unavailable" >&2
+  else
+    echo "[bootstrap] WARNING: no java on PATH (install default-jre-headless); captioning" \
+         "metrics will be unavailable" >&2
+  fi
+fi
 py="$(find_python)"
 echo "[bootstrap] using $py ($("$py" --version))"
 if [ ! -x "$venv/bin/python" ]; then

@@ -125,9 +125,9 @@ def _video_low_fn(graphdef: Any):
 
 @functools.cache
 def _text_low_fn(graphdef: Any):
-  def fn(params, tokens):
+  def fn(params, tokens, extra_words=None):
     model = nnx.merge(graphdef, params)
-    return base.unit(model.encode_sentence_level(tokens, tokens > 0))
+    return base.unit(model.encode_sentence_level(tokens, tokens > 0, extra_words))
   return jax.jit(fn)
 
 
@@ -234,21 +234,41 @@ def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]
 # 2. Zero-shot action recognition (Table 6, left).
 
 
-def encode_labels(labels: list[str], vocab: list[str]) -> tuple[np.ndarray, float]:
+def encode_labels(labels: list[str], vocab: list[str], filled: list[str] = ()
+                  ) -> tuple[np.ndarray, float]:
   """Class names -> ([K, L] int32 word ids, 0-padded; OOV rate in percent of label words).
 
   Names are tokenised as the dataset's sentences (``data_prep.text.word_tokenize``); a word
-  missing from the vocabulary becomes ``<unk>`` (counted in the OOV rate).
+  missing from the vocabulary is ``filled[j]``'s id V + j when listed there (a vector from
+  outside the vocabulary, ``extra_words``), else ``<unk>`` (counted in the OOV rate).
   """
   index = {t: i for i, t in enumerate(vocab)}
+  extra = {w: len(vocab) + j for j, w in enumerate(filled)}
   words = [text.word_tokenize(label) for label in labels]
   total = sum(len(w) for w in words)
-  oov = sum(w not in index for ws in words for w in ws)
-  ids = [text.encode_words(label, index) or [index[text.UNK]] for label in labels]
+  oov = sum(w not in index and w not in extra for ws in words for w in ws)
+  ids = [[index.get(w, extra.get(w, index[text.UNK])) for w in ws] or [index[text.UNK]]
+         for ws in words]
   out = np.zeros((len(labels), max(map(len, ids), default=1)), np.int32)
   for i, row in enumerate(ids):
     out[i, :len(row)] = row
   return out, 100.0 * oov / max(total, 1)
+
+
+def glove_fill(labels: list[str], vocab: list[str], path: str,
+               dim: int) -> tuple[list[str], np.ndarray]:
+  """The label words outside ``vocab`` that the vectors file ``path`` has, and their
+  vectors ([M, dim] float32): what ``word_vectors`` fills instead of ``<unk>``."""
+  from data_prep import embeddings  # pylint: disable=g-import-not-at-top
+  index = set(vocab)
+  oov = sorted({w for label in labels for w in text.word_tokenize(label)} - index)
+  if not oov:
+    return [], np.zeros((0, dim), np.float32)
+  # oov_std=0: words the file lacks get zero rows, so the found ones are the nonzero rows.
+  matrix, _ = embeddings.load_word_vectors(path, [text.PAD, text.UNK, *oov], dim=dim,
+                                           oov_std=0.0)
+  found = [i for i in range(2, len(oov) + 2) if np.any(matrix[i])]
+  return [oov[i - 2] for i in found], matrix[found]
 
 
 def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.ndarray,
@@ -301,16 +321,29 @@ class ZeroShotEvaluator:
   ``<prefix>/chance_top1`` (100/K) and ``<prefix>/majority_top1`` (``zero_shot_metrics``),
   ``<prefix>/oov_rate``, counts ``<prefix>/num_classes``, ``<prefix>/num_videos``,
   ``<prefix>/num_unlabeled``; writes ``<prefix>_per_class.json``.
+
+  ``word_vectors`` (a GloVe/word2vec text file, ``data_prep.embeddings``): the paper relies
+  on GloVe for label words the training captions never had ("as we are using pre-trained
+  word vector (GloVe), it allows the transfer to unseen actions"). With it the evaluator
+  also reports the classes encoded with those words' vectors in place of ``<unk>``
+  (``<prefix>/glove/top1`` …, ``<prefix>/glove/oov_rate``: words neither in the vocabulary
+  nor the file, ``<prefix>/glove/filled_words``); the plain metrics stay those without.
+  The file's dimension must be the model's word dimension.
+  Videos are whole videos; the paper's alternative of each labelled instance is not
+  available: converted records keep the video's label, not the v1.3 instance segments.
   """
 
   def __init__(self, setup: Any, split: str, *, pred: str = "low_level",
                prefix: str = "zeroshot", log_steps: int = 0, query_block: int = 256,
-               cand_block: int = 256):
+               cand_block: int = 256, word_vectors: str = ""):
     _check_family(setup, "zeroshot")
     if pred != "low_level":
       raise ValueError(f"zeroshot evaluator: pred={pred!r}; valid: ('low_level',)")
+    if word_vectors and not os.path.exists(word_vectors):
+      raise ValueError(f"zeroshot evaluator: word_vectors file {word_vectors!r} not found")
     self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
     self.blocks = (query_block, cand_block)
+    self.word_vectors = word_vectors
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     params, graphdef = corpus.host_params(state), self.setup.graphdef
@@ -328,15 +361,26 @@ class ZeroShotEvaluator:
       logging.warning("zeroshot evaluator: split %r has no labels (records' `label` field)",
                       self.split)
       return metrics, {}
-    tokens, oov = encode_labels(classes, writer.load_vocab(self.setup.data_dir))
-    class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens)))
+    vocab = writer.load_vocab(self.setup.data_dir)
+    videos = np.concatenate(videos)[labelled]
     labels = [label for label in labels if label]
     mesh = corpus.ranking_mesh(self.setup.mesh)
-    scores, per_class = zero_shot_metrics(np.concatenate(videos)[labelled], labels,
-                                          class_emb, classes, mesh, self.blocks)
-    metrics.update({f"{p}/{k}": v for k, v in scores.items()})
-    metrics[f"{p}/oov_rate"] = oov
-    return metrics, {"per_class": per_class}
+    variants = [("", [], None)]
+    if self.word_vectors:
+      dim = int(self.setup.config.model.word_dim)
+      filled, vectors = glove_fill(classes, vocab, self.word_vectors, dim)
+      variants.append(("glove/", filled, jnp.asarray(vectors)))
+      metrics[f"{p}/glove/filled_words"] = float(len(filled))
+    results = {}
+    for tag, filled, vectors in variants:
+      tokens, oov = encode_labels(classes, vocab, filled)
+      class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens), vectors))
+      scores, per_class = zero_shot_metrics(videos, labels, class_emb, classes, mesh,
+                                            self.blocks)
+      metrics.update({f"{p}/{tag}{k}": v for k, v in scores.items()})
+      metrics[f"{p}/{tag}oov_rate"] = oov
+      results.setdefault("per_class", per_class)
+    return metrics, results
 
   def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
     if results:

@@ -93,8 +93,12 @@ class WordEmbedding(nnx.Module):
     init = init.at[0].set(0.0)  # id 0 is padding
     self.table = layers.param(jnp.asarray(init, jnp.float32), ("vocab", "embed"))
 
-  def __call__(self, ids: jax.Array) -> jax.Array:
-    return jnp.take(self.table[...], ids, axis=0)
+  def __call__(self, ids: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+    """[..., L] ids -> [..., L, dim]; ``extra`` [M, dim] rows for ids V … V+M-1."""
+    table = self.table[...]
+    if extra is not None:
+      table = jnp.concatenate([table, extra.astype(table.dtype)])
+    return jnp.take(table, ids, axis=0)
 
 
 def _word_vectors_path(config: Any, data_dir: str | None) -> str | None:
@@ -214,9 +218,12 @@ class HSE(base.TwoTower, nnx.Module):
     [B, H] (HSE §4.4 applies it to the raw video)."""
     return self.video_low(frames, mask)
 
-  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
-    """The sentence-level text encoder (``text_low``) over word ids [B, L] -> [B, H]."""
-    return self.text_low(self.words(tokens), mask)
+  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array,
+                            extra_words: jax.Array | None = None) -> jax.Array:
+    """The sentence-level text encoder (``text_low``) over word ids [B, L] -> [B, H];
+    ``extra_words`` [M, word_dim]: vectors of ids V … V+M-1 beyond the vocabulary (zero-shot
+    label words filled from GloVe)."""
+    return self.text_low(self.words(tokens, extra_words), mask)
 
   def video_levels(self, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(clip embeddings [B, C, H], video embedding [B, H]) of the HSE view."""
@@ -328,9 +335,10 @@ class FSE(base.TwoTower, nnx.Module):
     """The video encoder over frame sequences [B, F, D] -> [B, H]."""
     return self.video_encoder(frames, mask)
 
-  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
-    """The text encoder over word ids [B, L] -> [B, H]."""
-    return self.text_encoder(self.words(tokens), mask)
+  def encode_sentence_level(self, tokens: jax.Array, mask: jax.Array,
+                            extra_words: jax.Array | None = None) -> jax.Array:
+    """The text encoder over word ids [B, L] -> [B, H] (``extra_words`` as HSE's)."""
+    return self.text_encoder(self.words(tokens, extra_words), mask)
 
   def video_levels(self, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(the video encoder over each clip's frames [B, C, H], over the video [B, H])."""
