@@ -214,6 +214,7 @@ def test_captioner_on_the_frozen_checkpoint(backbone_run, demo, tmp_path):
   want = _checkpoint_params(workdir)
   c = _head_config("hse_captioner", name, workdir, demo)
   c.evals.val.baseline = "nearest"
+  c.evals.val.reference_splits = ("val", "train")   # every demo video is in one of them
   s = train.setup(c)
   state = train.init_state(s)
   got = _backbone_params(state["params"])
@@ -241,6 +242,7 @@ def test_captioner_on_the_frozen_checkpoint(backbone_run, demo, tmp_path):
   out = json.loads((tmp_path / "eval" / "val" / "metrics.json").read_text())
   for k in captioning.METRICS:
     assert 0.0 <= out[f"caption/{k}"] and 0.0 <= out[f"caption/nearest/{k}"]
+    assert 0.0 <= out[f"caption/dense/{k}"]
   preds = json.loads((tmp_path / "eval" / "val" / "caption_predictions.json").read_text())
   n = sum(len(v) for v in preds["results"].values())
   assert n == out["caption/num_segments"] > 16
@@ -252,3 +254,25 @@ def test_captioner_on_the_frozen_checkpoint(backbone_run, demo, tmp_path):
   start = pretrained.flatten(nnx.to_pure_dict(state["params"]))
   head = [k for k in trained if k.startswith("decoder/")]
   assert head and any(not np.array_equal(trained[k], np.asarray(start[k])) for k in head)
+
+
+def test_dense_caption_metrics_pair_by_tiou_over_every_reference_set():
+  refs1 = {"v": [((0.0, 10.0), "a man rides a horse")]}
+  refs2 = {"v": [((0.0, 9.0), "a man rides a horse"), ((20.0, 30.0), "a dog runs")]}
+  preds = {"v": [((0.0, 10.0), "a man rides a horse"), ((50.0, 60.0), "a dog runs")],
+           "w": [((0.0, 1.0), "nothing to compare")]}
+  got = captioning.dense_caption_metrics(preds, [refs1, refs2], tious=(0.5,))
+  # Pairs: pred 0 with refs1[0] and refs2[0] (tIoU 1 and 0.9), pred 1 overlaps nothing ->
+  # garbage; video w is in no reference set.
+  want = captioning.caption_metrics(
+      {"0": "a man rides a horse", "1": "a man rides a horse", "2": "a dog runs"},
+      {"0": ["a man rides a horse"], "1": ["a man rides a horse"], "2": [captioning.GARBAGE]})
+  assert got == pytest.approx(want)
+  # At tIoU 0.95 the second reference set's segment no longer matches.
+  high = captioning.dense_caption_metrics(preds, [refs1, refs2], tious=(0.95,))
+  want_high = captioning.caption_metrics(
+      {"0": "a man rides a horse", "2": "a dog runs"},
+      {"0": ["a man rides a horse"], "2": [captioning.GARBAGE]})
+  assert high == pytest.approx(want_high)
+  both = captioning.dense_caption_metrics(preds, [refs1, refs2], tious=(0.5, 0.95))
+  assert both == pytest.approx({k: (want[k] + want_high[k]) / 2 for k in want})

@@ -12,8 +12,12 @@ training and evaluation"), beam search (``config.model.beam_size``, 5 as the pap
 against that segment's reference sentence. ``baseline="nearest"`` also scores the
 nearest-neighbour caption baseline: each segment gets the training sentence whose clip has
 the most similar conditioning vector (cosine of [clip; video] embeddings), a reference point
-for what the decoder adds. Metrics ``<prefix>/BLEU@1`` … ``<prefix>/CIDEr`` in percent (the
-scorers' values × 100, as Table 5 prints them), ``<prefix>/nearest/...`` for the baseline;
+for what the decoder adds. ``reference_splits`` (e.g. ``("val_1", "val_2")``): also score the
+captions against every given reference set as the dense-captioning evaluation pairs them
+(``dense_caption_metrics``; the paper: "we follow [17] and evaluate on the validation set
+(val1 and val2)"), ``<prefix>/dense/...``. Metrics ``<prefix>/BLEU@1`` … ``<prefix>/CIDEr``
+in percent (the scorers' values × 100, as Table 5 prints them), ``<prefix>/nearest/...`` for
+the baseline;
 predictions in the ActivityNet dense-captioning submission layout
 (``{"version", "results": {video_id: [{"sentence", "timestamp": [start s, end s]}]}}``).
 """
@@ -85,9 +89,64 @@ def caption_metrics(predictions: dict[str, str],
   return {k: float(100.0 * out[k]) for k in METRICS}
 
 
+def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+  inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+  union = max(a[1], b[1]) - min(a[0], b[0])
+  return inter / union if union > 0 else float(a == b)
+
+
+GARBAGE = "abc123!@#"   # the dense-captioning evaluation's reference for unmatched captions
+
+
+def dense_caption_metrics(predictions: dict[str, list[tuple[tuple[float, float], str]]],
+                          reference_sets: list[dict[str, list[tuple[tuple[float, float], str]]]],
+                          tious: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+                          ) -> dict[str, float]:
+  """Captions of timed segments scored against several reference sets, as ActivityNet's
+  dense-captioning evaluation pairs them (Krishna et al. 2017, ``densevid_eval``'s
+  ``evaluate_tiou``): for each tIoU threshold, every (prediction, reference) pair of the same
+  video whose segments overlap with tIoU >= threshold, over every reference set, is one
+  scored pair; a prediction that overlaps no reference of any set is paired with a garbage
+  caption once; videos no reference set has are left out; the metrics are averaged over the
+  thresholds. Difference: ``caption_metrics`` scores all pairs at corpus level, where the
+  revision of densevid_eval we read averages each metric per video first.
+
+  Args:
+    predictions: {video_id: [((start s, end s), caption)]}.
+    reference_sets: e.g. ActivityNet's val_1 and val_2, each {video_id: [((start, end),
+      sentence)]}.
+    tious: the thresholds (the evaluation's default 0.3, 0.5, 0.7, 0.9).
+
+  Returns:
+    {name: percent} for ``METRICS``, averaged over ``tious``.
+  """
+  per_tiou = []
+  for tiou in tious:
+    preds, refs = {}, {}
+    for vid, items in predictions.items():
+      if not any(vid in ref_set for ref_set in reference_sets):
+        continue
+      for i, (seg, caption) in enumerate(items):
+        matched = [s for ref_set in reference_sets for ref_seg, s in ref_set.get(vid, ())
+                   if _tiou(seg, ref_seg) >= tiou]
+        for j, sentence in enumerate(matched or [GARBAGE]):
+          preds[f"{vid}#{i}#{j}"], refs[f"{vid}#{i}#{j}"] = caption, [sentence]
+    per_tiou.append(caption_metrics(preds, refs))
+  return {k: float(np.mean([m[k] for m in per_tiou])) for k in METRICS}
+
+
 def decode(tokens: np.ndarray, length: int, vocab: list[str]) -> str:
   """Word ids -> a caption string (the first ``length`` ids, <unk> kept as "<unk>")."""
   return " ".join(vocab[int(t)] for t in tokens[:length])
+
+
+def reference_set(data_dir: str, split: str) -> dict[str, list[tuple[tuple[float, float], str]]]:
+  """{video_id: [((start s, end s), sentence)]} of a converted split (every segment)."""
+  out = {}
+  for ex in writer.load_split(data_dir, split).as_numpy_iterator():
+    out[ex["video_id"].decode()] = [((float(a), float(b)), s.decode())
+                                    for (a, b), s in zip(ex["segments"], ex["sentences"])]
+  return out
 
 
 @functools.cache
@@ -120,7 +179,7 @@ class CaptioningEvaluator:
 
   def __init__(self, setup: Any, split: str, *, pred: str = "generate",
                prefix: str = "caption", log_steps: int = 0, baseline: str = "none",
-               train_split: str = "train"):
+               train_split: str = "train", reference_splits: tuple[str, ...] = ()):
     if pred != "generate" or setup.config.model.name != "hse_captioner":
       raise ValueError(f"caption evaluator: needs model 'hse_captioner' and pred='generate',"
                        f" got {setup.config.model.name!r}, {pred!r}")
@@ -129,6 +188,11 @@ class CaptioningEvaluator:
     check_java()
     self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
     self.baseline, self.train_split = baseline, train_split
+    self.reference_splits = tuple(reference_splits)
+    for ref in self.reference_splits:
+      if ref not in setup.meta.get("splits", {}):
+        raise ValueError(f"caption evaluator: reference split {ref!r} not in the dataset "
+                         f"(splits: {sorted(setup.meta.get('splits', {}))})")
     self.vocab = writer.load_vocab(setup.data_dir)
     if self.vocab[text.PAD_ID] != text.PAD:
       raise ValueError(f"caption evaluator: dataset {setup.data_dir} has no word vocabulary "
@@ -165,6 +229,13 @@ class CaptioningEvaluator:
                                  np.stack([r[5] for r in train]), [r[4] for r in train])
       metrics.update({f"{p}/nearest/{k}": v for k, v in caption_metrics(
           {r[0]: c for r, c in zip(rows, nearest)}, refs).items()})
+    if self.reference_splits:
+      preds: dict[str, list] = {}
+      for r in rows:
+        preds.setdefault(r[1], []).append((tuple(r[2]), r[3]))
+      metrics.update({f"{p}/dense/{k}": v for k, v in dense_caption_metrics(
+          preds, [reference_set(self.setup.data_dir, s) for s in self.reference_splits]
+      ).items()})
     return metrics, {"rows": [r[:5] for r in rows]}
 
   def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
