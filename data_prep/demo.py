@@ -112,7 +112,17 @@ def _generate_split(split: str, num_videos: int, rng: np.random.Generator,
       n_content = max(2, int(rng.binomial(n_words, p["content_prob"])))
       is_content = np.zeros(n_words, bool)
       is_content[rng.choice(n_words, size=n_content, replace=False)] = True
-      content = rng.choice(len(event_words[e]), size=n_words, p=word_weights)
+      if p.get("ordered_words"):
+        # Distinct content words in the event's own order: sentences with a word order a
+        # caption generator can learn (each position of an i.i.d. bag has the same mode).
+        n_content = min(n_content, len(event_words[e]))
+        is_content[:] = False
+        is_content[np.sort(rng.choice(n_words, size=n_content, replace=False))] = True
+        content = np.zeros(n_words, int)
+        content[is_content] = np.sort(rng.choice(len(event_words[e]), size=n_content,
+                                                 replace=False, p=word_weights))
+      else:
+        content = rng.choice(len(event_words[e]), size=n_words, p=word_weights)
       filler = rng.integers(len(FILLERS), size=n_words)
       sentences.append(" ".join(event_words[e][c] if m else FILLERS[f]
                                 for m, c, f in zip(is_content, content, filler)))
@@ -136,7 +146,8 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
                   min_clips: int = 3, max_clips: int = 5, min_frames: int = 4,
                   max_frames: int = 12, min_words: int = 5, max_words: int = 10,
                   noise_std: float = 3.0, style_std: float = 0.5, event_zipf: float = 1.0,
-                  word_zipf: float = 1.0, content_prob: float = 0.6) -> DemoData:
+                  word_zipf: float = 1.0, content_prob: float = 0.6,
+                  ordered_words: bool = False) -> DemoData:
   """Generates the synthetic demo data (see the module docstring for the story).
 
   Args:
@@ -157,6 +168,9 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
     event_zipf: exponent of the event popularity (0 = uniform).
     word_zipf: exponent of the within-event content word distribution.
     content_prob: probability that a word position holds a content word.
+    ordered_words: a sentence's content words are distinct and in the event's own word
+      order (for captioning; False: each content position draws independently, the default
+      demo).
 
   Returns:
     A `DemoData` with canonical records (tokens encoded with the train vocabulary).
@@ -235,6 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--noise-std", type=float, default=3.0)
   parser.add_argument("--style-std", type=float, default=0.5)
   parser.add_argument("--num-shards", type=int, default=None)
+  parser.add_argument("--ordered-words", action="store_true",
+                      help="content words distinct and in each event's order (captioning)")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -242,4 +258,4 @@ def run(args: argparse.Namespace) -> str:
   return write_demo(args.output, num_shards=args.num_shards, num_train=args.num_train,
                     num_val=args.num_val, seed=args.seed, feature_dim=args.feature_dim,
                     num_events=args.num_events, noise_std=args.noise_std,
-                    style_std=args.style_std)
+                    style_std=args.style_std, ordered_words=args.ordered_words)

@@ -161,3 +161,24 @@ def test_labels_name_each_videos_dominant_event(data):
   assert len(labels) > 20
   seen = [w for label in labels for w in label.split()]
   assert np.mean([w in vocab for w in seen]) > 0.9
+
+
+def test_ordered_words_keep_each_events_word_order_and_default_is_unchanged():
+  from data_prep import demo  # pylint: disable=g-import-not-at-top
+  plain = demo.generate_demo(num_train=20, num_val=5)
+  again = demo.generate_demo(num_train=20, num_val=5, ordered_words=False)
+  assert [r["sentences"] for r in plain.records["train"]] == [
+      r["sentences"] for r in again.records["train"]]
+  ordered = demo.generate_demo(num_train=20, num_val=5, ordered_words=True)
+  repeated = 0
+  for split, records in ordered.records.items():
+    for r, events in zip(records, ordered.clip_events[split]):
+      for sentence, e in zip(r["sentences"], events):
+        words = ordered.event_words[e]
+        content = [words.index(w) for w in sentence.split() if w in words]
+        assert len(content) >= 2 and content == sorted(set(content)), sentence
+  for r, events in zip(plain.records["train"], plain.clip_events["train"]):
+    for sentence, e in zip(r["sentences"], events):
+      content = [w for w in sentence.split() if w in plain.event_words[e]]
+      repeated += len(content) > len(set(content))
+  assert repeated > 0   # the default draws each position independently
