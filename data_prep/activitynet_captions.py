@@ -56,7 +56,6 @@ are written in the same single pass.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import pathlib
@@ -244,15 +243,9 @@ def make_plan(counter: builder.SkipCounter, annotation_files: Sequence[str],
         items[split].append((split, vid, dur, [segs[i] for i in keep],
                              [sents[i] for i in keep], tokens))
 
-  resources = contextlib.ExitStack()
-  source = resources.enter_context(features_lib.open_feature_source(features_path,
-                                                                    feature_key))
-  try:
-    dim = common.infer_dim(source, [it[1] for its in items.values() for it in its],
-                           candidate_ids)
-  except BaseException:
-    resources.close()
-    raise
+  resources, source, dim = common.open_features(
+      features_path, feature_key, [it[1] for its in items.values() for it in its],
+      candidate_ids)
   fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
                          feature_rate=feature_rate, record_fn=record_fn)
   spec = builder.DatasetSpec(

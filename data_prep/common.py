@@ -503,6 +503,26 @@ def infer_dim(source: features_lib.FeatureSource, video_ids: Sequence[str],
       f"holds a majority: {listing} (key {source.key!r})")
 
 
+def open_features(path: str, key: str | None, video_ids: Sequence[str],
+                  candidates: Callable[[str], list[str]] = same_id
+                  ) -> tuple[contextlib.ExitStack, features_lib.FeatureSource, int]:
+  """Opens a feature source for a conversion and infers its dim (`infer_dim`).
+
+  Returns:
+    (the stack that closes the source, to hand to the plan; the source; the dim).
+
+  Raises:
+    What `open_feature_source` and `infer_dim` raise (the source is closed then).
+  """
+  resources = contextlib.ExitStack()
+  source = resources.enter_context(features_lib.open_feature_source(path, key))
+  try:
+    return resources, source, infer_dim(source, video_ids, candidates)
+  except BaseException:
+    resources.close()
+    raise
+
+
 def count_zero_rows(video_id: str, arrays: Iterable[np.ndarray],
                     counter: builder.SkipCounter) -> bool:
   """Counts FEATURES_ZERO_ROWS once when a row of any of `arrays` is entirely 0.
