@@ -65,6 +65,7 @@ from typing import Any
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import shard_utils
 
 from data_prep.reader import METADATA_FILE, VOCAB_FILE
 
@@ -563,6 +564,8 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
     self._beam = (download_config.beam_runner is not None
                   or download_config.beam_options is not None)
+    download_config = _DownloadConfig(**{f.name: getattr(download_config, f.name)
+                                         for f in dataclasses.fields(download_config)})
     super()._download_and_prepare(dl_manager, download_config)
     self._finalize()
 
@@ -696,6 +699,23 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           raise ValueError(f"the writer of extra file {name!r} did not create {path}")
       else:
         path.write_bytes(bytes(content))
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtMostShards(shard_utils.ShardConfig):
+  """`num_shards` as an upper bound: a split with fewer records gets one shard per record
+  (TFDS itself fails on a split with fewer records than shards)."""
+
+  def get_number_shards(self, total_size: int, num_examples: int, *args, **kwargs) -> int:
+    return max(1, min(super().get_number_shards(total_size, num_examples, *args, **kwargs),
+                      num_examples))
+
+
+@dataclasses.dataclass
+class _DownloadConfig(tfds.download.DownloadConfig):
+
+  def get_shard_config(self) -> shard_utils.ShardConfig:
+    return _AtMostShards(**dataclasses.asdict(super().get_shard_config()))
 
 
 def _chain(head: list, rest: Iterator) -> Iterator:
