@@ -483,7 +483,7 @@ def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
   if options:
     return pipeline_options.PipelineOptions(flags=[f"--{o}" for o in options.split(",")])
   return pipeline_options.PipelineOptions(
-      runner="DirectRunner", direct_num_workers=int(num_workers),
+      flags=[], runner="DirectRunner", direct_num_workers=int(num_workers),
       direct_running_mode="multi_processing")
 
 
