@@ -543,8 +543,9 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                      description="made by hvt-prepare from its flags",
                      modalities=dict(spec.modalities), tokenizer=spec.tokenizer)
 
-  def make_plan(self, manual_dir: pathlib.Path, counter: SkipCounter) -> Plan:
-    """The plan of a `tfds build` from the files in `manual_dir` (see the instructions)."""
+  def make_plan(self, manual_dir: pathlib.Path | None, counter: SkipCounter) -> Plan:
+    """The plan of a `tfds build` from the files in `manual_dir` (see the instructions; None
+    for a builder without MANUAL_DOWNLOAD_INSTRUCTIONS)."""
     raise ValueError(f"{self.name} is built from records given in memory "
                      "(data_prep.builder.write_dataset), not from a manual_dir")
 
@@ -571,7 +572,9 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     if self._plan is None:
-      self._plan = self.make_plan(pathlib.Path(dl_manager.manual_dir), self.counter)
+      manual_dir = (pathlib.Path(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS
+                    else None)
+      self._plan = self.make_plan(manual_dir, self.counter)
       if dict(self._plan.spec.modalities) != dict(self._modalities()):
         raise ValueError(
             f"{self.name}/{self.builder_config.name}: the features in {dl_manager.manual_dir} "
@@ -613,6 +616,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       so_far.merge(self.counter)
       for split in self._dropped:
         so_far.merge(self._merged_counts(split))
+        so_far.skip(SPLIT_EMPTY, split)
       raise ValueError(f"no split of {plan.spec.name!r} has records to write (splits "
                        f"{sorted(plan.items)}); repairs and skips:\n{so_far.format_table()}")
     return generators
@@ -828,23 +832,25 @@ def prepare(builder_cls: type[HvtBuilder], output_dir: str, *, plan: Plan | None
 
 
 def convert(builder_cls: type[HvtBuilder], make_plan: Callable[[SkipCounter], Plan],
-            output_dir: str, *, counter: SkipCounter | None = None,
+            output_dir: str, *, config: HvtConfig | None = None,
+            counter: SkipCounter | None = None,
             num_shards: int | None = None, num_workers: int = 1,
-            beam_options: str | None = None, verbose: bool = True
-            ) -> tuple[str, SkipCounter]:
+            beam_options: str | None = None, file_format: str | None = None,
+            verbose: bool = True) -> tuple[str, SkipCounter]:
   """The conversion skeleton every converter shares: plan, build, print the summary.
 
   Args:
     builder_cls: the dataset's builder class.
     make_plan: reads the annotations (counting their repairs/skips in the counter it gets),
       sets up the tokenizer and opens the features: returns the `Plan`.
-    output_dir: the data dir; the dataset goes to `output_dir/<name>/<config>/<version>`
-      (the predefined config whose modalities, dims and tokenizer match, else one named by
-      them, see `config_name`).
+    output_dir: the data dir; the dataset goes to `output_dir/<name>/<config>/<version>`.
+    config: the builder config; None: the predefined config whose modalities, dims and
+      tokenizer match the plan's, else one named by them (`config_name`).
     counter: counter to add this conversion's repairs/skips to (default: a new one).
     num_shards: shards per split (None: by size).
     num_workers: > 1: build records on Beam's local DirectRunner with this many processes.
     beam_options: Beam pipeline options for another runner (see `beam_pipeline_options`).
+    file_format: "tfrecord" (default) or "array_record".
     verbose: print the plan's summary.
 
   Returns:
@@ -855,9 +861,9 @@ def convert(builder_cls: type[HvtBuilder], make_plan: Callable[[SkipCounter], Pl
   plan = make_plan(counter)
   with plan.resources:
     dataset_dir = prepare(builder_cls, output_dir, plan=plan,
-                          config=builder_cls.config_for(plan.spec), counter=counter,
+                          config=config or builder_cls.config_for(plan.spec), counter=counter,
                           num_shards=num_shards, num_workers=num_workers,
-                          beam_options=beam_options)
+                          beam_options=beam_options, file_format=file_format)
   if verbose and plan.report is not None:
     plan.report(dataset_dir, counter)
   return dataset_dir, counter
