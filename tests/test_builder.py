@@ -453,3 +453,77 @@ def test_corpus_split_records_may_have_no_sentences(tmp_path):
     builder.validate_record(dict(bare, split="train", video_id="train_0"), spec, "train")
   with pytest.raises(ValueError, match=r"corpus_splits must be a sequence of split names"):
     builder.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": "test_public"}).validate()
+
+
+# ------------------------------------------------------------------------- plans, Beam
+
+
+def build_counted(item, counter):
+  """Module-level record builder (picklable for Beam): skips odd items, repairs each 3rd."""
+  i, split = item
+  if split == "empty" or i % 2:
+    counter.skip("odd item", f"{split}_{i}")
+    return None
+  if i % 3 == 0:
+    counter.repair("third item", f"{split}_{i}")
+  return make_record(i, split)
+
+
+def per_split_repairs(stats):
+  return {"repaired_per_split": {s: c["repaired"] for s, c in stats["split_counts"].items()}}
+
+
+def _plan(n_train: int, n_val: int) -> builder.Plan:
+  items = {"train": [(i, "train") for i in range(n_train)],
+           "empty": [(i, "empty") for i in range(3)],
+           "val": [(i, "val") for i in range(n_val)]}
+  return builder.Plan(spec=SPEC, items=items, build=build_counted,
+                      extra_fn=per_split_repairs, empty_splits="drop")
+
+
+def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path):
+  runs = {}
+  for workers in (1, 2):
+    counter = builder.SkipCounter()
+    counter.skip("annotation problem", "train_99")  # Counted before the records are built.
+    path = builder.prepare(builder.records_builder("toy"), str(tmp_path / f"w{workers}"),
+                           plan=_plan(48, 9), counter=counter, num_workers=workers,
+                           num_shards=2)
+    meta = reader.load_metadata(path)
+    meta.pop("vocab_file")
+    runs[workers] = (data_fixtures.shard_examples(path), meta, counter.summary())
+  assert runs[1] == runs[2]
+  shards, meta, summary = runs[2]
+  assert summary == meta["counts"]
+  odd = [f"train_{i}" for i in range(1, 48, 2)] + ["empty_0", "empty_1", "empty_2"]
+  odd += [f"val_{i}" for i in (1, 3, 5, 7)]
+  assert meta["counts"] == {
+      "repaired": {"third item": 8 + 2},
+      "skipped": {"annotation problem": 1, "odd item": 24 + 3 + 4, builder.SPLIT_EMPTY: 1},
+      "examples": {"annotation problem": ["train_99"], "odd item": odd[:20],
+                   "third item": [f"train_{i}" for i in range(0, 48, 6)] + ["val_0", "val_6"],
+                   builder.SPLIT_EMPTY: ["empty"]}}
+  assert meta["splits"] == {"train": 24, "val": 5} and meta["empty_splits"] == ["empty"]
+  assert meta["extra"]["repaired_per_split"] == {"train": {"third item": 8},
+                                                 "val": {"third item": 2}}
+  assert sorted(shards) == [f"toy-{s}.tfrecord-0000{i}-of-00002" for s in ("train", "val")
+                            for i in range(2)]
+  path = reader.find_dataset_dir(str(tmp_path / "w2"))
+  got = [as_numpy(e) for e in reader.load_split(path, "train")]
+  assert [g["video_id"] for g in got] == [f"train_{i}" for i in range(0, 48, 2)]
+  for g, i in zip(got, range(0, 48, 2)):
+    assert_matches(g, make_record(i, "train"))
+
+
+def failing_item(item, counter):
+  """Fails on item 3."""
+  if item == 3:
+    raise ValueError(f"bad item {item}")
+  return make_record(item, "train")
+
+
+def test_record_builder_errors_stop_the_conversion(tmp_path):
+  plan = builder.Plan(spec=SPEC, items={"train": list(range(6))}, build=failing_item)
+  with pytest.raises(ValueError, match="bad item 3"):
+    builder.prepare(builder.records_builder("toy"), str(tmp_path), plan=plan)
+  assert list(tmp_path.iterdir()) == []
