@@ -95,15 +95,15 @@ def _shard_digests(path: str) -> dict[str, str]:
   raw bytes are not comparable across runs; the parsed-and-reserialized records are.
   """
   import tensorflow as tf
-  from tensorflow_datasets.core import file_adapters
 
   out = {}
   for p in sorted(pathlib.Path(path).glob("*-of-*")):
     if ".tfrecord" in p.name:
       records = (r.numpy() for r in tf.data.TFRecordDataset(os.fspath(p)))
     else:
-      records = iter(file_adapters.ArrayRecordFileAdapter.make_tf_data(os.fspath(p))
-                     .as_numpy_iterator())
+      from array_record.python import array_record_module
+      reader_ = array_record_module.ArrayRecordReader(os.fspath(p))
+      records = iter(reader_.read_all())
     digest = hashlib.sha256()
     for record in records:
       digest.update(tf.train.Example.FromString(record).SerializeToString(deterministic=True))
@@ -175,10 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     count = 0
     for split in meta["splits"]:
-      for _ in reader.load_split(dataset_dir, split).as_numpy_iterator():
+      if args.file_format == "array_record":  # TFDS reads ArrayRecord only as a data source.
+        source = tfds.builder_from_directory(dataset_dir).as_data_source(split=split)
+        examples = (source[i] for i in range(len(source)))
+      else:
+        examples = reader.load_split(dataset_dir, split).as_numpy_iterator()
+      for _ in examples:
         count += 1
     seconds = time.perf_counter() - t0
-    print(f"load_split read-back: {count} examples in {seconds:.1f} s = "
+    print(f"sequential read-back: {count} examples in {seconds:.1f} s = "
           f"{count / seconds:.1f} examples/s, {_dir_bytes(dataset_dir) / 1e6 / seconds:.1f} "
           "MB/s")
     if args.file_format == "array_record":
