@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from data_prep import activitynet_captions as anc
+from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import text
-from data_prep import builder
 from data_prep import reader
+from data_prep import text
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 

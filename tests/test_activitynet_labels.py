@@ -14,10 +14,10 @@ import pytest
 
 from data_prep import activitynet_captions
 from data_prep import activitynet_labels as al
-from data_prep import features as features_lib
-from data_prep import text
 from data_prep import builder
+from data_prep import features as features_lib
 from data_prep import reader
+from data_prep import text
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 

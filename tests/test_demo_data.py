@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from data_prep import demo
-from data_prep import text
 from data_prep import reader
+from data_prep import text
 from hvt_jax.cli import prepare
 
 

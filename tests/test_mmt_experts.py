@@ -11,13 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import features as features_lib
 from data_prep import mmt_experts as mx
-from data_prep import wordpiece
-from tests import data_fixtures
-from data_prep import builder
 from data_prep import reader
+from data_prep import wordpiece
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 DIMS = mx.EXPERT_DIMS
 

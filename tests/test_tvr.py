@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
+from data_prep import reader
 from data_prep import tvr
 from data_prep import wordpiece
-from data_prep import builder
-from data_prep import reader
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
