@@ -47,7 +47,6 @@ re-running replaces the previous one (the old one stays until the new one is com
 
 from __future__ import annotations
 
-import abc
 import collections
 import contextlib
 import dataclasses
@@ -56,12 +55,12 @@ import math
 import os
 import pathlib
 import shutil
-import time
 import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -693,6 +692,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "unknown_tokens": {"token": None if unk is None else spec.vocab[unk],
                            "splits": unknown},
     })
+    logging.info("%s: repairs and skips\n%s", spec.name, self.counter.format_table())
     directory = pathlib.Path(self.data_dir)
     (directory / VOCAB_FILE).write_text("".join(t + "\n" for t in spec.vocab), encoding="utf-8")
     for name, content in plan.extra_files.items():
