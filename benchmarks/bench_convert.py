@@ -6,21 +6,25 @@ Generates ActivityNet-sized synthetic input in a temporary directory, in the rea
   {"duration", "timestamps": [[s, e], ...], "sentences": [...]}}` with 1 + Poisson(2.6)
   sentences per video (mean ~3.6), most starting with a space as in the real files.
 
-Then runs `data_prep.activitynet_captions.convert` once per `--num-workers` value and prints
-videos/s and MB/s (feature bytes read from the HDF5 per second, and shard bytes written per
-second), checks that every worker count wrote byte-identical shards, and reads every split
-back through `data_prep.writer.load_split`, printing examples/s. TensorFlow is imported (by
-the parent) before the clock starts; worker start-up (spawned processes, which import numpy,
-h5py and the converter but not TensorFlow) is part of the measured time, as it is for a
+Then runs the `ActivitynetCaptions` builder once per `--runs` entry: `plain` (TFDS without
+Beam, one process), `beamN` (Apache Beam's DirectRunner in multi-processing mode with N
+worker processes, what `hvt-prepare --num-workers N` runs) and prints videos/s and MB/s
+(feature bytes read from the HDF5 per second, and shard bytes written per second), checks that
+every run wrote the same examples (a digest of each shard's records re-serialized
+deterministically), and reads every split back through `data_prep.reader.load_split`,
+printing examples/s. `--file-format array_record` writes ArrayRecord shards instead and also
+times random access (`as_data_source()[i]` at random i). TensorFlow and Beam are imported
+before the clock starts; Beam's worker start-up is part of the measured time, as it is for a
 user. Inputs and outputs take about 0.6 MB per video under `--tmp-dir` (default: the system
-temp dir), times (1 + number of worker counts).
+temp dir), times (1 + number of runs).
 
-    python benchmarks/bench_convert.py --num-videos 1000 [--num-workers 1 2]
+    python benchmarks/bench_convert.py --num-videos 1000 [--runs plain beam1 beam2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +40,8 @@ sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parents[1]))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import activitynet_captions
-from data_prep import writer
+from data_prep import builder
+from data_prep import reader
 
 _WORDS = ("a man woman person is are the then and in on with while of to camera shows "
           "playing dancing running ball field water room people group continues talking "
@@ -84,25 +89,48 @@ def generate(root: pathlib.Path, num_videos: int, dim: int, min_rows: int, max_r
 
 
 def _shard_digests(path: str) -> dict[str, str]:
-  """{shard name: sha256} (streamed: the shards of 10,000 videos take 3 GB)."""
+  """{shard name: sha256 of its records, each re-serialized deterministically}.
+
+  Protobuf writes an Example's feature map in an order that may differ between processes, so
+  raw bytes are not comparable across runs; the parsed-and-reserialized records are.
+  """
+  import tensorflow as tf
+
   out = {}
-  for p in sorted(pathlib.Path(path).glob("*.tfrecord*")):
+  for p in sorted(pathlib.Path(path).glob("*-of-*")):
+    if ".tfrecord" in p.name:
+      records = (r.numpy() for r in tf.data.TFRecordDataset(os.fspath(p)))
+    else:
+      from array_record.python import array_record_module
+      reader_ = array_record_module.ArrayRecordReader(os.fspath(p))
+      records = iter(reader_.read_all())
     digest = hashlib.sha256()
-    with open(p, "rb") as f:
-      while block := f.read(1 << 24):
-        digest.update(block)
+    for record in records:
+      digest.update(tf.train.Example.FromString(record).SerializeToString(deterministic=True))
     out[p.name] = digest.hexdigest()
   return out
 
 
 def _dir_bytes(path: str) -> int:
-  return sum(p.stat().st_size for p in pathlib.Path(path).glob("*.tfrecord*"))
+  return sum(p.stat().st_size for p in pathlib.Path(path).glob("*-of-*"))
+
+
+def _beam_options(run: str) -> str | None:
+  """`beamN` -> Beam DirectRunner options with N processes; `plain` -> None."""
+  if run == "plain":
+    return None
+  if not run.startswith("beam") or not run[4:].isdigit():
+    raise SystemExit(f"--runs: expected plain or beamN, got {run!r}")
+  return (f"runner=DirectRunner,direct_num_workers={int(run[4:])},"
+          "direct_running_mode=multi_processing")
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--num-videos", type=int, default=10_000)
-  parser.add_argument("--num-workers", type=int, nargs="+", default=[1, 2])
+  parser.add_argument("--runs", nargs="+", default=["plain", "beam1", "beam2"],
+                      help="plain (TFDS without Beam) and/or beamN (DirectRunner, N processes)")
+  parser.add_argument("--file-format", default="tfrecord", choices=("tfrecord", "array_record"))
   parser.add_argument("--dim", type=int, default=500)
   parser.add_argument("--min-rows", type=int, default=100)
   parser.add_argument("--max-rows", type=int, default=200)
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
   import tensorflow as tf  # Imported up front so no timing includes it.
   import tensorflow_datasets as tfds  # pylint: disable=unused-import
   tf.config.set_visible_devices([], "GPU")
+  if any(run != "plain" for run in args.runs):
+    import apache_beam  # pylint: disable=unused-import
 
   with tempfile.TemporaryDirectory(prefix="bench_convert-", dir=args.tmp_dir) as tmp:
     root = pathlib.Path(tmp)
@@ -123,31 +153,48 @@ def main(argv: list[str] | None = None) -> None:
     print(f"generated {args.num_videos} videos, {feature_bytes / 1e6:.0f} MB of features in "
           f"{time.perf_counter() - t0:.1f} s")
     dataset_dir, first_shards = None, None
-    for workers in args.num_workers:
-      out = root / f"out_w{workers}"
+    for run in args.runs:
+      out = root / f"out_{run}"
+      make = functools.partial(activitynet_captions.make_plan, annotation_files=files,
+                               features_path=os.fspath(root / "c3d.hdf5"),
+                               feature_key="c3d_features", summary=False)
       t0 = time.perf_counter()
-      dataset_dir, _ = activitynet_captions.convert(
-          files, os.fspath(root / "c3d.hdf5"), os.fspath(out), feature_key="c3d_features",
-          num_workers=workers, verbose=False)
+      dataset_dir, _ = builder.convert(activitynet_captions.ActivitynetCaptions, make,
+                                       os.fspath(out), beam_options=_beam_options(run),
+                                       file_format=args.file_format, verbose=False)
       seconds = time.perf_counter() - t0
-      written = sum(writer.load_metadata(dataset_dir)["splits"].values())
+      written = sum(reader.load_metadata(dataset_dir)["splits"].values())
       shards = _shard_digests(dataset_dir)
       if first_shards is not None and shards != first_shards:
-        raise SystemExit(f"--num-workers {workers} wrote different shards")
+        raise SystemExit(f"run {run} wrote other examples than run {args.runs[0]}")
       first_shards = first_shards or shards
-      print(f"convert --num-workers {workers}: {written} videos in {seconds:.1f} s = "
+      print(f"convert {run} ({args.file_format}): {written} videos in {seconds:.1f} s = "
             f"{written / seconds:.1f} videos/s, {feature_bytes / 1e6 / seconds:.1f} MB/s "
             f"features read, {_dir_bytes(dataset_dir) / 1e6 / seconds:.1f} MB/s shards written")
-    meta = writer.load_metadata(dataset_dir)
+    meta = reader.load_metadata(dataset_dir)
     t0 = time.perf_counter()
     count = 0
     for split in meta["splits"]:
-      for _ in writer.load_split(dataset_dir, split).as_numpy_iterator():
+      if args.file_format == "array_record":  # TFDS reads ArrayRecord only as a data source.
+        source = tfds.builder_from_directory(dataset_dir).as_data_source(split=split)
+        examples = (source[i] for i in range(len(source)))
+      else:
+        examples = reader.load_split(dataset_dir, split).as_numpy_iterator()
+      for _ in examples:
         count += 1
     seconds = time.perf_counter() - t0
-    print(f"load_split read-back: {count} examples in {seconds:.1f} s = "
+    print(f"sequential read-back: {count} examples in {seconds:.1f} s = "
           f"{count / seconds:.1f} examples/s, {_dir_bytes(dataset_dir) / 1e6 / seconds:.1f} "
           "MB/s")
+    if args.file_format == "array_record":
+      source = tfds.builder_from_directory(dataset_dir).as_data_source(split="train")
+      picks = np.random.default_rng(0).integers(0, len(source), size=min(500, len(source)))
+      t0 = time.perf_counter()
+      for i in picks:
+        _ = source[int(i)]
+      seconds = time.perf_counter() - t0
+      print(f"random access (as_data_source()[i]): {len(picks)} examples in {seconds:.2f} s = "
+            f"{len(picks) / seconds:.1f} examples/s")
 
 
 if __name__ == "__main__":

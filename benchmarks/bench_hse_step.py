@@ -50,7 +50,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.hse import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import writer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -75,11 +75,11 @@ def record(i: int, rng: np.random.Generator, split: str) -> dict:
 
 def write_data(out_dir: str, n_train: int) -> str:
   rng = np.random.default_rng(0)
-  spec = writer.DatasetSpec(name="bench", modalities={"c3d": VIDEO_DIM}, tokenizer="word",
+  spec = builder.DatasetSpec(name="bench", modalities={"c3d": VIDEO_DIM}, tokenizer="word",
                             vocab=["<pad>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 2)])
   splits = {"train": (record(i, rng, "train") for i in range(n_train)),
             "val_1": (record(i, rng, "val_1") for i in range(8))}
-  return writer.write_dataset(spec, splits, out_dir, counter=writer.SkipCounter())
+  return builder.write_dataset(spec, splits, out_dir, counter=builder.SkipCounter())
 
 
 def make_config(data_dir: str):

@@ -23,7 +23,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs.hse import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import writer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARSER = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +35,7 @@ ARGS = PARSER.parse_args()
 def tiny_dataset(out: str) -> str:
   rng = np.random.default_rng(0)
   vocab = ["<pad>", "<unk>"] + [f"w{i}" for i in range(ARGS.vocab - 2)]
-  spec = writer.DatasetSpec(name="bench", modalities={"c3d": 500}, tokenizer="word",
+  spec = builder.DatasetSpec(name="bench", modalities={"c3d": 500}, tokenizer="word",
                             vocab=vocab)
 
   def rec(i, split):
@@ -44,9 +44,9 @@ def tiny_dataset(out: str) -> str:
                 timestamps={"c3d": np.stack([np.arange(20), np.arange(1, 21)], 1) * 0.5},
                 segments=[[0.0, 5.0]], sentences=["a"], tokens=[[2, 3]])
 
-  return writer.write_dataset(spec, {"train": [rec(i, "train") for i in range(64)],
+  return builder.write_dataset(spec, {"train": [rec(i, "train") for i in range(64)],
                                      "val_1": [rec(i, "val_1") for i in range(8)]},
-                              out, counter=writer.SkipCounter())
+                              out, counter=builder.SkipCounter())
 
 
 def main():

@@ -43,6 +43,11 @@ Decisions (each one is visible in the printed summary and the dataset metadata):
   file (a broken file, not a quirk). A split left without records is not written (counted);
   the other splits are.
 
+The builder (`ActivitynetCaptions`, `tfds build activitynet_captions`) has a config per
+feature kind and tokenizer (`c3d_word`, `c3d_wordpiece`, `inception_*`, `i3d_*`);
+`hvt-prepare` picks the one whose dims match the feature file, or names a new one by its
+modality, dim and tokenizer (e.g. `rgb8_word`).
+
 `convert` takes a record hook (`record_fn`, applied to every record where it is built) and the
 dataset name/description/extra metadata, so derived datasets (data_prep.activitynet_labels)
 are written in the same single pass.
@@ -60,7 +65,7 @@ from typing import Any
 
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import writer
+from data_prep import builder
 
 NAME = "activitynet_captions"
 DESCRIPTION = "ActivityNet Captions (Krishna et al., ICCV 2017): dense video captions."
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> str:
   return dataset_dir
 
 
-def clean_annotation(video_id: str, ann: Any, counter: writer.SkipCounter
+def clean_annotation(video_id: str, ann: Any, counter: builder.SkipCounter
                      ) -> tuple[float, list[list[float]], list[str]] | None:
   """Validates and repairs one video's annotation (see the module docstring for the rules).
 
@@ -129,10 +134,10 @@ def candidate_ids(video_id: str) -> list[str]:
   return [video_id, "v_" + video_id]
 
 
-def build_record(item: tuple, counter: writer.SkipCounter, *,
+def build_record(item: tuple, counter: builder.SkipCounter, *,
                  source: features_lib.FeatureSource, modality: str, dim: int,
                  feature_rate: float | None,
-                 record_fn: Callable[[dict, writer.SkipCounter], dict | None] | None = None
+                 record_fn: Callable[[dict, builder.SkipCounter], dict | None] | None = None
                  ) -> dict | None:
   """Reads one video's features and assembles its canonical record (runs in a worker).
 
@@ -162,7 +167,7 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
   return record if record_fn is None else record_fn(record, counter)
 
 
-def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounter, *,
+def load_annotations(annotation_files: Sequence[str], counter: builder.SkipCounter, *,
                      train_required: bool = True, video_ids: Iterable[str] | None = None,
                      max_videos: int | None = None
                      ) -> dict[str, list[tuple[str, float, list, list[str]]]]:
@@ -207,53 +212,22 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
   return cleaned
 
 
-def convert(annotation_files: Sequence[str], features_path: str, output_dir: str, *,
-            feature_key: str | None = None, modality: str = "c3d",
-            feature_rate: float | None = None, min_count: int = 1, num_workers: int = 1,
-            num_shards: int | None = None, max_videos: int | None = None,
-            video_ids: Iterable[str] | None = None, verbose: bool = True,
-            tokenizer: str = "word", vocab_file: str | None = None,
-            word_vectors: str | None = None, counter: writer.SkipCounter | None = None,
-            name: str = NAME, description: str = DESCRIPTION,
-            extra: Mapping[str, Any] | None = None,
-            record_fn: Callable[[dict, writer.SkipCounter], dict | None] | None = None,
-            extra_fn: Callable[[dict], Mapping[str, Any]] | None = None
-            ) -> tuple[str, writer.SkipCounter]:
-  """Converts ActivityNet Captions to the canonical TFRecord dataset.
-
-  Args:
-    annotation_files: json files; split name = file stem. One must be "train" for the word
-      tokenizer.
-    features_path: HDF5 file or directory of per-video .npy/.npz (see data_prep.features).
-    output_dir: data dir; the dataset goes to `output_dir/<name>/<version>`.
-    feature_key: key of the array inside each video's HDF5 group / .npz.
-    modality: modality name for `features/<modality>`.
-    feature_rate: rows per second, or None for uniform spreading over the duration.
-    min_count: vocabulary threshold on train counts.
-    num_workers: processes reading features.
-    num_shards: shards per split, or None to shard by size.
-    max_videos: only the first N videos of each file (json order).
-    video_ids: only these videos (ids with or without the "v_" prefix); others are ignored,
-      not counted.
-    verbose: print the summary table.
-    tokenizer: "word" (vocabulary from train) or "wordpiece".
-    vocab_file: WordPiece vocab.txt (default bert-base-uncased).
-    word_vectors: GloVe/word2vec text file -> `<dataset_dir>/word_vectors.npy` (word only).
-    counter: counter to add this conversion's repairs/skips to (default: a new one).
-    name: dataset name (and directory under `output_dir`).
-    description: dataset description.
-    extra: more metadata["extra"] entries (they override the converter's own).
-    record_fn: picklable hook `record_fn(record, counter) -> record or None`, applied to
-      every record where it is built (a worker process when `num_workers > 1`); None skips
-      the video (count the reason in `counter`).
-    extra_fn: see `writer.write_dataset` (per-split statistics merged into the extra
-      metadata after writing).
+def make_plan(counter: builder.SkipCounter, annotation_files: Sequence[str],
+              features_path: str, *, feature_key: str | None = None, modality: str = "c3d",
+              feature_rate: float | None = None, min_count: int = 1,
+              max_videos: int | None = None, video_ids: Iterable[str] | None = None,
+              tokenizer: str = "word", vocab_file: str | None = None,
+              word_vectors: str | None = None, name: str = NAME,
+              description: str = DESCRIPTION, extra: Mapping[str, Any] | None = None,
+              record_fn: Callable[[dict, builder.SkipCounter], dict | None] | None = None,
+              extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
+              summary: bool = True) -> builder.Plan:
+  """Reads the annotations, sets up the tokens and opens the features (see `convert`).
 
   Returns:
-    (dataset dir, the SkipCounter with every repair and skip).
+    The `builder.Plan` (its feature source is closed with `plan.resources`).
   """
   started = time.time()
-  counter = writer.SkipCounter() if counter is None else counter
   cleaned = load_annotations(annotation_files, counter, train_required=tokenizer == "word",
                              video_ids=video_ids, max_videos=max_videos)
   train = (s for v in cleaned.get("train", []) for s in v[3]) if tokenizer == "word" else None
@@ -269,28 +243,120 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
         items[split].append((split, vid, dur, [segs[i] for i in keep],
                              [sents[i] for i in keep], tokens))
 
-  with features_lib.open_feature_source(features_path, feature_key) as source:
-    dim = common.infer_dim(source, [it[1] for its in items.values() for it in its],
-                           candidate_ids)
-    fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
-                           feature_rate=feature_rate, record_fn=record_fn)
-    spec = writer.DatasetSpec(
-        name=name, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
-        description=description,
-        extra={"annotation_files": [pathlib.Path(p).name for p in annotation_files],
-               "features": os.path.basename(os.path.normpath(features_path)),
-               "feature_key": feature_key, "min_count": min_count,
-               "tokens": common.tokens_description(tokenizer, min_count),
-               "tokenizer": encode.metadata(),
-               "timestamps": (f"row r covers [r/{feature_rate}, (r+1)/{feature_rate}] s, "
-                              "clipped" if feature_rate
-                              else "rows spread uniformly over the duration"),
-               **(extra or {})})
-    summary = common.Summary(
-        started, lambda split, _: f"{len(items[split])} after annotation checks",
-        f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
-    dataset_dir = common.write_records(
-        spec, items, fn, output_dir, counter=counter, num_shards=num_shards,
-        num_workers=num_workers, vectors=vectors, extra_fn=extra_fn,
-        summary=summary if verbose else None)
-  return dataset_dir, counter
+  resources, source, dim = common.open_features(
+      features_path, feature_key, [it[1] for its in items.values() for it in its],
+      candidate_ids)
+  fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
+                         feature_rate=feature_rate, record_fn=record_fn)
+  spec = builder.DatasetSpec(
+      name=name, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
+      description=description,
+      extra={"annotation_files": [pathlib.Path(p).name for p in annotation_files],
+             "features": os.path.basename(os.path.normpath(features_path)),
+             "feature_key": feature_key, "min_count": min_count,
+             "tokens": common.tokens_description(tokenizer, min_count),
+             "tokenizer": encode.metadata(),
+             "timestamps": (f"row r covers [r/{feature_rate}, (r+1)/{feature_rate}] s, "
+                            "clipped" if feature_rate
+                            else "rows spread uniformly over the duration"),
+             **(extra or {})})
+  report = common.Summary(
+      started, lambda split, _: f"{len(items[split])} after annotation checks",
+      f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}")
+  return common.make_plan(spec, items, fn, vectors=vectors, extra_fn=extra_fn,
+                          summary=report if summary else None, resources=resources)
+
+
+# Feature kinds as shipped (data README): file or dir in manual_dir, HDF5 key, dim, rate.
+FEATURE_KINDS = {
+    "c3d": {"features": "sub_activitynet_v1-3.c3d.hdf5", "feature_key": "c3d_features",
+            "dim": 500, "feature_rate": None},
+    "inception": {"features": "inception", "feature_key": None, "dim": 2048,
+                  "feature_rate": None},
+    "i3d": {"features": "i3d", "feature_key": None, "dim": 1024, "feature_rate": 1.0},
+}
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Place in manual_dir the ActivityNet Captions annotation files train.json and val_1.json
+(val_2.json too, if you have it) and the features of the config's kind:
+- c3d: sub_activitynet_v1-3.c3d.hdf5 (f["v_<id>"]["c3d_features"], float [T, 500]);
+- inception: a directory inception/ with one <id>.npy or .npz per video, [T, 2048];
+- i3d: a directory i3d/ with one <id>.npy or .npz per video, [T, 1024], 1 row per second.
+"""
+
+
+def builder_configs() -> list[builder.HvtConfig]:
+  """One config per feature kind and tokenizer (`c3d_word`, `c3d_wordpiece`, ...)."""
+  return [builder.HvtConfig(name=f"{kind}_{tok}", modalities={kind: k["dim"]}, tokenizer=tok,
+                            description=f"{kind} features, {tok} tokens",
+                            options={"features": k["features"],
+                                     "feature_key": k["feature_key"],
+                                     "feature_rate": k["feature_rate"]})
+          for kind, k in FEATURE_KINDS.items() for tok in ("word", "wordpiece")]
+
+
+def manual_annotations(manual_dir: pathlib.Path) -> list[str]:
+  """The annotation files present in `manual_dir` (train.json, val_1.json, val_2.json)."""
+  return [os.fspath(manual_dir / f) for f in ("train.json", "val_1.json", "val_2.json")
+          if (manual_dir / f).exists()]
+
+
+def manual_plan_kwargs(config: builder.HvtConfig, manual_dir: pathlib.Path) -> dict[str, Any]:
+  """`make_plan` arguments of a `tfds build` from `manual_dir` with `config`."""
+  (modality,) = config.modalities
+  return dict(annotation_files=manual_annotations(manual_dir),
+              features_path=os.fspath(manual_dir / config.options["features"]),
+              feature_key=config.options["feature_key"], modality=modality,
+              feature_rate=config.options["feature_rate"], tokenizer=config.tokenizer)
+
+
+class ActivitynetCaptions(builder.HvtBuilder):
+  """ActivityNet Captions: one record per video, its captions and their segments."""
+
+  DESCRIPTION = DESCRIPTION
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = builder_configs()
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    return make_plan(counter, **manual_plan_kwargs(self.builder_config, manual_dir))
+
+
+def convert(annotation_files: Sequence[str], features_path: str, output_dir: str, *,
+            num_workers: int = 1, num_shards: int | None = None,
+            beam_options: str | None = None, verbose: bool = True,
+            counter: builder.SkipCounter | None = None,
+            builder_cls: type[builder.HvtBuilder] = ActivitynetCaptions,
+            **kwargs: Any) -> tuple[str, builder.SkipCounter]:
+  """Converts ActivityNet Captions to the canonical dataset (the `ActivitynetCaptions` builder).
+
+  Args:
+    annotation_files: json files; split name = file stem. One must be "train" for the word
+      tokenizer.
+    features_path: HDF5 file or directory of per-video .npy/.npz (see data_prep.features).
+    output_dir: data dir; the dataset goes to `output_dir/<name>/<config>/<version>`.
+    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_shards: shards per split, or None to shard by size.
+    beam_options: Beam pipeline options for another runner (`builder.beam_pipeline_options`).
+    verbose: print the summary table.
+    counter: counter to add this conversion's repairs/skips to (default: a new one).
+    builder_cls: the builder (a derived dataset passes its own, with `name`).
+    **kwargs: `make_plan` arguments: feature_key (key of the array inside each video's HDF5
+      group / .npz), modality (name for `features/<modality>`), feature_rate (rows per
+      second, or None for uniform spreading over the duration), min_count (vocabulary
+      threshold on train counts), max_videos (only the first N videos of each file, json
+      order), video_ids (only these videos, ids with or without the "v_" prefix; others are
+      ignored, not counted), tokenizer ("word": vocabulary from train, or "wordpiece"),
+      vocab_file (WordPiece vocab.txt, default bert-base-uncased), word_vectors (GloVe/word2vec
+      text file -> `<dataset_dir>/word_vectors.npy`, word only), name/description/extra (the
+      dataset's name, description and more metadata["extra"] entries, which override the
+      converter's own), record_fn (picklable hook `record_fn(record, counter) -> record or
+      None`, applied to every record where it is built, a Beam worker when `num_workers > 1`;
+      None skips the video, count the reason in `counter`), extra_fn (see `builder.Plan`).
+
+  Returns:
+    (dataset dir, the SkipCounter with every repair and skip).
+  """
+  make = functools.partial(make_plan, annotation_files=annotation_files,
+                           features_path=features_path, **kwargs)
+  return builder.convert(builder_cls, make, output_dir, counter=counter,
+                         num_shards=num_shards, num_workers=num_workers,
+                         beam_options=beam_options, verbose=verbose)

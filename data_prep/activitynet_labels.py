@@ -26,9 +26,8 @@ Decisions:
 - The conversion is `data_prep.activitynet_captions.convert` with a record hook that sets the
   label where each record is built (in the worker processes with `--num-workers`), written
   once as the `activitynet_labels` dataset: same vocabulary, modalities, repairs and skips as
-  the captions dataset, plus the label counts. Earlier versions wrote the captions dataset
-  into a hidden scratch dir inside `--output` first; one left there by a killed run (its
-  process id no longer alive) is removed.
+  the captions dataset, plus the label counts. The builder `ActivitynetLabels` has the
+  captions builder's configs; its manual_dir holds the labels file too.
 """
 
 from __future__ import annotations
@@ -39,24 +38,19 @@ import functools
 import math
 import os
 import pathlib
-import shutil
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any
-
-import numpy as np
 
 from data_prep import activitynet_captions
 from data_prep import common
-from data_prep import writer
+from data_prep import builder
+from data_prep import reader
 
 NAME = "activitynet_labels"
 MULTI_LABEL = "video has several action labels (longest kept)"
 NO_LABEL = "no action label"
 NO_LABEL_DROPPED = "no action label (dropped)"
 DESCRIPTION = "ActivityNet Captions with ActivityNet v1.3 action labels."
-# Hidden scratch data dirs of earlier versions: `<prefix><pid>-<random>` inside --output.
-_SCRATCH_PREFIX = ".activitynet_labels-captions-"
 
 
 def _field(data: dict, field: str, kind: type, path: str) -> Any:
@@ -143,7 +137,7 @@ def video_label(annotations: list, where: str) -> tuple[str | None, int]:
   return best, len(counts)
 
 
-def label_map(path: str, counter: writer.SkipCounter | None = None,
+def label_map(path: str, counter: builder.SkipCounter | None = None,
               multi_labeled: set[str] | None = None) -> dict[str, str]:
   """Maps ActivityNet Captions video ids to their v1.3 action label.
 
@@ -194,7 +188,7 @@ def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
   return label
 
 
-def label_record(record: dict, counter: writer.SkipCounter, *, labels: dict[str, str],
+def label_record(record: dict, counter: builder.SkipCounter, *, labels: dict[str, str],
                  drop_unlabeled: bool = False,
                  multi_labeled: frozenset[str] = frozenset()) -> dict | None:
   """Sets `label` on one ActivityNet Captions record (the captions converter's record hook).
@@ -224,31 +218,11 @@ def label_record(record: dict, counter: writer.SkipCounter, *, labels: dict[str,
   return dict(record, label=label or "")
 
 
-def join_labels(records: Iterable[dict], labels: dict[str, str],
-                counter: writer.SkipCounter, *, drop_unlabeled: bool = False
-                ) -> Iterator[dict]:
-  """Sets `label` on ActivityNet Captions records (`label_record` on each).
-
-  Args:
-    records: canonical records (ids "v_<youtube id>").
-    labels: from `label_map`.
-    counter: counts videos without a label (NO_LABEL repair, or NO_LABEL_DROPPED skip).
-    drop_unlabeled: drop videos without a label instead of keeping `label == ""`.
-
-  Yields:
-    Each kept record (a shallow copy) with `label` set.
-  """
-  for record in records:
-    labeled = label_record(record, counter, labels=labels, drop_unlabeled=drop_unlabeled)
-    if labeled is not None:
-      yield labeled
-
-
 def unlabeled_per_split(stats: dict) -> dict[str, dict[str, int]]:
   """`extra_fn` of the write: {"unlabeled": {split: videos without a label}} (kept or dropped).
 
   Args:
-    stats: the per-split statistics `writer.write_dataset` passes to `extra_fn`.
+    stats: the per-split statistics the builder passes to `extra_fn` (`builder.Plan`).
 
   Returns:
     The extra metadata entry.
@@ -258,92 +232,76 @@ def unlabeled_per_split(stats: dict) -> dict[str, dict[str, int]]:
       for split, c in stats["split_counts"].items()}}
 
 
-def records_from_dataset(dataset_dir: str, split: str) -> Iterator[dict]:
-  """Reads a written dataset's split back as canonical records (numpy arrays, lists).
-
-  Args:
-    dataset_dir: a dataset directory written by `writer.write_dataset`.
-    split: split name.
-
-  Yields:
-    Canonical record dicts, in the split's stored order.
-  """
-  meta = writer.load_metadata(dataset_dir)
-  for ex in writer.load_split(dataset_dir, split):
-    yield {
-        "video_id": ex["video_id"].numpy().decode("utf-8"),
-        "duration": float(ex["duration"].numpy()),
-        "split": ex["split"].numpy().decode("utf-8"),
-        "label": ex["label"].numpy().decode("utf-8"),
-        "features": {m: ex[f"features/{m}"].numpy() for m in meta["modalities"]},
-        "timestamps": {m: ex[f"timestamps/{m}"].numpy() for m in meta["modalities"]},
-        "segments": ex["segments"].numpy(),
-        "sentences": [s.decode("utf-8") for s in ex["sentences"].numpy().tolist()],
-        "tokens": [np.asarray(t, np.int32) for t in ex["tokens"].to_list()],
-    }
+def make_plan(counter: builder.SkipCounter, annotation_files: list[str], features_path: str,
+              labels_file: str, *, drop_unlabeled: bool = False,
+              **captions_kwargs: Any) -> builder.Plan:
+  """The captions plan with the label hook (see `convert`), as dataset `activitynet_labels`."""
+  classes, _ = load_taxonomy(labels_file)
+  multi: set[str] = set()
+  labels = label_map(labels_file, multi_labeled=multi)
+  return activitynet_captions.make_plan(
+      counter, annotation_files, features_path, name=NAME, description=DESCRIPTION,
+      extra={"classes": classes, "labels_file": pathlib.Path(labels_file).name,
+             "drop_unlabeled": drop_unlabeled},
+      record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled,
+                                  multi_labeled=frozenset(multi)),
+      extra_fn=unlabeled_per_split, summary=False, **captions_kwargs)
 
 
-def remove_stale_scratch(output_dir: str) -> list[str]:
-  """Deletes scratch dirs that killed runs of earlier versions left in `output_dir`.
+LABELS_FILE = "activity_net.v1-3.min.json"
 
-  Only dirs whose process is gone are removed (another conversion may still be running).
 
-  Args:
-    output_dir: the --output data dir.
+class ActivitynetLabels(builder.HvtBuilder):
+  """ActivityNet Captions records with their ActivityNet v1.3 action label."""
 
-  Returns:
-    The removed paths.
-  """
-  removed = []
-  for path in pathlib.Path(output_dir).glob(f"{_SCRATCH_PREFIX}*"):
-    pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
-    if path.is_dir() and pid.isdigit() and not writer.pid_alive(int(pid)):
-      shutil.rmtree(path, ignore_errors=True)
-      removed.append(os.fspath(path))
-  return removed
+  DESCRIPTION = DESCRIPTION
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (activitynet_captions.MANUAL_DOWNLOAD_INSTRUCTIONS
+                                  + f"and the ActivityNet v1.3 labels file {LABELS_FILE}.\n")
+  BUILDER_CONFIGS = activitynet_captions.builder_configs()
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    return make_plan(counter, labels_file=os.fspath(manual_dir / LABELS_FILE),
+                     **activitynet_captions.manual_plan_kwargs(self.builder_config,
+                                                               manual_dir))
 
 
 def convert(annotation_files: list[str], features_path: str, labels_file: str,
             output_dir: str, *, drop_unlabeled: bool = False, num_shards: int | None = None,
-            verbose: bool = True, **captions_kwargs: Any) -> tuple[str, writer.SkipCounter]:
+            num_workers: int = 1, beam_options: str | None = None, verbose: bool = True,
+            **captions_kwargs: Any) -> tuple[str, builder.SkipCounter]:
   """Converts ActivityNet Captions with v1.3 action labels (see the module docstring).
 
   Args:
     annotation_files: ActivityNet Captions json files (split = file stem; train required).
     features_path: feature file/dir, as for `activitynet_captions.convert`.
     labels_file: `activity_net.v1-3.min.json`.
-    output_dir: data dir; the dataset goes to `output_dir/activitynet_labels/<version>`.
+    output_dir: data dir; the dataset goes to `output_dir/activitynet_labels/<config>/<version>`.
     drop_unlabeled: drop captions videos that have no label.
     num_shards: shards per split, or None to shard by size.
+    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    beam_options: Beam pipeline options for another runner.
     verbose: print the summary table.
-    **captions_kwargs: other keyword arguments of `activitynet_captions.convert`
+    **captions_kwargs: other keyword arguments of `activitynet_captions.make_plan`
       (feature_key, modality, feature_rate, tokenizer, vocab_file, word_vectors, min_count,
-      num_workers, max_videos, video_ids).
+      max_videos, video_ids).
 
   Returns:
     (dataset dir, the SkipCounter with the captions and label counts).
   """
   started = time.time()
-  classes, _ = load_taxonomy(labels_file)
-  counter = writer.SkipCounter()
-  multi: set[str] = set()
-  labels = label_map(labels_file, multi_labeled=multi)
-  if os.path.isdir(output_dir):
-    remove_stale_scratch(output_dir)
-  dataset_dir, counter = activitynet_captions.convert(
-      annotation_files, features_path, output_dir, num_shards=num_shards, verbose=False,
-      counter=counter, name=NAME, description=DESCRIPTION,
-      extra={"classes": classes, "labels_file": pathlib.Path(labels_file).name,
-             "drop_unlabeled": drop_unlabeled},
-      record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled,
-                                  multi_labeled=frozenset(multi)),
-      extra_fn=unlabeled_per_split, **captions_kwargs)
+  make = functools.partial(make_plan, annotation_files=annotation_files,
+                           features_path=features_path, labels_file=labels_file,
+                           drop_unlabeled=drop_unlabeled, **captions_kwargs)
+  dataset_dir, counter = builder.convert(ActivitynetLabels, make, output_dir,
+                                         num_shards=num_shards, num_workers=num_workers,
+                                         beam_options=beam_options, verbose=False)
   if verbose:
     what = "dropped" if drop_unlabeled else "kept with an empty label"
+    meta = reader.load_metadata(dataset_dir)
     common.print_summary(dataset_dir, counter, common.Summary(
         started, lambda split, meta: (f"{meta['extra']['unlabeled'][split]} without an "
                                       f"action label, {what}"),
-        f"{len(classes)} classes"))
+        f"{len(meta['extra']['classes'])} classes"))
   return dataset_dir, counter
 
 

@@ -14,9 +14,9 @@ annotation layouts; everything else lives here once:
   rows that are entirely 0) and the seconds each feature row covers;
 - tokens: a word vocabulary from the train sentences or WordPiece, as a picklable `Encoder`;
   sentences without tokens are dropped; optional word vectors (`--word-vectors`);
-- writing: `map_records` splits through `writer.write_dataset`, with `word_vectors.npy` and its
+- writing: the converter's `builder.Plan` (`make_plan`), with `word_vectors.npy` and its
   report as extra files of the same atomic write, and the printed summary; a split left
-  without records is left out and counted (`writer.SPLIT_EMPTY`), the others are written;
+  without records is left out and counted (`builder.SPLIT_EMPTY`), the others are written;
 - the command-line flag groups and their mapping to `convert` keyword arguments.
 
 Repairs are counted only for sentences that are kept: a sentence whose segment is skipped
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import functools
 import json
@@ -41,7 +42,8 @@ import numpy as np
 from data_prep import embeddings
 from data_prep import features as features_lib
 from data_prep import text
-from data_prep import writer
+from data_prep import builder
+from data_prep import reader
 
 if TYPE_CHECKING:
   from data_prep import wordpiece
@@ -143,7 +145,7 @@ def read_id_list(path: str | None) -> list[str] | None:
   return ids
 
 
-def select_videos(ids_by_split: Mapping[str, Sequence[str]], counter: writer.SkipCounter, *,
+def select_videos(ids_by_split: Mapping[str, Sequence[str]], counter: builder.SkipCounter, *,
                   video_ids: Iterable[str] | None = None, max_videos: int | None = None,
                   aliases: Callable[[str], Sequence[str]] | None = None,
                   where: str = "annotation files") -> dict[str, list[str]]:
@@ -203,20 +205,20 @@ class DeferredCounts:
   """
 
   def __init__(self) -> None:
-    self._by_video: dict[str | None, writer.SkipCounter] = {}
+    self._by_video: dict[str | None, builder.SkipCounter] = {}
 
-  def counter(self, video_id: str | None) -> writer.SkipCounter:
+  def counter(self, video_id: str | None) -> builder.SkipCounter:
     """The counter for `video_id` (None: a problem no video can be named for)."""
-    return self._by_video.setdefault(video_id, writer.SkipCounter())
+    return self._by_video.setdefault(video_id, builder.SkipCounter())
 
-  def flush(self, counter: writer.SkipCounter, videos: Iterable[str] | None) -> None:
+  def flush(self, counter: builder.SkipCounter, videos: Iterable[str] | None) -> None:
     """Adds the counts of `videos` into `counter` (None: every count, unnamed ones too)."""
     keys = list(self._by_video) if videos is None else [v for v in videos
                                                          if v in self._by_video]
     for key in keys:
       counter.merge(self._by_video[key])
 
-  def flush_selected(self, counter: writer.SkipCounter, selected: Mapping[str, Sequence[str]],
+  def flush_selected(self, counter: builder.SkipCounter, selected: Mapping[str, Sequence[str]],
                      video_ids: Iterable[str] | None, max_videos: int | None) -> None:
     """Adds the counts of the videos `select_videos` chose into `counter`.
 
@@ -291,7 +293,7 @@ def parse_duration(value: Any) -> float | None:
 
 
 def clean_segment(start: float, end: float, duration: float, video_id: str,
-                  counter: writer.SkipCounter) -> list[float] | None:
+                  counter: builder.SkipCounter) -> list[float] | None:
   """Applies the segment rules (swap, clip, skip) to one (start, end) in seconds.
 
   Rules: non-finite -> skipped (malformed); start > end -> swapped when both ends lie in
@@ -339,7 +341,7 @@ def clean_segment(start: float, end: float, duration: float, video_id: str,
 
 
 def clean_seconds_segment(value: Any, duration: float, video_id: str,
-                          counter: writer.SkipCounter) -> list[float] | None:
+                          counter: builder.SkipCounter) -> list[float] | None:
   """`clean_segment` of a json [start, end] in seconds; anything else is a malformed skip."""
   try:
     start, end = (float(x) for x in value)
@@ -349,7 +351,7 @@ def clean_seconds_segment(value: Any, duration: float, video_id: str,
   return clean_segment(start, end, duration, video_id, counter)
 
 
-def clean_sentence(raw: Any, video_id: str, counter: writer.SkipCounter) -> str | None:
+def clean_sentence(raw: Any, video_id: str, counter: builder.SkipCounter) -> str | None:
   """The whitespace-normalised sentence; None (counted skip) when empty or not a string.
 
   The whitespace repair is counted by `count_whitespace` once the sentence is kept.
@@ -362,7 +364,7 @@ def clean_sentence(raw: Any, video_id: str, counter: writer.SkipCounter) -> str 
 
 
 def count_whitespace(raw: str, sentence: str, video_id: str,
-                     counter: writer.SkipCounter) -> None:
+                     counter: builder.SkipCounter) -> None:
   """Counts the whitespace repair of a kept sentence (when normalising changed it)."""
   if sentence != raw:
     counter.repair(SENTENCE_WHITESPACE, video_id)
@@ -370,7 +372,7 @@ def count_whitespace(raw: str, sentence: str, video_id: str,
 
 def clean_sentences(video_id: str, annotated: Iterable[tuple[Any, Any]],
                     segment: Callable[[Any], list[float] | None],
-                    counter: writer.SkipCounter) -> tuple[list[list[float]], list[str]] | None:
+                    counter: builder.SkipCounter) -> tuple[list[list[float]], list[str]] | None:
   """Cleans a video's (raw sentence, raw segment) pairs: each sentence, then its segment.
 
   Args:
@@ -401,7 +403,7 @@ def clean_sentences(video_id: str, annotated: Iterable[tuple[Any, Any]],
   return segments, sentences
 
 
-def check_video_annotation(video_id: str, ann: Any, counter: writer.SkipCounter, *,
+def check_video_annotation(video_id: str, ann: Any, counter: builder.SkipCounter, *,
                            lists: tuple[str, str], required: Iterable[str] = ()
                            ) -> tuple[float, list, list] | None:
   """Checks a per-video json annotation: "duration" and two parallel lists.
@@ -501,8 +503,28 @@ def infer_dim(source: features_lib.FeatureSource, video_ids: Sequence[str],
       f"holds a majority: {listing} (key {source.key!r})")
 
 
+def open_features(path: str, key: str | None, video_ids: Sequence[str],
+                  candidates: Callable[[str], list[str]] = same_id
+                  ) -> tuple[contextlib.ExitStack, features_lib.FeatureSource, int]:
+  """Opens a feature source for a conversion and infers its dim (`infer_dim`).
+
+  Returns:
+    (the stack that closes the source, to hand to the plan; the source; the dim).
+
+  Raises:
+    What `open_feature_source` and `infer_dim` raise (the source is closed then).
+  """
+  resources = contextlib.ExitStack()
+  source = resources.enter_context(features_lib.open_feature_source(path, key))
+  try:
+    return resources, source, infer_dim(source, video_ids, candidates)
+  except BaseException:
+    resources.close()
+    raise
+
+
 def count_zero_rows(video_id: str, arrays: Iterable[np.ndarray],
-                    counter: writer.SkipCounter) -> bool:
+                    counter: builder.SkipCounter) -> bool:
   """Counts FEATURES_ZERO_ROWS once when a row of any of `arrays` is entirely 0.
 
   Real features are never exactly 0 across a whole row; such rows come from a zeroed block
@@ -524,9 +546,9 @@ def count_zero_rows(video_id: str, arrays: Iterable[np.ndarray],
 
 
 def checked_features(source: features_lib.FeatureSource, video_id: str, dim: int,
-                     counter: writer.SkipCounter,
+                     counter: builder.SkipCounter,
                      candidates: Callable[[str], list[str]] = same_id, *,
-                     warnings: writer.SkipCounter | None = None) -> np.ndarray | None:
+                     warnings: builder.SkipCounter | None = None) -> np.ndarray | None:
   """A video's features, or None (counted skip) when missing, empty or not finite.
 
   Rows that are entirely 0 are kept and counted (FEATURES_ZERO_ROWS, `count_zero_rows`).
@@ -582,7 +604,7 @@ def rate_timestamps(num_rows: int, row_seconds: float) -> np.ndarray:
 
 
 def fit_features(feats: np.ndarray, duration: float, row_seconds: float | None,
-                 expected_rows: int | None, video_id: str, counter: writer.SkipCounter
+                 expected_rows: int | None, video_id: str, counter: builder.SkipCounter
                  ) -> tuple[np.ndarray, np.ndarray]:
   """Timestamps for feature rows; drops rows past the video end; flags short features.
 
@@ -713,7 +735,7 @@ def tokens_description(tokenizer: str, min_count: int) -> str:
 
 
 def keep_tokenized(video_id: str, sentences: Sequence[str], encode: Callable[[str], list[int]],
-                   counter: writer.SkipCounter) -> tuple[list[int], list[list[int]]] | None:
+                   counter: builder.SkipCounter) -> tuple[list[int], list[list[int]]] | None:
   """Encodes a video's sentences and drops those without tokens (counted).
 
   Returns:
@@ -777,52 +799,47 @@ class Summary:
   notes: Callable[[dict], Iterable[str]] | None = None
 
 
-def write_records(spec: writer.DatasetSpec, items: Mapping[str, Sequence[Any]],
-                  build: Callable[[Any, writer.SkipCounter], dict | None], output_dir: str, *,
-                  counter: writer.SkipCounter, num_shards: int | None = None,
-                  num_workers: int = 1, vectors: embeddings.WordVectors | None = None,
-                  extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
-                  summary: Summary | None = None, empty_splits: str = "drop") -> str:
-  """Writes split -> work items through `build` (in `num_workers` processes) atomically.
+def make_plan(spec: builder.DatasetSpec, items: Mapping[str, Sequence[Any]],
+              build: Callable[[Any, builder.SkipCounter], dict | None], *,
+              vectors: embeddings.WordVectors | None = None,
+              extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
+              summary: Summary | None = None, empty_splits: str = "drop",
+              resources: contextlib.ExitStack | None = None) -> builder.Plan:
+  """A converter's `builder.Plan`: split -> work items through `build`, with the summary.
 
   Word vectors, when given, are written into the same atomic dataset write
   (`word_vectors.npy` + report) and their report goes to metadata["extra"]["word_vectors"].
   A split left without records (every video skipped, or no items) is left out and counted
-  (`writer.SPLIT_EMPTY`, listed in metadata["empty_splits"]); the other splits are written.
+  (`builder.SPLIT_EMPTY`, listed in metadata["empty_splits"]); the other splits are written.
 
   Args:
     spec: the dataset spec.
-    items: split -> work items for `build` (see `writer.map_records`).
-    build: picklable `build(item, counter) -> record or None`.
-    output_dir: the data dir.
-    counter: the conversion's counter.
-    num_shards: shards per split (None: by size).
-    num_workers: processes running `build`.
+    items: split -> work items for `build`.
+    build: picklable `build(item, counter) -> record or None` (runs in Beam workers when the
+      conversion runs on Beam).
     vectors: word vectors to store with the dataset, or None.
-    extra_fn: see `writer.write_dataset`.
+    extra_fn: see `builder.Plan`.
     summary: printed after writing (`print_summary`), or None for a quiet conversion.
-    empty_splits: "drop" (above) or "error" (see `writer.write_dataset`).
+    empty_splits: "drop" (above) or "error" (see `builder`).
+    resources: what to close when the conversion ends (the open feature files).
 
   Returns:
-    The dataset dir.
-
-  Raises:
-    ValueError: every split is left without records (with the repair/skip table).
+    The plan.
   """
-  extra_files = None
+  extra_files = {}
   if vectors is not None:
     spec = dataclasses.replace(spec, extra={**spec.extra, "word_vectors": vectors.metadata()})
     extra_files = vectors.files()
-  dataset_dir = writer.write_dataset(
-      spec, {split: writer.map_records(build, its) for split, its in items.items()},
-      output_dir, counter=counter, num_shards=num_shards, num_workers=num_workers,
-      extra_files=extra_files, extra_fn=extra_fn, empty_splits=empty_splits)
+  report = None
   if summary is not None:
-    print_summary(dataset_dir, counter, summary, vectors=vectors)
-  return dataset_dir
+    report = functools.partial(print_summary, summary=summary, vectors=vectors)
+  return builder.Plan(spec=spec, items={s: list(its) for s, its in items.items()},
+                      build=build, extra_files=extra_files, extra_fn=extra_fn,
+                      empty_splits=empty_splits, report=report,
+                      resources=resources or contextlib.ExitStack())
 
 
-def print_summary(dataset_dir: str, counter: writer.SkipCounter, summary: Summary, *,
+def print_summary(dataset_dir: str, counter: builder.SkipCounter, summary: Summary, *,
                   vectors: embeddings.WordVectors | None = None) -> None:
   """Prints the repair/skip table, notes, one line per split, the OOV report and the dir.
 
@@ -832,7 +849,7 @@ def print_summary(dataset_dir: str, counter: writer.SkipCounter, summary: Summar
     summary: what to print besides the counts.
     vectors: word vectors written with the dataset (their OOV report is printed).
   """
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   print(counter.format_table())
   for note in summary.notes(meta) if summary.notes is not None else ():
     print(note)
@@ -888,12 +905,13 @@ def add_feature_arguments(parser: argparse.ArgumentParser, *, modality: str,
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
                          word_vectors: bool = True, per: str | None = "annotation file",
-                         workers_help: str = "processes reading features (this one "
-                                             "included)") -> None:
+                         workers_help: str = "> 1: build the records on Apache Beam's local "
+                                             "DirectRunner with N processes (needs "
+                                             "hvt_jax[beam])") -> None:
   """The flags every converter shares; `common_kwargs` maps them to `convert` arguments.
 
   --tokenizer (default `tokenizer`), --vocab-file, --min-count, --word-vectors (when
-  `word_vectors`), --output, --num-workers, --num-shards, and --max-videos/--video-ids (when
+  `word_vectors`), --output, --num-workers, --beam-options, --num-shards, and --max-videos/--video-ids (when
   `per` names the unit --max-videos counts in).
   """
   parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=tokenizer,
@@ -911,6 +929,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
                              "<dataset_dir>/word_vectors.npy for the vocabulary")
   parser.add_argument("--output", required=True, help="data dir to write the dataset into")
   parser.add_argument("--num-workers", type=int, default=1, help=workers_help)
+  parser.add_argument("--beam-options", default=None,
+                      help="run on Apache Beam with these pipeline options, as `tfds build "
+                           "--beam_pipeline_options` takes them (e.g. runner=DataflowRunner,"
+                           "project=P,region=R,temp_location=gs://B/tmp)")
   parser.add_argument("--num-shards", type=int, default=None,
                       help="shards per split (default: by size, 128 MiB each)")
   if per is not None:
@@ -925,7 +947,7 @@ def common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   the `add_feature_arguments` flags (not --features) when present."""
   out = {"tokenizer": args.tokenizer, "vocab_file": args.vocab_file,
          "min_count": args.min_count, "num_workers": args.num_workers,
-         "num_shards": args.num_shards}
+         "beam_options": args.beam_options, "num_shards": args.num_shards}
   if hasattr(args, "word_vectors"):
     out["word_vectors"] = args.word_vectors
   if hasattr(args, "video_ids"):

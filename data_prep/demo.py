@@ -23,18 +23,27 @@ Generative story (all parameters are arguments of `generate_demo`, defaults belo
 Splits "train" and "val" come from the same world; each split has its own random stream, so
 changing `num_val` does not change the training videos. The word vocabulary is built from the
 train sentences. Deterministic given the seed.
+
+The `Demo` builder (`tfds build demo --imports data_prep.datasets`) has one config per
+variant: a generator function `generate(**params) -> (DatasetSpec, {split: records})` named in
+`VARIANTS`; this module's is "hse" (`generate_records`). Another variant adds its generator
+module and one line to `VARIANTS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import pathlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from data_prep import builder
 from data_prep import text
-from data_prep import writer
 
 NAME = "demo"
 MODALITY = "frames"
@@ -205,19 +214,10 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
                   prototypes=prototypes, popularity=popularity)
 
 
-def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool = True,
-               **params) -> str:
-  """Generates the demo data and writes it as a dataset; returns the dataset dir.
-
-  Args:
-    output_dir: data dir; the dataset goes to `output_dir/demo/<version>`.
-    num_shards: shards per split (None: by size, i.e. one shard for the default sizes).
-    verbose: print a summary.
-    **params: arguments of `generate_demo`.
-  """
-  started = time.time()
+def generate_records(**params: Any) -> tuple[builder.DatasetSpec, dict[str, list[dict]]]:
+  """The "hse" variant: `generate_demo(**params)` as a spec and canonical records."""
   data = generate_demo(**params)
-  spec = writer.DatasetSpec(
+  spec = builder.DatasetSpec(
       name=NAME, modalities={MODALITY: int(data.params["feature_dim"])}, tokenizer="word",
       vocab=data.vocab,
       description="Synthetic demo data: events with prototype features and their own words.",
@@ -228,12 +228,67 @@ def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool 
              "fillers": data.fillers,
              "clip_events": {split: dict(zip((r["video_id"] for r in data.records[split]), ev))
                              for split, ev in data.clip_events.items()}})
-  counter = writer.SkipCounter()
-  dataset_dir = writer.write_dataset(spec, data.records, output_dir, counter=counter,
-                                     num_shards=num_shards)
+  return spec, data.records
+
+
+# Variant (config name) -> ("module:function" of its generator, modalities at its defaults).
+VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
+    "hse": ("data_prep.demo:generate_records", {MODALITY: 32}),
+}
+
+
+def variant_generator(variant: str) -> Callable[..., tuple[builder.DatasetSpec, dict]]:
+  """The generator function of a demo variant (imported on use)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown demo variant {variant!r}; valid: {', '.join(VARIANTS)}")
+  module, function = VARIANTS[variant][0].split(":")
+  return getattr(importlib.import_module(module), function)
+
+
+class Demo(builder.HvtBuilder):
+  """Synthetic demo data, one config per variant (records from the variant's generator)."""
+
+  DESCRIPTION = "Synthetic demo data (data_prep.demo)."
+  BUILDER_CONFIGS = [builder.HvtConfig(name=variant, modalities=modalities, tokenizer="word",
+                                       description=f"demo variant {variant} ({generator})",
+                                       options={"generator": generator})
+                     for variant, (generator, modalities) in VARIANTS.items()]
+
+  def make_plan(self, manual_dir: pathlib.Path | None, counter: builder.SkipCounter
+                ) -> builder.Plan:
+    del manual_dir, counter  # Generated; nothing is repaired or skipped.
+    spec, records = variant_generator(self.builder_config.name)()
+    return builder.Plan(spec=spec, items=records)
+
+
+def write_demo(output_dir: str, *, variant: str = "hse", num_shards: int | None = None,
+               verbose: bool = True, **params: Any) -> str:
+  """Generates a demo variant's data and writes it with the `Demo` builder.
+
+  Args:
+    output_dir: data dir; the dataset goes to `output_dir/demo/<config>/<version>` (config =
+      the variant, or a name from the modalities when `params` change the dims).
+    variant: the demo variant (`VARIANTS`).
+    num_shards: shards per split (None: by size, i.e. one shard for the default sizes).
+    verbose: print a summary.
+    **params: arguments of the variant's generator (`generate_demo` for "hse").
+
+  Returns:
+    The dataset dir.
+  """
+  started = time.time()
+  spec, records = variant_generator(variant)(**params)
+  config = next(c for c in Demo.BUILDER_CONFIGS if c.name == variant)
+  if dict(spec.modalities) != dict(config.modalities):
+    config = builder.HvtConfig(name=f"{variant}_{builder.config_name(spec.modalities, 'word')}",
+                               modalities=dict(spec.modalities), tokenizer=spec.tokenizer)
+  dataset_dir, _ = builder.convert(Demo, lambda _: builder.Plan(spec=spec, items=records),
+                                   output_dir, config=config, num_shards=num_shards,
+                                   verbose=False)
   if verbose:
-    sizes = {split: len(r) for split, r in data.records.items()}
-    print(f"demo: {sizes} videos, {len(data.vocab)} words, {time.time() - started:.1f} s")
+    sizes = {split: len(r) for split, r in records.items()}
+    print(f"demo {variant}: {sizes} videos, {len(spec.vocab)} words, "
+          f"{time.time() - started:.1f} s")
     print(f"dataset: {dataset_dir}")
   return dataset_dir
 

@@ -55,7 +55,7 @@ with example ids; errors name the file and the key):
   `<dataset_dir>/word_vectors.npy`, OOV report in metadata["extra"]["word_vectors"]).
   `--tokenizer wordpiece`: bert-base-uncased ids without [CLS]/[SEP] (the input view adds
   them).
-- Re-running into the same output replaces the dataset atomically (data_prep.writer), with
+- Re-running into the same output replaces the dataset atomically (data_prep.builder), with
   word_vectors.npy inside the same atomic write.
 
 Segment, sentence, feature and token rules are shared with the other converters
@@ -77,7 +77,7 @@ from typing import Any
 
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import writer
+from data_prep import builder
 
 NAME = "didemo"
 CHUNK_SECONDS = 5.0
@@ -125,7 +125,7 @@ def _as_index_pair(value: Any) -> tuple[int, int] | None:
 
 
 def _index_segment(pair: tuple[int, int] | None, limit: int, seconds_per_index: float,
-                   duration: float, video_id: str, counter: writer.SkipCounter
+                   duration: float, video_id: str, counter: builder.SkipCounter
                    ) -> list[float] | None:
   """Inclusive index span -> cleaned [start, end] seconds; None (counted) if skipped.
 
@@ -151,7 +151,7 @@ def _index_segment(pair: tuple[int, int] | None, limit: int, seconds_per_index: 
   return seg
 
 
-def clean_per_video(video_id: str, ann: Any, counter: writer.SkipCounter
+def clean_per_video(video_id: str, ann: Any, counter: builder.SkipCounter
                     ) -> tuple[float, list[list[float]], list[str], float] | None:
   """Validates one per-video (bwzhang) annotation.
 
@@ -199,7 +199,7 @@ def mode_span(spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
   return min(s for s, c in counts.items() if c == best)
 
 
-def group_per_query(path: str, queries: list, counter: writer.SkipCounter | None = None, *,
+def group_per_query(path: str, queries: list, counter: builder.SkipCounter | None = None, *,
                     deferred: common.DeferredCounts | None = None) -> dict[str, list[dict]]:
   """Groups the original per-query DiDeMo records by video, in file order.
 
@@ -239,7 +239,7 @@ def group_per_query(path: str, queries: list, counter: writer.SkipCounter | None
   return grouped
 
 
-def clean_per_query(video_id: str, queries: list[dict], counter: writer.SkipCounter,
+def clean_per_query(video_id: str, queries: list[dict], counter: builder.SkipCounter,
                     durations: dict[str, float] | None
                     ) -> tuple[float, list[list[float]], list[str]] | None:
   """Turns one video's original DiDeMo queries into (duration, segments, sentences).
@@ -304,7 +304,7 @@ def detect_layout(path: str, data: Any) -> str:
 # Records.
 
 
-def build_record(item: tuple, counter: writer.SkipCounter, *,
+def build_record(item: tuple, counter: builder.SkipCounter, *,
                  source: features_lib.FeatureSource, modality: str, dim: int,
                  feature_rate: float | None) -> dict | None:
   """Reads one video's features and assembles its canonical record (runs in a worker).
@@ -334,7 +334,7 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
                             segments, sentences, tokens)
 
 
-def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounter, *,
+def load_annotations(annotation_files: Sequence[str], counter: builder.SkipCounter, *,
                      durations: dict[str, float] | None = None,
                      video_ids: Iterable[str] | None = None, max_videos: int | None = None
                      ) -> tuple[dict[str, list[tuple]], dict[str, str]]:
@@ -385,7 +385,7 @@ def load_annotations(annotation_files: Sequence[str], counter: writer.SkipCounte
   return cleaned, {split: layout for split, (_, layout, _) in raw.items()}
 
 
-def _short_features_note(counter: writer.SkipCounter, meta: dict) -> list[str]:
+def _short_features_note(counter: builder.SkipCounter, meta: dict) -> list[str]:
   """A hint when most videos have fewer feature rows than their annotation implies."""
   n_short = counter.summary()["repaired"].get(FEATURES_SHORT, 0)
   if n_short <= 0.5 * sum(meta["splits"].values()):
@@ -394,20 +394,19 @@ def _short_features_note(counter: writer.SkipCounter, meta: dict) -> list[str]:
           "features are sampled at another rate, pass --feature-rate ROWS_PER_SECOND"]
 
 
-def convert(annotation_files: Sequence[str], features_path: str, output_dir: str, *,
-            feature_key: str | None = None, modality: str = "inception",
-            feature_rate: float | None = None, durations_file: str | None = None,
-            tokenizer: str = "word", vocab_file: str | None = None,
-            word_vectors: str | None = None, min_count: int = 1, num_workers: int = 1,
-            num_shards: int | None = None, max_videos: int | None = None,
-            video_ids: Iterable[str] | None = None, verbose: bool = True
-            ) -> tuple[str, writer.SkipCounter]:
-  """Converts DiDeMo to the canonical TFRecord dataset.
+def make_plan(counter: builder.SkipCounter, annotation_files: Sequence[str],
+              features_path: str, *, feature_key: str | None = None,
+              modality: str = "inception", feature_rate: float | None = None,
+              durations_file: str | None = None, tokenizer: str = "word",
+              vocab_file: str | None = None, word_vectors: str | None = None,
+              min_count: int = 1, max_videos: int | None = None,
+              video_ids: Iterable[str] | None = None) -> builder.Plan:
+  """Reads the annotations, sets up the tokens and opens the features (the `Didemo` plan).
 
   Args:
+    counter: receives the repairs and skips of the annotation stage.
     annotation_files: per-video (`*_data_bwzhang.json`) or per-query json files.
     features_path: HDF5 file keyed by video or a directory of `<video>.npy|.npz`.
-    output_dir: data dir; the dataset goes to `output_dir/didemo/<version>`.
     feature_key: array key inside each video's HDF5 group / .npz.
     modality: modality name (`inception` for HSE's features).
     feature_rate: rows per second, overriding the annotation's feature_leng / duration.
@@ -416,17 +415,13 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
     vocab_file: WordPiece vocab.txt (default bert-base-uncased).
     word_vectors: GloVe/word2vec text file -> `<dataset_dir>/word_vectors.npy` (word only).
     min_count: word-vocabulary threshold on train counts.
-    num_workers: feature-reading processes.
-    num_shards: shards per split (None: by size).
     max_videos: only the first N videos of each file.
     video_ids: only these videos.
-    verbose: print the summary.
 
   Returns:
-    (dataset dir, the SkipCounter with every repair and skip).
+    The plan (its feature source is closed with `plan.resources`).
   """
   started = time.time()
-  counter = writer.SkipCounter()
   durations = None
   if durations_file is not None:
     durations = common.read_json(durations_file, expect=dict)
@@ -466,24 +461,78 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
       "tokenizer": encode.metadata(),
       "paragraph": "a video's sentences in file order",
   }
-  with features_lib.open_feature_source(features_path, feature_key) as source:
-    dim = common.infer_dim(source, [it[1] for its in items.values() for it in its],
-                           candidate_ids)
-    spec = writer.DatasetSpec(
-        name=NAME, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
-        description="DiDeMo (Hendricks et al., ICCV 2017): moments in 30-second Flickr "
-                    "videos with natural-language descriptions.", extra=extra)
-    fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
-                           feature_rate=feature_rate)
-    summary = common.Summary(
-        started,
-        lambda split, _: f"{layouts[split]} layout, {len(items[split])} after annotation checks",
-        f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}",
-        notes=functools.partial(_short_features_note, counter))
-    dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
-                                       num_shards=num_shards, num_workers=num_workers,
-                                       vectors=vectors, summary=summary if verbose else None)
-  return dataset_dir, counter
+  resources, source, dim = common.open_features(
+      features_path, feature_key, [it[1] for its in items.values() for it in its],
+      candidate_ids)
+  spec = builder.DatasetSpec(
+      name=NAME, modalities={modality: dim}, tokenizer=tokenizer, vocab=list(vocab),
+      description=DESCRIPTION, extra=extra)
+  fn = functools.partial(build_record, source=source, modality=modality, dim=dim,
+                         feature_rate=feature_rate)
+  summary = common.Summary(
+      started,
+      lambda split, _: f"{layouts[split]} layout, {len(items[split])} after annotation checks",
+      f"{tokenizer} vocabulary: {len(vocab)} tokens; {modality} dim {dim}",
+      notes=functools.partial(_short_features_note, counter))
+  return common.make_plan(spec, items, fn, vectors=vectors, summary=summary,
+                          resources=resources)
+
+
+DESCRIPTION = ("DiDeMo (Hendricks et al., ICCV 2017): moments in 30-second Flickr videos with "
+               "natural-language descriptions.")
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Place in manual_dir the per-video annotation files train_data_bwzhang.json,
+val_data_bwzhang.json and test_data_bwzhang.json (those present are converted) and the
+features of the config's kind, one <video>.npy or .npz per video ([T, D] float; T =
+feature_leng rows):
+- inception: a directory inception/ ([T, 2048], HSE's TSN-Inception features);
+- rgb: a directory rgb/ ([T, 2048]).
+"""
+# Feature kind -> dim (the per-video layout gives each video's row times).
+FEATURE_KINDS = {"inception": 2048, "rgb": 2048}
+
+
+class Didemo(builder.HvtBuilder):
+  """DiDeMo: one record per video, its descriptions and their moments."""
+
+  DESCRIPTION = DESCRIPTION
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [builder.HvtConfig(name=f"{kind}_{tok}", modalities={kind: dim},
+                                       tokenizer=tok,
+                                       description=f"{kind} features, {tok} tokens")
+                     for kind, dim in FEATURE_KINDS.items() for tok in ("word", "wordpiece")]
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    (modality,) = self.builder_config.modalities
+    files = [os.fspath(manual_dir / f"{s}_data_bwzhang.json") for s in ("train", "val", "test")
+             if (manual_dir / f"{s}_data_bwzhang.json").exists()]
+    return make_plan(counter, files, os.fspath(manual_dir / modality), modality=modality,
+                     tokenizer=self.builder_config.tokenizer)
+
+
+def convert(annotation_files: Sequence[str], features_path: str, output_dir: str, *,
+            num_workers: int = 1, num_shards: int | None = None,
+            beam_options: str | None = None, verbose: bool = True,
+            **kwargs: Any) -> tuple[str, builder.SkipCounter]:
+  """Converts DiDeMo to the canonical dataset (the `Didemo` builder).
+
+  Args:
+    annotation_files: per-video (`*_data_bwzhang.json`) or per-query json files.
+    features_path: HDF5 file keyed by video or a directory of `<video>.npy|.npz`.
+    output_dir: data dir; the dataset goes to `output_dir/didemo/<config>/<version>`.
+    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_shards: shards per split (None: by size).
+    beam_options: Beam pipeline options for another runner.
+    verbose: print the summary.
+    **kwargs: the other arguments of `make_plan`.
+
+  Returns:
+    (dataset dir, the SkipCounter with every repair and skip).
+  """
+  make = functools.partial(make_plan, annotation_files=annotation_files,
+                           features_path=features_path, **kwargs)
+  return builder.convert(Didemo, make, output_dir, num_shards=num_shards,
+                         num_workers=num_workers, beam_options=beam_options, verbose=verbose)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -208,51 +208,6 @@ def load_word_vectors(path: str, vocab: Sequence[str], *,
   return matrix, report
 
 
-def _read_vocab_txt(path: str) -> list[str]:
-  with open(path, encoding="utf-8") as f:
-    return [line.rstrip("\r\n") for line in f]
-
-
-def attach_word_vectors(dataset_dir: str, vectors_file: str, *,
-                        counts: Mapping[str, int] | None = None, dim: int | None = None,
-                        seed: int = 0, oov_std: float = 0.1) -> dict[str, Any]:
-  """Writes `<dataset_dir>/word_vectors.npy` (+ `word_vectors_report.json`) for its word vocab.
-
-  HSE configs load `word_vectors.npy` when present. Both files are written to a temporary name
-  and renamed, so an interrupted run leaves either the old files or the new ones.
-
-  Args:
-    dataset_dir: a dataset written by `data_prep.writer.write_dataset` with a word vocabulary.
-    vectors_file: GloVe / word2vec text vectors.
-    counts: optional word -> count for the token-level OOV rate.
-    dim: expected dimension (None: the file's).
-    seed: seed for OOV rows.
-    oov_std: standard deviation of OOV rows.
-
-  Returns:
-    The OOV report of `load_word_vectors` plus "output" (path of the .npy).
-
-  Raises:
-    ValueError: the dataset uses WordPiece (no word vocabulary), or the vectors file is bad.
-    FileNotFoundError: the dataset has no vocab.txt.
-  """
-  from data_prep import writer  # pylint: disable=g-import-not-at-top
-
-  metadata = writer.load_metadata(dataset_dir)
-  if metadata.get("tokenizer") != "word":
-    raise ValueError(f"{dataset_dir}: tokenizer is {metadata.get('tokenizer')!r}; word vectors "
-                     "need a word vocabulary (convert with --tokenizer word)")
-  vocab_file = metadata.get("vocab_file") or "vocab.txt"
-  if not os.path.isabs(vocab_file):
-    vocab_file = os.path.join(dataset_dir, vocab_file)
-  if not os.path.exists(vocab_file):
-    raise FileNotFoundError(f"{vocab_file}: dataset vocabulary not found")
-  vocab = _read_vocab_txt(vocab_file)
-  matrix, report = load_word_vectors(vectors_file, vocab, counts=counts, dim=dim, seed=seed,
-                                     oov_std=oov_std)
-  return save_word_vectors(dataset_dir, matrix, report)
-
-
 def _write_matrix(matrix: np.ndarray, path: str) -> None:
   # Through a file object: np.save appends ".npy" to a path without it.
   with open(path, "wb") as f:
@@ -281,41 +236,17 @@ class WordVectors:
     return dict(self.report, output=WORD_VECTORS_FILE)
 
   def files(self) -> dict[str, Callable[[str], None]]:
-    """`extra_files` for `writer.write_dataset`: word_vectors.npy and its report, written
-    inside the dataset's atomic write."""
+    """`extra_files` of a `builder.Plan`: word_vectors.npy and its report, written inside
+    the dataset's atomic write."""
     return {WORD_VECTORS_FILE: functools.partial(_write_matrix, self.matrix),
             WORD_VECTORS_REPORT: functools.partial(_write_report, self.metadata())}
-
-
-def save_word_vectors(dataset_dir: str, matrix: np.ndarray, report: Mapping[str, Any]
-                      ) -> dict[str, Any]:
-  """Writes `word_vectors.npy` and `word_vectors_report.json` into an existing dataset dir.
-
-  For a dataset being written, pass `WordVectors(...).files()` as `write_dataset`'s
-  `extra_files` instead: then the files appear together with the dataset. Here each file is
-  written under a temporary name and renamed, so an interrupted run leaves either the old
-  file or the new one.
-
-  Args:
-    dataset_dir: the dataset directory.
-    matrix: float32 [V, D] from `load_word_vectors`.
-    report: its OOV report.
-
-  Returns:
-    The report plus "output" (absolute path of the .npy).
-  """
-  for name, write in WordVectors(np.asarray(matrix), dict(report)).files().items():
-    tmp = os.path.join(dataset_dir, f".{name}.tmp")
-    write(tmp)
-    os.replace(tmp, os.path.join(dataset_dir, name))
-  return dict(report, output=os.path.join(dataset_dir, WORD_VECTORS_FILE))
 
 
 def format_report(report: Mapping[str, Any]) -> str:
   """One-paragraph human-readable OOV summary for the CLI.
 
   Args:
-    report: a report from `load_word_vectors` / `attach_word_vectors`.
+    report: a report from `load_word_vectors`.
 
   Returns:
     Text.

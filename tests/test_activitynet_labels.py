@@ -6,7 +6,6 @@ annotations (ids taken from the shared train.json / val_1.json).
 """
 
 import json
-import os
 import pathlib
 
 import h5py
@@ -15,9 +14,10 @@ import pytest
 
 from data_prep import activitynet_captions
 from data_prep import activitynet_labels as al
+from data_prep import builder
 from data_prep import features as features_lib
+from data_prep import reader
 from data_prep import text
-from data_prep import writer
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -87,7 +87,7 @@ def test_load_taxonomy_leaves_and_parents(labels_file):
 
 
 def test_label_map_rules(labels_file, real_ids):
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   labels = al.label_map(labels_file, counter)
   expected = {k: v for k, v in EXPECTED(real_ids).items() if v}
   assert labels == expected
@@ -124,18 +124,18 @@ def test_label_map_errors(tmp_path):
     al.load_taxonomy(str(dup))
 
 
-def test_join_labels_prefix_and_drop():
+def test_label_record_prefix_and_drop():
   labels = {"v_abc": "Tango", "v_v_xyz": "Dodgeball"}
   records = [{"video_id": "v_abc", "label": ""}, {"video_id": "abc", "label": ""},
              {"video_id": "v_v_xyz", "label": ""}, {"video_id": "v_none", "label": ""}]
-  counter = writer.SkipCounter()
-  out = list(al.join_labels(records, labels, counter))
+  counter = builder.SkipCounter()
+  out = [al.label_record(r, counter, labels=labels) for r in records]
   assert [r["label"] for r in out] == ["Tango", "Tango", "Dodgeball", ""]
   assert records[0]["label"] == ""  # Inputs are not modified.
   assert counter.summary()["repaired"] == {al.NO_LABEL: 1}
-  counter = writer.SkipCounter()
-  out = list(al.join_labels(records, labels, counter, drop_unlabeled=True))
-  assert [r["video_id"] for r in out] == ["v_abc", "abc", "v_v_xyz"]
+  counter = builder.SkipCounter()
+  out = [al.label_record(r, counter, labels=labels, drop_unlabeled=True) for r in records]
+  assert [r and r["video_id"] for r in out] == ["v_abc", "abc", "v_v_xyz", None]
   assert counter.summary()["skipped"] == {al.NO_LABEL_DROPPED: 1}
 
 
@@ -159,10 +159,10 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
       ["activitynet_labels", "--labels", labels_file, "--annotations", *annotations,
        "--features", str(tmp_path / "c3d.hdf5"), "--feature-key", "c3d_features",
        "--video-ids", str(tmp_path / "ids.txt"), "--output", str(out)])
-  assert writer.find_dataset_dir(str(out)) == dataset_dir  # Scratch dir removed.
+  assert reader.find_dataset_dir(str(out)) == dataset_dir  # Scratch dir removed.
   assert [p.name for p in out.iterdir()] == ["activitynet_labels"]
 
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["name"] == "activitynet_labels"
   assert meta["extra"]["classes"] == LEAVES
   assert meta["extra"]["unlabeled"] == {"train": 2, "val_1": 1}
@@ -170,7 +170,7 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
   counts = meta["counts"]
   assert counts["repaired"][al.MULTI_LABEL] == 2 and counts["repaired"][al.NO_LABEL] == 3
   # The captions converter's own repairs are carried over unchanged.
-  reference = writer.SkipCounter()
+  reference = builder.SkipCounter()
   for vid in real_ids["train"]:
     activitynet_captions.clean_annotation(vid, real_ids["train_ann"][vid], reference)
   for vid in real_ids["val_1"]:
@@ -179,19 +179,18 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
     assert counts["repaired"][reason] == n
 
   expected = EXPECTED(real_ids)
-  vocab = writer.load_vocab(dataset_dir)
+  vocab = reader.load_vocab(dataset_dir)
   seen = {}
   for split in ("train", "val_1"):
-    for rec in al.records_from_dataset(dataset_dir, split):
-      vid = rec["video_id"]
-      seen[vid] = rec["label"]
+    for vid, ex in data_fixtures.read_examples(dataset_dir, split).items():
+      seen[vid] = ex["label"].decode()
       ann = (real_ids["train_ann"] if split == "train" else real_ids["val_ann"])[vid]
-      np.testing.assert_array_equal(rec["features"]["c3d"], feats[vid])
-      assert rec["sentences"] == [" ".join(s.split()) for s in ann["sentences"]]
+      np.testing.assert_array_equal(ex["features/c3d"], feats[vid])
+      sentences = [s.decode() for s in ex["sentences"]]
+      assert sentences == [" ".join(s.split()) for s in ann["sentences"]]
       index = {t: i for i, t in enumerate(vocab)}
-      assert [t.tolist() for t in rec["tokens"]] == [text.encode_words(s, index)
-                                                    for s in rec["sentences"]]
-      assert rec["duration"] == pytest.approx(ann["duration"], rel=1e-6)
+      assert data_fixtures.token_lists(ex) == [text.encode_words(s, index) for s in sentences]
+      assert ex["duration"] == pytest.approx(ann["duration"], rel=1e-6)
   assert seen == expected
 
   # --drop-unlabeled: the 3 unlabeled videos are skipped and counted.
@@ -199,11 +198,11 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
       ["activitynet_labels", "--labels", labels_file, "--annotations", *annotations,
        "--features", str(tmp_path / "c3d.hdf5"), "--feature-key", "c3d_features",
        "--video-ids", str(tmp_path / "ids.txt"), "--output", str(out), "--drop-unlabeled"])
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["splits"] == {"train": 4, "val_1": 1}
   assert meta["counts"]["skipped"][al.NO_LABEL_DROPPED] == 3
-  labels = [r["label"] for s in ("train", "val_1") for r in al.records_from_dataset(
-      dataset_dir, s)]
+  labels = [ex["label"].decode() for s in ("train", "val_1")
+            for ex in data_fixtures.read_examples(dataset_dir, s).values()]
   assert sorted(labels) == sorted(v for v in expected.values() if v)
 
 
@@ -211,40 +210,35 @@ def test_label_hook_in_workers_writes_once(tmp_path, labels_file, real_ids):
   ids = real_ids["train"] + real_ids["val_1"]
   _write_features(tmp_path / "c3d.hdf5", ids)
   annotations = [str(real_ids["root"] / "train.json"), str(real_ids["root"] / "val_1.json")]
-  runs = {}
-  for workers, drop in ((1, False), (2, False), (2, True)):
+  runs, runs_dir = {}, {}
+  for workers, drop in ((1, False), (2, False), (1, True)):
     out = tmp_path / f"w{workers}{drop}"
     path, _ = al.convert(annotations, str(tmp_path / "c3d.hdf5"), labels_file, str(out),
                          feature_key="c3d_features", video_ids=ids, num_workers=workers,
                          drop_unlabeled=drop, verbose=False)
     # Written once, straight into the dataset: no scratch data dir next to it.
     assert [p.name for p in out.iterdir()] == ["activitynet_labels"]
-    meta = writer.load_metadata(path)
+    meta = reader.load_metadata(path)
     meta.pop("vocab_file")
-    runs[workers, drop] = (data_fixtures.shard_bytes(path), meta)
-  assert runs[1, False] == runs[2, False]  # Labels set in the workers: identical output.
-  meta = runs[2, True][1]
+    runs[workers, drop] = (data_fixtures.shard_examples(path), meta)
+    runs_dir[out.name] = path
+  # Plain TFDS and Beam (labels set in the Beam workers): identical output, record for record.
+  assert runs[1, False] == runs[2, False]
+  meta = runs[1, True][1]
   assert meta["splits"] == {"train": 4, "val_1": 1}
   # Per split: the videos that had no label (here dropped), from the hook's counts.
   assert meta["extra"]["unlabeled"] == {"train": 2, "val_1": 1}
   assert meta["counts"]["skipped"][al.NO_LABEL_DROPPED] == 3
   expected = EXPECTED(real_ids)
   for split in ("train", "val_1"):
-    for rec in al.records_from_dataset(str(tmp_path / "w2True" / "activitynet_labels" /
-                                           "1.0.0"), split):
-      assert rec["label"] == expected[rec["video_id"]] != ""
+    for vid, ex in data_fixtures.read_examples(str(runs_dir["w1True"]), split).items():
+      assert ex["label"].decode() == expected[vid] != ""
 
 
-def test_failed_and_killed_runs_leave_nothing(tmp_path, labels_file, real_ids):
+def test_failed_runs_leave_nothing(tmp_path, labels_file, real_ids):
   out = tmp_path / "out"
   out.mkdir()
-  dead = out / f"{al._SCRATCH_PREFIX}999999999-abc"  # pylint: disable=protected-access
-  (dead / "activitynet_captions").mkdir(parents=True)
-  alive = out / f"{al._SCRATCH_PREFIX}{os.getpid()}-abc"  # pylint: disable=protected-access
-  alive.mkdir()
-  assert al.remove_stale_scratch(str(out)) == [str(dead)]
-  alive.rmdir()
-  # A truncated feature file stops the conversion, naming the file; the scratch dir goes too.
+  # A truncated feature file stops the conversion, naming the file; no work dir is left.
   ids = real_ids["train"][:2]
   _write_features(tmp_path / "c3d.hdf5", ids)
   data = (tmp_path / "c3d.hdf5").read_bytes()
@@ -271,7 +265,7 @@ def test_multi_label_counted_only_for_converted_videos(tmp_path, labels_file, re
   assert counter.summary()["repaired"][al.MULTI_LABEL] == 1
   assert counter.summary()["examples"][al.MULTI_LABEL] == [t[1]]
   # The hook counts a bare YouTube id too.
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = al.label_record({"video_id": t[2][2:]}, c, labels=labels,
                         multi_labeled=frozenset(multi))
   assert rec["label"] == labels[t[2]] and c.summary()["repaired"] == {al.MULTI_LABEL: 1}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from data_prep import demo
+from data_prep import reader
 from data_prep import text
-from data_prep import writer
 from hvt_jax.cli import prepare
 
 
@@ -120,16 +120,16 @@ def test_generation_is_fast():
 def test_cli_writes_loadable_dataset(tmp_path):
   path = prepare.prepare(["demo", "--output", str(tmp_path), "--num-train", "20",
                           "--num-val", "5", "--seed", "1", "--feature-dim", "8"])
-  assert writer.find_dataset_dir(str(tmp_path)) == path
-  meta = writer.load_metadata(path)
+  assert reader.find_dataset_dir(str(tmp_path)) == path
+  meta = reader.load_metadata(path)
   assert meta["name"] == "demo" and meta["modalities"] == {"frames": 8}
   assert meta["splits"] == {"train": 20, "val": 5} and meta["tokenizer"] == "word"
   expected = demo.generate_demo(num_train=20, num_val=5, seed=1, feature_dim=8)
-  assert writer.load_vocab(path) == expected.vocab
+  assert reader.load_vocab(path) == expected.vocab
   assert meta["extra"]["event_words"] == expected.event_words
   assert meta["extra"]["event_names"] == expected.event_names
   for split in ("train", "val"):
-    loaded = list(writer.load_split(path, split))
+    loaded = list(reader.load_split(path, split))
     assert len(loaded) == len(expected.records[split])
     for ex, rec, events in zip(loaded, expected.records[split], expected.clip_events[split]):
       assert ex["video_id"].numpy().decode() == rec["video_id"]

@@ -14,13 +14,14 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import common
 from data_prep import didemo
 from data_prep import embeddings
 from data_prep import features as features_lib
+from data_prep import reader
 from data_prep import text
 from data_prep import wordpiece
-from data_prep import writer
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -100,7 +101,7 @@ def converted(real, npy_features, tmp_path_factory):
 def test_real_files_records_match_independent_reading(real, converted):
   _, data, subset = real
   dataset_dir, counter = converted
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   expected_counts = collections.Counter()
   train_sentences = []
   expected = {}
@@ -120,7 +121,7 @@ def test_real_files_records_match_independent_reading(real, converted):
   assert summary["repaired"] == {k: expected_counts[k] for k in (CLIPPED_END, WHITESPACE)
                                  if expected_counts[k]}
   assert expected_counts[CLIPPED_END] > 0
-  vocab = writer.load_vocab(dataset_dir)
+  vocab = reader.load_vocab(dataset_dir)
   assert vocab == text.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split, ids in subset.items():
@@ -147,13 +148,11 @@ def test_real_files_wordpiece_tokens(real, npy_features, tmp_path):
   dataset_dir, _ = didemo.convert([str(files["val"])], str(npy_features), str(tmp_path),
                                   tokenizer="wordpiece", video_ids=subset["val"], verbose=False)
   tok = wordpiece.WordPieceTokenizer.from_file()
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["tokenizer"] == "wordpiece" and meta["vocab_size"] == 30522
   for vid, ex in data_fixtures.read_examples(dataset_dir, "val").items():
     kept, _ = _expected_video(data["val"][vid])
     assert data_fixtures.token_lists(ex) == [tok.encode(s) for _, s in kept]
-  with pytest.raises(ValueError, match="tokenizer is 'wordpiece'; word vectors need a word"):
-    embeddings.attach_word_vectors(dataset_dir, os.devnull)
 
 
 # ------------------------------------------------------------------------------------------
@@ -218,7 +217,7 @@ def test_per_query_layout(tmp_path):
       "num_segments differs between queries (max used)": 1,
       "duration not in --durations (5 * num_segments used)": 2}
   assert summary["examples"]["duplicate annotation_id"] == ["2"]
-  assert writer.load_metadata(dataset_dir)["extra"]["layouts"] == {"train": "per_query"}
+  assert reader.load_metadata(dataset_dir)["extra"]["layouts"] == {"train": "per_query"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -368,7 +367,7 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
     anns[f"v{i}"] = _ann(3.0, 30, [[0, 14], [15, 29]], [f"first {i}", f"second {i}"])
     np.save(feats / f"v{i}.npy", _feature_rows(f"v{i}", 30))
   first, _ = _convert(tmp_path, anns, str(feats), num_shards=2)
-  reference = data_fixtures.shard_bytes(first)
+  reference = data_fixtures.shard_examples(first)
   assert len(reference) == 2
 
   real_get = features_lib.NpyDirFeatureSource.get
@@ -385,20 +384,24 @@ def test_interrupted_rerun_is_idempotent(tmp_path, monkeypatch):
     _convert(tmp_path, anns, str(feats), num_shards=2)
   monkeypatch.setattr(features_lib.NpyDirFeatureSource, "get", real_get)
   # The complete earlier dataset is untouched and no temp dir is left behind.
-  assert data_fixtures.shard_bytes(first) == reference
+  assert data_fixtures.shard_examples(first) == reference
   parent = pathlib.Path(first).parent
   assert [p.name for p in parent.iterdir()] == ["1.0.0"]
-  # A hard kill leaves a hidden temp dir: loaders ignore it, the re-run writes the same bytes.
-  stale = parent / ".tmp-1.0.0-99999-deadbeef"
-  stale.mkdir()
+  assert [p.name for p in (tmp_path / "out").iterdir()] == ["didemo"]
+  # A hard kill leaves a hidden work dir: loaders ignore it, the re-run (which removes it, its
+  # process being gone) writes the same examples.
+  stale = tmp_path / "out" / ".tmp-999999999-deadbeef" / "didemo" / parent.name / "1.0.0"
+  stale.mkdir(parents=True)
   (stale / "didemo-train.tfrecord-00000-of-00002").write_bytes(b"partial")
+  assert reader.find_dataset_dir(str(tmp_path / "out")) == first
   again, _ = _convert(tmp_path, anns, str(feats), num_shards=2)
-  assert again == first and data_fixtures.shard_bytes(again) == reference
-  assert writer.find_dataset_dir(str(tmp_path / "out")) == first
+  assert [p.name for p in (tmp_path / "out").iterdir()] == ["didemo"]
+  assert again == first and data_fixtures.shard_examples(again) == reference
+  assert reader.find_dataset_dir(str(tmp_path / "out")) == first
   assert len(data_fixtures.read_examples(again, "train")) == 6
 
 
-def test_word_vectors_flag_and_attach(tmp_path):
+def test_word_vectors_flag(tmp_path):
   feats = tmp_path / "feats"
   feats.mkdir()
   anns = {"v": _ann(2.0, 20, [[0, 9], [10, 19]], ["the cat sat", "the zebra"])}
@@ -406,18 +409,18 @@ def test_word_vectors_flag_and_attach(tmp_path):
   glove = tmp_path / "glove.txt"
   glove.write_text("the 1 2 3\ncat 4 5 6\nsat 7 8 9\n", encoding="utf-8")
   dataset_dir, _ = _convert(tmp_path, anns, str(feats), word_vectors=str(glove))
-  vocab = writer.load_vocab(dataset_dir)
+  vocab = reader.load_vocab(dataset_dir)
   assert vocab == ["<pad>", "<unk>", "the", "cat", "sat", "zebra"]
   matrix = np.load(os.path.join(dataset_dir, "word_vectors.npy"))
   assert matrix.shape == (6, 3)
   np.testing.assert_array_equal(matrix[[0, 2, 3, 4]], [[0, 0, 0], [1, 2, 3], [4, 5, 6],
                                                        [7, 8, 9]])
-  report = writer.load_metadata(dataset_dir)["extra"]["word_vectors"]
+  report = reader.load_metadata(dataset_dir)["extra"]["word_vectors"]
   assert report["oov_count"] == 1 and report["examples"] == ["zebra"]
   assert report["token_oov_rate"] == pytest.approx(1 / 5)  # zebra of the, cat, sat, the, zebra
-  # attach_word_vectors on the written dataset gives the same matrix.
-  attached = embeddings.attach_word_vectors(dataset_dir, str(glove), counts={"zebra": 1})
-  np.testing.assert_array_equal(np.load(attached["output"]), matrix)
+  # The same matrix as load_word_vectors gives for the stored vocabulary.
+  expected, _ = embeddings.load_word_vectors(str(glove), vocab, counts={"zebra": 1})
+  np.testing.assert_array_equal(expected, matrix)
   with pytest.raises(ValueError, match="--word-vectors needs --tokenizer word"):
     _convert(tmp_path, anns, str(feats), word_vectors=str(glove), tokenizer="wordpiece")
 
@@ -430,7 +433,7 @@ def test_cli_registered(tmp_path):
                     {"v": _ann(2.0, 20, [[0, 9]], ["a dog"])})
   dataset_dir = prepare.prepare(["didemo", "--annotations", ann, "--features", str(feats),
                                  "--output", str(tmp_path / "out"), "--num-shards", "1"])
-  assert writer.load_metadata(dataset_dir)["splits"] == {"train": 1}
+  assert reader.load_metadata(dataset_dir)["splits"] == {"train": 1}
 
 
 def test_counts_only_for_converted_videos(tmp_path):
@@ -468,10 +471,10 @@ def test_zero_length_rule_on_the_real_files(real):
   # DiDeMo's inclusive index spans always last >= 1 row, so the real files have none, and a
   # span that clipping would shrink to a point is skipped as outside instead.
   files, _, _ = real
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   didemo.load_annotations([str(p) for p in files.values()], counter)
   assert common.SEGMENT_ZERO_LENGTH not in counter.summary()["repaired"]
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   assert common.clean_segment(3.0, 3.0, 10.0, "v", counter) == [3.0, 3.0]
   assert common.clean_segment(10.0, 12.0, 10.0, "v", counter) is None
   assert counter.summary()["repaired"] == {common.SEGMENT_ZERO_LENGTH: 1}

@@ -227,9 +227,9 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   """Label words outside the vocabulary take their vectors from a GloVe file (the paper's
   transfer to unseen actions); words the file lacks stay <unk> and count as OOV."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from data_prep import writer  # pylint: disable=g-import-not-at-top
+  from data_prep import reader  # pylint: disable=g-import-not-at-top
   c, s, state = demo_run
-  vocab = writer.load_vocab(s.data_dir)
+  vocab = reader.load_vocab(s.data_dir)
   known = vocab[5]
   dim = c.model.word_dim
   rng = np.random.default_rng(0)

@@ -121,20 +121,20 @@ def test_same_step_on_1_and_8_devices_with_dropout(data_dir):
 def test_init_from_the_minilm_checkpoint_through_the_trainer(tmp_path):
   """The configured Hugging Face checkpoint (first 2 of its 6 layers) arrives in ``text``
   after init, placed with the parameters' shardings; the absent MLM head stays initialised."""
-  from data_prep import writer  # pylint: disable=g-import-not-at-top
+  from data_prep import builder  # pylint: disable=g-import-not-at-top
   from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
   bert_vocab = open(f"{text.resolve_checkpoint(None)}/vocab.txt",
                     encoding="utf-8").read().split("\n")[:30522]
   rng = np.random.default_rng(0)
-  spec = writer.DatasetSpec(name="demo", modalities={"frames": 4}, tokenizer="wordpiece",
+  spec = builder.DatasetSpec(name="demo", modalities={"frames": 4}, tokenizer="wordpiece",
                             vocab=bert_vocab)
   rec = lambda i, split: dict(
       video_id=f"{split}{i}", duration=2.0, split=split, label="",
       features={"frames": np.ones((2, 4), np.float32)},
       timestamps={"frames": np.array([[0, 1], [1, 2]], np.float32)}, segments=[[0.0, 1.0]],
       sentences=["x"], tokens=[rng.integers(1000, 2000, size=5).tolist()])
-  data = writer.write_dataset(spec, {"train": [rec(i, "train") for i in range(8)]},
-                              str(tmp_path), counter=writer.SkipCounter())
+  data = builder.write_dataset(spec, {"train": [rec(i, "train") for i in range(8)]},
+                              str(tmp_path), counter=builder.SkipCounter())
   c = base.make("", data_dir=data)
   c.model.text.num_layers = 2
   c.batch_size = c.eval_batch_size = 8

@@ -11,11 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import features as features_lib
 from data_prep import mmt_experts as mx
+from data_prep import reader
 from data_prep import wordpiece
-from data_prep import writer
 from hvt_jax.cli import prepare
+from tests import data_fixtures
 
 DIMS = mx.EXPERT_DIMS
 
@@ -52,7 +54,7 @@ def test_real_jsfusion_split_lists(shared_data):
   paths = mx.parse_split_lists([str(root / "train_list_jsfusion.txt"),
                                 str(root / "val_list_jsfusion.txt")])
   assert list(paths) == ["train", "val"]
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   splits = mx.read_split_lists(paths, counter)
   assert len(splits["train"]) == 9000 and len(splits["val"]) == 1000
   assert splits["val"][0] == "video7020" and splits["train"][:2] == ["video0", "video1"]
@@ -71,14 +73,14 @@ def test_split_names_and_formats(tmp_path):
   tsv.write_text("# comment\n0001_A_00.00.01.000-00.00.03.500\t00.00.01.000\tThe man sits.\n"
                  "\n0001_A_00.00.05.000-00.00.06.000\tx\ty\n"
                  "0001_A_00.00.01.000-00.00.03.500\tdup\n")
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   ids = mx.read_split_list(str(tsv), counter)
   assert ids == ["0001_A_00.00.01.000-00.00.03.500", "0001_A_00.00.05.000-00.00.06.000"]
   assert counter.summary()["skipped"] == {mx.ID_DUPLICATE: 1}
   other = tmp_path / "val.txt"
   other.write_text("0001_A_00.00.05.000-00.00.06.000\n")
   with pytest.raises(ValueError, match=r"1 ids are in both .*training\.csv and .*val\.txt"):
-    mx.read_split_lists({"train": str(tsv), "val": str(other)}, writer.SkipCounter())
+    mx.read_split_lists({"train": str(tsv), "val": str(other)}, builder.SkipCounter())
   assert mx.clip_duration_from_name("1014_2012_00.01.21.399-00.01.23.997") == pytest.approx(
       2.598)
   assert mx.clip_duration_from_name("video12") is None
@@ -89,7 +91,7 @@ def test_split_names_and_formats(tmp_path):
 
 
 def test_decode_caption_forms():
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   assert mx.decode_caption(b" a  man ", "f[k]", "v", c) == "a man"
   assert mx.decode_caption("two people", "f[k]", "v", c) == "two people"
   words = np.array([b"a", b"man", b"is", b"singing"], dtype=object)
@@ -109,7 +111,7 @@ def test_read_video_timestamps_and_tokens(tmp_path):
   _write_h5(path, {"s3d": s3d, "vggish": vgg, "rgb": rgb},
             {"s3d": s3d_t, "vggish": np.array([0.0, 0.96, 1.92])},
             [np.array([b"a", b"man", b"is", b"singing"], dtype=object), b"two people dance."])
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(path), "video7020", "val", DIMS, _Tiny.encode, c)
   assert rec["duration"] == 6.0  # Largest features_t end.
   np.testing.assert_array_equal(rec["features"]["s3d"], s3d)
@@ -132,7 +134,7 @@ def test_read_video_real_wordpiece_ids(tmp_path):
   _write_h5(tmp_path / "v.h5", {"s3d": _rand(2, 1024)}, captions=[b"A man is singing."])
   vocab = wordpiece.load_vocab(wordpiece.default_vocab_file())
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024},
-                      mx.Encoder("wordpiece", tuple(vocab)), writer.SkipCounter())
+                      mx.Encoder("wordpiece", tuple(vocab)), builder.SkipCounter())
   # Expected ids looked up directly in bert-base-uncased's vocab.txt (line numbers).
   assert rec["tokens"] == [[vocab.index(w) for w in ("a", "man", "is", "singing", ".")]]
 
@@ -145,7 +147,7 @@ def test_missing_empty_nan_experts(tmp_path):
             {"face": face, "ocr": np.zeros((0, 300), np.float32), "speech": np.zeros((0, 0)),
              "scene": np.full((3, 2208), np.nan, np.float32), "s3d": _rand(5, 1024)},
             {"s3d": np.arange(5.0)})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode, c)
   np.testing.assert_array_equal(rec["features"]["face"], face[[0, 3]])
   # Uniform times are computed over all 4 stored rows (duration 5 s from s3d's starts + 1 s
@@ -161,11 +163,11 @@ def test_missing_empty_nan_experts(tmp_path):
   s3d[1] = np.nan
   _write_h5(tmp_path / "w.h5", {"s3d": s3d}, {"s3d": np.array([[0, 1], [1, 2], [2, 3.0]])})
   rec = mx.read_video(str(tmp_path / "w.h5"), "w", "train", DIMS, _Tiny.encode,
-                      writer.SkipCounter())
+                      builder.SkipCounter())
   np.testing.assert_array_equal(rec["timestamps"]["s3d"], [[0, 1], [2, 3]])
   # Every expert missing -> the video is skipped and counted.
   _write_h5(tmp_path / "x.h5", {"s3d": np.full((2, 1024), np.nan)})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   assert mx.read_video(str(tmp_path / "x.h5"), "x", "train", DIMS, _Tiny.encode, c) is None
   assert c.summary()["skipped"] == {mx.VIDEO_NO_EXPERT: 1}
 
@@ -175,7 +177,7 @@ def test_timestamp_repairs(tmp_path):
   # Row 1 reversed, rows out of order, row 3 past the 10 s duration, row 0 negative.
   times = np.array([[-1.0, 2.0], [5.0, 3.0], [1.0, 2.0], [9.0, 12.0]])
   _write_h5(tmp_path / "v.h5", {"s3d": s3d}, {"s3d": times}, attrs={"duration": 10.0})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024}, _Tiny.encode, c)
   assert rec["duration"] == 10.0  # File attribute wins over features_t.
   # Swap row 1 -> [3, 5]; sort by start -> rows 0, 2, 1, 3; clip to [0, 10].
@@ -187,7 +189,7 @@ def test_timestamp_repairs(tmp_path):
   for t, reason in ((np.arange(6.0), mx.TIMES_TRUNCATED), (np.arange(2.0), mx.TIMES_SHORT),
                     (np.array([0, np.nan, 2, 3]), mx.TIMES_NONFINITE)):
     _write_h5(tmp_path / "w.h5", {"s3d": s3d}, {"s3d": t}, attrs={"duration": 8.0})
-    c = writer.SkipCounter()
+    c = builder.SkipCounter()
     rec = mx.read_video(str(tmp_path / "w.h5"), "w", "train", {"s3d": 1024}, _Tiny.encode, c)
     assert c.summary()["repaired"] == {reason: 1}
     expected = ([[0, 1], [1, 2], [2, 3], [3, 4]] if reason == mx.TIMES_TRUNCATED
@@ -198,7 +200,7 @@ def test_timestamp_repairs(tmp_path):
 def test_duration_sources(tmp_path):
   def duration(feats, times=None, attrs=None, hint=None):
     _write_h5(tmp_path / "d.h5", feats, times, attrs=attrs)
-    c = writer.SkipCounter()
+    c = builder.SkipCounter()
     rec = mx.read_video(str(tmp_path / "d.h5"), "d", "train", DIMS, _Tiny.encode, c,
                         duration_hint=hint)
     return None if rec is None else rec["duration"], c.summary()["skipped"]
@@ -218,12 +220,12 @@ def test_duration_sources(tmp_path):
 def test_caption_skips(tmp_path):
   _write_h5(tmp_path / "v.h5", {"s3d": _rand(2, 1024)},
             captions=[b"  ", "", np.array([b" ", b"\t"], dtype=object), b"a man", "\x01"])
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode, c)
   assert rec["sentences"] == ["a man"] and rec["tokens"] == [[4, 5]]
   assert c.summary()["skipped"] == {mx.CAPTION_EMPTY: 3, mx.CAPTION_NO_TOKENS: 1}
   _write_h5(tmp_path / "w.h5", {"s3d": _rand(2, 1024)}, captions=[" "])
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   assert mx.read_video(str(tmp_path / "w.h5"), "w", "train", DIMS, _Tiny.encode, c) is None
   assert c.summary()["skipped"] == {mx.CAPTION_EMPTY: 1, mx.VIDEO_NO_CAPTIONS: 1}
 
@@ -234,19 +236,19 @@ def test_errors_name_file_and_key(tmp_path):
                      match=r"dim\.h5\['features\.s3d'\]: expected shape \[T, 1024\].*"
                            r"\[3, 1000\]"):
     mx.read_video(str(tmp_path / "dim.h5"), "d", "train", DIMS, _Tiny.encode,
-                  writer.SkipCounter())
+                  builder.SkipCounter())
   _write_h5(tmp_path / "t.h5", {"s3d": _rand(3, 1024)}, {"s3d": np.zeros((3, 3))})
   with pytest.raises(features_lib.FeatureFileError,
                      match=r"t\.h5\['features_t\.s3d'\]: expected \[T\] start times"):
     mx.read_video(str(tmp_path / "t.h5"), "t", "train", DIMS, _Tiny.encode,
-                  writer.SkipCounter())
+                  builder.SkipCounter())
   # A truncated file (a download cut short).
   _write_h5(tmp_path / "full.h5", {"rgb": _rand(50, 2048)})
   data = (tmp_path / "full.h5").read_bytes()
   (tmp_path / "cut.h5").write_bytes(data[:len(data) // 2])
   with pytest.raises(features_lib.FeatureFileError, match=r"cut\.h5"):
     mx.read_video(str(tmp_path / "cut.h5"), "c", "train", DIMS, _Tiny.encode,
-                  writer.SkipCounter())
+                  builder.SkipCounter())
 
 
 # ------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
           str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
           "--experts", "face,s3d,vggish", "--output", str(out)]
   dataset_dir = prepare.prepare(argv)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["name"] == "msrvtt" and meta["tokenizer"] == "wordpiece"
   assert meta["modalities"] == {"face": 512, "s3d": 1024, "vggish": 128}
   assert meta["splits"] == {"train": 4, "val": 4}
@@ -298,7 +300,7 @@ def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
   tok = wordpiece.WordPieceTokenizer.from_file()
   seen = []
   for split in ("train", "val"):
-    for ex in writer.load_split(dataset_dir, split).as_numpy_iterator():
+    for ex in reader.load_split(dataset_dir, split).as_numpy_iterator():
       vid = ex["video_id"].decode()
       seen.append(vid)
       feats, duration = fx["expected"][vid]
@@ -317,23 +319,24 @@ def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
 
   # Interrupted re-run: a run killed mid-write leaves a hidden temp dir; a run that fails on a
   # truncated file leaves the previous complete dataset in place.
-  stale = out / "msrvtt" / ".tmp-1.0.0-999-deadbeef"
-  stale.mkdir()
-  (stale / "msrvtt-train.tfrecord-tmp00000").write_bytes(b"partial")
+  stale = out / ".tmp-999999999-deadbeef" / "msrvtt"
+  stale.mkdir(parents=True)
+  (stale / "msrvtt-train.tfrecord-00000-of-00001").write_bytes(b"partial")
   victim = fx["feats_dir"] / f"{fx['real']['val'][2]}.h5"
   good = victim.read_bytes()
   victim.write_bytes(good[:len(good) // 3])
   with pytest.raises(features_lib.FeatureFileError, match=fx["real"]["val"][2]):
     prepare.prepare(argv)
-  assert writer.find_dataset_dir(str(out)) == dataset_dir
-  assert writer.load_metadata(dataset_dir)["splits"] == {"train": 4, "val": 4}
-  # Fixed file + re-run (2 workers) -> same dataset, byte-identical shards.
-  shards = {p.name: p.read_bytes() for p in pathlib.Path(dataset_dir).glob("*.tfrecord*")}
+  assert reader.find_dataset_dir(str(out)) == dataset_dir
+  assert reader.load_metadata(dataset_dir)["splits"] == {"train": 4, "val": 4}
+  # Fixed file + re-run (on Beam, 2 workers) -> same dataset, the same examples record for
+  # record; the dead run's work dir is gone.
+  shards = data_fixtures.shard_examples(dataset_dir)
   victim.write_bytes(good)
   assert prepare.prepare(argv + ["--num-workers", "2"]) == dataset_dir
-  assert {p.name: p.read_bytes()
-          for p in pathlib.Path(dataset_dir).glob("*.tfrecord*")} == shards
-  assert writer.find_dataset_dir(str(out)) == dataset_dir
+  assert data_fixtures.shard_examples(dataset_dir) == shards
+  assert reader.find_dataset_dir(str(out)) == dataset_dir
+  assert [p.name for p in out.iterdir()] == ["msrvtt"]
 
 
 def test_lsmdc_word_tokenizer_and_clip_durations(tmp_path):
@@ -351,12 +354,12 @@ def test_lsmdc_word_tokenizer_and_clip_durations(tmp_path):
       "lsmdc", str(feats_dir),
       [str(tmp_path / "LSMDC16_annos_training.csv"), f"test={tmp_path / 'public.csv'}"],
       str(tmp_path / "out"), experts="rgb", tokenizer="word", verbose=False)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["name"] == "lsmdc" and meta["splits"] == {"train": 2, "test": 1}
-  vocab = writer.load_vocab(dataset_dir)
+  vocab = reader.load_vocab(dataset_dir)
   # Word vocabulary from train captions only ("out" is test-only -> <unk>).
   assert vocab == ["<pad>", "<unk>", ".", "in", "someone", "walks"]
-  exs = {s: list(writer.load_split(dataset_dir, s).as_numpy_iterator())
+  exs = {s: list(reader.load_split(dataset_dir, s).as_numpy_iterator())
          for s in ("train", "test")}
   assert [e["duration"] for e in exs["train"]] == [2.5, 4.0]  # From the clip names.
   assert exs["test"][0]["duration"] == 2.0
@@ -370,7 +373,7 @@ def test_nonfinite_rows_keep_their_own_times(tmp_path):
   scene = _rand(18, 2208)
   scene[3] = np.inf
   _write_h5(tmp_path / "v.h5", {"scene": scene})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"scene": 2208}, _Tiny.encode, c)
   assert rec["duration"] == 18.0
   rows = [r for r in range(18) if r != 3]
@@ -385,7 +388,7 @@ def test_duration_is_largest_over_experts(tmp_path):
   _write_h5(tmp_path / "v.h5", {"s3d": _rand(20, 1024), "rgb": _rand(103, 2048)},
             {"s3d": np.stack([np.arange(20.0), np.arange(20.0) + 1], 1)})
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", DIMS, _Tiny.encode,
-                      writer.SkipCounter())
+                      builder.SkipCounter())
   assert rec["duration"] == pytest.approx(20.6)
   np.testing.assert_allclose(rec["timestamps"]["rgb"][-1], [20.4, 20.6], rtol=1e-6)
 
@@ -394,7 +397,7 @@ def test_feature_rows_past_the_end_are_dropped(tmp_path):
   s3d = _rand(4, 1024)
   times = np.array([[0.0, 5.0], [5.0, 10.0], [10.0, 12.0], [11.0, 13.0]])
   _write_h5(tmp_path / "v.h5", {"s3d": s3d}, {"s3d": times}, attrs={"duration": 10.0})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024}, _Tiny.encode, c)
   np.testing.assert_array_equal(rec["features"]["s3d"], s3d[:2])
   np.testing.assert_array_equal(rec["timestamps"]["s3d"], [[0, 5], [5, 10]])
@@ -406,11 +409,11 @@ def test_msrvtt_max_videos_and_video_ids(tmp_path, shared_data, capsys):
   base = ["msrvtt", "--features", str(fx["feats_dir"]), "--split-lists",
           str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
           "--experts", "s3d", "--output", str(tmp_path / "out")]
-  meta = writer.load_metadata(prepare.prepare(base + ["--max-videos", "2"]))
+  meta = reader.load_metadata(prepare.prepare(base + ["--max-videos", "2"]))
   assert meta["splits"] == {"train": 2, "val": 2}
   ids = tmp_path / "ids.txt"
   ids.write_text(f"{fx['real']['train'][1]}\n{fx['real']['val'][0]}\nvideo_unknown\n")
-  meta = writer.load_metadata(prepare.prepare(base + ["--video-ids", str(ids)]))
+  meta = reader.load_metadata(prepare.prepare(base + ["--video-ids", str(ids)]))
   assert meta["splits"] == {"train": 1, "val": 1}
   assert meta["counts"]["examples"][mx.common.VIDEO_ID_NOT_FOUND] == ["video_unknown"]
   assert "--video-ids: 2 of 3 ids found in the split lists" in capsys.readouterr().out
@@ -427,7 +430,7 @@ def test_all_zero_rows_counted_once_per_video(tmp_path):
   s3d[2:4] = 0.0
   rgb[7] = 0.0
   _write_h5(tmp_path / "v.h5", {"s3d": s3d, "rgb": rgb}, attrs={"duration": 6.0})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   rec = mx.read_video(str(tmp_path / "v.h5"), "v", "train", {"s3d": 1024, "rgb": 2048},
                       _Tiny.encode, c)
   np.testing.assert_array_equal(rec["features"]["s3d"], s3d)
@@ -437,6 +440,6 @@ def test_all_zero_rows_counted_once_per_video(tmp_path):
   rgb[7] = _rand(1, 2048, 3)
   rgb[7, 5] = 0.0
   _write_h5(tmp_path / "w.h5", {"rgb": rgb}, attrs={"duration": 6.0})
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   mx.read_video(str(tmp_path / "w.h5"), "w", "train", {"rgb": 2048}, _Tiny.encode, c)
   assert c.summary()["repaired"] == {}

@@ -26,8 +26,8 @@ from safetensors import numpy as safetensors_np
 
 from configs import common as config_common
 from data_prep import activitynet_captions as anc
+from data_prep import reader
 from data_prep import wordpiece
-from data_prep import writer
 from hvt_jax import sharding
 from hvt_jax.input import text_ops
 from hvt_jax.models import text
@@ -490,11 +490,11 @@ def test_converted_dataset_through_text_ops(tmp_path, shared_data):
   path, _ = anc.convert([data_fixtures.write_json(tmp_path / "train.json", ann)], str(feats),
                         str(tmp_path / "out"), feature_rate=1.0, tokenizer="wordpiece",
                         verbose=False)
-  meta = writer.load_metadata(path)
+  meta = reader.load_metadata(path)
   named = meta["extra"]["tokenizer"]
   assert named["library"].startswith("tokenizers ") and named["source"].endswith(
       "tokenizer.json")
-  ids = wordpiece.special_token_ids(writer.load_vocab(path))
+  ids = wordpiece.special_token_ids(reader.load_vocab(path))
   assert named["special_ids"] == ids
 
   def view(record):
@@ -503,7 +503,7 @@ def test_converted_dataset_through_text_ops(tmp_path, shared_data):
 
   stored = data_fixtures.read_examples(path, "train")
   rows = 0
-  for vid, tokens, mask, cut in writer.load_split(path, "train").map(view).as_numpy_iterator():
+  for vid, tokens, mask, cut in reader.load_split(path, "train").map(view).as_numpy_iterator():
     n = mask.sum(1)
     assert (tokens[:, 0] == ids["cls"]).all()
     assert (tokens[np.arange(len(n)), n - 1] == ids["sep"]).all()

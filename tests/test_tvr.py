@@ -14,11 +14,12 @@ import h5py
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
+from data_prep import reader
 from data_prep import tvr
 from data_prep import wordpiece
-from data_prep import writer
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -90,7 +91,7 @@ def _convert(files, **kwargs):
 
 def test_records_metadata_and_desc_id_maps(files):
   dataset_dir, counter = _convert(files, num_shards=2)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["modalities"] == {"i3d": 1024, "subtitle": 768}
   assert meta["tokenizer"] == "wordpiece" and meta["vocab_size"] == 30522
   assert meta["splits"] == {"train": 2, "val": 1, "test_public": 1}
@@ -166,7 +167,7 @@ def test_query_robustness(files, tmp_path):
       "query type unknown (kept)": 1, "segment end > duration (clipped)": 1,
       "segment start > end (swapped)": 1}
   assert summary["examples"]["query malformed"] == ["tvr_train_release.jsonl:11"]
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["extra"]["desc_ids"]["train"] == {V2: [1, 4, 7, 8]}
   assert meta["extra"]["query_types"]["train"] == {V2: ["v", "v", "x", "v"]}
 
@@ -214,7 +215,7 @@ def test_feature_robustness(tmp_path):
       "subtitle mask length differs from rows (stored as missing)": 1,
       "subtitle rows past the video end (dropped)": 1}
   assert summary["examples"]["features missing"] == ["absent"]
-  assert writer.load_metadata(dataset_dir)["missing"]["train"] == {"i3d": 0, "subtitle": 4}
+  assert reader.load_metadata(dataset_dir)["missing"]["train"] == {"i3d": 0, "subtitle": 4}
 
 
 def test_errors_name_file_and_line_or_key(files, tmp_path):
@@ -266,9 +267,9 @@ def test_named_concatenated_features_and_word_tokenizer(files, tmp_path):
       f.create_dataset(vid, data=_rows(vid, n, 3072))
   dataset_dir, _ = _convert(files, video=[str(cat), f"rgb={files['i3d']}"],
                             subtitle_features=None, tokenizer="word")
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["modalities"] == {"i3d_resnet": 3072, "rgb": 1024}
-  vocab = writer.load_vocab(dataset_dir)
+  vocab = reader.load_vocab(dataset_dir)
   # Train sentences: "rachel hands monica a cup ." "joey says he is hungry ." "sheldon ..."
   assert vocab[:3] == ["<pad>", "<unk>", "."] and "sheldon" in vocab and "castle" not in vocab
   v3 = data_fixtures.read_examples(dataset_dir, "val")[V3]
@@ -279,7 +280,7 @@ def test_named_concatenated_features_and_word_tokenizer(files, tmp_path):
 
 def test_interrupted_rerun_is_idempotent(files, monkeypatch):
   first, _ = _convert(files, num_shards=2)
-  reference = data_fixtures.shard_bytes(first)
+  reference = data_fixtures.shard_examples(first)
   real_get = features_lib.Hdf5FeatureSource.get
   calls = {"n": 0}
 
@@ -293,10 +294,10 @@ def test_interrupted_rerun_is_idempotent(files, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     _convert(files, num_shards=2)
   monkeypatch.setattr(features_lib.Hdf5FeatureSource, "get", real_get)
-  assert data_fixtures.shard_bytes(first) == reference
+  assert data_fixtures.shard_examples(first) == reference
   assert [p.name for p in pathlib.Path(first).parent.iterdir()] == ["1.0.0"]
   again, _ = _convert(files, num_shards=2)
-  assert again == first and data_fixtures.shard_bytes(again) == reference
+  assert again == first and data_fixtures.shard_examples(again) == reference
 
 
 def test_record_builder_survives_pickling(files):
@@ -308,7 +309,7 @@ def test_record_builder_survives_pickling(files):
   fn = functools.partial(tvr.build_record, video_sources={"i3d": video}, dims={"i3d": 1024},
                          subtitle_source=sub, clip_seconds=1.5)
   clone = pickle.loads(pickle.dumps(fn))
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   item = ("train", V2, 30.0, [[3.0, 9.0]], ["Sheldon knocks."], [[1, 2]])
   record = clone(item, counter)
   np.testing.assert_array_equal(record["features"]["i3d"], _rows(V2, 20, 1024))
@@ -323,7 +324,7 @@ def test_cli_registered(files):
       ["tvr", "--queries", *files["queries"].values(), "--video-features",
        f"i3d={files['i3d']}", "--subtitle-features", files["sub"], "--output", str(out),
        "--max-videos", "1"])
-  assert writer.load_metadata(dataset_dir)["splits"] == {"train": 1, "val": 1,
+  assert reader.load_metadata(dataset_dir)["splits"] == {"train": 1, "val": 1,
                                                          "test_public": 1}
 
 
@@ -392,7 +393,7 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
       ["tvr", "--queries", val_path, public_path, "--video-index", str(index_path),
        "--video-features", f"i3d={h5}", "--output", str(tmp_path / "out"),
        "--max-videos", "3"])
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["splits"] == {"val": 2, "test_public": 3}
   assert meta["corpus_splits"] == ["test_public"] and meta["empty_splits"] == []
   assert meta["counts"]["skipped"] == {}
@@ -424,7 +425,7 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
   val_recs = data_fixtures.read_examples(dataset_dir, "val")
   assert sorted(val_recs) == sorted(vids[:2])
   # The whole real val file against the real index: every video indexed, no zero-length ts.
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   loaded = tvr.load_queries([str(shared_data / "tvr" / "tvr_val_release.jsonl")], counter,
                             video_index=str(index_path))
   assert len(loaded.videos["val"]) == len(loaded.index["val"]) == 2179
@@ -435,11 +436,11 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
   # and val is still written (before, every test query was "malformed" and nothing was).
   dataset_dir, counter = tvr.convert([val_path, public_path], [f"i3d={h5}"],
                                      str(tmp_path / "out2"), verbose=False)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["splits"] == {"val": 2} and meta["empty_splits"] == ["test_public"]
   summary = counter.summary()
-  assert summary["skipped"] == {tvr.QUERY_ONLY_NO_CORPUS: 1, writer.SPLIT_EMPTY: 1}
-  assert summary["examples"][writer.SPLIT_EMPTY] == ["test_public"]
+  assert summary["skipped"] == {tvr.QUERY_ONLY_NO_CORPUS: 1, builder.SPLIT_EMPTY: 1}
+  assert summary["examples"][builder.SPLIT_EMPTY] == ["test_public"]
   assert meta["extra"]["queries"] == {} and meta["extra"]["video_index"] == {}
 
 
@@ -455,7 +456,7 @@ def test_query_only_corpus_includes_unqueried_videos_and_query_checks(files, tmp
   h5 = _features_for(tmp_path / "i3d.h5", {V1: 61.46, V2: 30.0, V4: 12.0, V5: 9.0})
   dataset_dir, counter = tvr.convert([files["queries"]["train"], public_path], [h5],
                                      str(tmp_path / "out"), video_index=index, verbose=False)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["splits"] == {"train": 2, "test_public": 2}
   assert meta["corpus_splits"] == ["test_public"]
   recs = data_fixtures.read_examples(dataset_dir, "test_public")
@@ -485,14 +486,14 @@ def test_index_checks_and_one_split_never_loses_the_others(files, tmp_path):
                 "bad_entry": ["x", 13]},
       "val": {"val_unqueried": [10.0, 21]}})
   dataset_dir, counter = _convert(files, queries=paths, video_index=index)
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["splits"] == {"train": 2, "val": 1, "test_public": 1}
   assert meta["empty_splits"] == ["broken", "nofeat"]
   summary = counter.summary()
   assert summary["skipped"] == {
-      tvr.QUERY_MALFORMED: 2, common.FEATURES_MISSING: 1, writer.SPLIT_EMPTY: 2,
+      tvr.QUERY_MALFORMED: 2, common.FEATURES_MISSING: 1, builder.SPLIT_EMPTY: 2,
       tvr.INDEX_MALFORMED: 1, tvr.INDEX_NO_QUERY: 2}
-  assert summary["examples"][writer.SPLIT_EMPTY] == ["broken", "nofeat"]
+  assert summary["examples"][builder.SPLIT_EMPTY] == ["broken", "nofeat"]
   assert summary["examples"][tvr.INDEX_NO_QUERY] == ["train_unqueried", "val_unqueried"]
   assert summary["examples"][tvr.INDEX_MALFORMED] == ["bad_entry"]
   assert summary["repaired"][tvr.NOT_IN_INDEX] == 1  # V3 (val) is not in the val index.
@@ -537,5 +538,5 @@ def test_all_zero_rows_counted_once_per_video(files, tmp_path):
   summary = counter.summary()
   assert summary["repaired"][common.FEATURES_ZERO_ROWS] == 2
   assert summary["examples"][common.FEATURES_ZERO_ROWS] == [V2, V3]
-  meta = writer.load_metadata(dataset_dir)
+  meta = reader.load_metadata(dataset_dir)
   assert meta["counts"]["examples"][common.FEATURES_ZERO_ROWS] == [V2, V3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep import writer
+from data_prep import builder
 
 DIM = 12
 VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
@@ -34,10 +34,10 @@ def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *
   never stored in tokens)."""
   rng = np.random.default_rng(seed)
   wordpiece = tokenizer == "wordpiece"
-  spec = writer.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
-                            vocab=WORDPIECE_VOCAB if wordpiece else VOCAB,
-                            extra={"classes": CLASSES})
+  spec = builder.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
+                             vocab=WORDPIECE_VOCAB if wordpiece else VOCAB,
+                             extra={"classes": CLASSES})
   first = 5 if wordpiece else 2
   splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
             val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}
-  return writer.write_dataset(spec, splits, out_dir, counter=writer.SkipCounter())
+  return builder.write_dataset(spec, splits, out_dir, counter=builder.SkipCounter())

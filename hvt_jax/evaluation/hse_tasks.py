@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import logging
 from flax import nnx
 
-from data_prep import text, writer
+from data_prep import reader, text
 from hvt_jax.evaluation import corpus, retrieval, scorer
 from hvt_jax.models import base
 from hvt_jax.input import hse_view, ops, pipeline
@@ -361,7 +361,7 @@ class ZeroShotEvaluator:
       logging.warning("zeroshot evaluator: split %r has no labels (records' `label` field)",
                       self.split)
       return metrics, {}
-    vocab = writer.load_vocab(self.setup.data_dir)
+    vocab = reader.load_vocab(self.setup.data_dir)
     videos = np.concatenate(videos)[labelled]
     labels = [label for label in labels if label]
     mesh = corpus.ranking_mesh(self.setup.mesh)

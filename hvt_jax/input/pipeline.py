@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from data_prep import wordpiece, writer
+from data_prep import reader, wordpiece
 from hvt_jax.input import hse_view, ops, text_view
 
 
@@ -91,11 +91,11 @@ def dataset_info(config: Any) -> tuple[str, dict[str, Any]]:
   """Returns (dataset dir, metadata) for ``config.input.data_dir``; a WordPiece dataset's
   metadata gains ``special_ids`` ({"pad", "unk", "cls", "sep", "mask"} present in its
   vocabulary)."""
-  data_dir = writer.find_dataset_dir(config.input.data_dir,
+  data_dir = reader.find_dataset_dir(config.input.data_dir,
                                      config.input.get("dataset") or None)
-  meta = writer.load_metadata(data_dir)
+  meta = reader.load_metadata(data_dir)
   if meta.get("tokenizer") == "wordpiece":
-    meta["special_ids"] = wordpiece.special_token_ids(writer.load_vocab(data_dir),
+    meta["special_ids"] = wordpiece.special_token_ids(reader.load_vocab(data_dir),
                                                       required=())
   return data_dir, meta
 
@@ -141,7 +141,7 @@ def _split(config: Any, split: str) -> _Split:
   if end == start:
     raise ValueError(f"split {split!r} has {total} records, fewer than the "
                      f"{jax.process_count()} processes")
-  ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
+  ds = reader.load_split(data_dir, f"{split}[{start}:{end}]")
   indexed = tf.data.Dataset.zip(
       tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
   view = get_view(config.model.name)

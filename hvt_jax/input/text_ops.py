@@ -6,7 +6,7 @@ truncate the content to ``max_len - 2`` ids *first* and then add ``[CLS]``/``[SE
 sentence loses its tail, never its ``[SEP]`` (one public MMT loader cut the special tokens
 away with the tail). The special ids come from the dataset's vocabulary, never constants::
 
-    ids = wordpiece.special_token_ids(writer.load_vocab(dataset_dir))   # data_prep
+    ids = wordpiece.special_token_ids(reader.load_vocab(dataset_dir))   # data_prep
     tokens, mask, cut = wordpiece_inputs(record["tokens"], max_len, ids["cls"], ids["sep"],
                                          ids["pad"])
 """

@@ -1,4 +1,4 @@
-"""Tests for data_prep.writer (TFDS dataset writing/reading) and data_prep.text."""
+"""Tests for data_prep.builder (TFDS builders, plain and Beam), data_prep.reader and text."""
 
 import json
 import os
@@ -12,13 +12,15 @@ import textwrap
 import numpy as np
 import pytest
 
+from data_prep import builder
 from data_prep import common
+from data_prep import reader
 from data_prep import text
-from data_prep import writer
+from tests import data_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = ["<pad>", "<unk>", "a", "man", "rides", "bike", "."]
-SPEC = writer.DatasetSpec(name="toy", modalities={"c3d": 5, "rgb": 3}, tokenizer="word",
+SPEC = builder.DatasetSpec(name="toy", modalities={"c3d": 5, "rgb": 3}, tokenizer="word",
                           vocab=VOCAB, description="toy", extra={"classes": ["x", "y"]})
 
 
@@ -75,18 +77,21 @@ def assert_matches(loaded: dict, rec: dict) -> None:
       np.testing.assert_array_equal(loaded[f"{g}/{m}"], rec[g][m], err_msg=f"{g}/{m}")
 
 
-def dir_bytes(path: str) -> dict[str, bytes]:
-  return {p.name: p.read_bytes() for p in sorted(pathlib.Path(path).iterdir())}
+def dir_content(path: str) -> dict:
+  """Every file of a dataset dir: shards as their parsed examples, the others as bytes."""
+  files = {p.name: p.read_bytes() for p in sorted(pathlib.Path(path).iterdir())
+           if ".tfrecord" not in p.name}
+  return {**files, **data_fixtures.shard_examples(path)}
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
   out = tmp_path_factory.mktemp("data")
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   counter.skip("features missing", "train_99")
   counter.repair("segment end > duration (clipped)", "train_1")
   train, val = records("train", 7), records("val", 3)
-  path = writer.write_dataset(SPEC, {"train": train, "val": val}, str(out), counter=counter,
+  path = builder.write_dataset(SPEC, {"train": train, "val": val}, str(out), counter=counter,
                               num_shards=3)
   return out, path, {"train": train, "val": val}
 
@@ -94,7 +99,7 @@ def written(tmp_path_factory):
 def test_round_trip_same_process(written):
   _, path, recs = written
   for split in ("train", "val"):
-    loaded = [as_numpy(ex) for ex in writer.load_split(path, split)]
+    loaded = [as_numpy(ex) for ex in reader.load_split(path, split)]
     # Contiguous shards: reading without shuffling gives the input order back.
     assert [ex["video_id"] for ex in loaded] == [r["video_id"] for r in recs[split]]
     for ex, rec in zip(loaded, recs[split]):
@@ -108,14 +113,14 @@ def test_round_trip_fresh_process(written, tmp_path):
   dump = tmp_path / "dump.pkl"
   script = textwrap.dedent(f"""
       import pickle, sys
-      from data_prep import writer
-      assert not any(m.startswith("data_prep.") and m not in ("data_prep.writer",)
+      from data_prep import reader
+      assert not any(m.startswith("data_prep.") and m not in ("data_prep.reader",)
                      for m in sys.modules), sorted(sys.modules)
-      path = writer.find_dataset_dir({str(out)!r})
-      result = {{"meta": writer.load_metadata(path), "examples": {{}}}}
+      path = reader.find_dataset_dir({str(out)!r})
+      result = {{"meta": reader.load_metadata(path), "examples": {{}}}}
       for split in ("train", "val"):
         rows = []
-        for ex in writer.load_split(path, split):
+        for ex in reader.load_split(path, split):
           rows.append({{k: (v.to_list() if k == "tokens" else v.numpy()) for k, v in ex.items()}})
         result["examples"][split] = rows
       pickle.dump(result, open({str(dump)!r}, "wb"))
@@ -136,12 +141,12 @@ def test_round_trip_fresh_process(written, tmp_path):
 
 def test_metadata_and_vocab(written):
   out, path, _ = written
-  meta = writer.load_metadata(path)
+  meta = reader.load_metadata(path)
   assert meta["name"] == "toy" and meta["tokenizer"] == "word"
   assert meta["modalities"] == {"c3d": 5, "rgb": 3}
   assert meta["vocab_size"] == len(VOCAB)
   assert pathlib.Path(meta["vocab_file"]).read_text().split("\n")[:-1] == VOCAB
-  assert writer.load_vocab(path) == VOCAB
+  assert reader.load_vocab(path) == VOCAB
   assert meta["splits"] == {"train": 7, "val": 3}
   # Video 2 of each split has 0 rgb rows (a missing expert).
   assert meta["missing"] == {"train": {"c3d": 0, "rgb": 1}, "val": {"c3d": 0, "rgb": 1}}
@@ -152,41 +157,42 @@ def test_metadata_and_vocab(written):
                    "segment end > duration (clipped)": ["train_1"]}}
   assert meta["extra"] == {"classes": ["x", "y"]}
   info = json.loads((pathlib.Path(path) / "dataset_info.json").read_text())
-  assert [s["shardLengths"] for s in info["splits"]] == [["3", "2", "2"], ["1", "1", "1"]]
+  # num_shards=3 (at most one shard per record), in input order.
+  assert [s["shardLengths"] for s in info["splits"]] == [["2", "3", "2"], ["1", "1", "1"]]
 
 
 def test_find_dataset_dir(written, tmp_path):
   out, path, _ = written
-  assert writer.find_dataset_dir(str(out)) == path
-  assert writer.find_dataset_dir(str(out / "toy")) == path
-  assert writer.find_dataset_dir(path, "toy") == path
+  assert reader.find_dataset_dir(str(out)) == path
+  assert reader.find_dataset_dir(str(out / "toy")) == path
+  assert reader.find_dataset_dir(path, "toy") == path
   with pytest.raises(FileNotFoundError, match="not 'other'"):
-    writer.find_dataset_dir(path, "other")
+    reader.find_dataset_dir(path, "other")
   # Two datasets under one dir: ambiguous without a name, resolved with one.
-  spec2 = writer.DatasetSpec(name="toy_two", modalities={"c3d": 5, "rgb": 3},
+  spec2 = builder.DatasetSpec(name="toy_two", modalities={"c3d": 5, "rgb": 3},
                              tokenizer="word", vocab=VOCAB)
-  writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
-                       counter=writer.SkipCounter())
-  second = writer.write_dataset(spec2, {"train": records("train", 2)}, str(tmp_path),
-                                counter=writer.SkipCounter())
-  (tmp_path / "toy" / ".tmp-1.0.0-junk").mkdir()  # Leftover temp dirs are ignored.
+  builder.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                       counter=builder.SkipCounter())
+  second = builder.write_dataset(spec2, {"train": records("train", 2)}, str(tmp_path),
+                                counter=builder.SkipCounter())
+  (tmp_path / ".tmp-1-junk" / "toy" / "1.0.0").mkdir(parents=True)  # Work dirs are ignored.
   with pytest.raises(FileNotFoundError, match=r"toy_two"):
-    writer.find_dataset_dir(str(tmp_path))
-  assert writer.find_dataset_dir(str(tmp_path), "toy_two") == second
+    reader.find_dataset_dir(str(tmp_path))
+  assert reader.find_dataset_dir(str(tmp_path), "toy_two") == second
   with pytest.raises(FileNotFoundError, match="found: none"):
-    writer.find_dataset_dir(str(tmp_path / "toy" / ".tmp-1.0.0-junk"))
+    reader.find_dataset_dir(str(tmp_path / ".tmp-1-junk"))
 
 
 def test_rewrite_is_idempotent_and_replaces(tmp_path):
-  kwargs = dict(counter=writer.SkipCounter(), num_shards=2)
-  path = writer.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
-  first = dir_bytes(path)
-  path2 = writer.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
-  assert path2 == path and dir_bytes(path) == first
+  kwargs = dict(counter=builder.SkipCounter(), num_shards=2)
+  path = builder.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
+  first = dir_content(path)
+  path2 = builder.write_dataset(SPEC, {"train": records("train", 5)}, str(tmp_path), **kwargs)
+  assert path2 == path and dir_content(path) == first
   # Different content replaces the old dataset entirely (no stale shards or splits).
-  writer.write_dataset(SPEC, {"val": records("val", 4, seed=1)}, str(tmp_path),
-                       counter=writer.SkipCounter())
-  assert writer.load_metadata(path)["splits"] == {"val": 4}
+  builder.write_dataset(SPEC, {"val": records("val", 4, seed=1)}, str(tmp_path),
+                       counter=builder.SkipCounter())
+  assert reader.load_metadata(path)["splits"] == {"val": 4}
   assert not list(pathlib.Path(path).glob("toy-train*"))
   assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
 
@@ -197,25 +203,25 @@ def failing_records(n_ok: int):
 
 
 def test_interrupted_write_keeps_previous_dataset(tmp_path):
-  path = writer.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
-                              counter=writer.SkipCounter())
-  before = dir_bytes(path)
+  path = builder.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
+                              counter=builder.SkipCounter())
+  before = dir_content(path)
   with pytest.raises(RuntimeError, match="converter crashed"):
-    writer.write_dataset(SPEC, {"train": records("train", 6), "val": failing_records(2)},
-                         str(tmp_path), counter=writer.SkipCounter())
-  assert dir_bytes(path) == before
+    builder.write_dataset(SPEC, {"train": records("train", 6), "val": failing_records(2)},
+                         str(tmp_path), counter=builder.SkipCounter())
+  assert dir_content(path) == before
   assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
-  assert [as_numpy(e)["video_id"] for e in writer.load_split(path, "train")] == [
+  assert [as_numpy(e)["video_id"] for e in reader.load_split(path, "train")] == [
       "train_0", "train_1", "train_2"]
 
 
 def test_interrupted_first_write_leaves_nothing_loadable(tmp_path):
   with pytest.raises(RuntimeError, match="converter crashed"):
-    writer.write_dataset(SPEC, {"val": failing_records(2)}, str(tmp_path),
-                         counter=writer.SkipCounter())
-  assert list((tmp_path / "toy").iterdir()) == []
+    builder.write_dataset(SPEC, {"val": failing_records(2)}, str(tmp_path),
+                         counter=builder.SkipCounter())
+  assert list(tmp_path.iterdir()) == []
   with pytest.raises(FileNotFoundError, match="found: none"):
-    writer.find_dataset_dir(str(tmp_path))
+    reader.find_dataset_dir(str(tmp_path))
 
 
 def _corrupt(field_path: str, value):
@@ -246,139 +252,15 @@ def test_invalid_record_names_video_and_field(tmp_path, field, mutate, message):
   bad = mutate(make_record(0, "train"))  # Record 0 has one sentence.
   recs = [make_record(1, "train"), bad]
   with pytest.raises(ValueError, match=message) as err:
-    writer.write_dataset(SPEC, {"train": recs}, str(tmp_path), counter=writer.SkipCounter())
+    builder.write_dataset(SPEC, {"train": recs}, str(tmp_path), counter=builder.SkipCounter())
   assert "'train_0'" in str(err.value) and f"field {field!r}" in str(err.value)
   assert not (tmp_path / "toy" / "1.0.0").exists()
 
 
 def test_duplicate_video_id_in_split(tmp_path):
   with pytest.raises(ValueError, match=r"'train_1'.*duplicate"):
-    writer.write_dataset(SPEC, {"train": [make_record(1, "train"), make_record(1, "train")]},
-                         str(tmp_path), counter=writer.SkipCounter())
-
-
-def build_or_skip(item, counter):
-  """Module-level record builder for the parallel test: skips odd items."""
-  i, split = item
-  if i % 2:
-    counter.skip("odd item", f"{split}_{i}")
-    return None
-  return make_record(i, split)
-
-
-def test_map_records_parallel_equals_serial(tmp_path):
-  items = [(i, "train") for i in range(9)]
-  outs, counters = [], []
-  for workers in (1, 2):
-    counter = writer.SkipCounter()
-    path = writer.write_dataset(SPEC, {"train": writer.map_records(build_or_skip, items)},
-                                str(tmp_path / f"w{workers}"), counter=counter,
-                                num_workers=workers, num_shards=2)
-    outs.append(dir_bytes(path))
-    counters.append(counter.summary())
-  assert outs[0] == outs[1]
-  assert counters[0] == counters[1] == {
-      "repaired": {}, "skipped": {"odd item": 4},
-      "examples": {"odd item": ["train_1", "train_3", "train_5", "train_7"]}}
-  path = writer.find_dataset_dir(str(tmp_path / "w2"))
-  got = [as_numpy(e) for e in writer.load_split(path, "train")]
-  assert [g["video_id"] for g in got] == [f"train_{i}" for i in (0, 2, 4, 6, 8)]
-  for g, i in zip(got, (0, 2, 4, 6, 8)):
-    assert_matches(g, make_record(i, "train"))
-
-
-def test_serialize_record_matches_tfds_serializer():
-  """The TF-free wire format equals TFDS's own serializer, byte for byte, on edge cases."""
-  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
-
-  spec = writer.DatasetSpec(name="toy", modalities={"c3d": 5, "rgb": 3, "a_b": 1},
-                            tokenizer="word", vocab=[f"w{i}" for i in range(40000)])
-  features = writer.make_features(spec)
-  reference = example_serializer.ExampleSerializer(features.get_serialized_info())
-  rng = np.random.default_rng(0)
-  for i in range(60):
-    s = int(rng.integers(0, 4))  # 0 sentences needs a label.
-    rows = {m: (0 if i % 5 == 0 and m != "c3d" else int(rng.integers(1, 70)))
-            for m in spec.modalities}
-    rec = {
-        "video_id": f"v{i}é" * (1 + i % 50), "duration": float(rng.uniform(0.01, 1e4)),
-        "split": "train", "label": "" if s and i % 2 else f"class {i} ü",
-        "features": {m: rng.normal(size=(t, d)).astype(np.float32)
-                     for (m, d), t in zip(spec.modalities.items(), rows.values())},
-        "timestamps": {m: np.sort(rng.uniform(0, 9, (t, 2)), 1).astype(np.float32)
-                       for m, t in rows.items()},
-        "segments": np.sort(rng.uniform(0, 9, (s, 2)), 1).astype(np.float32),
-        "sentences": [("word " * int(rng.integers(1, 40))).strip() for _ in range(s)],
-        # Ids up to 39999 need 3-byte varints; an empty token list is allowed.
-        "tokens": [rng.integers(0, 40000, int(rng.integers(0, 30))).tolist()
-                   for _ in range(s)],
-    }
-    ours, info = writer.serialize_record(rec, spec, "train")
-    valid = writer.validate_record(rec, spec, "train")
-    encoded = features.encode_example(dict(valid, tokens=[t.tolist() for t in valid["tokens"]]))
-    want = reference.get_tf_example(encoded).SerializeToString(deterministic=True)
-    assert ours == want, i
-    assert info == {"video_id": rec["video_id"], "sentences": s,
-                    "missing": [m for m, t in rows.items() if t == 0]}
-
-
-def report_worker(item, counter):
-  """Record builder that reports its process and whether TensorFlow is loaded there."""
-  i, split = item
-  tf_loaded = "tensorflow" in sys.modules or "tensorflow_datasets" in sys.modules
-  counter.repair(f"built in process {os.getpid()} tf={tf_loaded}", f"{split}_{i}")
-  return make_record(i, split)
-
-
-def test_one_tensorflow_free_pool_serves_every_split(tmp_path):
-  items = {split: [(i, split) for i in range(12)] for split in ("train", "val")}
-  seen = {}
-
-  def per_split(stats):
-    seen.update(stats)
-    return {"built_in": {split: sorted(c["repaired"]) for split, c in
-                         stats["split_counts"].items()}}
-
-  counter = writer.SkipCounter()
-  path = writer.write_dataset(
-      SPEC, {s: writer.map_records(report_worker, its) for s, its in items.items()},
-      str(tmp_path), counter=counter, num_workers=3, extra_fn=per_split)
-  reasons = counter.summary()["repaired"]
-  assert sum(reasons.values()) == 24
-  built = {}
-  for reason in reasons:
-    pid, tf_loaded = reason.removeprefix("built in process ").split(" tf=")
-    built[int(pid)] = tf_loaded == "True"
-  # 3 workers = 2 spawned processes (started once, for both splits) + this one, which helps
-  # while it waits. The spawned ones never load TensorFlow.
-  children = {pid: tf_loaded for pid, tf_loaded in built.items() if pid != os.getpid()}
-  assert 1 <= len(children) <= 2 and not any(children.values())
-  meta = writer.load_metadata(path)
-  assert meta["splits"] == {"train": 12, "val": 12}
-  # extra_fn saw each split's own counts, and its result is stored in the metadata.
-  assert {s: sum(c["repaired"].values()) for s, c in seen["split_counts"].items()} == {
-      "train": 12, "val": 12}
-  assert seen["splits"] == {"train": 12, "val": 12}
-  assert meta["extra"]["classes"] == ["x", "y"]
-  assert set(meta["extra"]["built_in"]) == {"train", "val"}
-  for ex, rec in zip(writer.load_split(path, "val"), [make_record(i, "val") for i in range(12)]):
-    assert_matches(as_numpy(ex), rec)
-
-
-def failing_item(item, counter):
-  """Fails on item 3 and item 7 (whichever process runs them)."""
-  if item in (3, 7):
-    raise ValueError(f"bad item {item}")
-  return make_record(item, "train")
-
-
-def test_pool_errors_surface_in_input_order(tmp_path):
-  # Items run in 2 processes + this one: item 7 may fail first, item 3's error is reported.
-  for _ in range(3):
-    with pytest.raises(ValueError, match="bad item 3"):
-      writer.write_dataset(SPEC, {"train": writer.map_records(failing_item, range(12))},
-                           str(tmp_path), counter=writer.SkipCounter(), num_workers=3)
-  assert not (tmp_path / "toy" / "1.0.0").exists()
+    builder.write_dataset(SPEC, {"train": [make_record(1, "train"), make_record(1, "train")]},
+                         str(tmp_path), counter=builder.SkipCounter())
 
 
 def test_extra_files_are_part_of_the_atomic_write(tmp_path):
@@ -389,58 +271,38 @@ def test_extra_files_are_part_of_the_atomic_write(tmp_path):
       np.save(f, matrix)
 
   extra = {"notes.txt": b"hello", "vectors.npy": save_matrix}
-  path = writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
-                              counter=writer.SkipCounter(), extra_files=extra)
+  path = builder.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                              counter=builder.SkipCounter(), extra_files=extra)
   assert (pathlib.Path(path) / "notes.txt").read_bytes() == b"hello"
   np.testing.assert_array_equal(np.load(pathlib.Path(path) / "vectors.npy"), matrix)
-  before = dir_bytes(path)
+  before = dir_content(path)
   # A write interrupted before the rename keeps the previous dataset with its extra files.
   with pytest.raises(RuntimeError, match="converter crashed"):
-    writer.write_dataset(SPEC, {"val": failing_records(1)}, str(tmp_path),
-                         counter=writer.SkipCounter(), extra_files={"notes.txt": b"new"})
+    builder.write_dataset(SPEC, {"val": failing_records(1)}, str(tmp_path),
+                         counter=builder.SkipCounter(), extra_files={"notes.txt": b"new"})
 
   def broken(p):
     raise OSError("disk full")
 
   with pytest.raises(OSError, match="disk full"):
-    writer.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
-                         counter=writer.SkipCounter(), extra_files={"notes.txt": broken})
-  assert dir_bytes(path) == before
+    builder.write_dataset(SPEC, {"train": records("train", 3)}, str(tmp_path),
+                         counter=builder.SkipCounter(), extra_files={"notes.txt": broken})
+  assert dir_content(path) == before
   assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["1.0.0"]
   for bad in ("../escape.txt", "metadata.json", "vocab.txt", ".hidden",
               "toy-train.tfrecord-00000-of-00001"):
     with pytest.raises(ValueError, match="extra file name"):
-      writer.write_dataset(SPEC, {"train": records("train", 1)}, str(tmp_path / "bad"),
-                           counter=writer.SkipCounter(), extra_files={bad: b""})
+      builder.write_dataset(SPEC, {"train": records("train", 1)}, str(tmp_path / "bad"),
+                           counter=builder.SkipCounter(), extra_files={bad: b""})
   assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("*.tfrecord*"))
 
 
-def test_parallel_map_order_and_errors():
-  assert list(writer.parallel_map(abs, [-3, 1, -2, 5, -7], num_workers=2, window=2)) == [
-      3, 1, 2, 5, 7]
-  with pytest.raises(TypeError):
-    list(writer.parallel_map(abs, [1, "x"], num_workers=2))
-
-
-def exit_on_two(x):
-  """Kills its worker process on item 2 (simulates a crash or the OOM killer)."""
-  if x == 2:
-    os._exit(3)
-  return x
-
-
-def test_parallel_map_worker_crash_raises_instead_of_hanging():
-  from concurrent.futures import process  # pylint: disable=g-import-not-at-top
-  with pytest.raises(process.BrokenProcessPool):
-    list(writer.parallel_map(exit_on_two, [0, 1, 2, 3, 4], num_workers=2))
-
-
 def test_empty_split_is_an_error_with_the_reasons(tmp_path):
-  counter = writer.SkipCounter()
+  counter = builder.SkipCounter()
   counter.skip("features missing", "test_0")
   with pytest.raises(ValueError, match=r"(?s)split 'test' of 'toy' has no records.*"
                      r"features missing\s+1\s+test_0"):
-    writer.write_dataset(SPEC, {"train": records("train", 2), "test": []}, str(tmp_path),
+    builder.write_dataset(SPEC, {"train": records("train", 2), "test": []}, str(tmp_path),
                          counter=counter)
   assert not (tmp_path / "toy" / "1.0.0").exists()
 
@@ -448,17 +310,17 @@ def test_empty_split_is_an_error_with_the_reasons(tmp_path):
 def test_unknown_split(written):
   _, path, _ = written
   with pytest.raises(ValueError, match=r"split 'nope' not in dataset.*\['train', 'val'\]"):
-    writer.load_split(path, "nope")
-  assert len(list(writer.load_split(path, "train[:2]+val"))) == 5
+    reader.load_split(path, "nope")
+  assert len(list(reader.load_split(path, "train[:2]+val"))) == 5
 
 
 def test_skip_counter():
-  c = writer.SkipCounter()
+  c = builder.SkipCounter()
   for i in range(25):
     c.skip("features missing", f"v{i}")
   c.repair("whitespace", "a")
   c.repair("whitespace", "a")
-  other = writer.SkipCounter()
+  other = builder.SkipCounter()
   other.repair("whitespace", "b")
   c.merge(other)
   s = c.summary()
@@ -479,9 +341,9 @@ def test_spec_validation(tmp_path):
       (dict(vocab=["<pad>", "a", "a"]), "duplicate"),
       (dict(name="Bad-Name"), "lower_snake_case"),
   ]:
-    spec = writer.DatasetSpec(**{**SPEC.__dict__, **bad})
+    spec = builder.DatasetSpec(**{**SPEC.__dict__, **bad})
     with pytest.raises(ValueError, match=msg):
-      writer.write_dataset(spec, {"train": []}, str(tmp_path), counter=writer.SkipCounter())
+      builder.write_dataset(spec, {"train": []}, str(tmp_path), counter=builder.SkipCounter())
 
 
 # ------------------------------------------------------------------------------- text
@@ -513,27 +375,27 @@ def test_build_word_vocab_and_encode():
     text.build_word_vocab(sentences, min_count=0)
 
 
-def test_stale_temp_dirs_of_dead_writers_are_removed(tmp_path):
+def test_stale_work_dirs_of_dead_runs_are_removed(tmp_path):
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                         capture_output=True, text=True, check=True)
   dead_pid = int(dead.stdout)
   parent = tmp_path / SPEC.name
   parent.mkdir()
-  stale_tmp = parent / f".tmp-{writer.VERSION}-{dead_pid}-deadbeef"
-  stale_old = parent / f".old-{writer.VERSION}-{dead_pid}-cafef00d"
-  live = parent / f".tmp-{writer.VERSION}-{os.getpid()}-0badcafe"  # A run still writing.
+  stale_tmp = tmp_path / f".tmp-{dead_pid}-deadbeef"
+  stale_old = parent / f".old-{dead_pid}-cafef00d"
+  live = tmp_path / f".tmp-{os.getpid()}-0badcafe"  # A run still writing.
   for d in (stale_tmp, stale_old, live):
     d.mkdir()
     (d / "partial").write_bytes(b"x")
-  writer.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
-                       counter=writer.SkipCounter())
+  builder.write_dataset(SPEC, {"train": records("train", 2)}, str(tmp_path),
+                       counter=builder.SkipCounter())
   assert not stale_tmp.exists() and not stale_old.exists()
   assert live.exists()
 
 
 def test_unknown_token_rate_in_metadata():
   vocab = ["<pad>", "<unk>", "a", "b"]
-  spec = writer.DatasetSpec(name="unk", modalities={"c3d": 5}, tokenizer="word", vocab=vocab)
+  spec = builder.DatasetSpec(name="unk", modalities={"c3d": 5}, tokenizer="word", vocab=vocab)
   recs = {"train": records("train", 2), "val": records("val", 1)}
   recs["train"][0]["tokens"] = [[2, 1, 3]] * len(recs["train"][0]["sentences"])
   recs["train"][1]["tokens"] = [[2, 2]] * len(recs["train"][1]["sentences"])
@@ -542,8 +404,8 @@ def test_unknown_token_rate_in_metadata():
     for r in recs[split]:
       r["features"].pop("rgb"), r["timestamps"].pop("rgb")
   with tempfile.TemporaryDirectory() as out:
-    meta = writer.load_metadata(writer.write_dataset(spec, recs, out,
-                                                     counter=writer.SkipCounter()))
+    meta = reader.load_metadata(builder.write_dataset(spec, recs, out,
+                                                     counter=builder.SkipCounter()))
   n0, n1 = len(recs["train"][0]["sentences"]), len(recs["train"][1]["sentences"])
   nv = len(recs["val"][0]["sentences"])
   assert meta["unknown_tokens"] == {
@@ -557,37 +419,111 @@ def test_unknown_token_rate_in_metadata():
 
 
 def test_empty_splits_drop_keeps_the_others(tmp_path):
-  counter = writer.SkipCounter()
-  path = writer.write_dataset(SPEC, {"train": records("train", 2), "val": [], "test": []},
+  counter = builder.SkipCounter()
+  path = builder.write_dataset(SPEC, {"train": records("train", 2), "val": [], "test": []},
                               str(tmp_path), counter=counter, empty_splits="drop")
-  meta = writer.load_metadata(path)
+  meta = reader.load_metadata(path)
   assert meta["splits"] == {"train": 2} and meta["empty_splits"] == ["val", "test"]
-  assert meta["counts"]["skipped"] == {writer.SPLIT_EMPTY: 2}
-  assert meta["counts"]["examples"][writer.SPLIT_EMPTY] == ["val", "test"]
+  assert meta["counts"]["skipped"] == {builder.SPLIT_EMPTY: 2}
+  assert meta["counts"]["examples"][builder.SPLIT_EMPTY] == ["val", "test"]
   assert set(meta["missing"]) == {"train"}
   assert not list(pathlib.Path(path).glob("*-val.tfrecord*"))
-  assert len(list(writer.load_split(path, "train"))) == 2
+  assert len(list(reader.load_split(path, "train"))) == 2
   # Every split empty: still an error, nothing written.
   with pytest.raises(ValueError, match=r"(?s)no split of 'toy' has records.*split has no "
                                        r"records \(not written\)\s+2\s+a, b"):
-    writer.write_dataset(SPEC, {"a": [], "b": []}, str(tmp_path / "o"),
-                         counter=writer.SkipCounter(), empty_splits="drop")
+    builder.write_dataset(SPEC, {"a": [], "b": []}, str(tmp_path / "o"),
+                         counter=builder.SkipCounter(), empty_splits="drop")
   assert not (tmp_path / "o" / "toy" / "1.0.0").exists()
 
 
 def test_corpus_split_records_may_have_no_sentences(tmp_path):
-  spec = writer.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": ("test_public",)})
+  spec = builder.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": ("test_public",)})
   bare = dict(make_record(0, "test_public"), label="", sentences=[], tokens=[],
               segments=np.zeros((0, 2), np.float32))
-  path = writer.write_dataset(spec, {"train": records("train", 1), "test_public": [bare]},
-                              str(tmp_path), counter=writer.SkipCounter())
-  assert writer.load_metadata(path)["corpus_splits"] == ["test_public"]
-  loaded = as_numpy(next(iter(writer.load_split(path, "test_public"))))
+  path = builder.write_dataset(spec, {"train": records("train", 1), "test_public": [bare]},
+                              str(tmp_path), counter=builder.SkipCounter())
+  assert reader.load_metadata(path)["corpus_splits"] == ["test_public"]
+  loaded = as_numpy(next(iter(reader.load_split(path, "test_public"))))
   assert loaded["sentences"] == [] and loaded["tokens"] == []
   assert loaded["segments"].shape == (0, 2)
   # Elsewhere a record without sentences and label is still an error.
   with pytest.raises(ValueError, match=r"'train_0', field 'sentences': no sentences and no "
                                        r"label"):
-    writer.validate_record(dict(bare, split="train", video_id="train_0"), spec, "train")
+    builder.validate_record(dict(bare, split="train", video_id="train_0"), spec, "train")
   with pytest.raises(ValueError, match=r"corpus_splits must be a sequence of split names"):
-    writer.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": "test_public"}).validate()
+    builder.DatasetSpec(**{**SPEC.__dict__, "corpus_splits": "test_public"}).validate()
+
+
+# ------------------------------------------------------------------------- plans, Beam
+
+
+def build_counted(item, counter):
+  """Module-level record builder (picklable for Beam): skips odd items, repairs each 3rd."""
+  i, split = item
+  if split == "empty" or i % 2:
+    counter.skip("odd item", f"{split}_{i}")
+    return None
+  if i % 3 == 0:
+    counter.repair("third item", f"{split}_{i}")
+  return make_record(i, split)
+
+
+def per_split_repairs(stats):
+  return {"repaired_per_split": {s: c["repaired"] for s, c in stats["split_counts"].items()}}
+
+
+def _plan(n_train: int, n_val: int) -> builder.Plan:
+  items = {"train": [(i, "train") for i in range(n_train)],
+           "empty": [(i, "empty") for i in range(3)],
+           "val": [(i, "val") for i in range(n_val)]}
+  return builder.Plan(spec=SPEC, items=items, build=build_counted,
+                      extra_fn=per_split_repairs, empty_splits="drop")
+
+
+def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path):
+  runs = {}
+  for workers in (1, 2):
+    counter = builder.SkipCounter()
+    counter.skip("annotation problem", "train_99")  # Counted before the records are built.
+    path = builder.prepare(builder.records_builder("toy"), str(tmp_path / f"w{workers}"),
+                           plan=_plan(48, 9), counter=counter, num_workers=workers,
+                           num_shards=2)
+    meta = reader.load_metadata(path)
+    meta.pop("vocab_file")
+    runs[workers] = (data_fixtures.shard_examples(path), meta, counter.summary())
+  assert runs[1] == runs[2]
+  shards, meta, summary = runs[2]
+  assert summary == meta["counts"]
+  odd = [f"train_{i}" for i in range(1, 48, 2)] + ["empty_0", "empty_1", "empty_2"]
+  odd += [f"val_{i}" for i in (1, 3, 5, 7)]
+  assert meta["counts"] == {
+      "repaired": {"third item": 8 + 2},
+      "skipped": {"annotation problem": 1, "odd item": 24 + 3 + 4, builder.SPLIT_EMPTY: 1},
+      "examples": {"annotation problem": ["train_99"], "odd item": odd[:20],
+                   "third item": [f"train_{i}" for i in range(0, 48, 6)] + ["val_0", "val_6"],
+                   builder.SPLIT_EMPTY: ["empty"]}}
+  assert meta["splits"] == {"train": 24, "val": 5} and meta["empty_splits"] == ["empty"]
+  assert meta["extra"]["repaired_per_split"] == {"train": {"third item": 8},
+                                                 "val": {"third item": 2}}
+  assert sorted(shards) == [f"toy-{s}.tfrecord-0000{i}-of-00002" for s in ("train", "val")
+                            for i in range(2)]
+  path = reader.find_dataset_dir(str(tmp_path / "w2"))
+  got = [as_numpy(e) for e in reader.load_split(path, "train")]
+  assert [g["video_id"] for g in got] == [f"train_{i}" for i in range(0, 48, 2)]
+  for g, i in zip(got, range(0, 48, 2)):
+    assert_matches(g, make_record(i, "train"))
+
+
+def failing_item(item, counter):
+  """Fails on item 3."""
+  if item == 3:
+    raise ValueError(f"bad item {item}")
+  return make_record(item, "train")
+
+
+def test_record_builder_errors_stop_the_conversion(tmp_path):
+  plan = builder.Plan(spec=SPEC, items={"train": list(range(6))}, build=failing_item)
+  with pytest.raises(ValueError, match="bad item 3"):
+    builder.prepare(builder.records_builder("toy"), str(tmp_path), plan=plan)
+  assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,137 @@
+"""Reads hvt_jax datasets: the metadata, vocabulary and splits that `data_prep` builders write.
+
+A dataset dir is a TFDS dataset dir (`<data_dir>/<name>[/<config>]/<version>`: shards,
+`dataset_info.json`, `features.json`) plus the hvt_jax files `metadata.json` (the dataset
+metadata of DESIGN.md: dims, tokenizer, counts of every repair and skip) and `vocab.txt`.
+`load_split` reads it with `tfds.builder_from_directory`, so no builder class needs to be
+imported; `find_dataset_dir` resolves it from the data dir given to hvt-prepare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+METADATA_FILE = "metadata.json"
+VOCAB_FILE = "vocab.txt"
+
+
+def load_metadata(dataset_dir: str) -> dict:
+  """Returns the dataset metadata (no TensorFlow needed).
+
+  Args:
+    dataset_dir: a dataset directory (see `find_dataset_dir`).
+
+  Returns:
+    {"name", "version", "description", "modalities": {m: D}, "tokenizer", "vocab_size",
+     "vocab_file" (absolute path of vocab.txt), "splits": {split: records},
+     "sentences": {split: sentences (queries, captions)}, "missing": {split: {m: n videos
+     with 0 rows}}, "counts": SkipCounter.summary(), "extra": {...}, "empty_splits": [splits
+     left out for having no records], "corpus_splits": [written splits whose records may
+     have no sentences]} (datasets written before "sentences", "empty_splits" and
+     "corpus_splits" existed lack them).
+  """
+  path = pathlib.Path(dataset_dir) / METADATA_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: {dataset_dir!r} is not an hvt_jax dataset "
+                            "directory (use find_dataset_dir on the --output dir)")
+  meta = json.loads(path.read_text(encoding="utf-8"))
+  meta["vocab_file"] = os.fspath(pathlib.Path(dataset_dir).resolve() / meta["vocab_file"])
+  return meta
+
+
+def load_vocab(dataset_dir: str) -> list[str]:
+  """The vocabulary stored with the dataset (id -> token)."""
+  text = (pathlib.Path(dataset_dir) / VOCAB_FILE).read_text(encoding="utf-8")
+  return text.split("\n")[:-1]
+
+
+def _flatten_example(example: dict) -> dict:
+  flat = {}
+  for key, value in example.items():
+    if isinstance(value, dict):
+      for sub, v in value.items():
+        flat[f"{key}/{sub}"] = v
+    else:
+      flat[key] = value
+  return flat
+
+
+def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
+               read_config: Any = None):
+  """Reads one split as a `tf.data.Dataset` of decoded examples with flat keys.
+
+  Args:
+    dataset_dir: a dataset directory (see `find_dataset_dir`).
+    split: a split name, or any TFDS split expression ("train[:10%]", "val_1+val_2", the
+      output of `tfds.split_for_jax_process("train")`).
+    shuffle_files: shuffle the shard order (training).
+    read_config: optional `tfds.ReadConfig` (seeds, interleave, ...).
+
+  Returns:
+    A `tf.data.Dataset` of {"video_id": tf.string, "duration": tf.float64, "split": tf.string,
+    "label": tf.string, "features/<m>": float32 [T, D], "timestamps/<m>": float32 [T, 2],
+    "segments": float64 [S, 2], "sentences": tf.string [S],
+    "tokens": int32 tf.RaggedTensor [S, None]}.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = tfds.builder_from_directory(os.fspath(dataset_dir))
+  names = set(builder.info.splits.keys())
+  for part in str(split).split("+"):
+    base = part.split("[")[0].strip()
+    if base not in names:
+      raise ValueError(f"split {base!r} not in dataset {dataset_dir}: available "
+                       f"{sorted(names)}")
+  ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
+  return ds.map(_flatten_example)
+
+
+def _is_dataset_dir(path: pathlib.Path) -> bool:
+  return (path / "dataset_info.json").is_file() and (path / METADATA_FILE).is_file()
+
+
+def find_dataset_dir(data_dir: str, name: str | None = None) -> str:
+  """Resolves a dataset directory from itself or a parent holding exactly one dataset.
+
+  Args:
+    data_dir: the dataset dir itself, `<data_dir>/<name>`, or the `--output DATA_DIR` given to
+      hvt-prepare (searched up to three levels deep; hidden temp dirs are ignored).
+    name: if given, only datasets with this name match.
+
+  Returns:
+    The dataset directory.
+
+  Raises:
+    FileNotFoundError: if no dataset or more than one dataset matches (lists what was found).
+  """
+  root = pathlib.Path(data_dir)
+  if not root.is_dir():
+    raise FileNotFoundError(f"dataset dir {data_dir!r} does not exist")
+
+  def dataset_name(path: pathlib.Path) -> str:
+    return json.loads((path / METADATA_FILE).read_text(encoding="utf-8")).get("name", "")
+
+  if _is_dataset_dir(root):
+    if name is not None and dataset_name(root) != name:
+      raise FileNotFoundError(f"{data_dir!r} holds dataset {dataset_name(root)!r}, not "
+                              f"{name!r}")
+    return os.fspath(root)
+  found = []
+  frontier = [root]
+  for _ in range(3):
+    nxt = []
+    for d in frontier:
+      for child in sorted(d.iterdir()):
+        # Hidden work dirs and TFDS's incomplete dirs are never datasets.
+        if child.is_dir() and not child.name.startswith((".", "incomplete.")):
+          (found if _is_dataset_dir(child) else nxt).append(child)
+    frontier = nxt
+  matching = [p for p in found if name is None or dataset_name(p) == name]
+  if len(matching) == 1:
+    return os.fspath(matching[0])
+  listing = ", ".join(f"{p} ({dataset_name(p)})" for p in found) or "none"
+  what = f"dataset {name!r}" if name else "exactly one dataset"
+  raise FileNotFoundError(f"expected {what} under {data_dir!r}; found: {listing}")
