@@ -124,9 +124,10 @@ def _count_sentences(ds: tf.data.Dataset) -> int:
       tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
-def _split(config: Any, split: str) -> _Split:
+def _split(config: Any, split: str, view: View | None = None) -> _Split:
   """This process's contiguous slice of ``split`` (TFDS file instructions: a pod does not
-  read every record on every host), with its example counts."""
+  read every record on every host), with its example counts under ``view`` (default: the
+  model's)."""
   data_dir, meta = dataset_info(config)
   if split not in meta["splits"]:
     raise ValueError(f"split {split!r} not in dataset {data_dir} "
@@ -139,7 +140,7 @@ def _split(config: Any, split: str) -> _Split:
   ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
   indexed = tf.data.Dataset.zip(
       tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
-  view = get_view(config.model.name)
+  view = view or get_view(config.model.name)
   local, total_examples = end - start, total
   if view.per_sentence:
     counted = meta.get("sentences", {}).get(split)
@@ -229,9 +230,7 @@ def eval_dataset(config: Any, split: str,
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  sp = _split(config, split)
-  if view is not None:
-    sp = dataclasses.replace(sp, view=view)
+  sp = _split(config, split, view)
   ds = _viewed(sp, lambda index: tf.constant(0, tf.int64))
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))
