@@ -30,7 +30,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_prep import wordpiece, writer
-from hvt_jax.input import hse_view, ops, text_view
+from hvt_jax.input import hammer_view, hse_view, ops, text_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +55,17 @@ class View:
 
 
 _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
+_HAMMER = View(hammer_view.hammer_view, per_sentence=True,
+               stat_keys=("truncated", "empty_segments", "zero_length"))
 # Model name -> view.
 VIEWS: dict[str, View] = {
     "hse": _HSE, "fse": _HSE,
     "text_mlm": View(text_view.sentence_view, per_sentence=True, stat_keys=("truncated",)),
+    "hammer": _HAMMER, "flat": _HAMMER,
+    # HAMMER/FLAT evaluation: one example per video, one per query (text only).
+    "hammer_video": View(hammer_view.video_view),
+    "hammer_query": View(hammer_view.query_view, per_sentence=True,
+                         host_keys=("sentence_id",), stat_keys=("truncated",)),
 }
 
 

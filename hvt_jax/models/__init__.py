@@ -13,13 +13,15 @@ from typing import Any
 
 from flax import nnx
 
-from hvt_jax.models import hse, mlm
+from hvt_jax.models import hammer, hse, mlm
 from hvt_jax.models.base import Model
 
 MODELS: dict[str, type[Model]] = {
     "hse": hse.HSE,
     "fse": hse.FSE,
     "text_mlm": mlm.TextMLM,
+    "hammer": hammer.HAMMER,
+    "flat": hammer.FLAT,
 }
 
 
