@@ -431,9 +431,11 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
                                 top_k=k, query_block=query_block,
                                 cand_block=min(cand_block, num_v))
     placed = jax.device_put(params, NamedSharding(mesh, P()))
+    # One localize call shape for both lists (one compilation): the SVMR list needs
+    # svmr_moments per pair, the corpus list 1 ("per_video") or moments_per_video.
     per_video = (moments_per_video if moment_ranking == "xml" or max_moment_seconds > 0
                  else 1)
-    fn = localize_fn(graphdef, per_video)
+    fn = localize_fn(graphdef, max(per_video, svmr_moments if data.has_ground_truth else 1))
     vcmr, best, dropped = [], [], 0
     chunk = max(1, (pair_block * mesh.size * 16) // k)   # queries per stage-2 chunk
     for start in range(0, num_q, chunk):
@@ -441,7 +443,7 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
       vids = ranked.top_indices[rows]
       moments = localize_pairs(fn, placed, data.query_enc, data.video_enc,
                                np.repeat(rows, k), vids.reshape(-1), mesh=mesh,
-                               block=pair_block).reshape(rows.size, k, -1, 3)
+                               block=pair_block)[:, :per_video].reshape(rows.size, k, -1, 3)
       lists, d = corpus_moments(vids, ranked.top_scores[rows], moments, moment_ranking,
                                 max_seconds=max_moment_seconds)
       vcmr.extend(lists)
@@ -451,9 +453,9 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
            "best": np.concatenate(best), "vcmr": vcmr, "dropped": dropped}
     if data.has_ground_truth:
       out["ranks"] = ranked.ranks
-      moments = localize_pairs(localize_fn(graphdef, svmr_moments), placed, data.query_enc,
-                               data.video_enc, np.arange(num_q), data.query_video,
-                               mesh=mesh, block=pair_block)
+      moments = localize_pairs(fn, placed, data.query_enc, data.video_enc, np.arange(num_q),
+                               data.query_video, mesh=mesh,
+                               block=pair_block)[:, :svmr_moments]
       ok = np.isfinite(moments[..., 2])
       if max_moment_seconds > 0:
         ok &= moments[..., 1] - moments[..., 0] <= max_moment_seconds
@@ -562,6 +564,7 @@ class MomentEvaluator:
         qids.extend(rows["sentence_id"])
         qindex.append(rows["video_index"])
       qenc, segs = concat(qenc), np.concatenate(segs)
+      qids = self._desc_ids(qids)
       position = np.full(int(vindex.max()) + 1, -1, np.int64)
       position[vindex] = np.arange(vindex.size)
       qvideo = position[np.concatenate(qindex)]
@@ -569,6 +572,18 @@ class MomentEvaluator:
                       query_video=qvideo, segments=np.asarray(segs, np.float32),
                       video_ids=list(vids), video_index=vindex,
                       durations=np.concatenate(dur).astype(np.float32))
+
+  def _desc_ids(self, sentence_ids: list[str]) -> list[str]:
+    """The view's "<video_id>#<i>" ids as the dataset's own sentence ids where it stores
+    them (TVR's desc_id: metadata ``extra.desc_ids[split][video_id][i]``)."""
+    table = self.setup.meta.get("extra", {}).get("desc_ids", {}).get(self.split)
+    if not table:
+      return sentence_ids
+    out = []
+    for sid in sentence_ids:
+      video, _, i = sid.rpartition("#")
+      out.append(str(table[video][int(i)]))
+    return out
 
   def _stream_query_only(self, params: Any, queries: dict[str, Any]):
     """Encodes a query-only split's queries (metadata, ``data_prep/tvr.py``) with the
@@ -598,7 +613,7 @@ class MomentEvaluator:
     enc, segs = jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *out)
     return enc, segs, ids
 
-  # -- the two stages ------------------------------------------------------------------
+  # -- running -------------------------------------------------------------------------
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, what ``write`` needs)."""
