@@ -229,8 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--variant", choices=("hse", "moments"), default="hse",
                       help="hse: this module's clip/sentence demo; moments: many-event "
                            "videos for HAMMER/FLAT (data_prep/demo_moments.py)")
-  parser.add_argument("--num-train", type=int, default=None, help="default 1500 (moments: 600)")
-  parser.add_argument("--num-val", type=int, default=None, help="default 500 (moments: 200)")
+  parser.add_argument("--num-train", type=int, default=None, help="default 1500 (moments: 400)")
+  parser.add_argument("--num-val", type=int, default=None, help="default 500 (moments: 100)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--feature-dim", type=int, default=None, help="default 32")
   parser.add_argument("--num-events", type=int, default=None,

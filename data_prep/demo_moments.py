@@ -1,6 +1,6 @@
 """Synthetic many-event demo for moment localization in a video corpus (HAMMER/FLAT).
 
-    hvt-prepare demo --variant moments --output DIR [--num-train 600 --num-val 200 ...]
+    hvt-prepare demo --variant moments --output DIR [--num-train 400 --num-val 100 ...]
 
 Generative story (every parameter is an argument of `generate`, defaults below):
 - A world of `num_events` actions (each one English word that is a single WordPiece of the
@@ -114,7 +114,7 @@ def _video(split: str, i: int, rng: np.random.Generator, world: dict, p: dict
   return record, [(int(a), int(b)) for a, b in zip(actions, attrs)]
 
 
-def generate(num_train: int = 600, num_val: int = 200, seed: int = 0, feature_dim: int = 32,
+def generate(num_train: int = 400, num_val: int = 100, seed: int = 0, feature_dim: int = 32,
              num_events: int = 24, num_attributes: int = 8, min_events: int = 2,
              max_events: int = 10, min_event_seconds: int = 3, max_event_seconds: int = 16,
              max_gap_seconds: int = 6, noise_std: float = 1.0, style_std: float = 0.3,

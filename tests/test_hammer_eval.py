@@ -8,13 +8,21 @@ without the real model; the end-to-end test with HAMMER itself is in this file t
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from hvt_jax.evaluation import corpus, localization, moments
+from data_prep import demo_moments, writer
+from hvt_jax.evaluation import localization, moments
 
 D, F = 6, 12
 
@@ -250,3 +258,84 @@ def test_submission_layout_round_trip(tmp_path):
   for k, v in from_file.items():
     if k.startswith("vcmr/"):
       assert ours[k] == v, k
+
+
+# --------------------------------------------------------------------------------------
+# End to end with the real HAMMER: runlocal train + hvt-eval through the console scripts.
+
+
+def _e2e_dataset(out_dir):
+  """The moments demo (train, val) plus a query-only split "test_public" stored as TVR's
+  (its records are the corpus, its queries in the metadata: data_prep/tvr.py)."""
+  d = demo_moments.generate(num_train=12, num_val=6, seed=1)
+  corpus_records, queries = [], {"desc_ids": [], "sentences": [], "tokens": []}
+  for i, rec in enumerate(d.records["val"][:4]):
+    corpus_records.append(dict(rec, video_id=f"tp{i}", split="test_public",
+                               segments=np.zeros((0, 2), np.float32), sentences=[],
+                               tokens=[]))
+    queries["desc_ids"] += [100 + 10 * i + j for j in range(len(rec["sentences"]))]
+    queries["sentences"] += rec["sentences"]
+    queries["tokens"] += rec["tokens"]
+  spec = dataclasses.replace(d.spec, corpus_splits=("test_public",),
+                             extra=dict(d.spec.extra, queries={"test_public": queries}))
+  splits = {"train": d.records["train"], "val": d.records["val"],
+            "test_public": corpus_records}
+  writer.write_dataset(spec, splits, str(out_dir), counter=writer.SkipCounter())
+  return d, queries
+
+
+def test_hammer_train_and_eval_through_console_scripts(tmp_path):
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  data, queries = _e2e_dataset(tmp_path / "data")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+             JAX_COMPILATION_CACHE_DIR=os.environ.get("HVT_TEST_JAX_CACHE",
+                                                      "/tmp/hvt_jax_test_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  workdir = tmp_path / "run"
+  flags = [f"--config={repo}/configs/hammer/demo.py:runlocal", f"--workdir={workdir}",
+           f"--config.input.data_dir={tmp_path / 'data'}", "--config.evals.moments.log_steps=0"]
+
+  def run(script, *extra):
+    proc = subprocess.run([str(pathlib.Path(sys.executable).parent / script), *flags, *extra],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+  # Trains; the evaluation at the end (a subsample: 2 queries, 2 videos) fills the compile
+  # cache that hvt-eval then reads.
+  run("hvt-train", "--config.evals.moments.max_queries=2", "--config.evals.moments.max_videos=2")
+  out = run("hvt-eval", "--split=val", "--split=test_public")
+  assert "vcmr/R@1@IoU0.5" in out
+  val = workdir / "eval" / "val"
+  metrics = json.loads((val / "metrics.json").read_text())
+  sub = json.loads((val / "tvr_submission.json").read_text())
+  records = data.records["val"]
+  num_q = sum(len(r["sentences"]) for r in records)
+  assert metrics["num_queries"] == num_q and metrics["num_videos"] == len(records)
+  # The file evaluates, as TVR's standalone_eval reads it, to the metrics written.
+  gt = [{"desc_id": f"{r['video_id']}#{i}", "vid_name": r["video_id"], "ts": seg.tolist()}
+        for r in records for i, seg in enumerate(r["segments"])]
+  assert sorted(sub["video2idx"].values()) == list(range(len(records)))
+  from_file = localization.corpus_moment_metrics(
+      sub["VCMR"], gt, video2idx=sub["video2idx"], svmr_predictions=sub["SVMR"])
+  for k, v in from_file.items():
+    if not k.startswith("vr/"):
+      assert metrics[k] == pytest.approx(v, abs=1e-9), k
+  for entry in sub["VCMR"]:   # per_video: one moment per retrieved video, best first
+    videos = [p[0] for p in entry["predictions"]]
+    assert len(videos) == len(set(videos)) == 4   # runlocal: top_k_videos=4
+    assert all(0 <= p[1] < p[2] for p in entry["predictions"])
+  gt_video = {g["desc_id"]: sub["video2idx"][g["vid_name"]] for g in gt}
+  for entry in sub["SVMR"]:
+    assert {p[0] for p in entry["predictions"]} == {gt_video[entry["desc_id"]]}
+  first = [e["predictions"][0][0] == gt_video[e["desc_id"]] for e in sub["VR"]]
+  assert metrics["vr/R@1"] == pytest.approx(100 * np.mean(first))
+  # The query-only split: predictions for its queries over its own corpus, no metrics.
+  tp = workdir / "eval" / "test_public"
+  tp_metrics = json.loads((tp / "metrics.json").read_text())
+  assert tp_metrics["num_queries"] == len(queries["desc_ids"]) and "vr/R@1" not in tp_metrics
+  tp_sub = json.loads((tp / "tvr_submission.json").read_text())
+  assert "SVMR" not in tp_sub and set(tp_sub["video2idx"]) == {f"tp{i}" for i in range(4)}
+  assert [e["desc_id"] for e in tp_sub["VCMR"]] == queries["desc_ids"]
+  assert all(len(e["predictions"]) == 4 for e in tp_sub["VR"])

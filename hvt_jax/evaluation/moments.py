@@ -588,7 +588,8 @@ class MomentEvaluator:
   def _stream_query_only(self, params: Any, queries: dict[str, Any]):
     """Encodes a query-only split's queries (metadata, ``data_prep/tvr.py``) with the
     ``hammer_query`` view applied to one record holding them all (no video: segments
-    [-1, -1])."""
+    [-1, -1]). Every process encodes all of them (they are in every process's metadata),
+    as every process ranks the gathered encodings."""
     tokens = [list(map(int, t)) for t in queries["tokens"]]
     ids = [str(d) for d in queries["desc_ids"]]
     if not tokens:
@@ -609,7 +610,7 @@ class MomentEvaluator:
     fn = _encode_fn(self.setup.graphdef, "query")
     out = []
     for b in ds.as_numpy_iterator():
-      out.append(jax.device_get(fn(params, pipeline.to_global(b, self.setup.mesh))))
+      out.append(jax.device_get(fn(params, b)))
     enc, segs = jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *out)
     return enc, segs, ids
 
