@@ -56,12 +56,12 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
   """Prepares the data (once per family), trains and evaluates each model for each seed;
   returns {MODEL: [metrics of each seed]} (names without the split)."""
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  results: dict[str, list[dict[str, float]]] = {}
-  for model in models:
-    data_dir = _data(workdir, model in MOMENT_MODELS, num_train, num_val)
-    for seed in seeds:
+  results: dict[str, list[dict[str, float]]] = {m.upper(): [] for m in models}
+  data_dirs = {m: _data(workdir, m in MOMENT_MODELS, num_train, num_val) for m in models}
+  for seed in seeds:        # seed by seed: an interrupted run has whole seeds of every model
+    for model in models:
       config = importlib.import_module(f"configs.{model}.demo").get_config(arg)
-      config.input.data_dir = data_dir
+      config.input.data_dir = data_dirs[model]
       for key, value in {**(overrides or {}), "seed": seed}.items():
         parent = config
         *path, leaf = key.split(".")
@@ -73,8 +73,7 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
       print(f"[hvt-demo] training {model.upper()} (seed {seed}) in {run_dir}", flush=True)
       metrics = train.train_and_evaluate(config, run_dir)
       print(f"[hvt-demo] {model.upper()} done in {time.time() - start:.0f} s", flush=True)
-      results.setdefault(model.upper(), []).append(
-          {k.partition("/")[2]: v for k, v in metrics.items()})
+      results[model.upper()].append({k.partition("/")[2]: v for k, v in metrics.items()})
   return results
 
 
