@@ -83,7 +83,13 @@ def make(model: str, arg: str | None = None, *,
   c.batch_size = d["batch_size"]
   c.eval_batch_size = d["batch_size"]
   c.num_epochs = 10                # our choice: the paper states no epoch count
-  c.evals = dict()
+  # Two-stage corpus evaluation (hvt_jax/evaluation/moments.py documents each option).
+  c.evals = dict(moments=dict(
+      type="moments", split=d["val_split"], pred="localize", prefix="", log_steps=0,
+      top_k_videos=100, moment_ranking="per_video", moments_per_video=100,
+      svmr_moments=100, max_moment_seconds=0.0, max_queries=0, max_videos=0,
+      subsample_seed=0, duration_buckets=4, query_block=64, cand_block=256, pair_block=64,
+      submission=True))
   if a.clip_length is not None:
     c.model.clip_length = a.clip_length
   if a.features is not None:
@@ -105,4 +111,6 @@ def _runlocal(c: ml_collections.ConfigDict) -> None:
   c.input.max_words = 12
   c.input.shuffle_buffer = 64
   c.num_epochs = 1
+  c.evals.moments.update(top_k_videos=4, moments_per_video=4, svmr_moments=4,
+                         query_block=8, cand_block=8, pair_block=8)
   common.runlocal_trainer(c)
