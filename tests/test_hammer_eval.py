@@ -260,6 +260,58 @@ def test_submission_layout_round_trip(tmp_path):
       assert ours[k] == v, k
 
 
+def test_submission_in_the_tvr_release_layout(tmp_path, shared_data):
+  """The evaluator's submission (TVR video indices from tvr_video2dur_idx.json, integer
+  desc_ids) evaluated against the TVR val release lines as they ship, the way TVR's
+  standalone_eval reads them, gives the evaluator's own VCMR/SVMR numbers."""
+  import types  # pylint: disable=g-import-not-at-top
+  lines = [json.loads(l) for l in
+           (shared_data / "tvr" / "tvr_val_release.jsonl").read_text().splitlines()[:60]]
+  index = json.loads((shared_data / "tvr" / "tvr_video2dur_idx.json").read_text())["val"]
+  videos = sorted({l["vid_name"] for l in lines} | set(sorted(index)[:20]))
+  pos = {v: i for i, v in enumerate(videos)}
+  data = moments.CorpusData(
+      query_enc=None, video_enc=None, query_ids=[str(l["desc_id"]) for l in lines],
+      query_video=np.array([pos[l["vid_name"]] for l in lines]),
+      segments=np.array([l["ts"] for l in lines], np.float32), video_ids=videos,
+      video_index=np.arange(len(videos)) + 1000,
+      durations=np.array([index[v][0] for v in videos], np.float32))
+  vcmr, svmr = [], []
+  for i, l in enumerate(lines):
+    g, (st, ed) = pos[l["vid_name"]], l["ts"]
+    other = (g + 1) % len(videos)
+    shifted = [g, st + 0.2 * (ed - st), ed + 0.2 * (ed - st)]   # IoU 0.8 / 1.2 = 0.67
+    rows = {0: [[g, st, ed], [other, st, ed]], 1: [[other, st, ed], shifted],
+            2: [[other, st, ed]]}[i % 3]
+    vcmr.append(np.array([r + [10.0 - j] for j, r in enumerate(rows)], np.float64))
+    svmr.append(np.array([shifted + [1.0], [g, st, ed, 0.5]]))
+  ranks = np.array([1.0 + i % 3 for i in range(len(lines))])
+  metrics = moments.moment_metrics(data, ranks, vcmr, svmr, buckets=(0, 70, 200))
+  ev = moments.MomentEvaluator.__new__(moments.MomentEvaluator)
+  ev.setup = types.SimpleNamespace(meta={"extra": {"video_index": {
+      "val": {v: i for v, (_, i) in index.items()}}}})
+  ev.split, ev.prefix, ev.submission = "val", "", True
+  k = 3
+  pred = {"vcmr": vcmr, "svmr": svmr, "top_videos": np.tile(np.arange(k), (len(lines), 1)),
+          "top_scores": np.tile(-np.arange(k, dtype=np.float32), (len(lines), 1)),
+          "best": np.zeros((len(lines), k, 2))}
+  ev.write(str(tmp_path), 0, {"data": data, "pred": pred})
+  sub = json.loads((tmp_path / "tvr_submission.json").read_text())
+  assert sub["video2idx"] == {v: index[v][1] for v in videos}
+  assert [e["desc_id"] for e in sub["VCMR"]] == [l["desc_id"] for l in lines]
+  from_file = localization.corpus_moment_metrics(
+      sub["VCMR"], lines, video2idx=sub["video2idx"], svmr_predictions=sub["SVMR"])
+  for key, value in from_file.items():
+    if not key.startswith("vr/"):
+      assert metrics[key] == value, key
+  assert metrics["vcmr/R@1@IoU0.5"] == pytest.approx(100 * 20 / 60)
+  assert metrics["vcmr/R@5@IoU0.5"] == pytest.approx(100 * 40 / 60)
+  assert metrics["vcmr/R@5@IoU0.7"] == pytest.approx(100 * 20 / 60)
+  assert metrics["svmr/R@1@IoU0.5"] == 100.0 and metrics["svmr/R@1@IoU0.7"] == 0.0
+  n_short = sum(index[l["vid_name"]][0] < 70 for l in lines)
+  assert metrics["by_duration/0-70s/num_queries"] == n_short
+
+
 # --------------------------------------------------------------------------------------
 # End to end with the real HAMMER: runlocal train + hvt-eval through the console scripts.
 
