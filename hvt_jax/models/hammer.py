@@ -413,8 +413,9 @@ class HAMMER(nnx.Module):
     Returns:
       vr [N] float32 (Eq. 9), start / end [N, F] log-probabilities of t_s / t_e
       (-inf at padding frames), tl [N, F, 3] log p(y_t) ("bio"; for "boundary" the start
-      and end columns hold the boundary log-probabilities and O is -inf), clip_logprob
-      [N, K, heads], frame_query [N, K', L, Dt] (Φ's grounded query; K' = K per clip, 1
+      and end columns hold the boundary log-probabilities and O is -inf), frame_logits
+      [N, F, 3] (Eq. 12's w·[...]), clip_logits [N, K, heads] (Eq. 11's u·[...]; NEG at
+      clips without a valid frame; zeros for FLAT), clip_logprob [N, K, heads], frame_query [N, K', L, Dt] (Φ's grounded query; K' = K per clip, 1
       over the video) and clip_query [N, L, Dt] (Ψ's; HAMMER only).
     """
     c = self.c
@@ -443,7 +444,7 @@ class HAMMER(nnx.Module):
       tcls_frame = jnp.broadcast_to(gq[:, :, 0], (n, c.max_frames, gq.shape[-1]))
     frame_logits = jnp.einsum("nfe,ey->nfy", jnp.concatenate([frames, tcls_frame], -1),
                               self.tl_frame[...])
-    out = {"frame_query": gq}
+    out = {"frame_query": gq, "frame_logits": frame_logits}
     if c.hierarchical:
       psi, clip_query = self._clip_encoder(phi_k, clip_valid, gq, q, q_mask, train=train,
                                            keys=(k_psi_in, k_psi_self, k_psi))
@@ -458,8 +459,8 @@ class HAMMER(nnx.Module):
       out["vr"] = self._flat_vr(phi_k[:, 0], frames, frame_mask, gq[:, 0, 0])
       clip_logits = jnp.zeros((n, 1, 1))
     clip_lp = jax.nn.log_softmax(clip_logits, axis=1)
-    out["clip_logprob"] = clip_lp
-    out.update(self._tl_logprobs(frame_logits, clip_lp, frame_mask))
+    out.update(clip_logits=clip_logits, clip_logprob=clip_lp)
+    out.update(tl_logprobs(frame_logits, clip_logits, frame_mask, m, c.tl_head))
     return out
 
   def _flat_vr(self, cls_n, frames, frame_mask, tcls):
@@ -492,28 +493,6 @@ class HAMMER(nnx.Module):
       start = q
     return _cross_layers(level, x, mask, start, q_mask, train=train, key=k_cross)
 
-  def _tl_logprobs(self, frame_logits, clip_lp, frame_mask) -> dict[str, jax.Array]:
-    """Eq. 10-12: per-frame log p(y_t) and the start / end log-probabilities over frames."""
-    c = self.c
-    n, f, _ = frame_logits.shape
-    m = c.clip_frames
-    clip_of_frame = lambda lp: jnp.repeat(lp, m, axis=1)           # [N, K] -> [N, F]
-    if c.tl_head == "bio":
-      tl = jax.nn.log_softmax(frame_logits, axis=-1) + clip_of_frame(clip_lp[..., 0])[..., None]
-      start, end = tl[..., 1], tl[..., 2]
-    else:
-      # Per boundary: softmax over the frames of each clip, times that clip's probability.
-      logits = jnp.where(frame_mask[..., None], frame_logits, NEG)
-      per_clip = logits.reshape(n, c.num_clips, m, 3)
-      within = jax.nn.log_softmax(per_clip, axis=2).reshape(n, f, 3)
-      heads = clip_lp.shape[-1]
-      start = within[..., 1] + clip_of_frame(clip_lp[..., 0])
-      end = within[..., 2] + clip_of_frame(clip_lp[..., heads - 1])
-      tl = jnp.stack([jnp.full_like(start, -jnp.inf), start, end], axis=-1)
-    start = jnp.where(frame_mask, start, -jnp.inf)
-    end = jnp.where(frame_mask, end, -jnp.inf)
-    return {"tl": tl, "start": start, "end": end}
-
   # -------------------------------------------------------------------------------------
   # Training forward pass and loss.
 
@@ -526,6 +505,7 @@ class HAMMER(nnx.Module):
     Returns:
       vr_logits [B, C] (column 0 = the positive pair), vr_valid [B, C], negatives [B, C]
       int32 (the batch row of each column's video), tl [B, F, 3], start / end [B, F],
+      frame_logits [B, F, 3], clip_logits [B, K, heads] (``pair``'s, positive pairs),
       and with MLM: mlm_frame_logits [B, K', P, V], mlm_clip_logits [B, P, V],
       mlm_targets [B, P] int32, mlm_weights [B, P].
     """
@@ -553,7 +533,7 @@ class HAMMER(nnx.Module):
     res = self.pair(pairs_q, pairs_v, train=train, rngs=drop(k_pair))
     pos = jax.tree.map(lambda x: x.reshape((b, ncol) + x.shape[1:])[:, 0], res)
     out.update(vr_logits=res["vr"].reshape(b, ncol), vr_valid=valid, negatives=cols,
-               tl=pos["tl"], start=pos["start"], end=pos["end"])
+               **{k: pos[k] for k in ("tl", "start", "end", "frame_logits", "clip_logits")})
     if c.mlm and train:
       if not c.masked_query_for_vr_tl:
         masked_q = self.encode_query({"tokens": inputs, "token_mask": token_mask},
@@ -650,6 +630,44 @@ class FLAT(HAMMER):
   """FLAT (§4.1): HAMMER's frame encoder alone over the whole video; same heads (TL without
   the clip factor, VR per ``flat_vr_head``)."""
   HIERARCHICAL = False
+
+
+def tl_logprobs(frame_logits: jax.Array, clip_logits: jax.Array, frame_mask: jax.Array,
+                clip_frames: int, tl_head: str = "bio") -> dict[str, jax.Array]:
+  """Eq. 10-12: frame-label and boundary log-probabilities from the heads' logits.
+
+  Args:
+    frame_logits: [N, F, 3] w·[Φ(x_t), Φ(TCLS; c_k)] for O, B, E (Eq. 12).
+    clip_logits: [N, K, H] u·[Ψ(φ_k), Ψ(TCLS)] (Eq. 11), NEG at clips without a valid
+      frame; H = 1 ("bio"), 2 ("boundary": start, end); K = 1 and zeros for FLAT.
+    frame_mask: [N, F] bool.
+    clip_frames: M (F = K·M).
+    tl_head: "bio": log p(y_t) = log p(c_k) + log softmax_y(frame_logits)[y] (Eq. 10), and
+      log p(t_s = t) = log p(y_t = B), log p(t_e = t) = log p(y_t = E); "boundary":
+      log p_s(t) = log p_s(c_k) + log softmax over the valid frames t' of c_k of the B
+      logits (likewise E with the last clip head), distributions over the video's frames.
+
+  Returns:
+    {"tl": [N, F, 3] log p(y_t) (boundary: [-inf, start, end]), "start", "end": [N, F]
+    (-inf at padding frames)}.
+  """
+  n, f, _ = frame_logits.shape
+  clip_lp = jax.nn.log_softmax(clip_logits, axis=1)
+  clip_of_frame = lambda lp: jnp.repeat(lp, clip_frames, axis=1)    # [N, K] -> [N, F]
+  if tl_head == "bio":
+    tl = (jax.nn.log_softmax(frame_logits, axis=-1)
+          + clip_of_frame(clip_lp[..., 0])[..., None])
+    start, end = tl[..., 1], tl[..., 2]
+  else:
+    logits = jnp.where(frame_mask[..., None], frame_logits, NEG)
+    per_clip = logits.reshape(n, f // clip_frames, clip_frames, 3)
+    within = jax.nn.log_softmax(per_clip, axis=2).reshape(n, f, 3)
+    start = within[..., 1] + clip_of_frame(clip_lp[..., 0])
+    end = within[..., 2] + clip_of_frame(clip_lp[..., -1])
+    tl = jnp.stack([jnp.full_like(start, -jnp.inf), start, end], axis=-1)
+  start = jnp.where(frame_mask, start, -jnp.inf)
+  end = jnp.where(frame_mask, end, -jnp.inf)
+  return {"tl": tl, "start": start, "end": end}
 
 
 def sample_negatives(video_index: jax.Array, example_mask: jax.Array, k: int,
