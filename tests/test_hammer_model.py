@@ -6,6 +6,7 @@ down, 1 vs 8 devices, exact resume)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -257,10 +258,12 @@ def test_same_steps_on_1_and_8_devices_and_the_loss_goes_down(data_dir):
 
 
 def test_resume_is_exact(data_dir, tmp_path):
-  """2 + 2 steps == 4 steps bit for bit (negatives, masks and dropout from (seed, step))."""
+  """2 + 2 steps == 4 steps bit for bit (negatives, masks and dropout from (seed, step)):
+  a run resumed from the step-2 checkpoint of a 4-step run ends where that run ended."""
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(straight))
-  train.train_and_evaluate(_config(data_dir, num_train_steps=2), str(resumed))
+  shutil.copytree(straight / "checkpoints" / "2", resumed / "checkpoints" / "2")
+  shutil.copy(straight / train.CONFIG_FILE, resumed / train.CONFIG_FILE)
   train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(resumed))
   c = _config(data_dir)
   params = []
@@ -271,3 +274,29 @@ def test_resume_is_exact(data_dir, tmp_path):
     params.append(pretrained.flatten(nnx.to_pure_dict(jax.device_get(state["params"]))))
   for k in params[0]:
     np.testing.assert_array_equal(params[0][k], params[1][k], err_msg=k)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.frame_scope": "video", "model.clip_query": "frame",
+     "model.share_encoders": True, "model.clip_position": False},
+    {"model.negative_mode": "all", "model.masked_query_for_vr_tl": False,
+     "model.mask_scheme": "mask_all", "model.mlm_clip": False},
+    {"model.name": "flat", "model.flat_vr_head": "max_frame"},
+    {"model.name": "flat", "model.flat_vr_head": "tcls", "model.tl_head": "boundary"},
+], ids=lambda o: ",".join(f"{k.split('.')[-1]}={v}" for k, v in o.items()))
+def test_every_option_traces(data_dir, overrides):
+  """Each config option builds and traces the training loss and the prediction functions
+  (shapes only: no compile)."""
+  c = _config(data_dir, **overrides)
+  model, batch = _model(c, c.model.name), _batch(c)
+  graphdef, params = nnx.split(model)
+
+  def fn(params, batch):
+    m = nnx.merge(graphdef, params)
+    loss, terms = m.loss(m(batch, train=True, rngs=jax.random.key(0)), batch, c.loss)
+    q, v = m.encode_query(batch), m.encode_candidate(batch)
+    return loss, terms, m.score(q, v), m.localize(q, v, 4)
+
+  loss, terms, scores, moments = jax.eval_shape(fn, params, batch)
+  assert loss.shape == () and scores.shape == (8, 8) and moments.shape == (8, 4, 3)
+  assert ("mlm_clip" in terms) == (c.model.name == "hammer" and c.model.mlm_clip)
