@@ -300,12 +300,16 @@ class HAMMER(nnx.Module):
           mask_id=ids["mask"], special_ids=tuple(ids[k] for k in ("cls", "sep", "pad")),
           vocab_size=tower.vocab_size, mask_rate=float(m.mask_rate), scheme=m.mask_scheme)
     fields = {f.name for f in dataclasses.fields(HammerConfig)}
+    fixed = {"tower", "video_dim", "subtitle_dim", "max_frames", "hierarchical", "masking"}
+    valid = (fields - fixed) | {"name", "text", "mask_rate", "mask_scheme"}
+    if unknown := sorted(set(m.keys()) - valid):
+      raise ValueError(f"config.model keys {unknown} unknown; valid: {sorted(valid)}")
     own = {k: v for k, v in m.items() if k in fields}
     hc = HammerConfig(
         tower=tower, video_dim=sum(int(dims[n]) for n in inp.modalities),
         subtitle_dim=int(dims[inp.subtitle]) if inp.get("subtitle") else 0,
         max_frames=int(inp.max_frames), hierarchical=cls.HIERARCHICAL, masking=masking,
-        **{k: v for k, v in own.items() if k not in ("hierarchical",)})
+        **own)
     return cls(hc, rngs=rngs)
 
   HIERARCHICAL = True
