@@ -35,8 +35,12 @@ Architecture (§3.3, Fig. 1, supp. 6.1.3). A video is F frames (``config.input.m
 Heads. VR (Eq. 9): f(v, h) = max_k θ_VR · Ψ(φ_k) over the valid clips. TL (Eq. 10-12):
 p(y_t | v, h) = p(c_k | v, h) · p(y_t | c_k, h), p(c_k) = softmax_k u·[Ψ(φ_k), Ψ(TCLS)],
 p(y_t | c_k) = softmax_{B,E,O} w·[Φ(x_t), Φ(TCLS; c_k)] (``tl_head="bio"``, default: as
-written; note that the three labels of a frame then sum to p(c_k), not 1, so O frames
-push every clip's p(c_k) up). ``tl_head="boundary"``: separate start and end
+written). Note: the three labels of a frame then sum to p(c_k), not 1, and Eq. 6's clip
+term, −Σ_t log p(c_k(t)) = −Σ_k n_k log p(c_k) (n_k valid frames in clip k), is minimised
+by p(c_k) = n_k / Σ n whatever the query and the labels: under this reading Eq. 11 learns
+no query-dependent clip choice (at inference it only favours fuller clips by log n_k).
+``tl_head="boundary"`` gives the clip factor a target (the clip of the start / the end):
+separate start and end
 distributions over frames, p_s(t) = p_s(c_k) · softmax_{t' in c_k} w_B·[...] (and for
 the end), each summing to 1 over the video. Inference (§3.5): log p(t_s) + log p(t_e) with
 t_e > t_s (``min_moment_frames`` = 1) and at most ``max_moment_frames`` frames.
