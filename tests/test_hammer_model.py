@@ -300,3 +300,25 @@ def test_every_option_traces(data_dir, overrides):
   loss, terms, scores, moments = jax.eval_shape(fn, params, batch)
   assert loss.shape == () and scores.shape == (8, 8) and moments.shape == (8, 4, 3)
   assert ("mlm_clip" in terms) == (c.model.name == "hammer" and c.model.mlm_clip)
+
+
+def test_co_attention_attends_both_ways_from_the_inputs():
+  """layers.CoAttention (the cross-modal layer): x' = Block_x(x, kv=y), y' = Block_y(y,
+  kv=x) — both from the layer's inputs (ViLBERT), with key padding masks."""
+  from hvt_jax.models import layers  # pylint: disable=g-import-not-at-top
+  cx = layers.TransformerConfig(embed_dim=8, num_heads=2, mlp_dim=16)
+  cy = layers.TransformerConfig(embed_dim=12, num_heads=3, mlp_dim=16)
+  co = layers.CoAttention(cx, cy, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  x, y = jnp.asarray(rng.normal(size=(2, 5, 8))), jnp.asarray(rng.normal(size=(2, 4, 12)))
+  xm, ym = jnp.arange(5)[None] < jnp.array([[5], [3]]), jnp.arange(4)[None] < 2
+  ym = jnp.broadcast_to(ym, (2, 4))
+  gx, gy = co(x, y, xm, ym, train=False)
+  np.testing.assert_allclose(gx, co.x_block(x, ym, train=False, kv=y), rtol=1e-6)
+  np.testing.assert_allclose(gy, co.y_block(y, xm, train=False, kv=x), rtol=1e-6)
+  assert co.x_block.attention.key_kernel.shape == (12, 2, 4)      # keys read y's width
+  # Padded keys do not matter: changing y where ym is False leaves x' unchanged.
+  gx2, _ = co(x, y.at[:, 2:].set(9.0), xm, ym, train=False)
+  np.testing.assert_allclose(gx2, gx, rtol=1e-6)
+  with pytest.raises(ValueError, match="explicit PRNG key"):
+    co(x, y, xm, ym, train=True)
