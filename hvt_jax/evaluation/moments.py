@@ -431,11 +431,13 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
                                 top_k=k, query_block=query_block,
                                 cand_block=min(cand_block, num_v))
     placed = jax.device_put(params, NamedSharding(mesh, P()))
-    # One localize call shape for both lists (one compilation): the SVMR list needs
-    # svmr_moments per pair, the corpus list 1 ("per_video") or moments_per_video.
+    # The corpus list needs 1 moment per video ("per_video"; more to fall back past
+    # over-long ones) or moments_per_video ("xml"); the SVMR list svmr_moments. Two
+    # compiled shapes: at scale a top-100 per pair costs ~1.5x a top-1
+    # (benchmarks/bench_hammer_corpus.py).
     per_video = (moments_per_video if moment_ranking == "xml" or max_moment_seconds > 0
                  else 1)
-    fn = localize_fn(graphdef, max(per_video, svmr_moments if data.has_ground_truth else 1))
+    fn = localize_fn(graphdef, per_video)
     vcmr, best, dropped = [], [], 0
     chunk = max(1, (pair_block * mesh.size * 16) // k)   # queries per stage-2 chunk
     for start in range(0, num_q, chunk):
@@ -443,7 +445,7 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
       vids = ranked.top_indices[rows]
       moments = localize_pairs(fn, placed, data.query_enc, data.video_enc,
                                np.repeat(rows, k), vids.reshape(-1), mesh=mesh,
-                               block=pair_block)[:, :per_video].reshape(rows.size, k, -1, 3)
+                               block=pair_block).reshape(rows.size, k, -1, 3)
       lists, d = corpus_moments(vids, ranked.top_scores[rows], moments, moment_ranking,
                                 max_seconds=max_moment_seconds)
       vcmr.extend(lists)
@@ -453,9 +455,9 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
            "best": np.concatenate(best), "vcmr": vcmr, "dropped": dropped}
     if data.has_ground_truth:
       out["ranks"] = ranked.ranks
-      moments = localize_pairs(fn, placed, data.query_enc, data.video_enc, np.arange(num_q),
-                               data.query_video, mesh=mesh,
-                               block=pair_block)[:, :svmr_moments]
+      moments = localize_pairs(localize_fn(graphdef, svmr_moments), placed, data.query_enc,
+                               data.video_enc, np.arange(num_q), data.query_video, mesh=mesh,
+                               block=pair_block)
       ok = np.isfinite(moments[..., 2])
       if max_moment_seconds > 0:
         ok &= moments[..., 1] - moments[..., 0] <= max_moment_seconds
