@@ -106,8 +106,8 @@ def moment_tables(results: dict[str, list[dict[str, float]]]) -> str:
            mean_std_table(results, MOMENT_COLUMNS)]
   buckets: dict[str, list[dict[str, float]]] = {}
   for model, runs in results.items():
-    names = list(dict.fromkeys(k.split("/")[1] for k in runs[0]
-                               if k.startswith("by_duration/")))
+    names = sorted({k.split("/")[1] for k in runs[0] if k.startswith("by_duration/")},
+                   key=lambda b: float(b.split("-")[0].rstrip("s+")))   # by lower edge
     for b in names:
       buckets[f"{model} {b}"] = [{c: r[f"by_duration/{b}/{c}"] for c in BUCKET_COLUMNS
                                   if f"by_duration/{b}/{c}" in r} for r in runs]
