@@ -1,6 +1,7 @@
 """Synthetic demo dataset whose signal lives in the video -> clip -> frame hierarchy.
 
     hvt-prepare demo --output DIR [--num-train 1500 --num-val 500 --seed 0 ...]
+    hvt-prepare demo --variant moments --output DIR   (HAMMER/FLAT: data_prep/demo_moments.py)
 
 Generative story (all parameters are arguments of `generate_demo`, defaults below):
 - A shared vocabulary of `num_events` events. Each event has a random prototype feature vector
@@ -294,23 +295,35 @@ def write_demo(output_dir: str, *, variant: str = "hse", num_shards: int | None 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the demo flags to an argparse (sub)parser."""
+  """Adds the demo flags to an argparse (sub)parser (unset sizes: the variant's defaults)."""
   parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--num-train", type=int, default=1500)
-  parser.add_argument("--num-val", type=int, default=500)
+  parser.add_argument("--variant", choices=("hse", "moments"), default="hse",
+                      help="hse: this module's clip/sentence demo; moments: many-event "
+                           "videos for HAMMER/FLAT (data_prep/demo_moments.py)")
+  parser.add_argument("--num-train", type=int, default=None, help="default 1500 (moments: 400)")
+  parser.add_argument("--num-val", type=int, default=None, help="default 500 (moments: 100)")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--feature-dim", type=int, default=32)
-  parser.add_argument("--num-events", type=int, default=48)
-  parser.add_argument("--noise-std", type=float, default=3.0)
-  parser.add_argument("--style-std", type=float, default=0.5)
+  parser.add_argument("--feature-dim", type=int, default=None, help="default 32")
+  parser.add_argument("--num-events", type=int, default=None,
+                      help="default 48 (moments: 24 actions)")
+  parser.add_argument("--noise-std", type=float, default=None, help="default 3.0 (moments: 1.0)")
+  parser.add_argument("--style-std", type=float, default=None, help="default 0.5 (moments: 0.3)")
   parser.add_argument("--num-shards", type=int, default=None)
   parser.add_argument("--ordered-words", action="store_true",
                       help="content words distinct and in each event's order (captioning)")
+  from data_prep import demo_moments  # pylint: disable=g-import-not-at-top
+  demo_moments.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> str:
   """Writes the demo dataset from parsed flags; returns the dataset dir."""
-  return write_demo(args.output, num_shards=args.num_shards, num_train=args.num_train,
-                    num_val=args.num_val, seed=args.seed, feature_dim=args.feature_dim,
-                    num_events=args.num_events, noise_std=args.noise_std,
-                    style_std=args.style_std, ordered_words=args.ordered_words)
+  if args.variant == "moments":
+    from data_prep import demo_moments  # pylint: disable=g-import-not-at-top
+    return demo_moments.run(args)
+  given = lambda value, default: default if value is None else value
+  return write_demo(args.output, num_shards=args.num_shards,
+                    num_train=given(args.num_train, 1500), num_val=given(args.num_val, 500),
+                    seed=args.seed, feature_dim=given(args.feature_dim, 32),
+                    num_events=given(args.num_events, 48),
+                    noise_std=given(args.noise_std, 3.0), style_std=given(args.style_std, 0.5),
+                    ordered_words=args.ordered_words)

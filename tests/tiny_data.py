@@ -13,31 +13,38 @@ WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for 
 
 
 def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames",
-           first_id: int = 2) -> dict:
+           first_id: int = 2, extra_modalities: tuple[str, ...] = ()) -> dict:
   t = int(rng.integers(10, 30))
   s = int(rng.integers(2, 6))
   dur = float(t) * 0.5
   segs = np.sort(rng.uniform(0, dur, size=(s, 2)), axis=1).astype(np.float32)
   starts = np.arange(t, dtype=np.float32) * 0.5
+  names = (modality, *extra_modalities)
   return dict(video_id=f"{split}{i}", duration=dur, split=split,
               label=CLASSES[i % 3] if i % 4 else "",
-              features={modality: rng.normal(size=(t, DIM)).astype(np.float32)},
-              timestamps={modality: np.stack([starts, starts + 0.5], 1)},
+              features={m: rng.normal(size=(t, DIM)).astype(np.float32) for m in names},
+              timestamps={m: np.stack([starts, starts + 0.5], 1) for m in names},
               segments=segs, sentences=[f"s{j}" for j in range(s)],
               tokens=[rng.integers(first_id, len(VOCAB), size=int(rng.integers(2, 7))).tolist()
                       for _ in range(s)])
 
 
 def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *,
-          modality: str = "frames", val_split: str = "val", tokenizer: str = "word") -> str:
+          modality: str = "frames", val_split: str = "val", tokenizer: str = "word",
+          extra_modalities: tuple[str, ...] = ()) -> str:
   """A tiny dataset; ``tokenizer="wordpiece"``: ids of ``WORDPIECE_VOCAB`` (specials first,
-  never stored in tokens)."""
+  never stored in tokens); ``extra_modalities``: more feature streams on the same rows."""
   rng = np.random.default_rng(seed)
   wordpiece = tokenizer == "wordpiece"
-  spec = builder.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
+  spec = builder.DatasetSpec(name="demo",
+                             modalities={m: DIM for m in (modality, *extra_modalities)},
+                             tokenizer=tokenizer,
                              vocab=WORDPIECE_VOCAB if wordpiece else VOCAB,
                              extra={"classes": CLASSES})
   first = 5 if wordpiece else 2
-  splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
-            val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}
+  extra = tuple(extra_modalities)
+  splits = {"train": [record(i, rng, "train", modality, first, extra)
+                      for i in range(num_train)],
+            val_split: [record(i, rng, val_split, modality, first, extra)
+                        for i in range(num_val)]}
   return builder.write_dataset(spec, splits, out_dir, counter=builder.SkipCounter())

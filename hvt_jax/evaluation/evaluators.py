@@ -22,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from hvt_jax import models
-from hvt_jax.evaluation import captioning, classification, corpus, hse_tasks, retrieval
+from hvt_jax.evaluation import captioning, classification, corpus, hse_tasks, moments, retrieval
 from hvt_jax.input import pipeline
 
 
@@ -99,7 +99,7 @@ class RetrievalEvaluator:
           title=f"{self.setup.config.model.name} {self.split} (step {step})")
 
 
-EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS,
+EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS, **moments.EVALUATORS,
               "classify": classification.ClassificationEvaluator,
               "caption": captioning.CaptioningEvaluator}
 

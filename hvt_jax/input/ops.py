@@ -199,3 +199,144 @@ def uniform_segments(duration: tf.Tensor, k: int) -> tf.Tensor:
   edges = tf.linspace(tf.constant(0.0, tf.float64), 1.0, k + 1) * tf.cast(duration,
                                                                             tf.float64)
   return tf.stack([edges[:-1], edges[1:]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------
+# HAMMER/FLAT: videos resampled to a fixed frame grid, moments in frames of that grid.
+
+RESAMPLE = ("pad", "interpolate")
+
+
+def seconds_to_frames(segment_s: tf.Tensor, frame_seconds: tf.Tensor,
+                      num_frames: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Moments in seconds -> inclusive frame ranges of a grid of Δ-second frames.
+
+  Frame f covers [f·Δ, (f+1)·Δ) seconds. start = floor(st / Δ), end = ceil(ed / Δ) − 1,
+  both clipped to [0, num_frames − 1], then end >= start (a zero-length moment, st == ed,
+  gets the one frame containing st); computed in float64. ``frames_to_seconds`` maps back.
+
+  Args:
+    segment_s: [..., 2] float seconds (start, end).
+    frame_seconds: scalar or [...] float Δ > 0 (seconds per frame).
+    num_frames: scalar or [...] int, the valid frames of the video (>= 1).
+
+  Returns:
+    (start [...] int32, end [...] int32), 0 <= start <= end <= num_frames − 1.
+  """
+  seg = tf.cast(segment_s, tf.float64)
+  delta = tf.cast(frame_seconds, tf.float64)
+  last = tf.cast(num_frames, tf.int32) - 1
+  start = tf.cast(tf.math.floor(seg[..., 0] / delta), tf.int32)
+  end = tf.cast(tf.math.ceil(seg[..., 1] / delta), tf.int32) - 1
+  start = tf.clip_by_value(start, 0, tf.maximum(last, 0))
+  end = tf.clip_by_value(end, 0, tf.maximum(last, 0))
+  return start, tf.maximum(end, start)
+
+
+def frames_to_seconds(start, end, frame_seconds, duration):
+  """Inclusive frame range -> seconds [start·Δ, (end+1)·Δ] clamped to [0, duration].
+
+  Works on numpy arrays and on jax arrays inside jit (only ``*``, ``+`` and ``clip``); the
+  model's ``localize`` uses it, evaluators may call it on the host.
+
+  Args:
+    start, end: [...] int frame indices (inclusive).
+    frame_seconds: [...] float Δ (broadcastable).
+    duration: [...] float seconds (broadcastable).
+
+  Returns:
+    [..., 2] float seconds (start, end), with the float type of ``frame_seconds``.
+  """
+  xp = _array_module(start, end, frame_seconds, duration)
+  s = xp.clip(start * frame_seconds, 0.0, duration)
+  e = xp.clip((end + 1) * frame_seconds, 0.0, duration)
+  return xp.stack([s, e], axis=-1)
+
+
+def _array_module(*values):
+  """numpy, or jax.numpy when any value is a jax array (imported lazily: TF-only users)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if all(isinstance(v, (np.ndarray, np.generic, int, float)) for v in values):
+    return np
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return jnp
+
+
+def resample_rows(features: tf.Tensor, timestamps: tf.Tensor, duration: tf.Tensor,
+                  max_frames: int, mode: str = "pad", *, fill: str = "nearest",
+                  num_frames: tf.Tensor | None = None
+                  ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Feature rows -> a uniform grid of at most ``max_frames`` frames over [0, duration].
+
+  Frame f covers [f·Δ, (f+1)·Δ) seconds with Δ = duration / n:
+    * ``"pad"``: n = min(T, max_frames) (T = rows): a short video keeps its own temporal
+      resolution and the grid is padded to max_frames (mask False); a long one is pooled
+      down to max_frames frames. Frame f = the mean of the rows whose centre lies in its
+      span; a frame without such a row takes (``fill="nearest"``) the row whose centre is
+      nearest to the frame's centre, or (``fill="zeros"``: subtitles, supp. 6.1.2) zeros.
+    * ``"interpolate"``: n = max_frames always: every frame is the linear interpolation of
+      the rows at its centre (by row centres, clamped at both ends); ``fill="zeros"``
+      streams use the pooling rule of "pad" on the same grid.
+
+  Args:
+    features: [T, D] float rows (T may be 0: all frames zero, one valid frame).
+    timestamps: [T, 2] float seconds covered by each row, sorted by time.
+    duration: scalar seconds > 0.
+    max_frames: static grid size F.
+    mode: "pad" or "interpolate".
+    fill: "nearest" or "zeros" (see above).
+    num_frames: the grid's n (scalar int, 1..max_frames) when another stream fixed it (a
+      video's second modality, its subtitles); None: the mode's rule on this stream's T.
+
+  Returns:
+    (frames [F, D] float32 (0 at padded frames), frame_mask [F] bool (the first n True;
+     with ``fill="zeros"`` only those that got a row), frame_seconds scalar float32 Δ).
+
+  Raises:
+    ValueError: unknown mode or fill.
+  """
+  if mode not in RESAMPLE:
+    raise ValueError(f"unknown resampling mode {mode!r}; valid: {RESAMPLE}")
+  if fill not in ("nearest", "zeros"):
+    raise ValueError(f"unknown fill {fill!r}; valid: 'nearest', 'zeros'")
+  feats = tf.cast(features, tf.float32)
+  ts = tf.reshape(tf.cast(timestamps, tf.float64), [-1, 2])
+  dur = tf.cast(duration, tf.float64)
+  num_rows = tf.shape(feats)[0]
+  n = num_frames
+  # No rows: one all-zero row over the whole video keeps every op below well defined.
+  feats = tf.cond(num_rows > 0, lambda: feats, lambda: tf.zeros([1, tf.shape(feats)[1]]))
+  ts = tf.cond(num_rows > 0, lambda: ts, lambda: tf.stack([[0.0 * dur, dur]]))
+  if n is None:
+    n = tf.maximum(tf.minimum(num_rows, max_frames) if mode == "pad" else max_frames, 1)
+  delta = dur / tf.cast(n, tf.float64)
+  f = tf.range(max_frames)
+  valid = f < n
+  centre = (tf.cast(f, tf.float64) + 0.5) * delta
+  row_centre = (ts[:, 0] + ts[:, 1]) / 2.0
+  if mode == "interpolate" and fill == "nearest":
+    # Linear interpolation between the row centres around each frame centre.
+    hi = tf.minimum(tf.cast(tf.searchsorted(row_centre, centre), tf.int32),
+                    tf.shape(feats)[0] - 1)
+    lo = tf.maximum(hi - 1, 0)
+    c_lo, c_hi = tf.gather(row_centre, lo), tf.gather(row_centre, hi)
+    w = tf.where(c_hi > c_lo, (centre - c_lo) / tf.maximum(c_hi - c_lo, 1e-12), 0.0)
+    w = tf.cast(tf.clip_by_value(w, 0.0, 1.0), tf.float32)[:, None]
+    out = (1.0 - w) * tf.gather(feats, lo) + w * tf.gather(feats, hi)
+  else:
+    # Rows pooled into the frame whose span holds their centre.
+    frame_of_row = tf.cast(tf.math.floor(row_centre / delta), tf.int32)
+    inside = (frame_of_row >= 0) & (frame_of_row < n)
+    seg = tf.where(inside, frame_of_row, max_frames)       # outside -> a dropped bucket
+    sums = tf.math.unsorted_segment_sum(feats, seg, max_frames + 1)[:max_frames]
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(seg, tf.float32), seg,
+                                          max_frames + 1)[:max_frames]
+    out = sums / tf.maximum(counts, 1.0)[:, None]
+    if fill == "nearest":
+      nearest = tf.argmin(tf.abs(centre[:, None] - row_centre[None, :]), axis=1,
+                          output_type=tf.int32)
+      out = tf.where((counts > 0)[:, None], out, tf.gather(feats, nearest))
+    if fill == "zeros":
+      valid &= (counts > 0) & (num_rows > 0)
+  out = tf.where(valid[:, None], out, tf.zeros_like(out))
+  return out, valid, tf.cast(delta, tf.float32)

@@ -30,7 +30,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_prep import reader, wordpiece
-from hvt_jax.input import hse_view, ops, text_view
+from hvt_jax.input import hammer_view, hse_view, ops, text_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,8 @@ class View:
 
 
 _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
+_HAMMER = View(hammer_view.hammer_view, per_sentence=True,
+               stat_keys=("truncated", "empty_segments", "zero_length"))
 # Model name -> view.
 VIEWS: dict[str, View] = {
     "hse": _HSE, "fse": _HSE,
@@ -62,6 +64,11 @@ VIEWS: dict[str, View] = {
     "hse_classifier": View(hse_view.labelled_view, stat_keys=_HSE.stat_keys),
     "hse_captioner": View(hse_view.caption_view, host_keys=("references",),
                           stat_keys=_HSE.stat_keys),
+    "hammer": _HAMMER, "flat": _HAMMER,
+    # HAMMER/FLAT evaluation: one example per video, one per query (text only).
+    "hammer_video": View(hammer_view.video_view),
+    "hammer_query": View(hammer_view.query_view, per_sentence=True,
+                         host_keys=("sentence_id",), stat_keys=("truncated",)),
 }
 
 
@@ -129,9 +136,10 @@ def _count_sentences(ds: tf.data.Dataset) -> int:
       tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
-def _split(config: Any, split: str) -> _Split:
+def _split(config: Any, split: str, view: View | None = None) -> _Split:
   """This process's contiguous slice of ``split`` (TFDS file instructions: a pod does not
-  read every record on every host), with its example counts."""
+  read every record on every host), with its example counts under ``view`` (default: the
+  model's)."""
   data_dir, meta = dataset_info(config)
   if split not in meta["splits"]:
     raise ValueError(f"split {split!r} not in dataset {data_dir} "
@@ -144,7 +152,7 @@ def _split(config: Any, split: str) -> _Split:
   ds = reader.load_split(data_dir, f"{split}[{start}:{end}]")
   indexed = tf.data.Dataset.zip(
       tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
-  view = get_view(config.model.name)
+  view = view or get_view(config.model.name)
   local, total_examples = end - start, total
   if view.per_sentence:
     counted = meta.get("sentences", {}).get(split)
@@ -234,9 +242,7 @@ def eval_dataset(config: Any, split: str,
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  sp = _split(config, split)
-  if view is not None:
-    sp = dataclasses.replace(sp, view=view)
+  sp = _split(config, split, view)
   ds = _viewed(sp, lambda index: tf.constant(0, tf.int64))
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))

@@ -13,7 +13,7 @@ from typing import Any
 
 from flax import nnx
 
-from hvt_jax.models import hse, hse_heads, mlm
+from hvt_jax.models import hammer, hse, hse_heads, mlm
 from hvt_jax.models.base import Model
 
 MODELS: dict[str, type[Model]] = {
@@ -22,6 +22,8 @@ MODELS: dict[str, type[Model]] = {
     "text_mlm": mlm.TextMLM,
     "hse_classifier": hse_heads.HSEClassifier,
     "hse_captioner": hse_heads.HSECaptioner,
+    "hammer": hammer.HAMMER,
+    "flat": hammer.FLAT,
 }
 
 

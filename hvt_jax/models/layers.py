@@ -693,3 +693,50 @@ class TransformerStack(nnx.Module):
       x = layer(x, mask, train=train, kv=kv,
                 rngs=None if key is None else jax.random.fold_in(key, i))
     return x if self.final_norm is None else self.final_norm(x)
+
+
+class CoAttention(nnx.Module):
+  """A co-attentional transformer layer (ViLBERT, Lu et al. 2019, Fig. 2b): two streams
+  attend to each other at the same time, each through its own ``TransformerBlock`` with
+  cross-attention (queries from its own stream, keys/values from the other's *input*).
+
+    x' = Block_x(x, kv=y, mask=y_mask);   y' = Block_y(y, kv=x, mask=x_mask)
+
+  HAMMER's cross-modal layer (visual attends to the query, the query attends to the
+  visual stream). Parameters: ``x_block`` / ``y_block`` with the logical axes of
+  ``TransformerBlock`` (their key/value kernels read the other stream's width).
+  """
+
+  def __init__(self, x_config: TransformerConfig, y_config: TransformerConfig, *,
+               rngs: nnx.Rngs):
+    """Builds the two blocks.
+
+    Args:
+      x_config, y_config: each stream's layer config; ``kv_dim`` is set here to the other
+        stream's ``embed_dim`` (any value given is replaced).
+      rngs: parameter initialisation only.
+    """
+    self.x_block = TransformerBlock(dataclasses.replace(x_config, kv_dim=y_config.embed_dim),
+                                    rngs=rngs)
+    self.y_block = TransformerBlock(dataclasses.replace(y_config, kv_dim=x_config.embed_dim),
+                                    rngs=rngs)
+
+  def __call__(self, x: jax.Array, y: jax.Array, x_mask: jax.Array | None,
+               y_mask: jax.Array | None, *, train: bool,
+               rngs: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Cross-attends both ways.
+
+    Args:
+      x: [B, Lx, Ex]; y: [B, Ly, Ey].
+      x_mask, y_mask: [B, Lx] / [B, Ly] bool key padding masks (True = valid) or None.
+      train: dropout on (needs ``rngs`` when a rate is > 0).
+      rngs: a ``jax.random.key``; the blocks use ``jax.random.split(rngs)``.
+
+    Returns:
+      (x' [B, Lx, Ex], y' [B, Ly, Ey]) float32.
+    """
+    kx = ky = None
+    if train and rngs is not None:
+      kx, ky = jax.random.split(rngs)
+    return (self.x_block(x, y_mask, train=train, rngs=kx, kv=y),
+            self.y_block(y, x_mask, train=train, rngs=ky, kv=x))

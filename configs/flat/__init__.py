@@ -1,0 +1,1 @@
+"""FLAT configs: HAMMER's frame encoder alone (hvt_jax/models/hammer.py)."""

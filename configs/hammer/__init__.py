@@ -1,0 +1,1 @@
+"""HAMMER configs (hvt_jax/models/hammer.py)."""

@@ -1,0 +1,777 @@
+"""HAMMER (Zhang et al., "A Hierarchical Multi-Modal Encoder for Moment Localization in
+Video Corpus") and its FLAT baseline, as Flax NNX cross-encoders.
+
+No public code of HAMMER exists; every rule below cites the paper (§, Eq., Table) and every
+choice the paper leaves open is a ``config.model`` / ``config.loss`` key whose default is
+marked "our choice" with the reason.
+
+Architecture (§3.3, Fig. 1, supp. 6.1.3). A video is F frames (``config.input.max_frames``:
+128 ActivityNet, 96 TVR) cut into K = F / M clips of M = ``clip_length`` frames.
+* Query stream: the shared text tower (``models/text.py``), the first 5 layers of a
+  pretrained BERT (supp. 6.1.5; the offline MiniLM by default, ``pretrained_entries``).
+  Our choice (``clip_query="text"``): one tower pass per query feeds both encoders (the
+  paper's Fig. 1 draws the same query input into Φ and Ψ); "frame" starts Ψ's query stream
+  from Φ's grounded query (mean over the valid clips).
+* Frame encoder Φ: per visual stream, an input projection to the width D (the tower's, 384
+  for MiniLM; ``visual_width``), a learned position embedding, LayerNorm, dropout and 1
+  transformer layer; then 1 cross-modal layer (``layers.CoAttention``: visual attends to
+  the query, the query attends to the visual stream). Each clip has a Clip CLS token whose
+  output is φ_k (Eq. 7). ``frame_scope="clip"`` (default; Eq. 7/12 condition Φ on c_k and
+  §3.3 says Φ "encodes the local and short-range contextual dependencies among the frames
+  of the same clip") runs Φ on each clip separately (with the query); "video" runs it once
+  over all frames, each CCLS_k attending only to its clip's frames.
+* Clip encoder Ψ: the same structure over the clip sequence φ_1..φ_K (Eq. 8), with clip
+  position embeddings (``clip_position``, Table 9) and weights shared with Φ's layers when
+  ``share_encoders`` (Table 8; projections and position tables stay separate).
+* ASR (TVR, supp. 6.1.3): a second stream for the subtitle features (its own projection,
+  transformer and cross-modal layer); the query grounded on the visual and on the ASR
+  stream are added, LayerNorm'd and dropped out; the two grounded streams are
+  concatenated (output width 2D). Ψ gets each half of φ_k in its own branch.
+* TCLS = the query's [CLS] position after the cross-modal layer of each encoder.
+* FLAT (§4.1): the frame encoder only, over the whole video (one "clip" of F frames);
+  its VR head is ``flat_vr_head``: "cls" (default; our choice: Eq. 9 with one clip, θ on
+  the video's single CLS token), "max_frame" (Eq. 9 with every frame a clip) or "tcls".
+
+Heads. VR (Eq. 9): f(v, h) = max_k θ_VR · Ψ(φ_k) over the valid clips. TL (Eq. 10-12):
+p(y_t | v, h) = p(c_k | v, h) · p(y_t | c_k, h), p(c_k) = softmax_k u·[Ψ(φ_k), Ψ(TCLS)],
+p(y_t | c_k) = softmax_{B,E,O} w·[Φ(x_t), Φ(TCLS; c_k)] (``tl_head="bio"``, default: as
+written). Note: the three labels of a frame then sum to p(c_k), not 1, and Eq. 6's clip
+term, −Σ_t log p(c_k(t)) = −Σ_k n_k log p(c_k) (n_k valid frames in clip k), is minimised
+by p(c_k) = n_k / Σ n whatever the query and the labels: under this reading Eq. 11 learns
+no query-dependent clip choice (at inference it only favours fuller clips by log n_k).
+``tl_head="boundary"`` gives the clip factor a target (the clip of the start / the end):
+separate start and end
+distributions over frames, p_s(t) = p_s(c_k) · softmax_{t' in c_k} w_B·[...] (and for
+the end), each summing to 1 over the video. Inference (§3.5): log p(t_s) + log p(t_e) with
+t_e > t_s (``min_moment_frames`` = 1) and at most ``max_moment_frames`` frames.
+
+Training (§3.4, Eq. 13-14). MLM: BERT's masking (``models/mlm.py``: 15 %, 80/10/10 or
+all-[MASK]) of the query; VR and TL see the masked query (``masked_query_for_vr_tl``,
+the paper: h ⊗ (1 − m) replaces h); the masked tokens are predicted from Φ's grounded query
+(FM) and from Ψ's (CM), switchable per level (Table 4), through the tower's MLM head tied
+to the word embeddings. At most ``mlm_max_predictions`` tokens per query are selected
+(BERT's max_predictions_per_seq; our choice 8 at 32 words ≈ 0.15 · L plus 3 sd). VR
+negatives are drawn inside jit from the *global* batch with the step key
+(``negatives``, ``negative_mode``); pairs of one video are masked (``video_index``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from hvt_jax.input import ops
+from hvt_jax.models import base, layers, mlm, text
+
+Batch = dict[str, jax.Array]
+FRAME_SCOPES = ("clip", "video")
+CLIP_QUERIES = ("text", "frame")
+NEGATIVE_MODES = ("sample", "all")
+TL_HEADS = ("bio", "boundary")
+FLAT_VR_HEADS = ("cls", "max_frame", "tcls")
+NEG = -1e9          # logit of an invalid choice (finite: no NaN in softmax of all-invalid)
+
+
+@dataclasses.dataclass(frozen=True)
+class HammerConfig:
+  """Architecture and training switches (``config.model``; module docstring for each)."""
+  tower: text.TextConfig
+  video_dim: int
+  subtitle_dim: int
+  max_frames: int
+  clip_length: int
+  hierarchical: bool = True
+  visual_width: int = 0
+  num_heads: int = 0
+  mlp_dim: int = 0
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  frame_scope: str = "clip"
+  clip_query: str = "text"
+  clip_position: bool = True
+  share_encoders: bool = False
+  flat_vr_head: str = "cls"
+  tl_head: str = "bio"
+  negatives: int = 7
+  negative_mode: str = "sample"
+  mlm_frame: bool = True
+  mlm_clip: bool = True
+  masking: mlm.MaskingConfig | None = None
+  mlm_max_predictions: int = 8
+  masked_query_for_vr_tl: bool = True
+  min_moment_frames: int = 1
+  max_moment_frames: int = 0
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    for name, value, valid in (("frame_scope", self.frame_scope, FRAME_SCOPES),
+                               ("clip_query", self.clip_query, CLIP_QUERIES),
+                               ("negative_mode", self.negative_mode, NEGATIVE_MODES),
+                               ("tl_head", self.tl_head, TL_HEADS),
+                               ("flat_vr_head", self.flat_vr_head, FLAT_VR_HEADS)):
+      if value not in valid:
+        raise ValueError(f"config.model.{name}={value!r}; valid: {valid}")
+    if self.max_frames % self.clip_length:
+      raise ValueError(f"config.input.max_frames={self.max_frames} is not a multiple of "
+                       f"config.model.clip_length={self.clip_length}")
+    if self.min_moment_frames < 0 or self.max_moment_frames < 0:
+      raise ValueError("config.model.min_moment_frames / max_moment_frames must be >= 0")
+    if self.negatives < 0:
+      raise ValueError(f"config.model.negatives={self.negatives} must be >= 0")
+
+  @property
+  def width(self) -> int:
+    return self.visual_width or self.tower.hidden
+
+  @property
+  def num_clips(self) -> int:
+    return self.max_frames // self.clip_length if self.hierarchical else 1
+
+  @property
+  def clip_frames(self) -> int:
+    return self.clip_length if self.hierarchical else self.max_frames
+
+  @property
+  def num_streams(self) -> int:
+    return 2 if self.subtitle_dim else 1
+
+  @property
+  def mlm(self) -> bool:
+    return self.masking is not None and (self.mlm_frame or
+                                         (self.mlm_clip and self.hierarchical))
+
+  def layer(self, embed: int, heads: int, mlp_dim: int) -> layers.TransformerConfig:
+    return layers.TransformerConfig(
+        embed_dim=embed, num_heads=heads, mlp_dim=mlp_dim, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        layer_norm_eps=self.tower.layer_norm_eps, activation=self.tower.activation,
+        dtype=jnp.dtype(self.dtype))
+
+  def visual_layer(self) -> layers.TransformerConfig:
+    return self.layer(self.width, self.num_heads or self.tower.num_heads,
+                      self.mlp_dim or self.tower.mlp_dim)
+
+  def query_layer(self) -> layers.TransformerConfig:
+    t = self.tower
+    return self.layer(t.hidden, t.num_heads, t.mlp_dim)
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
+  return std * jax.random.normal(key, shape, jnp.float32)
+
+
+class StreamInput(nnx.Module):
+  """Projection to the width D + position embedding + LayerNorm (+ dropout at call).
+
+  Parameters: kernel [in, D] (None, "embed"), bias [D], position [P, D] (None, "embed")
+  when positions are used, norm.
+  """
+
+  def __init__(self, in_dim: int, width: int, num_positions: int, *, rngs: nnx.Rngs,
+               eps: float = 1e-12):
+    self.kernel = layers.param(_normal(rngs.params(), (in_dim, width)), (None, "embed"))
+    self.bias = layers.param(jnp.zeros((width,)), ("embed",))
+    self.position = (layers.param(_normal(rngs.params(), (num_positions, width)),
+                                  (None, "embed")) if num_positions else None)
+    self.norm = layers.LayerNorm(width, eps=eps)
+
+  def project(self, x: jax.Array) -> jax.Array:
+    """[..., in] -> [..., D] float32 (no position, no norm)."""
+    return jnp.einsum("...i,id->...d", x.astype(jnp.float32), self.kernel[...]) + self.bias[...]
+
+  def finish(self, x_ntd: jax.Array) -> jax.Array:
+    """Adds positions 0..T-1 (if any) and normalises: [N, T, D] -> [N, T, D]."""
+    if self.position is not None:
+      x_ntd = x_ntd + self.position[...][:x_ntd.shape[1]][None]
+    return self.norm(x_ntd)
+
+
+class Level(nnx.Module):
+  """One encoder's transformer part: per stream 1 self-attention layer and 1 cross-modal
+  layer with the query (``layers.CoAttention``), and the ASR fusion norm (supp. 6.1.3)."""
+
+  def __init__(self, c: HammerConfig, *, rngs: nnx.Rngs):
+    self.selfs = nnx.List([layers.TransformerBlock(c.visual_layer(), rngs=rngs)
+                           for _ in range(c.num_streams)])
+    self.cross = nnx.List([layers.CoAttention(c.visual_layer(), c.query_layer(), rngs=rngs)
+                           for _ in range(c.num_streams)])
+    self.fuse = (layers.LayerNorm(c.tower.hidden, eps=c.tower.layer_norm_eps)
+                 if c.num_streams > 1 else None)
+    self.dropout_rate = c.dropout_rate
+
+
+def _keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
+  return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def _self_layers(level: Level, x_nstd: jax.Array, mask: jax.Array, *, train: bool,
+                 key: jax.Array | None) -> jax.Array:
+  """Each stream's self-attention layer: [N, S, T, D] -> [N, S, T, D]; ``mask`` is
+  [N, S, T] (key padding) or [N, S, T, T] (full)."""
+  keys = _keys(key, len(level.selfs))
+  return jnp.stack([blk(x_nstd[:, s], mask[:, s], train=train, rngs=keys[s])
+                    for s, blk in enumerate(level.selfs)], axis=1)
+
+
+def _cross_layers(level: Level, x_nstd: jax.Array, x_mask: jax.Array, q_nld: jax.Array,
+                  q_mask: jax.Array, *, train: bool,
+                  key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """Cross-modal layer per stream; the grounded queries of 2 streams are added, normalised
+  and dropped out (supp. 6.1.3).
+
+  Returns:
+    (visual [N, T, S·D] (streams concatenated), grounded query [N, L, Dt]).
+  """
+  keys = _keys(key, len(level.cross) + 1)
+  outs, queries = [], []
+  for s, co in enumerate(level.cross):
+    mask = x_mask[:, s]
+    # A token row with a full [T, T] self-attention mask still attends to the query;
+    # the query attends to the valid tokens (the diagonal of a full mask).
+    if mask.ndim == 3:
+      mask = jnp.diagonal(mask, axis1=1, axis2=2)
+    x, q = co(x_nstd[:, s], q_nld, mask, q_mask, train=train, rngs=keys[s])
+    outs.append(x)
+    queries.append(q)
+  if level.fuse is None:
+    return outs[0], queries[0]
+  fused = level.fuse(sum(queries))
+  return (jnp.concatenate(outs, axis=-1),
+          layers.dropout(fused, level.dropout_rate, keys[-1] if train else None))
+
+
+class HAMMER(nnx.Module):
+  """HAMMER (``hierarchical=True``) and FLAT (``FLAT``): see the module docstring.
+
+  Batch keys (``input/hammer_view.py``): tokens [B, L] int32, token_mask [B, L], frames
+  [B, F, Dv], frame_mask [B, F], (subtitle [B, F, Ds], subtitle_mask [B, F]), labels
+  [B, F] int32 (0 O, 1 B, 2 E), start_frame / end_frame [B] int32, frame_seconds [B],
+  duration [B], video_index [B] int32, example_mask [B] bool.
+  """
+
+  def __init__(self, c: HammerConfig, *, rngs: nnx.Rngs):
+    self.c = c
+    d, s, dt = c.width, c.num_streams, c.tower.hidden
+    self.text = text.TextEncoder(dataclasses.replace(c.tower, mlm_head=c.mlm), rngs=rngs)
+    eps = c.tower.layer_norm_eps
+    # Φ: frame positions within a clip (+ its CLS) or over the video (+ the K CLS tokens).
+    phi_positions = (c.clip_frames + 1 if c.frame_scope == "clip" or not c.hierarchical
+                     else c.max_frames + c.num_clips)
+    dims = (c.video_dim, c.subtitle_dim)[:s]
+    self.frame_inputs = nnx.List([StreamInput(dim, d, phi_positions, rngs=rngs, eps=eps)
+                                  for dim in dims])
+    self.clip_cls = layers.param(_normal(rngs.params(), (s, d)), (None, "embed"))
+    self.frame_level = Level(c, rngs=rngs)
+    out = s * d
+    self.tl_frame = layers.param(_normal(rngs.params(), (out + dt, 3)), ("embed", None))
+    vr_dim = dt if (not c.hierarchical and c.flat_vr_head == "tcls") else out
+    self.vr = layers.param(_normal(rngs.params(), (vr_dim,)), ("embed",))
+    if c.hierarchical:
+      clip_positions = c.num_clips if c.clip_position else 0
+      self.clip_inputs = nnx.List([StreamInput(d, d, clip_positions, rngs=rngs, eps=eps)
+                                   for _ in range(s)])
+      self.clip_level = None if c.share_encoders else Level(c, rngs=rngs)
+      heads = 2 if c.tl_head == "boundary" else 1
+      self.tl_clip = layers.param(_normal(rngs.params(), (out + dt, heads)), ("embed", None))
+
+  # -------------------------------------------------------------------------------------
+  # Construction.
+
+  @classmethod
+  def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "HAMMER":
+    """From ``config.model`` (keys of ``HammerConfig``), ``config.input`` (max_frames,
+    modalities, subtitle) and the dataset metadata (feature dims, WordPiece vocabulary).
+
+    Raises:
+      ValueError: a non-WordPiece dataset, an unknown modality, a bad config value.
+    """
+    m, inp = config.model, config.input
+    dims = meta.get("modalities") or {}
+    for name in tuple(inp.modalities) + ((inp.subtitle,) if inp.get("subtitle") else ()):
+      if name not in dims:
+        raise ValueError(f"config.input: modality {name!r} is not in the dataset (it has "
+                         f"{sorted(dims)})")
+    tower = text.TextConfig.from_model_config(m.text, int(meta["vocab_size"]))
+    masking = None
+    if m.mlm_frame or m.mlm_clip:
+      ids = mlm.special_ids(meta)
+      masking = mlm.MaskingConfig(
+          mask_id=ids["mask"], special_ids=tuple(ids[k] for k in ("cls", "sep", "pad")),
+          vocab_size=tower.vocab_size, mask_rate=float(m.mask_rate), scheme=m.mask_scheme)
+    fields = {f.name for f in dataclasses.fields(HammerConfig)}
+    fixed = {"tower", "video_dim", "subtitle_dim", "max_frames", "hierarchical", "masking"}
+    valid = (fields - fixed) | {"name", "text", "mask_rate", "mask_scheme"}
+    if unknown := sorted(set(m.keys()) - valid):
+      raise ValueError(f"config.model keys {unknown} unknown; valid: {sorted(valid)}")
+    own = {k: v for k, v in m.items() if k in fields}
+    hc = HammerConfig(
+        tower=tower, video_dim=sum(int(dims[n]) for n in inp.modalities),
+        subtitle_dim=int(dims[inp.subtitle]) if inp.get("subtitle") else 0,
+        max_frames=int(inp.max_frames), hierarchical=cls.HIERARCHICAL, masking=masking,
+        **own)
+    return cls(hc, rngs=rngs)
+
+  HIERARCHICAL = True
+
+  @classmethod
+  def pretrained_entries(cls, config: Any, data_dir: str | None) -> list[dict[str, Any]]:
+    """The text tower's checkpoint (``config.model.text.checkpoint``, first
+    ``num_layers`` = 5 layers: supp. 6.1.5), loaded into ``text``."""
+    del data_dir
+    checkpoint = config.model.text.get("checkpoint")
+    if not checkpoint:
+      return []
+    return [dict(source=checkpoint, format="hf_bert", into="text",
+                 layers=config.model.text.get("num_layers"))]
+
+  # -------------------------------------------------------------------------------------
+  # The query-only and video-only parts (computed once per query / per video).
+
+  def encode_query(self, batch: Batch, *, train: bool = False,
+                   rngs: jax.Array | None = None) -> base.Encoding:
+    """The text tower on the (unmasked) query.
+
+    Returns:
+      {"text": [B, L, Dt] float32, "text_mask": [B, L] bool}.
+    """
+    out = self.text(batch["tokens"], batch["token_mask"], train=train, rngs=rngs)
+    return {"text": out.hidden, "text_mask": batch["token_mask"].astype(bool)}
+
+  def encode_candidate(self, batch: Batch, *, train: bool = False,
+                       rngs: jax.Array | None = None) -> base.Encoding:
+    """Φ's visual (and ASR) streams up to their self-attention layer (query-independent).
+
+    Returns:
+      {"tokens": [B, S, T, D] float32 (clip scope: T = K·(M+1), each clip's CLS then its
+      frames; video scope: T = K + F, the K CLS tokens then the frames), "token_mask":
+      [B, S, T] bool, "frame_mask": [B, F] bool, "frame_seconds": [B], "duration": [B]}.
+    """
+    c = self.c
+    k_in, k_self = _keys(rngs, 2) if train else (None, None)
+    streams = [batch["frames"]] + ([batch["subtitle"]] if c.num_streams > 1 else [])
+    frame_mask = batch["frame_mask"].astype(bool)
+    masks = [frame_mask] + ([batch["subtitle_mask"].astype(bool) & frame_mask]
+                            if c.num_streams > 1 else [])
+    b, f = frame_mask.shape
+    kk, m = c.num_clips, c.clip_frames
+    clip_valid = jnp.any(frame_mask.reshape(b, kk, m), axis=-1)
+    tokens, token_masks = [], []
+    for s, (x, mask, inp) in enumerate(zip(streams, masks, self.frame_inputs)):
+      x = inp.project(x)                                            # [B, F, D]
+      cls_tok = jnp.broadcast_to(self.clip_cls[...][s], (b, kk, 1, x.shape[-1]))
+      if self._per_clip:
+        x = jnp.concatenate([cls_tok, x.reshape(b, kk, m, -1)], axis=2)
+        x = inp.finish(x.reshape(b * kk, m + 1, -1)).reshape(b, kk * (m + 1), -1)
+        tm = jnp.concatenate([clip_valid[..., None], mask.reshape(b, kk, m)], axis=2)
+        tm = tm.reshape(b, kk * (m + 1))
+      else:
+        x = inp.finish(jnp.concatenate([cls_tok[:, :, 0], x], axis=1))
+        tm = jnp.concatenate([clip_valid, mask], axis=1)
+      tokens.append(x)
+      token_masks.append(tm)
+    x = layers.dropout(jnp.stack(tokens, axis=1), c.dropout_rate, k_in)
+    token_mask = jnp.stack(token_masks, axis=1)
+    x = self._frame_self(x, token_mask, clip_valid, train=train, key=k_self)
+    return {"tokens": x, "token_mask": token_mask, "frame_mask": frame_mask,
+            "frame_seconds": batch["frame_seconds"].astype(jnp.float32),
+            "duration": batch["duration"].astype(jnp.float32)}
+
+  @property
+  def _per_clip(self) -> bool:
+    return self.c.frame_scope == "clip" or not self.c.hierarchical
+
+  def _video_scope_mask(self, token_mask: jax.Array) -> jax.Array:
+    """[N, S, K+F] -> [N, S, K+F, K+F]: frames attend to every valid token, CCLS_k only to
+    itself and its clip's frames (``frame_scope="video"``)."""
+    kk, m = self.c.num_clips, self.c.clip_length
+    f = self.c.max_frames
+    clip_of = jnp.concatenate([jnp.arange(kk), jnp.arange(f) // m])
+    is_cls = jnp.arange(kk + f) < kk
+    allowed = jnp.where(is_cls[:, None], clip_of[:, None] == clip_of[None, :], True)
+    return allowed[None, None] & token_mask[:, :, None, :]
+
+  def _frame_self(self, x, token_mask, clip_valid, *, train, key):
+    c = self.c
+    b, s = x.shape[:2]
+    if self._per_clip:
+      kk, m1 = c.num_clips, c.clip_frames + 1
+      xs = x.reshape(b, s, kk, m1, -1).transpose(0, 2, 1, 3, 4).reshape(b * kk, s, m1, -1)
+      ms = token_mask.reshape(b, s, kk, m1).transpose(0, 2, 1, 3).reshape(b * kk, s, m1)
+      out = _self_layers(self.frame_level, xs, ms, train=train, key=key)
+      return out.reshape(b, kk, s, m1, -1).transpose(0, 2, 1, 3, 4).reshape(b, s, kk * m1, -1)
+    del clip_valid
+    return _self_layers(self.frame_level, x, self._video_scope_mask(token_mask),
+                        train=train, key=key)
+
+  # -------------------------------------------------------------------------------------
+  # The cross-modal part, per (query, video) pair.
+
+  def pair(self, query: base.Encoding, video: base.Encoding, *, train: bool = False,
+           rngs: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Runs the cross-modal layers and heads on N aligned (query, video) pairs.
+
+    Args:
+      query: ``encode_query`` of N queries; video: ``encode_candidate`` of N videos.
+
+    Returns:
+      vr [N] float32 (Eq. 9), start / end [N, F] log-probabilities of t_s / t_e
+      (-inf at padding frames), tl [N, F, 3] log p(y_t) ("bio"; for "boundary" the start
+      and end columns hold the boundary log-probabilities and O is -inf), frame_logits
+      [N, F, 3] (Eq. 12's w·[...]), clip_logits [N, K, heads] (Eq. 11's u·[...]; NEG at
+      clips without a valid frame; zeros for FLAT), clip_logprob [N, K, heads], frame_query [N, K', L, Dt] (Φ's grounded query; K' = K per clip, 1
+      over the video) and clip_query [N, L, Dt] (Ψ's; HAMMER only).
+    """
+    c = self.c
+    k_phi, k_psi_in, k_psi_self, k_psi = _keys(rngs, 4) if train else (None,) * 4
+    q, q_mask = query["text"], query["text_mask"]
+    x, x_mask, frame_mask = video["tokens"], video["token_mask"], video["frame_mask"]
+    n, s = x.shape[:2]
+    kk, m = c.num_clips, c.clip_frames
+    clip_valid = jnp.any(frame_mask.reshape(n, kk, m), axis=-1)
+    if self._per_clip:
+      m1 = m + 1
+      xs = x.reshape(n, s, kk, m1, -1).transpose(0, 2, 1, 3, 4).reshape(n * kk, s, m1, -1)
+      ms = x_mask.reshape(n, s, kk, m1).transpose(0, 2, 1, 3).reshape(n * kk, s, m1)
+      qk = jnp.repeat(q, kk, axis=0)
+      vis, gq = _cross_layers(self.frame_level, xs, ms, qk, jnp.repeat(q_mask, kk, axis=0),
+                              train=train, key=k_phi)
+      vis = vis.reshape(n, kk, m1, -1)
+      phi_k, frames = vis[:, :, 0], vis[:, :, 1:].reshape(n, kk * m, -1)
+      gq = gq.reshape(n, kk, gq.shape[1], -1)                          # [N, K, L, Dt]
+      tcls_frame = jnp.repeat(gq[:, :, 0], m, axis=1)                   # [N, F, Dt]
+    else:
+      vis, gq = _cross_layers(self.frame_level, x, self._video_scope_mask(x_mask), q,
+                              q_mask, train=train, key=k_phi)
+      phi_k, frames = vis[:, :kk], vis[:, kk:]
+      gq = gq[:, None]
+      tcls_frame = jnp.broadcast_to(gq[:, :, 0], (n, c.max_frames, gq.shape[-1]))
+    frame_logits = jnp.einsum("nfe,ey->nfy", jnp.concatenate([frames, tcls_frame], -1),
+                              self.tl_frame[...])
+    out = {"frame_query": gq, "frame_logits": frame_logits}
+    if c.hierarchical:
+      psi, clip_query = self._clip_encoder(phi_k, clip_valid, gq, q, q_mask, train=train,
+                                           keys=(k_psi_in, k_psi_self, k_psi))
+      vr_k = jnp.einsum("nke,e->nk", psi, self.vr[...])
+      out["vr"] = jnp.max(jnp.where(clip_valid, vr_k, NEG), axis=1)
+      tcls = jnp.broadcast_to(clip_query[:, None, 0], psi.shape[:2] + clip_query.shape[-1:])
+      clip_logits = jnp.einsum("nke,eh->nkh", jnp.concatenate([psi, tcls], -1),
+                               self.tl_clip[...])
+      clip_logits = jnp.where(clip_valid[..., None], clip_logits, NEG)
+      out["clip_query"] = clip_query
+    else:
+      out["vr"] = self._flat_vr(phi_k[:, 0], frames, frame_mask, gq[:, 0, 0])
+      clip_logits = jnp.zeros((n, 1, 1))
+    clip_lp = jax.nn.log_softmax(clip_logits, axis=1)
+    out.update(clip_logits=clip_logits, clip_logprob=clip_lp)
+    out.update(tl_logprobs(frame_logits, clip_logits, frame_mask, m, c.tl_head))
+    return out
+
+  def _flat_vr(self, cls_n, frames, frame_mask, tcls):
+    head = self.c.flat_vr_head
+    theta = self.vr[...]
+    if head == "cls":
+      return cls_n @ theta
+    if head == "tcls":
+      return tcls @ theta
+    return jnp.max(jnp.where(frame_mask, frames @ theta, NEG), axis=1)
+
+  def _clip_encoder(self, phi_k, clip_valid, frame_query, q, q_mask, *, train, keys):
+    """Ψ over φ_1..φ_K (Eq. 8): [N, K, S·D] -> ([N, K, S·D], grounded query [N, L, Dt])."""
+    c = self.c
+    k_in, k_self, k_cross = keys
+    n, kk = phi_k.shape[:2]
+    parts = jnp.split(phi_k, c.num_streams, axis=-1)
+    x = jnp.stack([inp.finish(inp.project(p)) for p, inp in zip(parts, self.clip_inputs)],
+                  axis=1)
+    x = layers.dropout(x, c.dropout_rate, k_in)
+    mask = jnp.broadcast_to(clip_valid[:, None], (n, c.num_streams, kk))
+    level = self.frame_level if self.clip_level is None else self.clip_level
+    x = _self_layers(level, x, mask, train=train, key=k_self)
+    if c.clip_query == "frame":
+      w = clip_valid.astype(jnp.float32)[..., None, None] if self._per_clip else 1.0
+      start = (jnp.sum(frame_query * w, axis=1)
+               / jnp.maximum(jnp.sum(jnp.broadcast_to(w, frame_query.shape[:2] + (1, 1)),
+                                     axis=1), 1.0))
+    else:
+      start = q
+    return _cross_layers(level, x, mask, start, q_mask, train=train, key=k_cross)
+
+  # -------------------------------------------------------------------------------------
+  # Training forward pass and loss.
+
+  def __call__(self, batch: Batch, *, train: bool,
+               rngs: jax.Array | None = None) -> dict[str, jax.Array]:
+    """VR over the positive and the sampled negatives, TL and MLM on the positive pairs.
+
+    ``train=False`` draws the negatives with a fixed key and masks no token (deterministic).
+
+    Returns:
+      vr_logits [B, C] (column 0 = the positive pair), vr_valid [B, C], negatives [B, C]
+      int32 (the batch row of each column's video), tl [B, F, 3], start / end [B, F],
+      frame_logits [B, F, 3], clip_logits [B, K, heads] (``pair``'s, positive pairs),
+      and with MLM: mlm_frame_logits [B, K', P, V], mlm_clip_logits [B, P, V],
+      mlm_targets [B, P] int32, mlm_weights [B, P].
+    """
+    c = self.c
+    key = rngs if (train and rngs is not None) else jax.random.key(0)
+    k_mask, k_neg, k_text, k_video, k_pair, k_mlm = jax.random.split(key, 6)
+    drop = (lambda k: k) if train else (lambda k: None)
+    tokens, token_mask = batch["tokens"], batch["token_mask"].astype(bool)
+    example_mask = batch.get("example_mask", jnp.ones(tokens.shape[:1], bool)).astype(bool)
+    out: dict[str, jax.Array] = {}
+    inputs = tokens
+    if c.mlm and train:
+      inputs, targets, weights, positions = self._mask(
+          tokens, token_mask & example_mask[:, None], k_mask)
+      out.update(mlm_targets=targets, mlm_weights=weights)
+    q_in = inputs if c.masked_query_for_vr_tl else tokens
+    query = self.encode_query({"tokens": q_in, "token_mask": token_mask}, train=train,
+                              rngs=drop(k_text))
+    video = self.encode_candidate(batch, train=train, rngs=drop(k_video))
+    cols, valid = sample_negatives(batch["video_index"], example_mask, c.negatives, k_neg,
+                                   c.negative_mode)
+    b, ncol = cols.shape
+    pairs_v = jax.tree.map(lambda x: jnp.take(x, cols.reshape(-1), axis=0), video)
+    pairs_q = jax.tree.map(lambda x: jnp.repeat(x, ncol, axis=0), query)
+    res = self.pair(pairs_q, pairs_v, train=train, rngs=drop(k_pair))
+    pos = jax.tree.map(lambda x: x.reshape((b, ncol) + x.shape[1:])[:, 0], res)
+    out.update(vr_logits=res["vr"].reshape(b, ncol), vr_valid=valid, negatives=cols,
+               **{k: pos[k] for k in ("tl", "start", "end", "frame_logits", "clip_logits")})
+    if c.mlm and train:
+      if not c.masked_query_for_vr_tl:
+        masked_q = self.encode_query({"tokens": inputs, "token_mask": token_mask},
+                                     train=train, rngs=drop(k_mlm))
+        pos = self.pair(masked_q, video, train=train, rngs=drop(jax.random.fold_in(k_mlm, 1)))
+      out.update(self._mlm_logits(pos, positions))
+    return out
+
+  def _mask(self, tokens, valid, key):
+    """BERT masking (models/mlm.py) capped at ``mlm_max_predictions`` tokens per query.
+
+    Returns:
+      (inputs [B, L], targets [B, P] int32, weights [B, P] float32 (1 at a masked token),
+       positions [B, P] int32 (the masked tokens first)).
+    """
+    c = self.c
+    inputs, selected = mlm.mask_tokens(tokens, valid, key, c.masking)
+    # BERT's max_predictions_per_seq: only the first P selected tokens are masked.
+    selected &= jnp.cumsum(selected, axis=1) <= c.mlm_max_predictions
+    inputs = jnp.where(selected, inputs, tokens)
+    p = min(c.mlm_max_predictions, tokens.shape[1])
+    order = jnp.argsort(~selected, axis=1, stable=True)[:, :p]      # selected first
+    weights = jnp.take_along_axis(selected, order, axis=1).astype(jnp.float32)
+    targets = jnp.take_along_axis(tokens, order, axis=1).astype(jnp.int32)
+    return inputs, targets, weights, order.astype(jnp.int32)
+
+  def _mlm_logits(self, pos, positions):
+    """Tied MLM logits [.., P, V] at the masked positions of Φ's / Ψ's grounded query."""
+    c = self.c
+    out = {}
+    gather = lambda h, idx: jnp.take_along_axis(h, idx[..., None], axis=-2)
+    if c.mlm_frame:
+      fq = pos["frame_query"]                                          # [B, K', L, Dt]
+      idx = jnp.broadcast_to(positions[:, None], fq.shape[:2] + positions.shape[1:])
+      out["mlm_frame_logits"] = self.text.mlm_logits(
+          gather(fq, idx).reshape(fq.shape[0], -1, fq.shape[-1])).reshape(
+              fq.shape[:2] + positions.shape[1:] + (-1,))
+    if c.mlm_clip and c.hierarchical:
+      out["mlm_clip_logits"] = self.text.mlm_logits(gather(pos["clip_query"], positions))
+    return out
+
+  def loss(self, out: dict[str, jax.Array], batch: Batch,
+           cfg: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq. 14: λ_VR ℓ_VR + λ_TL ℓ_TL + λ_MLM (ℓ_FM + ℓ_CM); see ``hammer_loss``."""
+    return hammer_loss(out, batch, cfg, self.c)
+
+  # -------------------------------------------------------------------------------------
+  # Prediction functions (models/base.py Ranker + Localizer).
+
+  def score(self, query: base.Encoding, candidate: base.Encoding) -> jax.Array:
+    """[Bq, Bc] float32 VR logits f(v, h) (Eq. 9) of every pair; each pair's cross-modal
+    part runs on its own row, so its value does not depend on the block."""
+    bq, bc = query["text"].shape[0], candidate["tokens"].shape[0]
+    q = jax.tree.map(lambda x: jnp.repeat(x, bc, axis=0), query)
+    v = jax.tree.map(lambda x: jnp.tile(x, (bq,) + (1,) * (x.ndim - 1)), candidate)
+    return self.pair(q, v)["vr"].reshape(bq, bc).astype(jnp.float32)
+
+  def moment_logprobs(self, query: base.Encoding,
+                      candidate: base.Encoding) -> dict[str, jax.Array]:
+    """{"start": [B, F], "end": [B, F]} float32 log-probabilities of t_s / t_e for aligned
+    pairs (row i with row i); -inf at padding frames."""
+    res = self.pair(query, candidate)
+    return {"start": res["start"], "end": res["end"]}
+
+  def localize(self, query: base.Encoding, candidate: base.Encoding,
+               top_k: int) -> jax.Array:
+    """The top_k moments of each aligned pair (§3.5, Eq. 5).
+
+    Score of (s, e) = log p(t_s = s) + log p(t_e = e), over valid frames with
+    e − s >= ``min_moment_frames`` (paper: t_e > t_s) and e − s + 1 <= ``max_moment_frames``
+    (0: any); seconds by ``ops.frames_to_seconds``.
+
+    Returns:
+      [B, top_k, 3] float32 (start s, end s, score), best first (score -inf where fewer
+      than top_k moments are allowed).
+    """
+    c = self.c
+    lp = self.moment_logprobs(query, candidate)
+    f = lp["start"].shape[1]
+    s_idx, e_idx = jnp.arange(f)[:, None], jnp.arange(f)[None, :]
+    allowed = e_idx - s_idx >= c.min_moment_frames
+    if c.max_moment_frames:
+      allowed &= e_idx - s_idx + 1 <= c.max_moment_frames
+    scores = lp["start"][:, :, None] + lp["end"][:, None, :]
+    scores = jnp.where(allowed[None], scores, -jnp.inf).reshape(scores.shape[0], -1)
+    best, flat = jax.lax.top_k(scores, top_k)
+    start, end = flat // f, flat % f
+    sec = ops.frames_to_seconds(start, end, candidate["frame_seconds"][:, None],
+                                candidate["duration"][:, None])
+    return jnp.concatenate([sec, best[..., None]], axis=-1).astype(jnp.float32)
+
+
+class FLAT(HAMMER):
+  """FLAT (§4.1): HAMMER's frame encoder alone over the whole video; same heads (TL without
+  the clip factor, VR per ``flat_vr_head``)."""
+  HIERARCHICAL = False
+
+
+def tl_logprobs(frame_logits: jax.Array, clip_logits: jax.Array, frame_mask: jax.Array,
+                clip_frames: int, tl_head: str = "bio") -> dict[str, jax.Array]:
+  """Eq. 10-12: frame-label and boundary log-probabilities from the heads' logits.
+
+  Args:
+    frame_logits: [N, F, 3] w·[Φ(x_t), Φ(TCLS; c_k)] for O, B, E (Eq. 12).
+    clip_logits: [N, K, H] u·[Ψ(φ_k), Ψ(TCLS)] (Eq. 11), NEG at clips without a valid
+      frame; H = 1 ("bio"), 2 ("boundary": start, end); K = 1 and zeros for FLAT.
+    frame_mask: [N, F] bool.
+    clip_frames: M (F = K·M).
+    tl_head: "bio": log p(y_t) = log p(c_k) + log softmax_y(frame_logits)[y] (Eq. 10), and
+      log p(t_s = t) = log p(y_t = B), log p(t_e = t) = log p(y_t = E); "boundary":
+      log p_s(t) = log p_s(c_k) + log softmax over the valid frames t' of c_k of the B
+      logits (likewise E with the last clip head), distributions over the video's frames.
+
+  Returns:
+    {"tl": [N, F, 3] log p(y_t) (boundary: [-inf, start, end]), "start", "end": [N, F]
+    (-inf at padding frames)}.
+  """
+  n, f, _ = frame_logits.shape
+  clip_lp = jax.nn.log_softmax(clip_logits, axis=1)
+  clip_of_frame = lambda lp: jnp.repeat(lp, clip_frames, axis=1)    # [N, K] -> [N, F]
+  if tl_head == "bio":
+    tl = (jax.nn.log_softmax(frame_logits, axis=-1)
+          + clip_of_frame(clip_lp[..., 0])[..., None])
+    start, end = tl[..., 1], tl[..., 2]
+  else:
+    logits = jnp.where(frame_mask[..., None], frame_logits, NEG)
+    per_clip = logits.reshape(n, f // clip_frames, clip_frames, 3)
+    within = jax.nn.log_softmax(per_clip, axis=2).reshape(n, f, 3)
+    start = within[..., 1] + clip_of_frame(clip_lp[..., 0])
+    end = within[..., 2] + clip_of_frame(clip_lp[..., -1])
+    tl = jnp.stack([jnp.full_like(start, -jnp.inf), start, end], axis=-1)
+  start = jnp.where(frame_mask, start, -jnp.inf)
+  end = jnp.where(frame_mask, end, -jnp.inf)
+  return {"tl": tl, "start": start, "end": end}
+
+
+def sample_negatives(video_index: jax.Array, example_mask: jax.Array, k: int,
+                     key: jax.Array, mode: str = "sample") -> tuple[jax.Array, jax.Array]:
+  """VR candidates of each query from the global batch (inside jit).
+
+  ``"sample"``: k negatives per query drawn uniformly without replacement, with the step
+  key, among the batch rows whose video differs (``video_index``) and that are real
+  (``example_mask``): our choice k = 7 (``config.model.negatives``): a cross-encoder pays
+  one cross-modal pass per pair, so a query costs 1 + k passes (1,024 per step at TVR's
+  batch 128, against 16,384 for all pairs). ``"all"``: every row of the batch (B columns
+  after the positive); same-video rows and the query's own row are masked.
+
+  Args:
+    video_index: [B] int32 record index of each example's video.
+    example_mask: [B] bool.
+    k: negatives per query (``"sample"``); clipped to B − 1.
+    key: the step key.
+    mode: "sample" or "all".
+
+  Returns:
+    (columns [B, C] int32: column 0 is the query's own row (the positive), the others the
+     negatives' rows; valid [B, C] bool: column 0 = example_mask, a negative is valid when
+     its video differs and it is real (fewer than k eligible rows leave invalid columns)).
+  """
+  b = video_index.shape[0]
+  rows = jnp.arange(b)
+  ok = (video_index[None, :] != video_index[:, None]) & example_mask[None, :]
+  if mode == "all":
+    cols = jnp.broadcast_to(rows[None], (b, b))
+    neg_valid = ok & (rows[None] != rows[:, None])
+  else:
+    k = min(k, b - 1)
+    u = jnp.where(ok, jax.random.uniform(key, (b, b)), -1.0)
+    vals, cols = jax.lax.top_k(u, k)
+    neg_valid = vals >= 0.0
+  cols = jnp.concatenate([rows[:, None], cols], axis=1).astype(jnp.int32)
+  valid = jnp.concatenate([example_mask[:, None], neg_valid], axis=1)
+  return cols, valid
+
+
+def hammer_loss(out: dict[str, jax.Array], batch: Batch, cfg: Any,
+                c: HammerConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Eq. 14 over the global batch; every term is logged.
+
+  * vr (Eq. 4, 9): −log softmax(f(v, h) over the positive and its valid negatives)[pos],
+    mean over real examples.
+  * tl (Eq. 6 with Eq. 10-12): ``cfg.tl_reduce="sum"`` (default, Eq. 6): −Σ_t log p(y_t =
+    label_t) summed over the valid frames, mean over real examples; "mean": averaged over
+    the frames too. With ``tl_head="boundary"``: −log p_s(start) − log p_e(end).
+  * mlm_frame / mlm_clip (Eq. 13; FM / CM of Table 4): mean cross-entropy of the original
+    ids at the masked positions (frame level: also over the clips that hold a valid frame).
+  Weights ``cfg.weights`` (vr 1, tl 5, mlm 0.1: Table 5); mlm multiplies FM + CM.
+
+  Returns:
+    (scalar float32, {"vr", "tl", "mlm_frame", "mlm_clip" (those present)}).
+  """
+  w = cfg.weights
+  real = batch.get("example_mask", jnp.ones(batch["labels"].shape[:1], bool))
+  real = real.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(real), 1.0)
+  logits = jnp.where(out["vr_valid"], out["vr_logits"], NEG)
+  vr = -jax.nn.log_softmax(logits, axis=1)[:, 0]
+  terms = {"vr": jnp.sum(vr * real) / count}
+  frame_mask = batch["frame_mask"].astype(jnp.float32)
+  if c.tl_head == "bio":
+    labels = batch["labels"].astype(jnp.int32)
+    ll = jnp.take_along_axis(out["tl"], labels[..., None], axis=-1)[..., 0]
+    ll = jnp.where(frame_mask > 0, ll, 0.0)
+    per = -jnp.sum(ll, axis=1)
+    if cfg.get("tl_reduce", "sum") == "mean":
+      per = per / jnp.maximum(jnp.sum(frame_mask, axis=1), 1.0)
+  else:
+    take = lambda lp, idx: jnp.take_along_axis(lp, idx[:, None].astype(jnp.int32), 1)[:, 0]
+    per = -(take(out["start"], batch["start_frame"]) + take(out["end"], batch["end_frame"]))
+  terms["tl"] = jnp.sum(per * real) / count
+  total = w.vr * terms["vr"] + w.tl * terms["tl"]
+  if "mlm_targets" in out:
+    targets, weights = out["mlm_targets"], out["mlm_weights"] * real[:, None]
+    if "mlm_frame_logits" in out:
+      lg = out["mlm_frame_logits"]                                     # [B, K', P, V]
+      ce = optax.softmax_cross_entropy_with_integer_labels(
+          lg, jnp.broadcast_to(targets[:, None], lg.shape[:3]))
+      clip_ok = _frame_query_valid(batch, c, lg.shape[1])
+      wt = weights[:, None] * clip_ok[..., None]
+      terms["mlm_frame"] = jnp.sum(ce * wt) / jnp.maximum(jnp.sum(wt), 1.0)
+    if "mlm_clip_logits" in out:
+      ce = optax.softmax_cross_entropy_with_integer_labels(out["mlm_clip_logits"], targets)
+      terms["mlm_clip"] = jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    total = total + w.mlm * sum(terms.get(k, 0.0) for k in ("mlm_frame", "mlm_clip"))
+  return total, terms
+
+
+def _frame_query_valid(batch: Batch, c: HammerConfig, num: int) -> jax.Array:
+  """[B, K'] float: which of Φ's grounded queries come from a clip with a valid frame."""
+  fm = batch["frame_mask"].astype(bool)
+  if num == 1:
+    return jnp.any(fm, axis=1, keepdims=True).astype(jnp.float32)
+  return jnp.any(fm.reshape(fm.shape[0], num, -1), axis=-1).astype(jnp.float32)
