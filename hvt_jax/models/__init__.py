@@ -13,13 +13,14 @@ from typing import Any
 
 from flax import nnx
 
-from hvt_jax.models import hse, mlm
+from hvt_jax.models import hse, mcha, mlm
 from hvt_jax.models.base import Model
 
 MODELS: dict[str, type[Model]] = {
     "hse": hse.HSE,
     "fse": hse.FSE,
     "text_mlm": mlm.TextMLM,
+    "mcha": mcha.MCHA,
 }
 
 
