@@ -225,8 +225,12 @@ def write_demo(output_dir: str, *, num_shards: int | None = None, verbose: bool 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the demo flags to an argparse (sub)parser."""
   parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--num-train", type=int, default=1500)
-  parser.add_argument("--num-val", type=int, default=500)
+  parser.add_argument("--variant", choices=("events", "experts"), default="events",
+                      help="events: this module's HSE demo; experts: MCHA's multi-expert "
+                      "demo (data_prep/demo_experts.py; only --num-train/--num-val/--seed "
+                      "apply)")
+  parser.add_argument("--num-train", type=int, default=None, help="1500 (experts: 600)")
+  parser.add_argument("--num-val", type=int, default=None, help="500 (experts: 200)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--feature-dim", type=int, default=32)
   parser.add_argument("--num-events", type=int, default=48)
@@ -237,7 +241,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> str:
   """Writes the demo dataset from parsed flags; returns the dataset dir."""
-  return write_demo(args.output, num_shards=args.num_shards, num_train=args.num_train,
-                    num_val=args.num_val, seed=args.seed, feature_dim=args.feature_dim,
+  if getattr(args, "variant", "events") == "experts":
+    from data_prep import demo_experts  # pylint: disable=g-import-not-at-top
+    return demo_experts.write(args.output, num_train=args.num_train or 600,
+                              num_val=args.num_val or 200, seed=args.seed)
+  return write_demo(args.output, num_shards=args.num_shards,
+                    num_train=1500 if args.num_train is None else args.num_train,
+                    num_val=500 if args.num_val is None else args.num_val, seed=args.seed,
+                    feature_dim=args.feature_dim,
                     num_events=args.num_events, noise_std=args.noise_std,
                     style_std=args.style_std)

@@ -104,9 +104,10 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
   assert c.model.name == path.parent.name
   evals = list(c.evals.values())
   tiny_data.write(str(tmp_path), num_train=16, num_val=8,
-                  modality=c.input.get("modality", "frames"),
+                  modality=tuple(c.input.get("experts", ())) or c.input.get("modality",
+                                                                              "frames"),
                   val_split=evals[0].split if evals else "val",
-                  tokenizer="wordpiece" if c.model.name == "text_mlm" else "word")
+                  tokenizer="wordpiece" if c.model.name in ("text_mlm", "mcha") else "word")
   c.input.data_dir = str(tmp_path)
   s = train.setup(c)
   view = pipeline.get_view(c.model.name)

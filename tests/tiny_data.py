@@ -11,28 +11,32 @@ VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
 WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 
 
-def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames",
-           first_id: int = 2) -> dict:
+def record(i: int, rng: np.random.Generator, split: str,
+           modality: str | tuple[str, ...] = "frames", first_id: int = 2) -> dict:
   t = int(rng.integers(10, 30))
   s = int(rng.integers(2, 6))
   dur = float(t) * 0.5
   segs = np.sort(rng.uniform(0, dur, size=(s, 2)), axis=1).astype(np.float32)
   starts = np.arange(t, dtype=np.float32) * 0.5
+  names = (modality,) if isinstance(modality, str) else modality
   return dict(video_id=f"{split}{i}", duration=dur, split=split, label="",
-              features={modality: rng.normal(size=(t, DIM)).astype(np.float32)},
-              timestamps={modality: np.stack([starts, starts + 0.5], 1)},
+              features={m: rng.normal(size=(t, DIM)).astype(np.float32) for m in names},
+              timestamps={m: np.stack([starts, starts + 0.5], 1) for m in names},
               segments=segs, sentences=[f"s{j}" for j in range(s)],
               tokens=[rng.integers(first_id, len(VOCAB), size=int(rng.integers(2, 7))).tolist()
                       for _ in range(s)])
 
 
 def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *,
-          modality: str = "frames", val_split: str = "val", tokenizer: str = "word") -> str:
-  """A tiny dataset; ``tokenizer="wordpiece"``: ids of ``WORDPIECE_VOCAB`` (specials first,
-  never stored in tokens)."""
+          modality: str | tuple[str, ...] = "frames", val_split: str = "val",
+          tokenizer: str = "word") -> str:
+  """A tiny dataset; ``modality`` one name or several (experts); ``tokenizer="wordpiece"``:
+  ids of ``WORDPIECE_VOCAB`` (specials first, never stored in tokens)."""
   rng = np.random.default_rng(seed)
   wordpiece = tokenizer == "wordpiece"
-  spec = writer.DatasetSpec(name="demo", modalities={modality: DIM}, tokenizer=tokenizer,
+  names = (modality,) if isinstance(modality, str) else modality
+  spec = writer.DatasetSpec(name="demo", modalities={m: DIM for m in names},
+                            tokenizer=tokenizer,
                             vocab=WORDPIECE_VOCAB if wordpiece else VOCAB)
   first = 5 if wordpiece else 2
   splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],

@@ -22,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from hvt_jax import models
-from hvt_jax.evaluation import corpus, hse_tasks, retrieval
+from hvt_jax.evaluation import corpus, hse_tasks, mcha_retrieval, retrieval
 from hvt_jax.input import pipeline
 
 
@@ -99,7 +99,8 @@ class RetrievalEvaluator:
           title=f"{self.setup.config.model.name} {self.split} (step {step})")
 
 
-EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS}
+EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS,
+              **mcha_retrieval.EVALUATORS}
 
 
 def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> list[Any]:

@@ -30,7 +30,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_prep import wordpiece, writer
-from hvt_jax.input import hse_view, ops, text_view
+from hvt_jax.input import hse_view, mcha_view, ops, text_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,7 @@ _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
 VIEWS: dict[str, View] = {
     "hse": _HSE, "fse": _HSE,
     "text_mlm": View(text_view.sentence_view, per_sentence=True, stat_keys=("truncated",)),
+    "mcha": View(mcha_view.train_view, stat_keys=("truncated",)),
 }
 
 
@@ -124,9 +125,10 @@ def _count_sentences(ds: tf.data.Dataset) -> int:
       tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
-def _split(config: Any, split: str) -> _Split:
+def _split(config: Any, split: str, view: View | None = None) -> _Split:
   """This process's contiguous slice of ``split`` (TFDS file instructions: a pod does not
-  read every record on every host), with its example counts."""
+  read every record on every host), with its example counts under ``view`` (default: the
+  model's)."""
   data_dir, meta = dataset_info(config)
   if split not in meta["splits"]:
     raise ValueError(f"split {split!r} not in dataset {data_dir} "
@@ -139,7 +141,7 @@ def _split(config: Any, split: str) -> _Split:
   ds = writer.load_split(data_dir, f"{split}[{start}:{end}]")
   indexed = tf.data.Dataset.zip(
       tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
-  view = get_view(config.model.name)
+  view = view or get_view(config.model.name)
   local, total_examples = end - start, total
   if view.per_sentence:
     counted = meta.get("sentences", {}).get(split)
@@ -229,9 +231,7 @@ def eval_dataset(config: Any, split: str,
   Returns:
     (dataset of local batches, number of batches, number of real examples).
   """
-  sp = _split(config, split)
-  if view is not None:
-    sp = dataclasses.replace(sp, view=view)
+  sp = _split(config, split, view)
   ds = _viewed(sp, lambda index: tf.constant(0, tf.int64))
   batch = local_batch_size(config.eval_batch_size)
   steps = max(1, math.ceil(sp.total_examples / config.eval_batch_size))

@@ -141,17 +141,17 @@ class Linear(nnx.Module):
   """y = x W + b with a normal(0.02) kernel (BERT's init) and logical axis names."""
 
   def __init__(self, in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
-               rngs: nnx.Rngs, dtype: Any = jnp.float32):
+               rngs: nnx.Rngs, dtype: Any = jnp.float32, use_bias: bool = True):
     self.dtype = jnp.dtype(dtype)
     self.kernel = layers.param(0.02 * jax.random.normal(rngs.params(), (in_dim, out_dim)),
                                names)
-    self.bias = layers.param(jnp.zeros((out_dim,)), (names[1],))
+    self.bias = layers.param(jnp.zeros((out_dim,)), (names[1],)) if use_bias else None
 
-  def __call__(self, x: jax.Array, *, bias: bool = True) -> jax.Array:
-    """[..., in] -> [..., out] float32 (``bias=False``: x W only)."""
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., in] -> [..., out] float32."""
     y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype),
                    preferred_element_type=jnp.float32)
-    return y + self.bias[...] if bias else y
+    return y if self.bias is None else y + self.bias[...]
 
 
 class GatedEmbedding(nnx.Module):
@@ -204,11 +204,12 @@ class MCHA(nnx.Module):
       self.weights_fc = Linear(cfg.text.hidden, n, ("embed", None), rngs=rngs, dtype=dt)
     if cfg.lam:
       self.word_proj = Linear(cfg.text.hidden, d, ("embed", None), rngs=rngs, dtype=dt)
-      # F_g, F_o of Eq. 6 split into their word and attended-vector halves.
+      # F_g, F_o of Eq. 6 split into their word half (with b_g, b_o) and attended-vector
+      # half: F[w, a] + b = (W_w w + b) + W_a a.
       self.gate_w = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
-      self.gate_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
+      self.gate_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
       self.fuse_w = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
-      self.fuse_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
+      self.fuse_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "MCHA":
@@ -301,9 +302,8 @@ class MCHA(nnx.Module):
     if cfg.lam:
       out["rep"] = rep
       out["rep_unit"] = _unit(rep)
-      # W_a m_j; the biases b_g, b_o are added once, on the word side.
-      out["gate_v"] = self.gate_a(rep, bias=False)
-      out["fuse_v"] = self.fuse_a(rep, bias=False)
+      out["gate_v"] = self.gate_a(rep)       # W_a m_j: Σ_j α_j (W_a m_j) = W_a a
+      out["fuse_v"] = self.fuse_a(rep)
     return out
 
   # ------------------------------------------------------------------------------------
@@ -331,8 +331,8 @@ class MCHA(nnx.Module):
       word_mask = mask if cfg.lam_special_tokens else mask & (pos > 0) & (pos != last)
       out["words"] = jnp.where(word_mask[..., None], words, 0.0)
       out["word_mask"] = word_mask
-      out["gate_w"] = self.gate_w(words) + self.gate_a.bias[...]
-      out["fuse_w"] = self.fuse_w(words) + self.fuse_a.bias[...]
+      out["gate_w"] = self.gate_w(words)
+      out["fuse_w"] = self.fuse_w(words)
     return out
 
   def encode_query(self, batch: Batch) -> base.Encoding:
@@ -380,7 +380,9 @@ class MCHA(nnx.Module):
       else:
         s = jnp.einsum("qcld,cjd->qclj", _unit(words), cand["rep_unit"], precision=hp)  # Eq. 3
       r = jnp.where(wmask, jax.nn.relu(s), 0.0)
-      sbar = r / (jnp.sqrt(jnp.sum(r * r, axis=2, keepdims=True)) + cfg.lam_eps)   # Eq. 4
+      # Eq. 4; the max keeps the gradient finite where every word's relu(s) is 0.
+      sumsq = jnp.maximum(jnp.sum(r * r, axis=2, keepdims=True), 1e-30)
+      sbar = r / (jnp.sqrt(sumsq) + cfg.lam_eps)
       logits = jnp.where(avail, cfg.lam_lambda * sbar, jnp.finfo(jnp.float32).min)
       alpha = jnp.where(avail, jax.nn.softmax(logits, axis=-1), 0.0)      # Eq. 5
       a = jnp.einsum("qclj,cjd->qcld", alpha, cand["rep"], precision=hp)
@@ -401,8 +403,8 @@ class MCHA(nnx.Module):
       total = total + step
       if not last:                                                        # Eq. 7
         words = new
-        gate_w = self.gate_w(words) + self.gate_a.bias[...]
-        fuse_w = self.fuse_w(words) + self.fuse_a.bias[...]
+        gate_w = self.gate_w(words)
+        fuse_w = self.fuse_w(words)
     return total
 
   def score(self, query: base.Encoding, cand: base.Encoding) -> jax.Array:
@@ -459,7 +461,11 @@ class MCHA(nnx.Module):
 def ranking_loss(sim_tv: jax.Array, mask: jax.Array, margin: float, hardest_negative: bool,
                  reduce: str = "sum", groups: jax.Array | None = None) -> jax.Array:
   """Bidirectional hinge on a [B, B] similarity (rows texts, columns videos; pairs on the
-  diagonal): Eq. 12 (all negatives, margin Θ) or Eq. 9 (hardest negative, margin Δ).
+  diagonal): Eq. 12 (all negatives d != b, margin Θ) or Eq. 9 (hardest negative b*, margin Δ).
+
+  The hardest negative is taken by ``argmax`` (the first of tied maxima), so its gradient
+  goes to one entry whatever the batch's sharding (a max's tie-splitting gradient differed
+  between 1 and 8 devices).
 
   Args:
     sim_tv: [B, B] float32.
@@ -467,7 +473,7 @@ def ranking_loss(sim_tv: jax.Array, mask: jax.Array, margin: float, hardest_nega
     margin: Θ (0.05) or Δ (0.2).
     hardest_negative: Eq. 9's b* (VSE++) instead of Eq. 12's sum over d != b.
     reduce: "sum" (as Eq. 9 and 12 write) or "mean" over the hinge terms counted (MMT's
-      mean; for hardest negatives, over 2 × valid examples).
+      mean; for hardest negatives, over the queries that have a negative).
     groups: [B] int ``video_index``: the same video twice in a batch is not a negative.
 
   Returns:
@@ -478,16 +484,23 @@ def ranking_loss(sim_tv: jax.Array, mask: jax.Array, margin: float, hardest_nega
   """
   if reduce not in REDUCES:
     raise ValueError(f"config.loss.reduce={reduce!r}; valid: {REDUCES}")
-  total = losses._hinge_from_similarity(  # pylint: disable=protected-access
-      sim_tv.T, mask, margin, hardest_negative, "none", groups=groups)
-  if reduce == "sum":
-    return total
-  n = mask.shape[0]
+  n = sim_tv.shape[0]
   negative = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
   if groups is not None:
     negative &= groups[:, None] != groups[None, :]
-  if hardest_negative:
-    count = 2.0 * jnp.sum(jnp.any(negative, axis=1))
-  else:
-    count = 2.0 * jnp.sum(negative)
-  return total / jnp.maximum(count, 1.0)
+  diag = jnp.diagonal(sim_tv)
+  total, count = 0.0, 0.0
+  # Text b as query (row b, negative videos d), then video b as query (column b).
+  for s, neg in ((sim_tv, negative), (sim_tv.T, negative.T)):
+    cost = jnp.where(neg, jax.nn.relu(margin - diag[:, None] + s), 0.0)
+    if hardest_negative:
+      pick = jnp.argmax(jnp.where(neg, s, -jnp.inf), axis=1)
+      cost = jnp.take_along_axis(cost, pick[:, None], axis=1)[:, 0]
+      cost = jnp.where(jnp.any(neg, axis=1), cost, 0.0)
+      count = count + jnp.sum(jnp.any(neg, axis=1))
+    else:
+      count = count + jnp.sum(neg)
+    total = total + jnp.sum(cost)
+  if reduce == "mean":
+    total = total / jnp.maximum(count, 1.0)
+  return total
