@@ -13,9 +13,8 @@ from hvt_jax.models import text
 
 
 def get_config(arg=None):
-  c = base.make(arg, data_dir="data/demo", experts=("motion", "audio", "scene"),
+  c = base.make(arg, data_dir="data/demo_experts", experts=("motion", "audio", "scene"),
                 eval_split="val", max_tokens=12, max_words=16, max_temporal_id=15)
-  c.input.dataset = "demo_experts"
   if "runlocal" in (arg or ""):
     c.input.experts = ("motion", "audio")     # tests: a smaller step to compile
   else:
