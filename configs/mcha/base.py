@@ -46,7 +46,7 @@ def make(arg: str | None, *, data_dir: str, experts: tuple[str, ...],
       modality_transformer="specific",   # | "shared" (Table 4 "w/o MSTs")
       lam=True, hrm=True,
       lam_steps=3, lam_lambda=9.0, lam_eps=1e-8,
-      lam_word_states="updated",         # Eq. 8 as printed | "input" (IMRAM's code)
+      lam_word_states="input",           # the states that attended (IMRAM) | "updated"
       lam_word_reduce="sum",             # Eq. 8 | "mean"
       lam_special_tokens=False,          # [CLS]/[SEP] are not words
       holistic_output="modalities",      # MMT-style weighted experts | "aggregate"

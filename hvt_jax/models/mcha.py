@@ -35,9 +35,12 @@ Local Alignment Module (§3.2), per (text, video) pair, K steps (Eq. 7), T^w_0 =
   g_i = σ(F_g[w_i, a_i] + b_g), o_i = tanh(F_o[w_i, a_i] + b_o)
   w*_i = g_i w_i + (1 - g_i) o_i                                  (Eq. 6)
   S = Σ_k Σ_i cos(w_ki, a_ki)                                      (Eq. 8)
-``lam_word_states="updated"`` (default, Eq. 8 as printed: w_ki is T^w_k, the output of step
-k, paired with A_k of the same step) or ``"input"`` (IMRAM's code: the states that did the
-attending, T^w_{k-1}); ``lam_word_reduce="sum"`` (Eq. 8) or ``"mean"`` over valid words.
+``lam_word_states="input"`` (default: the word states that attended, T^w_{k-1}, as Eq. 8's
+prose reads, "the attended vector a_i and each word embedding w_i", and as IMRAM, whose
+gate Eq. 6 follows, scores each step's query) or ``"updated"`` (the printed subscript read as
+T^w_k, the step's output: o_i = tanh(F_o[w_i, a_i]) can copy a_i, so cos(w_ki, a_ki) can
+approach 1 for every pair; on the demo this score collapsed to chance);
+``lam_word_reduce="sum"`` (Eq. 8) or ``"mean"`` over valid words.
 
 Holistic Ranking Module (§3.3). Ψ^H over [maxpool_j V_rep_j, V_rep_1..n] (Eq. 11; masked to
 available experts, plus a learned per-expert type embedding so Ψ^H knows which slot is which
@@ -102,7 +105,7 @@ class MCHAConfig:
   lam_steps: int = 3
   lam_lambda: float = 9.0
   lam_eps: float = 1e-8
-  lam_word_states: str = "updated"
+  lam_word_states: str = "input"
   lam_word_reduce: str = "sum"
   lam_special_tokens: bool = False
   holistic_output: str = "modalities"
