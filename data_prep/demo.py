@@ -297,11 +297,15 @@ def write_demo(output_dir: str, *, variant: str = "hse", num_shards: int | None 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the demo flags to an argparse (sub)parser (unset sizes: the variant's defaults)."""
   parser.add_argument("--output", required=True, help="data dir to write the dataset into")
-  parser.add_argument("--variant", choices=("hse", "moments"), default="hse",
+  parser.add_argument("--variant", choices=("hse", "moments", "experts"), default="hse",
                       help="hse: this module's clip/sentence demo; moments: many-event "
-                           "videos for HAMMER/FLAT (data_prep/demo_moments.py)")
-  parser.add_argument("--num-train", type=int, default=None, help="default 1500 (moments: 400)")
-  parser.add_argument("--num-val", type=int, default=None, help="default 500 (moments: 100)")
+                           "videos for HAMMER/FLAT (data_prep/demo_moments.py); experts: "
+                           "MCHA's multi-expert demo (data_prep/demo_experts.py; only "
+                           "--num-train/--num-val/--seed apply)")
+  parser.add_argument("--num-train", type=int, default=None,
+                      help="default 1500 (moments: 400, experts: 600)")
+  parser.add_argument("--num-val", type=int, default=None,
+                      help="default 500 (moments: 100, experts: 200)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--feature-dim", type=int, default=None, help="default 32")
   parser.add_argument("--num-events", type=int, default=None,
@@ -320,6 +324,10 @@ def run(args: argparse.Namespace) -> str:
   if args.variant == "moments":
     from data_prep import demo_moments  # pylint: disable=g-import-not-at-top
     return demo_moments.run(args)
+  if args.variant == "experts":
+    from data_prep import demo_experts  # pylint: disable=g-import-not-at-top
+    return demo_experts.write(args.output, num_train=args.num_train or 600,
+                              num_val=args.num_val or 200, seed=args.seed)
   given = lambda value, default: default if value is None else value
   return write_demo(args.output, num_shards=args.num_shards,
                     num_train=given(args.num_train, 1500), num_val=given(args.num_val, 500),

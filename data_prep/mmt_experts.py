@@ -7,13 +7,28 @@
         --split-lists train=LSMDC16_annos_training.csv test=LSMDC16_challenge_1000_publictect.csv \\
         --output DATA_DIR
 
-Input layout (MMT, Gabeur et al. 2020): one HDF5 file per video, `DIR/<video_id>.h5` (MMT's
+Two input layouts (``--layout``). ``mmt`` (default; MMT, Gabeur et al. 2020): one HDF5 file
+per video, `DIR/<video_id>.h5` (MMT's
 own cache layout `DIR/<c0>/<c1>/<c2>/<video_id>.h5`, the first three characters of the id, is
 found too). Inside: `features.<expert>` float [T, D] per expert, `features_t.<expert>` (s3d and
 vggish) with the seconds of each row, and the captions `raw_captions.<i>`, each a scalar string
 or a 1-D array of word strings (MMT stores captions as word arrays; the words are joined with
 single spaces). Experts and dims: face 512, ocr 300, rgb 2048, s3d 1024, scene 2208,
 speech 300, vggish 128.
+
+``ce`` (Collaborative Experts, Liu et al. 2019; github.com/albanie/collaborative-experts,
+``base/base_dataset.py`` ``visual_feat_paths``): one pickle per expert and aggregation under
+the feature root, ``<prefix>-fixed_seg.pickle`` (a [T, D] array per video: the rows),
+``<prefix>-max.pickle`` / ``<prefix>-avg.pickle`` (one pooled [D] or [1, D] vector per video),
+each a dict {video_id: array}, a missing video feature being a float NaN (CE's
+``has_missing_values``); and ``raw-captions.pkl``, {video_id: [caption, ...]}, each caption a
+list of words. ``--ce-expert NAME=PREFIX`` (repeated) names each expert's prefix relative to
+``--features``, e.g. ``s3d=aggregated_s3d/s3dg``; its rows come from ``-fixed_seg`` when that
+file exists, else the one pooled vector of ``-max`` (then ``-avg``) is stored as a single row
+(counted). The pickles have no times: row r covers [r w, (r + 1) w] seconds, w the expert's
+seconds per row below (1 s when unknown, MMT's default for this layout), and the duration is
+the largest rows x w over the experts. A video absent from an expert's pickle, NaN, empty or
+all NaN is a missing expert, as below.
 
 Split lists: one file per split. A line is a video id, or a tab-separated row whose first
 column is the id (LSMDC's `LSMDC16_annos_*.csv` files are tab-separated); blank lines and lines
@@ -123,6 +138,11 @@ CAPTION_NOT_UTF8 = "caption not UTF-8 (bytes replaced)"
 CAPTION_EMPTY = "caption empty"
 CAPTION_NO_TOKENS = "caption has no tokens"
 VIDEO_NO_CAPTIONS = "video has no captions"
+CE_NOT_IN_PICKLE = "video absent from the expert's pickle (missing)"
+CE_POOLED_ONLY = "expert has only a pooled vector (stored as one row)"
+LAYOUTS = ("mmt", "ce")
+CE_CAPTIONS = "raw-captions.pkl"
+CE_AGGREGATES = ("fixed_seg", "max", "avg")
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "val": "val",
                 "valid": "val", "validation": "val", "test": "test", "testing": "test"}
@@ -559,6 +579,147 @@ def build_record(item: tuple[str, str, str, float | None], counter: builder.Skip
 
 
 # ------------------------------------------------------------------------------------------
+# Collaborative Experts layout.
+
+
+def _load_pickle(path: str) -> dict:
+  import pickle  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, "rb") as f:
+      data = pickle.load(f)
+  except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+    raise features_lib.FeatureFileError(f"cannot read pickle {path}: {e}") from e
+  if not isinstance(data, dict):
+    raise features_lib.FeatureFileError(f"{path}: expected a dict {{video_id: features}}, "
+                                        f"got {type(data).__name__}")
+  return data
+
+
+def load_ce_layout(features_dir: str, prefixes: dict[str, str]
+                   ) -> tuple[dict[str, tuple[str, dict]], dict]:
+  """Reads CE's per-expert pickles and raw captions.
+
+  Args:
+    features_dir: CE's feature root.
+    prefixes: expert -> path prefix relative to it (``s3d=aggregated_s3d/s3dg``).
+
+  Returns:
+    ({expert: (aggregation read, {video_id: value})}, {video_id: captions}).
+
+  Raises:
+    FileNotFoundError: an expert with none of the -fixed_seg/-max/-avg pickles, or no
+      raw-captions.pkl (names what was looked for).
+  """
+  experts = {}
+  for e, prefix in prefixes.items():
+    tried = [os.path.join(features_dir, f"{prefix}-{agg}.pickle") for agg in CE_AGGREGATES]
+    found = next(((agg, p) for agg, p in zip(CE_AGGREGATES, tried) if os.path.exists(p)),
+                 None)
+    if found is None:
+      raise FileNotFoundError(f"expert {e!r}: none of {tried} exists")
+    experts[e] = (found[0], _load_pickle(found[1]))
+  captions = os.path.join(features_dir, CE_CAPTIONS)
+  if not os.path.exists(captions):
+    raise FileNotFoundError(f"{captions} does not exist (CE's raw captions)")
+  return experts, _load_pickle(captions)
+
+
+def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str,
+               counter: builder.SkipCounter) -> np.ndarray:
+  """One expert's finite rows [K, D] from a CE pickle value ([0, D] when missing)."""
+  if value is None:
+    counter.repair(CE_NOT_IN_PICKLE, video_id)
+    return np.zeros((0, dim), np.float32)
+  if isinstance(value, float):
+    if not math.isnan(value):
+      raise features_lib.FeatureFileError(f"{where}: a float that is not NaN ({value})")
+    counter.repair(EXPERT_ALL_NONFINITE, video_id)
+    return np.zeros((0, dim), np.float32)
+  feats = np.asarray(value)
+  if feats.dtype.kind not in "fiu":
+    raise features_lib.FeatureFileError(f"{where}: expected a numeric array, got dtype "
+                                        f"{feats.dtype}")
+  if aggregation != "fixed_seg":
+    feats = feats.reshape(-1, feats.shape[-1]) if feats.size else feats.reshape(0, dim)
+    if len(feats) > 1:
+      raise features_lib.FeatureFileError(f"{where}: a pooled ({aggregation}) feature has "
+                                          f"{len(feats)} rows")
+  if feats.size == 0:
+    counter.repair(EXPERT_EMPTY, video_id)
+    return np.zeros((0, dim), np.float32)
+  if feats.ndim != 2 or feats.shape[1] != dim:
+    raise features_lib.FeatureFileError(f"{where}: expected shape [T, {dim}], got "
+                                        f"{list(feats.shape)}")
+  finite = np.isfinite(feats).all(axis=1)
+  if not finite.any():
+    counter.repair(EXPERT_ALL_NONFINITE, video_id)
+    return np.zeros((0, dim), np.float32)
+  if not finite.all():
+    counter.repair(ROWS_NONFINITE, video_id)
+  if aggregation != "fixed_seg":
+    counter.repair(CE_POOLED_ONLY, video_id)
+  return feats[finite].astype(np.float32)
+
+
+def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCounter, *,
+                    experts: dict[str, int], encode: Encoder | None) -> dict | None:
+  """Record builder for the CE layout: (split, video_id, {expert:
+  (aggregation, value or None)}, raw captions) -> record (None when skipped)."""
+  split, video_id, values, raw_captions = item
+  sentences, tokens = [], []
+  for i, raw in enumerate(raw_captions):
+    if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
+      raw = np.asarray([str(w) for w in raw], dtype=object)
+    caption = decode_caption(raw, f"{CE_CAPTIONS}[{video_id!r}][{i}]", video_id, counter)
+    if not caption:
+      counter.skip(CAPTION_EMPTY, video_id)
+      continue
+    ids = encode(caption) if encode is not None else []
+    if encode is not None and not ids:
+      counter.skip(CAPTION_NO_TOKENS, video_id)
+      continue
+    sentences.append(caption)
+    tokens.append(ids)
+  if not sentences:
+    counter.skip(VIDEO_NO_CAPTIONS, video_id)
+    return None
+  if encode is None:
+    return {"video_id": video_id, "split": split, "sentences": sentences}
+  features = {e: _ce_expert(values[e][1], values[e][0], d, f"{e} pickle[{video_id!r}]",
+                            video_id, counter) for e, d in experts.items()}
+  if all(len(f) == 0 for f in features.values()):
+    counter.skip(VIDEO_NO_EXPERT, video_id)
+    return None
+  width = {e: SECONDS_PER_ROW.get(e, 1.0) for e in experts}
+  duration = max(len(f) * width[e] for e, f in features.items())
+  timestamps = {}
+  for e, f in features.items():
+    r = np.arange(len(f), dtype=np.float64) * width[e]
+    timestamps[e] = np.stack([r, r + width[e]], axis=1).reshape(len(f), 2)
+  common.count_zero_rows(video_id, features.values(), counter)
+  return common.make_record(split, video_id, duration, features, timestamps,
+                            np.full((len(sentences), 2), -1.0, np.float32), sentences, tokens)
+
+
+def parse_ce_experts(values: Sequence[str] | None) -> dict[str, str]:
+  """``--ce-expert NAME=PREFIX`` values -> {expert: prefix} (experts must be known).
+
+  Raises:
+    ValueError: a value without "=", an unknown expert, or none given.
+  """
+  out = {}
+  for v in values or ():
+    name, sep, prefix = v.partition("=")
+    if not sep or not prefix:
+      raise ValueError(f"--ce-expert {v!r}: expected NAME=PATH_PREFIX")
+    out[name.strip()] = prefix.strip()
+  if not out:
+    raise ValueError("--layout ce needs --ce-expert NAME=PATH_PREFIX for each expert")
+  parse_experts(list(out))
+  return out
+
+
+# ------------------------------------------------------------------------------------------
 # Conversion.
 
 
@@ -584,7 +745,8 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
               experts: str | Sequence[str] | None = None, tokenizer: str = "wordpiece",
               vocab_file: str | None = None, min_count: int = 1,
               word_vectors: str | None = None, max_videos: int | None = None,
-              video_ids: Sequence[str] | None = None) -> builder.Plan:
+              video_ids: Sequence[str] | None = None, layout: str = "mmt",
+              ce_experts: dict[str, str] | Sequence[str] | None = None) -> builder.Plan:
   """Reads the split lists, sets up the tokens and finds the feature files (the plan).
 
   Args:
@@ -601,6 +763,9 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
     max_videos: only the first N videos of each split list (after `video_ids`).
     video_ids: only these videos (an id in no split list is a counted skip; none found is an
       error).
+    layout: "mmt" (per-video HDF5) or "ce" (per-expert pickles; module docstring).
+    ce_experts: layout "ce": {expert: path prefix} or ``--ce-expert`` values; their names
+      are the experts converted (``experts`` is ignored).
 
   Returns:
     The plan.
@@ -609,7 +774,15 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
     raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
   if not os.path.isdir(features_dir):
     raise FileNotFoundError(f"features dir {features_dir} does not exist")
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
   started = time.time()
+  ce = None
+  if layout == "ce":
+    prefixes = (dict(ce_experts) if isinstance(ce_experts, dict)
+                else parse_ce_experts(ce_experts))
+    experts = list(prefixes)
+    ce = load_ce_layout(features_dir, prefixes)
   expert_dims = parse_experts(experts)
   split_paths = (dict(split_lists) if isinstance(split_lists, dict)
                  else parse_split_lists(split_lists))
@@ -622,6 +795,13 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
   for split, ids in split_ids.items():
     items[split] = []
     for video_id in ids:
+      if ce is not None:
+        if video_id not in ce[1]:
+          counter.skip(VIDEO_NO_CAPTIONS, video_id)
+          continue
+        values = {e: (agg, data.get(video_id)) for e, (agg, data) in ce[0].items()}
+        items[split].append((split, video_id, values, list(ce[1][video_id])))
+        continue
       path = find_feature_file(features_dir, video_id)
       if path is None:
         counter.skip(FILE_MISSING, video_id)
@@ -637,12 +817,14 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
     # Caption-only pass with a throwaway counter: the real pass counts every repair once.
     scratch = builder.SkipCounter()
     captions = []
-    for _, video_id, path, _ in items["train"]:
-      record = read_video(path, video_id, "train", expert_dims, None, scratch)
+    for item in items["train"]:
+      record = (build_ce_record(item, scratch, experts=expert_dims, encode=None) if ce
+                else read_video(item[2], item[1], "train", expert_dims, None, scratch))
       captions.extend(record["sentences"] if record else [])
   vocab, encode, vectors = common.text_setup(tokenizer, captions, min_count=min_count,
                                              vocab_file=vocab_file, word_vectors=word_vectors)
-  fn = functools.partial(build_record, experts=expert_dims, encode=encode)
+  fn = functools.partial(build_ce_record if ce else build_record, experts=expert_dims,
+                         encode=encode)
   spec = builder.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
       description=DATASETS[dataset],
@@ -651,8 +833,10 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
              "captions": "all captions per video; segments are -1 (no times)",
              "tokens": common.tokens_description(tokenizer, min_count),
              "tokenizer": encode.metadata(),
-             "timestamps": "features_t when present, else rows spread uniformly over the "
-                           "duration",
+             "layout": layout,
+             "timestamps": ("features_t when present, else rows spread uniformly over the "
+                            "duration" if not ce else "row r covers [r w, (r + 1) w] s, w "
+                            "the expert's seconds per row (1 s when unknown)"),
              "duration": "file attribute, else LSMDC clip name, else the largest over "
                          "experts of their largest features_t or rows x seconds-per-row"})
   summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} selected, "
@@ -711,7 +895,7 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
             output_dir: str, *, num_workers: int = 1, num_shards: int | None = None,
             beam_options: str | None = None, verbose: bool = True,
             **kwargs: Any) -> tuple[str, builder.SkipCounter]:
-  """Converts MSR-VTT or LSMDC (MMT HDF5 experts) to the canonical dataset (its builder).
+  """Converts MSR-VTT or LSMDC (MMT HDF5 or CE pickle experts) to the canonical dataset.
 
   Args:
     dataset: "msrvtt" or "lsmdc".
@@ -738,7 +922,14 @@ def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Seque
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the msrvtt/lsmdc flags to an argparse (sub)parser."""
   parser.add_argument("--features", required=True,
-                      help="directory of per-video <video_id>.h5 files (MMT layout)")
+                      help="directory of per-video <video_id>.h5 files (MMT layout) or CE's "
+                           "feature root (--layout ce)")
+  parser.add_argument("--layout", choices=LAYOUTS, default="mmt",
+                      help="mmt: per-video HDF5; ce: Collaborative Experts' per-expert "
+                           "pickles (-fixed_seg/-max/-avg) and raw-captions.pkl")
+  parser.add_argument("--ce-expert", action="append", default=None,
+                      help="--layout ce: NAME=PATH_PREFIX relative to --features, e.g. "
+                           "s3d=aggregated_s3d/s3dg (repeat per expert)")
   parser.add_argument("--split-lists", nargs="+", required=True,
                       help="split-list files, PATH or NAME=PATH (name inferred from "
                            "train/val/test in the file name)")
@@ -751,5 +942,5 @@ def run(args: argparse.Namespace) -> str:
   """Runs the conversion for `args.dataset` ("msrvtt" or "lsmdc"); returns the dataset dir."""
   dataset_dir, _ = convert(
       args.dataset, args.features, args.split_lists, args.output, experts=args.experts,
-      **common.common_kwargs(args))
+      layout=args.layout, ce_experts=args.ce_expert, **common.common_kwargs(args))
   return dataset_dir

@@ -103,14 +103,15 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
   c = _parse(f"{path}:runlocal", [])
   assert c.model.name == path.parent.name
   evals = list(c.evals.values())
-  # HAMMER/FLAT read several streams (input.modalities, input.subtitle); a model with a
-  # BERT-style text tower (config.model.text) reads WordPiece ids.
-  streams = tuple(c.input.get("modalities", ())) + tuple(filter(None, [c.input.get("subtitle")]))
+  # HAMMER/FLAT read several streams (input.modalities, input.subtitle), MCHA its experts;
+  # a model with a BERT-style text tower (config.model.text, MCHA) reads WordPiece ids.
+  streams = (tuple(c.input.get("experts", ())) or tuple(c.input.get("modalities", ()))
+             + tuple(filter(None, [c.input.get("subtitle")])))
   tiny_data.write(str(tmp_path), num_train=16, num_val=8,
-                  modality=streams[0] if streams else c.input.get("modality", "frames"),
-                  extra_modalities=streams[1:],
+                  modality=streams or c.input.get("modality", "frames"),
                   val_split=evals[0].split if evals else "val",
-                  tokenizer="wordpiece" if "text" in c.model else "word")
+                  tokenizer="wordpiece" if "text" in c.model or c.model.name in (
+                      "text_mlm", "mcha") else "word")
   c.input.data_dir = str(tmp_path)
   s = train.setup(c)
   view = pipeline.get_view(c.model.name)

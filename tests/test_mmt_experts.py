@@ -443,3 +443,65 @@ def test_all_zero_rows_counted_once_per_video(tmp_path):
   c = builder.SkipCounter()
   mx.read_video(str(tmp_path / "w.h5"), "w", "train", {"rgb": 2048}, _Tiny.encode, c)
   assert c.summary()["repaired"] == {}
+
+
+# ------------------------------------------------------------------------------------------
+# Collaborative Experts layout (per-expert pickles).
+
+
+def _write_ce(root: pathlib.Path) -> None:
+  """CE's layout: <prefix>-fixed_seg/-max/-avg.pickle per expert, raw-captions.pkl."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  (root / "aggregated_s3d").mkdir(parents=True)
+  (root / "aggregated_audio").mkdir()
+  s3d = {"v0": _rand(5, DIMS["s3d"]), "v1": float("nan"),
+         "v2": np.concatenate([_rand(2, DIMS["s3d"], 1), np.full((1, DIMS["s3d"]), np.nan)])}
+  vggish_max = {"v0": _rand(1, DIMS["vggish"], 2), "v1": _rand(1, DIMS["vggish"], 3)[0]}
+  vggish_avg = {"v0": np.zeros(DIMS["vggish"], np.float32)}       # -max wins over -avg
+  for path, data in ((root / "aggregated_s3d" / "s3dg-fixed_seg.pickle", s3d),
+                     (root / "aggregated_audio" / "vggish-max.pickle", vggish_max),
+                     (root / "aggregated_audio" / "vggish-avg.pickle", vggish_avg)):
+    path.write_bytes(pickle.dumps(data))
+  captions = {"v0": [["a", "man", "is", "singing"], ["two", "people", "dance"]],
+              "v1": [["a", "man"], []], "v2": [["people", "dance", "."]]}
+  (root / "raw-captions.pkl").write_bytes(pickle.dumps(captions))
+
+
+def test_ce_pickle_layout(tmp_path):
+  root = tmp_path / "ce"
+  _write_ce(root)
+  split = tmp_path / "train_list.txt"
+  split.write_text("v0\nv1\nv2\nv3\n")
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(_Tiny.VOCAB) + "\n")
+  out, counter = mx.convert("msrvtt", str(root), [str(split)], str(tmp_path / "out"),
+                            layout="ce", vocab_file=str(vocab), verbose=False,
+                            ce_experts=["s3d=aggregated_s3d/s3dg",
+                                        "vggish=aggregated_audio/vggish"])
+  got = {ex["video_id"].decode(): ex
+         for ex in reader.load_split(out, "train").as_numpy_iterator()}
+  assert sorted(got) == ["v0", "v1", "v2"]              # v3: no captions, skipped
+  ce = pytest.importorskip("pickle").loads((root / "aggregated_s3d" /
+                                            "s3dg-fixed_seg.pickle").read_bytes())
+  v0 = got["v0"]
+  np.testing.assert_array_equal(v0["features/s3d"], ce["v0"])
+  np.testing.assert_array_equal(v0["timestamps/s3d"][:, 0], np.arange(5.0))   # 1 s rows
+  assert v0["features/vggish"].shape == (1, DIMS["vggish"])                    # pooled -max
+  np.testing.assert_array_equal(v0["timestamps/vggish"], [[0.0, 1.0]])
+  assert v0["duration"] == 5.0
+  assert got["v1"]["features/s3d"].shape == (0, DIMS["s3d"])                   # NaN: missing
+  assert got["v2"]["features/s3d"].shape == (2, DIMS["s3d"])                   # NaN row dropped
+  assert got["v2"]["features/vggish"].shape == (0, DIMS["vggish"])             # absent
+  assert [len(t) for t in got["v1"]["tokens"]] == [2]                          # empty caption
+  summary = counter.summary()
+  assert summary["repaired"][mx.EXPERT_ALL_NONFINITE] == 1
+  assert summary["repaired"][mx.ROWS_NONFINITE] == 1
+  assert summary["repaired"][mx.CE_NOT_IN_PICKLE] == 1
+  assert summary["repaired"][mx.CE_POOLED_ONLY] == 2
+  assert summary["skipped"][mx.CAPTION_EMPTY] == 1
+  assert summary["skipped"][mx.VIDEO_NO_CAPTIONS] == 1
+  with pytest.raises(FileNotFoundError, match="none of"):
+    mx.convert("msrvtt", str(root), [str(split)], str(tmp_path / "o2"), layout="ce",
+               vocab_file=str(vocab), verbose=False, ce_experts=["rgb=nothing/here"])
+  with pytest.raises(ValueError, match="NAME=PATH_PREFIX"):
+    mx.parse_ce_experts(["s3d"])

@@ -12,14 +12,14 @@ CLASSES = ["jump", "run", "swim"]   # record i: CLASSES[i % 3], unlabelled when 
 WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 
 
-def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames",
-           first_id: int = 2, extra_modalities: tuple[str, ...] = ()) -> dict:
+def record(i: int, rng: np.random.Generator, split: str,
+           modality: str | tuple[str, ...] = "frames", first_id: int = 2) -> dict:
   t = int(rng.integers(10, 30))
   s = int(rng.integers(2, 6))
   dur = float(t) * 0.5
   segs = np.sort(rng.uniform(0, dur, size=(s, 2)), axis=1).astype(np.float32)
   starts = np.arange(t, dtype=np.float32) * 0.5
-  names = (modality, *extra_modalities)
+  names = (modality,) if isinstance(modality, str) else modality
   return dict(video_id=f"{split}{i}", duration=dur, split=split,
               label=CLASSES[i % 3] if i % 4 else "",
               features={m: rng.normal(size=(t, DIM)).astype(np.float32) for m in names},
@@ -30,21 +30,19 @@ def record(i: int, rng: np.random.Generator, split: str, modality: str = "frames
 
 
 def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *,
-          modality: str = "frames", val_split: str = "val", tokenizer: str = "word",
-          extra_modalities: tuple[str, ...] = ()) -> str:
-  """A tiny dataset; ``tokenizer="wordpiece"``: ids of ``WORDPIECE_VOCAB`` (specials first,
-  never stored in tokens); ``extra_modalities``: more feature streams on the same rows."""
+          modality: str | tuple[str, ...] = "frames", val_split: str = "val",
+          tokenizer: str = "word") -> str:
+  """A tiny dataset; ``modality`` one name or several (experts, HAMMER's streams) on the
+  same rows; ``tokenizer="wordpiece"``: ids of ``WORDPIECE_VOCAB`` (specials first, never
+  stored in tokens). Labels: ``CLASSES`` (``extra["classes"]``)."""
   rng = np.random.default_rng(seed)
   wordpiece = tokenizer == "wordpiece"
-  spec = builder.DatasetSpec(name="demo",
-                             modalities={m: DIM for m in (modality, *extra_modalities)},
+  names = (modality,) if isinstance(modality, str) else modality
+  spec = builder.DatasetSpec(name="demo", modalities={m: DIM for m in names},
                              tokenizer=tokenizer,
                              vocab=WORDPIECE_VOCAB if wordpiece else VOCAB,
                              extra={"classes": CLASSES})
   first = 5 if wordpiece else 2
-  extra = tuple(extra_modalities)
-  splits = {"train": [record(i, rng, "train", modality, first, extra)
-                      for i in range(num_train)],
-            val_split: [record(i, rng, val_split, modality, first, extra)
-                        for i in range(num_val)]}
+  splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
+            val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}
   return builder.write_dataset(spec, splits, out_dir, counter=builder.SkipCounter())

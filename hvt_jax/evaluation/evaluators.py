@@ -22,7 +22,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from hvt_jax import models
-from hvt_jax.evaluation import captioning, classification, corpus, hse_tasks, moments, retrieval
+from hvt_jax.evaluation import (captioning, classification, corpus, hse_tasks, mcha_retrieval,
+                                moments, retrieval)
 from hvt_jax.input import pipeline
 
 
@@ -100,6 +101,7 @@ class RetrievalEvaluator:
 
 
 EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS, **moments.EVALUATORS,
+              **mcha_retrieval.EVALUATORS,
               "classify": classification.ClassificationEvaluator,
               "caption": captioning.CaptioningEvaluator}
 

@@ -71,12 +71,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -84,7 +82,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hvt_jax import models
-from hvt_jax.evaluation import corpus, localization, retrieval, scorer
+from hvt_jax.evaluation import corpus, localization, scorer
 from hvt_jax.input import pipeline
 
 VR_KS = (1, 5, 10, 100)

@@ -30,7 +30,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_prep import reader, wordpiece
-from hvt_jax.input import hammer_view, hse_view, ops, text_view
+from hvt_jax.input import hammer_view, hse_view, mcha_view, ops, text_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,7 @@ VIEWS: dict[str, View] = {
     "hammer_video": View(hammer_view.video_view),
     "hammer_query": View(hammer_view.query_view, per_sentence=True,
                          host_keys=("sentence_id",), stat_keys=("truncated",)),
+    "mcha": View(mcha_view.train_view, stat_keys=("truncated",)),
 }
 
 

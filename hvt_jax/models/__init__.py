@@ -13,7 +13,7 @@ from typing import Any
 
 from flax import nnx
 
-from hvt_jax.models import hammer, hse, hse_heads, mlm
+from hvt_jax.models import hammer, hse, hse_heads, mcha, mlm
 from hvt_jax.models.base import Model
 
 MODELS: dict[str, type[Model]] = {
@@ -24,6 +24,7 @@ MODELS: dict[str, type[Model]] = {
     "hse_captioner": hse_heads.HSECaptioner,
     "hammer": hammer.HAMMER,
     "flat": hammer.FLAT,
+    "mcha": mcha.MCHA,
 }
 
 

@@ -1,0 +1,1 @@
+"""MCHA configs (multi-modal cues with hierarchical alignment)."""

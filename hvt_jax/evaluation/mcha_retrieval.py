@@ -1,0 +1,206 @@
+"""MCHA's text <-> video retrieval: several captions per video, designated test captions, and
+the holistic modality weights (paper §4.1, Table 5).
+
+``type="mcha_retrieval"`` streams a split twice (``corpus.stream``): videos through
+``encode_candidate`` (``mcha_view.video_view``) and captions through ``encode_query``
+(``mcha_view.caption_view``: every caption of every video; with ``input.paragraph``, one
+concatenated paragraph per video, ActivityNet's protocol). The pairwise ``score`` then ranks
+through the device-side scorer (``evaluation.scorer``) in blocks (``query_block`` ×
+``cand_block`` pairs at a time: the LAM's per-pair tensors are [Bq, Bc, L, d_uni]):
+
+* ``t2v``: each caption against every video; its target is its own video;
+* ``v2t``: each video against every kept caption; its rank is the best among its own
+  captions (MSR-VTT full test, LSMDC: several captions per video);
+* ``caption_index_file``: keep one designated caption per video (MSR-VTT 1k-A: the JSFusion
+  caption of each of the 1,000 test videos). A pickle or JSON dict {video_id: caption
+  index}, e.g. ``jsfusion_val_caption_idx.pkl`` from the Collaborative Experts MSR-VTT data
+  bundle (github.com/albanie/collaborative-experts, which MMT reads too). A video without an
+  entry, or an index beyond its captions, is an error naming the file.
+
+Metrics (``metrics.json``): ``t2v/R@{1,5,10,50}``, ``MdR``, ``MnR`` (ties at their average
+rank) and the same for ``v2t``; ``modality_weight/<expert>``: the mean holistic weight of
+each expert over the kept captions paired with their own video (Table 5), also written to
+``modality_weights.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from hvt_jax.evaluation import corpus, retrieval, scorer
+from hvt_jax.input import mcha_view, pipeline
+
+
+@functools.cache
+def _fns(graphdef: Any):
+  """Jitted (videos, captions, paired modality weights) of one model graph."""
+
+  def videos(params, batch):
+    return nnx.merge(graphdef, params).encode_candidate(batch)
+
+  def captions(params, batch):
+    return nnx.merge(graphdef, params).encode_query(batch), batch["caption_index"]
+
+  def weights(params, probs, avail):
+    model = nnx.merge(graphdef, params)
+    one = lambda p, a: model.modality_weights({"weight_probs": p[None]}, {"avail": a[None]})
+    return jax.vmap(one)(probs, avail)[:, 0, 0]
+
+  return jax.jit(videos), jax.jit(captions), jax.jit(weights)
+
+
+def load_caption_index(path: str) -> dict[str, int]:
+  """{video_id: caption index} from a pickle (.pkl/.pickle) or JSON file.
+
+  Raises:
+    ValueError: not a dict of str -> int (names the file).
+  """
+  if path.endswith((".pkl", ".pickle")):
+    with open(path, "rb") as f:
+      data = pickle.load(f)
+  else:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  if not isinstance(data, dict) or not all(
+      isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in data.values()):
+    raise ValueError(f"{path}: expected a dict {{video_id: caption index (int)}}")
+  return {str(k): int(v) for k, v in data.items()}
+
+
+def _concat(parts: list[Any]) -> Any:
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+class MCHARetrievalEvaluator:
+  """Caption <-> video retrieval of MCHA (see the module docstring)."""
+
+  PREDS = ("score",)
+
+  def __init__(self, setup: Any, split: str, *, pred: str = "score", prefix: str = "t2v",
+               reverse_prefix: str = "v2t", caption_index_file: str = "", top_k: int = 10,
+               plot: bool = True, log_steps: int = 0, query_block: int = 16,
+               cand_block: int = 64):
+    if pred not in self.PREDS:
+      raise ValueError(f"mcha_retrieval evaluator: pred={pred!r}; valid: {self.PREDS}")
+    if setup.config.model.name != "mcha":
+      raise ValueError(f"mcha_retrieval evaluator: model {setup.config.model.name!r} is not "
+                       "mcha")
+    self.setup, self.split, self.prefix = setup, split, prefix
+    self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
+    self.log_steps, self.blocks = log_steps, (query_block, cand_block)
+    self.caption_index = load_caption_index(caption_index_file) if caption_index_file else None
+    self.caption_index_file = caption_index_file
+    paragraph = setup.config.input.get("paragraph", False)
+    self.video_view = pipeline.View(mcha_view.video_view, stat_keys=("truncated",))
+    self.caption_view = pipeline.View(
+        mcha_view.paragraph_view if paragraph else mcha_view.caption_view,
+        per_sentence=not paragraph, stat_keys=("truncated",))
+
+  def encodings(self, state: dict[str, Any]):
+    """(caption encodings, video encodings, caption -> video position, caption ids,
+    video ids, truncated count), the captions filtered by ``caption_index_file``."""
+    videos_fn, captions_fn, _ = _fns(self.setup.graphdef)
+    params = state["params"]
+    stats = pipeline.InputStats()
+    vids, vrows = [], {"video_index": [], "video_id": []}
+    for out, rows in corpus.stream(self.setup, self.split, videos_fn, params,
+                                   view=self.video_view, strings=("video_id",), stats=stats):
+      vids.append(out)
+      vrows["video_index"].append(rows["video_index"])
+      vrows["video_id"].extend(rows["video_id"])
+    caps, cap_video, cap_index = [], [], []
+    for (out, index), rows in corpus.stream(self.setup, self.split, captions_fn, params,
+                                            view=self.caption_view, stats=stats):
+      caps.append(out)
+      cap_video.append(rows["video_index"])
+      cap_index.append(index)
+    position = {int(v): p for p, v in enumerate(np.concatenate(vrows["video_index"]))}
+    cap_video = np.asarray([position[int(v)] for v in np.concatenate(cap_video)], np.int32)
+    cap_index = np.concatenate(cap_index)
+    video_ids = vrows["video_id"]
+    keep = np.ones(len(cap_video), bool)
+    if self.caption_index is not None:
+      designated = np.asarray([self._designated(video_ids[v]) for v in cap_video])
+      keep = cap_index == designated
+      found = set(cap_video[keep].tolist())
+      lacking = [video_ids[p] for p in range(len(video_ids)) if p not in found]
+      if lacking:
+        raise ValueError(f"{self.caption_index_file}: caption index of video {lacking[0]!r} "
+                         f"is beyond its captions ({len(lacking)} such videos)")
+    caps = jax.tree.map(lambda x: x[keep], _concat(caps))
+    cap_ids = [f"{video_ids[v]}#{i}" for v, i in zip(cap_video[keep], cap_index[keep])]
+    return caps, _concat(vids), cap_video[keep], cap_ids, video_ids, stats.truncated
+
+  def _designated(self, video_id: str) -> int:
+    if video_id not in self.caption_index:
+      raise ValueError(f"{self.caption_index_file}: no designated caption for video "
+                       f"{video_id!r} of split {self.split!r}")
+    return self.caption_index[video_id]
+
+  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Returns (metrics, results for ``write``)."""
+    del step
+    caps, vids, cap_video, cap_ids, video_ids, truncated = self.encodings(state)
+    params = corpus.host_params(state)
+    mesh = corpus.ranking_mesh(self.setup.mesh)
+    per_video = np.bincount(cap_video, minlength=len(video_ids))
+    v2t_targets = np.full((len(video_ids), max(int(per_video.max()), 1)), -1, np.int32)
+    fill = np.zeros(len(video_ids), np.int64)
+    for row, v in enumerate(cap_video):
+      v2t_targets[v, fill[v]] = row
+      fill[v] += 1
+    ranked = {}
+    for prefix, q, c, targets, reverse in (
+        (self.prefix, caps, vids, cap_video, False),
+        (self.reverse_prefix, vids, caps, v2t_targets, True)):
+      if not prefix:
+        continue
+      n_cand = jax.tree.leaves(c)[0].shape[0]
+      with jax.set_mesh(mesh):
+        ranked[prefix] = scorer.rank_corpus(
+            q, c, targets, corpus.score_fn(self.setup.graphdef, reverse), mesh=mesh,
+            params=params, top_k=min(self.top_k, n_cand), query_block=self.blocks[0],
+            cand_block=self.blocks[1])
+    metrics = {f"{p}/{k}": v for p, r in ranked.items() for k, v in r.metrics().items()}
+    metrics.update(num_examples=float(len(cap_ids)), num_videos=float(len(video_ids)),
+                   truncated_examples=float(truncated))
+    weights = {}
+    if "weight_probs" in caps:
+      w = np.asarray(_fns(self.setup.graphdef)[2](
+          params, caps["weight_probs"], vids["avail"][cap_video]))
+      experts = self.setup.config.input.experts
+      weights = {e: float(w[:, j].mean()) for j, e in enumerate(experts)}
+      metrics.update({f"modality_weight/{e}": v for e, v in weights.items()})
+    ids = {self.prefix: (cap_ids, video_ids), self.reverse_prefix: (video_ids, cap_ids)}
+    return metrics, {"ranked": ranked, "ids": ids, "weights": weights}
+
+  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
+    """Per-query top-K (``<prefix>_predictions.jsonl``), recall curves, modality weights."""
+    for prefix, res in results["ranked"].items():
+      queries, cands = results["ids"][prefix]
+      with open(os.path.join(out_dir, f"{prefix}_predictions.jsonl"), "w",
+                encoding="utf-8") as f:
+        for i, qid in enumerate(queries):
+          f.write(json.dumps({"query": qid, "rank": float(res.ranks[i]), "top_k": [
+              [cands[j], float(s)] for j, s in zip(res.top_indices[i], res.top_scores[i])]})
+                  + "\n")
+    if results["weights"]:
+      with open(os.path.join(out_dir, "modality_weights.json"), "w", encoding="utf-8") as f:
+        json.dump(results["weights"], f, indent=2)
+    if self.plot:
+      curves = {p: retrieval.recall_curve(r.ranks, max_rank=len(results["ids"][p][1]))
+                for p, r in results["ranked"].items()}
+      retrieval.plot_recall_curves(
+          curves, os.path.join(out_dir, f"{self.prefix}_recall_curve.png"),
+          title=f"mcha {self.split} (step {step})")
+
+
+EVALUATORS = {"mcha_retrieval": MCHARetrievalEvaluator}

@@ -1,0 +1,347 @@
+"""MCHA: each equation against a NumPy transcription, missing-expert masking, the views, the
+retrieval protocol, 1 vs 8 devices, and train + eval through the console scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+from flax import nnx
+
+from configs.mcha import demo as demo_config
+from hvt_jax import train
+from hvt_jax.evaluation import mcha_retrieval, retrieval
+from hvt_jax.input import mcha_view, pipeline
+from hvt_jax.models import mcha, text
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPERTS = ("a", "b", "c")
+DIMS = (5, 7, 3)
+
+
+def _model(**kw) -> mcha.MCHA:
+  tower = text.TextConfig(**{k: v for k, v in text.RUNLOCAL.items() if k != "checkpoint"},
+                          vocab_size=50)
+  cfg = mcha.MCHAConfig(experts=EXPERTS, expert_dims=DIMS, text=tower, d_uni=16,
+                        num_heads=2, mlp_dim=32, **kw)
+  return mcha.MCHA(cfg, rngs=nnx.Rngs(0))
+
+
+def _batch(b=4, f=6, l=9, seed=0) -> dict[str, jax.Array]:
+  rng = np.random.default_rng(seed)
+  batch = {}
+  for e, d in zip(EXPERTS, DIMS):
+    batch[f"{e}_features"] = rng.normal(size=(b, f, d)).astype(np.float32)
+    batch[f"{e}_mask"] = np.arange(f)[None] < rng.integers(1, f + 1, size=(b, 1))
+    batch[f"{e}_time"] = rng.integers(1, 40, (b, f)).astype(np.int32)
+    batch[f"{e}_pool"] = rng.normal(size=(b, d)).astype(np.float32)
+  batch["expert_mask"] = np.ones((b, len(EXPERTS)), bool)
+  batch["expert_mask"][1, 1] = batch["expert_mask"][2, 0] = False
+  batch["tokens"] = rng.integers(5, 50, (b, l)).astype(np.int32)
+  batch["token_mask"] = np.arange(l)[None] < np.asarray([l, 5, 3, 7][:b])[:, None]
+  batch["example_mask"] = np.ones(b, bool)
+  batch["video_index"] = np.arange(b, dtype=np.int32)
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _np(x):
+  return np.asarray(x, np.float64)
+
+
+def _cos(x, y):
+  return x @ y / (max(np.linalg.norm(x), 1e-12) * max(np.linalg.norm(y), 1e-12))
+
+
+def numpy_lam(words, rep, avail, wg, bg, wo, bo, *, steps, lam, eps, states, reduce):
+  """Eq. 3-8 for one (text, video) pair, as printed (F_g, F_o on the concatenation).
+
+  words [l, d] (valid words only), rep [n, d], avail [n] bool, wg/wo [2d, d], bg/bo [d].
+  """
+  w, total = words.copy(), 0.0
+  for _ in range(steps):
+    s = np.array([[_cos(wi, mj) for mj in rep] for wi in w])                  # Eq. 3
+    r = np.maximum(s, 0.0)
+    sbar = r / (np.sqrt((r ** 2).sum(axis=0, keepdims=True)) + eps)           # Eq. 4
+    logits = np.where(avail[None], lam * sbar, -np.inf)
+    alpha = np.exp(logits - logits.max(axis=1, keepdims=True))
+    alpha /= alpha.sum(axis=1, keepdims=True)                                 # Eq. 5
+    a = alpha @ rep
+    wa = np.concatenate([w, a], axis=1)
+    g = 1.0 / (1.0 + np.exp(-(wa @ wg + bg)))                                 # Eq. 6
+    o = np.tanh(wa @ wo + bo)
+    new = g * w + (1.0 - g) * o
+    state = new if states == "updated" else w
+    cos = np.array([_cos(x, y) for x, y in zip(state, a)])                    # Eq. 8
+    total += cos.sum() if reduce == "sum" else cos.mean()
+    w = new                                                                   # Eq. 7
+  return total
+
+
+def _kernels(model):
+  p = lambda lin: _np(lin.kernel[...])
+  wg = np.concatenate([p(model.gate_w), p(model.gate_a)])
+  wo = np.concatenate([p(model.fuse_w), p(model.fuse_a)])
+  return wg, _np(model.gate_w.bias[...]), wo, _np(model.fuse_w.bias[...])
+
+
+@pytest.mark.parametrize("steps,states,reduce", [(3, "updated", "sum"), (2, "input", "mean"),
+                                                 (1, "updated", "mean")])
+def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
+  """The fast pairwise path (one-sided parts hoisted) equals Eq. 3-8 per pair."""
+  model = _model(lam_steps=steps, lam_word_states=states, lam_word_reduce=reduce)
+  batch = _batch()
+  q, c = model.encode_query(batch), model.encode_candidate(batch)
+  with jax.default_matmul_precision("highest"):
+    fast = np.asarray(model.local_score(q, c))
+  wg, bg, wo, bo = _kernels(model)
+  wmask = np.asarray(q["word_mask"])
+  # [CLS] and [SEP] are not words; row 2 has 3 tokens: [CLS] w [SEP].
+  assert wmask.sum(axis=1).tolist() == [7, 3, 1, 5]
+  for i in range(4):
+    for j in range(4):
+      want = numpy_lam(_np(q["words"][i])[wmask[i]], _np(c["rep"][j]),
+                       np.asarray(c["avail"][j]), wg, bg, wo, bo, steps=steps, lam=9.0,
+                       eps=1e-8, states=states, reduce=reduce)
+      np.testing.assert_allclose(fast[i, j], want, rtol=1e-5, atol=1e-5)
+
+
+def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
+  model = _model()
+  batch = _batch()
+  q, c = model.encode_query(batch), model.encode_candidate(batch)
+  cls = _np(model.text(batch["tokens"], batch["token_mask"], train=False).cls)
+  for j, geu in enumerate(model.text_geu):                                  # Eq. 10 (GEU)
+    y = cls @ _np(geu.fc.kernel[...]) + _np(geu.fc.bias[...])
+    y = y / (1.0 + np.exp(-(y @ _np(geu.gate.kernel[...]) + _np(geu.gate.bias[...]))))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    np.testing.assert_allclose(q["text_holistic"][:, j], y, rtol=1e-5, atol=1e-6)
+  logits = cls @ _np(model.weights_fc.kernel[...]) + _np(model.weights_fc.bias[...])
+  probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  with jax.default_matmul_precision("highest"):
+    got = np.asarray(model.holistic_score(q, c))
+  avail = np.asarray(c["avail"])
+  for i in range(4):
+    for k in range(4):
+      w = probs[i] * avail[k]
+      w /= w.sum()
+      want = sum(w[j] * _cos(_np(q["text_holistic"][i, j]), _np(c["holistic"][k, j]))
+                 for j in range(3))
+      np.testing.assert_allclose(got[i, k], want, rtol=1e-5, atol=1e-6)
+
+
+def _numpy_hinge(sim, margin, hardest, reduce):
+  """Eq. 12 (all negatives) / Eq. 9 (hardest negative) on [B, B], rows texts."""
+  b = sim.shape[0]
+  terms_t = [[max(0.0, margin - sim[i, i] + sim[i, k]) for k in range(b) if k != i]
+             for i in range(b)]                      # text i, negative video k
+  terms_v = [[max(0.0, margin - sim[i, i] + sim[k, i]) for k in range(b) if k != i]
+             for i in range(b)]                      # video i, negative text k
+  if hardest:
+    terms_t, terms_v = [[max(t)] for t in terms_t], [[max(t)] for t in terms_v]
+  flat = [x for t in terms_t + terms_v for x in t]
+  return sum(flat) if reduce == "sum" else sum(flat) / len(flat)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_loss_equals_numpy_eq_9_12_13(reduce):
+  rng = np.random.default_rng(1)
+  hol, loc = rng.normal(size=(5, 5)), rng.normal(size=(5, 5)) * 3
+  cfg = ml_collections.ConfigDict(dict(margin_mar=0.05, margin_tri=0.2, beta=1e-4,
+                                       reduce=reduce))
+  batch = {"example_mask": jnp.ones(5, bool), "video_index": jnp.arange(5)}
+  total, terms = _model().loss({"holistic": jnp.asarray(hol), "local": jnp.asarray(loc)},
+                               batch, cfg)
+  mar, tri = _numpy_hinge(hol, 0.05, False, reduce), _numpy_hinge(loc, 0.2, True, reduce)
+  np.testing.assert_allclose(terms["mar"], mar, rtol=1e-5)
+  np.testing.assert_allclose(terms["tri"], tri, rtol=1e-5)
+  np.testing.assert_allclose(total, mar + 1e-4 * tri, rtol=1e-5)
+
+
+def test_missing_expert_is_masked_everywhere():
+  """Video 1 lacks expert "b": whatever its slot holds (zeros, huge values, NaN), its
+  scores are bit-identical and that expert's holistic weight is exactly 0."""
+  model = _model(score="sum", score_local_weight=0.5)
+  batch = _batch()
+  q = model.encode_query(batch)
+  scores, weights = [], []
+  for fill in (0.0, 1e6, np.nan):
+    b = dict(batch)
+    for key in ("b_features", "b_pool"):
+      b[key] = batch[key].at[1].set(fill)
+    b["b_mask"] = batch["b_mask"].at[1].set(fill == 0.0)
+    scores.append(np.asarray(model.score(q, model.encode_candidate(b))))
+    weights.append(np.asarray(model(b, train=True, rngs=jax.random.key(3))
+                              ["modality_weights"]))
+  for s in scores[1:]:
+    np.testing.assert_array_equal(s[:, 1], scores[0][:, 1])
+  assert np.isfinite(scores[0]).all()
+  for w in weights:
+    assert w[1, 1] == 0.0 and w[2, 0] == 0.0 and (w[0] > 0).all()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def _record(num_rows=(10, 4, 0)):
+  rng = np.random.default_rng(0)
+  ex = {}
+  for e, n, d in zip(EXPERTS, num_rows, DIMS):
+    r = np.arange(n, dtype=np.float32) * 1.5
+    ex[f"features/{e}"] = tf.constant(rng.normal(size=(n, d)).astype(np.float32))
+    ex[f"timestamps/{e}"] = tf.constant(np.stack([r, r + 1.5], 1).reshape(n, 2))
+  ex["tokens"] = tf.ragged.constant([[7, 8, 9], [10], [11, 12, 13, 14, 15, 16, 17]])
+  cfg = ml_collections.ConfigDict(dict(
+      experts=EXPERTS, max_feature_tokens=4, untimed_experts=("b",), max_words=6,
+      paragraph=False, special_ids=dict(pad=0, cls=2, sep=3)))
+  return ex, cfg
+
+
+def test_views_subsample_pool_time_and_caption():
+  ex, cfg = _record()
+  feats = ex["features/a"].numpy()
+  ev = mcha_view.video_view(ex, cfg)
+  np.testing.assert_array_equal(ev["a_features"], feats[[0, 2, 5, 7]])     # floor(i*10/4)
+  np.testing.assert_array_equal(ev["a_pool"], feats.max(axis=0))           # all 10 rows
+  np.testing.assert_array_equal(ev["a_time"], [2, 5, 10, 13])  # floor(1.5 r + .75) + 2
+  np.testing.assert_array_equal(ev["b_time"], [1, 1, 1, 1])    # untimed
+  assert ev["expert_mask"].numpy().tolist() == [True, True, False]
+  assert not ev["c_mask"].numpy().any() and not ev["c_pool"].numpy().any()
+  subsets, captions = set(), set()
+  for seed in range(12):
+    tr = mcha_view.train_view(ex, cfg, tf.constant(seed, tf.int64))
+    again = mcha_view.train_view(ex, cfg, tf.constant(seed, tf.int64))
+    np.testing.assert_array_equal(tr["a_features"], again["a_features"])
+    rows = [int(np.flatnonzero((feats == r).all(1))[0]) for r in tr["a_features"].numpy()]
+    assert rows == sorted(rows) and len(set(rows)) == 4
+    subsets.add(tuple(rows))
+    np.testing.assert_array_equal(tr["a_pool"], feats.max(axis=0))
+    tok = tr["tokens"].numpy()
+    n = int(tr["token_mask"].numpy().sum())
+    assert tok[0] == 2 and tok[n - 1] == 3
+    captions.add(tuple(tok[1:n - 1]))
+  assert len(subsets) > 3 and captions == {(7, 8, 9), (10,), (11, 12, 13, 14)}
+  caps = mcha_view.caption_view(ex, cfg)
+  assert caps["caption_index"].numpy().tolist() == [0, 1, 2]
+  assert caps["truncated"].numpy().tolist() == [False, False, True]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  from data_prep import demo_experts  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("demo_experts")
+  return demo_experts.write(str(out), verbose=False, num_train=24, num_val=8, max_rows=8)
+
+
+def _config(data_dir, **kw):
+  c = demo_config.get_config("runlocal")
+  c.input.data_dir = data_dir
+  c.update_from_flattened_dict(kw)
+  return c
+
+
+def test_training_stream_resumes_at_the_same_examples(data_dir):
+  """Captions and feature subsets are drawn from (seed, epoch, record): the stream started
+  at step 3 equals the uninterrupted stream's batches from step 3 on (epoch boundary too)."""
+  c = _config(data_dir)
+  full = list(pipeline.train_dataset(c, 0).take(6).as_numpy_iterator())
+  resumed = list(pipeline.train_dataset(c, 3).take(3).as_numpy_iterator())
+  for a, b in zip(full[3:], resumed):
+    for k in ("tokens", "motion_features", "video_index"):
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_evaluator_protocol_matches_dense_numpy_ranking(data_dir, tmp_path):
+  """t2v over every caption, v2t = best rank among a video's captions, and designated
+  captions (caption_index_file) against ranks of the dense score matrix."""
+  c = _config(data_dir, mesh_devices=1)
+  s = train.setup(c)
+  state = train.init_state(s)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
+  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
+  model = nnx.merge(s.graphdef, state["params"])
+  dense = np.asarray(model.score(caps, vids))                            # [captions, videos]
+  metrics, _ = ev.run(state, 0)
+  want = retrieval.metrics_from_ranks(retrieval.ranks(dense, cap_video))
+  for k, v in want.items():
+    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
+  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
+  want = retrieval.metrics_from_ranks(retrieval.ranks(dense.T, owners))
+  for k, v in want.items():
+    np.testing.assert_allclose(metrics[f"v2t/{k}"], v, err_msg=k)
+  assert metrics["num_examples"] == 24 and metrics["num_videos"] == 8
+  w = [metrics[f"modality_weight/{e}"] for e in c.input.experts]
+  assert len(w) == 2
+  np.testing.assert_allclose(sum(w), 1.0, rtol=1e-5)
+  index = {vid: i % 3 for i, vid in enumerate(video_ids)}
+  path = tmp_path / "idx.json"
+  path.write_text(json.dumps(index))
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+                                             query_block=8, cand_block=8)
+  metrics, _ = ev.run(state, 0)
+  rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
+  want = retrieval.metrics_from_ranks(retrieval.ranks(dense[rows]))
+  assert metrics["num_examples"] == 8
+  for k, v in want.items():
+    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
+  path.write_text(json.dumps({**index, video_ids[0]: 7}))
+  with pytest.raises(ValueError, match="beyond its captions"):
+    mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path)).run(state, 0)
+
+
+def _one_step(c):
+  s = train.setup(c)
+  state = train.init_state(s)
+  batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
+                                   pipeline.get_view(c.model.name)))
+  with jax.set_mesh(s.mesh):
+    state, metrics = train.make_train_step(s)(state, batch)
+  return jax.device_get(state["params"]), jax.device_get(metrics)
+
+
+def test_same_step_on_1_and_8_devices(data_dir):
+  p1, m1 = _one_step(_config(data_dir, mesh_devices=1))
+  p8, m8 = _one_step(_config(data_dir))
+  assert jax.device_count() == 8 and m1["loss/mar"] > 0 and m1["loss/tri"] > 0
+  for k in ("loss", "loss/mar", "loss/tri", "norm/grad"):
+    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, err_msg=k)
+  # Adam normalises tiny gradients: an absolute tolerance of a tenth of the 1e-3 step.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4), p1, p8)
+
+
+def test_prepare_train_eval_through_console_scripts(tmp_path):
+  bin_dir = pathlib.Path(sys.executable).parent
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
+
+  def run(*args):
+    proc = subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+  data, workdir = tmp_path / "data", tmp_path / "run"
+  assert "demo_experts" in run("hvt-prepare", "demo", "--variant", "experts", "--output",
+                               str(data), "--num-train", "16", "--num-val", "8")
+  config = f"{REPO}/configs/mcha/demo.py:runlocal"
+  run("hvt-train", f"--config={config}", f"--workdir={workdir}",
+      f"--config.input.data_dir={data}")
+  metrics_file = workdir / "eval" / "val" / "metrics.json"
+  metrics_file.unlink()
+  out = run("hvt-eval", f"--config={config}", f"--workdir={workdir}",
+            f"--config.input.data_dir={data}")
+  metrics = json.loads(metrics_file.read_text())
+  assert metrics["step"] == 4 and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
+  for direction in ("t2v", "v2t"):
+    assert 1.0 <= metrics[f"{direction}/MdR"] <= 24.0
+    assert metrics[f"{direction}/R@10"] >= metrics[f"{direction}/R@1"]
+  assert "t2v/R@1" in out
+  weights = json.loads((workdir / "eval" / "val" / "modality_weights.json").read_text())
+  assert set(weights) == {"motion", "audio"}
