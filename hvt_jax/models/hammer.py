@@ -323,11 +323,7 @@ class HAMMER(nnx.Module):
     """The text tower's checkpoint (``config.model.text.checkpoint``, first
     ``num_layers`` = 5 layers: supp. 6.1.5), loaded into ``text``."""
     del data_dir
-    checkpoint = config.model.text.get("checkpoint")
-    if not checkpoint:
-      return []
-    return [dict(source=checkpoint, format="hf_bert", into="text",
-                 layers=config.model.text.get("num_layers"))]
+    return text.tower_entries(config)
 
   # -------------------------------------------------------------------------------------
   # The query-only and video-only parts (computed once per query / per video).

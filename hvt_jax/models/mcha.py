@@ -234,11 +234,7 @@ class MCHA(nnx.Module):
   def pretrained_entries(cls, config: Any, data_dir: str | None) -> list[dict[str, Any]]:
     """The checkpoint ``config.model.text.checkpoint`` names, loaded into ``text``."""
     del data_dir
-    checkpoint = config.model.text.get("checkpoint")
-    if not checkpoint:
-      return []
-    return [dict(source=checkpoint, format="hf_bert", into="text",
-                 layers=config.model.text.get("num_layers"))]
+    return text.tower_entries(config)
 
   # ------------------------------------------------------------------------------------
   # Video side.

@@ -216,6 +216,18 @@ class TextConfig:
     return out
 
 
+def tower_entries(config: Any) -> list[dict[str, Any]]:
+  """The ``init_from`` entry of a model whose text tower sits at ``text``: the checkpoint
+  ``config.model.text.checkpoint`` names (hf_bert; "" = random init), its first
+  ``config.model.text.num_layers`` layers (HAMMER: 5, supp. 6.1.5). Every model with the
+  shared tower (text_mlm, HAMMER/FLAT, MCHA) returns it from ``pretrained_entries``."""
+  checkpoint = config.model.text.get("checkpoint")
+  if not checkpoint:
+    return []
+  return [dict(source=checkpoint, format="hf_bert", into="text",
+               layers=config.model.text.get("num_layers"))]
+
+
 def resolve_checkpoint(path_or_dir: str | None) -> str:
   """The directory of a Hugging Face checkpoint (``config.json`` + ``model.safetensors``).
 
