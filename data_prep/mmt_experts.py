@@ -513,16 +513,8 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
     raise features_lib.FeatureFileError(f"cannot open HDF5 feature file {path}: {e}") from e
   with h5:
     captions = read_captions(h5, path, video_id, counter)
-    sentences, tokens = [], []
-    for caption in captions:
-      ids = encode(caption) if encode is not None else []
-      if encode is not None and not ids:
-        counter.skip(CAPTION_NO_TOKENS, video_id)
-        continue
-      sentences.append(caption)
-      tokens.append(ids)
+    sentences, tokens = encode_captions(captions, video_id, encode, counter)
     if not sentences:
-      counter.skip(VIDEO_NO_CAPTIONS, video_id)
       return None
     if encode is None:
       return {"video_id": video_id, "split": split, "sentences": sentences}
@@ -661,19 +653,12 @@ def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str
   return feats[finite].astype(np.float32)
 
 
-def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCounter, *,
-                    experts: dict[str, int], encode: Encoder | None) -> dict | None:
-  """Record builder for the CE layout: (split, video_id, {expert:
-  (aggregation, value or None)}, raw captions) -> record (None when skipped)."""
-  split, video_id, values, raw_captions = item
+def encode_captions(captions: list[str], video_id: str, encode: Encoder | None,
+                    counter: builder.SkipCounter) -> tuple[list[str], list[list[int]]]:
+  """(captions, token ids) of the captions that tokenise (``encode`` None: all, no ids);
+  a caption without tokens and a video left without captions are counted skips."""
   sentences, tokens = [], []
-  for i, raw in enumerate(raw_captions):
-    if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
-      raw = np.asarray([str(w) for w in raw], dtype=object)
-    caption = decode_caption(raw, f"{CE_CAPTIONS}[{video_id!r}][{i}]", video_id, counter)
-    if not caption:
-      counter.skip(CAPTION_EMPTY, video_id)
-      continue
+  for caption in captions:
     ids = encode(caption) if encode is not None else []
     if encode is not None and not ids:
       counter.skip(CAPTION_NO_TOKENS, video_id)
@@ -682,6 +667,25 @@ def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCoun
     tokens.append(ids)
   if not sentences:
     counter.skip(VIDEO_NO_CAPTIONS, video_id)
+  return sentences, tokens
+
+
+def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCounter, *,
+                    experts: dict[str, int], encode: Encoder | None) -> dict | None:
+  """Record builder for the CE layout: (split, video_id, {expert:
+  (aggregation, value or None)}, raw captions) -> record (None when skipped)."""
+  split, video_id, values, raw_captions = item
+  captions = []
+  for i, raw in enumerate(raw_captions):
+    if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
+      raw = np.asarray([str(w) for w in raw], dtype=object)
+    caption = decode_caption(raw, f"{CE_CAPTIONS}[{video_id!r}][{i}]", video_id, counter)
+    if not caption:
+      counter.skip(CAPTION_EMPTY, video_id)
+      continue
+    captions.append(caption)
+  sentences, tokens = encode_captions(captions, video_id, encode, counter)
+  if not sentences:
     return None
   if encode is None:
     return {"video_id": video_id, "split": split, "sentences": sentences}

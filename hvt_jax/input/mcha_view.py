@@ -25,7 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvt_jax.input import ops, text_ops
+from hvt_jax.input import ops, text_ops, text_view
 
 
 def _rows(num_rows: tf.Tensor, limit: int, seed: tf.Tensor | None, j: int) -> tf.Tensor:
@@ -122,13 +122,9 @@ def caption_view(example: dict[str, Any], cfg: Any,
                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """Evaluation: every caption of the record (``caption_index`` = its position in the
   record), one example each; with ``cfg.paragraph`` use ``paragraph_view``."""
-  del seed
-  ids = cfg.special_ids
-  tokens, mask, cut = text_ops.wordpiece_inputs(example["tokens"], cfg.max_words, ids.cls,
-                                                ids.sep, ids.pad)
-  n = tf.shape(tokens)[0]
-  return {"tokens": tokens, "token_mask": mask, "example_mask": tf.ones([n], tf.bool),
-          "caption_index": tf.range(n, dtype=tf.int32), "truncated": cut}
+  out = text_view.sentence_view(example, cfg, seed)
+  out["caption_index"] = tf.range(tf.shape(out["tokens"])[0], dtype=tf.int32)
+  return out
 
 
 def paragraph_view(example: dict[str, Any], cfg: Any,
