@@ -28,8 +28,11 @@ def run_app(prog: str, main_fn: Callable[[list[str]], None]) -> None:
   except (AttributeError, KeyError, TypeError) as e:
     if _STARTED or os.environ.get("HVT_TRACEBACK"):
       raise
+    while e.args and isinstance(e.args[0], BaseException):   # AttributeError(KeyError(...))
+      e = e.args[0]
     msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-    print(f"{prog}: error: bad --config override: {msg.strip(chr(39))}\n(set "
+    msg = " ".join(msg.replace("\\n", "\n").split())   # one line
+    print(f"{prog}: error: bad --config override: {msg}\n(set "
           "HVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(2)
 
@@ -42,10 +45,11 @@ def startup() -> tuple[object, str]:
   # tf.data only: keep TF off the accelerators that JAX owns.
   tf.config.set_visible_devices([], "GPU")
   from hvt_jax import sharding  # pylint: disable=g-import-not-at-top
-  if _CONFIG.value is None:
-    raise flags.IllegalFlagValueError("--config is required")
-  if not _WORKDIR.value:
-    raise flags.IllegalFlagValueError("--workdir is required")
+  prog = os.path.basename(sys.argv[0])
+  for flag, value in (("--config", _CONFIG.value), ("--workdir", _WORKDIR.value)):
+    if not value:
+      print(f"{prog}: error: {flag} is required (see {prog} --helpfull)", file=sys.stderr)
+      sys.exit(2)
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)
   return _CONFIG.value, _WORKDIR.value

@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--config-arg", default="",
                       help="config argument for configs/<model>/demo.py, e.g. runlocal")
   args = parser.parse_args(argv)
+  demos = ("hse", "fse", *MOMENT_MODELS)   # the families this demo prepares data for
+  unknown = [m for m in args.models.split(",") if m not in demos]
+  if unknown:
+    parser.error(f"--models {','.join(unknown)}: not a demo model; valid: "
+                 f"{', '.join(demos)} (MCHA: see the README's MCHA section)")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")

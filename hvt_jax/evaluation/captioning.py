@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from data_prep import reader, text
@@ -220,6 +221,11 @@ class CaptioningEvaluator:
     metrics = {f"{p}/num_segments": float(len(rows))}
     if not rows:
       return metrics, {}
+    empty = sum(not r[3] for r in rows)
+    metrics[f"{p}/empty_captions"] = float(empty)
+    if empty:
+      logging.warning("caption evaluator: %d of %d generated captions are empty (<eos> first:"
+                      " an undertrained decoder?)", empty, len(rows))
     refs = {r[0]: [r[4]] for r in rows}
     metrics.update({f"{p}/{k}": v for k, v in
                     caption_metrics({r[0]: r[3] for r in rows}, refs).items()})
