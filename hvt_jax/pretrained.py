@@ -182,13 +182,15 @@ def load_into(params: Any, entries: list[Any]) -> Any:
         if e["strict"]:
           raise ValueError(f"{where}: {key!r} has no parameter {path!r} in the model "
                            f"(shape {list(np.shape(value))}); add it to ignore or set "
-                           "strict=False")
+                           "strict=False, or check that the config builds the model the "
+                           "source was trained as (e.g. config.model.backbone)")
         skipped.append(key)
         continue
       want = tuple(target[path].shape)
       if tuple(np.shape(value)) != want:
         raise ValueError(f"{where}: {path!r} has shape {list(np.shape(value))} in the "
-                         f"source but {list(want)} in the model")
+                         f"source but {list(want)} in the model (do the config's sizes, "
+                         "e.g. runlocal's, match the source's?)")
       used[path] = value
     missing = sorted(set(under) - set(used))
     if missing and e["strict"]:
