@@ -173,10 +173,13 @@ def make_head(task: str, arg: str | None = None, *, modality: str = "c3d",
                             prefix="caption", baseline="none", log_steps=0))
   else:
     raise ValueError(f"make_head: task={task!r}; valid: 'hse_classifier', 'hse_captioner'")
-  if "demo" in items:   # narrower decoder: minutes on 2 CPU cores (still the paper's 25 epochs)
+  captioner = task == "hse_captioner"
+  if "demo" in items and captioner:   # narrower decoder: minutes on 2 CPU cores, 25 epochs
     c.model.update(caption_word_dim=64, caption_hidden=128, beam_max_len=14)
   if "runlocal" in items:
-    c.model.classifier_hidden = 16
-    c.model.update(caption_word_dim=16, caption_hidden=16, beam_size=3, beam_max_len=8)
+    if captioner:
+      c.model.update(caption_word_dim=16, caption_hidden=16, beam_size=3, beam_max_len=8)
+    else:
+      c.model.classifier_hidden = 16
     c.num_epochs = 1
   return c
