@@ -20,6 +20,11 @@ Decisions:
 - ActivityNet Captions ids are "v_" + the YouTube id (which may itself start with "v_"), so the
   label map is keyed by "v_" + database key; a captions id without the prefix is looked up with
   it added.
+- Every annotation is also kept as a labelled action instance (`instances/segments` in
+  seconds as written, `instances/labels`), in the file's order: zero-shot recognition of
+  "each labelled instance" (HSE §4.4) cuts them. An annotation whose segment is not two
+  finite numbers is left out of the instances (counted, repair BAD_INSTANCE; it still names
+  the video's label); a reversed one (start > end) is swapped (counted, REVERSED_INSTANCE).
 - A captions video with no label keeps `label == ""` (counted as a repair "no action label");
   with `--drop-unlabeled` it is dropped (counted as a skip). The per-split number of
   unlabeled videos is also stored in metadata extra["unlabeled"].
@@ -50,6 +55,8 @@ NAME = "activitynet_labels"
 MULTI_LABEL = "video has several action labels (longest kept)"
 NO_LABEL = "no action label"
 NO_LABEL_DROPPED = "no action label (dropped)"
+BAD_INSTANCE = "action instance without a valid segment (left out of instances)"
+REVERSED_INSTANCE = "action instance with start > end (swapped)"
 DESCRIPTION = "ActivityNet Captions with ActivityNet v1.3 action labels."
 
 
@@ -137,8 +144,37 @@ def video_label(annotations: list, where: str) -> tuple[str | None, int]:
   return best, len(counts)
 
 
+def video_instances(annotations: list) -> dict[str, Any]:
+  """A video's labelled action instances from its (label-checked) annotations.
+
+  Args:
+    annotations: [{"segment": [s, e], "label": str}, ...] (`video_label` has checked labels).
+
+  Returns:
+    {"segments": [[s, e], ...] float seconds, "labels": [str], "bad": annotations left out
+    (segment not two finite numbers), "reversed": segments swapped (start > end)}, in the
+    annotations' order.
+  """
+  segments, names, bad, reversed_ = [], [], 0, 0
+  for ann in annotations:
+    try:
+      start, end = (float(x) for x in ann.get("segment", ()))
+    except (TypeError, ValueError):
+      bad += 1
+      continue
+    if not (math.isfinite(start) and math.isfinite(end)):
+      bad += 1
+      continue
+    if start > end:
+      start, end, reversed_ = end, start, reversed_ + 1
+    segments.append([start, end])
+    names.append(ann["label"])
+  return {"segments": segments, "labels": names, "bad": bad, "reversed": reversed_}
+
+
 def label_map(path: str, counter: builder.SkipCounter | None = None,
-              multi_labeled: set[str] | None = None) -> dict[str, str]:
+              multi_labeled: set[str] | None = None,
+              instances: dict[str, dict] | None = None) -> dict[str, str]:
   """Maps ActivityNet Captions video ids to their v1.3 action label.
 
   Args:
@@ -146,6 +182,8 @@ def label_map(path: str, counter: builder.SkipCounter | None = None,
     counter: if given, counts every database video with several labels (MULTI_LABEL).
     multi_labeled: if given, receives the ids ("v_<youtube id>") of the videos with several
       labels (a conversion counts those it converts, in `label_record`).
+    instances: if given, receives {"v_<youtube id>": `video_instances(...)`} for every video
+      with at least one annotation.
 
   Returns:
     {"v_<youtube id>": label} for every database video with at least one annotation.
@@ -177,11 +215,14 @@ def label_map(path: str, counter: builder.SkipCounter | None = None,
     if distinct > 1 and multi_labeled is not None:
       multi_labeled.add(video_id)
     labels[video_id] = label
+    if instances is not None:
+      instances[video_id] = video_instances(annotations)
   return labels
 
 
-def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
-  """The label of a captions id ("v_<youtube id>", or a bare YouTube id), or None."""
+def lookup_label(video_id: str, labels: dict[str, Any]) -> Any:
+  """The entry of a captions id ("v_<youtube id>", or a bare YouTube id) in a map keyed by
+  "v_<youtube id>" (`label_map`'s labels or instances), or None."""
   label = labels.get(video_id)
   if label is None and not video_id.startswith("v_"):
     label = labels.get("v_" + video_id)
@@ -190,8 +231,10 @@ def lookup_label(video_id: str, labels: dict[str, str]) -> str | None:
 
 def label_record(record: dict, counter: builder.SkipCounter, *, labels: dict[str, str],
                  drop_unlabeled: bool = False,
-                 multi_labeled: frozenset[str] = frozenset()) -> dict | None:
-  """Sets `label` on one ActivityNet Captions record (the captions converter's record hook).
+                 multi_labeled: frozenset[str] = frozenset(),
+                 instances: dict[str, dict] | None = None) -> dict | None:
+  """Sets `label` and `instances` on one ActivityNet Captions record (the captions
+  converter's record hook).
 
   Args:
     record: canonical record (id "v_<youtube id>" or a bare YouTube id).
@@ -201,9 +244,11 @@ def label_record(record: dict, counter: builder.SkipCounter, *, labels: dict[str
     drop_unlabeled: drop a video without a label instead of keeping `label == ""`.
     multi_labeled: ids ("v_<youtube id>") of the videos whose annotations carry several
       labels (`label_map`'s `multi_labeled`).
+    instances: `label_map`'s instances; the record's `instances` are its video's (none for
+      a video without annotations), counting BAD_INSTANCE / REVERSED_INSTANCE repairs.
 
   Returns:
-    A shallow copy with `label` set, or None when the video is dropped.
+    A shallow copy with `label` and `instances` set, or None when the video is dropped.
   """
   label = lookup_label(record["video_id"], labels)
   if label is None:
@@ -215,7 +260,13 @@ def label_record(record: dict, counter: builder.SkipCounter, *, labels: dict[str
     vid = record["video_id"]
     if vid in multi_labeled or (not vid.startswith("v_") and "v_" + vid in multi_labeled):
       counter.repair(MULTI_LABEL, vid)
-  return dict(record, label=label or "")
+  inst = lookup_label(record["video_id"], instances or {}) or {
+      "segments": [], "labels": [], "bad": 0, "reversed": 0}
+  for reason, n in ((BAD_INSTANCE, inst["bad"]), (REVERSED_INSTANCE, inst["reversed"])):
+    for _ in range(n):
+      counter.repair(reason, record["video_id"])
+  return dict(record, label=label or "", instances={
+      "segments": inst["segments"], "labels": inst["labels"]})
 
 
 def unlabeled_per_split(stats: dict) -> dict[str, dict[str, int]]:
@@ -238,13 +289,14 @@ def make_plan(counter: builder.SkipCounter, annotation_files: list[str], feature
   """The captions plan with the label hook (see `convert`), as dataset `activitynet_labels`."""
   classes, _ = load_taxonomy(labels_file)
   multi: set[str] = set()
-  labels = label_map(labels_file, multi_labeled=multi)
+  instances: dict[str, dict] = {}
+  labels = label_map(labels_file, multi_labeled=multi, instances=instances)
   return activitynet_captions.make_plan(
       counter, annotation_files, features_path, name=NAME, description=DESCRIPTION,
       extra={"classes": classes, "labels_file": pathlib.Path(labels_file).name,
              "drop_unlabeled": drop_unlabeled},
       record_fn=functools.partial(label_record, labels=labels, drop_unlabeled=drop_unlabeled,
-                                  multi_labeled=frozenset(multi)),
+                                  multi_labeled=frozenset(multi), instances=instances),
       extra_fn=unlabeled_per_split, summary=False, **captions_kwargs)
 
 

@@ -206,7 +206,8 @@ def make_features(modalities: Mapping[str, int]) -> tfds.features.FeaturesDict:
 
   Arrays use `Encoding.BYTES` (raw little-endian bytes): the default per-value proto
   encoding is ~200x slower to write for [T, 500] features and stores exactly the same values.
-  Features and timestamps are float32; `duration` and `segments` are float64, the precision
+  Features and timestamps are float32; `duration`, `segments` and `instances/segments` are
+  float64, the precision
   the annotation files are parsed in, so a view can reproduce the released code's
   arithmetic on them bit for bit (``hvt_jax.input.ops.time_to_rows``). Datasets written
   before (float32 times) still load: the views cast times to float64.
@@ -226,6 +227,12 @@ def make_features(modalities: Mapping[str, int]) -> tfds.features.FeaturesDict:
       "segments": array(2, np.float64),
       "sentences": tfds.features.Sequence(tfds.features.Text()),
       "tokens": tfds.features.Sequence(tfds.features.Sequence(np.int32)),
+      # Labelled action instances (ActivityNet v1.3 annotations): I segments in seconds and
+      # their class names; empty for datasets without them.
+      "instances": tfds.features.FeaturesDict({
+          "segments": array(2, np.float64),
+          "labels": tfds.features.Sequence(tfds.features.Text()),
+      }),
   })
 
 
@@ -274,7 +281,7 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
               "sentences", "tokens"}
   if missing := sorted(expected - record.keys()):
     raise _bad(record, missing[0], f"missing field(s) {missing}")
-  if extra := sorted(record.keys() - expected):
+  if extra := sorted(record.keys() - expected - {"instances"}):
     raise _bad(record, extra[0], f"unknown field(s) {extra}")
   for field in _SCALAR_TEXT_FIELDS:
     if not isinstance(record[field], str):
@@ -333,8 +340,32 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
       raise _bad(record, "tokens", f"sentence {i} has ids outside [0, {vocab_size}): "
                  f"{arr.tolist()[:10]}")
     clean_tokens.append(arr.astype(np.int32))
-  out.update(segments=segments, sentences=list(sentences), tokens=clean_tokens)
+  out.update(segments=segments, sentences=list(sentences), tokens=clean_tokens,
+             instances=_instances(record))
   return out
+
+
+def _instances(record: dict) -> dict:
+  """The record's optional `instances` ({"segments": [I, 2], "labels": [I] str}, I may be 0;
+  absent = none) as float64 segments with start <= end and non-empty stripped labels."""
+  inst = record.get("instances")
+  if inst is None:
+    return {"segments": np.zeros((0, 2), np.float64), "labels": []}
+  if not isinstance(inst, dict) or set(inst) != {"segments", "labels"}:
+    raise _bad(record, "instances", "expected {'segments': [I, 2], 'labels': [I] str}, got "
+               f"{sorted(inst) if isinstance(inst, dict) else type(inst).__name__}")
+  segments = _float_array(record, "instances/segments", inst["segments"], 2, np.float64)
+  if (segments[:, 0] > segments[:, 1]).any():
+    raise _bad(record, "instances/segments", "an instance has start > end: "
+               f"{segments[segments[:, 0] > segments[:, 1]][:3].tolist()}")
+  labels = inst["labels"]
+  if not isinstance(labels, (list, tuple)) or not all(
+      isinstance(l, str) and l and l == l.strip() for l in labels):
+    raise _bad(record, "instances/labels", "expected a list of stripped, non-empty str")
+  if len(labels) != len(segments):
+    raise _bad(record, "instances/labels", f"{len(labels)} labels for {len(segments)} "
+               "segments")
+  return {"segments": segments, "labels": list(labels)}
 
 
 def unknown_token_id(spec: DatasetSpec) -> int | None:
@@ -400,6 +431,7 @@ class Plan:
 def record_info(rec: dict, spec: DatasetSpec, unk_id: int | None) -> dict:
   """What the metadata needs of a validated record: id, sentences, missing, token counts."""
   return {"video_id": rec["video_id"], "sentences": len(rec["sentences"]),
+          "instances": len(rec["instances"]["labels"]),
           "missing": [m for m, f in rec["features"].items() if len(f) == 0],
           "tokens": sum(len(ids) for ids in rec["tokens"]),
           "unknown": 0 if unk_id is None else sum(int(np.count_nonzero(ids == unk_id))
@@ -652,7 +684,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if self._beam:
       self._read_beam_reports()
     plan, spec = self._plan, self._plan.spec
-    counts, sentences, missing, unknown, split_counts = {}, {}, {}, {}, {}
+    counts, sentences, instances, missing, unknown, split_counts = {}, {}, {}, {}, {}, {}
     for split in plan.items:
       split_counter = self._merged_counts(split)
       self.counter.merge(split_counter)
@@ -669,6 +701,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         seen.add(info["video_id"])
       counts[split] = len(infos)
       sentences[split] = sum(i["sentences"] for i in infos)
+      instances[split] = sum(i["instances"] for i in infos)
       missing[split] = {m: sum(m in i["missing"] for i in infos) for m in sorted(spec.modalities)}
       num_tokens = sum(i["tokens"] for i in infos)
       num_unknown = sum(i["unknown"] for i in infos)
@@ -686,8 +719,8 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "name": spec.name, "version": VERSION, "description": spec.description,
         "modalities": {m: int(d) for m, d in sorted(spec.modalities.items())},
         "tokenizer": spec.tokenizer, "vocab_size": len(spec.vocab), "vocab_file": VOCAB_FILE,
-        "splits": counts, "sentences": sentences, "missing": missing,
-        "counts": self.counter.summary(), "extra": extra, "empty_splits": list(self._dropped),
+        "splits": counts, "sentences": sentences, "instances": instances,
+        "missing": missing, "counts": self.counter.summary(), "extra": extra, "empty_splits": list(self._dropped),
         "corpus_splits": sorted(set(spec.corpus_splits) & set(counts)),
         "unknown_tokens": {"token": None if unk is None else spec.vocab[unk],
                            "splits": unknown},

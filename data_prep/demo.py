@@ -20,7 +20,9 @@ Generative story (all parameters are arguments of `generate_demo`, defaults belo
   `content_prob` (at least two content words), otherwise a filler.
 - A video's `label` (action class) is the name of its dominant event: the one covering the
   most frames (ties: the earliest). It is derived from the sampled clips and draws no random
-  numbers, so features, sentences and tokens are those of a demo without labels.
+  numbers, so features, sentences and tokens are those of a demo without labels. Every clip
+  is also a labelled action instance (`instances`: its segment and its event's name), as
+  ActivityNet v1.3's annotations are.
 Splits "train" and "val" come from the same world; each split has its own random stream, so
 changing `num_val` does not change the training videos. The word vocabulary is built from the
 train sentences. Deterministic given the seed.
@@ -146,6 +148,8 @@ def _generate_split(split: str, num_videos: int, rng: np.random.Generator,
         "label": event_names[dominant] if event_names else "", "features": {MODALITY: frames},
         "timestamps": {MODALITY: np.stack([r, r + 1], axis=1)},
         "segments": segments, "sentences": sentences, "tokens": None,
+        "instances": ({"segments": segments.astype(np.float64),
+                       "labels": [event_names[e] for e in events]} if event_names else None),
     })
     clip_events.append([int(e) for e in events])
   return records, clip_events

@@ -74,7 +74,9 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
     A `tf.data.Dataset` of {"video_id": tf.string, "duration": tf.float64, "split": tf.string,
     "label": tf.string, "features/<m>": float32 [T, D], "timestamps/<m>": float32 [T, 2],
     "segments": float64 [S, 2], "sentences": tf.string [S],
-    "tokens": int32 tf.RaggedTensor [S, None]}.
+    "tokens": int32 tf.RaggedTensor [S, None], "instances/segments": float64 [I, 2] seconds,
+    "instances/labels": tf.string [I]} (the two instance keys are absent from datasets
+    written before they were part of the schema).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 

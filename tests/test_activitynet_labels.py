@@ -61,7 +61,9 @@ def labels_file(tmp_path_factory, real_ids) -> str:
       # Tie in duration and count: the alphabetically first label.
       yt(t[2]): _entry("training", [(5.0, 15.0, "Mopping floor"),
                                     (0.0, 10.0, "Ironing clothes")]),
-      yt(t[3]): _entry("validation", [(3.0, 9.0, "Mopping floor")]),
+      # A reversed segment (swapped) and one that is not two numbers (left out of instances).
+      yt(t[3]): _entry("validation", [(3.0, 9.0, "Mopping floor"), (9.0, 3.5, "Mopping floor"),
+                                      (None, 2.0, "Mopping floor")]),
       yt(t[4]): _entry("testing", []),  # Testing: no annotations, no label.
       # t[5] is not in the database at all.
       yt(v[0]): _entry("validation", [(0.0, 12.0, "Dodgeball")]),
@@ -192,6 +194,23 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
       assert data_fixtures.token_lists(ex) == [text.encode_words(s, index) for s in sentences]
       assert ex["duration"] == pytest.approx(ann["duration"], rel=1e-6)
   assert seen == expected
+  # Every annotation is a labelled instance, in the file's order.
+  t = real_ids["train"]
+  want = {t[0]: [(1.0, 50.0, "Tango")],
+          t[1]: [(0.0, 10.0, "Dodgeball"), (20.0, 25.0, "Dodgeball"), (0.0, 30.0, "Tango")],
+          t[2]: [(5.0, 15.0, "Mopping floor"), (0.0, 10.0, "Ironing clothes")],
+          t[3]: [(3.0, 9.0, "Mopping floor"), (3.5, 9.0, "Mopping floor")],
+          real_ids["val_1"][0]: [(0.0, 12.0, "Dodgeball")]}
+  for split in ("train", "val_1"):
+    for vid, ex in data_fixtures.read_examples(dataset_dir, split).items():
+      got = [(*map(float, seg), lab.decode())
+             for seg, lab in zip(ex["instances/segments"], ex["instances/labels"])]
+      assert got == want.get(vid, []), vid
+      assert ex["instances/segments"].dtype == np.float64
+  assert meta["instances"] == {"train": 8, "val_1": 1}
+  assert counts["repaired"][al.BAD_INSTANCE] == 1
+  assert counts["repaired"][al.REVERSED_INSTANCE] == 1
+  assert counts["examples"][al.BAD_INSTANCE] == [t[3]]
 
   # --drop-unlabeled: the 3 unlabeled videos are skipped and counted.
   dataset_dir = prepare.prepare(

@@ -40,6 +40,9 @@ def make_record(i: int, split: str, seed: int = 0) -> dict:
       "segments": np.float32([[0.5 * k, 0.5 * k + 2] for k in range(s)]),
       "sentences": [f"sentence {k} of video {i}" for k in range(s)],
       "tokens": [rng.integers(0, len(VOCAB), size=1 + (i + k) % 4).tolist() for k in range(s)],
+      # Odd videos have i labelled action instances; even ones none (the field left out).
+      **({"instances": {"segments": [[k, k + 0.25] for k in range(i)],
+                        "labels": [f"act {k}" for k in range(i)]}} if i % 2 else {}),
   }
 
 
@@ -53,7 +56,7 @@ def as_numpy(example: dict) -> dict:
   for k, v in example.items():
     if k == "tokens":
       out[k] = [list(map(int, row)) for row in v.to_list()]
-    elif k == "sentences":
+    elif k in ("sentences", "instances/labels"):
       out[k] = [s.decode() for s in v.numpy()]
     elif k in ("video_id", "split", "label"):
       out[k] = v.numpy().decode()
@@ -64,13 +67,19 @@ def as_numpy(example: dict) -> dict:
 
 def assert_matches(loaded: dict, rec: dict) -> None:
   """Exact equality of every field of a loaded example and the record written."""
-  expected_keys = {"video_id", "duration", "split", "label", "segments", "sentences", "tokens"}
+  expected_keys = {"video_id", "duration", "split", "label", "segments", "sentences", "tokens",
+                   "instances/segments", "instances/labels"}
   expected_keys |= {f"{g}/{m}" for g in ("features", "timestamps") for m in SPEC.modalities}
   assert set(loaded) == expected_keys
   for key in ("video_id", "split", "label", "sentences", "tokens"):
     assert loaded[key] == rec[key], key
   assert loaded["duration"] == np.float32(rec["duration"])
   np.testing.assert_array_equal(loaded["segments"], rec["segments"])
+  inst = rec.get("instances", {"segments": np.zeros((0, 2)), "labels": []})
+  assert loaded["instances/labels"] == inst["labels"]
+  assert loaded["instances/segments"].dtype == np.float64
+  np.testing.assert_array_equal(loaded["instances/segments"].reshape(-1, 2),
+                                np.reshape(inst["segments"], (-1, 2)))
   for m in SPEC.modalities:
     for g in ("features", "timestamps"):
       assert loaded[f"{g}/{m}"].dtype == np.float32
@@ -136,6 +145,7 @@ def test_round_trip_fresh_process(written, tmp_path):
     for ex, rec in zip(result["examples"][split], recs[split]):
       ex = dict(ex, video_id=ex["video_id"].decode(), split=ex["split"].decode(),
                 label=ex["label"].decode(), sentences=[s.decode() for s in ex["sentences"]])
+      ex["instances/labels"] = [s.decode() for s in ex["instances/labels"]]
       assert_matches(ex, rec)
 
 
@@ -148,6 +158,7 @@ def test_metadata_and_vocab(written):
   assert pathlib.Path(meta["vocab_file"]).read_text().split("\n")[:-1] == VOCAB
   assert reader.load_vocab(path) == VOCAB
   assert meta["splits"] == {"train": 7, "val": 3}
+  assert meta["instances"] == {"train": 1 + 3 + 5, "val": 1}  # Odd videos i have i each.
   # Video 2 of each split has 0 rgb rows (a missing expert).
   assert meta["missing"] == {"train": {"c3d": 0, "rgb": 1}, "val": {"c3d": 0, "rgb": 1}}
   assert meta["counts"] == {
@@ -247,6 +258,13 @@ def _corrupt(field_path: str, value):
     ("split", _corrupt("split", "val"), "written to split 'train'"),
     ("duration", _corrupt("duration", -1.0), "> 0"),
     ("features", _corrupt("features", lambda r: {"c3d": r["features"]["c3d"]}), "modalities"),
+    ("instances/segments", _corrupt("instances", {"segments": [[4.0, 2.0]], "labels": ["a"]}),
+     "start > end"),
+    ("instances/labels", _corrupt("instances", {"segments": [[1.0, 2.0]], "labels": []}),
+     "0 labels for 1 segments"),
+    ("instances/labels", _corrupt("instances", {"segments": [[1.0, 2.0]], "labels": [""]}),
+     "non-empty"),
+    ("instances", _corrupt("instances", {"segments": []}), "expected"),
 ])
 def test_invalid_record_names_video_and_field(tmp_path, field, mutate, message):
   bad = mutate(make_record(0, "train"))  # Record 0 has one sentence.

@@ -39,6 +39,19 @@ def _record():
   }
 
 
+def test_instance_view_cuts_each_instance_and_blanks_empty_ones():
+  rec = _record()
+  rec["instances/segments"] = tf.constant([[1.0, 4.0], [7.0, 11.0], [20.0, 21.0]], tf.float64)
+  rec["instances/labels"] = tf.constant(["jump", "run fast", "swim"])
+  out = _np(hse_tasks.instance_view(rec, _cfg(max_video_frames=3)))
+  # "overlap": rows 1-3 and rows 7-10, the latter subsampled to 3 (authors: offsets 0, 1, 2);
+  # [20, 21] s lies past the 12 rows: no frames, no label.
+  np.testing.assert_array_equal(out["video_frame_mask"],
+                                [[True] * 3, [True] * 3, [False] * 3])
+  np.testing.assert_array_equal(out["video_frames"][..., 0], [[2, 3, 4], [8, 9, 10], [0, 0, 0]])
+  assert out["label"].tolist() == [b"jump", b"run fast", b""]
+
+
 def _np(d):
   return {k: np.asarray(v) for k, v in d.items()}
 
@@ -156,7 +169,7 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   evals = evaluators.from_config(c, s)
   assert sorted(type(e).__name__ for e in evals) == [
       "EmbeddingPlotEvaluator", "IncompleteRetrievalEvaluator", "RetrievalEvaluator",
-      "ZeroShotEvaluator"]
+      "ZeroShotEvaluator", "ZeroShotEvaluator"]
   evaluators.run_all(evals, state, 3, _Writer(), str(tmp_path))
   out = tmp_path / "eval" / "val"
   metrics = json.loads((out / "metrics.json").read_text())
@@ -177,6 +190,16 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   assert metrics["zeroshot/chance_top1"] <= metrics["zeroshot/majority_top1"] <= 100.0
   per_class = json.loads((out / "zeroshot_per_class.json").read_text())["per_class"]
   assert sum(v["videos"] for v in per_class.values()) == 24
+  # Each labelled instance (the demo's clips): as many as the metadata counts, each covering
+  # rows; the classes are the event names of the split's clips.
+  from data_prep import reader  # pylint: disable=g-import-not-at-top
+  instances = reader.load_metadata(s.data_dir)["instances"]["val"]
+  assert 3 * 24 <= instances <= 5 * 24
+  assert metrics["zeroshot_instances/num_instances"] == instances
+  assert metrics["zeroshot_instances/num_empty_instances"] == 0
+  assert metrics["zeroshot_instances/num_classes"] >= metrics["zeroshot/num_classes"]
+  per_class = json.loads((out / "zeroshot_instances_per_class.json").read_text())["per_class"]
+  assert sum(v["instances"] for v in per_class.values()) == instances
   # Embeddings: 6 videos, 3-5 clips and as many sentences each (FSE: video + paragraph).
   if c.model.name == "hse":
     assert 36 <= metrics["embeddings/num_points"] <= 60
@@ -192,6 +215,8 @@ def test_evaluators_reject_other_models_and_options(demo_run):
   c, s, _ = demo_run
   with pytest.raises(ValueError, match="pred"):
     hse_tasks.ZeroShotEvaluator(s, "val", pred="score")
+  with pytest.raises(ValueError, match="videos='clips'; valid"):
+    hse_tasks.ZeroShotEvaluator(s, "val", videos="clips")
   with pytest.raises(ValueError, match="colour_by"):
     hse_tasks.EmbeddingPlotEvaluator(s, "val", colour_by="event")
   with pytest.raises(ValueError, match="clip_source"):

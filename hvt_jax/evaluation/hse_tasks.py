@@ -110,6 +110,34 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
   return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
 
 
+def instance_view(example: dict[str, Any], cfg: Any,
+                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """One example per labelled action instance of a record (``instances/segments`` seconds,
+  ``instances/labels``), cut as the whole video is for zero-shot recognition: the instance's
+  feature rows (``ops.time_to_rows`` with ``cfg.clip_rule``/``zero_length``) subsampled to
+  ``max_video_frames`` (``ops.sample_rows`` with ``cfg.frame_sampling``).
+
+  Returns:
+    [I, ...] along the leading axis: video_frames [I, Fv, D] float32 (zeros where masked),
+    video_frame_mask [I, Fv] bool, example_mask [I] (True), and the host-side label [I]
+    string, "" for an instance that covers no feature row (all its frames masked; the
+    evaluator counts it).
+  """
+  del seed  # Deterministic.
+  feats = example[f"features/{cfg.modality}"]
+  start, end, valid = ops.time_to_rows(example["instances/segments"],
+                                       example[f"timestamps/{cfg.modality}"],
+                                       example["duration"], cfg.clip_rule,
+                                       cfg.get("zero_length", "keep"))
+  idx, mask = ops.sample_rows(start, end, cfg.max_video_frames,
+                              cfg.get("frame_sampling", "authors"))
+  mask = mask & valid[:, None] & (tf.shape(feats)[0] > 0)
+  frames = tf.gather(feats, idx) * tf.cast(mask, feats.dtype)[..., None]
+  labels = tf.where(valid, example["instances/labels"], "")
+  return {"video_frames": frames, "video_frame_mask": mask, "label": labels,
+          "example_mask": tf.ones_like(valid)}
+
+
 # --------------------------------------------------------------------------------------
 # Model pieces: the low (clip/sentence) level of HSE, or FSE's single level.
 
@@ -272,7 +300,8 @@ def glove_fill(labels: list[str], vocab: list[str], path: str,
 
 
 def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.ndarray,
-                      classes: list[str], mesh: Any, blocks: tuple[int, int] = (256, 256)
+                      classes: list[str], mesh: Any, blocks: tuple[int, int] = (256, 256),
+                      unit: str = "videos"
                       ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """Top-1/top-5 accuracy (percent) of unit video embeddings [N, D] with class names
   ``labels`` [N] against unit class embeddings [K, D] (``classes``, same order), ranked by
@@ -281,8 +310,8 @@ def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.nd
   Returns:
     ({top1, top5, mean_class_top1 (per-class top-1 averaged over the classes present),
     chance_top1 (100 / K), majority_top1 (always answering the split's most frequent class:
-    a reference, it peeks at the label distribution), num_classes, num_videos},
-    {class: {videos, top1}}).
+    a reference, it peeks at the label distribution), num_classes, num_<unit> (N)},
+    {class: {<unit>, top1}}); ``unit`` names what the N rows are ("videos", "instances").
   """
   index = {c: i for i, c in enumerate(classes)}
   target = np.asarray([index[label] for label in labels], np.int32)
@@ -291,7 +320,7 @@ def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.nd
                              np.asarray(class_emb, np.float32), target, scorer.dot_score,
                              mesh=mesh, top_k=1, query_block=blocks[0], cand_block=blocks[1])
   ranked = res.metrics()
-  per_class = {c: {"videos": int((target == i).sum()),
+  per_class = {c: {unit: int((target == i).sum()),
                    "top1": float(100.0 * np.mean(res.ranks[target == i] <= 1))}
                for i, c in enumerate(classes) if (target == i).any()}
   counts = np.bincount(target, minlength=len(classes))
@@ -299,7 +328,7 @@ def zero_shot_metrics(video_emb: np.ndarray, labels: list[str], class_emb: np.nd
           "mean_class_top1": float(np.mean([v["top1"] for v in per_class.values()])),
           "chance_top1": 100.0 / len(classes),
           "majority_top1": float(100.0 * counts.max() / len(target)),
-          "num_classes": float(len(classes)), "num_videos": float(len(target))}, per_class
+          "num_classes": float(len(classes)), f"num_{unit}": float(len(target))}, per_class
 
 
 class ZeroShotEvaluator:
@@ -307,20 +336,28 @@ class ZeroShotEvaluator:
 
   Classes are encoded as sentences by the sentence-level text encoder (HSE ``text_low``
   over the label's word ids in the dataset's word vocabulary; unknown words -> ``<unk>``,
-  reported as ``<prefix>/oov_rate``, percent of label words); each video by the clip-level
-  video encoder (HSE ``video_low``) over the whole video (the view's ``video_frames``:
-  ``max_video_frames`` rows subsampled uniformly). FSE has one level: its video and text
-  encoders play both roles. Cosine similarity, no re-training; ranked by the device-side
-  scorer (videos are queries, classes candidates).
+  reported as ``<prefix>/oov_rate``, percent of label words); videos by the clip-level
+  video encoder (HSE ``video_low``; "we take the raw video and apply the clip-level video
+  encoder", §4.4). FSE has one level: its video and text encoders play both roles. Cosine
+  similarity, no re-training; ranked by the device-side scorer (videos are queries, classes
+  candidates).
 
-  Labels: the records' ``label`` field (canonical schema; ``hvt-prepare
-  activitynet_labels`` and the demo write it). Classes = the sorted distinct non-empty
-  labels of the evaluated split (not train + split: a class no evaluated video has would
-  only add distractors); videos without a label are left out. Metrics: ``<prefix>/top1``,
+  ``videos`` says what a video is:
+    * ``"whole"`` (default; the paper's "raw video"): the whole video, the view's
+      ``video_frames`` (``max_video_frames`` rows subsampled uniformly), labelled by the
+      records' ``label`` field (``hvt-prepare activitynet_labels`` and the demo write it);
+      videos without a label are left out (``<prefix>/num_unlabeled``).
+    * ``"instances"``: each labelled action instance (the records' ``instances``: ActivityNet
+      v1.3's annotations, the demo's clips), its own rows subsampled the same way
+      (``instance_view``); instances that cover no feature row are left out
+      (``<prefix>/num_empty_instances``). Datasets written before instances were part of the
+      schema must be converted again (a ValueError says so).
+  Classes = the sorted distinct non-empty labels of the evaluated split (not train + split:
+  a class no evaluated video has would only add distractors). Metrics: ``<prefix>/top1``,
   ``<prefix>/top5``, ``<prefix>/mean_class_top1`` (percent), the references
   ``<prefix>/chance_top1`` (100/K) and ``<prefix>/majority_top1`` (``zero_shot_metrics``),
-  ``<prefix>/oov_rate``, counts ``<prefix>/num_classes``, ``<prefix>/num_videos``,
-  ``<prefix>/num_unlabeled``; writes ``<prefix>_per_class.json``.
+  ``<prefix>/oov_rate``, counts ``<prefix>/num_classes`` and ``<prefix>/num_videos`` (or
+  ``num_instances``); writes ``<prefix>_per_class.json``.
 
   ``word_vectors`` (a GloVe/word2vec text file, ``data_prep.embeddings``): the paper relies
   on GloVe for label words the training captions never had ("as we are using pre-trained
@@ -329,16 +366,19 @@ class ZeroShotEvaluator:
   (``<prefix>/glove/top1`` …, ``<prefix>/glove/oov_rate``: words neither in the vocabulary
   nor the file, ``<prefix>/glove/filled_words``); the plain metrics stay those without.
   The file's dimension must be the model's word dimension.
-  Videos are whole videos; the paper's alternative of each labelled instance is not
-  available: converted records keep the video's label, not the v1.3 instance segments.
   """
+
+  VIDEOS = ("whole", "instances")
 
   def __init__(self, setup: Any, split: str, *, pred: str = "low_level",
                prefix: str = "zeroshot", log_steps: int = 0, query_block: int = 256,
-               cand_block: int = 256, word_vectors: str = ""):
+               cand_block: int = 256, word_vectors: str = "", videos: str = "whole"):
     _check_family(setup, "zeroshot")
     if pred != "low_level":
       raise ValueError(f"zeroshot evaluator: pred={pred!r}; valid: ('low_level',)")
+    if videos not in self.VIDEOS:
+      raise ValueError(f"zeroshot evaluator: videos={videos!r}; valid: {self.VIDEOS}")
+    self.videos = videos
     if word_vectors and not os.path.exists(word_vectors):
       raise ValueError(f"zeroshot evaluator: word_vectors file {word_vectors!r} not found")
     self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
@@ -347,19 +387,29 @@ class ZeroShotEvaluator:
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     params, graphdef = corpus.host_params(state), self.setup.graphdef
+    p, unit = self.prefix, "videos" if self.videos == "whole" else "instances"
+    if self.videos == "whole":
+      view, unlabeled = _view(None, with_label=True), f"{p}/num_unlabeled"
+    else:
+      view = pipeline.View(instance_view, per_row="instances/labels", host_keys=("label",))
+      unlabeled = f"{p}/num_empty_instances"
+      _, meta = pipeline.dataset_info(self.setup.config)
+      if "instances" not in meta:
+        raise ValueError(f"zeroshot evaluator (videos='instances'): dataset "
+                         f"{self.setup.data_dir} has no instances field (written before it "
+                         "was part of the schema); convert it again")
     videos, labels = [], []
-    for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
-                                   view=_view(None, with_label=True), strings=("label",)):
-      videos.append(emb)
-      labels.extend(rows["label"])
-    labelled = np.asarray([bool(label) for label in labels])
+    if unit == "videos" or meta["instances"].get(self.split, 0):
+      for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
+                                     view=view, strings=("label",)):
+        videos.append(emb)
+        labels.extend(rows["label"])
+    labelled = np.asarray([bool(label) for label in labels], bool)
     classes = sorted({label for label in labels if label})
-    p = self.prefix
-    metrics = {f"{p}/num_classes": float(len(classes)),
-               f"{p}/num_unlabeled": float((~labelled).sum())}
+    metrics = {f"{p}/num_classes": float(len(classes)), unlabeled: float((~labelled).sum())}
     if not classes:
-      logging.warning("zeroshot evaluator: split %r has no labels (records' `label` field)",
-                      self.split)
+      logging.warning("zeroshot evaluator: split %r has no labelled %s (records' %s field)",
+                      self.split, unit, "`label`" if unit == "videos" else "`instances`")
       return metrics, {}
     vocab = reader.load_vocab(self.setup.data_dir)
     videos = np.concatenate(videos)[labelled]
@@ -376,7 +426,7 @@ class ZeroShotEvaluator:
       tokens, oov = encode_labels(classes, vocab, filled)
       class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens), vectors))
       scores, per_class = zero_shot_metrics(videos, labels, class_emb, classes, mesh,
-                                            self.blocks)
+                                            self.blocks, unit)
       metrics.update({f"{p}/{tag}{k}": v for k, v in scores.items()})
       metrics[f"{p}/{tag}oov_rate"] = oov
       results.setdefault("per_class", per_class)

@@ -102,7 +102,7 @@ class MCHARetrievalEvaluator:
     self.video_view = pipeline.View(mcha_view.video_view, stat_keys=("truncated",))
     self.caption_view = pipeline.View(
         mcha_view.paragraph_view if paragraph else mcha_view.caption_view,
-        per_sentence=not paragraph, stat_keys=("truncated",))
+        per_row="" if paragraph else "tokens", stat_keys=("truncated",))
 
   def encodings(self, state: dict[str, Any]):
     """(caption encodings, video encodings, caption -> video position, caption ids,

@@ -39,13 +39,15 @@ class View:
 
   Attributes:
     fn: (decoded record, resolved ``config.input``, int64 seed) -> fixed-shape tensors of one
-      example, or of N examples along a leading axis when ``per_sentence``.
-    per_sentence: one example per sentence of the record (N = its number of sentences).
+      example, or of N examples along a leading axis when ``per_row``.
+    per_row: "" = one example per record; else the record key whose rows are the examples
+      (N = its number of rows): "tokens" = one per sentence, "instances/labels" = one per
+      labelled action instance. Their counts come from the metadata (``ROW_COUNTS``).
     host_keys: keys that stay on the host (ids, strings); ``video_id`` always does.
     stat_keys: host-side statistics counted by ``InputStats`` (not fed to the model).
   """
   fn: Callable[[dict[str, Any], Any, tf.Tensor], dict[str, tf.Tensor]]
-  per_sentence: bool = False
+  per_row: str = ""
   host_keys: tuple[str, ...] = ()
   stat_keys: tuple[str, ...] = ()
 
@@ -55,19 +57,19 @@ class View:
 
 
 _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
-_HAMMER = View(hammer_view.hammer_view, per_sentence=True,
+_HAMMER = View(hammer_view.hammer_view, per_row="tokens",
                stat_keys=("truncated", "empty_segments", "zero_length"))
 # Model name -> view.
 VIEWS: dict[str, View] = {
     "hse": _HSE, "fse": _HSE,
-    "text_mlm": View(text_view.sentence_view, per_sentence=True, stat_keys=("truncated",)),
+    "text_mlm": View(text_view.sentence_view, per_row="tokens", stat_keys=("truncated",)),
     "hse_classifier": View(hse_view.labelled_view, stat_keys=_HSE.stat_keys),
     "hse_captioner": View(hse_view.caption_view, host_keys=("references",),
                           stat_keys=_HSE.stat_keys),
     "hammer": _HAMMER, "flat": _HAMMER,
     # HAMMER/FLAT evaluation: one example per video, one per query (text only).
     "hammer_video": View(hammer_view.video_view),
-    "hammer_query": View(hammer_view.query_view, per_sentence=True,
+    "hammer_query": View(hammer_view.query_view, per_row="tokens",
                          host_keys=("sentence_id",), stat_keys=("truncated",)),
     "mcha": View(mcha_view.train_view, stat_keys=("truncated",)),
 }
@@ -132,9 +134,21 @@ class _Split:
   cfg: ml_collections.ConfigDict
 
 
-def _count_sentences(ds: tf.data.Dataset) -> int:
-  return int(ds.map(lambda ex: tf.cast(ex["tokens"].nrows(), tf.int64)).reduce(
-      tf.constant(0, tf.int64), lambda a, b: a + b))
+# A per-row view's row key -> the metadata entry counting its rows per split.
+ROW_COUNTS = {"tokens": "sentences", "instances/labels": "instances"}
+
+
+def _count_rows(ds: tf.data.Dataset, key: str) -> int:
+  if key not in ds.element_spec:
+    raise ValueError(f"the dataset has no {key!r} field (written before it was part of the "
+                     "schema?); convert it again")
+
+  def rows(ex):
+    value = ex[key]
+    n = value.nrows() if isinstance(value, tf.RaggedTensor) else tf.shape(value)[0]
+    return tf.cast(n, tf.int64)
+
+  return int(ds.map(rows).reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
 def _split(config: Any, split: str, view: View | None = None) -> _Split:
@@ -155,10 +169,10 @@ def _split(config: Any, split: str, view: View | None = None) -> _Split:
       tf.data.Dataset.range(start, end).map(lambda i: tf.cast(i, tf.int32)), ds)
   view = view or get_view(config.model.name)
   local, total_examples = end - start, total
-  if view.per_sentence:
-    counted = meta.get("sentences", {}).get(split)
+  if view.per_row:
+    counted = meta.get(ROW_COUNTS.get(view.per_row, ""), {}).get(split)
     local = (counted if counted is not None and jax.process_count() == 1
-             else _count_sentences(ds))
+             else _count_rows(ds, view.per_row))
     total_examples = counted if counted is not None else local * jax.process_count()
   return _Split(indexed, end - start, local, int(total_examples), view,
                 view_config(config, meta))
@@ -168,7 +182,7 @@ def num_train_examples(config: Any, meta: dict[str, Any]) -> int:
   """Examples per epoch of the training split (records, or sentences for per-sentence
   views), from the dataset metadata."""
   split = config.input.train_split
-  if get_view(config.model.name).per_sentence and "sentences" in meta:
+  if get_view(config.model.name).per_row == "tokens" and "sentences" in meta:
     return int(meta["sentences"].get(split, 0))
   return int(meta["splits"].get(split, 0))
 
@@ -179,13 +193,13 @@ def _viewed(sp: _Split, seed_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Da
 
   def one(index, record):
     out = dict(view.fn(record, cfg, seed_fn(index)))
-    n = tf.shape(next(iter(out.values())))[0] if view.per_sentence else None
+    n = tf.shape(next(iter(out.values())))[0] if view.per_row else None
     for key, value in (("video_index", index), ("video_id", record["video_id"])):
-      out[key] = tf.fill([n], value) if view.per_sentence else value
+      out[key] = tf.fill([n], value) if view.per_row else value
     return out
 
   ds = sp.records.map(one, num_parallel_calls=tf.data.AUTOTUNE)
-  if view.per_sentence:
+  if view.per_row:
     ds = ds.flat_map(tf.data.Dataset.from_tensor_slices)
   return ds
 
@@ -221,7 +235,7 @@ def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
                                  reshuffle_each_iteration=False)
     examples = _viewed(dataclasses.replace(sp, records=records),
                        lambda index: _mix(seed, e, index))
-    if sp.view.per_sentence:
+    if sp.view.per_row:
       examples = examples.shuffle(example_buffer, seed=_mix(seed, e, 1),
                                   reshuffle_each_iteration=False)
     return examples
