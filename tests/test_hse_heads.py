@@ -115,22 +115,27 @@ def test_class_ranks_average_ties():
 
 
 def test_caption_metrics_on_known_cases():
-  refs = {"a": ["the man rides a horse"], "b": ["a dog runs in the park"]}
-  same = captioning.caption_metrics({"a": "the man rides a horse",
-                                     "b": "a dog runs in the park"}, refs)
-  assert same["BLEU@1"] == pytest.approx(100.0, abs=1e-3)
-  assert same["BLEU@4"] == pytest.approx(100.0, abs=1e-3)
-  assert same["ROUGE-L"] == pytest.approx(100.0, abs=1e-3)
-  assert same["METEOR"] > 90.0
+  """One scoring pass (the Java scorers start once): per-caption values on known cases."""
+  refs = {"a": ["the man rides a horse"], "b": ["a dog runs in the park"], "x": ["a b e f"],
+          "c": ["the man rides a horse"], "d": ["a dog runs in the park"]}
+  preds = {"a": "the man rides a horse", "b": "a dog runs in the park", "x": "a b c d",
+           "c": "purple elephants sing loudly", "d": "purple elephants sing loudly"}
+  corpus_scores, item = captioning.caption_metrics(preds, refs, per_item=True)
+  assert set(item) == set(preds) and set(corpus_scores) == set(captioning.METRICS)
+  for same in ("a", "b"):
+    for k in ("BLEU@1", "BLEU@4", "ROUGE-L"):
+      assert item[same][k] == pytest.approx(100.0, abs=1e-3), (same, k)
+    assert item[same]["METEOR"] > 90.0
   # 2 of 4 unigrams match, same length: BLEU@1 = 1/2 (brevity penalty 1); LCS 2 of 4 ->
   # ROUGE-L F with beta 1.2 = 1/2.
-  half = captioning.caption_metrics({"x": "a b c d"}, {"x": ["a b e f"]})
-  assert half["BLEU@1"] == pytest.approx(50.0, abs=1e-3)
-  assert half["ROUGE-L"] == pytest.approx(50.0, abs=1e-3)
-  wrong = captioning.caption_metrics({"a": "purple elephants sing loudly",
-                                      "b": "purple elephants sing loudly"}, refs)
-  assert wrong["METEOR"] < same["METEOR"] and wrong["CIDEr"] < same["CIDEr"]
-  assert wrong["BLEU@1"] == pytest.approx(0.0, abs=1e-9)
+  assert item["x"]["BLEU@1"] == pytest.approx(50.0, abs=1e-3)
+  assert item["x"]["ROUGE-L"] == pytest.approx(50.0, abs=1e-3)
+  for wrong, same in (("c", "a"), ("d", "b")):
+    assert item[wrong]["BLEU@1"] == pytest.approx(0.0, abs=1e-6)
+    assert item[wrong]["METEOR"] < item[same]["METEOR"]
+    assert item[wrong]["CIDEr"] < item[same]["CIDEr"]
+  assert all(0.0 <= v <= 100.0 for k, v in corpus_scores.items() if k != "CIDEr")
+  assert corpus_scores["CIDEr"] == pytest.approx(np.mean([v["CIDEr"] for v in item.values()]))
   with pytest.raises(ValueError, match="different"):
     captioning.caption_metrics({"a": "x"}, {"b": ["x"]})
 
@@ -246,7 +251,11 @@ def test_captioner_on_the_frozen_checkpoint(backbone_run, demo, tmp_path):
   n = sum(len(v) for v in preds["results"].values())
   assert n == out["caption/num_segments"] > 16
   first = next(iter(preds["results"].values()))[0]
-  assert set(first) == {"sentence", "timestamp"} and first["timestamp"][1] > first["timestamp"][0]
+  assert set(first) == {"sentence", "timestamp", "scores"}
+  assert first["timestamp"][1] > first["timestamp"][0]
+  assert set(first["scores"]) == set(captioning.METRICS)
+  per_video = [e["scores"]["CIDEr"] for v in preds["results"].values() for e in v]
+  assert np.mean(per_video) == pytest.approx(out["caption/CIDEr"], rel=1e-4)  # CIDEr: a mean
   trained = pretrained._checkpoint(dict(source=str(tmp_path)), [])   # pylint: disable=protected-access
   for k in want:
     np.testing.assert_array_equal(trained[f"backbone/{k}"], want[k])

@@ -19,7 +19,9 @@ captions against every given reference set as the dense-captioning evaluation pa
 in percent (the scorers' values × 100, as Table 5 prints them), ``<prefix>/nearest/...`` for
 the baseline;
 predictions in the ActivityNet dense-captioning submission layout
-(``{"version", "results": {video_id: [{"sentence", "timestamp": [start s, end s]}]}}``).
+(``{"version", "results": {video_id: [{"sentence", "timestamp": [start s, end s],
+"scores": {metric: percent}}]}}``; ``scores`` are the caption's own sentence-level values,
+for finding the worst captions; the dense-captioning evaluation reads only the first two).
 """
 
 from __future__ import annotations
@@ -48,17 +50,20 @@ def check_java() -> None:
                        "and METEOR): install one, e.g. `apt-get install default-jre-headless`")
 
 
-def caption_metrics(predictions: dict[str, str],
-                    references: dict[str, list[str]]) -> dict[str, float]:
+def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]],
+                    per_item: bool = False) -> Any:
   """BLEU@1–4, METEOR, ROUGE-L and CIDEr of one predicted caption per id.
 
   Args:
     predictions: {id: caption}.
     references: {id: [reference captions]}, the same ids, each with >= 1 reference.
+    per_item: also return each id's own scores.
 
   Returns:
     {name: value in percent} for ``METRICS`` (corpus-level BLEU as pycocoevalcap computes
-    it; CIDEr's document frequencies come from these references).
+    it; CIDEr's document frequencies come from these references); with ``per_item``, the
+    pair (that, {id: {name: percent}}) — the scorers' per-caption values (sentence-level
+    BLEU, METEOR, ROUGE-L, CIDEr).
 
   Raises:
     ValueError: ids differ, a reference list is empty, or nothing to score.
@@ -79,15 +84,21 @@ def caption_metrics(predictions: dict[str, str],
   tok = PTBTokenizer()
   gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
   res = tok.tokenize({k: [{"caption": c}] for k, c in predictions.items()})
-  out = {}
-  bleu, _ = Bleu(4).compute_score(gts, res)
-  out.update({f"BLEU@{i + 1}": b for i, b in enumerate(bleu)})
+  out, items = {}, {}
+  bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
+  for i, (b, per) in enumerate(zip(bleu, bleu_items)):
+    out[f"BLEU@{i + 1}"], items[f"BLEU@{i + 1}"] = b, per
   meteor = Meteor()   # a java subprocess, ended when the object is collected
-  out["METEOR"], _ = meteor.compute_score(gts, res)
+  out["METEOR"], items["METEOR"] = meteor.compute_score(gts, res)
   del meteor
-  out["ROUGE-L"], _ = Rouge().compute_score(gts, res)
-  out["CIDEr"], _ = Cider().compute_score(gts, res)
-  return {k: float(100.0 * out[k]) for k in METRICS}
+  out["ROUGE-L"], items["ROUGE-L"] = Rouge().compute_score(gts, res)
+  out["CIDEr"], items["CIDEr"] = Cider().compute_score(gts, res)
+  corpus_scores = {k: float(100.0 * out[k]) for k in METRICS}
+  if not per_item:
+    return corpus_scores
+  ids = list(gts)   # the scorers' order: the tokenizer's dict order
+  return corpus_scores, {i: {k: float(100.0 * items[k][j]) for k in METRICS}
+                         for j, i in enumerate(ids)}
 
 
 def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -227,8 +238,8 @@ class CaptioningEvaluator:
       logging.warning("caption evaluator: %d of %d generated captions are empty (<eos> first:"
                       " an undertrained decoder?)", empty, len(rows))
     refs = {r[0]: [r[4]] for r in rows}
-    metrics.update({f"{p}/{k}": v for k, v in
-                    caption_metrics({r[0]: r[3] for r in rows}, refs).items()})
+    scores, per_caption = caption_metrics({r[0]: r[3] for r in rows}, refs, per_item=True)
+    metrics.update({f"{p}/{k}": v for k, v in scores.items()})
     if self.baseline == "nearest":
       train = self._captions(self.train_split, params)
       nearest = nearest_captions(np.stack([r[5] for r in rows]),
@@ -242,14 +253,14 @@ class CaptioningEvaluator:
       metrics.update({f"{p}/dense/{k}": v for k, v in dense_caption_metrics(
           preds, [reference_set(self.setup.data_dir, s) for s in self.reference_splits]
       ).items()})
-    return metrics, {"rows": [r[:5] for r in rows]}
+    return metrics, {"rows": [(*r[:5], per_caption[r[0]]) for r in rows]}
 
   def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
     if not results:
       return
     out: dict[str, list[dict[str, Any]]] = {}
-    for _, vid, seg, caption, _ in results["rows"]:
-      out.setdefault(vid, []).append({"sentence": caption, "timestamp": seg})
+    for _, vid, seg, caption, _, scores in results["rows"]:
+      out.setdefault(vid, []).append({"sentence": caption, "timestamp": seg, "scores": scores})
     with open(os.path.join(out_dir, f"{self.prefix}_predictions.json"), "w",
               encoding="utf-8") as f:
       json.dump({"version": "VERSION 1.0", "results": out,
