@@ -290,3 +290,20 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   assert metrics["zeroshot/glove/top1"] == metrics["zeroshot/top1"]
   with pytest.raises(ValueError, match="not found"):
     hse_tasks.ZeroShotEvaluator(s, "val", word_vectors=str(tmp_path / "nope.txt"))
+
+
+@pytest.mark.parametrize("model", ["hse", "fse"])
+def test_activitynet_configs_take_the_tasks_argument(model):
+  """``:tasks`` adds the demo's evaluators of HSE beyond retrieval on ActivityNet's val_1."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  get = importlib.import_module(f"configs.{model}.activitynet_c3d").get_config
+  demo = importlib.import_module(f"configs.{model}.demo").get_config()
+  plain, tasks = get(), get("tasks")
+  assert sorted(plain.evals) == ["val"]
+  assert sorted(tasks.evals) == sorted(demo.evals) == [
+      "embeddings", "incomplete", "val", "zeroshot", "zeroshot_instances"]
+  for name in ("incomplete", "zeroshot", "zeroshot_instances", "embeddings"):
+    assert tasks.evals[name].split == "val_1" and demo.evals[name].split == "val"
+  assert tasks.evals.zeroshot_instances.videos == "instances"
+  assert sorted(importlib.import_module(f"configs.{model}.demo").get_config(
+      "runlocal").evals) == ["val"]
