@@ -1,5 +1,10 @@
 """MCHA: each equation against a NumPy transcription, missing-expert masking, the views, the
-retrieval protocol, 1 vs 8 devices, and train + eval through the console scripts."""
+retrieval protocol, 1 vs 8 devices, and train + eval through the console scripts.
+
+Budget (cold, no compilation cache): the trainer-level tests share one dataset and one
+step per mesh (module fixtures), and the console scripts run on the same 8 simulated
+devices with the same config and the session's compilation cache, so they reuse the
+programs compiled in process instead of compiling their own."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from flax import nnx
 from configs.mcha import demo as demo_config
 from hvt_jax import train
 from hvt_jax.evaluation import mcha_retrieval, retrieval
+from hvt_jax.cli import prepare
 from hvt_jax.input import mcha_view, pipeline
 from hvt_jax.models import mcha, text
 
@@ -234,9 +240,10 @@ def test_views_subsample_pool_time_and_caption():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  from data_prep import demo_experts  # pylint: disable=g-import-not-at-top
+  """24 train / 8 val demo videos, written through hvt-prepare's parser (in process)."""
   out = tmp_path_factory.mktemp("demo_experts")
-  return demo_experts.write(str(out), verbose=False, num_train=24, num_val=8, max_rows=8)
+  return prepare.prepare(["demo", "--variant", "experts", "--output", str(out),
+                          "--num-train", "24", "--num-val", "8"])
 
 
 def _config(data_dir, **kw):
@@ -244,6 +251,22 @@ def _config(data_dir, **kw):
   c.input.data_dir = data_dir
   c.update_from_flattened_dict(kw)
   return c
+
+
+@pytest.fixture(scope="module")
+def stepped(data_dir):
+  """{devices: (setup, state after one train step, step metrics)} on 1 and 8 devices."""
+  out = {}
+  for devices in (1, 8):
+    c = _config(data_dir, mesh_devices=devices)
+    s = train.setup(c)
+    state = train.init_state(s)
+    batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
+                                     pipeline.get_view(c.model.name)))
+    with jax.set_mesh(s.mesh):
+      state, metrics = train.make_train_step(s)(state, batch)
+    out[devices] = (s, state, jax.device_get(metrics))
+  return out
 
 
 def test_training_stream_resumes_at_the_same_examples(data_dir):
@@ -257,68 +280,86 @@ def test_training_stream_resumes_at_the_same_examples(data_dir):
       np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_evaluator_protocol_matches_dense_numpy_ranking(data_dir, tmp_path):
-  """t2v over every caption, v2t = best rank among a video's captions, and designated
-  captions (caption_index_file) against ranks of the dense score matrix."""
-  c = _config(data_dir, mesh_devices=1)
-  s = train.setup(c)
-  state = train.init_state(s)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
-  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
-  model = nnx.merge(s.graphdef, state["params"])
-  dense = np.asarray(model.score(caps, vids))                            # [captions, videos]
-  metrics, _ = ev.run(state, 0)
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense, cap_video))
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
-  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense.T, owners))
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"v2t/{k}"], v, err_msg=k)
-  assert metrics["num_examples"] == 24 and metrics["num_videos"] == 8
-  w = [metrics[f"modality_weight/{e}"] for e in c.input.experts]
-  assert len(w) == 2
-  np.testing.assert_allclose(sum(w), 1.0, rtol=1e-5)
-  index = {vid: i % 3 for i, vid in enumerate(video_ids)}
-  path = tmp_path / "idx.json"
-  path.write_text(json.dumps(index))
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
-                                             query_block=8, cand_block=8)
-  metrics, _ = ev.run(state, 0)
-  rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense[rows]))
-  assert metrics["num_examples"] == 8
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
-  path.write_text(json.dumps({**index, video_ids[0]: 7}))
-  with pytest.raises(ValueError, match="beyond its captions"):
-    mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path)).run(state, 0)
-
-
-def _one_step(c):
-  s = train.setup(c)
-  state = train.init_state(s)
-  batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
-                                   pipeline.get_view(c.model.name)))
-  with jax.set_mesh(s.mesh):
-    state, metrics = train.make_train_step(s)(state, batch)
-  return jax.device_get(state["params"]), jax.device_get(metrics)
-
-
-def test_same_step_on_1_and_8_devices(data_dir):
-  p1, m1 = _one_step(_config(data_dir, mesh_devices=1))
-  p8, m8 = _one_step(_config(data_dir))
+def test_same_step_on_1_and_8_devices(stepped):
+  (_, s1, m1), (_, s8, m8) = stepped[1], stepped[8]
   assert jax.device_count() == 8 and m1["loss/mar"] > 0 and m1["loss/tri"] > 0
   for k in ("loss", "loss/mar", "loss/tri", "norm/grad"):
     np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, err_msg=k)
   # Adam normalises tiny gradients: an absolute tolerance of a tenth of the 1e-3 step.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4), p1, p8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4),
+               jax.device_get(s1["params"]), jax.device_get(s8["params"]))
 
 
-def test_prepare_train_eval_through_console_scripts(tmp_path):
+def _metrics_match(metrics, prefix, dense, targets):
+  want = retrieval.metrics_from_ranks(retrieval.ranks(dense, targets))
+  for k, v in want.items():
+    np.testing.assert_allclose(metrics[f"{prefix}/{k}"], v, err_msg=f"{prefix}/{k}")
+
+
+def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monkeypatch):
+  """t2v over every caption, v2t = best rank among a video's captions, and designated
+  captions (caption_index_file) against ranks of the dense score matrix; with designated
+  captions only those go through the text tower."""
+  s, state, _ = stepped[8]
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
+  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
+  model = nnx.merge(s.graphdef, state["params"])
+  dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
+  metrics, _ = ev.run(state, 0)
+  _metrics_match(metrics, "t2v", dense, cap_video)
+  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
+  _metrics_match(metrics, "v2t", dense.T, owners)
+  assert metrics["num_examples"] == 24 and metrics["num_videos"] == 8
+  w = [metrics[f"modality_weight/{e}"] for e in s.config.input.experts]
+  assert len(w) == 2
+  np.testing.assert_allclose(sum(w), 1.0, rtol=1e-5)
+
+  # Designated captions: the text tower sees exactly one caption per video, that one.
+  all_tokens = []
+  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.caption_view)[0],
+                                      s.mesh, ev.caption_view):
+    all_tokens.append(np.asarray(batch["tokens"])[host["example_mask"].astype(bool)])
+  all_tokens = np.concatenate(all_tokens)
+  index = {vid: i % 3 for i, vid in enumerate(video_ids)}
+  path = tmp_path / "idx.json"
+  path.write_text(json.dumps(index))
+  seen = []
+  fns = mcha_retrieval._fns  # pylint: disable=protected-access
+
+  def recording(graphdef):
+    videos, captions, weights = fns(graphdef)
+
+    def captions_recorded(params, batch):
+      seen.append(np.asarray(batch["tokens"])[np.asarray(batch["example_mask"])])
+      return captions(params, batch)
+
+    return videos, captions_recorded, weights
+
+  monkeypatch.setattr(mcha_retrieval, "_fns", recording)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+                                             query_block=8, cand_block=8)
+  metrics, results = ev.run(state, 0)
+  rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
+  np.testing.assert_array_equal(np.concatenate(seen), all_tokens[rows])
+  assert metrics["num_examples"] == 8
+  assert results["ids"]["t2v"][0] == [f"{vid}#{index[vid]}" for vid in video_ids]
+  _metrics_match(metrics, "t2v", dense[rows], np.arange(8))
+  _metrics_match(metrics, "v2t", dense[rows].T, np.arange(8))
+  for bad, match in (({**index, video_ids[0]: 7}, "beyond its captions"),
+                     ({k: v for k, v in index.items() if k != video_ids[3]},
+                      f"{video_ids[3]}.*no designated caption")):
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=match):
+      mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+                                            query_block=8, cand_block=8).run(state, 0)
+
+
+def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):
+  """hvt-train then hvt-eval on the fixtures' dataset, 8 devices, the same config (after
+  ``stepped``, so their programs come from the compilation cache)."""
+  del stepped
   bin_dir = pathlib.Path(sys.executable).parent
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+  env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
 
   def run(*args):
@@ -327,21 +368,21 @@ def test_prepare_train_eval_through_console_scripts(tmp_path):
     assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
-  data, workdir = tmp_path / "data", tmp_path / "run"
-  assert "demo_experts" in run("hvt-prepare", "demo", "--variant", "experts", "--output",
-                               str(data), "--num-train", "16", "--num-val", "8")
+  workdir = tmp_path / "run"
   config = f"{REPO}/configs/mcha/demo.py:runlocal"
   run("hvt-train", f"--config={config}", f"--workdir={workdir}",
-      f"--config.input.data_dir={data}")
+      f"--config.input.data_dir={data_dir}")
   metrics_file = workdir / "eval" / "val" / "metrics.json"
+  trained = json.loads(metrics_file.read_text())
   metrics_file.unlink()
   out = run("hvt-eval", f"--config={config}", f"--workdir={workdir}",
-            f"--config.input.data_dir={data}")
+            f"--config.input.data_dir={data_dir}")
   metrics = json.loads(metrics_file.read_text())
   assert metrics["step"] == 4 and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
   for direction in ("t2v", "v2t"):
     assert 1.0 <= metrics[f"{direction}/MdR"] <= 24.0
     assert metrics[f"{direction}/R@10"] >= metrics[f"{direction}/R@1"]
+    assert metrics[f"{direction}/R@1"] == trained[f"{direction}/R@1"]
   assert "t2v/R@1" in out
   weights = json.loads((workdir / "eval" / "val" / "modality_weights.json").read_text())
   assert set(weights) == {"motion", "audio"}
