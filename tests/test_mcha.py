@@ -8,6 +8,7 @@ programs compiled in process instead of compiling their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -34,12 +35,21 @@ EXPERTS = ("a", "b", "c")
 DIMS = (5, 7, 3)
 
 
+_BASE: list[mcha.MCHA] = []
+
+
 def _model(**kw) -> mcha.MCHA:
-  tower = text.TextConfig(**{k: v for k, v in text.RUNLOCAL.items() if k != "checkpoint"},
-                          vocab_size=50)
-  cfg = mcha.MCHAConfig(experts=EXPERTS, expert_dims=DIMS, text=tower, d_uni=16,
-                        num_heads=2, mlp_dim=32, **kw)
-  return mcha.MCHA(cfg, rngs=nnx.Rngs(0))
+  """The tiny test model with ``kw`` options; they change no parameter, so its weights
+  are initialised once per module and copied."""
+  if not _BASE:
+    tower = text.TextConfig(**{k: v for k, v in text.RUNLOCAL.items() if k != "checkpoint"},
+                            vocab_size=50)
+    cfg = mcha.MCHAConfig(experts=EXPERTS, expert_dims=DIMS, text=tower, d_uni=16,
+                          num_heads=2, mlp_dim=32)
+    _BASE.append(mcha.MCHA(cfg, rngs=nnx.Rngs(0)))
+  model = nnx.clone(_BASE[0])
+  model.cfg = dataclasses.replace(_BASE[0].cfg, **kw)
+  return model
 
 
 def _batch(b=4, f=6, l=9, seed=0) -> dict[str, jax.Array]:
@@ -57,6 +67,11 @@ def _batch(b=4, f=6, l=9, seed=0) -> dict[str, jax.Array]:
   batch["example_mask"] = np.ones(b, bool)
   batch["video_index"] = np.arange(b, dtype=np.int32)
   return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _encode(model, batch):
+  """(encode_query, encode_candidate) as one jitted program (cheaper than op by op)."""
+  return jax.jit(lambda b: (model.encode_query(b), model.encode_candidate(b)))(batch)
 
 
 def _np(x):
@@ -105,9 +120,9 @@ def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
   """The fast pairwise path (one-sided parts hoisted) equals Eq. 3-8 per pair."""
   model = _model(lam_steps=steps, lam_word_states=states, lam_word_reduce=reduce)
   batch = _batch()
-  q, c = model.encode_query(batch), model.encode_candidate(batch)
+  q, c = _encode(model, batch)
   with jax.default_matmul_precision("highest"):
-    fast = np.asarray(model.local_score(q, c))
+    fast = np.asarray(jax.jit(model.local_score)(q, c))
   wg, bg, wo, bo = _kernels(model)
   wmask = np.asarray(q["word_mask"])
   # [CLS] and [SEP] are not words; row 2 has 3 tokens: [CLS] w [SEP].
@@ -123,8 +138,9 @@ def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
 def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
   model = _model()
   batch = _batch()
-  q, c = model.encode_query(batch), model.encode_candidate(batch)
-  cls = _np(model.text(batch["tokens"], batch["token_mask"], train=False).cls)
+  q, c = _encode(model, batch)
+  cls = _np(jax.jit(lambda b: model.text(b["tokens"], b["token_mask"], train=False).cls)(
+      batch))
   for j, geu in enumerate(model.text_geu):                                  # Eq. 10 (GEU)
     y = cls @ _np(geu.fc.kernel[...]) + _np(geu.fc.bias[...])
     y = y / (1.0 + np.exp(-(y @ _np(geu.gate.kernel[...]) + _np(geu.gate.bias[...]))))
@@ -133,7 +149,7 @@ def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
   logits = cls @ _np(model.weights_fc.kernel[...]) + _np(model.weights_fc.bias[...])
   probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
   with jax.default_matmul_precision("highest"):
-    got = np.asarray(model.holistic_score(q, c))
+    got = np.asarray(jax.jit(model.holistic_score)(q, c))
   avail = np.asarray(c["avail"])
   for i in range(4):
     for k in range(4):
@@ -177,16 +193,17 @@ def test_missing_expert_is_masked_everywhere():
   scores are bit-identical and that expert's holistic weight is exactly 0."""
   model = _model(score="sum", score_local_weight=0.5)
   batch = _batch()
-  q = model.encode_query(batch)
+  q = jax.jit(model.encode_query)(batch)
+  score = jax.jit(lambda b: model.score(q, model.encode_candidate(b)))
+  weight = jax.jit(lambda b: model(b, train=True, rngs=jax.random.key(3))["modality_weights"])
   scores, weights = [], []
   for fill in (0.0, 1e6, np.nan):
     b = dict(batch)
     for key in ("b_features", "b_pool"):
       b[key] = batch[key].at[1].set(fill)
     b["b_mask"] = batch["b_mask"].at[1].set(fill == 0.0)
-    scores.append(np.asarray(model.score(q, model.encode_candidate(b))))
-    weights.append(np.asarray(model(b, train=True, rngs=jax.random.key(3))
-                              ["modality_weights"]))
+    scores.append(np.asarray(score(b)))
+    weights.append(np.asarray(weight(b)))
   for s in scores[1:]:
     np.testing.assert_array_equal(s[:, 1], scores[0][:, 1])
   assert np.isfinite(scores[0]).all()
@@ -235,6 +252,7 @@ def test_views_subsample_pool_time_and_caption():
   assert len(subsets) > 3 and captions == {(7, 8, 9), (10,), (11, 12, 13, 14)}
   caps = mcha_view.caption_view(ex, cfg)
   assert caps["caption_index"].numpy().tolist() == [0, 1, 2]
+  assert caps["caption_count"].numpy().tolist() == [3, 3, 3]
   assert caps["truncated"].numpy().tolist() == [False, False, True]
 
 
@@ -255,12 +273,15 @@ def _config(data_dir, **kw):
 
 @pytest.fixture(scope="module")
 def stepped(data_dir):
-  """{devices: (setup, state after one train step, step metrics)} on 1 and 8 devices."""
-  out = {}
-  for devices in (1, 8):
+  """{devices: (setup, state after one train step, step metrics)} on 1 and 8 devices, from
+  the same initial state (initialised once, on 8 devices, and copied to 1)."""
+  out, init = {}, None
+  for devices in (8, 1):
     c = _config(data_dir, mesh_devices=devices)
     s = train.setup(c)
-    state = train.init_state(s)
+    state = train.init_state(s) if init is None else jax.device_put(init, s.state_shardings)
+    if init is None:   # the step donates its input state
+      init = jax.device_get(state)
     batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
                                      pipeline.get_view(c.model.name)))
     with jax.set_mesh(s.mesh):

@@ -14,7 +14,8 @@ steps; with β = 0.1, β ∇L_Tri was 6-8x ∇L_Mar on the shared encoders at in
 hardest-negative triplet into its collapsed solution (all local scores equal, L_Tri = Δ):
 video reps of different videos reached cosine 0.98 before L_Mar could start, and seed 2
 ended near chance. At β = 0.01 the two gradients are of the same size at init. (The
-paper's β = 1e-4 on summed losses plays the same role: its L_Mar sums ~30x more terms.)
+paper's β = 1e-4 on summed losses, L_Mar summing 2B(B-1) terms and L_Tri 2B, keeps L_Tri's
+pull smaller still; with its pretrained BERT, L_Mar has a gradient from the first step.)
 ``:lam=false`` is Table 4's "w/o LAM", ``:hrm=false`` "w/o HRM".
 """
 

@@ -122,9 +122,12 @@ def video_view(example: dict[str, Any], cfg: Any,
 def caption_view(example: dict[str, Any], cfg: Any,
                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """Evaluation: every caption of the record (``caption_index`` = its position in the
-  record), one example each; with ``cfg.paragraph`` use ``paragraph_view``."""
+  record, ``caption_count`` the record's captions), one example each; with
+  ``cfg.paragraph`` use ``paragraph_view``."""
   out = text_view.sentence_view(example, cfg, seed)
-  out["caption_index"] = tf.range(tf.shape(out["tokens"])[0], dtype=tf.int32)
+  n = tf.shape(out["tokens"])[0]
+  out["caption_index"] = tf.range(n, dtype=tf.int32)
+  out["caption_count"] = tf.fill([n], n)
   return out
 
 
@@ -139,10 +142,10 @@ def designated_caption_view(designated: dict[str, int]) -> Callable[..., dict[st
 
   Returns:
     A view fn(example, cfg, seed) -> ``caption_view``'s keys for the one caption (row
-    ``caption_index`` of the record's ``caption_view``, so its tokens are the same), plus
-    ``caption_count`` [] int32 (the record's captions). ``caption_index`` is -1 for a video
-    without an entry; an index outside [0, caption_count) yields caption 0's tokens: the
-    evaluator checks both and raises, naming the file.
+    ``caption_index`` of the record's ``caption_view``, so its tokens are the same; the
+    same keys, so the evaluator's jitted text encoder is reused). ``caption_index`` is -1
+    for a video without an entry; an index outside [0, caption_count) yields caption 0's
+    tokens: the evaluator checks both and raises, naming the file.
   """
   keys = tf.constant(list(designated), tf.string)
   values = tf.constant(list(designated.values()), tf.int32)
@@ -156,7 +159,6 @@ def designated_caption_view(designated: dict[str, int]) -> Callable[..., dict[st
     row = tf.clip_by_value(want, 0, tf.maximum(n - 1, 0))
     out = {k: v[row] for k, v in every.items()}
     out["caption_index"] = want
-    out["caption_count"] = n
     return out
 
   return view
