@@ -7,9 +7,9 @@ Experts' per-expert pickles) -> canonical TFRecords.
     hvt-prepare lsmdc --features DIR \\
         --split-lists train=LSMDC16_annos_training.csv test=LSMDC16_challenge_1000_publictect.csv \\
         --output DATA_DIR
-    hvt-prepare activitynet_experts --layout ce --features CE_ROOT \
-        --annotations train.json val_1.json \
-        --ce-expert s3d=aggregated_s3dg/s3dg --ce-expert vggish=aggregated_audio/vggish-audio \
+    hvt-prepare activitynet_experts --layout ce --features CE_ROOT \\
+        --annotations train.json val_1.json \\
+        --ce-expert s3d=aggregated_s3dg/s3dg --ce-expert vggish=aggregated_audio/vggish-audio \\
         --output DATA_DIR
 
 Two input layouts (``--layout``). ``mmt`` (default; MMT, Gabeur et al. 2020): one HDF5 file
