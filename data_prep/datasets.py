@@ -12,10 +12,11 @@ from data_prep.activitynet_captions import ActivitynetCaptions
 from data_prep.activitynet_labels import ActivitynetLabels
 from data_prep.demo import Demo
 from data_prep.didemo import Didemo
+from data_prep.mmt_experts import ActivitynetExperts
 from data_prep.mmt_experts import Lsmdc
 from data_prep.mmt_experts import Msrvtt
 from data_prep.tvr import Tvr
 
 # TFDS name -> builder class.
-BUILDERS = {cls.name: cls for cls in (ActivitynetCaptions, ActivitynetLabels, Demo, Didemo,
-                                      Lsmdc, Msrvtt, Tvr)}
+BUILDERS = {cls.name: cls for cls in (ActivitynetCaptions, ActivitynetExperts, ActivitynetLabels,
+                                      Demo, Didemo, Lsmdc, Msrvtt, Tvr)}

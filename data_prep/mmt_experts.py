@@ -1,10 +1,15 @@
-"""MSR-VTT and LSMDC converter: MMT's per-video HDF5 expert features -> canonical TFRecords.
+"""MSR-VTT, LSMDC and ActivityNet expert features (MMT's per-video HDF5 or Collaborative
+Experts' per-expert pickles) -> canonical TFRecords.
 
     hvt-prepare msrvtt --features DIR \\
         --split-lists train_list_jsfusion.txt val_list_jsfusion.txt \\
         [--experts face,ocr,rgb,s3d,scene,speech,vggish] --output DATA_DIR
     hvt-prepare lsmdc --features DIR \\
         --split-lists train=LSMDC16_annos_training.csv test=LSMDC16_challenge_1000_publictect.csv \\
+        --output DATA_DIR
+    hvt-prepare activitynet_experts --layout ce --features CE_ROOT \\
+        --annotations train.json val_1.json \\
+        --ce-expert s3d=aggregated_s3dg/s3dg --ce-expert vggish=aggregated_audio/vggish-audio \\
         --output DATA_DIR
 
 Two input layouts (``--layout``). ``mmt`` (default; MMT, Gabeur et al. 2020): one HDF5 file
@@ -21,14 +26,27 @@ speech 300, vggish 128.
 the feature root, ``<prefix>-fixed_seg.pickle`` (a [T, D] array per video: the rows),
 ``<prefix>-max.pickle`` / ``<prefix>-avg.pickle`` (one pooled [D] or [1, D] vector per video),
 each a dict {video_id: array}, a missing video feature being a float NaN (CE's
-``has_missing_values``); and ``raw-captions.pkl``, {video_id: [caption, ...]}, each caption a
-list of words. ``--ce-expert NAME=PREFIX`` (repeated) names each expert's prefix relative to
-``--features``, e.g. ``s3d=aggregated_s3d/s3dg``; its rows come from ``-fixed_seg`` when that
-file exists, else the one pooled vector of ``-max`` (then ``-avg``) is stored as a single row
-(counted). The pickles have no times: row r covers [r w, (r + 1) w] seconds, w the expert's
-seconds per row below (1 s when unknown, MMT's default for this layout), and the duration is
-the largest rows x w over the experts. A video absent from an expert's pickle, NaN, empty or
-all NaN is a missing expert, as below.
+``has_missing_values``), ``<prefix>-raw.pickle`` ([T, D] rows per video: CE's ActivityNet
+audio, ``aggregated_audio/vggish-audio-raw.pickle``); and the raw captions,
+{video_id: [caption, ...]}, each caption a list of words: ``raw-captions.pkl`` (MSR-VTT),
+or the file ``--ce-captions`` names (CE's ActivityNet: ``raw-captions-train-val_1.pkl``).
+``--ce-expert NAME=PREFIX`` (repeated) names each expert's prefix relative to
+``--features``, e.g. ``s3d=aggregated_s3d/s3dg``; its rows come from ``-fixed_seg`` (then
+``-raw``) when that file exists, else the one pooled vector of ``-max`` (then ``-avg``) is
+stored as a single row (counted). The pickles have no times: row r covers [r w, (r + 1) w]
+seconds, w the expert's seconds per row below (1 s when unknown, MMT's default for this
+layout), and the duration is the largest rows x w over the experts; with ``--annotations``
+the duration is known and rows are spread uniformly over it, as for MMT's untimed experts.
+A video absent from an expert's pickle, NaN, empty or all NaN is a missing expert, as below.
+
+ActivityNet (``activitynet_experts``; MCHA Table 3, val1: Motion and Audio experts, paragraph
+retrieval): ``--annotations train.json val_1.json`` (ActivityNet Captions, Krishna et al.
+2017; split = file stem, as in data_prep.activitynet_captions) replaces the split lists and
+the raw captions: a video's sentences, in file order, with their segments and the video's
+duration, cleaned by that converter's rules (``activitynet_captions.clean_annotation``; ids
+keep the "v_" prefix, features are looked up with and without it). The paragraph (a video's
+sentences joined, Zhang et al. 2018) is built by the input view (``input.paragraph``), so
+the records keep per-sentence tokens and segments. Only with ``--layout ce``.
 
 Split lists: one file per split. A line is a video id, or a tab-separated row whose first
 column is the id (LSMDC's `LSMDC16_annos_*.csv` files are tab-separated); blank lines and lines
@@ -118,6 +136,8 @@ SECONDS_PER_ROW: dict[str, float] = {"rgb": 0.2, "scene": 1.0, "s3d": 1.0, "vggi
 DATASETS: dict[str, str] = {
     "msrvtt": "MSR-VTT (Xu et al., CVPR 2016) with MMT expert features (Gabeur et al., 2020).",
     "lsmdc": "LSMDC (Rohrbach et al., 2017) with MMT expert features (Gabeur et al., 2020).",
+    "activitynet_experts": "ActivityNet Captions (Krishna et al., 2017) paragraphs with "
+                           "Collaborative Experts features (Liu et al., 2019).",
 }
 
 # Reason strings (the keys of metadata["counts"]).
@@ -142,7 +162,9 @@ CE_NOT_IN_PICKLE = "video absent from the expert's pickle (missing)"
 CE_POOLED_ONLY = "expert has only a pooled vector (stored as one row)"
 LAYOUTS = ("mmt", "ce")
 CE_CAPTIONS = "raw-captions.pkl"
-CE_AGGREGATES = ("fixed_seg", "max", "avg")
+# In order of preference: rows (fixed segments, raw rows), then one pooled vector.
+CE_AGGREGATES = ("fixed_seg", "raw", "max", "avg")
+CE_ROWS = ("fixed_seg", "raw")
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "val": "val",
                 "valid": "val", "validation": "val", "test": "test", "testing": "test"}
@@ -587,20 +609,22 @@ def _load_pickle(path: str) -> dict:
   return data
 
 
-def load_ce_layout(features_dir: str, prefixes: dict[str, str]
-                   ) -> tuple[dict[str, tuple[str, dict]], dict]:
+def load_ce_layout(features_dir: str, prefixes: dict[str, str],
+                   captions_file: str | None = CE_CAPTIONS
+                   ) -> tuple[dict[str, tuple[str, dict]], dict | None]:
   """Reads CE's per-expert pickles and raw captions.
 
   Args:
     features_dir: CE's feature root.
     prefixes: expert -> path prefix relative to it (``s3d=aggregated_s3d/s3dg``).
+    captions_file: the raw captions relative to the root (None: not read).
 
   Returns:
-    ({expert: (aggregation read, {video_id: value})}, {video_id: captions}).
+    ({expert: (aggregation read, {video_id: value})}, {video_id: captions} or None).
 
   Raises:
-    FileNotFoundError: an expert with none of the -fixed_seg/-max/-avg pickles, or no
-      raw-captions.pkl (names what was looked for).
+    FileNotFoundError: an expert with none of the -fixed_seg/-raw/-max/-avg pickles, or no
+      captions file (names what was looked for).
   """
   experts = {}
   for e, prefix in prefixes.items():
@@ -610,7 +634,9 @@ def load_ce_layout(features_dir: str, prefixes: dict[str, str]
     if found is None:
       raise FileNotFoundError(f"expert {e!r}: none of {tried} exists")
     experts[e] = (found[0], _load_pickle(found[1]))
-  captions = os.path.join(features_dir, CE_CAPTIONS)
+  if captions_file is None:
+    return experts, None
+  captions = os.path.join(features_dir, captions_file)
   if not os.path.exists(captions):
     raise FileNotFoundError(f"{captions} does not exist (CE's raw captions)")
   return experts, _load_pickle(captions)
@@ -631,7 +657,7 @@ def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str
   if feats.dtype.kind not in "fiu":
     raise features_lib.FeatureFileError(f"{where}: expected a numeric array, got dtype "
                                         f"{feats.dtype}")
-  if aggregation != "fixed_seg":
+  if aggregation not in CE_ROWS:
     feats = feats.reshape(-1, feats.shape[-1]) if feats.size else feats.reshape(0, dim)
     if len(feats) > 1:
       raise features_lib.FeatureFileError(f"{where}: a pooled ({aggregation}) feature has "
@@ -648,7 +674,7 @@ def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str
     return np.zeros((0, dim), np.float32)
   if not finite.all():
     counter.repair(ROWS_NONFINITE, video_id)
-  if aggregation != "fixed_seg":
+  if aggregation not in CE_ROWS:
     counter.repair(CE_POOLED_ONLY, video_id)
   return feats[finite].astype(np.float32)
 
@@ -670,20 +696,30 @@ def encode_captions(captions: list[str], video_id: str, encode: Encoder | None,
   return sentences, tokens
 
 
-def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCounter, *,
-                    experts: dict[str, int], encode: Encoder | None) -> dict | None:
-  """Record builder for the CE layout: (split, video_id, {expert:
-  (aggregation, value or None)}, raw captions) -> record (None when skipped)."""
-  split, video_id, values, raw_captions = item
-  captions = []
+def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[str, int],
+                    encode: Encoder | None, captions_file: str = CE_CAPTIONS) -> dict | None:
+  """Record builder for the CE layout (None when the video is skipped).
+
+  Args:
+    item: (split, video_id, {expert: (aggregation, value or None)}, raw captions) with the
+      captions of a CE pickle (each a list of words or a string), or (..., sentences,
+      duration, segments) with the cleaned sentences of an ActivityNet Captions file, their
+      [S, 2] segments in seconds and the video's duration.
+    captions_file: the captions pickle's name (error messages).
+  """
+  split, video_id, values, raw_captions = item[:4]
+  annotated = len(item) > 4
+  captions, segments = [], []
   for i, raw in enumerate(raw_captions):
     if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
       raw = np.asarray([str(w) for w in raw], dtype=object)
-    caption = decode_caption(raw, f"{CE_CAPTIONS}[{video_id!r}][{i}]", video_id, counter)
+    caption = decode_caption(raw, f"{captions_file}[{video_id!r}][{i}]", video_id, counter)
     if not caption:
       counter.skip(CAPTION_EMPTY, video_id)
       continue
     captions.append(caption)
+    segments.append(item[5][i] if annotated else (-1.0, -1.0))
+  kept = [i for i, c in enumerate(captions) if encode is None or encode(c)]
   sentences, tokens = encode_captions(captions, video_id, encode, counter)
   if not sentences:
     return None
@@ -694,15 +730,21 @@ def build_ce_record(item: tuple[str, str, dict, list], counter: builder.SkipCoun
   if all(len(f) == 0 for f in features.values()):
     counter.skip(VIDEO_NO_EXPERT, video_id)
     return None
-  width = {e: SECONDS_PER_ROW.get(e, 1.0) for e in experts}
-  duration = max(len(f) * width[e] for e, f in features.items())
   timestamps = {}
-  for e, f in features.items():
-    r = np.arange(len(f), dtype=np.float64) * width[e]
-    timestamps[e] = np.stack([r, r + width[e]], axis=1).reshape(len(f), 2)
+  if annotated:
+    duration = float(item[4])
+    for e, f in features.items():
+      timestamps[e] = common.uniform_timestamps(len(f), duration)
+  else:
+    width = {e: SECONDS_PER_ROW.get(e, 1.0) for e in experts}
+    duration = max(len(f) * width[e] for e, f in features.items())
+    for e, f in features.items():
+      r = np.arange(len(f), dtype=np.float64) * width[e]
+      timestamps[e] = np.stack([r, r + width[e]], axis=1).reshape(len(f), 2)
   common.count_zero_rows(video_id, features.values(), counter)
   return common.make_record(split, video_id, duration, features, timestamps,
-                            np.full((len(sentences), 2), -1.0, np.float32), sentences, tokens)
+                            np.asarray([segments[i] for i in kept], np.float32).reshape(-1, 2),
+                            sentences, tokens)
 
 
 def parse_ce_experts(values: Sequence[str] | None) -> dict[str, str]:
@@ -745,12 +787,14 @@ def parse_experts(value: str | Sequence[str] | None) -> dict[str, int]:
 
 
 def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
-              split_lists: dict[str, str] | Sequence[str], *,
+              split_lists: dict[str, str] | Sequence[str] | None, *,
               experts: str | Sequence[str] | None = None, tokenizer: str = "wordpiece",
               vocab_file: str | None = None, min_count: int = 1,
               word_vectors: str | None = None, max_videos: int | None = None,
               video_ids: Sequence[str] | None = None, layout: str = "mmt",
-              ce_experts: dict[str, str] | Sequence[str] | None = None) -> builder.Plan:
+              ce_experts: dict[str, str] | Sequence[str] | None = None,
+              ce_captions: str = CE_CAPTIONS,
+              annotations: Sequence[str] | None = None) -> builder.Plan:
   """Reads the split lists, sets up the tokens and finds the feature files (the plan).
 
   Args:
@@ -770,6 +814,10 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
     layout: "mmt" (per-video HDF5) or "ce" (per-expert pickles; module docstring).
     ce_experts: layout "ce": {expert: path prefix} or ``--ce-expert`` values; their names
       are the experts converted (``experts`` is ignored).
+    ce_captions: layout "ce": the raw captions pickle relative to ``features_dir``.
+    annotations: ActivityNet Captions json files (split = file stem) giving the splits,
+      sentences, segments and durations instead of ``split_lists`` and ``ce_captions``
+      (layout "ce" only; module docstring).
 
   Returns:
     The plan.
@@ -781,29 +829,53 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
   if layout not in LAYOUTS:
     raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
   started = time.time()
+  if annotations and layout != "ce":
+    raise ValueError("--annotations (ActivityNet Captions json) needs --layout ce")
+  if not annotations and not split_lists:
+    raise ValueError("give --split-lists (or, with --layout ce, --annotations)")
   ce = None
   if layout == "ce":
     prefixes = (dict(ce_experts) if isinstance(ce_experts, dict)
                 else parse_ce_experts(ce_experts))
     experts = list(prefixes)
-    ce = load_ce_layout(features_dir, prefixes)
+    ce = load_ce_layout(features_dir, prefixes, None if annotations else ce_captions)
   expert_dims = parse_experts(experts)
-  split_paths = (dict(split_lists) if isinstance(split_lists, dict)
-                 else parse_split_lists(split_lists))
-  split_ids = read_split_lists(split_paths, counter)
-  listed = {split: len(ids) for split, ids in split_ids.items()}
-  split_ids = common.select_videos(split_ids, counter, video_ids=video_ids,
-                                   max_videos=max_videos, where="split lists")
+  annotated, aliases = {}, common.same_id
+  if annotations:
+    # Imported here: the ActivityNet converter's json rules are only needed for this input.
+    from data_prep import activitynet_captions  # pylint: disable=g-import-not-at-top
+    cleaned = activitynet_captions.load_annotations(
+        annotations, counter, train_required=False, video_ids=video_ids,
+        max_videos=max_videos)
+    split_paths = {common.split_from_stem(p): p for p in annotations}
+    split_ids = {split: [v[0] for v in videos] for split, videos in cleaned.items()}
+    annotated = {(split, v[0]): v[1:] for split, videos in cleaned.items() for v in videos}
+    listed = {split: len(common.read_json(p, expect=dict)) for split, p in split_paths.items()}
+    aliases = activitynet_captions.candidate_ids
+  else:
+    split_paths = (dict(split_lists) if isinstance(split_lists, dict)
+                   else parse_split_lists(split_lists))
+    split_ids = read_split_lists(split_paths, counter)
+    listed = {split: len(ids) for split, ids in split_ids.items()}
+    split_ids = common.select_videos(split_ids, counter, video_ids=video_ids,
+                                     max_videos=max_videos, where="split lists")
 
   items: dict[str, list[tuple[str, str, str, float | None]]] = {}
   for split, ids in split_ids.items():
     items[split] = []
     for video_id in ids:
       if ce is not None:
+        # ActivityNet ids carry "v_"; CE's pickles are searched with and without it.
+        keys = aliases(video_id)
+        values = {e: (agg, next((data[k] for k in keys if k in data), None))
+                  for e, (agg, data) in ce[0].items()}
+        if annotations:
+          duration, segments, sentences = annotated[(split, video_id)]
+          items[split].append((split, video_id, values, sentences, duration, segments))
+          continue
         if video_id not in ce[1]:
           counter.skip(VIDEO_NO_CAPTIONS, video_id)
           continue
-        values = {e: (agg, data.get(video_id)) for e, (agg, data) in ce[0].items()}
         items[split].append((split, video_id, values, list(ce[1][video_id])))
         continue
       path = find_feature_file(features_dir, video_id)
@@ -827,20 +899,28 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
       captions.extend(record["sentences"] if record else [])
   vocab, encode, vectors = common.text_setup(tokenizer, captions, min_count=min_count,
                                              vocab_file=vocab_file, word_vectors=word_vectors)
-  fn = functools.partial(build_ce_record if ce else build_record, experts=expert_dims,
-                         encode=encode)
+  if ce:
+    fn = functools.partial(build_ce_record, experts=expert_dims, encode=encode,
+                           captions_file=ce_captions)
+  else:
+    fn = functools.partial(build_record, experts=expert_dims, encode=encode)
   spec = builder.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
       description=DATASETS[dataset],
       extra={"split_lists": {s: pathlib.Path(p).name for s, p in split_paths.items()},
              "experts": list(expert_dims),
-             "captions": "all captions per video; segments are -1 (no times)",
+             "captions": ("all sentences per video with their segments (ActivityNet "
+                          "Captions json); the paragraph is built by the input view"
+                          if annotations else
+                          "all captions per video; segments are -1 (no times)"),
              "tokens": common.tokens_description(tokenizer, min_count),
              "tokenizer": encode.metadata(),
              "layout": layout,
              "timestamps": ("features_t when present, else rows spread uniformly over the "
-                            "duration" if not ce else "row r covers [r w, (r + 1) w] s, w "
-                            "the expert's seconds per row (1 s when unknown)"),
+                            "duration" if not ce else
+                            "rows spread uniformly over the annotated duration" if annotations
+                            else "row r covers [r w, (r + 1) w] s, w the expert's seconds "
+                            "per row (1 s when unknown)"),
              "duration": "file attribute, else LSMDC clip name, else the largest over "
                          "experts of their largest features_t or rows x seconds-per-row"})
   summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} selected, "
@@ -892,17 +972,43 @@ class Lsmdc(MmtExperts):
       splits=", ".join(SPLIT_LISTS.values()))
 
 
-BUILDERS: dict[str, type[MmtExperts]] = {"msrvtt": Msrvtt, "lsmdc": Lsmdc}
+class ActivitynetExperts(MmtExperts):
+  """ActivityNet Captions paragraphs with CE's Motion (s3d) and Audio (vggish) experts."""
+
+  DESCRIPTION = DATASETS["activitynet_experts"]
+  ANNOTATIONS = ("train.json", "val_1.json")
+  BUILDER_CONFIGS = [
+      builder.HvtConfig(name=f"experts_{tok}", modalities={"s3d": 1024, "vggish": 128},
+                        tokenizer=tok, description=f"Motion and Audio (MCHA), {tok} tokens")
+      for tok in ("wordpiece", "word")]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Place in manual_dir the ActivityNet Captions files train.json and val_1.json, and CE's
+features under features/ as s3d-<agg>.pickle and vggish-<agg>.pickle (<agg>: fixed_seg, raw,
+max or avg; e.g. links to CE's aggregated_audio/vggish-audio-raw.pickle).
+"""
+
+  def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    found = [os.fspath(manual_dir / f) for f in self.ANNOTATIONS if (manual_dir / f).exists()]
+    return make_plan(counter, self.name, os.fspath(manual_dir / "features"), None,
+                     layout="ce", annotations=found,
+                     ce_experts={e: e for e in self.builder_config.modalities},
+                     tokenizer=self.builder_config.tokenizer)
 
 
-def convert(dataset: str, features_dir: str, split_lists: dict[str, str] | Sequence[str],
+BUILDERS: dict[str, type[MmtExperts]] = {"msrvtt": Msrvtt, "lsmdc": Lsmdc,
+                                         "activitynet_experts": ActivitynetExperts}
+
+
+def convert(dataset: str, features_dir: str,
+            split_lists: dict[str, str] | Sequence[str] | None,
             output_dir: str, *, num_workers: int = 1, num_shards: int | None = None,
             beam_options: str | None = None, verbose: bool = True,
             **kwargs: Any) -> tuple[str, builder.SkipCounter]:
-  """Converts MSR-VTT or LSMDC (MMT HDF5 or CE pickle experts) to the canonical dataset.
+  """Converts MSR-VTT, LSMDC (MMT HDF5 or CE pickle experts) or ActivityNet (CE pickles
+  with ActivityNet Captions json) to the canonical dataset.
 
   Args:
-    dataset: "msrvtt" or "lsmdc".
+    dataset: "msrvtt", "lsmdc" or "activitynet_experts".
     features_dir: directory of per-video `<id>.h5` files.
     split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
     output_dir: data dir; the dataset goes to `output_dir/<dataset>/<config>/<version>`.
@@ -934,17 +1040,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--ce-expert", action="append", default=None,
                       help="--layout ce: NAME=PATH_PREFIX relative to --features, e.g. "
                            "s3d=aggregated_s3d/s3dg (repeat per expert)")
-  parser.add_argument("--split-lists", nargs="+", required=True,
+  parser.add_argument("--ce-captions", default=CE_CAPTIONS,
+                      help="--layout ce: the raw captions pickle relative to --features "
+                           "(CE's ActivityNet: raw-captions-train-val_1.pkl)")
+  parser.add_argument("--split-lists", nargs="+", default=None,
                       help="split-list files, PATH or NAME=PATH (name inferred from "
-                           "train/val/test in the file name)")
+                           "train/val/test in the file name); required without "
+                           "--annotations")
+  parser.add_argument("--annotations", nargs="+", default=None,
+                      help="--layout ce: ActivityNet Captions json files (train.json "
+                           "val_1.json; split = file stem): splits, sentences, segments and "
+                           "durations instead of --split-lists and --ce-captions")
   parser.add_argument("--experts", default=None,
                       help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
   common.add_common_arguments(parser, tokenizer="wordpiece", per="split list")
 
 
 def run(args: argparse.Namespace) -> str:
-  """Runs the conversion for `args.dataset` ("msrvtt" or "lsmdc"); returns the dataset dir."""
+  """Runs the conversion for `args.dataset`; returns the dataset dir."""
   dataset_dir, _ = convert(
       args.dataset, args.features, args.split_lists, args.output, experts=args.experts,
-      layout=args.layout, ce_experts=args.ce_expert, **common.common_kwargs(args))
+      layout=args.layout, ce_experts=args.ce_expert, ce_captions=args.ce_captions,
+      annotations=args.annotations, **common.common_kwargs(args))
   return dataset_dir

@@ -1,8 +1,14 @@
 """MCHA: each equation against a NumPy transcription, missing-expert masking, the views, the
-retrieval protocol, 1 vs 8 devices, and train + eval through the console scripts."""
+retrieval protocol, 1 vs 8 devices, and train + eval through the console scripts.
+
+Budget (cold, no compilation cache): the trainer-level tests share one dataset and one
+step per mesh (module fixtures), and the console scripts run on the same 8 simulated
+devices with the same config and the session's compilation cache, so they reuse the
+programs compiled in process instead of compiling their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -20,6 +26,7 @@ from flax import nnx
 from configs.mcha import demo as demo_config
 from hvt_jax import train
 from hvt_jax.evaluation import mcha_retrieval, retrieval
+from hvt_jax.cli import prepare
 from hvt_jax.input import mcha_view, pipeline
 from hvt_jax.models import mcha, text
 
@@ -28,12 +35,21 @@ EXPERTS = ("a", "b", "c")
 DIMS = (5, 7, 3)
 
 
+_BASE: list[mcha.MCHA] = []
+
+
 def _model(**kw) -> mcha.MCHA:
-  tower = text.TextConfig(**{k: v for k, v in text.RUNLOCAL.items() if k != "checkpoint"},
-                          vocab_size=50)
-  cfg = mcha.MCHAConfig(experts=EXPERTS, expert_dims=DIMS, text=tower, d_uni=16,
-                        num_heads=2, mlp_dim=32, **kw)
-  return mcha.MCHA(cfg, rngs=nnx.Rngs(0))
+  """The tiny test model with ``kw`` options; they change no parameter, so its weights
+  are initialised once per module and copied."""
+  if not _BASE:
+    tower = text.TextConfig(**{k: v for k, v in text.RUNLOCAL.items() if k != "checkpoint"},
+                            vocab_size=50)
+    cfg = mcha.MCHAConfig(experts=EXPERTS, expert_dims=DIMS, text=tower, d_uni=16,
+                          num_heads=2, mlp_dim=32)
+    _BASE.append(mcha.MCHA(cfg, rngs=nnx.Rngs(0)))
+  model = nnx.clone(_BASE[0])
+  model.cfg = dataclasses.replace(_BASE[0].cfg, **kw)
+  return model
 
 
 def _batch(b=4, f=6, l=9, seed=0) -> dict[str, jax.Array]:
@@ -51,6 +67,11 @@ def _batch(b=4, f=6, l=9, seed=0) -> dict[str, jax.Array]:
   batch["example_mask"] = np.ones(b, bool)
   batch["video_index"] = np.arange(b, dtype=np.int32)
   return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _encode(model, batch):
+  """(encode_query, encode_candidate) as one jitted program (cheaper than op by op)."""
+  return jax.jit(lambda b: (model.encode_query(b), model.encode_candidate(b)))(batch)
 
 
 def _np(x):
@@ -99,9 +120,9 @@ def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
   """The fast pairwise path (one-sided parts hoisted) equals Eq. 3-8 per pair."""
   model = _model(lam_steps=steps, lam_word_states=states, lam_word_reduce=reduce)
   batch = _batch()
-  q, c = model.encode_query(batch), model.encode_candidate(batch)
+  q, c = _encode(model, batch)
   with jax.default_matmul_precision("highest"):
-    fast = np.asarray(model.local_score(q, c))
+    fast = np.asarray(jax.jit(model.local_score)(q, c))
   wg, bg, wo, bo = _kernels(model)
   wmask = np.asarray(q["word_mask"])
   # [CLS] and [SEP] are not words; row 2 has 3 tokens: [CLS] w [SEP].
@@ -117,8 +138,9 @@ def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
 def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
   model = _model()
   batch = _batch()
-  q, c = model.encode_query(batch), model.encode_candidate(batch)
-  cls = _np(model.text(batch["tokens"], batch["token_mask"], train=False).cls)
+  q, c = _encode(model, batch)
+  cls = _np(jax.jit(lambda b: model.text(b["tokens"], b["token_mask"], train=False).cls)(
+      batch))
   for j, geu in enumerate(model.text_geu):                                  # Eq. 10 (GEU)
     y = cls @ _np(geu.fc.kernel[...]) + _np(geu.fc.bias[...])
     y = y / (1.0 + np.exp(-(y @ _np(geu.gate.kernel[...]) + _np(geu.gate.bias[...]))))
@@ -127,7 +149,7 @@ def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
   logits = cls @ _np(model.weights_fc.kernel[...]) + _np(model.weights_fc.bias[...])
   probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
   with jax.default_matmul_precision("highest"):
-    got = np.asarray(model.holistic_score(q, c))
+    got = np.asarray(jax.jit(model.holistic_score)(q, c))
   avail = np.asarray(c["avail"])
   for i in range(4):
     for k in range(4):
@@ -171,16 +193,17 @@ def test_missing_expert_is_masked_everywhere():
   scores are bit-identical and that expert's holistic weight is exactly 0."""
   model = _model(score="sum", score_local_weight=0.5)
   batch = _batch()
-  q = model.encode_query(batch)
+  q = jax.jit(model.encode_query)(batch)
+  score = jax.jit(lambda b: model.score(q, model.encode_candidate(b)))
+  weight = jax.jit(lambda b: model(b, train=True, rngs=jax.random.key(3))["modality_weights"])
   scores, weights = [], []
   for fill in (0.0, 1e6, np.nan):
     b = dict(batch)
     for key in ("b_features", "b_pool"):
       b[key] = batch[key].at[1].set(fill)
     b["b_mask"] = batch["b_mask"].at[1].set(fill == 0.0)
-    scores.append(np.asarray(model.score(q, model.encode_candidate(b))))
-    weights.append(np.asarray(model(b, train=True, rngs=jax.random.key(3))
-                              ["modality_weights"]))
+    scores.append(np.asarray(score(b)))
+    weights.append(np.asarray(weight(b)))
   for s in scores[1:]:
     np.testing.assert_array_equal(s[:, 1], scores[0][:, 1])
   assert np.isfinite(scores[0]).all()
@@ -229,14 +252,16 @@ def test_views_subsample_pool_time_and_caption():
   assert len(subsets) > 3 and captions == {(7, 8, 9), (10,), (11, 12, 13, 14)}
   caps = mcha_view.caption_view(ex, cfg)
   assert caps["caption_index"].numpy().tolist() == [0, 1, 2]
+  assert caps["caption_count"].numpy().tolist() == [3, 3, 3]
   assert caps["truncated"].numpy().tolist() == [False, False, True]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  from data_prep import demo_experts  # pylint: disable=g-import-not-at-top
+  """24 train / 8 val demo videos, written through hvt-prepare's parser (in process)."""
   out = tmp_path_factory.mktemp("demo_experts")
-  return demo_experts.write(str(out), verbose=False, num_train=24, num_val=8, max_rows=8)
+  return prepare.prepare(["demo", "--variant", "experts", "--output", str(out),
+                          "--num-train", "24", "--num-val", "8"])
 
 
 def _config(data_dir, **kw):
@@ -244,6 +269,25 @@ def _config(data_dir, **kw):
   c.input.data_dir = data_dir
   c.update_from_flattened_dict(kw)
   return c
+
+
+@pytest.fixture(scope="module")
+def stepped(data_dir):
+  """{devices: (setup, state after one train step, step metrics)} on 1 and 8 devices, from
+  the same initial state (initialised once, on 8 devices, and copied to 1)."""
+  out, init = {}, None
+  for devices in (8, 1):
+    c = _config(data_dir, mesh_devices=devices)
+    s = train.setup(c)
+    state = train.init_state(s) if init is None else jax.device_put(init, s.state_shardings)
+    if init is None:   # the step donates its input state
+      init = jax.device_get(state)
+    batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
+                                     pipeline.get_view(c.model.name)))
+    with jax.set_mesh(s.mesh):
+      state, metrics = train.make_train_step(s)(state, batch)
+    out[devices] = (s, state, jax.device_get(metrics))
+  return out
 
 
 def test_training_stream_resumes_at_the_same_examples(data_dir):
@@ -257,68 +301,86 @@ def test_training_stream_resumes_at_the_same_examples(data_dir):
       np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_evaluator_protocol_matches_dense_numpy_ranking(data_dir, tmp_path):
-  """t2v over every caption, v2t = best rank among a video's captions, and designated
-  captions (caption_index_file) against ranks of the dense score matrix."""
-  c = _config(data_dir, mesh_devices=1)
-  s = train.setup(c)
-  state = train.init_state(s)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
-  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
-  model = nnx.merge(s.graphdef, state["params"])
-  dense = np.asarray(model.score(caps, vids))                            # [captions, videos]
-  metrics, _ = ev.run(state, 0)
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense, cap_video))
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
-  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense.T, owners))
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"v2t/{k}"], v, err_msg=k)
-  assert metrics["num_examples"] == 24 and metrics["num_videos"] == 8
-  w = [metrics[f"modality_weight/{e}"] for e in c.input.experts]
-  assert len(w) == 2
-  np.testing.assert_allclose(sum(w), 1.0, rtol=1e-5)
-  index = {vid: i % 3 for i, vid in enumerate(video_ids)}
-  path = tmp_path / "idx.json"
-  path.write_text(json.dumps(index))
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
-                                             query_block=8, cand_block=8)
-  metrics, _ = ev.run(state, 0)
-  rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
-  want = retrieval.metrics_from_ranks(retrieval.ranks(dense[rows]))
-  assert metrics["num_examples"] == 8
-  for k, v in want.items():
-    np.testing.assert_allclose(metrics[f"t2v/{k}"], v, err_msg=k)
-  path.write_text(json.dumps({**index, video_ids[0]: 7}))
-  with pytest.raises(ValueError, match="beyond its captions"):
-    mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path)).run(state, 0)
-
-
-def _one_step(c):
-  s = train.setup(c)
-  state = train.init_state(s)
-  batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
-                                   pipeline.get_view(c.model.name)))
-  with jax.set_mesh(s.mesh):
-    state, metrics = train.make_train_step(s)(state, batch)
-  return jax.device_get(state["params"]), jax.device_get(metrics)
-
-
-def test_same_step_on_1_and_8_devices(data_dir):
-  p1, m1 = _one_step(_config(data_dir, mesh_devices=1))
-  p8, m8 = _one_step(_config(data_dir))
+def test_same_step_on_1_and_8_devices(stepped):
+  (_, s1, m1), (_, s8, m8) = stepped[1], stepped[8]
   assert jax.device_count() == 8 and m1["loss/mar"] > 0 and m1["loss/tri"] > 0
   for k in ("loss", "loss/mar", "loss/tri", "norm/grad"):
     np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, err_msg=k)
   # Adam normalises tiny gradients: an absolute tolerance of a tenth of the 1e-3 step.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4), p1, p8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4),
+               jax.device_get(s1["params"]), jax.device_get(s8["params"]))
 
 
-def test_prepare_train_eval_through_console_scripts(tmp_path):
+def _metrics_match(metrics, prefix, dense, targets):
+  want = retrieval.metrics_from_ranks(retrieval.ranks(dense, targets))
+  for k, v in want.items():
+    np.testing.assert_allclose(metrics[f"{prefix}/{k}"], v, err_msg=f"{prefix}/{k}")
+
+
+def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monkeypatch):
+  """t2v over every caption, v2t = best rank among a video's captions, and designated
+  captions (caption_index_file) against ranks of the dense score matrix; with designated
+  captions only those go through the text tower."""
+  s, state, _ = stepped[8]
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
+  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
+  model = nnx.merge(s.graphdef, state["params"])
+  dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
+  metrics, _ = ev.run(state, 0)
+  _metrics_match(metrics, "t2v", dense, cap_video)
+  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
+  _metrics_match(metrics, "v2t", dense.T, owners)
+  assert metrics["num_examples"] == 24 and metrics["num_videos"] == 8
+  w = [metrics[f"modality_weight/{e}"] for e in s.config.input.experts]
+  assert len(w) == 2
+  np.testing.assert_allclose(sum(w), 1.0, rtol=1e-5)
+
+  # Designated captions: the text tower sees exactly one caption per video, that one.
+  all_tokens = []
+  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.caption_view)[0],
+                                      s.mesh, ev.caption_view):
+    all_tokens.append(np.asarray(batch["tokens"])[host["example_mask"].astype(bool)])
+  all_tokens = np.concatenate(all_tokens)
+  index = {vid: i % 3 for i, vid in enumerate(video_ids)}
+  path = tmp_path / "idx.json"
+  path.write_text(json.dumps(index))
+  seen = []
+  fns = mcha_retrieval._fns  # pylint: disable=protected-access
+
+  def recording(graphdef):
+    videos, captions, weights = fns(graphdef)
+
+    def captions_recorded(params, batch):
+      seen.append(np.asarray(batch["tokens"])[np.asarray(batch["example_mask"])])
+      return captions(params, batch)
+
+    return videos, captions_recorded, weights
+
+  monkeypatch.setattr(mcha_retrieval, "_fns", recording)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+                                             query_block=8, cand_block=8)
+  metrics, results = ev.run(state, 0)
+  rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
+  np.testing.assert_array_equal(np.concatenate(seen), all_tokens[rows])
+  assert metrics["num_examples"] == 8
+  assert results["ids"]["t2v"][0] == [f"{vid}#{index[vid]}" for vid in video_ids]
+  _metrics_match(metrics, "t2v", dense[rows], np.arange(8))
+  _metrics_match(metrics, "v2t", dense[rows].T, np.arange(8))
+  for bad, match in (({**index, video_ids[0]: 7}, "beyond its captions"),
+                     ({k: v for k, v in index.items() if k != video_ids[3]},
+                      f"{video_ids[3]}.*no designated caption")):
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=match):
+      mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+                                            query_block=8, cand_block=8).run(state, 0)
+
+
+def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):
+  """hvt-train then hvt-eval on the fixtures' dataset, 8 devices, the same config (after
+  ``stepped``, so their programs come from the compilation cache)."""
+  del stepped
   bin_dir = pathlib.Path(sys.executable).parent
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+  env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
 
   def run(*args):
@@ -327,21 +389,22 @@ def test_prepare_train_eval_through_console_scripts(tmp_path):
     assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
-  data, workdir = tmp_path / "data", tmp_path / "run"
-  assert "demo_experts" in run("hvt-prepare", "demo", "--variant", "experts", "--output",
-                               str(data), "--num-train", "16", "--num-val", "8")
+  workdir = tmp_path / "run"
   config = f"{REPO}/configs/mcha/demo.py:runlocal"
+  # One checkpoint (step 4), for hvt-eval: each save costs ~2 s here.
   run("hvt-train", f"--config={config}", f"--workdir={workdir}",
-      f"--config.input.data_dir={data}")
+      f"--config.input.data_dir={data_dir}", "--config.checkpoint.every_steps=4")
   metrics_file = workdir / "eval" / "val" / "metrics.json"
+  trained = json.loads(metrics_file.read_text())
   metrics_file.unlink()
   out = run("hvt-eval", f"--config={config}", f"--workdir={workdir}",
-            f"--config.input.data_dir={data}")
+            f"--config.input.data_dir={data_dir}")
   metrics = json.loads(metrics_file.read_text())
   assert metrics["step"] == 4 and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
   for direction in ("t2v", "v2t"):
     assert 1.0 <= metrics[f"{direction}/MdR"] <= 24.0
     assert metrics[f"{direction}/R@10"] >= metrics[f"{direction}/R@1"]
+    assert metrics[f"{direction}/R@1"] == trained[f"{direction}/R@1"]
   assert "t2v/R@1" in out
   weights = json.loads((workdir / "eval" / "val" / "modality_weights.json").read_text())
   assert set(weights) == {"motion", "audio"}

@@ -6,6 +6,7 @@ the quirks the converter must count or reject.
 """
 
 import pathlib
+import pickle
 
 import h5py
 import numpy as np
@@ -329,14 +330,25 @@ def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
     prepare.prepare(argv)
   assert reader.find_dataset_dir(str(out)) == dataset_dir
   assert reader.load_metadata(dataset_dir)["splits"] == {"train": 4, "val": 4}
-  # Fixed file + re-run (on Beam, 2 workers) -> same dataset, the same examples record for
-  # record; the dead run's work dir is gone.
+  # Fixed file + re-run -> same dataset, the same examples record for record; the dead
+  # run's work dir is gone.
   shards = data_fixtures.shard_examples(dataset_dir)
   victim.write_bytes(good)
-  assert prepare.prepare(argv + ["--num-workers", "2"]) == dataset_dir
+  assert prepare.prepare(argv) == dataset_dir
   assert data_fixtures.shard_examples(dataset_dir) == shards
   assert reader.find_dataset_dir(str(out)) == dataset_dir
   assert [p.name for p in out.iterdir()] == ["msrvtt"]
+  # Beam workers (--num-workers N; the builder machinery is tested in test_builder) receive
+  # the record builder and its items by pickle: unpickled, they build the same records.
+  plan = mx.make_plan(builder.SkipCounter(), "msrvtt", str(fx["feats_dir"]),
+                      [str(tmp_path / "train_list_jsfusion.txt"),
+                       str(tmp_path / "val_list_jsfusion.txt")], experts="face,s3d,vggish")
+  build, items = pickle.loads(pickle.dumps((plan.build, plan.items["val"])))
+  for item, original in zip(items, plan.items["val"]):
+    got, want = build(item, builder.SkipCounter()), plan.build(original, builder.SkipCounter())
+    assert got.keys() == want.keys() and got["video_id"] == want["video_id"]
+    for e in ("face", "s3d", "vggish"):
+      np.testing.assert_array_equal(got["features"][e], want["features"][e])
 
 
 def test_lsmdc_word_tokenizer_and_clip_durations(tmp_path):
@@ -451,7 +463,6 @@ def test_all_zero_rows_counted_once_per_video(tmp_path):
 
 def _write_ce(root: pathlib.Path) -> None:
   """CE's layout: <prefix>-fixed_seg/-max/-avg.pickle per expert, raw-captions.pkl."""
-  import pickle  # pylint: disable=g-import-not-at-top
   (root / "aggregated_s3d").mkdir(parents=True)
   (root / "aggregated_audio").mkdir()
   s3d = {"v0": _rand(5, DIMS["s3d"]), "v1": float("nan"),
@@ -481,8 +492,7 @@ def test_ce_pickle_layout(tmp_path):
   got = {ex["video_id"].decode(): ex
          for ex in reader.load_split(out, "train").as_numpy_iterator()}
   assert sorted(got) == ["v0", "v1", "v2"]              # v3: no captions, skipped
-  ce = pytest.importorskip("pickle").loads((root / "aggregated_s3d" /
-                                            "s3dg-fixed_seg.pickle").read_bytes())
+  ce = pickle.loads((root / "aggregated_s3d" / "s3dg-fixed_seg.pickle").read_bytes())
   v0 = got["v0"]
   np.testing.assert_array_equal(v0["features/s3d"], ce["v0"])
   np.testing.assert_array_equal(v0["timestamps/s3d"][:, 0], np.arange(5.0))   # 1 s rows
@@ -505,3 +515,84 @@ def test_ce_pickle_layout(tmp_path):
                vocab_file=str(vocab), verbose=False, ce_experts=["rgb=nothing/here"])
   with pytest.raises(ValueError, match="NAME=PATH_PREFIX"):
     mx.parse_ce_experts(["s3d"])
+
+
+def test_activitynet_ce_layout_with_captions_json(tmp_path, shared_data):
+  """ActivityNet paragraphs from CE's layout: the real ActivityNet Captions annotations of
+  3 train + 2 val_1 videos, CE's motion pickle (pooled -avg, keys without "v_") and audio
+  pickle (aggregated_audio/vggish-audio-raw.pickle, [T, 128] rows, keys with "v_")."""
+  import json  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import mcha_view  # pylint: disable=g-import-not-at-top
+  anns = {}
+  for split, n in (("train", 3), ("val_1", 2)):
+    real = json.loads((shared_data / "activitynet_captions" / f"{split}.json").read_text())
+    anns[split] = dict(list(real.items())[:n])
+    (tmp_path / f"{split}.json").write_text(json.dumps(anns[split]))
+  ids = [v for a in anns.values() for v in a]
+  root = tmp_path / "ce"
+  (root / "aggregated_i3d").mkdir(parents=True)
+  (root / "aggregated_audio").mkdir()
+  motion = {v[2:]: _rand(1, 1024, i)[0] for i, v in enumerate(ids)}
+  audio = {v: _rand(4 + i, 128, 10 + i) for i, v in enumerate(ids) if i != 1}   # 1: absent
+  (root / "aggregated_i3d" / "i3d-avg.pickle").write_bytes(pickle.dumps(motion))
+  (root / "aggregated_audio" / "vggish-audio-raw.pickle").write_bytes(pickle.dumps(audio))
+  out = prepare.prepare([
+      "activitynet_experts", "--layout", "ce", "--features", str(root), "--annotations",
+      str(tmp_path / "train.json"), str(tmp_path / "val_1.json"),
+      "--ce-expert", "s3d=aggregated_i3d/i3d", "--ce-expert",
+      "vggish=aggregated_audio/vggish-audio", "--output", str(tmp_path / "out")])
+  meta = reader.load_metadata(out)
+  assert meta["name"] == "activitynet_experts"
+  assert meta["splits"] == {"train": 3, "val_1": 2}
+  assert meta["modalities"] == {"s3d": 1024, "vggish": 128}
+  assert meta["counts"]["repaired"][mx.CE_POOLED_ONLY] == 5
+  assert meta["counts"]["repaired"][mx.CE_NOT_IN_PICKLE] == 1
+  tok = wordpiece.WordPieceTokenizer.from_file()
+  records = {}
+  for split in ("train", "val_1"):
+    for ex in reader.load_split(out, split).as_numpy_iterator():
+      records[ex["video_id"].decode()] = ex
+  assert sorted(records) == sorted(ids)
+  for i, vid in enumerate(ids):
+    ex, ann = records[vid], anns["train" if i < 3 else "val_1"][vid]
+    assert ex["duration"] == pytest.approx(ann["duration"])
+    sentences = [" ".join(s.split()) for s in ann["sentences"]]
+    assert [s.decode() for s in ex["sentences"]] == sentences
+    np.testing.assert_allclose(ex["segments"], ann["timestamps"], rtol=1e-6)
+    np.testing.assert_array_equal(ex["features/s3d"], motion[vid[2:]][None])
+    want = audio.get(vid, np.zeros((0, 128), np.float32))
+    np.testing.assert_array_equal(ex["features/vggish"], want)
+    if len(want):   # rows spread uniformly over the annotated duration
+      np.testing.assert_allclose(ex["timestamps/vggish"][-1, 1], ann["duration"], rtol=1e-6)
+      np.testing.assert_allclose(ex["timestamps/vggish"][:, 0],
+                                 np.arange(len(want)) * ann["duration"] / len(want),
+                                 rtol=1e-5)
+    tokens = [tok.encode(s) for s in sentences]
+    assert [t.tolist() for t in ex["tokens"]] == tokens
+    # The MCHA query: the paragraph, the video's sentences joined (in file order).
+    cfg = ml_collections.ConfigDict(dict(
+        paragraph=True, max_words=200, special_ids=dict(pad=0, cls=101, sep=102)))
+    para = mcha_view.paragraph_view(
+        {"tokens": tf.ragged.constant([t.tolist() for t in ex["tokens"]])}, cfg)
+    n = int(para["token_mask"].numpy().sum())
+    assert para["tokens"].numpy()[:n].tolist() == [101, *sum(tokens, []), 102]
+  # configs/mcha/activitynet.py on it: paragraph queries (one per video), R@1/5/50 reported.
+  from configs.mcha import activitynet  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import mcha_retrieval  # pylint: disable=g-import-not-at-top
+  c = activitynet.get_config("runlocal")
+  c.input.data_dir = out
+  c.mesh_devices = 1
+  assert c.evals.test.split == "val_1" and c.input.paragraph
+  s = train.setup(c)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(s, c.evals.test.split, query_block=8,
+                                             cand_block=8, plot=False)
+  metrics, results = ev.run(train.init_state(s), 0)
+  assert metrics["num_examples"] == metrics["num_videos"] == 2
+  assert results["ids"]["t2v"][0] == [f"{v}#0" for v in ids[3:]]
+  for direction in ("t2v", "v2t"):
+    for k in ("R@1", "R@5", "R@50", "MdR", "MnR"):
+      assert f"{direction}/{k}" in metrics
+    assert metrics[f"{direction}/R@50"] == 100.0

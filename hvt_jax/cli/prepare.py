@@ -22,6 +22,7 @@ CONVERTERS: dict[str, str] = {
     "activitynet_captions": "data_prep.activitynet_captions",
     "msrvtt": "data_prep.mmt_experts",
     "lsmdc": "data_prep.mmt_experts",
+    "activitynet_experts": "data_prep.mmt_experts",
     "activitynet_labels": "data_prep.activitynet_labels",
     "didemo": "data_prep.didemo",
     "tvr": "data_prep.tvr",

@@ -11,11 +11,14 @@ through the device-side scorer (``evaluation.scorer``) in blocks (``query_block`
 * ``t2v``: each caption against every video; its target is its own video;
 * ``v2t``: each video against every kept caption; its rank is the best among its own
   captions (MSR-VTT full test, LSMDC: several captions per video);
-* ``caption_index_file``: keep one designated caption per video (MSR-VTT 1k-A: the JSFusion
+* ``caption_index_file``: one designated caption per video (MSR-VTT 1k-A: the JSFusion
   caption of each of the 1,000 test videos). A pickle or JSON dict {video_id: caption
   index}, e.g. ``jsfusion_val_caption_idx.pkl`` from the Collaborative Experts MSR-VTT data
-  bundle (github.com/albanie/collaborative-experts, which MMT reads too). A video without an
-  entry, or an index beyond its captions, is an error naming the file.
+  bundle (github.com/albanie/collaborative-experts, which MMT reads too). The caption is
+  picked in the input pipeline (``mcha_view.designated_caption_view``), so only the
+  designated captions go through the text tower. A video without an entry, or an index
+  beyond its captions, is an error naming the file. Not with ``input.paragraph`` (a
+  paragraph is already one query per video).
 
 Metrics (``metrics.json``): ``t2v/R@{1,5,10,50}``, ``MdR``, ``MnR`` (ties at their average
 rank) and the same for ``v2t``; ``modality_weight/<expert>``: the mean holistic weight of
@@ -47,7 +50,8 @@ def _fns(graphdef: Any):
     return nnx.merge(graphdef, params).encode_candidate(batch)
 
   def captions(params, batch):
-    return nnx.merge(graphdef, params).encode_query(batch), batch["caption_index"]
+    index = {k: batch[k] for k in ("caption_index", "caption_count") if k in batch}
+    return nnx.merge(graphdef, params).encode_query(batch), index
 
   def weights(params, probs, avail):
     model = nnx.merge(graphdef, params)
@@ -99,10 +103,17 @@ class MCHARetrievalEvaluator:
     self.caption_index = load_caption_index(caption_index_file) if caption_index_file else None
     self.caption_index_file = caption_index_file
     paragraph = setup.config.input.get("paragraph", False)
+    if paragraph and self.caption_index is not None:
+      raise ValueError("mcha_retrieval evaluator: caption_index_file with input.paragraph "
+                       "(a paragraph is already one query per video)")
     self.video_view = pipeline.View(mcha_view.video_view, stat_keys=("truncated",))
-    self.caption_view = pipeline.View(
-        mcha_view.paragraph_view if paragraph else mcha_view.caption_view,
-        per_row="" if paragraph else "tokens", stat_keys=("truncated",))
+    if self.caption_index is not None:
+      self.caption_view = pipeline.View(mcha_view.designated_caption_view(self.caption_index),
+                                        stat_keys=("truncated",))
+    else:
+      self.caption_view = pipeline.View(
+          mcha_view.paragraph_view if paragraph else mcha_view.caption_view,
+          per_row="" if paragraph else "tokens", stat_keys=("truncated",))
 
   def encodings(self, state: dict[str, Any]):
     """(caption encodings, video encodings, caption -> video position, caption ids,
@@ -124,26 +135,24 @@ class MCHARetrievalEvaluator:
       cap_index.append(index)
     position = {int(v): p for p, v in enumerate(np.concatenate(vrows["video_index"]))}
     cap_video = np.asarray([position[int(v)] for v in np.concatenate(cap_video)], np.int32)
-    cap_index = np.concatenate(cap_index)
+    cap_index = _concat(cap_index)
     video_ids = vrows["video_id"]
-    keep = np.ones(len(cap_video), bool)
     if self.caption_index is not None:
-      designated = np.asarray([self._designated(video_ids[v]) for v in cap_video])
-      keep = cap_index == designated
-      found = set(cap_video[keep].tolist())
-      lacking = [video_ids[p] for p in range(len(video_ids)) if p not in found]
-      if lacking:
-        raise ValueError(f"{self.caption_index_file}: caption index of video {lacking[0]!r} "
-                         f"is beyond its captions ({len(lacking)} such videos)")
-    caps = jax.tree.map(lambda x: x[keep], _concat(caps))
-    cap_ids = [f"{video_ids[v]}#{i}" for v, i in zip(cap_video[keep], cap_index[keep])]
-    return caps, _concat(vids), cap_video[keep], cap_ids, video_ids, stats.truncated
+      self._check_designated(cap_index, cap_video, video_ids)
+    cap_ids = [f"{video_ids[v]}#{i}" for v, i in zip(cap_video, cap_index["caption_index"])]
+    return _concat(caps), _concat(vids), cap_video, cap_ids, video_ids, stats.truncated
 
-  def _designated(self, video_id: str) -> int:
-    if video_id not in self.caption_index:
-      raise ValueError(f"{self.caption_index_file}: no designated caption for video "
-                       f"{video_id!r} of split {self.split!r}")
-    return self.caption_index[video_id]
+  def _check_designated(self, index: dict[str, np.ndarray], cap_video: np.ndarray,
+                        video_ids: list[str]) -> None:
+    """Every video has an entry and its index names one of its captions (else ValueError
+    naming the file)."""
+    want, count = index["caption_index"], index["caption_count"]
+    for what, bad in (("has no designated caption", want < 0),
+                      ("has a caption index beyond its captions", want >= count)):
+      if bad.any():
+        first = video_ids[cap_video[np.flatnonzero(bad)[0]]]
+        raise ValueError(f"{self.caption_index_file}: video {first!r} of split "
+                         f"{self.split!r} {what} ({int(bad.sum())} such videos)")
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, results for ``write``)."""
