@@ -9,6 +9,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -176,9 +177,11 @@ def test_negatives_come_from_other_videos_of_the_global_batch():
   vi = np.asarray(vi)
   assert cols.shape == (8, 5) and (cols[:, 0] == np.arange(8)).all()
   for i in range(8):
-    neg = cols[i, 1:][valid[i, 1:]]
-    assert len(set(neg)) == len(neg) and (vi[neg] != vi[i]).all() and (neg != 7).all()
-  assert valid[:, 1:].sum() == 8 * 4       # >= 5 other real videos: every column valid
+    neg = cols[i, 1:]
+    assert len(set(neg)) == 4 and (neg != i).all()
+    np.testing.assert_array_equal(valid[i, 1:], (vi[neg] != vi[i]) & (neg != 7))
+  # Every row is drawn exactly k times (balanced: see the next test).
+  np.testing.assert_array_equal(np.bincount(cols[:, 1:].ravel(), minlength=8), 4)
   cols2, _ = hammer.sample_negatives(jnp.asarray(vi), real, 4, jax.random.key(1))
   assert not np.array_equal(cols, np.asarray(cols2))                   # the key draws
   cols, valid = (np.asarray(x) for x in hammer.sample_negatives(
@@ -186,6 +189,31 @@ def test_negatives_come_from_other_videos_of_the_global_batch():
   assert cols.shape == (8, 9)
   np.testing.assert_array_equal(valid[:, 1:],
                                 (vi[None] != vi[:, None]) & np.asarray(real)[None])
+
+
+@pytest.mark.parametrize("mode", ["sample", "all"])
+def test_vr_loss_puts_no_gradient_on_a_query_independent_score(mode):
+  """At uniform scores the VR loss does not move a video's query-independent score: each
+  video is one query's positive and, in total, as many queries' negatives (the cause of VR
+  staying at log(1 + k) on the moments demo with independently drawn negatives)."""
+  b, k = 32, 3
+  vi = jnp.arange(b)
+  batch = {"labels": jnp.zeros((b, 4), jnp.int32), "frame_mask": jnp.ones((b, 4), bool),
+           "example_mask": jnp.ones((b,), bool)}
+  c = hammer.HammerConfig(tower=None, video_dim=1, subtitle_dim=0, max_frames=4,
+                          clip_length=4)
+  cfg = ml_collections.ConfigDict({"weights": {"vr": 1.0, "tl": 0.0, "mlm": 0.0}})
+  for seed in range(3):
+    cols, valid = hammer.sample_negatives(vi, batch["example_mask"], k,
+                                          jax.random.key(seed), mode)
+
+    def vr_loss(video_score):                      # f(v, h) = s(v): no query dependence
+      out = {"vr_logits": video_score[cols], "vr_valid": valid,
+             "tl": jnp.zeros((b, 4, 3))}
+      return hammer.hammer_loss(out, batch, cfg, c)[1]["vr"]
+
+    grad = np.asarray(jax.grad(vr_loss)(jnp.zeros(b)))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-6)
 
 
 def test_score_is_the_training_vr_logit_and_deterministic_per_pair(run):
