@@ -272,7 +272,7 @@ def test_same_steps_on_1_and_8_devices_and_the_loss_goes_down(data_dir):
   over clips and over videos ignore a shift shared by all clips), so their sign is noise.
   """
   _, logs1 = _steps(_config(data_dir, mesh_devices=1), 2)
-  _, logs = _steps(_config(data_dir), 10)
+  _, logs = _steps(_config(data_dir), 6)
   assert jax.device_count() == 8 and logs1[0]["loss"] > 0
   for m1, m8 in zip(logs1, logs):
     for k in m1:
@@ -281,13 +281,13 @@ def test_same_steps_on_1_and_8_devices_and_the_loss_goes_down(data_dir):
   # Training on one batch: every term is logged and the loss falls.
   loss = [float(m["loss"]) for m in logs]
   assert {"loss/vr", "loss/tl", "loss/mlm_frame", "loss/mlm_clip"} <= set(logs[0])
-  assert np.mean(loss[-3:]) < 0.9 * np.mean(loss[:3]), loss
+  assert np.mean(loss[-2:]) < 0.9 * np.mean(loss[:2]), loss
 
 
 @pytest.mark.parametrize("overrides", [
     {"model.frame_scope": "video", "model.clip_query": "frame",
-     "model.share_encoders": True, "model.clip_position": False},
-    {"model.negative_mode": "all", "model.masked_query_for_vr_tl": False,
+     "model.share_encoders": True, "model.clip_position": False,
+     "model.negative_mode": "all", "model.masked_query_for_vr_tl": False,
      "model.mask_scheme": "mask_all", "model.mlm_clip": False},
     {"model.name": "flat", "model.flat_vr_head": "max_frame"},
     {"model.name": "flat", "model.flat_vr_head": "tcls", "model.tl_head": "boundary"},
@@ -296,7 +296,8 @@ def test_every_option_traces(data_dir, overrides):
   """Each config option builds and traces the training loss and the prediction functions
   (shapes only: no compile)."""
   c = _config(data_dir, **overrides)
-  model, batch = _model(c, c.model.name), _batch(c)
+  # An abstract model: nothing is initialised or compiled.
+  model, batch = nnx.eval_shape(lambda: _model(c, c.model.name)), _batch(c)
   graphdef, params = nnx.split(model)
 
   def fn(params, batch):
@@ -321,12 +322,18 @@ def test_co_attention_attends_both_ways_from_the_inputs():
   x, y = jnp.asarray(rng.normal(size=(2, 5, 8))), jnp.asarray(rng.normal(size=(2, 4, 12)))
   xm, ym = jnp.arange(5)[None] < jnp.array([[5], [3]]), jnp.arange(4)[None] < 2
   ym = jnp.broadcast_to(ym, (2, 4))
-  gx, gy = co(x, y, xm, ym, train=False)
-  np.testing.assert_allclose(gx, co.x_block(x, ym, train=False, kv=y), rtol=1e-6)
-  np.testing.assert_allclose(gy, co.y_block(y, xm, train=False, kv=x), rtol=1e-6)
+
+  @nnx.jit     # one compile, not one per eager op
+  def calls(co, x, y, xm, ym):
+    return (co(x, y, xm, ym, train=False), co.x_block(x, ym, train=False, kv=y),
+            co.y_block(y, xm, train=False, kv=x),
+            co(x, y.at[:, 2:].set(9.0), xm, ym, train=False)[0])
+
+  (gx, gy), x_only, y_only, gx2 = calls(co, x, y, xm, ym)
+  np.testing.assert_allclose(gx, x_only, rtol=1e-6)
+  np.testing.assert_allclose(gy, y_only, rtol=1e-6)
   assert co.x_block.attention.key_kernel.shape == (12, 2, 4)      # keys read y's width
   # Padded keys do not matter: changing y where ym is False leaves x' unchanged.
-  gx2, _ = co(x, y.at[:, 2:].set(9.0), xm, ym, train=False)
   np.testing.assert_allclose(gx2, gx, rtol=1e-6)
   with pytest.raises(ValueError, match="explicit PRNG key"):
     co(x, y, xm, ym, train=True)
