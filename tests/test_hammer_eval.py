@@ -356,7 +356,8 @@ def test_hammer_train_and_eval_through_console_scripts(tmp_path):
 
   # Trains; the evaluation at the end (a subsample: 2 queries, 2 videos) fills the compile
   # cache that hvt-eval then reads.
-  run("hvt-train", "--config.evals.moments.max_queries=2", "--config.evals.moments.max_videos=2")
+  run("hvt-train", "--config.num_train_steps=2", "--config.evals.moments.max_queries=2",
+      "--config.evals.moments.max_videos=2")
   out = run("hvt-eval", "--split=val", "--split=test_public")
   assert "vcmr/R@1@IoU0.5" in out
   val = workdir / "eval" / "val"

@@ -54,8 +54,8 @@ def make(model: str, arg: str | None = None, *,
       share_encoders=False,        # Table 8
       flat_vr_head="cls",          # FLAT only: "cls" | "max_frame" | "tcls"
       tl_head="bio",               # Eq. 10-12 as written | "boundary": start/end softmaxes
-      negatives=7,                 # VR negatives per query from the global batch
-      negative_mode="sample",      # | "all": every other row of the batch
+      negatives=7,                 # VR negatives per query from the global batch (our choice)
+      negative_mode="sample",      # balanced draw (each row k times) | "all": every row
       mlm_frame=True, mlm_clip=True,               # FM / CM (Table 4)
       mask_rate=0.15, mask_scheme="bert",          # BERT 80/10/10 | "mask_all"
       mlm_max_predictions=8,       # BERT's max_predictions_per_seq at 32 words
