@@ -69,9 +69,26 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
     ValueError: ids differ, a reference list is empty, or nothing to score.
     RuntimeError: no Java runtime.
   """
-  if set(predictions) != set(references) or not predictions:
-    raise ValueError(f"caption_metrics: {len(predictions)} predictions and "
-                     f"{len(references)} references with different (or no) ids")
+  scores, items = caption_metric_sets({"": predictions}, references)[""]
+  return (scores, items) if per_item else scores
+
+
+def caption_metric_sets(prediction_sets: dict[str, dict[str, str]],
+                        references: dict[str, list[str]]
+                        ) -> dict[str, tuple[dict[str, float], dict[str, dict[str, float]]]]:
+  """``caption_metrics`` (with ``per_item``) of several prediction sets against the same
+  references, each scored on its own, with one PTB tokenizer run and one METEOR
+  process (each Java start costs seconds): {set name: (scores, per-id scores)}.
+
+  Raises:
+    ValueError: a set's ids differ from the references', a reference list is empty, or
+      nothing to score.
+    RuntimeError: no Java runtime.
+  """
+  for predictions in prediction_sets.values():
+    if set(predictions) != set(references) or not predictions:
+      raise ValueError(f"caption_metrics: {len(predictions)} predictions and "
+                       f"{len(references)} references with different (or no) ids")
   if any(not refs for refs in references.values()):
     raise ValueError("caption_metrics: an id has no reference caption")
   check_java()
@@ -81,24 +98,28 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
   from pycocoevalcap.meteor.meteor import Meteor
   from pycocoevalcap.rouge.rouge import Rouge
   from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-  tok = PTBTokenizer()
-  gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
-  res = tok.tokenize({k: [{"caption": c}] for k, c in predictions.items()})
-  out, items = {}, {}
-  bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
-  for i, (b, per) in enumerate(zip(bleu, bleu_items)):
-    out[f"BLEU@{i + 1}"], items[f"BLEU@{i + 1}"] = b, per
+  names = list(prediction_sets)
+  tokenized = PTBTokenizer().tokenize({   # one Java run: references, then every set
+      **{(None, k): [{"caption": c} for c in v] for k, v in references.items()},
+      **{(n, k): [{"caption": c}] for n in names for k, c in prediction_sets[n].items()}})
+  gts = {k: tokenized[(None, k)] for k in references}
   meteor = Meteor()   # a java subprocess, ended when the object is collected
-  out["METEOR"], items["METEOR"] = meteor.compute_score(gts, res)
+  results = {}
+  for n in names:
+    res = {k: tokenized[(n, k)] for k in gts}
+    out, items = {}, {}
+    bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
+    for i, (b, per) in enumerate(zip(bleu, bleu_items)):
+      out[f"BLEU@{i + 1}"], items[f"BLEU@{i + 1}"] = b, per
+    out["METEOR"], items["METEOR"] = meteor.compute_score(gts, res)
+    out["ROUGE-L"], items["ROUGE-L"] = Rouge().compute_score(gts, res)
+    out["CIDEr"], items["CIDEr"] = Cider().compute_score(gts, res)
+    ids = list(gts)   # the scorers' order: the references' dict order
+    results[n] = ({k: float(100.0 * out[k]) for k in METRICS},
+                  {i: {k: float(100.0 * items[k][j]) for k in METRICS}
+                   for j, i in enumerate(ids)})
   del meteor
-  out["ROUGE-L"], items["ROUGE-L"] = Rouge().compute_score(gts, res)
-  out["CIDEr"], items["CIDEr"] = Cider().compute_score(gts, res)
-  corpus_scores = {k: float(100.0 * out[k]) for k in METRICS}
-  if not per_item:
-    return corpus_scores
-  ids = list(gts)   # the scorers' order: the tokenizer's dict order
-  return corpus_scores, {i: {k: float(100.0 * items[k][j]) for k in METRICS}
-                         for j, i in enumerate(ids)}
+  return results
 
 
 def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -162,10 +183,12 @@ def reference_set(data_dir: str, split: str) -> dict[str, list[tuple[tuple[float
 
 
 @functools.cache
-def _generate_fn(graphdef: Any):
+def _generate_fn(graphdef: Any, generate: bool = True):
+  """(tokens, lengths) of the beam search when ``generate`` (else None), the paired-segment
+  mask, the segments and the conditioning vectors of a batch."""
   def fn(params, batch):
     model = nnx.merge(graphdef, params)
-    tokens, lengths, _ = model.generate(batch)
+    tokens, lengths, _ = model.generate(batch) if generate else (None, None, None)
     paired = batch["clip_mask"] & batch["sentence_mask"]
     return tokens, lengths, paired, batch["caption_segments"], model.conditioning(batch)
   return jax.jit(fn)
@@ -210,19 +233,19 @@ class CaptioningEvaluator:
       raise ValueError(f"caption evaluator: dataset {setup.data_dir} has no word vocabulary "
                        f"(id 0 is {self.vocab[0]!r}, not {text.PAD!r})")
 
-  def _captions(self, split: str, params: Any):
-    """Per real segment: (id, video id, [start, end] s, generated caption, reference,
-    conditioning vector)."""
+  def _captions(self, split: str, params: Any, generate: bool = True):
+    """Per real segment: (id, video id, [start, end] s, generated caption ("" without
+    ``generate``: the nearest-neighbour baseline's train side needs no beam search),
+    reference, conditioning vector)."""
     rows = []
     for (tokens, lengths, paired, segs, cond), host in corpus.stream(
-        self.setup, split, _generate_fn(self.setup.graphdef), params,
+        self.setup, split, _generate_fn(self.setup.graphdef, generate), params,
         strings=("video_id", "references")):
       for b, vid in enumerate(host["video_id"]):
         refs = host["references"][b].split("\n")
         for c in np.flatnonzero(paired[b]):
-          rows.append((f"{vid}#{c}", vid, segs[b, c].tolist(),
-                       decode(tokens[b, c], int(lengths[b, c]), self.vocab), refs[c],
-                       cond[b, c]))
+          caption = decode(tokens[b, c], int(lengths[b, c]), self.vocab) if generate else ""
+          rows.append((f"{vid}#{c}", vid, segs[b, c].tolist(), caption, refs[c], cond[b, c]))
     return rows
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
@@ -238,14 +261,16 @@ class CaptioningEvaluator:
       logging.warning("caption evaluator: %d of %d generated captions are empty (<eos> first:"
                       " an undertrained decoder?)", empty, len(rows))
     refs = {r[0]: [r[4]] for r in rows}
-    scores, per_caption = caption_metrics({r[0]: r[3] for r in rows}, refs, per_item=True)
-    metrics.update({f"{p}/{k}": v for k, v in scores.items()})
+    sets = {"": {r[0]: r[3] for r in rows}}
     if self.baseline == "nearest":
-      train = self._captions(self.train_split, params)
+      train = self._captions(self.train_split, params, generate=False)
       nearest = nearest_captions(np.stack([r[5] for r in rows]),
                                  np.stack([r[5] for r in train]), [r[4] for r in train])
-      metrics.update({f"{p}/nearest/{k}": v for k, v in caption_metrics(
-          {r[0]: c for r, c in zip(rows, nearest)}, refs).items()})
+      sets["nearest/"] = {r[0]: c for r, c in zip(rows, nearest)}
+    scored = caption_metric_sets(sets, refs)   # one pass of the Java scorers for both
+    per_caption = scored[""][1]
+    for tag, (scores, _) in scored.items():
+      metrics.update({f"{p}/{tag}{k}": v for k, v in scores.items()})
     if self.reference_splits:
       preds: dict[str, list] = {}
       for r in rows:
