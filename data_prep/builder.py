@@ -315,10 +315,7 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   if all(len(f) == 0 for f in out["features"].values()):
     raise _bad(record, "features", "every modality is missing (0 rows)")
 
-  segments = _float_array(record, "segments", record["segments"], 2, np.float64)
-  if (segments[:, 0] > segments[:, 1]).any():
-    raise _bad(record, "segments", f"a segment has start > end: "
-               f"{segments[segments[:, 0] > segments[:, 1]][:3].tolist()}")
+  segments = _spans(record, "segments", record["segments"])
   sentences, tokens = record["sentences"], record["tokens"]
   if not isinstance(sentences, (list, tuple)) or not all(isinstance(s, str) for s in sentences):
     raise _bad(record, "sentences", "expected a list of str")
@@ -345,6 +342,16 @@ def validate_record(record: dict, spec: DatasetSpec, split: str) -> dict:
   return out
 
 
+def _spans(record: dict, field: str, value: Any) -> np.ndarray:
+  """`value` as finite float64 [N, 2] (start, end) seconds with start <= end, or a
+  ValueError naming the field."""
+  spans = _float_array(record, field, value, 2, np.float64)
+  if (spans[:, 0] > spans[:, 1]).any():
+    raise _bad(record, field, f"a segment has start > end: "
+               f"{spans[spans[:, 0] > spans[:, 1]][:3].tolist()}")
+  return spans
+
+
 def _instances(record: dict) -> dict:
   """The record's optional `instances` ({"segments": [I, 2], "labels": [I] str}, I may be 0;
   absent = none) as float64 segments with start <= end and non-empty stripped labels."""
@@ -354,10 +361,7 @@ def _instances(record: dict) -> dict:
   if not isinstance(inst, dict) or set(inst) != {"segments", "labels"}:
     raise _bad(record, "instances", "expected {'segments': [I, 2], 'labels': [I] str}, got "
                f"{sorted(inst) if isinstance(inst, dict) else type(inst).__name__}")
-  segments = _float_array(record, "instances/segments", inst["segments"], 2, np.float64)
-  if (segments[:, 0] > segments[:, 1]).any():
-    raise _bad(record, "instances/segments", "an instance has start > end: "
-               f"{segments[segments[:, 0] > segments[:, 1]][:3].tolist()}")
+  segments = _spans(record, "instances/segments", inst["segments"])
   labels = inst["labels"]
   if not isinstance(labels, (list, tuple)) or not all(
       isinstance(l, str) and l and l == l.strip() for l in labels):

@@ -131,7 +131,7 @@ def instance_view(example: dict[str, Any], cfg: Any,
                                        cfg.get("zero_length", "keep"))
   idx, mask = ops.sample_rows(start, end, cfg.max_video_frames,
                               cfg.get("frame_sampling", "authors"))
-  mask = mask & valid[:, None] & (tf.shape(feats)[0] > 0)
+  mask = mask & valid[:, None]
   frames = tf.gather(feats, idx) * tf.cast(mask, feats.dtype)[..., None]
   labels = tf.where(valid, example["instances/labels"], "")
   return {"video_frames": frames, "video_frame_mask": mask, "label": labels,
@@ -378,6 +378,10 @@ class ZeroShotEvaluator:
       raise ValueError(f"zeroshot evaluator: pred={pred!r}; valid: ('low_level',)")
     if videos not in self.VIDEOS:
       raise ValueError(f"zeroshot evaluator: videos={videos!r}; valid: {self.VIDEOS}")
+    if videos == "instances" and "instances" not in setup.meta:
+      raise ValueError(f"zeroshot evaluator (videos='instances'): dataset {setup.data_dir} "
+                       "has no instances field (written before it was part of the schema); "
+                       "convert it again")
     self.videos = videos
     if word_vectors and not os.path.exists(word_vectors):
       raise ValueError(f"zeroshot evaluator: word_vectors file {word_vectors!r} not found")
@@ -393,13 +397,8 @@ class ZeroShotEvaluator:
     else:
       view = pipeline.View(instance_view, per_row="instances/labels", host_keys=("label",))
       unlabeled = f"{p}/num_empty_instances"
-      _, meta = pipeline.dataset_info(self.setup.config)
-      if "instances" not in meta:
-        raise ValueError(f"zeroshot evaluator (videos='instances'): dataset "
-                         f"{self.setup.data_dir} has no instances field (written before it "
-                         "was part of the schema); convert it again")
     videos, labels = [], []
-    if unit == "videos" or meta["instances"].get(self.split, 0):
+    if unit == "videos" or self.setup.meta["instances"].get(self.split, 0):
       for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
                                      view=view, strings=("label",)):
         videos.append(emb)
