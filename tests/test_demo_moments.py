@@ -1,6 +1,8 @@
 """The many-event moments demo (data_prep/demo_moments.py) and `hvt-prepare demo --variant
 moments`."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,23 @@ def test_demo_tables_mean_std_and_buckets():
   assert any(l.startswith("FLAT 16-40s") and "9.00±0.00" in l for l in lines)
   single = demo.mean_std_table({"HAMMER": runs([10.0], [3.0])}, ["vr/R@1"])
   assert "10.00" in single and "±" not in single
+
+
+def test_vr_breakdown_counts_what_the_ranking_holds():
+  """tools/moments_diagnostics.py: the fractions of the top-k other videos holding the
+  query's pair / action / attribute, against their base rates over the other videos."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "moments_diagnostics", os.path.join(os.path.dirname(__file__), os.pardir, "tools",
+                                          "moments_diagnostics.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  events = {"q": [[0, 0]], "pair": [[0, 0], [5, 5]], "act": [[0, 1]], "attr": [[2, 0]],
+            "none": [[3, 3]]}
+  idx = {v: i for i, v in enumerate(events)}
+  ranking = ["q", "pair", "act", "none", "attr"]       # the query's own video is skipped
+  sub = {"video2idx": idx, "VR": [{"desc_id": "q#0",
+                                   "predictions": [[idx[v], 0, 1, 0.5] for v in ranking]}]}
+  top2 = tool.vr_breakdown(events, sub, top_k=3)        # pair, act
+  assert (top2["pair"], top2["action"], top2["attribute"]) == (50.0, 100.0, 50.0)
+  assert (top2["pair_base"], top2["action_base"], top2["attribute_base"]) == (25, 50, 50)

@@ -320,6 +320,31 @@ def test_every_option_traces(data_dir, overrides):
   assert ("mlm_clip" in terms) == (c.model.name == "hammer" and c.model.mlm_clip)
 
 
+_NORMAL = ("kernel", "position", "clip_cls", "tl_frame", "tl_clip", "vr", "word")
+
+
+def test_init_std_reaches_every_random_layer(data_dir):
+  """config.model.init_std sets the normal initialiser of every random HAMMER kernel,
+  embedding and head; the tower keeps its own ``init_std``, which is also HAMMER's when
+  config.model.init_std is 0."""
+  c = _config(data_dir, **{"model.init_std": 0.2})
+  c.model.text.init_std = 0.06
+  model = _model(c)
+  assert dataclasses.replace(model.c, init_std=0.0).std == 0.06
+  state = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  stds = {path: float(np.std(np.asarray(v.value))) for path, v in state
+          if str(path[-1]).endswith(_NORMAL)}
+  for tower, want in ((True, 0.06), (False, 0.2)):
+    group = {p: s for p, s in stds.items() if (p[0] == "text") == tower}
+    assert len(group) > 10
+    # Every tensor (some have only 32 values: a loose band that still excludes 0.02, 0.06
+    # and 0.2 of the other groups) and the pooled std (tight).
+    bad = {p: s for p, s in group.items() if not 0.6 * want < s < 1.4 * want}
+    assert not bad, (want, bad)
+    pooled = np.concatenate([np.asarray(v.value).ravel() for p, v in state if p in group])
+    assert abs(np.std(pooled) / want - 1) < 0.05
+
+
 def test_co_attention_attends_both_ways_from_the_inputs():
   """layers.CoAttention (the cross-modal layer): x' = Block_x(x, kv=y), y' = Block_y(y,
   kv=x) — both from the layer's inputs (ViLBERT), with key padding masks."""

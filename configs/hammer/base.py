@@ -47,6 +47,8 @@ def make(model: str, arg: str | None = None, *,
       # Visual/ASR/cross-modal layers (randomly initialised, supp. 6.1.5). 0 = the tower's
       # width / heads / MLP width (our choice: the paper states none).
       visual_width=0, num_heads=0, mlp_dim=0, dropout_rate=0.1, attention_dropout_rate=0.1,
+      # Normal-init std of the random layers (0 = the tower's initializer_range, BERT's 0.02).
+      init_std=0.0,
       clip_length=d["clip_length"],
       frame_scope="clip",          # Φ per clip (Eq. 7/12) | "video": once, CCLS_k per clip
       clip_query="text",           # Ψ's query stream: the tower's output | "frame": Φ's

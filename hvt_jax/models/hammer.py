@@ -45,6 +45,12 @@ distributions over frames, p_s(t) = p_s(c_k) · softmax_{t' in c_k} w_B·[...] (
 the end), each summing to 1 over the video. Inference (§3.5): log p(t_s) + log p(t_e) with
 t_e > t_s (``min_moment_frames`` = 1) and at most ``max_moment_frames`` frames.
 
+Initialisation (the paper states none; our choice): every randomly initialised kernel,
+position table, CLS token and head is N(0, σ²), biases 0, LayerNorm 1/0 — BERT's scheme, with
+σ = ``init_std`` or, when 0 (default), the tower's ``init_std`` (its checkpoint's
+initializer_range, 0.02). A much narrower model than BERT needs a larger σ for the same
+per-matrix gain (σ·√width): ``configs/hammer/demo.py`` explains its 0.05 at width 64.
+
 Training (§3.4, Eq. 13-14). MLM: BERT's masking (``models/mlm.py``: 15 %, 80/10/10 or
 all-[MASK]) of the query; VR and TL see the masked query (``masked_query_for_vr_tl``,
 the paper: h ⊗ (1 − m) replaces h); the masked tokens are predicted from Φ's grounded query
@@ -89,6 +95,7 @@ class HammerConfig:
   visual_width: int = 0
   num_heads: int = 0
   mlp_dim: int = 0
+  init_std: float = 0.0
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
   frame_scope: str = "clip"
@@ -125,6 +132,11 @@ class HammerConfig:
       raise ValueError(f"config.model.negatives={self.negatives} must be >= 0")
 
   @property
+  def std(self) -> float:
+    """The normal initialiser's std of every randomly initialised kernel and embedding."""
+    return self.init_std or self.tower.init_std
+
+  @property
   def width(self) -> int:
     return self.visual_width or self.tower.hidden
 
@@ -150,7 +162,7 @@ class HammerConfig:
         embed_dim=embed, num_heads=heads, mlp_dim=mlp_dim, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         layer_norm_eps=self.tower.layer_norm_eps, activation=self.tower.activation,
-        dtype=jnp.dtype(self.dtype))
+        dtype=jnp.dtype(self.dtype), init_std=self.std)
 
   def visual_layer(self) -> layers.TransformerConfig:
     return self.layer(self.width, self.num_heads or self.tower.num_heads,
@@ -173,10 +185,10 @@ class StreamInput(nnx.Module):
   """
 
   def __init__(self, in_dim: int, width: int, num_positions: int, *, rngs: nnx.Rngs,
-               eps: float = 1e-12):
-    self.kernel = layers.param(_normal(rngs.params(), (in_dim, width)), (None, "embed"))
+               eps: float = 1e-12, std: float = 0.02):
+    self.kernel = layers.param(_normal(rngs.params(), (in_dim, width), std), (None, "embed"))
     self.bias = layers.param(jnp.zeros((width,)), ("embed",))
-    self.position = (layers.param(_normal(rngs.params(), (num_positions, width)),
+    self.position = (layers.param(_normal(rngs.params(), (num_positions, width), std),
                                   (None, "embed")) if num_positions else None)
     self.norm = layers.LayerNorm(width, eps=eps)
 
@@ -258,26 +270,27 @@ class HAMMER(nnx.Module):
     self.c = c
     d, s, dt = c.width, c.num_streams, c.tower.hidden
     self.text = text.TextEncoder(dataclasses.replace(c.tower, mlm_head=c.mlm), rngs=rngs)
-    eps = c.tower.layer_norm_eps
+    eps, std = c.tower.layer_norm_eps, c.std
     # Φ: frame positions within a clip (+ its CLS) or over the video (+ the K CLS tokens).
     phi_positions = (c.clip_frames + 1 if c.frame_scope == "clip" or not c.hierarchical
                      else c.max_frames + c.num_clips)
     dims = (c.video_dim, c.subtitle_dim)[:s]
-    self.frame_inputs = nnx.List([StreamInput(dim, d, phi_positions, rngs=rngs, eps=eps)
-                                  for dim in dims])
-    self.clip_cls = layers.param(_normal(rngs.params(), (s, d)), (None, "embed"))
+    self.frame_inputs = nnx.List([
+        StreamInput(dim, d, phi_positions, rngs=rngs, eps=eps, std=std) for dim in dims])
+    self.clip_cls = layers.param(_normal(rngs.params(), (s, d), std), (None, "embed"))
     self.frame_level = Level(c, rngs=rngs)
     out = s * d
-    self.tl_frame = layers.param(_normal(rngs.params(), (out + dt, 3)), ("embed", None))
+    self.tl_frame = layers.param(_normal(rngs.params(), (out + dt, 3), std), ("embed", None))
     vr_dim = dt if (not c.hierarchical and c.flat_vr_head == "tcls") else out
-    self.vr = layers.param(_normal(rngs.params(), (vr_dim,)), ("embed",))
+    self.vr = layers.param(_normal(rngs.params(), (vr_dim,), std), ("embed",))
     if c.hierarchical:
       clip_positions = c.num_clips if c.clip_position else 0
-      self.clip_inputs = nnx.List([StreamInput(d, d, clip_positions, rngs=rngs, eps=eps)
-                                   for _ in range(s)])
+      self.clip_inputs = nnx.List([
+          StreamInput(d, d, clip_positions, rngs=rngs, eps=eps, std=std) for _ in range(s)])
       self.clip_level = None if c.share_encoders else Level(c, rngs=rngs)
       heads = 2 if c.tl_head == "boundary" else 1
-      self.tl_clip = layers.param(_normal(rngs.params(), (out + dt, heads)), ("embed", None))
+      self.tl_clip = layers.param(_normal(rngs.params(), (out + dt, heads), std),
+                                  ("embed", None))
 
   # -------------------------------------------------------------------------------------
   # Construction.
@@ -419,8 +432,9 @@ class HAMMER(nnx.Module):
       (-inf at padding frames), tl [N, F, 3] log p(y_t) ("bio"; for "boundary" the start
       and end columns hold the boundary log-probabilities and O is -inf), frame_logits
       [N, F, 3] (Eq. 12's w·[...]), clip_logits [N, K, heads] (Eq. 11's u·[...]; NEG at
-      clips without a valid frame; zeros for FLAT), clip_logprob [N, K, heads], frame_query [N, K', L, Dt] (Φ's grounded query; K' = K per clip, 1
-      over the video) and clip_query [N, L, Dt] (Ψ's; HAMMER only).
+      clips without a valid frame; zeros for FLAT), clip_logprob [N, K, heads],
+      frame_query [N, K', L, Dt] (Φ's grounded query; K' = K per clip, 1 over the video)
+      and clip_query [N, L, Dt] (Ψ's; HAMMER only).
     """
     c = self.c
     k_phi, k_psi_in, k_psi_self, k_psi = _keys(rngs, 4) if train else (None,) * 4
