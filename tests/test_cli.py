@@ -118,3 +118,4 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert 'Did you mean "learning_rate"' in proc.stderr
+  assert "bad --config override (in --config.schedule.learnig_rate)" in proc.stderr

@@ -132,6 +132,11 @@ def test_vr_breakdown_counts_what_the_ranking_holds():
   ranking = ["q", "pair", "act", "none", "attr"]       # the query's own video is skipped
   sub = {"video2idx": idx, "VR": [{"desc_id": "q#0",
                                    "predictions": [[idx[v], 0, 1, 0.5] for v in ranking]}]}
-  top2 = tool.vr_breakdown(events, sub, top_k=3)        # pair, act
+  top2 = tool.vr_breakdown(events, sub, top_k=2)        # pair, act
   assert (top2["pair"], top2["action"], top2["attribute"]) == (50.0, 100.0, 50.0)
   assert (top2["pair_base"], top2["action_base"], top2["attribute_base"]) == (25, 50, 50)
+  assert tool.vr_breakdown(events, sub, top_k=1)["pair"] == 100.0
+  with pytest.raises(ValueError, match="top_k"):
+    tool.vr_breakdown(events, sub, top_k=0)
+  with pytest.raises(ValueError, match="not in the metadata"):
+    tool.vr_breakdown({"q": [[0, 0]]}, sub)

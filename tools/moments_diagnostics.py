@@ -3,7 +3,7 @@
 The moments demo's queries name one action and one attribute (``data_prep/demo_moments.py``)
 and the dataset metadata keeps each video's (action, attribute) per sentence. For each
 query, this reads the model's VR ranking from the evaluator's ``tvr_submission.json`` and
-counts, among its top-k retrieved videos other than the query's own, the fraction that hold
+counts, among its first k retrieved videos other than the query's own, the fraction that hold
 an event of the query's (action, attribute) pair, of its action, and of its attribute;
 the base rate is the same fraction over all the other videos of the split. A VR head that
 has learned the whole query ranks pair-holding videos far above the base rate; one that has
@@ -40,8 +40,16 @@ def vr_breakdown(events: dict[str, list[list[int]]], submission: dict,
     top_k: retrieved videos per query.
 
   Raises:
-    KeyError: a query or a retrieved video that is not in ``events`` (another split).
+    ValueError: top_k < 1, or a query or retrieved video that is not in ``events`` (a
+      submission of another split), or a file that is not a submission.
   """
+  if top_k < 1:
+    raise ValueError(f"top_k={top_k} must be >= 1")
+  for key in ("video2idx", "VR"):
+    if key not in submission:
+      raise ValueError(f"not a tvr_submission.json: no {key!r}")
+  if unknown := sorted(set(submission["video2idx"]) - set(events))[:3]:
+    raise ValueError(f"videos {unknown} are not in the metadata's split")
   idx2vid = {i: v for v, i in submission["video2idx"].items()}
   pairs = {v: {tuple(e) for e in ev} for v, ev in events.items()}
   holds = {"pair": lambda v, a, b: (a, b) in pairs[v],
@@ -52,8 +60,8 @@ def vr_breakdown(events: dict[str, list[list[int]]], submission: dict,
   for q in submission["VR"]:
     vid, _, n = q["desc_id"].rpartition("#")
     a, b = events[vid][int(n)]
-    retrieved = [idx2vid[p[0]] for p in q["predictions"][:top_k]]
-    retrieved = [v for v in retrieved if v != vid]
+    retrieved = [idx2vid[p[0]] for p in q["predictions"]]
+    retrieved = [v for v in retrieved if v != vid][:top_k]
     others = [v for v in events if v != vid]
     for kind, fn in holds.items():
       top[kind].append(np.mean([fn(v, a, b) for v in retrieved]) if retrieved else 0.0)
@@ -80,9 +88,12 @@ def main() -> None:
     raise SystemExit(f"{args.metadata}: no extra.events.{args.split} (not a moments demo "
                      "dataset?)") from None
   for path in args.submissions:
-    with open(path) as f:
-      sub = json.load(f)
-    print(json.dumps({"file": path, **vr_breakdown(events, sub, args.top_k)}), flush=True)
+    try:
+      with open(path) as f:
+        out = vr_breakdown(events, json.load(f), args.top_k)
+    except (OSError, ValueError) as e:
+      raise SystemExit(f"{path} (split {args.split!r} of {args.metadata}): {e}") from None
+    print(json.dumps({"file": path, **out}), flush=True)
 
 
 if __name__ == "__main__":

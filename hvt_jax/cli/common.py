@@ -32,7 +32,10 @@ def run_app(prog: str, main_fn: Callable[[list[str]], None]) -> None:
       e = e.args[0]
     msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
     msg = " ".join(msg.replace("\\n", "\n").split())   # one line
-    print(f"{prog}: error: bad --config override: {msg}\n(set "
+    given = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config.")]
+    named = [g for g in given if g.rsplit(".", 1)[-1] in msg] or given
+    where = f" (in {', '.join(named)})" if named else ""
+    print(f"{prog}: error: bad --config override{where}: {msg}\n(set "
           "HVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(2)
 

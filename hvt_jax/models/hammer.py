@@ -46,10 +46,12 @@ the end), each summing to 1 over the video. Inference (§3.5): log p(t_s) + log 
 t_e > t_s (``min_moment_frames`` = 1) and at most ``max_moment_frames`` frames.
 
 Initialisation (the paper states none; our choice): every randomly initialised kernel,
-position table, CLS token and head is N(0, σ²), biases 0, LayerNorm 1/0 — BERT's scheme, with
-σ = ``init_std`` or, when 0 (default), the tower's ``init_std`` (its checkpoint's
-initializer_range, 0.02). A much narrower model than BERT needs a larger σ for the same
-per-matrix gain (σ·√width): ``configs/hammer/demo.py`` explains its 0.05 at width 64.
+position table, CLS token and VR/TL head outside the text tower is N(0, σ²), biases 0,
+LayerNorm 1/0 — BERT's scheme, with σ = ``init_std`` or, when 0 (default), the tower's
+``init_std`` (a checkpoint's initializer_range, 0.02; ``config.model.text.init_std`` for a
+random tower). The tower, its MLM head included, keeps its own. A much narrower model than
+BERT needs a larger σ for the same per-matrix gain (σ·√width): ``configs/hammer/demo.py``
+explains its 0.05 at width 64.
 
 Training (§3.4, Eq. 13-14). MLM: BERT's masking (``models/mlm.py``: 15 %, 80/10/10 or
 all-[MASK]) of the query; VR and TL see the masked query (``masked_query_for_vr_tl``,
@@ -128,6 +130,8 @@ class HammerConfig:
                        f"config.model.clip_length={self.clip_length}")
     if self.min_moment_frames < 0 or self.max_moment_frames < 0:
       raise ValueError("config.model.min_moment_frames / max_moment_frames must be >= 0")
+    if self.init_std < 0:
+      raise ValueError(f"config.model.init_std={self.init_std} must be >= 0 (0: the tower's)")
     if self.negatives < 0:
       raise ValueError(f"config.model.negatives={self.negatives} must be >= 0")
 

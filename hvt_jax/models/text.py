@@ -76,7 +76,7 @@ IGNORED_KEYS: tuple[tuple[str, str], ...] = (
 )
 # Tiny sizes for runlocal configs and tests: the same code, randomly initialised.
 RUNLOCAL = dict(checkpoint="", hidden=32, num_layers=2, num_heads=4, mlp_dim=64,
-                max_positions=64)
+                max_positions=64, init_std=0.02)
 
 
 @dataclasses.dataclass(frozen=True)
