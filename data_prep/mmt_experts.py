@@ -535,7 +535,7 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
     raise features_lib.FeatureFileError(f"cannot open HDF5 feature file {path}: {e}") from e
   with h5:
     captions = read_captions(h5, path, video_id, counter)
-    sentences, tokens = encode_captions(captions, video_id, encode, counter)
+    sentences, tokens, _ = encode_captions(captions, video_id, encode, counter)
     if not sentences:
       return None
     if encode is None:
@@ -680,20 +680,23 @@ def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str
 
 
 def encode_captions(captions: list[str], video_id: str, encode: Encoder | None,
-                    counter: builder.SkipCounter) -> tuple[list[str], list[list[int]]]:
-  """(captions, token ids) of the captions that tokenise (``encode`` None: all, no ids);
-  a caption without tokens and a video left without captions are counted skips."""
-  sentences, tokens = [], []
-  for caption in captions:
+                    counter: builder.SkipCounter
+                    ) -> tuple[list[str], list[list[int]], list[int]]:
+  """(captions, token ids, their positions in ``captions``) of the captions that tokenise
+  (``encode`` None: all, no ids); a caption without tokens and a video left without
+  captions are counted skips."""
+  sentences, tokens, kept = [], [], []
+  for i, caption in enumerate(captions):
     ids = encode(caption) if encode is not None else []
     if encode is not None and not ids:
       counter.skip(CAPTION_NO_TOKENS, video_id)
       continue
     sentences.append(caption)
     tokens.append(ids)
+    kept.append(i)
   if not sentences:
     counter.skip(VIDEO_NO_CAPTIONS, video_id)
-  return sentences, tokens
+  return sentences, tokens, kept
 
 
 def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[str, int],
@@ -719,8 +722,7 @@ def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[
       continue
     captions.append(caption)
     segments.append(item[5][i] if annotated else (-1.0, -1.0))
-  kept = [i for i, c in enumerate(captions) if encode is None or encode(c)]
-  sentences, tokens = encode_captions(captions, video_id, encode, counter)
+  sentences, tokens, kept = encode_captions(captions, video_id, encode, counter)
   if not sentences:
     return None
   if encode is None:

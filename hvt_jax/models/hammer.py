@@ -177,9 +177,6 @@ class HammerConfig:
     return self.layer(t.hidden, t.num_heads, t.mlp_dim)
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
-  return std * jax.random.normal(key, shape, jnp.float32)
-
 
 class StreamInput(nnx.Module):
   """Projection to the width D + position embedding + LayerNorm (+ dropout at call).
@@ -189,10 +186,11 @@ class StreamInput(nnx.Module):
   """
 
   def __init__(self, in_dim: int, width: int, num_positions: int, *, rngs: nnx.Rngs,
-               eps: float = 1e-12, std: float = 0.02):
-    self.kernel = layers.param(_normal(rngs.params(), (in_dim, width), std), (None, "embed"))
+               eps: float, std: float):
+    self.kernel = layers.param(layers.normal(rngs.params(), (in_dim, width), std),
+                               (None, "embed"))
     self.bias = layers.param(jnp.zeros((width,)), ("embed",))
-    self.position = (layers.param(_normal(rngs.params(), (num_positions, width), std),
+    self.position = (layers.param(layers.normal(rngs.params(), (num_positions, width), std),
                                   (None, "embed")) if num_positions else None)
     self.norm = layers.LayerNorm(width, eps=eps)
 
@@ -281,19 +279,20 @@ class HAMMER(nnx.Module):
     dims = (c.video_dim, c.subtitle_dim)[:s]
     self.frame_inputs = nnx.List([
         StreamInput(dim, d, phi_positions, rngs=rngs, eps=eps, std=std) for dim in dims])
-    self.clip_cls = layers.param(_normal(rngs.params(), (s, d), std), (None, "embed"))
+    self.clip_cls = layers.param(layers.normal(rngs.params(), (s, d), std), (None, "embed"))
     self.frame_level = Level(c, rngs=rngs)
     out = s * d
-    self.tl_frame = layers.param(_normal(rngs.params(), (out + dt, 3), std), ("embed", None))
+    self.tl_frame = layers.param(layers.normal(rngs.params(), (out + dt, 3), std),
+                                 ("embed", None))
     vr_dim = dt if (not c.hierarchical and c.flat_vr_head == "tcls") else out
-    self.vr = layers.param(_normal(rngs.params(), (vr_dim,), std), ("embed",))
+    self.vr = layers.param(layers.normal(rngs.params(), (vr_dim,), std), ("embed",))
     if c.hierarchical:
       clip_positions = c.num_clips if c.clip_position else 0
       self.clip_inputs = nnx.List([
           StreamInput(d, d, clip_positions, rngs=rngs, eps=eps, std=std) for _ in range(s)])
       self.clip_level = None if c.share_encoders else Level(c, rngs=rngs)
       heads = 2 if c.tl_head == "boundary" else 1
-      self.tl_clip = layers.param(_normal(rngs.params(), (out + dt, heads), std),
+      self.tl_clip = layers.param(layers.normal(rngs.params(), (out + dt, heads), std),
                                   ("embed", None))
 
   # -------------------------------------------------------------------------------------

@@ -375,8 +375,9 @@ class TransformerConfig:
     return self.dropout_rate > 0 or self.attention_dropout_rate > 0
 
 
-def _normal_kernel(key: jax.Array, shape: tuple[int, ...], std: float,
-                   dtype: Any) -> jax.Array:
+def normal(key: jax.Array, shape: tuple[int, ...], std: float,
+           dtype: Any = jnp.float32) -> jax.Array:
+  """N(0, std²) of ``shape``: BERT's initialiser of kernels and embeddings."""
   return std * jax.random.normal(key, shape, dtype)
 
 
@@ -512,10 +513,10 @@ class Attention(nnx.Module):
     h, d = c.num_heads, c.head_size
     for name, fan_in in (("query", e), ("key", k), ("value", k)):
       setattr(self, f"{name}_kernel",
-              param(_normal_kernel(rngs.params(), (fan_in, h, d), c.init_std, pd),
+              param(normal(rngs.params(), (fan_in, h, d), c.init_std, pd),
                     ("embed", "heads", "kv")))
       setattr(self, f"{name}_bias", param(jnp.zeros((h, d), pd), ("heads", "kv")))
-    self.out_kernel = param(_normal_kernel(rngs.params(), (h, d, e), c.init_std, pd),
+    self.out_kernel = param(normal(rngs.params(), (h, d, e), c.init_std, pd),
                             ("heads", "kv", "embed"))
     self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
 
@@ -574,10 +575,10 @@ class Mlp(nnx.Module):
     c = config
     e, m, pd = c.embed_dim, c.mlp_dim, c.param_dtype
     self.dtype, self.activation = jnp.dtype(c.dtype), c.activation
-    self.in_kernel = param(_normal_kernel(rngs.params(), (e, m), c.init_std, pd),
+    self.in_kernel = param(normal(rngs.params(), (e, m), c.init_std, pd),
                            ("embed", "mlp"))
     self.in_bias = param(jnp.zeros((m,), pd), ("mlp",))
-    self.out_kernel = param(_normal_kernel(rngs.params(), (m, e), c.init_std, pd),
+    self.out_kernel = param(normal(rngs.params(), (m, e), c.init_std, pd),
                             ("mlp", "embed"))
     self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
 

@@ -249,22 +249,19 @@ def resolve_checkpoint(path_or_dir: str | None) -> str:
   return directory
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
-  return std * jax.random.normal(key, shape, jnp.float32)
-
 
 class Embeddings(nnx.Module):
   """BERT's input embeddings: LN(word + position + token type); dropout is the caller's."""
 
   def __init__(self, c: TextConfig, *, rngs: nnx.Rngs):
     e = c.hidden
-    self.word = layers.param(_normal(rngs.params(), (c.vocab_size, e), c.init_std),
+    self.word = layers.param(layers.normal(rngs.params(), (c.vocab_size, e), c.init_std),
                              ("vocab", "embed"))
     # Positions and token types are short tables: their rows stay replicated.
-    self.position = layers.param(_normal(rngs.params(), (c.max_positions, e), c.init_std),
+    self.position = layers.param(layers.normal(rngs.params(), (c.max_positions, e), c.init_std),
                                  (None, "embed"))
     self.token_type = layers.param(
-        _normal(rngs.params(), (c.type_vocab_size, e), c.init_std), (None, "embed"))
+        layers.normal(rngs.params(), (c.type_vocab_size, e), c.init_std), (None, "embed"))
     self.norm = layers.LayerNorm(e, eps=c.layer_norm_eps)
 
   def __call__(self, tokens_bl: jax.Array, types_bl: jax.Array | None = None) -> jax.Array:
@@ -287,7 +284,7 @@ class MlmHead(nnx.Module):
     e = c.hidden
     self.dtype, self.activation = jnp.dtype(c.dtype), c.activation
     # [E, E]: under FSDP the first dim takes "data"; the second stays replicated.
-    self.transform_kernel = layers.param(_normal(rngs.params(), (e, e), c.init_std),
+    self.transform_kernel = layers.param(layers.normal(rngs.params(), (e, e), c.init_std),
                                          ("embed", "embed"))
     self.transform_bias = layers.param(jnp.zeros((e,)), ("embed",))
     self.norm = layers.LayerNorm(e, eps=c.layer_norm_eps)
