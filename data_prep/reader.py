@@ -91,6 +91,96 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
   return ds.map(_flatten_example)
 
 
+# TFRecord framing per record: uint64 length, uint32 CRC of the length, data, uint32 CRC.
+_FRAMING_BYTES = 16
+_REBUILD = "re-run hvt-prepare (or tfds build) to rebuild the dataset"
+
+
+def _scan_tfrecord(path: str) -> tuple[int, str]:
+  """(complete records, "" or what is wrong) from the record headers alone (one seek per
+  record; the data and its checksums are not read)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  size = tf.io.gfile.stat(path).length
+  records, pos = 0, 0
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while pos < size:
+      header = f.read(12)
+      if len(header) < 12:
+        return records, f"ends inside a record header at byte {pos} of {size}"
+      (length,) = struct.unpack("<Q", header[:8])
+      end = pos + 12 + length + 4
+      if end > size:
+        return records, (f"record {records} needs bytes {pos}-{end} but the file has {size} "
+                         "(truncated)")
+      f.seek(end)
+      pos, records = end, records + 1
+  return records, ""
+
+
+def shard_problems(dataset_dir: str) -> list[str]:
+  """What is wrong with the TFRecord shards that a dataset's ``dataset_info.json`` lists.
+
+  Every listed shard must exist and be non-empty, and each split's files must add up to its
+  recorded ``numBytes`` plus the TFRecord framing (16 bytes per record): one ``stat`` per
+  shard. Only when a split's total is off are its shards' record headers scanned, to name
+  the damaged file (a split that scans clean is accepted).
+
+  Returns:
+    One line per damaged shard (path and what is wrong); [] when all are intact.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  info = tfds.builder_from_directory(os.fspath(dataset_dir)).info
+  problems = []
+  for name, split in info.splits.items():
+    paths = [os.fspath(p) for p in split.filepaths]
+    lengths = [int(n) for n in split.shard_lengths]
+    sizes, where = [], f"split {name!r}"
+    for path, n in zip(paths, lengths):
+      if not tf.io.gfile.exists(path):
+        problems.append(f"shard {path} ({where}, {n} records) is missing")
+      elif (size := tf.io.gfile.stat(path).length) == 0 and n:
+        problems.append(f"shard {path} ({where}, {n} records) is empty")
+      else:
+        sizes.append(size)
+    if len(sizes) < len(paths) or not split.num_bytes:
+      continue
+    if sum(sizes) == int(split.num_bytes) + _FRAMING_BYTES * sum(lengths):
+      continue
+    for path, n in zip(paths, lengths):
+      records, wrong = _scan_tfrecord(path)
+      if wrong or records != n:
+        problems.append(f"shard {path} ({where}) {wrong or 'is damaged'}: {records} complete "
+                        f"records of the {n} dataset_info.json lists")
+  return problems
+
+
+def check_shards(dataset_dir: str) -> None:
+  """Raises before any step if a listed shard is missing, empty or truncated
+  (``shard_problems``).
+
+  Raises:
+    FileNotFoundError: a shard is missing, empty or truncated; the message names it and says
+      how to rebuild the dataset.
+  """
+  problems = shard_problems(dataset_dir)
+  if problems:
+    more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])})" if problems[1:] else ""
+    raise FileNotFoundError(f"dataset {dataset_dir}: {problems[0]}{more}; {_REBUILD}")
+
+
+def read_error(dataset_dir: str, error: Exception) -> Exception:
+  """A read error met mid-run (``tf.errors.DataLossError``, ``NotFoundError``), as a
+  FileNotFoundError naming the damaged shard (found by ``shard_problems``) or, when the shards
+  look intact (a corrupt record inside), the dataset."""
+  problems = shard_problems(dataset_dir)
+  cause = " ".join(str(getattr(error, "message", error)).split())[:300]
+  what = problems[0] if problems else "a record failed to read (shard sizes are intact)"
+  return FileNotFoundError(f"reading dataset {dataset_dir} failed: {what}; {_REBUILD} "
+                           f"(TensorFlow: {cause})")
+
+
 def _is_dataset_dir(path: pathlib.Path) -> bool:
   return (path / "dataset_info.json").is_file() and (path / METADATA_FILE).is_file()
 

@@ -106,21 +106,12 @@ def _hf_bert(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
 
 
 def _checkpoint(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
-  """The ``params`` of an hvt_jax checkpoint (latest step of a workdir, or a step dir)."""
+  """The ``params`` of an hvt_jax checkpoint: the latest complete step of a run (or of its
+  ``checkpoints`` dir), or one step dir, which must be complete (``hvt_jax.checkpoints``)."""
   del target
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(entry["source"])
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
-  steps = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
-  if steps and not os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
-    path = os.path.join(path, str(steps[-1]))
-  item = os.path.join(path, "default")
-  if not os.path.isdir(item):
-    raise FileNotFoundError(f"init_from {entry['source']}: no orbax checkpoint found "
-                            f"(looked for {item})")
-  with ocp.StandardCheckpointer() as ckptr:
-    tree = ckptr.restore(item)
+  from hvt_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  step_dir, _ = checkpoints.resolve(entry["source"], what=f"init_from {entry['source']}")
+  tree = checkpoints.restore(step_dir)
   return {k: np.asarray(v) for k, v in flatten(tree["params"]).items()}
 
 

@@ -27,10 +27,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import nnx
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hvt_jax import models, pretrained, schedules, sharding
+from data_prep import reader
+from hvt_jax import checkpoints, models, pretrained, schedules, sharding
 from hvt_jax.evaluation import evaluators
 from hvt_jax.input import pipeline
 
@@ -81,6 +81,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
       raise ValueError(f"config.{key}={config[key]} is not divisible by the mesh's data "
                        f"axis ({mesh.shape['data']} devices)")
   data_dir, meta = pipeline.dataset_info(config)
+  reader.check_shards(data_dir)        # a missing or truncated shard: now, not steps later
   meta = dict(meta, data_dir=data_dir)
   steps_per_epoch = max(1, pipeline.num_train_examples(config, meta) // config.batch_size)
   num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
@@ -167,56 +168,11 @@ def make_train_step(s: Setup) -> Callable[[State, dict[str, jax.Array]], tuple[S
                  donate_argnums=0)
 
 
-def _is_complete_step(path: str) -> bool:
-  """Whether an orbax step directory was committed: its ``_CHECKPOINT_METADATA`` records a
-  commit time and every item it lists has its own ``_METADATA`` and ``manifest.ocdbt``.
-
-  Orbax writes a step into ``N.orbax-checkpoint-tmp*`` and renames it when done, but a copy
-  made outside that protocol (a file sync, an interrupted ``cp -r``) can leave ``N/``
-  without these markers, and ``CheckpointManager.latest_step`` would still return it.
-  """
-  try:
-    with open(os.path.join(path, "_CHECKPOINT_METADATA"), encoding="utf-8") as f:
-      meta = json.load(f)
-  except (OSError, ValueError):
-    return False
-  items = meta.get("item_handlers") or {"default": None}
-  return bool(meta.get("commit_timestamp_nsecs")) and all(
-      os.path.isfile(os.path.join(path, item, name))
-      for item in items for name in ("_METADATA", "manifest.ocdbt"))
-
-
-def set_aside_incomplete_steps(directory: str) -> list[str]:
-  """Renames step directories that were never committed to ``N.incomplete-<time>``.
-
-  They are kept (never deleted: the user may want them), but no longer count as steps, so a
-  resume continues from the last complete checkpoint and a later save of step N is not
-  blocked. Process 0 renames; every process then sees the same directory.
-
-  Returns:
-    The new paths of the directories set aside (each also logged as a warning).
-  """
-  moved = []
-  if jax.process_index() == 0 and os.path.isdir(directory):
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for name in sorted(os.listdir(directory)):
-      path = os.path.join(directory, name)
-      if name.isdigit() and os.path.isdir(path) and not _is_complete_step(path):
-        new = f"{path}.incomplete-{stamp}"
-        os.rename(path, new)
-        logging.warning("checkpoint step %s in %s has no commit markers (an interrupted copy?):"
-                        " set aside as %s; resuming from the last complete step", name,
-                        directory, new)
-        moved.append(new)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("hvt_jax:set_aside_incomplete_steps")
-  return moved
-
-
 def checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
-  """The run's orbax manager; incomplete step directories are set aside first."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  set_aside_incomplete_steps(directory)
+  """The trainer's orbax manager (the run's only writer); step directories that were never
+  committed are set aside first (``checkpoints.set_aside_incomplete``)."""
+  directory = os.path.join(os.path.abspath(workdir), checkpoints.CHECKPOINTS)
+  checkpoints.set_aside_incomplete(directory)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.checkpoint.max_to_keep,
       save_interval_steps=config.checkpoint.every_steps,
@@ -241,7 +197,7 @@ def _path_str(path: tuple[Any, ...]) -> str:
   return "/".join(parts)
 
 
-def _check_restorable(mngr: ocp.CheckpointManager, step: int, target: State,
+def _check_restorable(step_dir: str, target: State,
                       changed: dict[str, tuple[Any, Any]]) -> None:
   """Raises one clear ValueError when the checkpoint's arrays do not fit ``target``.
 
@@ -249,12 +205,10 @@ def _check_restorable(mngr: ocp.CheckpointManager, step: int, target: State,
   ``model.reconstruction``, ...) cannot be resumed; the message names the first differing
   array, both shapes and the config fields that changed since the checkpoint was written.
   """
-  meta = mngr.item_metadata(step)
-  meta = getattr(meta, "tree", meta)
-  if meta is None:
+  shapes = checkpoints.saved_shapes(step_dir)
+  if shapes is None:
     return
-  saved = {_path_str(k): tuple(v.shape) for k, v in
-           jax.tree_util.tree_flatten_with_path(meta)[0] if hasattr(v, "shape")}
+  saved = {_path_str(k): v for k, v in shapes.items()}
   wanted = {_path_str(k): tuple(v.shape)
             for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
   keys = sorted(set(saved) | set(wanted), key=lambda k: (not k.startswith("params/"), k))
@@ -262,30 +216,37 @@ def _check_restorable(mngr: ocp.CheckpointManager, step: int, target: State,
               "under this config" for k in keys if saved.get(k) != wanted.get(k)]
   if problems:
     fields = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()) or "none"
-    raise ValueError(f"cannot resume step {step} from {mngr.directory}: {problems[0]}"
+    raise ValueError(f"cannot restore step {os.path.basename(step_dir)} ({step_dir}): "
+                     f"{problems[0]}"
                      f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
                      f"config fields changed since it was written: {fields}. Revert them "
                      "or use a new --workdir.")
 
 
-def restore_or_init(s: Setup, mngr: ocp.CheckpointManager, step: int | None = None,
-                    changed: dict[str, tuple[Any, Any]] | None = None) -> State:
-  """Sources in order: ``step``/the workdir's latest checkpoint, then fresh init.
+def restore(s: Setup, step_dir: str, changed: dict[str, tuple[Any, Any]] | None = None
+            ) -> State:
+  """The state saved in a complete step directory (``checkpoints.resolve``), placed with the
+  target shardings; read-only on the run's checkpoints.
 
   Args:
-    changed: config fields changed since the checkpoints were written (named in the error
+    changed: config fields changed since the checkpoint was written (named in the error
       when their shapes no longer fit).
   """
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    return init_state(s)
-  if step not in mngr.all_steps():
-    raise FileNotFoundError(f"no checkpoint for step {step} in {mngr.directory} "
-                            f"(available: {sorted(mngr.all_steps())})")
   target = abstract_state(s)
-  _check_restorable(mngr, step, target, changed or {})
-  logging.info("restoring step %d from %s", step, mngr.directory)
-  return mngr.restore(step, args=ocp.args.StandardRestore(target))
+  _check_restorable(step_dir, target, changed or {})
+  logging.info("restoring %s", step_dir)
+  return checkpoints.restore(step_dir, target)
+
+
+def restore_or_init(s: Setup, mngr: ocp.CheckpointManager, step: int | None = None,
+                    changed: dict[str, tuple[Any, Any]] | None = None) -> State:
+  """``step`` (or the latest complete step) of ``mngr``'s directory; fresh init when
+  ``step`` is None and the run has no complete step."""
+  directory = str(mngr.directory)
+  if step is None and not checkpoints.complete_steps(directory):
+    return init_state(s)
+  step_dir, _ = checkpoints.resolve(directory, step)
+  return restore(s, step_dir, changed)
 
 
 class _StopSignals:
@@ -426,8 +387,42 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, resumed_step:
 
 
 def _latest_step(mngr: ocp.CheckpointManager) -> str | None:
-  latest = mngr.latest_step()
-  return None if latest is None else os.path.join(str(mngr.directory), str(latest))
+  steps = checkpoints.complete_steps(str(mngr.directory))
+  return os.path.join(str(mngr.directory), str(steps[-1])) if steps else None
+
+
+def _input_position(config: ml_collections.ConfigDict, step_dir: str | None, step: int,
+                    changed: dict[str, tuple[Any, Any]]) -> int:
+  """Training examples consumed (all processes) before ``step``: what the checkpoint
+  recorded, so a resume continues exactly after them whatever the batch size is now.
+
+  Checkpoints written before the count was recorded fall back to ``step`` × the batch size
+  they were trained with (the recorded config's, ``changed``).
+  """
+  if step_dir is None:
+    return 0
+  saved = checkpoints.custom_metadata(step_dir).get("input", {})
+  if "examples" in saved:
+    consumed = int(saved["examples"])
+    if int(saved.get("processes", jax.process_count())) != jax.process_count():
+      logging.warning("resuming on %d processes a run saved on %s: each process reads another"
+                      " slice of the split, so the resumed input is not the continuation of "
+                      "the saved one", jax.process_count(), saved["processes"])
+  else:
+    old_batch = changed.get("batch_size", (config.batch_size,))[0] or config.batch_size
+    consumed = step * int(old_batch)
+  return consumed
+
+
+def _log_resume(config: ml_collections.ConfigDict, s: Setup, step: int, consumed: int,
+                changed: dict[str, tuple[Any, Any]]) -> None:
+  epoch, offset = divmod(consumed, max(pipeline.num_train_examples(config, s.meta), 1))
+  msg = (f"resuming at step {step} after {consumed} training examples (epoch {epoch}, "
+         f"example {offset}): the input continues after them")
+  if "batch_size" in changed:
+    old, new = changed["batch_size"]
+    msg += f" with batch_size {new} (was {old})"
+  (logging.warning if "batch_size" in changed else logging.info)(msg)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -442,10 +437,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   with _StopSignals() as stop:
     s = setup(config)                   # config and data errors: before anything is written
+    evals = evaluators.from_config(config, s)   # their splits and options too
     os.makedirs(workdir, exist_ok=True)
     mngr = checkpoint_manager(workdir, config)
     try:
-      return _train_loop(config, workdir, s, mngr, stop)
+      return _train_loop(config, workdir, s, mngr, evals, stop)
     except _NonFinite as e:
       mngr.wait_until_finished()
       raise FloatingPointError(e.describe(_latest_step(mngr))) from None
@@ -455,12 +451,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
-                mngr: ocp.CheckpointManager, stop: _StopSignals) -> dict[str, float]:
-  resumed = mngr.latest_step()
+                mngr: ocp.CheckpointManager, evals: list[Any],
+                stop: _StopSignals) -> dict[str, float]:
+  step_dir = _latest_step(mngr)
+  resumed = None if step_dir is None else int(os.path.basename(step_dir))
   changed = config_changes(workdir, config) if resumed is not None else {}
-  state = restore_or_init(s, mngr, changed=changed)
+  state = init_state(s) if step_dir is None else restore(s, step_dir, changed)
   record_config(workdir, config, resumed, changed)
   start = int(jax.device_get(state["step"]))
+  consumed = _input_position(config, step_dir, start, changed)
+  if step_dir is not None:
+    _log_resume(config, s, start, consumed, changed)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   if start == 0:
@@ -472,9 +473,9 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
 
   step_fn = make_train_step(s)
   input_stats = pipeline.InputStats()
-  batches = pipeline.iterate(pipeline.train_dataset(config, start), s.mesh,
-                             pipeline.get_view(config.model.name), input_stats)
-  evals = evaluators.from_config(config, s)
+  batches = pipeline.iterate(
+      pipeline.train_dataset(config, consumed // jax.process_count()), s.mesh,
+      pipeline.get_view(config.model.name), input_stats, data_dir=s.data_dir)
   hooks = []
   if jax.process_index() == 0:
     hooks.append(periodic_actions.ReportProgress(num_train_steps=s.num_train_steps,
@@ -490,6 +491,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = step_fn(state, batch)
       step += 1
+      consumed += config.batch_size
       if step == start + 1:
         logging.info("first step (compile + run) took %.1f s", time.time() - t0)
       buffer.add(step, metrics)
@@ -506,7 +508,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
       preempted = stop.requested or mngr.reached_preemption(step)
       if preempted or last or step % config.checkpoint.every_steps == 0:
         buffer.flush()  # never checkpoint a non-finite state
-        mngr.save(step, args=ocp.args.StandardSave(state), force=preempted or last)
+        mngr.save(step, args=ocp.args.StandardSave(state), force=preempted or last,
+                  custom_metadata={"input": {"examples": consumed,
+                                             "batch_size": config.batch_size,
+                                             "processes": jax.process_count()}})
       if preempted:
         stop.requested = stop.requested or "preemption"
         break
@@ -558,18 +563,21 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None,
                         splits: list[str] | None = None) -> dict[str, float]:
-  """Restores a checkpoint (latest by default) and runs the configured evaluators."""
+  """Restores a complete checkpoint (latest by default) and runs the configured evaluators.
+
+  Read-only on the run's checkpoints (no orbax manager, no clean-up): safe beside a trainer
+  that is writing to the same workdir. Metrics, predictions and plots go to
+  ``<workdir>/eval/<split>/``.
+
+  Raises:
+    FileNotFoundError: the run has no complete checkpoint, or ``step`` does not exist.
+    ValueError: ``step`` is incomplete, or an evaluator's split or options are wrong.
+  """
   s = setup(config)
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint in {directory}; train first with "
-                            f"hvt-train --workdir {workdir}")
-  mngr = checkpoint_manager(workdir, config)
-  if mngr.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with "
-                            f"hvt-train --workdir {workdir}")
-  state = restore_or_init(s, mngr, step, changed=config_changes(workdir, config))
   evals = evaluators.from_config(config, s, splits=splits)
+  step_dir, _ = checkpoints.resolve(os.path.join(workdir, checkpoints.CHECKPOINTS), step,
+                                    what=f"--workdir {workdir}")
+  state = restore(s, step_dir, changed=config_changes(workdir, config))
   writer = metric_writers.create_default_writer(
       os.path.join(workdir, "eval"), just_logging=jax.process_index() > 0)
   with jax.set_mesh(s.mesh):

@@ -281,7 +281,7 @@ def test_per_sentence_view_epochs_cover_every_sentence_once_and_resume_exactly(p
   assert len({(i, s) for i, s, _ in first}) == n                       # every sentence once
   assert [(i, s) for i, s, _ in stream[n:2 * n]] != [(i, s) for i, s, _ in first]
   for start in (1, n // 4, n // 4 + 1, steps - 2):                   # resume anywhere
-    resumed = _examples(pipeline.train_dataset(c, start).take(2).as_numpy_iterator())
+    resumed = _examples(pipeline.train_dataset(c, 4 * start).take(2).as_numpy_iterator())
     assert resumed == stream[4 * start:4 * start + 8], start
   # The view's seed differs per epoch (same record, same sentence, other draw).
   by_epoch = [{(i, s): d for i, s, d in stream[e * n:(e + 1) * n]} for e in range(2)]

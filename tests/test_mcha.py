@@ -295,7 +295,7 @@ def test_training_stream_resumes_at_the_same_examples(data_dir):
   at step 3 equals the uninterrupted stream's batches from step 3 on (epoch boundary too)."""
   c = _config(data_dir)
   full = list(pipeline.train_dataset(c, 0).take(6).as_numpy_iterator())
-  resumed = list(pipeline.train_dataset(c, 3).take(3).as_numpy_iterator())
+  resumed = list(pipeline.train_dataset(c, 3 * c.batch_size).take(3).as_numpy_iterator())
   for a, b in zip(full[3:], resumed):
     for k in ("tokens", "motion_features", "video_index"):
       np.testing.assert_array_equal(a[k], b[k])

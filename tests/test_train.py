@@ -19,7 +19,7 @@ import pytest
 
 from configs.fse import demo as fse_demo
 from configs.hse import demo as hse_demo
-from hvt_jax import train
+from hvt_jax import checkpoints, train
 from hvt_jax.input import pipeline
 from tests import tiny_data
 
@@ -152,10 +152,10 @@ def test_resume_continues_exactly(data_dir, tmp_path):
   assert (resumed / "eval" / "val" / "recall_curve.png").stat().st_size > 1000
 
 
-def test_train_dataset_position_is_a_function_of_step(data_dir):
+def test_train_dataset_position_is_a_function_of_the_example_position(data_dir):
   c = _config(data_dir)
   full = list(pipeline.train_dataset(c, 0).take(7).as_numpy_iterator())
-  later = list(pipeline.train_dataset(c, 5).take(2).as_numpy_iterator())
+  later = list(pipeline.train_dataset(c, 5 * c.batch_size).take(2).as_numpy_iterator())
   for a, b in zip(full[5:], later):
     np.testing.assert_array_equal(a["paragraph_tokens"], b["paragraph_tokens"])
   # 40 examples, batch 8: epoch boundary after 5 batches; epoch 2 is ordered differently.
@@ -246,7 +246,7 @@ def test_nan_right_after_a_checkpoint_names_a_checkpoint_that_exists(data_dir, t
   assert re.match(r"non-finite loss = nan, .* at step 3; last good", msg), msg
   named = msg.rsplit("last good checkpoint: ", 1)[1]
   assert named == str(tmp_path / "checkpoints" / "2"), msg
-  assert train._is_complete_step(named)
+  assert checkpoints.is_complete(named)
   s = train.setup(c)
   state = train.restore_or_init(s, train.checkpoint_manager(str(tmp_path), c))
   assert int(state["step"]) == 2
@@ -261,12 +261,12 @@ def test_incomplete_step_directory_is_set_aside_and_resume_continues(data_dir, t
   (ckpt / "6" / "_CHECKPOINT_METADATA").unlink()
   for marker in (ckpt / "6").rglob("commit_success.txt"):
     marker.unlink()
-  assert not train._is_complete_step(str(ckpt / "6"))
+  assert not checkpoints.is_complete(str(ckpt / "6"))
   c6 = _config(data_dir, num_train_steps=6)
   train.train_and_evaluate(c6, str(tmp_path))        # resumes from 4, saves 6 again
   aside = list(ckpt.glob("6.incomplete-*"))
   assert len(aside) == 1 and not (aside[0] / "_CHECKPOINT_METADATA").exists()
-  assert train._is_complete_step(str(ckpt / "6"))
+  assert checkpoints.is_complete(str(ckpt / "6"))
   s = train.setup(c6)
   assert int(train.restore_or_init(s, train.checkpoint_manager(str(tmp_path), c6))["step"]) == 6
 
@@ -288,7 +288,7 @@ def test_resume_keeps_config_history_warns_and_refuses_shape_changes(data_dir, t
   bigger = _config(data_dir, num_train_steps=6)
   bigger.schedule.learning_rate = 5e-4
   bigger.model.hidden = 48
-  with pytest.raises(ValueError, match=r"cannot resume step 4 .*: params/\S+: \(.*32.*\) in the "
+  with pytest.raises(ValueError, match=r"cannot restore step 4 .*: params/\S+: \(.*32.*\) in the "
                      r"checkpoint, \(.*48.*\) under this config .*model.hidden \(32 -> 48\)"):
     train.train_and_evaluate(bigger, str(tmp_path))
   assert len(list(tmp_path.glob("config.resume-*.json"))) == 1   # a refused resume: no record

@@ -106,8 +106,34 @@ EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS, **moments
               "caption": captioning.CaptioningEvaluator}
 
 
+def _check_splits(setup: Any, name: str, cfg: dict[str, Any], splits: list[str]) -> None:
+  """Every split an evaluator reads (``split``, or ``--split``, and options named
+  ``*_split``/``*_splits``) is a non-empty split of the dataset."""
+  available = setup.meta["splits"]
+  named = [(f"config.evals.{name}.split" if len(splits) == 1 else "--split", s)
+           for s in splits]
+  for key, value in cfg.items():
+    if key.endswith(("_split", "_splits")):
+      named += [(f"config.evals.{name}.{key}", s)
+                for s in ([value] if isinstance(value, str) else value)]
+  for where, split in named:
+    if split not in available or not available[split]:
+      problem = "is not a split of" if split not in available else "has no records in"
+      raise ValueError(f"{where}={split!r} {problem} dataset {setup.data_dir} (splits with "
+                       f"records: {sorted(k for k, v in available.items() if v)})")
+
+
 def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> list[Any]:
-  """Builds ``config.evals`` (``{name: {type, split, ...}}``), optionally for other splits."""
+  """Builds ``config.evals`` (``{name: {type, split, ...}}``), optionally for other splits.
+
+  Everything an evaluator needs that can be checked without running it is checked here,
+  so the trainer calls this before its first step: the type, the splits it reads (they
+  must exist in the dataset and have records), and the evaluator's own options (its
+  prediction function, the model and dataset fields it needs: each constructor raises).
+
+  Raises:
+    ValueError: naming the ``config.evals.<name>`` field that is wrong.
+  """
   out = []
   for name, cfg in config.get("evals", {}).items():
     cfg = dict(cfg)
@@ -115,6 +141,7 @@ def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> lis
     if kind not in EVALUATORS:
       raise ValueError(f"config.evals.{name}.type={kind!r}; valid: {sorted(EVALUATORS)}")
     split = cfg.pop("split")
+    _check_splits(setup, name, cfg, splits or [split])
     for s in (splits or [split]):
       try:
         out.append(EVALUATORS[kind](setup, s, **cfg))

@@ -8,7 +8,7 @@ Train: this process's contiguous slice of the split; each epoch the records are 
 with seed (config.seed, epoch), every record is viewed with a seed of its own (config.seed,
 epoch, record index) for stateless random ops, and the examples are shuffled again at
 example level; the stream is a pure function of the example position, so a resumed run
-continues at exactly the next example (``start_step × batch``).
+continues at exactly the next example (the position its checkpoint recorded).
 Eval: every example exactly once, the last batch padded with ``example_mask = False``.
 
 Every example carries ``video_index`` (int32: the record's index in its split, so losses can
@@ -212,20 +212,25 @@ def _mix(*values) -> tf.Tensor:
   return h
 
 
-def train_dataset(config: Any, start_step: int = 0) -> tf.data.Dataset:
-  """Infinite training stream of local batches, positioned at ``start_step``.
+def train_dataset(config: Any, position: int = 0) -> tf.data.Dataset:
+  """Infinite training stream of local batches, starting after ``position`` examples.
 
   Each epoch is shuffled with seed ``config.seed + epoch`` (records, then examples), so the
   order is a pure function of the example position: a resumed run skips to exactly the
   example where the previous one stopped (at most one epoch of records is skipped before
-  decoding into views).
+  decoding into views), whatever the batch size was before.
+
+  Args:
+    position: examples of this process's stream already consumed (the trainer records the
+      count in each checkpoint; a run that never changed its batch size is at
+      ``step × local batch``).
   """
   sp = _split(config, config.input.train_split)
   batch = local_batch_size(config.batch_size)
   if sp.local_examples < batch:
     raise ValueError(f"split {config.input.train_split!r} has {sp.local_examples} examples "
                      f"on this process, fewer than one batch ({batch})")
-  first_epoch, offset = divmod(start_step * batch, sp.local_examples)
+  first_epoch, offset = divmod(position, sp.local_examples)
   record_buffer = min(config.input.shuffle_buffer, sp.local_records)
   example_buffer = min(config.input.shuffle_buffer, sp.local_examples)
   seed = int(config.seed)
@@ -296,14 +301,32 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def iterate(ds: tf.data.Dataset, mesh: Mesh, view: View, stats: InputStats | None = None
+def _batches(ds: tf.data.Dataset, data_dir: str | None) -> Iterator[dict[str, np.ndarray]]:
+  """``ds.as_numpy_iterator()``; a damaged shard met mid-run raises a FileNotFoundError
+  naming it (``reader.read_error``) instead of TensorFlow's file-less DataLossError."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
+      if data_dir is None:
+        raise
+      raise reader.read_error(data_dir, e) from None
+    yield batch
+
+
+def iterate(ds: tf.data.Dataset, mesh: Mesh, view: View, stats: InputStats | None = None,
+            data_dir: str | None = None
             ) -> Iterator[tuple[dict[str, jax.Array], dict[str, np.ndarray]]]:
   """Yields (global device batch, process-local host batch).
 
   The host batch holds ``view.host_only`` keys (``video_id``, statistics) plus
   ``example_mask`` and ``video_index``; ``stats`` (if given) counts truncated examples.
+  ``data_dir`` (the dataset read) lets a read error name the damaged shard.
   """
-  for batch in ds.as_numpy_iterator():
+  for batch in _batches(ds, data_dir):
     if stats is not None:
       stats.update(batch)
     host = {k: batch[k] for k in (*view.host_only, "example_mask", "video_index")
