@@ -64,7 +64,7 @@ def main() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
   from hvt_jax.models import mcha  # pylint: disable=g-import-not-at-top
@@ -78,7 +78,6 @@ def main() -> None:
     key, _, value = item.partition("=")
     c.update_from_flattened_dict({key: ast.literal_eval(value)})
   s = train.setup(c)
-  mngr = train.checkpoint_manager(args.workdir, c)
 
   def first_rows(split: str, n: int) -> dict[str, jax.Array]:
     ds, _, _ = pipeline.eval_dataset(c, split)
@@ -93,8 +92,9 @@ def main() -> None:
   n = int(val["example_mask"].shape[0])
   real = jnp.ones(n, bool)
   init = train.init_state(s)
-  for step in [0, *sorted(mngr.all_steps())]:
-    params = (init if step == 0 else train.restore_or_init(s, mngr, step))["params"]
+  for step in [0, *checkpoints.complete_steps(args.workdir)]:
+    params = (init if step == 0 else train.restore(
+        s, checkpoints.resolve(args.workdir, step)[0]))["params"]
     model = nnx.merge(s.graphdef, params)
     q, cand = model.encode_query(val), model.encode_candidate(val)
     row: dict[str, float] = {"step": step}
