@@ -510,6 +510,14 @@ def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path):
     meta = reader.load_metadata(path)
     meta.pop("vocab_file")
     runs[workers] = (data_fixtures.shard_examples(path), meta, counter.summary())
+    # Plain and Beam shards add up to dataset_info.json's numBytes plus the TFRecord framing
+    # (the start-up check's fast path), and intact shards are accepted.
+    info = json.loads((pathlib.Path(path) / "dataset_info.json").read_text())
+    for split in info["splits"]:
+      files = pathlib.Path(path).glob(f"toy-{split['name']}.tfrecord-*")
+      assert sum(f.stat().st_size for f in files) == int(split["numBytes"]) + 16 * sum(
+          int(n) for n in split["shardLengths"]), (workers, split["name"])
+    assert reader.shard_problems(path) == []
   assert runs[1] == runs[2]
   shards, meta, summary = runs[2]
   assert summary == meta["counts"]
