@@ -200,6 +200,16 @@ def test_duration_buckets():
     moments.duration_edges(np.zeros(3), (10, 5))
 
 
+def test_given_duration_edges_count_videos_outside_them_in_the_outer_buckets(caplog):
+  data = _data([40.0, 60.0, 300.0], [0, 1, 2], [[0, 10]] * 3)
+  rows = [np.array([[i, 0.0, 10.0, 1.0]]) for i in range(3)]
+  with caplog.at_level("WARNING"):
+    m = moments.moment_metrics(data, np.ones(3), rows, rows, buckets=(0, 50, 200))
+  assert m["by_duration/0-50s/num_queries"] == 1.0
+  assert m["by_duration/50-200s/num_queries"] == 2.0     # the 300 s video too
+  assert "1 queries have a video outside duration_buckets [0, 200] s" in caplog.text
+
+
 def _real_query_durations(root):
   """[Q] float32 video duration of every query of TVR val (from tvr_video2dur_idx.json) and
   of ActivityNet Captions val_1 (one query per sentence), as the evaluator stores them."""

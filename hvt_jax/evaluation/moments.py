@@ -403,7 +403,7 @@ def moment_metrics(data: CorpusData, ranks: np.ndarray, vcmr: list[np.ndarray],
   lo, hi = edges[[0, -1]].astype(video_dur.dtype)     # float32 durations: float32 edges
   outside = (video_dur < lo) | (video_dur > hi)
   if not isinstance(buckets, (int, np.integer)) and outside.any():
-    logging.warning("moments: %d queries' videos lie outside duration_buckets [%g, %g] s; "
+    logging.warning("moments: %d queries have a video outside duration_buckets [%g, %g] s; "
                     "counted in the outer buckets", outside.sum(), edges[0], edges[-1])
   for b in range(len(edges) - 1):
     sel = np.flatnonzero(which == b)
