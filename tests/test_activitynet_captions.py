@@ -2,7 +2,8 @@
 
 The features are written by the tests in both shipped layouts (one C3D HDF5 file keyed by
 "v_<id>" with a "c3d_features" dataset, and a directory of per-video .npy files), for a subset
-of the real videos that includes the known quirky ones. Expected repair/skip counts are
+of the real videos that includes the known quirky ones (the committed excerpts of the real
+files, tests/testdata, which keep every quirky video). Expected repair/skip counts are
 computed here from the json, independently of the converter.
 """
 
@@ -66,14 +67,14 @@ class Fixture:
     assert len(val[self.quirky["val_most_sentences"][0]]["sentences"]) == 25
     assert val[self.quirky["val_longest"][0]]["duration"] == 745.5
     self.subset = {}
-    for split, first in (("train", 150), ("val_1", 60)):
+    for split, first in (("train", 40), ("val_1", 24)):
       ids = list(self.ann[split])[:first]
       ids += [v for k, vs in self.quirky.items() if k.startswith(split[:3]) for v in vs]
       self.subset[split] = list(dict.fromkeys(ids))
     self.large = set(self.quirky["train_longest"] + self.quirky["val_longest"]
                      + self.quirky["val_most_sentences"])
     tr, va = self.subset["train"], self.subset["val_1"]
-    self.missing = {tr[3], tr[10], tr[77], va[5], va[6]}
+    self.missing = {tr[3], tr[10], tr[37], va[5], va[6]}
     self.nonfinite = {tr[4], tr[20], va[7]}
     self.empty = {tr[30]}
     self.allow = tr + va
@@ -137,8 +138,8 @@ class Fixture:
 
 
 @pytest.fixture(scope="module")
-def fx(shared_data):
-  return Fixture(shared_data)
+def fx(annotations):
+  return Fixture(annotations)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +232,7 @@ def test_val_tokens_use_train_vocab_with_unk(fx, hdf5_dataset):
   val = _load(path, "val_1")
   unk_words = {w for ex in val.values() for s in ex["sentences"] for w in text.word_tokenize(s)
                if w not in vocab}
-  assert unk_words  # 60 val videos use words that 150 train videos never do.
+  assert unk_words  # 24 val videos use words that 40 train videos never do.
   n_unk = sum(tok.count(text.UNK_ID) for ex in val.values() for tok in ex["tokens"])
   n_expected = sum(1 for ex in val.values() for s in ex["sentences"]
                    for w in text.word_tokenize(s) if w not in vocab)
@@ -476,10 +477,11 @@ def test_zeroed_block_in_uncompressed_hdf5_is_counted(tmp_path):
   assert b.shape == (6, 8) and not b[2:4].any() and b[[0, 1, 4, 5]].all()  # Kept as read.
 
 
-def test_zero_length_segments_in_the_real_files(shared_data):
+def test_zero_length_segments_in_the_real_files(each_annotations):
   # The whole real train/val_1 annotation stage (no features): the zero-length segments are
-  # kept and counted with their videos.
-  files = [str(shared_data / "activitynet_captions" / f) for f in ("train.json", "val_1.json")]
+  # kept and counted with their videos (the excerpts keep both videos).
+  _, root = each_annotations
+  files = [str(root / "activitynet_captions" / f) for f in ("train.json", "val_1.json")]
   counter = builder.SkipCounter()
   cleaned = anc.load_annotations(files, counter)
   summary = counter.summary()

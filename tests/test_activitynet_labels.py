@@ -2,7 +2,7 @@
 
 The ActivityNet v1.3 json is hand-written in the official layout (a few leaves under internal
 nodes, training/validation/testing subsets) and joined onto REAL ActivityNet Captions
-annotations (ids taken from the shared train.json / val_1.json).
+annotations (ids taken from the committed excerpts of train.json / val_1.json).
 """
 
 import json
@@ -41,8 +41,8 @@ def _entry(subset: str, anns: list[tuple[float, float, str]], duration: float = 
 
 
 @pytest.fixture(scope="module")
-def real_ids(shared_data: pathlib.Path) -> dict:
-  root = shared_data / "activitynet_captions"
+def real_ids(annotations: pathlib.Path) -> dict:
+  root = annotations / "activitynet_captions"
   train = json.loads((root / "train.json").read_text())
   val = json.loads((root / "val_1.json").read_text())
   return {"train": list(train)[:6], "val_1": list(val)[:2], "train_ann": train,

@@ -38,9 +38,10 @@ def _feature_rows(video_id: str, rows: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real(shared_data):
-  """The real per-video files and a subset of their videos (with the real quirks)."""
-  files = {s: shared_data / "didemo" / f"{s}_data_bwzhang.json" for s in ("train", "val", "test")}
+def real(annotations):
+  """The real per-video files (the committed excerpts) and a subset of their videos (with
+  the real quirks)."""
+  files = {s: annotations / "didemo" / f"{s}_data_bwzhang.json" for s in ("train", "val", "test")}
   data = {s: json.loads(p.read_text()) for s, p in files.items()}
   train_reversed = [v for v, a in data["train"].items()
                     if any(s > e for s, e in a["times"])]
@@ -466,13 +467,14 @@ def test_counts_only_for_converted_videos(tmp_path):
   assert counter.summary()["skipped"]["duplicate annotation_id"] == 1
 
 
-def test_zero_length_rule_on_the_real_files(real):
+def test_zero_length_rule_on_the_real_files(each_annotations):
   # The shared rule (data_prep.common.clean_segment) counts a kept moment with start == end;
   # DiDeMo's inclusive index spans always last >= 1 row, so the real files have none, and a
   # span that clipping would shrink to a point is skipped as outside instead.
-  files, _, _ = real
+  _, root = each_annotations
+  files = [root / "didemo" / f"{s}_data_bwzhang.json" for s in ("train", "val", "test")]
   counter = builder.SkipCounter()
-  didemo.load_annotations([str(p) for p in files.values()], counter)
+  didemo.load_annotations([str(p) for p in files], counter)
   assert common.SEGMENT_ZERO_LENGTH not in counter.summary()["repaired"]
   counter = builder.SkipCounter()
   assert common.clean_segment(3.0, 3.0, 10.0, "v", counter) == [3.0, 3.0]

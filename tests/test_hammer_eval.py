@@ -184,12 +184,77 @@ def test_metrics_hand_made():
 def test_duration_buckets():
   edges = moments.duration_edges(np.array([10.0, 20, 30, 40]), 2)
   np.testing.assert_allclose(edges, [10, 25, 40])
+  # [lo, hi) inside; the outer buckets are open-ended: no duration is left out.
   np.testing.assert_array_equal(moments.bucket_of([10, 24.9, 25, 40, 41, 5], edges),
-                                [0, 0, 1, 1, -1, -1])
+                                [0, 0, 1, 1, 1, 0])
   np.testing.assert_array_equal(moments.bucket_of([0, 500], np.array([0, 60, np.inf])),
                                 [0, 1])
+  # In the durations' precision: float32 2.3 (2.2999999523) is on an edge of 2.3.
+  np.testing.assert_array_equal(
+      moments.bucket_of(np.float32([2.3, 2.2]), np.array([0.0, 2.3, 5.0])), [1, 0])
+  # Equal durations: one bucket holding them all.
+  edges = moments.duration_edges(np.full(3, 7.0, np.float32), 4)
+  np.testing.assert_array_equal(edges, [7, 7])
+  np.testing.assert_array_equal(moments.bucket_of(np.full(3, 7.0, np.float32), edges), 0)
   with pytest.raises(ValueError, match="increasing"):
     moments.duration_edges(np.zeros(3), (10, 5))
+
+
+def test_given_duration_edges_count_videos_outside_them_in_the_outer_buckets(caplog):
+  data = _data([40.0, 60.0, 300.0], [0, 1, 2], [[0, 10]] * 3)
+  rows = [np.array([[i, 0.0, 10.0, 1.0]]) for i in range(3)]
+  with caplog.at_level("WARNING"):
+    m = moments.moment_metrics(data, np.ones(3), rows, rows, buckets=(0, 50, 200))
+  assert m["by_duration/0-50s/num_queries"] == 1.0
+  assert m["by_duration/50-200s/num_queries"] == 2.0     # the 300 s video too
+  assert "1 queries have a video outside duration_buckets [0, 200] s" in caplog.text
+
+
+def _real_query_durations(root):
+  """[Q] float32 video duration of every query of TVR val (from tvr_video2dur_idx.json) and
+  of ActivityNet Captions val_1 (one query per sentence), as the evaluator stores them."""
+  index = json.loads((root / "tvr" / "tvr_video2dur_idx.json").read_text())["val"]
+  lines = (root / "tvr" / "tvr_val_release.jsonl").read_text().splitlines()
+  tvr = [index[json.loads(l)["vid_name"]][0] for l in lines]
+  val_1 = json.loads((root / "activitynet_captions" / "val_1.json").read_text())
+  anet = [a["duration"] for a in val_1.values() for _ in a["sentences"]]
+  return {"tvr": np.float32(tvr), "activitynet": np.float32(anet)}
+
+
+def test_duration_buckets_hold_every_real_query(each_annotations):
+  """Every real query in exactly one by_duration bucket, the shortest and the longest video
+  included (the excerpts keep both): before, TVR val lost its 184.02 s video's 5 queries
+  (edge 184.0) and ActivityNet val_1 its 2.3 s video's 3 (float32 2.29999995 < 2.3)."""
+  kind, root = each_annotations
+  num_queries = {"excerpt": {"tvr": 120, "activitynet": 157},
+                 "full": {"tvr": 10_895, "activitynet": 17_505}}[kind]
+  extremes = {"tvr": (8.02, 184.02), "activitynet": (2.3, 745.5)}
+  for name, durations in _real_query_durations(root).items():
+    assert len(durations) == num_queries[name]
+    assert (durations.min(), durations.max()) == tuple(np.float32(extremes[name]))
+    edges = moments.duration_edges(durations, 4)
+    assert len(edges) == 5, (name, edges)
+    which = moments.bucket_of(durations, edges)
+    counts = [int((which == b).sum()) for b in range(4)]
+    assert sum(counts) == len(durations), (name, edges, counts)
+    assert (which[durations == durations.min()] == 0).all()
+    assert (which[durations == durations.max()] == 3).all()
+
+
+def test_duration_bucket_metrics_add_up_on_the_real_excerpts(annotations):
+  # Through moment_metrics: the buckets' num_queries add up to the split's, and the outer
+  # buckets are named by the rounded extremes.
+  for name, durations in _real_query_durations(annotations).items():
+    q = len(durations)
+    data = _data(durations, np.arange(q), [[0.0, 1.0]] * q)
+    rows = [np.array([[i, 0.0, 1.0, 1.0]]) for i in range(q)]
+    m = moments.moment_metrics(data, np.ones(q), rows, rows, buckets=4)
+    counts = {k.split("/")[1]: v for k, v in m.items() if k.endswith("/num_queries")
+              and k.startswith("by_duration/")}
+    assert len(counts) == 4 and sum(counts.values()) == q, (name, counts)
+    lo, hi = {"tvr": ("8-", "-184s"), "activitynet": ("2.3-", "-745.5s")}[name]
+    assert sum(b.startswith(lo) for b in counts) == 1, counts
+    assert sum(b.endswith(hi) for b in counts) == 1, counts
 
 
 def test_per_video_vs_xml_ranking():
@@ -260,14 +325,14 @@ def test_submission_layout_round_trip(tmp_path):
       assert ours[k] == v, k
 
 
-def test_submission_in_the_tvr_release_layout(tmp_path, shared_data):
+def test_submission_in_the_tvr_release_layout(tmp_path, annotations):
   """The evaluator's submission (TVR video indices from tvr_video2dur_idx.json, integer
   desc_ids) evaluated against the TVR val release lines as they ship, the way TVR's
   standalone_eval reads them, gives the evaluator's own VCMR/SVMR numbers."""
   import types  # pylint: disable=g-import-not-at-top
   lines = [json.loads(l) for l in
-           (shared_data / "tvr" / "tvr_val_release.jsonl").read_text().splitlines()[:60]]
-  index = json.loads((shared_data / "tvr" / "tvr_video2dur_idx.json").read_text())["val"]
+           (annotations / "tvr" / "tvr_val_release.jsonl").read_text().splitlines()[:60]]
+  index = json.loads((annotations / "tvr" / "tvr_video2dur_idx.json").read_text())["val"]
   videos = sorted({l["vid_name"] for l in lines} | set(sorted(index)[:20]))
   pos = {v: i for i, v in enumerate(videos)}
   data = moments.CorpusData(

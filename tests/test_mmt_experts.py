@@ -50,14 +50,15 @@ class _Tiny:
 # Split lists.
 
 
-def test_real_jsfusion_split_lists(shared_data):
-  root = shared_data / "msrvtt"
-  paths = mx.parse_split_lists([str(root / "train_list_jsfusion.txt"),
-                                str(root / "val_list_jsfusion.txt")])
+def test_real_jsfusion_split_lists(each_annotations):
+  kind, root = each_annotations
+  paths = mx.parse_split_lists([str(root / "msrvtt" / "train_list_jsfusion.txt"),
+                                str(root / "msrvtt" / "val_list_jsfusion.txt")])
   assert list(paths) == ["train", "val"]
   counter = builder.SkipCounter()
   splits = mx.read_split_lists(paths, counter)
-  assert len(splits["train"]) == 9000 and len(splits["val"]) == 1000
+  sizes = {"excerpt": (30, 30), "full": (9000, 1000)}[kind]
+  assert (len(splits["train"]), len(splits["val"])) == sizes
   assert splits["val"][0] == "video7020" and splits["train"][:2] == ["video0", "video1"]
   assert counter.summary()["skipped"] == {}
 
@@ -256,9 +257,9 @@ def test_errors_name_file_and_key(tmp_path):
 # End to end through `hvt-prepare`.
 
 
-def _msrvtt_fixture(root: pathlib.Path, shared_data: pathlib.Path) -> dict:
+def _msrvtt_fixture(root: pathlib.Path, annotations: pathlib.Path) -> dict:
   """Writes HDF5 files for real 1k-A ids and split lists with quirks; returns expectations."""
-  real = {s: (shared_data / "msrvtt" / f"{s}_list_jsfusion.txt").read_text().split()[:4]
+  real = {s: (annotations / "msrvtt" / f"{s}_list_jsfusion.txt").read_text().split()[:4]
           for s in ("train", "val")}
   feats_dir = root / "feats"
   feats_dir.mkdir()
@@ -281,8 +282,8 @@ def _msrvtt_fixture(root: pathlib.Path, shared_data: pathlib.Path) -> dict:
   return {"real": real, "expected": expected, "feats_dir": feats_dir}
 
 
-def test_msrvtt_end_to_end_and_rerun(tmp_path, shared_data):
-  fx = _msrvtt_fixture(tmp_path, shared_data)
+def test_msrvtt_end_to_end_and_rerun(tmp_path, annotations):
+  fx = _msrvtt_fixture(tmp_path, annotations)
   out = tmp_path / "out"
   argv = ["msrvtt", "--features", str(fx["feats_dir"]), "--split-lists",
           str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
@@ -416,8 +417,8 @@ def test_feature_rows_past_the_end_are_dropped(tmp_path):
   assert c.summary()["repaired"] == {mx.common.FEATURES_PAST_END: 1}
 
 
-def test_msrvtt_max_videos_and_video_ids(tmp_path, shared_data, capsys):
-  fx = _msrvtt_fixture(tmp_path, shared_data)
+def test_msrvtt_max_videos_and_video_ids(tmp_path, annotations, capsys):
+  fx = _msrvtt_fixture(tmp_path, annotations)
   base = ["msrvtt", "--features", str(fx["feats_dir"]), "--split-lists",
           str(tmp_path / "train_list_jsfusion.txt"), str(tmp_path / "val_list_jsfusion.txt"),
           "--experts", "s3d", "--output", str(tmp_path / "out")]
@@ -517,7 +518,7 @@ def test_ce_pickle_layout(tmp_path):
     mx.parse_ce_experts(["s3d"])
 
 
-def test_activitynet_ce_layout_with_captions_json(tmp_path, shared_data):
+def test_activitynet_ce_layout_with_captions_json(tmp_path, annotations):
   """ActivityNet paragraphs from CE's layout: the real ActivityNet Captions annotations of
   3 train + 2 val_1 videos, CE's motion pickle (pooled -avg, keys without "v_") and audio
   pickle (aggregated_audio/vggish-audio-raw.pickle, [T, 128] rows, keys with "v_")."""
@@ -527,7 +528,7 @@ def test_activitynet_ce_layout_with_captions_json(tmp_path, shared_data):
   from hvt_jax.input import mcha_view  # pylint: disable=g-import-not-at-top
   anns = {}
   for split, n in (("train", 3), ("val_1", 2)):
-    real = json.loads((shared_data / "activitynet_captions" / f"{split}.json").read_text())
+    real = json.loads((annotations / "activitynet_captions" / f"{split}.json").read_text())
     anns[split] = dict(list(real.items())[:n])
     (tmp_path / f"{split}.json").write_text(json.dumps(anns[split]))
   ids = [v for a in anns.values() for v in a]

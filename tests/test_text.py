@@ -477,10 +477,10 @@ def test_every_input_starts_with_cls_and_ends_with_sep(max_len):
     text_ops.wordpiece_input(tf.constant([1]), 1, 7, 3, 5)
 
 
-def test_converted_dataset_through_text_ops(tmp_path, shared_data):
+def test_converted_dataset_through_text_ops(tmp_path, annotations):
   # Real long ActivityNet sentences, converted with WordPiece (stored without specials),
   # read back and cut to 16 in a tf.data map as a view does: [CLS] first, [SEP] last.
-  train = json.loads((shared_data / "activitynet_captions" / "train.json").read_text())
+  train = json.loads((annotations / "activitynet_captions" / "train.json").read_text())
   vids = sorted(train, key=lambda v: -max(len(s) for s in train[v]["sentences"]))[:3]
   ann = {v: train[v] for v in vids}
   feats = tmp_path / "f"

@@ -140,17 +140,20 @@ def test_ids_kept_from_the_hand_written_tokenizer(bert, text, ids):
   assert bert.tokenize("piñata") == ["pin", "##ata"]
 
 
-def test_tokenizer_json_and_vocab_txt_agree_on_real_sentences(bert, shared_data):
+def test_tokenizer_json_and_vocab_txt_agree_on_real_sentences(bert, each_annotations):
   # The default reads the checkpoint's tokenizer.json; a bare vocab.txt builds BERT's
-  # uncased pipeline: both give the same ids on every real ActivityNet val_1 / TVR sentence.
+  # uncased pipeline: both give the same ids on every real ActivityNet val_1 / TVR sentence
+  # (the excerpts keep the files' non-ASCII sentences too).
+  kind, root = each_annotations
   assert bert.source.endswith("tokenizer.json") and bert.lowercase
   from_txt = wordpiece.WordPieceTokenizer.from_file(wordpiece.default_vocab_file())
   assert from_txt.source.endswith("vocab.txt") and from_txt.vocab == bert.vocab
-  val = json.loads((shared_data / "activitynet_captions" / "val_1.json").read_text())
+  val = json.loads((root / "activitynet_captions" / "val_1.json").read_text())
   sentences = [s for v in val.values() for s in v["sentences"]]
-  with open(shared_data / "tvr" / "tvr_val_release.jsonl", encoding="utf-8") as f:
+  with open(root / "tvr" / "tvr_val_release.jsonl", encoding="utf-8") as f:
     sentences += [json.loads(line)["desc"] for line in f]
-  assert len(sentences) > 28_000
+  assert len(sentences) == {"excerpt": 157 + 120, "full": 17_505 + 10_895}[kind]
+  assert sum(not s.isascii() for s in sentences) >= 9
   assert bert.encode_batch(sentences) == from_txt.encode_batch(sentences)
 
 

@@ -1,5 +1,7 @@
 """`tfds build` of our package of builders on the real annotation files, and `tfds.load`.
 
+The annotation files are the committed excerpts of the real ones (tests/testdata).
+
 The exact README command (TFDS's own CLI, `--imports data_prep.datasets`, Beam's
 DirectRunner in multi-processing mode) builds ActivityNet Captions from a manual_dir holding
 the real train.json / val_1.json and a C3D HDF5 written here for a few of their videos; the
@@ -25,12 +27,12 @@ from tests import data_fixtures
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_tfds_build_on_beam_equals_hvt_prepare(shared_data, tmp_path):
+def test_tfds_build_on_beam_equals_hvt_prepare(annotations, tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
   ann = {}
   for split in ("train", "val_1"):
-    (manual / f"{split}.json").symlink_to(shared_data / "activitynet_captions" / f"{split}.json")
+    (manual / f"{split}.json").symlink_to(annotations / "activitynet_captions" / f"{split}.json")
     ann[split] = json.loads((manual / f"{split}.json").read_text())
   with_features = {"train": list(ann["train"])[:5] + ["v_N7ppHQNikv8"],
                    "val_1": list(ann["val_1"])[:3]}

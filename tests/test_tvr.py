@@ -357,8 +357,8 @@ def test_counts_only_for_converted_videos_and_once_per_video(files, tmp_path):
 QUERY_ONLY_DROPPED = ("vid_name", "duration", "ts", "type")
 
 
-def _real_lines(shared_data):
-  path = shared_data / "tvr" / "tvr_val_release.jsonl"
+def _real_lines(root):
+  path = root / "tvr" / "tvr_val_release.jsonl"
   return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -370,10 +370,11 @@ def _features_for(path, durations):
   return str(path)
 
 
-def test_query_only_split_from_real_files(shared_data, tmp_path):
+def test_query_only_split_from_real_files(annotations, tmp_path):
   # test_public as released: val lines without vid_name/duration/ts/type (query text and id
-  # only); its corpus comes from the real tvr_video2dur_idx.json (1,089 test_public videos).
-  lines = _real_lines(shared_data)
+  # only); its corpus comes from the real tvr_video2dur_idx.json (the committed excerpts:
+  # the val file's first videos, their index entries and the index's first test_public ones).
+  lines = _real_lines(annotations)
   vids = list(dict.fromkeys(q["vid_name"] for q in lines))[:5]
   val = [q for q in lines if q["vid_name"] in vids[:2]]
   public = [{k: v for k, v in q.items() if k not in QUERY_ONLY_DROPPED}
@@ -381,9 +382,8 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
   assert public and all(set(q) == {"desc_id", "desc"} for q in public)
   val_path = _jsonl(tmp_path / "tvr_val_release.jsonl", val)
   public_path = _jsonl(tmp_path / "tvr_test_public_release.jsonl", public)
-  index_path = shared_data / "tvr" / "tvr_video2dur_idx.json"
+  index_path = annotations / "tvr" / "tvr_video2dur_idx.json"
   index = json.loads(index_path.read_text())
-  assert len(index["test_public"]) == 1089
   corpus = list(index["test_public"])[:3]  # --max-videos 3: the first 3 of the corpus.
   durations = {v: max(q["duration"] for q in val if q["vid_name"] == v) for v in vids[:2]}
   durations.update({v: index["test_public"][v][0] for v in corpus})
@@ -424,13 +424,6 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
                                                               1024))
   val_recs = data_fixtures.read_examples(dataset_dir, "val")
   assert sorted(val_recs) == sorted(vids[:2])
-  # The whole real val file against the real index: every video indexed, no zero-length ts.
-  counter = builder.SkipCounter()
-  loaded = tvr.load_queries([str(shared_data / "tvr" / "tvr_val_release.jsonl")], counter,
-                            video_index=str(index_path))
-  assert len(loaded.videos["val"]) == len(loaded.index["val"]) == 2179
-  assert counter.summary()["skipped"] == {}
-  assert set(counter.summary()["repaired"]) == {common.SENTENCE_WHITESPACE}
 
   # Without --video-index the query-only split has no corpus: it is counted and left out,
   # and val is still written (before, every test query was "malformed" and nothing was).
@@ -442,6 +435,24 @@ def test_query_only_split_from_real_files(shared_data, tmp_path):
   assert summary["skipped"] == {tvr.QUERY_ONLY_NO_CORPUS: 1, builder.SPLIT_EMPTY: 1}
   assert summary["examples"][builder.SPLIT_EMPTY] == ["test_public"]
   assert meta["extra"]["queries"] == {} and meta["extra"]["video_index"] == {}
+
+
+def test_real_val_file_against_the_real_index(each_annotations):
+  # The whole real val file against the real index: every video indexed, nothing skipped,
+  # only whitespace repaired (no zero-length or reversed ts).
+  kind, root = each_annotations
+  index_path = root / "tvr" / "tvr_video2dur_idx.json"
+  counter = builder.SkipCounter()
+  loaded = tvr.load_queries([str(root / "tvr" / "tvr_val_release.jsonl")], counter,
+                            video_index=str(index_path))
+  sizes = {"excerpt": {"test_challenge": 5, "test_public": 5, "train": 5, "val": 24},
+           "full": {"test_challenge": 1090, "test_public": 1089, "train": 17435,
+                    "val": 2179}}[kind]
+  assert len(loaded.videos["val"]) == len(loaded.index["val"]) == sizes["val"]
+  assert counter.summary()["skipped"] == {}
+  assert set(counter.summary()["repaired"]) == {common.SENTENCE_WHITESPACE}
+  index = json.loads(index_path.read_text())
+  assert {s: len(v) for s, v in index.items()} == sizes
 
 
 def test_query_only_corpus_includes_unqueried_videos_and_query_checks(files, tmp_path):

@@ -5,23 +5,32 @@ a subset of the real ActivityNet Captions, DiDeMo and TVR videos, both checkouts
 on the same files, every decoded example (read with `tfds.builder_from_directory`, not with the
 code under test) and the metadata compared.
 
-    python tools/compare_conversions.py inputs WORK
+    python tools/compare_conversions.py inputs WORK [--data DIR]
     (cd OLD && PYTHONPATH=$PWD OLD_PYTHON tools/compare_conversions.py dump WORK old)
     (cd NEW && NEW_PYTHON tools/compare_conversions.py dump WORK new)
     python tools/compare_conversions.py compare WORK
+
+The annotation files (<dataset>/<file>, as in tests/testdata) come from --data DIR, else
+$HVT_SHARED_DATA, else the committed excerpts in tests/testdata; `inputs` records the
+directory in WORK/in/annotations.txt and both dumps read it from there.
 """
+import argparse
 import json
+import os
 import pathlib
 import pickle
-import sys
 
 import numpy as np
 
+EXCERPTS = pathlib.Path(__file__).resolve().parents[1] / "tests" / "testdata"
 
-def inputs(work):
+
+def inputs(work, data=None):
   import h5py
 
-  D = pathlib.Path("/work/shared/data"); out = pathlib.Path(work) / "in"; out.mkdir(parents=True, exist_ok=True)
+  D = pathlib.Path(data or os.environ.get("HVT_SHARED_DATA") or EXCERPTS).resolve()
+  out = pathlib.Path(work) / "in"; out.mkdir(parents=True, exist_ok=True)
+  (out / "annotations.txt").write_text(f"{D}\n")
   rng = np.random.default_rng(0)
   # ActivityNet: first 40 train + 20 val_1 videos + the zero-length ones; 3 missing, 1 NaN.
   ann = {s: json.loads((D / "activitynet_captions" / f"{s}.json").read_text()) for s in ("train", "val_1")}
@@ -57,7 +66,7 @@ def dump(work, tag):
   import tensorflow_datasets as tfds
   from hvt_jax.cli import prepare
 
-  I = f"{work}/in"; D = "/work/shared/data"; out = f"{work}/out_{tag}"
+  I = f"{work}/in"; D = pathlib.Path(I, "annotations.txt").read_text().strip(); out = f"{work}/out_{tag}"
   runs = {
    "anet": ["activitynet_captions", "--annotations", f"{D}/activitynet_captions/train.json", f"{D}/activitynet_captions/val_1.json",
             "--features", f"{I}/c3d.hdf5", "--feature-key", "c3d_features", "--video-ids", f"{I}/anet_ids.txt"],
@@ -114,4 +123,17 @@ def compare(work):
 
 
 if __name__ == "__main__":
-  {"inputs": inputs, "dump": dump, "compare": compare}[sys.argv[1]](*sys.argv[2:])
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("step", choices=("inputs", "dump", "compare"))
+  parser.add_argument("work")
+  parser.add_argument("tag", nargs="?", help="dump: old or new")
+  parser.add_argument("--data", help="inputs: the annotation files' directory")
+  a = parser.parse_args()
+  if a.step == "inputs":
+    inputs(a.work, a.data)
+  elif a.step == "dump":
+    if not a.tag:
+      parser.error("dump needs a tag (old or new)")
+    dump(a.work, a.tag)
+  else:
+    compare(a.work)

@@ -49,10 +49,17 @@ Metrics (flat names, ``<prefix>_`` prepended to each task when ``prefix`` is set
   list, a moment in another video scoring IoU 0 — both exactly as TVR's ``standalone_eval``
   (``localization.corpus_moment_metrics``: IoU >= t, list order, first 100 count).
 * ``by_duration/<lo>-<hi>s/{vr/MdR, vr/R@k, tl/mIoU, vcmr/..., num_queries}`` (Fig. 2–3):
-  the same per bucket of the ground-truth video's duration; bucket ``[lo, hi)``, the last
-  one closed. ``duration_buckets=n`` (default 4): edges at the quantiles of the evaluated
-  queries' video durations, so the buckets hold about equal numbers of queries (our choice:
-  the paper does not give its bins).
+  the same per bucket of the ground-truth video's duration. Every query is in exactly one
+  bucket, so the buckets' ``num_queries`` add up to the split's: bucket ``[lo, hi)`` with
+  the outer ones open-ended (the first also holds every shorter video, the last every
+  longer one: ``bucket_of``), compared in the durations' own precision (float32 as
+  evaluated: the edges are cast to it, so a 2.3 s video, 2.2999999523 in float32, is on an
+  edge of 2.3, not below it). ``duration_buckets=n`` (default 4): edges at the quantiles of
+  the evaluated queries' video durations, rounded to 0.1 s for readable names, so the
+  buckets hold about equal numbers of queries (our choice: the paper does not give its
+  bins); the outer names are then the shortest and the longest duration to 0.1 s (TVR val's
+  ``90.4-184s`` holds its 184.02 s video). Edges given as a list name the buckets as given;
+  durations outside them are counted in the outer buckets, with a warning.
 * ``num_queries``, ``num_videos``, ``dropped_long_moments``.
 
 A query-only split (TVR test_public: queries in the dataset metadata, the split's records
@@ -307,13 +314,16 @@ def corpus_moments(top_videos: np.ndarray, top_scores: np.ndarray, moments: np.n
 
 
 def duration_edges(durations: np.ndarray, buckets: int | Sequence[float]) -> np.ndarray:
-  """Bucket edges in seconds: ``buckets`` edges as given (increasing), or ``n`` buckets at
-  the quantiles of ``durations`` (the queries' video durations)."""
+  """[B + 1] float64 bucket edges in seconds (B >= 1 buckets): ``buckets`` edges as given
+  (increasing), or up to ``n`` buckets at the quantiles of ``durations`` (the queries' video
+  durations, seconds) rounded to 0.1 s (equal ones merged; one bucket when all are equal).
+  The outer edges only name the outer buckets, which ``bucket_of`` leaves open-ended."""
   if isinstance(buckets, (int, np.integer)):
     if buckets < 1:
       raise ValueError(f"moments: duration_buckets={buckets}; need >= 1 or a list of edges")
     edges = np.quantile(np.asarray(durations, np.float64), np.linspace(0, 1, buckets + 1))
-    return np.unique(np.round(edges, 1))
+    edges = np.unique(np.round(edges, 1))
+    return edges if edges.size >= 2 else np.repeat(edges, 2)
   edges = np.asarray(buckets, np.float64)
   if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
     raise ValueError(f"moments: duration_buckets={buckets!r}: need >= 2 increasing edges "
@@ -322,12 +332,15 @@ def duration_edges(durations: np.ndarray, buckets: int | Sequence[float]) -> np.
 
 
 def bucket_of(durations: np.ndarray, edges: np.ndarray) -> np.ndarray:
-  """[n] bucket index of each duration: bucket b is [edges[b], edges[b+1]), the last one
-  closed; -1 outside [edges[0], edges[-1]]."""
-  d = np.asarray(durations, np.float64)
-  b = np.searchsorted(edges, d, side="right") - 1
-  b = np.where(d == edges[-1], len(edges) - 2, b)
-  return np.where((d < edges[0]) | (d > edges[-1]), -1, b)
+  """[n] int bucket index in [0, B) of each of n durations, for B + 1 ``edges``: every
+  duration is in exactly one bucket. Bucket b is [edges[b], edges[b+1]), except that the
+  first one has no lower bound and the last one no upper bound. The inner edges are cast to
+  the durations' float dtype (float32 durations are compared with float32 edges)."""
+  d = np.asarray(durations)
+  if not np.issubdtype(d.dtype, np.floating):
+    d = d.astype(np.float64)
+  inner = np.asarray(edges, np.float64)[1:-1].astype(d.dtype)
+  return np.searchsorted(inner, d, side="right")
 
 
 def _bucket_name(lo: float, hi: float) -> str:
@@ -387,6 +400,11 @@ def moment_metrics(data: CorpusData, ranks: np.ndarray, vcmr: list[np.ndarray],
   video_dur = data.durations[data.query_video]
   edges = duration_edges(video_dur, buckets)
   which = bucket_of(video_dur, edges)
+  lo, hi = edges[[0, -1]].astype(video_dur.dtype)     # float32 durations: float32 edges
+  outside = (video_dur < lo) | (video_dur > hi)
+  if not isinstance(buckets, (int, np.integer)) and outside.any():
+    logging.warning("moments: %d queries have a video outside duration_buckets [%g, %g] s; "
+                    "counted in the outer buckets", outside.sum(), edges[0], edges[-1])
   for b in range(len(edges) - 1):
     sel = np.flatnonzero(which == b)
     name = f"by_duration/{_bucket_name(edges[b], edges[b + 1])}"
