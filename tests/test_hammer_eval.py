@@ -307,6 +307,56 @@ def test_subsample_keeps_ground_truth():
       data.video_ids[query_video[int(i)]] for i in sub.query_ids]
 
 
+class _TextDouble(_Double):
+  """``_Double`` that reads the ``hammer_query`` view: the query vector is the sum of its
+  tokens' random vectors."""
+
+  def __init__(self, vocab_size: int):
+    super().__init__()
+    self.words = nnx.Param(jax.random.normal(jax.random.key(0), (vocab_size, D)))
+
+  def encode_query(self, batch):
+    counts = (jax.nn.one_hot(batch["tokens"], self.words.shape[0])
+              * batch["token_mask"][..., None]).sum(1)
+    return {"q": counts @ self.words[...]}
+
+
+def test_video_without_frames_is_left_out(tmp_path, caplog):
+  """A video with no feature row in the streams the config reads (frames; its subtitle
+  rows are not read) is left out with its queries; the metrics are those of the split
+  without it."""
+  from configs.hammer import demo as hammer_demo  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  d = demo_moments.generate(num_train=2, num_val=4, seed=1, feature_dim=D, subtitle_dim=3,
+                            subtitle_prob=1.0)
+  val = d.records["val"]
+  empty = dict(val[1], video_id="no_frames")
+  empty["features"] = dict(empty["features"], frames=np.zeros((0, D), np.float32))
+  empty["timestamps"] = dict(empty["timestamps"], frames=np.zeros((0, 2), np.float32))
+  graphdef, params = nnx.split(_TextDouble(len(d.spec.vocab)), nnx.Param)
+  mesh = jax.make_mesh((8, 1), ("data", "model"))
+  metrics, results = {}, {}
+  for name, records in (("with", val[:2] + [empty] + val[2:]), ("without", val)):
+    builder.write_dataset(d.spec, {"train": d.records["train"], "val": records},
+                          str(tmp_path / name), counter=builder.SkipCounter())
+    c = hammer_demo.get_config("runlocal")
+    c.input.data_dir, c.input.max_frames = str(tmp_path / name), F
+    setup = dataclasses.make_dataclass("Setup", ["config", "mesh", "meta", "graphdef"])(
+        c, mesh, pipeline.dataset_info(c)[1], graphdef)
+    ev = moments.MomentEvaluator(setup, "val", top_k_videos=3, svmr_moments=3,
+                                 query_block=2, cand_block=2, pair_block=2, submission=False)
+    metrics[name], results[name] = ev.run({"params": params}, 0)
+  assert metrics["with"].pop("num_empty_videos") == 1
+  assert metrics["without"].pop("num_empty_videos") == 0
+  assert metrics["with"] == metrics["without"]
+  assert metrics["with"]["num_videos"] == 4
+  assert metrics["with"]["num_queries"] == sum(len(r["sentences"]) for r in val)
+  data = results["with"]["data"]
+  assert "no_frames" not in data.video_ids
+  assert not any(q.startswith("no_frames#") for q in data.query_ids)
+  assert "no_frames" in caplog.text
+
+
 def test_submission_layout_round_trip(tmp_path):
   """The written submission evaluates with corpus_moment_metrics to the same numbers."""
   data = _data([40.0, 60.0], [0, 1], [[0, 10], [20, 30]])

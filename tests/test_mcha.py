@@ -323,7 +323,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   captions only those go through the text tower."""
   s, state, _ = stepped[8]
   ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
-  caps, vids, cap_video, _, video_ids, _ = ev.encodings(state)
+  caps, vids, cap_video, _, video_ids, _, _ = ev.encodings(state)
   model = nnx.merge(s.graphdef, state["params"])
   dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
   metrics, _ = ev.run(state, 0)
@@ -373,6 +373,35 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
     with pytest.raises(ValueError, match=match):
       mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
                                             query_block=8, cand_block=8).run(state, 0)
+
+
+def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
+  """A video none of whose experts (those the config reads) has a row: left out as a
+  candidate and a query, with its captions; the metrics are those of the split without it."""
+  from data_prep import builder, demo_experts  # pylint: disable=g-import-not-at-top
+  s, state, _ = stepped[8]
+  spec, splits = demo_experts.generate(num_train=24, num_val=8)   # the fixture's dataset
+  # Video 2's key expert is scene, which is never missing; the config reads motion, audio.
+  empty = dict(splits["val"][2], video_id="no_expert")
+  experts = s.config.input.experts
+  empty["features"] = {e: np.zeros((0, d), np.float32) if e in experts else x
+                       for (e, x), d in zip(empty["features"].items(), spec.modalities.values())}
+  empty["timestamps"] = {e: np.zeros((0, 2), np.float32) if e in experts else x
+                         for e, x in empty["timestamps"].items()}
+  splits["val"].insert(3, empty)
+  builder.write_dataset(spec, splits, str(tmp_path), counter=builder.SkipCounter())
+  c = s.config.copy_and_resolve_references()
+  c.input.data_dir = str(tmp_path)
+  with_empty = dataclasses.replace(s, config=c)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(with_empty, "val", query_block=8, cand_block=8)
+  metrics, results = ev.run(state, 0)
+  base, _ = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8,
+                                                  cand_block=8).run(state, 0)
+  assert metrics.pop("num_empty_videos") == 1 and base.pop("num_empty_videos") == 0
+  assert metrics == base and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
+  for queries, cands in results["ids"].values():
+    assert not any(i.startswith("no_expert") for i in queries + cands)
+  assert "no_expert" in caplog.text
 
 
 def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):

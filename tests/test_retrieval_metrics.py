@@ -1,7 +1,6 @@
 """Tests of hvt_jax.evaluation.retrieval against hand-computed ranks and scipy's rankdata."""
 
 import struct
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -122,58 +121,28 @@ def test_random_ties_match_scipy_rankdata():
   np.testing.assert_array_equal(retrieval.ranks(sim.astype(np.int32), targets), expected)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 16, 100])
-def test_chunked_matches_full(chunk_size):
+@pytest.mark.parametrize("block_entries", [1, 7, 1 << 24])
+def test_duplicate_pair_ties_wherever_it_sits(monkeypatch, block_entries):
+  # Two candidates with the same scores tie exactly for every pair of positions and any
+  # row sub-block size: the rank never depends on where a block ends.
+  monkeypatch.setattr(retrieval, "_RANK_BLOCK_ENTRIES", block_entries)
   rng = np.random.default_rng(2)
-  q = rng.normal(size=(37, 16))
-  t = rng.normal(size=(53, 16))
-  sim = retrieval.chunked_similarity(q, t, chunk_size=chunk_size)
-  assert sim.shape == (37, 53) and sim.dtype == np.float32
-  qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-  tn = t / np.linalg.norm(t, axis=1, keepdims=True)
-  np.testing.assert_allclose(sim, qn @ tn.T, atol=2e-6)
-  np.testing.assert_array_equal(
-      retrieval.chunked_ranks(q, t, chunk_size=chunk_size), retrieval.ranks(sim))
-  # More queries than candidates (several captions per video) with a mapping.
-  q2t = rng.integers(0, 13, size=37)
-  t13 = t[:13]
-  sim13 = retrieval.chunked_similarity(q, t13, chunk_size=chunk_size)
-  np.testing.assert_array_equal(
-      retrieval.chunked_ranks(q, t13, q2t, chunk_size=chunk_size), retrieval.ranks(sim13, q2t))
-  groups = [[int(a), int(b)] for a, b in rng.integers(0, 13, size=(37, 2))]
-  np.testing.assert_array_equal(
-      retrieval.chunked_ranks(q, t13, groups, chunk_size=chunk_size),
-      retrieval.ranks(sim13, groups))
+  n = 7
+  for i in range(n):
+    for j in range(i + 1, n):
+      sim = rng.normal(size=(n, n)).astype(np.float32)
+      sim[:, j] = sim[:, i]
+      r_i = retrieval.ranks(sim, np.full(n, i))
+      np.testing.assert_array_equal(r_i, retrieval.ranks(sim, np.full(n, j)))
+      np.testing.assert_array_equal(r_i, _reference_ranks(sim, [[i]] * n))
 
 
-def test_chunked_ranks_exact_ties_and_dot_product():
-  # Integer embeddings without normalization: dot products are exact, ties are real.
-  q = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
-  t = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 2, 0]], np.float32)
-  # q0 vs targets: [1, 1, 0, 0], target 0 tied with target 1 -> 1.5.
-  # q1: [0, 0, 1, 2], target 2 -> one higher -> 2. q2: all 0, target 3 -> (4 + 1) / 2 = 2.5.
-  r = retrieval.chunked_ranks(q, t, [0, 2, 3], chunk_size=2, normalize=False)
-  np.testing.assert_array_equal(r, [1.5, 2.0, 2.5])
-  # With cosine, targets 2 and 3 are the same direction: q1 ties at the top -> 1.5.
-  r = retrieval.chunked_ranks(q, t, [0, 2, 3], chunk_size=3)
-  np.testing.assert_array_equal(r, [1.5, 1.5, 2.5])
-
-
-def test_chunked_ranks_memory_is_bounded():
-  rng = np.random.default_rng(3)
-  n = 1500
-  q = rng.normal(size=(n, 8)).astype(np.float32)
-  t = rng.normal(size=(n, 8)).astype(np.float32)
-  full_bytes = n * n * 4
-  tracemalloc.start()
-  try:
-    r = retrieval.chunked_ranks(q, t, chunk_size=64)
-    _, peak = tracemalloc.get_traced_memory()
-  finally:
-    tracemalloc.stop()
-  # One [64, N] float32 block plus its boolean comparisons: far below the full matrix.
-  assert peak < full_bytes / 4, (peak, full_bytes)
-  np.testing.assert_array_equal(r, retrieval.ranks(retrieval.chunked_similarity(q, t, 64)))
+def test_integer_scores_compare_exactly():
+  # Above 2**53 a float64 cast would merge 2**53 with 2**53 + 1: ties must be exact.
+  big = 2**53
+  sim = np.array([[big + 1, big, big + 1], [big, big + 1, big + 2]], np.int64)
+  np.testing.assert_array_equal(retrieval.ranks(sim, [0, 0]), [1.5, 3.0])
+  np.testing.assert_array_equal(retrieval.ranks(sim, [1, 1]), [3.0, 2.0])
 
 
 def test_metrics_from_ranks_shared_formula():
@@ -247,7 +216,3 @@ def test_errors():
     retrieval.retrieval_metrics(sim, [0.0, 1.0, 2.0, 3.0])
   with pytest.raises(ValueError, match="at least as many candidates"):
     retrieval.retrieval_metrics(np.ones((5, 3)))
-  with pytest.raises(ValueError, match="non-finite"):
-    retrieval.chunked_ranks(np.full((2, 3), np.nan), np.ones((2, 3)))
-  with pytest.raises(ValueError, match="dim"):
-    retrieval.chunked_similarity(np.ones((2, 3)), np.ones((2, 4)))

@@ -6,21 +6,39 @@ host-side strings it is asked for; ``rank`` ranks query encodings against candid
 encodings in both directions with the model's ``score`` through the device-side scorer
 (``evaluation.scorer``). ``evaluators`` (retrieval) and ``hse_tasks`` (HSE §4.2–4.4) build
 on these.
+
+Empty videos. A video with nothing to encode it from gets an encoding of padding only (for
+HSE all zeros) that scores the same against everything, yet would count in R@k/MdR as an
+all-ties entry. Each family's video view says which videos those are, from its inputs, in
+a per-example ``empty_video`` flag (HSE/FSE: no clip, i.e. no segment covers a feature row,
+``hse_view``; MCHA: no expert has a row, ``mcha_view.video_view``; HAMMER/FLAT: no row in
+any stream read, ``hammer_view.video_view``). ``stream(empty=True)`` returns it, and every
+evaluator that ranks passes it to ``non_empty``: such videos are left out of the ranked set
+on both sides (as queries and as candidates, with their texts), counted in the metrics as
+``num_empty_videos`` and named in a warning. Left out rather than encoded from what remains
+(the words, a whole-video context): what remains does not carry the annotated content
+(HSE: the features end before the annotated moments), so the entry would measure the data
+fault, not the model; and the same videos then drop out of every evaluator of the family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from hvt_jax.evaluation import scorer
 from hvt_jax.input import pipeline
+
+# The views' per-example flag of a video with nothing to encode (module docstring).
+EMPTY = "empty_video"
 
 
 @functools.cache
@@ -84,7 +102,7 @@ def host_params(state: dict[str, Any]) -> Any:
 
 def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *,
            view: pipeline.View | None = None, strings: tuple[str, ...] = (),
-           stats: pipeline.InputStats | None = None
+           stats: pipeline.InputStats | None = None, empty: bool = False
            ) -> Iterator[tuple[Any, dict[str, Any]]]:
   """Runs jitted ``fn(params, batch)`` over every example of ``split`` once.
 
@@ -92,12 +110,14 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
     view: the input view (default: the model's).
     strings: host-only string keys to gather (e.g. ``video_id``, ``label``).
     stats: counts truncated examples and empty segments (this process's share).
+    empty: also gather the view's ``EMPTY`` flag (module docstring).
 
   Yields:
-    (outputs of the batch's real rows as numpy, {"video_index": [n], <string key>: [n]}),
-    in global-batch order on every process.
+    (outputs of the batch's real rows as numpy, {"video_index": [n], <string key>: [n],
+    and with ``empty`` ``EMPTY``: [n] bool}), in global-batch order on every process.
 
   Raises:
+    ValueError: ``empty`` and the view sets no ``EMPTY`` flag.
     RuntimeError: the number of real rows differs from the split's example count.
   """
   view = view or pipeline.get_view(setup.config.model.name)
@@ -114,6 +134,11 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
                    for k in ("example_mask", "video_index"))
     mask = mask.astype(bool)
     rows = {"video_index": index[mask]}
+    if empty:
+      if EMPTY not in batch:
+        raise ValueError(f"the input view of model {setup.config.model.name!r} sets no "
+                         f"{EMPTY!r} flag: which videos have nothing to encode is unknown")
+      rows[EMPTY] = multihost_utils.process_allgather(batch[EMPTY], tiled=True)[mask]
     for key in strings:
       values = allgather_strings([v.decode("utf-8") for v in host[key]])
       rows[key] = [v for v, m in zip(values, mask) if m]
@@ -139,3 +164,37 @@ def rank(setup: Any, queries: Any, cands: Any, params: Any, prefixes: tuple[str,
                                        mesh=mesh, params=params, top_k=top_k,
                                        query_block=blocks[0], cand_block=blocks[1])
   return out
+
+
+def non_empty(empty: np.ndarray, video_ids: Sequence[str], what: str) -> np.ndarray:
+  """The positions of the videos to rank: those whose ``EMPTY`` flag is False.
+
+  The others are to be left out on both sides (module docstring); a warning names how many
+  and the first few ids.
+
+  Args:
+    empty: [N] bool, the videos' ``EMPTY`` flags from ``stream``.
+    video_ids: [N] their ids.
+    what: the evaluator and split, and what empty means there, for the message.
+
+  Returns:
+    [M] int64 sorted positions, M = N - empty.sum().
+
+  Raises:
+    ValueError: every video is empty (nothing to rank).
+  """
+  empty = np.asarray(empty, bool)
+  keep = np.flatnonzero(~empty)
+  if empty.any():
+    names = [video_ids[i] for i in np.flatnonzero(empty)[:5]]
+    if not keep.size:
+      raise ValueError(f"{what}: all {empty.size} videos are empty; nothing to rank")
+    logging.warning("%s: %d of %d videos are empty, left out of the ranking on both sides "
+                    "(num_empty_videos): %s%s", what, int(empty.sum()), empty.size,
+                    ", ".join(names), ", ..." if empty.sum() > len(names) else "")
+  return keep
+
+
+def take(tree: Any, rows: np.ndarray) -> Any:
+  """The rows ``rows`` of every array of a host pytree."""
+  return jax.tree.map(lambda x: np.asarray(x)[rows], tree)

@@ -33,8 +33,19 @@ class RetrievalEvaluator:
 
   The split is streamed once (``corpus.stream``): ``encode_query`` (texts) and
   ``encode_candidate`` (videos) run on each batch; the encodings and the ids stay on the
-  host; the device-side scorer (``evaluation.scorer``, via ``corpus.rank``) ranks every query against the corpus with the model's ``score``,
-  block by block, exact tie-averaged ranks and a running top-K, never the full matrix.
+  host; the device-side scorer (``evaluation.scorer``, via ``corpus.rank``) ranks every
+  query against the corpus with the model's ``score``, block by block, exact tie-averaged
+  ranks and a running top-K, never the full matrix.
+
+  Empty videos: a video that keeps no clip (no segment covers a feature row, e.g. its
+  features end before its first annotated moment; the view's ``empty_video``) has no clip
+  level, so HSE's video and paragraph embeddings would be all zeros, scoring 0 against
+  everything: an all-ties entry in R@k and MdR. It is left out of the ranked set on both
+  sides (its paragraph as a query and a candidate, its video likewise), counted in
+  ``num_empty_videos`` and named in a warning (``corpus.non_empty``). FSE leaves out the
+  same videos, so HSE and FSE are compared on one set, as are the other HSE evaluators.
+  Metrics: ``<prefix>/R@k``, ``MdR``, ``MnR`` of each direction, ``num_examples`` (the
+  ranked pairs), ``num_empty_videos``, ``truncated_examples``, ``empty_segments``.
   """
 
   PREDS = ("score",)
@@ -54,20 +65,27 @@ class RetrievalEvaluator:
     self.encode = corpus.encode_fn(setup.graphdef)
 
   def encodings(self, state: dict[str, Any]):
-    """(query encodings, candidate encodings, ids) of the whole split, on the host."""
+    """(query encodings, candidate encodings, ids, number of empty videos) of the split's
+    non-empty videos, on the host."""
     self.input_stats = pipeline.InputStats()
-    queries, cands, ids = [], [], []
+    queries, cands, ids, empty = [], [], [], []
     for (q, c), rows in corpus.stream(self.setup, self.split, self.encode, state["params"],
-                                      strings=("video_id",), stats=self.input_stats):
+                                      strings=("video_id",), stats=self.input_stats,
+                                      empty=True):
       queries.append(q)
       cands.append(c)
       ids.extend(rows["video_id"])
+      empty.append(rows[corpus.EMPTY])
     concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-    return concat(queries), concat(cands), ids
+    empty = np.concatenate(empty)
+    keep = corpus.non_empty(empty, ids, f"retrieval {self.split} (no clip covers a feature "
+                                        "row)")
+    queries, cands = corpus.take((concat(queries), concat(cands)), keep)
+    return queries, cands, [ids[i] for i in keep], int(empty.sum())
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, {prefix: (ScorerResult, ids)}) for ``run_all`` to report."""
-    query_enc, cand_enc, ids = self.encodings(state)
+    query_enc, cand_enc, ids, num_empty = self.encodings(state)
     ranked = corpus.rank(self.setup, query_enc, cand_enc, corpus.host_params(state),
                          (self.prefix, self.reverse_prefix), top_k=min(self.top_k, len(ids)),
                          blocks=self.blocks)
@@ -75,6 +93,7 @@ class RetrievalEvaluator:
                for name, v in res.metrics().items()}
     results = {prefix: (res, ids) for prefix, res in ranked.items()}
     metrics["num_examples"] = float(len(ids))
+    metrics["num_empty_videos"] = float(num_empty)
     # Examples whose clips/sentences/words a static limit cut, summed over processes, and
     # segments that covered no feature row (left out of the clip level).
     for name, count in (("truncated_examples", self.input_stats.truncated),

@@ -12,7 +12,10 @@ Registered in ``evaluators.EVALUATORS`` and declared like every evaluator in
   embeddings of a split, ``embeddings_tsne.png``.
 
 They work for HSE and FSE (model names ``hse``/``fse``, the HSE view) and stream and rank
-through ``evaluation.corpus``, as the retrieval evaluator does.
+through ``evaluation.corpus``, as the retrieval evaluator does. Those that rank leave out
+the videos that keep no clip (the view's ``empty_video``: no segment covers a feature row),
+as the retrieval evaluator does and for its reason (``evaluators.RetrievalEvaluator``):
+counted in ``<prefix>/num_empty_videos``, named in a warning.
 """
 
 from __future__ import annotations
@@ -189,8 +192,11 @@ class IncompleteRetrievalEvaluator:
   inputs, is documented there), encodes with the model's ``encode_query``/
   ``encode_candidate`` and ranks with the device-side scorer, as the retrieval evaluator.
   Metrics: ``<prefix>/<dir>/<R@1|R@5>@n=<n>`` for dir p2v and v2p (``metrics`` option
-  selects the ranking metrics kept) and ``<prefix>/num_examples``. At n >= every video's
-  number of segments the numbers equal the retrieval evaluator's.
+  selects the ranking metrics kept), ``<prefix>/num_examples`` (the split's videos) and
+  ``<prefix>/num_empty_videos@n=<n>``: the videos whose first n segments give no clip,
+  left out of that n's ranking on both sides (their embeddings would be built from no
+  clip; ``corpus.non_empty``). At n >= every video's number of segments the numbers equal
+  the retrieval evaluator's.
   """
 
   def __init__(self, setup: Any, split: str, *, pred: str = "score",
@@ -214,11 +220,18 @@ class IncompleteRetrievalEvaluator:
     metrics: dict[str, float] = {}
     for n in range(1, self.max_observed + 1):
       view = _view(n)
-      qs, cs = [], []
-      for (q, c), _ in corpus.stream(self.setup, self.split, encode, params, view=view):
+      qs, cs, ids, empty = [], [], [], []
+      for (q, c), rows in corpus.stream(self.setup, self.split, encode, params, view=view,
+                                        strings=("video_id",), empty=True):
         qs.append(q["embedding"])
         cs.append(c["embedding"])
-      q, c = np.concatenate(qs), np.concatenate(cs)
+        ids.extend(rows["video_id"])
+        empty.append(rows[corpus.EMPTY])
+      empty = np.concatenate(empty)
+      keep = corpus.non_empty(empty, ids, f"incomplete {self.split} n={n} (no clip in the "
+                                          "first n segments)")
+      q, c = np.concatenate(qs)[keep], np.concatenate(cs)[keep]
+      metrics[f"{self.prefix}/num_empty_videos@n={n}"] = float(empty.sum())
       ranked = corpus.rank(self.setup, {"embedding": q}, {"embedding": c}, params,
                            ("p2v", "v2p"), top_k=0, blocks=self.blocks)
       for direction, res in ranked.items():
@@ -226,7 +239,7 @@ class IncompleteRetrievalEvaluator:
           if name in self.metric_names:
             metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
             curve.setdefault(direction, {}).setdefault(name, []).append(value)
-    metrics[f"{self.prefix}/num_examples"] = float(len(q))
+    metrics[f"{self.prefix}/num_examples"] = float(len(ids))
     return metrics, {"curve": curve, "n": list(range(1, self.max_observed + 1)),
                      "step": step}
 
@@ -352,7 +365,9 @@ class ZeroShotEvaluator:
       (``instance_view``); instances that cover no feature row are left out
       (``<prefix>/num_empty_instances``). Datasets written before instances were part of the
       schema must be converted again (a ValueError says so).
-  Classes = the sorted distinct non-empty labels of the evaluated split (not train + split:
+  With ``"whole"``, videos that keep no clip (the view's ``empty_video``) are left out too
+  (``<prefix>/num_empty_videos``): the same videos every HSE/FSE ranking leaves out.
+  Classes = the sorted distinct non-empty labels of the evaluated videos (not train + split:
   a class no evaluated video has would only add distractors). Metrics: ``<prefix>/top1``,
   ``<prefix>/top5``, ``<prefix>/mean_class_top1`` (percent), the references
   ``<prefix>/chance_top1`` (100/K) and ``<prefix>/majority_top1`` (``zero_shot_metrics``),
@@ -397,15 +412,25 @@ class ZeroShotEvaluator:
     else:
       view = pipeline.View(instance_view, per_row="instances/labels", host_keys=("label",))
       unlabeled = f"{p}/num_empty_instances"
-    videos, labels = [], []
-    if unit == "videos" or self.setup.meta["instances"].get(self.split, 0):
+    whole = unit == "videos"
+    videos, labels, ids, empty = [], [], [], []
+    if whole or self.setup.meta["instances"].get(self.split, 0):
       for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
-                                     view=view, strings=("label",)):
+                                     view=view, strings=("label", "video_id"), empty=whole):
         videos.append(emb)
         labels.extend(rows["label"])
+        ids.extend(rows["video_id"])
+        empty.extend(rows.get(corpus.EMPTY, ()))
+    metrics = {}
+    if whole:
+      keep = corpus.non_empty(np.asarray(empty, bool), ids, f"zeroshot {self.split} (no clip "
+                                                            "covers a feature row)")
+      videos, labels = [np.concatenate(videos)[keep]], [labels[i] for i in keep]
+      metrics[f"{p}/num_empty_videos"] = float(len(ids) - keep.size)
     labelled = np.asarray([bool(label) for label in labels], bool)
     classes = sorted({label for label in labels if label})
-    metrics = {f"{p}/num_classes": float(len(classes)), unlabeled: float((~labelled).sum())}
+    metrics.update({f"{p}/num_classes": float(len(classes)),
+                    unlabeled: float((~labelled).sum())})
     if not classes:
       logging.warning("zeroshot evaluator: split %r has no labelled %s (records' %s field)",
                       self.split, unit, "`label`" if unit == "videos" else "`instances`")

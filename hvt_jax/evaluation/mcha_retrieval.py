@@ -20,10 +20,18 @@ through the device-side scorer (``evaluation.scorer``) in blocks (``query_block`
   beyond its captions, is an error naming the file. Not with ``input.paragraph`` (a
   paragraph is already one query per video).
 
+Empty videos: a video none of whose experts (``input.experts``) has a feature row
+(``mcha_view.video_view``'s ``empty_video``) has nothing for the video side to encode: every
+expert is masked, so its scores are a constant (an all-ties entry in R@k and MdR) or not
+even finite (the scorer then stops with an error about the score function). It is left out
+of both rankings, as a candidate and a query, and so are its captions (``corpus.non_empty``:
+counted in ``num_empty_videos``, named in a warning).
+
 Metrics (``metrics.json``): ``t2v/R@{1,5,10,50}``, ``MdR``, ``MnR`` (ties at their average
 rank) and the same for ``v2t``; ``modality_weight/<expert>``: the mean holistic weight of
 each expert over the kept captions paired with their own video (Table 5), also written to
-``modality_weights.json``.
+``modality_weights.json``; ``num_examples`` (ranked captions), ``num_videos`` (ranked
+videos), ``num_empty_videos``, ``truncated_examples``.
 """
 
 from __future__ import annotations
@@ -117,15 +125,18 @@ class MCHARetrievalEvaluator:
 
   def encodings(self, state: dict[str, Any]):
     """(caption encodings, video encodings, caption -> video position, caption ids,
-    video ids, truncated count), the captions filtered by ``caption_index_file``."""
+    video ids, truncated count, number of empty videos) of the non-empty videos and their
+    captions, the captions filtered by ``caption_index_file``."""
     videos_fn, captions_fn, _ = _fns(self.setup.graphdef)
     params = state["params"]
     stats = pipeline.InputStats()
-    vids, vrows = [], {"video_index": [], "video_id": []}
+    vids, vrows = [], {"video_index": [], "video_id": [], corpus.EMPTY: []}
     for out, rows in corpus.stream(self.setup, self.split, videos_fn, params,
-                                   view=self.video_view, strings=("video_id",), stats=stats):
+                                   view=self.video_view, strings=("video_id",), stats=stats,
+                                   empty=True):
       vids.append(out)
-      vrows["video_index"].append(rows["video_index"])
+      for key in ("video_index", corpus.EMPTY):
+        vrows[key].append(rows[key])
       vrows["video_id"].extend(rows["video_id"])
     caps, cap_video, cap_index = [], [], []
     for (out, index), rows in corpus.stream(self.setup, self.split, captions_fn, params,
@@ -140,7 +151,15 @@ class MCHARetrievalEvaluator:
     if self.caption_index is not None:
       self._check_designated(cap_index, cap_video, video_ids)
     cap_ids = [f"{video_ids[v]}#{i}" for v, i in zip(cap_video, cap_index["caption_index"])]
-    return _concat(caps), _concat(vids), cap_video, cap_ids, video_ids, stats.truncated
+    empty = np.concatenate(vrows[corpus.EMPTY])
+    keep = corpus.non_empty(empty, video_ids, f"mcha_retrieval {self.split} (no expert has "
+                                              "a feature row)")
+    new_position = np.full(len(video_ids), -1, np.int32)
+    new_position[keep] = np.arange(keep.size)
+    kept_caps = np.flatnonzero(new_position[cap_video] >= 0)
+    return (corpus.take(_concat(caps), kept_caps), corpus.take(_concat(vids), keep),
+            new_position[cap_video[kept_caps]], [cap_ids[i] for i in kept_caps],
+            [video_ids[i] for i in keep], stats.truncated, int(empty.sum()))
 
   def _check_designated(self, index: dict[str, np.ndarray], cap_video: np.ndarray,
                         video_ids: list[str]) -> None:
@@ -157,7 +176,7 @@ class MCHARetrievalEvaluator:
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, results for ``write``)."""
     del step
-    caps, vids, cap_video, cap_ids, video_ids, truncated = self.encodings(state)
+    caps, vids, cap_video, cap_ids, video_ids, truncated, num_empty = self.encodings(state)
     params = corpus.host_params(state)
     mesh = corpus.ranking_mesh(self.setup.mesh)
     per_video = np.bincount(cap_video, minlength=len(video_ids))
@@ -180,7 +199,7 @@ class MCHARetrievalEvaluator:
             cand_block=self.blocks[1])
     metrics = {f"{p}/{k}": v for p, r in ranked.items() for k, v in r.metrics().items()}
     metrics.update(num_examples=float(len(cap_ids)), num_videos=float(len(video_ids)),
-                   truncated_examples=float(truncated))
+                   num_empty_videos=float(num_empty), truncated_examples=float(truncated))
     weights = {}
     if "weight_probs" in caps:
       w = np.asarray(_fns(self.setup.graphdef)[2](

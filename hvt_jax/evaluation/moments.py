@@ -72,6 +72,14 @@ Subsample (``max_queries``/``max_videos``, for CPU runs of full-size splits): th
 are drawn first (uniformly, seeded), then as many of their videos as ``max_videos`` allows
 (queries whose video does not fit are dropped), then other videos as distractors; every
 kept query keeps its ground-truth video. Deterministic given ``subsample_seed``.
+
+Empty videos: a video with no feature row in any stream the view reads (visual modalities
+and subtitle; ``hammer_view.video_view``'s ``empty_video``) would be encoded from padding
+only (the resampled grid then holds one all-zero frame), scoring alike against every query
+in VR and offering no real moment in TL. It is left out before anything else, as a
+candidate of every query and with its own queries (``corpus.non_empty``: a warning names
+it; ``num_empty_videos`` counts such videos; ``num_queries``/``num_videos`` count what is
+evaluated). In a query-only split only the corpus side is filtered.
 """
 
 from __future__ import annotations
@@ -555,18 +563,20 @@ class MomentEvaluator:
     extra = self.setup.meta.get("extra", {})
     return extra.get("queries", {}).get(self.split)
 
-  def load(self, params: Any) -> CorpusData:
-    """Streams the split through both views; returns its encodings and labels."""
+  def load(self, params: Any) -> tuple[CorpusData, np.ndarray]:
+    """Streams the split through both views; returns its encodings and labels, and the
+    videos' [N] bool ``empty_video`` flags (module docstring)."""
     graphdef = self.setup.graphdef
     concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-    venc, dur, vids, vindex = [], [], [], []
+    venc, dur, vids, vindex, empty = [], [], [], [], []
     for (enc, d), rows in corpus.stream(self.setup, self.split, _encode_fn(graphdef, "video"),
                                         params, view=pipeline.get_view(VIDEO_VIEW),
-                                        strings=("video_id",)):
+                                        strings=("video_id",), empty=True):
       venc.append(enc)
       dur.append(d)
       vids.extend(rows["video_id"])
       vindex.append(rows["video_index"])
+      empty.append(rows[corpus.EMPTY])
     vindex = np.concatenate(vindex).astype(np.int64)
     query_only = self._query_only()
     if query_only is not None:
@@ -586,10 +596,11 @@ class MomentEvaluator:
       position = np.full(int(vindex.max()) + 1, -1, np.int64)
       position[vindex] = np.arange(vindex.size)
       qvideo = position[np.concatenate(qindex)]
-    return CorpusData(query_enc=qenc, video_enc=concat(venc), query_ids=list(qids),
+    data = CorpusData(query_enc=qenc, video_enc=concat(venc), query_ids=list(qids),
                       query_video=qvideo, segments=np.asarray(segs, np.float32),
                       video_ids=list(vids), video_index=vindex,
                       durations=np.concatenate(dur).astype(np.float32))
+    return data, np.concatenate(empty)
 
   def _desc_ids(self, sentence_ids: list[str]) -> list[str]:
     """The view's "<video_id>#<i>" ids as the dataset's own sentence ids where it stores
@@ -637,7 +648,11 @@ class MomentEvaluator:
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, what ``write`` needs)."""
     params = corpus.host_params(state)
-    data = self.load(params)
+    data, empty = self.load(params)
+    keep = corpus.non_empty(empty, data.video_ids, f"moments {self.split} (no feature row)")
+    if keep.size < empty.size:   # their queries go too; a query-only split keeps its own
+      data = data.take(np.flatnonzero(~np.isin(data.query_video, np.flatnonzero(empty))),
+                       keep)
     full_q, full_v = len(data.query_ids), len(data.video_ids)
     q_keep, v_keep = subsample(data.query_video, full_v, self.max_queries, self.max_videos,
                                self.subsample_seed)
@@ -658,6 +673,7 @@ class MomentEvaluator:
                                self.duration_buckets)
     metrics.update(num_queries=float(len(data.query_ids)),
                    num_videos=float(len(data.video_ids)),
+                   num_empty_videos=float(empty.sum()),
                    dropped_long_moments=float(pred["dropped"]))
     if self.prefix:
       metrics = {f"{self.prefix}_{k}": v for k, v in metrics.items()}

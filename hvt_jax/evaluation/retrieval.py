@@ -34,15 +34,16 @@ Differences from reference code, which matter when comparing with published numb
   1-based rank ``r`` when ``r <= k``. They differ only for a half-integer rank just above k
   (e.g. rank 5.5 is in MMT's R@5 but not in ours).
 
-For large splits, ``chunked_ranks`` computes the same ranks from embeddings chunk by chunk
-without ever holding the whole [Q, N] similarity matrix.
+``ranks`` ranks a similarity matrix that is already on the host. A corpus too large for its
+[Q, N] matrix is ranked from encodings by the device-side scorer
+(``evaluation.scorer.rank_corpus``, which every evaluator uses): the same rule, each pair's
+score computed once, so exact duplicates always tie.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import contextlib
-import logging
 import math
 import os
 
@@ -54,7 +55,6 @@ METRIC_KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")
 # Rows per block when ranking a full similarity matrix: bounds the boolean temporaries of
 # the comparisons to about 16 M entries whatever the matrix size.
 _RANK_BLOCK_ENTRIES = 1 << 24
-_NORM_EPS = 1e-12
 
 QueryToTarget = Sequence[int] | Sequence[Sequence[int]] | np.ndarray | None
 
@@ -168,13 +168,15 @@ def _best_correct_scores(sim_rows: np.ndarray, rows: np.ndarray,
 
   ``rows`` are local to ``sim_rows`` and cover every row. The highest-scoring correct
   column is the one with the best rank, since the rank only decreases as the score grows.
+  The maximum is taken in the matrix's own dtype, so each value is exactly one of the
+  row's entries and compares equal to its exact duplicates only (a cast to float64 would
+  merge distinct integers above 2**53).
   """
-  scores = sim_rows[rows, cols]
-  best = np.full(sim_rows.shape[0], -np.inf, dtype=np.float64)
-  np.maximum.at(best, rows, scores.astype(np.float64))
-  # Compare in the matrix's own dtype: the gathered value is exactly a matrix entry, so
-  # equality with its copies in the row is exact (no rounding from a cast).
-  return best.astype(sim_rows.dtype) if np.issubdtype(sim_rows.dtype, np.floating) else best
+  dtype = sim_rows.dtype
+  lowest = -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+  best = np.full(sim_rows.shape[0], lowest, dtype=dtype)
+  np.maximum.at(best, rows, sim_rows[rows, cols])
+  return best
 
 
 def _block_ranks(sim_rows: np.ndarray, best: np.ndarray) -> np.ndarray:
@@ -186,7 +188,8 @@ def _block_ranks(sim_rows: np.ndarray, best: np.ndarray) -> np.ndarray:
 
 
 def _rank_rows(sim_rows: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-  """Ranks of a block of rows, in sub-blocks to bound the boolean temporaries."""
+  """Ranks of every row of ``sim_rows``, in row sub-blocks to bound the boolean
+  temporaries (a row is never split, and its target score is one of its own entries)."""
   n_rows, n_cols = sim_rows.shape
   step = max(1, _RANK_BLOCK_ENTRIES // max(n_cols, 1))
   best = _best_correct_scores(sim_rows, rows, cols)
@@ -299,121 +302,6 @@ def recall_curve(ranks_or_similarity: np.ndarray, max_rank: int | None = None,
   # searchsorted on the sorted ranks counts ranks <= each cut-off in O((Q + K) log Q).
   counts = np.searchsorted(np.sort(r), cutoffs, side="right")
   return cutoffs, 100.0 * counts / r.size
-
-
-def _check_embeddings(x: np.ndarray, name: str, chunk_size: int) -> tuple[np.ndarray, int]:
-  """Validates [M, D] embeddings; returns the array and its count of zero-norm rows."""
-  arr = np.asarray(x)
-  if arr.ndim != 2:
-    raise ValueError(f"retrieval: {name} must be a 2-D [rows, dim] array, got {arr.shape}")
-  if arr.shape[0] == 0:
-    raise ValueError(f"retrieval: {name} has no rows")
-  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-    raise ValueError(f"retrieval: {name} must hold real numbers, got dtype {arr.dtype}")
-  n_bad, n_zero = 0, 0
-  # In chunks, so the check never holds a second full-size copy.
-  for start in range(0, arr.shape[0], chunk_size):
-    block = arr[start:start + chunk_size].astype(np.float32)
-    finite = np.isfinite(block)
-    n_bad += block.size - int(np.count_nonzero(finite))
-    n_zero += int(np.count_nonzero(~np.any(block != 0, axis=1)))
-  if n_bad:
-    raise ValueError(f"retrieval: {name} has {n_bad} non-finite entries (NaN or inf)")
-  return arr, n_zero
-
-
-def _prepare(block: np.ndarray, normalize: bool) -> np.ndarray:
-  out = block.astype(np.float32)
-  if normalize:
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    out /= np.maximum(norms, _NORM_EPS)
-  return out
-
-
-def _similarity_row_blocks(queries: np.ndarray, targets: np.ndarray, chunk_size: int,
-                           normalize: bool) -> Iterator[tuple[int, int, np.ndarray]]:
-  """Yields (start, stop, [stop - start, N] float32 similarity rows), chunk by chunk.
-
-  Both the query and the target side are normalized one chunk at a time, so the only
-  large allocation is the [chunk_size, N] output block. ``chunked_similarity`` and
-  ``chunked_ranks`` share this generator, so their similarities are bit-identical.
-  """
-  if chunk_size < 1:
-    raise ValueError(f"retrieval: chunk_size must be >= 1, got {chunk_size}")
-  queries, q_zero = _check_embeddings(queries, "queries", chunk_size)
-  targets, t_zero = _check_embeddings(targets, "targets", chunk_size)
-  if queries.shape[1] != targets.shape[1]:
-    raise ValueError(
-        f"retrieval: queries have dim {queries.shape[1]} but targets dim {targets.shape[1]}")
-  if normalize and (q_zero or t_zero):
-    # Cosine is undefined for a zero vector; like torch's F.normalize we keep it at zero,
-    # so it scores 0 against everything. Logged, since it usually means a padding bug.
-    logging.warning("retrieval: %d zero query rows and %d zero target rows get cosine 0",
-                    q_zero, t_zero)
-  num_q, num_t = queries.shape[0], targets.shape[0]
-  for start in range(0, num_q, chunk_size):
-    stop = min(start + chunk_size, num_q)
-    q = _prepare(queries[start:stop], normalize)
-    block = np.empty((stop - start, num_t), dtype=np.float32)
-    for t_start in range(0, num_t, chunk_size):
-      t_stop = min(t_start + chunk_size, num_t)
-      block[:, t_start:t_stop] = q @ _prepare(targets[t_start:t_stop], normalize).T
-    yield start, stop, block
-
-
-def chunked_similarity(queries: np.ndarray, targets: np.ndarray, chunk_size: int = 1024,
-                       normalize: bool = True) -> np.ndarray:
-  """Cosine (or dot-product) similarity computed in chunks, in float32.
-
-  Args:
-    queries: [Q, D] real array of query embeddings, all finite.
-    targets: [N, D] real array of candidate embeddings, all finite.
-    chunk_size: rows (of either side) normalized and multiplied at a time.
-    normalize: L2-normalize both sides first (cosine similarity); False gives dot products.
-      Zero rows stay zero (their cosine with everything is 0, logged as a warning).
-
-  Returns:
-    [Q, N] float32 similarity matrix.
-  """
-  q_rows = np.asarray(queries).shape[0] if np.ndim(queries) == 2 else 0
-  n_rows = np.asarray(targets).shape[0] if np.ndim(targets) == 2 else 0
-  out = np.empty((q_rows, n_rows), dtype=np.float32)
-  for start, stop, block in _similarity_row_blocks(queries, targets, chunk_size, normalize):
-    out[start:stop] = block
-  return out
-
-
-def chunked_ranks(queries: np.ndarray, targets: np.ndarray,
-                  query_to_target: QueryToTarget = None, chunk_size: int = 1024,
-                  normalize: bool = True) -> np.ndarray:
-  """Tie-averaged ranks from embeddings, never holding the full [Q, N] similarity.
-
-  Peak memory is one [chunk_size, N] float32 block plus chunk-sized normalized copies.
-  The result equals ``ranks(chunked_similarity(queries, targets, chunk_size, normalize),
-  query_to_target)`` exactly (same blocks, same float32 arithmetic).
-
-  Args:
-    queries: [Q, D] real array of query embeddings.
-    targets: [N, D] real array of candidate embeddings.
-    query_to_target: as in ``ranks`` (None: query i's target is candidate i).
-    chunk_size: query rows (and target rows) processed at a time.
-    normalize: cosine similarity if True, else dot products.
-
-  Returns:
-    [Q] float64 1-based tie-averaged ranks; feed them to ``metrics_from_ranks``.
-  """
-  q_shape, t_shape = np.shape(queries), np.shape(targets)
-  if len(q_shape) != 2 or len(t_shape) != 2:
-    raise ValueError(
-        f"retrieval: queries and targets must be 2-D, got {q_shape} and {t_shape}")
-  rows, cols = _targets_csr(query_to_target, q_shape[0], t_shape[0])
-  order = np.argsort(rows, kind="stable")
-  rows, cols = rows[order], cols[order]
-  out = np.empty(q_shape[0], dtype=np.float64)
-  for start, stop, block in _similarity_row_blocks(queries, targets, chunk_size, normalize):
-    lo, hi = np.searchsorted(rows, [start, stop])
-    out[start:stop] = _rank_rows(block, rows[lo:hi] - start, cols[lo:hi])
-  return out
 
 
 def plot_recall_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str,

@@ -174,9 +174,15 @@ def hammer_view(example: dict[str, Any], cfg: Any,
 
 def video_view(example: dict[str, Any], cfg: Any,
                seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-  """Evaluation: one example per video (``video_frames`` + ``example_mask``)."""
+  """Evaluation: one example per video (``video_frames`` + ``example_mask``), plus
+  ``empty_video`` [] bool: no stream the view reads (the visual modalities, the subtitle)
+  has a feature row, so the frames are padding only (``ops.resample_rows`` still marks one
+  frame valid); the evaluator leaves the video and its queries out (``evaluation.corpus``)."""
   del seed
-  return dict(video_frames(example, cfg), example_mask=tf.constant(True))
+  out = video_frames(example, cfg)   # checks that the record has every stream
+  streams = tuple(cfg.modalities) + ((cfg.subtitle,) if cfg.get("subtitle") else ())
+  rows = tf.add_n([tf.shape(example[f"features/{m}"])[0] for m in streams])
+  return dict(out, example_mask=tf.constant(True), empty_video=tf.equal(rows, 0))
 
 
 def query_view(example: dict[str, Any], cfg: Any,

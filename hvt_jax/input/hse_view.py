@@ -36,9 +36,12 @@ def hse_view(example: dict[str, Any], cfg: Any,
     clip_frames [C, F, D] float32, clip_frame_mask [C, F], clip_mask [C],
     video_frames [Fv, D], video_frame_mask [Fv], sentence_tokens [C, L] int32,
     sentence_token_mask [C, L], sentence_mask [C], paragraph_tokens [Lp],
-    paragraph_token_mask [Lp], example_mask [] (True), plus the host-side statistics
-    ``truncated`` [] bool (a static limit cut clips, sentences or words) and
-    ``empty_segments`` [] int32 (segments that cover no feature row).
+    paragraph_token_mask [Lp], example_mask [] (True), ``empty_video`` [] bool (the video
+    keeps no clip: no segment covers a feature row, e.g. its features end before its
+    first annotated moment; evaluators leave it out of every ranking,
+    ``evaluation.corpus``), plus the host-side statistics ``truncated`` [] bool (a static
+    limit cut clips, sentences or words) and ``empty_segments`` [] int32 (segments that
+    cover no feature row).
 
   Raises:
     ValueError: unknown ``clip_source`` or rule.
@@ -91,6 +94,7 @@ def hse_view(example: dict[str, Any], cfg: Any,
       "paragraph_tokens": para,
       "paragraph_token_mask": para > 0,
       "example_mask": tf.constant(True),
+      "empty_video": tf.equal(num_clips, 0),
       "truncated": ((num_clips > c) | (num_sentences > c)
                     | (tf.reduce_max(tokens.row_lengths()) > cfg.max_words)
                     | (tf.size(tokens.flat_values) > cfg.max_paragraph_words)),

@@ -111,10 +111,13 @@ def train_view(example: dict[str, Any], cfg: Any, seed: tf.Tensor) -> dict[str, 
 
 def video_view(example: dict[str, Any], cfg: Any,
                seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-  """Evaluation: the video only (evenly spaced feature rows; deterministic)."""
+  """Evaluation: the video only (evenly spaced feature rows; deterministic), plus
+  ``empty_video`` [] bool: no expert has a row (nothing to encode; the evaluator leaves
+  the video and its captions out of the ranking, ``evaluation.corpus``)."""
   del seed
   out = expert_inputs(example, cfg, None)
   out["example_mask"] = tf.constant(True)
+  out["empty_video"] = ~tf.reduce_any(out["expert_mask"])
   out["truncated"] = out.pop("feature_truncated")
   return out
 
