@@ -341,8 +341,9 @@ def test_video_without_frames_is_left_out(tmp_path, caplog):
                           str(tmp_path / name), counter=builder.SkipCounter())
     c = hammer_demo.get_config("runlocal")
     c.input.data_dir, c.input.max_frames = str(tmp_path / name), F
-    setup = dataclasses.make_dataclass("Setup", ["config", "mesh", "meta", "graphdef"])(
-        c, mesh, pipeline.dataset_info(c)[1], graphdef)
+    setup = dataclasses.make_dataclass(
+        "Setup", ["config", "mesh", "meta", "graphdef", "data_dir"])(
+            c, mesh, pipeline.dataset_info(c)[1], graphdef, pipeline.dataset_info(c)[0])
     ev = moments.MomentEvaluator(setup, "val", top_k_videos=3, svmr_moments=3,
                                  query_block=2, cand_block=2, pair_block=2, submission=False)
     metrics[name], results[name] = ev.run({"params": params}, 0)

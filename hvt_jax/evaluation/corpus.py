@@ -124,7 +124,8 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
   ds, steps, total = pipeline.eval_dataset(setup.config, split, view)
   from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   batches = tqdm.tqdm(
-      pipeline.iterate(ds, setup.mesh, view, stats), total=steps, desc=f"eval {split}",
+      pipeline.iterate(ds, setup.mesh, view, stats, data_dir=setup.data_dir), total=steps,
+      desc=f"eval {split}",
       leave=False,
       disable=jax.process_index() > 0 or not setup.config.get("progress_bar", True))
   seen = 0
@@ -135,10 +136,10 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
     mask = mask.astype(bool)
     rows = {"video_index": index[mask]}
     if empty:
-      if EMPTY not in batch:
+      if EMPTY not in host:
         raise ValueError(f"the input view of model {setup.config.model.name!r} sets no "
                          f"{EMPTY!r} flag: which videos have nothing to encode is unknown")
-      rows[EMPTY] = multihost_utils.process_allgather(batch[EMPTY], tiled=True)[mask]
+      rows[EMPTY] = multihost_utils.process_allgather(host[EMPTY], tiled=True)[mask]
     for key in strings:
       values = allgather_strings([v.decode("utf-8") for v in host[key]])
       rows[key] = [v for v, m in zip(values, mask) if m]

@@ -187,7 +187,7 @@ def run_all(evals: list[Any], state: dict[str, Any], step: int, writer: Any,
     metrics, results = ev.run(state, step)
     merged = by_split.setdefault(ev.split, {})
     clash = sorted(set(metrics) & set(merged) - {"num_examples", "truncated_examples",
-                                                 "empty_segments"})
+                                                 "empty_segments", "num_empty_videos"})
     if clash:
       raise ValueError(f"evaluators of split {ev.split!r} both write {clash}: give them "
                        "different prefixes (config.evals.<name>.prefix)")

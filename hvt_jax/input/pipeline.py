@@ -43,7 +43,8 @@ class View:
     per_row: "" = one example per record; else the record key whose rows are the examples
       (N = its number of rows): "tokens" = one per sentence, "instances/labels" = one per
       labelled action instance. Their counts come from the metadata (``ROW_COUNTS``).
-    host_keys: keys that stay on the host (ids, strings); ``video_id`` always does.
+    host_keys: keys that stay on the host (ids, strings); ``video_id`` and ``empty_video``
+      (a view's flag for a video with nothing to encode, read by the evaluators) always do.
     stat_keys: host-side statistics counted by ``InputStats`` (not fed to the model).
   """
   fn: Callable[[dict[str, Any], Any, tf.Tensor], dict[str, tf.Tensor]]
@@ -53,7 +54,7 @@ class View:
 
   @property
   def host_only(self) -> tuple[str, ...]:
-    return ("video_id", *self.host_keys, *self.stat_keys)
+    return ("video_id", "empty_video", *self.host_keys, *self.stat_keys)
 
 
 _HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
