@@ -226,8 +226,8 @@ def test_stop_requested_during_start_up_exits_cleanly(data_dir, tmp_path, monkey
 
 
 def _nan_at(step_index, real_iterate):
-  def iterate(ds, mesh, view, stats=None):
-    for i, (batch, host) in enumerate(real_iterate(ds, mesh, view, stats)):
+  def iterate(ds, mesh, view, stats=None, data_dir=None):
+    for i, (batch, host) in enumerate(real_iterate(ds, mesh, view, stats, data_dir)):
       if i == step_index:
         batch = dict(batch, clip_frames=batch["clip_frames"] * np.nan)
       yield batch, host
