@@ -597,6 +597,15 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         features=make_features(self._modalities()),
         metadata=tfds.core.MetadataDict(), disable_shuffling=True)
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ... to <tmp dir>" and
+  # "... downloaded and prepared" to stdout; nothing is downloaded here and the dir is a
+  # temporary one (`prepare` renames it), so both go to the INFO log instead.
+  def _log_download_bytes(self) -> None:
+    logging.info("TFDS: preparing %s in %s", self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("TFDS: %s prepared in %s", self.name, self.data_dir)
+
   def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
     self._beam = (download_config.beam_runner is not None
                   or download_config.beam_options is not None)

@@ -136,12 +136,10 @@ def main(argv: list[str] | None = None) -> None:
   if unknown:
     parser.error(f"--models {','.join(unknown)}: not a demo model; valid: "
                  f"{', '.join(demos)} (MCHA: see the README's MCHA section)")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)
   from hvt_jax.cli import common  # pylint: disable=g-import-not-at-top
+  common.console_logging()   # our own warnings and every library's errors
   models = tuple(args.models.split(","))
   seeds = tuple(int(s) for s in args.seeds.split(","))
   results = run_demo(args.workdir, models, arg=args.config_arg, num_train=args.num_train,

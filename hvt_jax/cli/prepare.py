@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +47,21 @@ def build_parser(dataset: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=f"convert {name} ({CONVERTERS[name]})")
     if name == dataset:
       _converter(name).add_arguments(p)
+      p.add_argument("--verbosity", "-v", type=int, default=None,
+                     help="also show every library's log records from this absl level up "
+                          "(-1 warning, 0 info, 1 debug); default: our own warnings and "
+                          "every library's errors")
   return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """The parsed flags of `argv` (arguments without the program name; default
+  sys.argv[1:]); an unknown dataset exits with the list of valid names."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  dataset = next((a for a in argv if not a.startswith("-")), None)
+  if dataset is not None and dataset not in CONVERTERS:
+    _converter(dataset)  # Exits with the list of valid names.
+  return build_parser(dataset).parse_args(argv)
 
 
 def prepare(argv: Sequence[str] | None = None) -> str:
@@ -60,14 +73,8 @@ def prepare(argv: Sequence[str] | None = None) -> str:
   Returns:
     The dataset directory written.
   """
-  argv = list(sys.argv[1:] if argv is None else argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  dataset = next((a for a in argv if not a.startswith("-")), None)
-  if dataset is not None and dataset not in CONVERTERS:
-    _converter(dataset)  # Exits with the list of valid names.
-  args = build_parser(dataset).parse_args(argv)
-  module = _converter(args.dataset)
-  return module.run(args)
+  args = parse_args(argv)
+  return _converter(args.dataset).run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -77,10 +84,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   an error exit, so the dataset dir is printed by the converter instead. A user error (bad
   flag value, missing/corrupt annotation or feature file: ValueError or OSError, which
   includes FeatureFileError) prints `hvt-prepare: error: <message>` to stderr and exits with
-  status 2, like argparse's own errors, instead of a traceback.
+  status 2, like argparse's own errors, instead of a traceback. The console shows TFDS's
+  progress bars, the summary, our own warnings and every library's errors
+  (`hvt_jax.cli.common.console_logging`; `--verbosity N` shows more).
   """
+  from hvt_jax.cli import common  # pylint: disable=g-import-not-at-top
   try:
-    prepare(argv)
+    args = parse_args(argv)
+    common.console_logging(args.verbosity)
+    _converter(args.dataset).run(args)
   except (ValueError, OSError) as e:
     print(f"hvt-prepare: error: {e}", file=sys.stderr)
     sys.exit(2)

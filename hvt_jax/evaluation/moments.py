@@ -66,7 +66,13 @@ A query-only split (TVR test_public: queries in the dataset metadata, the split'
 its video corpus, ``data_prep/tvr.py``) gets predictions and no metrics besides the counts.
 Files: ``<prefix>_tvr_submission.json`` (``tvr_submission.json`` without a prefix) in
 TVR's format (``localization.write_tvr_submission``: VCMR, SVMR, VR lists, video2idx from
-the dataset's TVR video index when it has one, else the record index).
+the dataset's TVR video index when it has one, else the record index). TVR's script gives
+the SVMR and VCMR metrics above from it (they are computed from the same lists). Its VR
+recall reads the VR list, the ``top_k_videos`` best videos in stage-1 order, and equals
+``vr/R@k`` only when ``top_k_videos`` >= 100 (fewer, e.g. runlocal's 4: the list ends there,
+so TVR's R@k for k > 4 is its R@4, while ``vr/R@k`` uses the rank among all videos) and no
+video's score ties the ground-truth video's across position k (``vr/R@k`` averages tied
+ranks; the list orders tied videos lower candidate index first).
 
 Subsample (``max_queries``/``max_videos``, for CPU runs of full-size splits): the queries
 are drawn first (uniformly, seeded), then as many of their videos as ``max_videos`` allows
