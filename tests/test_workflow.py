@@ -17,7 +17,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs.hse import demo as hse_demo
 from hvt_jax import checkpoints, pretrained, train
 from hvt_jax.input import pipeline
 from tests import tiny_data
@@ -33,16 +32,8 @@ def data_dir(tmp_path_factory):
   return str(out)
 
 
-def _config(data_dir, **kw):
-  c = hse_demo.get_config("runlocal")
-  c.input.data_dir = data_dir
-  for k, v in kw.items():
-    parent = c
-    *path, leaf = k.split(".")
-    for p in path:
-      parent = parent[p]
-    parent[leaf] = v
-  return c
+def _config(data_dir, **overrides):
+  return tiny_data.hse_config(data_dir, **overrides)
 
 
 def _shard(dataset_dir, split):

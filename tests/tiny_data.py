@@ -46,3 +46,19 @@ def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *
   splits = {"train": [record(i, rng, "train", modality, first) for i in range(num_train)],
             val_split: [record(i, rng, val_split, modality, first) for i in range(num_val)]}
   return builder.write_dataset(spec, splits, out_dir, counter=builder.SkipCounter())
+
+
+def hse_config(data_dir: str, model: str = "hse", **overrides):
+  """``configs/{hse,fse}/demo.py:runlocal`` on ``data_dir``; ``overrides`` by dotted key
+  ("checkpoint.every_steps"), values of any type (a dict replaces a whole block)."""
+  from configs.fse import demo as fse_demo  # pylint: disable=g-import-not-at-top
+  from configs.hse import demo as hse_demo  # pylint: disable=g-import-not-at-top
+  c = {"hse": hse_demo, "fse": fse_demo}[model].get_config("runlocal")
+  c.input.data_dir = data_dir
+  for key, value in overrides.items():
+    parent = c
+    *path, leaf = key.split(".")
+    for p in path:
+      parent = parent[p]
+    parent[leaf] = value
+  return c
