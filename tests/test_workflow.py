@@ -19,7 +19,7 @@ import pytest
 
 from hvt_jax import checkpoints, pretrained, train
 from hvt_jax.input import pipeline
-from tests import tiny_data
+from tests import data_fixtures, tiny_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -66,7 +66,7 @@ def test_damaged_shards_are_named_before_the_first_step_and_mid_run(data_dir, tm
   # Missing and empty shards (a copy that broke), through the console script: one line, exit 2.
   train_shard.write_bytes(b"")
   val_shard.unlink()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = data_fixtures.console_script_env(devices=1)
   proc = subprocess.run([str(BIN / "hvt-train"), f"--config={REPO}/configs/hse/demo.py:runlocal",
                          f"--workdir={tmp_path / 'run'}", f"--config.input.data_dir={copy}"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -188,7 +188,7 @@ def test_eval_beside_a_live_trainer_never_touches_its_save_in_flight(data_dir, t
   overrides = {"num_train_steps": steps, "checkpoint.every_steps": 4,
                "checkpoint.max_to_keep": 20, "evals": {}}
   args = [f"--config.{k}={v}" for k, v in overrides.items() if k != "evals"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = data_fixtures.console_script_env(devices=8)    # the compile cache of this session
   proc = subprocess.Popen(
       [str(BIN / "hvt-train"), f"--config={REPO}/configs/hse/demo.py:runlocal",
        f"--workdir={run}", f"--config.input.data_dir={data_dir}", *args],
