@@ -95,7 +95,7 @@ def bench(args: argparse.Namespace, dtype: str, params: dict,
 
 def main():
   args = _parse()
-  # Before the first use of the CPU backend (the ENVIRONMENT.md alternative to XLA_FLAGS).
+  # Before the first use of the CPU backend (an alternative to XLA_FLAGS).
   jax.config.update("jax_num_cpu_devices", args.devices)
   print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{os.cpu_count()} CPU cores")

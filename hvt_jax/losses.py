@@ -6,7 +6,8 @@ and XLA inserts the gathers. Nothing branches in Python on array values; padded 
 zeroed with ``jnp.where`` before any arithmetic, so neither their values nor their
 gradients can leak into the loss (not even NaN or inf written into padding).
 
-Equation numbers refer to section 3 of the paper (``shared/papers/hse_eccv2018.md``).
+Equation numbers refer to section 3 of the paper (Zhang, Hu, Sha: "Cross-Modal and Hierarchical Modeling of
+Video and Text", ECCV 2018).
 
 Sign convention. The paper prints the hinge of Eq. 4/5/14 as
 ``[m + MATCH(v_k, p_k) - MATCH(v_k', p_k)]_+`` and Eq. 6/7 as ``[g + 1 - MATCH(x_k', x_k)]_+``.

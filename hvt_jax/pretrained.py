@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -110,7 +110,8 @@ def _checkpoint(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarra
   ``checkpoints`` dir), or one step dir, which must be complete (``hvt_jax.checkpoints``)."""
   del target
   from hvt_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  step_dir, _ = checkpoints.resolve(entry["source"], what=f"init_from {entry['source']}")
+  step_dir, step = checkpoints.resolve(entry["source"], what=f"init_from {entry['source']}")
+  logging.info("init_from %s: step %d (%s)", entry["source"], step, step_dir)
   tree = checkpoints.restore(step_dir)
   return {k: np.asarray(v) for k, v in flatten(tree["params"]).items()}
 
@@ -121,8 +122,12 @@ _LOADERS: dict[str, Callable[[dict[str, Any], list[str]], dict[str, np.ndarray]]
 
 def check_entry(entry: Any, index: int) -> dict[str, Any]:
   """An entry as a plain dict with defaults, or a ValueError naming the field."""
-  e = dict(entry.to_dict() if hasattr(entry, "to_dict") else entry)
   where = f"config.init_from[{index}]"
+  if not isinstance(entry, Mapping) and not hasattr(entry, "to_dict"):
+    raise ValueError(f"{where} is {entry!r}, not an entry: config.init_from is a list of "
+                     "dicts, e.g. --config.init_from=\"({'source': 'runs/hse', 'format': "
+                     "'checkpoint'},)\"")
+  e = dict(entry.to_dict() if hasattr(entry, "to_dict") else entry)
   unknown = set(e) - _FIELDS
   if unknown:
     raise ValueError(f"{where}: unknown fields {sorted(unknown)}; valid: {sorted(_FIELDS)}")

@@ -24,7 +24,8 @@ def make_mesh(mesh_shape: Sequence[tuple[str, int]] | None = None,
   """Builds the device mesh from ``config.mesh``, e.g. ``[("data", -1), ("model", 1)]``.
 
   One entry may be -1 ("whatever is left"). Axis types are Auto: XLA propagates shardings
-  from the annotated inputs and parameters (see ../shared/ENVIRONMENT.md).
+  from the annotated inputs and parameters (``jax.make_mesh`` defaults to
+  Explicit axes in this jax, which would require annotating every activation).
   ``num_devices`` > 0 uses only the first devices (single-process debugging and tests).
   """
   spec = dict(mesh_shape or [("data", -1), ("model", 1)])

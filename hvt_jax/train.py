@@ -82,6 +82,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
                        f"axis ({mesh.shape['data']} devices)")
   data_dir, meta = pipeline.dataset_info(config)
   reader.check_shards(data_dir)        # a missing or truncated shard: now, not steps later
+  for i, entry in enumerate(config.get("init_from") or []):
+    pretrained.check_entry(entry, i)   # a wrong entry: before init, not after
   meta = dict(meta, data_dir=data_dir)
   steps_per_epoch = max(1, pipeline.num_train_examples(config, meta) // config.batch_size)
   num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
@@ -562,12 +564,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None,
-                        splits: list[str] | None = None) -> dict[str, float]:
+                        splits: list[str] | None = None) -> tuple[int, dict[str, float]]:
   """Restores a complete checkpoint (latest by default) and runs the configured evaluators.
 
   Read-only on the run's checkpoints (no orbax manager, no clean-up): safe beside a trainer
   that is writing to the same workdir. Metrics, predictions and plots go to
   ``<workdir>/eval/<split>/``.
+
+  Returns:
+    (the step evaluated, ``{split/metric: value}``).
 
   Raises:
     FileNotFoundError: the run has no complete checkpoint, or ``step`` does not exist.
@@ -575,8 +580,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """
   s = setup(config)
   evals = evaluators.from_config(config, s, splits=splits)
-  step_dir, _ = checkpoints.resolve(os.path.join(workdir, checkpoints.CHECKPOINTS), step,
-                                    what=f"--workdir {workdir}")
+  directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
+  step_dir, step = checkpoints.resolve(directory, step, what=f"--workdir {workdir}")
+  newer = [n for n in sorted(os.listdir(directory), key=lambda n: (len(n), n))
+           if n.isdigit() and int(n) > step]
+  if newer:
+    logging.warning("evaluating step %d: newer step directories %s are incomplete (in "
+                    "progress or damaged) and are skipped", step, newer)
   state = restore(s, step_dir, changed=config_changes(workdir, config))
   writer = metric_writers.create_default_writer(
       os.path.join(workdir, "eval"), just_logging=jax.process_index() > 0)
@@ -584,4 +594,4 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     results = evaluators.run_all(evals, state, int(jax.device_get(state["step"])), writer,
                                  workdir)
   writer.flush()
-  return results
+  return step, results

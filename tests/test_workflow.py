@@ -116,7 +116,8 @@ def _incomplete_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
     p.unlink()
 
 
-def test_one_rule_for_complete_steps_in_init_from_eval_and_resume(data_dir, tmp_path):
+def test_one_rule_for_complete_steps_in_init_from_eval_and_resume(data_dir, tmp_path,
+                                                                   caplog):
   """Complete steps 2 and 4 plus a 6/ copied from 4 without markers and with data removed."""
   run = tmp_path / "run"
   c = _config(data_dir, num_train_steps=4)
@@ -131,6 +132,13 @@ def test_one_rule_for_complete_steps_in_init_from_eval_and_resume(data_dir, tmp_
   assert sorted(loaded) == sorted(expected)
   for k, v in expected.items():
     np.testing.assert_array_equal(loaded[k], v)
+  # A bare dict instead of a list of entries: an error with the syntax, before init.
+  with pytest.raises(ValueError, match=r"config.init_from\[0\] is '\w+', not an entry: "
+                     r"config.init_from is a list of dicts"):
+    bare = _config(data_dir)
+    with bare.ignore_type():                  # as --config.init_from="{...}" arrives
+      bare.init_from = {"source": str(run), "format": "checkpoint"}
+    train.setup(bare)
   # One step directory that is incomplete: one clear error naming it.
   with pytest.raises(ValueError, match=rf"{re.escape(str(ckpt / '6'))} is incomplete"):
     pretrained._checkpoint(dict(source=str(ckpt / "6")), [])  # pylint: disable=protected-access
@@ -141,9 +149,11 @@ def test_one_rule_for_complete_steps_in_init_from_eval_and_resume(data_dir, tmp_
   with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 8 .*complete steps: "
                      r"\[2, 4\]"):
     train.evaluate_checkpoint(c, str(run), step=8)
-  results = train.evaluate_checkpoint(c, str(run))
-  assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["step"] == 4
-  assert results["val/num_examples"] == 20
+  with caplog.at_level("WARNING"):
+    step, results = train.evaluate_checkpoint(c, str(run))
+  assert "evaluating step 4: newer step directories ['6'] are incomplete" in caplog.text
+  metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+  assert step == metrics["step"] == 4 and results["val/num_examples"] == 20
   assert sorted(os.listdir(ckpt)) == before
   # The trainer (the writer) sets 6/ aside and resumes from 4.
   train.train_and_evaluate(_config(data_dir, num_train_steps=6, evals={}), str(run))
@@ -197,8 +207,8 @@ def test_eval_beside_a_live_trainer_never_touches_its_save_in_flight(data_dir, t
     tmp = _wait_for_save_in_flight(proc, run / "checkpoints", 8, timeout=240)
     assert tmp, "never saw a save in flight"
     c = _config(data_dir, **{k: v for k, v in overrides.items() if k != "evals"})
-    results = train.evaluate_checkpoint(c, str(run))
-    assert results["val/num_examples"] == 20
+    step, results = train.evaluate_checkpoint(c, str(run))
+    assert step < int(tmp.split(".")[0]) and results["val/num_examples"] == 20
     assert tmp in os.listdir(run / "checkpoints"), "the eval job removed the trainer's save"
   finally:
     proc.send_signal(signal.SIGCONT)

@@ -21,7 +21,9 @@ def _main(argv):
 
 def _run():
   config, workdir = common.startup()
-  results = train.evaluate_checkpoint(config, workdir, step=_STEP.value, splits=_SPLIT.value)
+  step, results = train.evaluate_checkpoint(config, workdir, step=_STEP.value,
+                                            splits=_SPLIT.value)
+  print(f"{workdir}: checkpoint step {step}")
   print(common.results_table(config.model.name, results))
 
 

@@ -125,12 +125,12 @@ EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS, **moments
               "caption": captioning.CaptioningEvaluator}
 
 
-def _check_splits(setup: Any, name: str, cfg: dict[str, Any], splits: list[str]) -> None:
-  """Every split an evaluator reads (``split``, or ``--split``, and options named
-  ``*_split``/``*_splits``) is a non-empty split of the dataset."""
+def _check_splits(setup: Any, name: str, cfg: dict[str, Any], splits: list[str],
+                  flag: bool) -> None:
+  """Every split an evaluator reads (``split``, or ``--split`` when ``flag``, and options
+  named ``*_split``/``*_splits``) is a non-empty split of the dataset."""
   available = setup.meta["splits"]
-  named = [(f"config.evals.{name}.split" if len(splits) == 1 else "--split", s)
-           for s in splits]
+  named = [("--split" if flag else f"config.evals.{name}.split", s) for s in splits]
   for key, value in cfg.items():
     if key.endswith(("_split", "_splits")):
       named += [(f"config.evals.{name}.{key}", s)
@@ -160,7 +160,7 @@ def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> lis
     if kind not in EVALUATORS:
       raise ValueError(f"config.evals.{name}.type={kind!r}; valid: {sorted(EVALUATORS)}")
     split = cfg.pop("split")
-    _check_splits(setup, name, cfg, splits or [split])
+    _check_splits(setup, name, cfg, splits or [split], flag=bool(splits))
     for s in (splits or [split]):
       try:
         out.append(EVALUATORS[kind](setup, s, **cfg))

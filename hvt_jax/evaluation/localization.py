@@ -1,6 +1,6 @@
 """Temporal localization metrics in plain numpy, following TVR's ``standalone_eval``.
 
-Three levels (DESIGN.md, "Metric contracts"):
+Three levels (the README's "Metrics" contract):
 
 * ``temporal_iou``: pairwise IoU of [start, end] windows.
 * ``localization_metrics``: temporal localization (TL) of one moment per query in a known

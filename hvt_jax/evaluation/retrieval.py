@@ -1,4 +1,4 @@
-"""Cross-modal retrieval metrics in plain numpy (DESIGN.md, "Metric contracts").
+"""Cross-modal retrieval metrics in plain numpy (the contract the README states).
 
 A similarity matrix has one row per query and one column per candidate; the correct
 candidate of query ``i`` is column ``i`` unless ``query_to_target`` says otherwise (one
@@ -29,7 +29,7 @@ Differences from reference code, which matter when comparing with published numb
   computed with ``ranks < 50``, i.e. it is really R@50 (the paper's tables label that column
   R@50), and computes the median rank as ``floor(median of 0-based ranks) + 1``, which for an
   even number of queries can differ from the true median by 0.5. This module reports the true
-  R@10 and R@50 and MdR = ``np.median`` of the 1-based ranks, as DESIGN.md specifies.
+  R@10 and R@50 and MdR = ``np.median`` of the 1-based ranks, the contract the README states.
 * MMT counts a tie-averaged 0-based rank ``c`` in R@k when ``c < k``; this module counts a
   1-based rank ``r`` when ``r <= k``. They differ only for a half-integer rank just above k
   (e.g. rank 5.5 is in MMT's R@5 but not in ours).

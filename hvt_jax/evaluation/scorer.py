@@ -1,6 +1,6 @@
 """Device-side corpus ranking: exact tie-averaged ranks and a top-K, block by block.
 
-``rank_corpus`` ranks every query against every candidate (DESIGN.md, "Evaluation") without
+``rank_corpus`` ranks every query against every candidate without
 the [Q, N] similarity matrix ever existing: queries go through in blocks of
 ``query_block`` rows per device, sharded over every axis of the mesh; candidates are
 replicated and visited ``cand_block`` rows at a time by a ``fori_loop`` inside one jitted,

