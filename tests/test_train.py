@@ -19,7 +19,7 @@ import pytest
 
 from hvt_jax import checkpoints, train
 from hvt_jax.input import pipeline
-from tests import tiny_data
+from tests import data_fixtures, tiny_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -175,8 +175,9 @@ def test_stop_signal_saves_and_resumes(data_dir, tmp_path, sig):
   cmd = [sys.executable, "-m", "hvt_jax.cli.train",
          f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={workdir}",
          f"--config.input.data_dir={data_dir}", "--config.num_train_steps=100000",
-         "--config.checkpoint.every_steps=1000"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+         "--config.checkpoint.every_steps=1000",
+         "--verbosity=0"]                  # INFO on the console: the "first step" line
+  env = data_fixtures.console_script_env(devices=2)
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   lines = []
