@@ -56,14 +56,15 @@ def main():
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={args.devices}")
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+  import importlib  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from configs.hammer import base  # pylint: disable=g-import-not-at-top
   from hvt_jax import models, sharding  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import corpus, moments, scorer  # pylint: disable=g-import-not-at-top
 
-  c = base.make(args.model, dataset=args.dataset)
+  c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
   dims = {"tvr": {"i3d": 1024, "resnet": 2048, "subtitle": 768},
           "activitynet": {"i3d": 1024, "resnet": 2048}}[args.dataset]

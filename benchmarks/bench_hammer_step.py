@@ -45,7 +45,8 @@ import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs.hammer import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.hammer import activitynet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.hammer import tvr  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {"i3d": 1024, "resnet": 2048, "subtitle": 768}
@@ -53,7 +54,7 @@ SPECIAL = dict(pad=0, unk=100, cls=101, sep=102, mask=103)      # bert-base-unca
 
 
 def make_config():
-  c = base.make(ARGS.model, "", dataset=ARGS.dataset)
+  c = {"activitynet": activitynet, "tvr": tvr}[ARGS.dataset].get_config(f"model={ARGS.model}")
   if ARGS.batch:
     c.batch_size = ARGS.batch
   if ARGS.negatives >= 0:

@@ -49,7 +49,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs.hse import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.hse import activitynet_c3d  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -83,7 +83,8 @@ def write_data(out_dir: str, n_train: int) -> str:
 
 
 def make_config(data_dir: str):
-  c = base.make(ARGS.model, "", modality="c3d", data_dir=data_dir)
+  c = activitynet_c3d.get_config(f"model={ARGS.model}")
+  c.input.data_dir = data_dir
   c.input.modality = "c3d"
   c.input.max_clips = ARGS.max_clips
   c.input.max_frames_per_clip = ARGS.max_frames_per_clip

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs.hse import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.hse import activitynet_c3d  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -55,7 +55,8 @@ def main():
     vectors = np.random.default_rng(1).normal(size=(ARGS.vocab, ARGS.word_dim)).astype(
         np.float32)
     np.save(os.path.join(data_dir, "word_vectors.npy"), vectors)
-    c = base.make("hse", "", modality="c3d", data_dir=data_dir)
+    c = activitynet_c3d.get_config()
+    c.input.data_dir = data_dir
     s = train.setup(c)
     lowered = jax.jit(train._init_fn(s), out_shardings=s.state_shardings).lower()  # pylint: disable=protected-access
     t = time.perf_counter()

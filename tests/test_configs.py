@@ -1,7 +1,9 @@
-"""Every config file: every leaf can be overridden from the command line."""
+"""Every config file: it builds, every leaf can be overridden from the command line, and it
+imports nothing from hvt_jax."""
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import sys
 
@@ -10,8 +12,23 @@ from absl import flags
 from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*/*.py")
-                      if p.name not in ("__init__.py", "base.py"))
+CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*/*.py") if p.name != "__init__.py")
+# The flat baselines are args of their family's files, each built and overridden as a config
+# of its own (they were the folders configs/fse and configs/flat).
+VARIANTS = {"hse/activitynet_c3d.py": "model=fse", "hse/activitynet_inception.py": "model=fse",
+            "hse/demo.py": "model=fse", "hammer/activitynet.py": "model=flat",
+            "hammer/tvr.py": "model=flat", "hammer/demo.py": "model=flat"}
+# (config file, its runlocal arg): every file, and every variant.
+CONFIGS = [(p, "runlocal") for p in CONFIG_FILES] + [
+    (REPO / "configs" / f, f"runlocal,{arg}") for f, arg in VARIANTS.items()]
+# The models of each family (configs/<family>/): a config builds one of its family's.
+FAMILY_MODELS = {"hse": ("hse", "fse", "hse_classifier", "hse_captioner"),
+                 "hammer": ("hammer", "flat"), "mcha": ("mcha",), "text_mlm": ("text_mlm",)}
+
+
+def _id(config):
+  path, arg = config
+  return f"{path.parent.name}/{path.stem}:{arg}"
 
 
 def _parse(path: str, overrides: list[str]):
@@ -48,10 +65,11 @@ def _other(value):
   return repr(value), value    # tuples (mesh, sharding rules): same value, parsed back
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_leaf_can_be_overridden(path):
+@pytest.mark.parametrize("config", CONFIGS, ids=_id)
+def test_every_leaf_can_be_overridden(config):
   """One parse overriding every leaf once (e.g. checkpoint.asynchronous, not a keyword)."""
-  base = _parse(f"{path}:runlocal", []).to_dict()
+  path, arg = config
+  base = _parse(f"{path}:{arg}", []).to_dict()
   leaves = dict(_leaves(base))
   assert "checkpoint.asynchronous" in leaves
   overrides, want = [], {}
@@ -59,7 +77,7 @@ def test_every_leaf_can_be_overridden(path):
     text, parsed = _other(value)
     overrides.append(f"--config.{key}={text}")
     want[key] = parsed
-  got = dict(_leaves(_parse(f"{path}:runlocal", overrides).to_dict()))
+  got = dict(_leaves(_parse(f"{path}:{arg}", overrides).to_dict()))
   for key, value in want.items():
     assert got[key] == value or (isinstance(value, tuple) and list(got[key]) == list(value)), key
 
@@ -91,8 +109,8 @@ def test_sharding_rules_cover_transformer_axes_and_reject_unknown_names():
     sharding.logical_to_mesh(("experts", "embed"), (4, 8), mesh, common.DATA_PARALLEL_RULES)
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path):
+@pytest.mark.parametrize("config", CONFIGS, ids=_id)
+def test_every_runlocal_config_builds_its_model_and_first_batches(config, tmp_path):
   """The abstract model, the first training batch and the first eval batch of each config,
   on a tiny dataset with the config's modality and split names."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -100,8 +118,9 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
   from tests import tiny_data  # pylint: disable=g-import-not-at-top
-  c = _parse(f"{path}:runlocal", [])
-  assert c.model.name == path.parent.name
+  path, arg = config
+  c = _parse(f"{path}:{arg}", [])
+  assert c.model.name in FAMILY_MODELS[path.parent.name]
   evals = list(c.evals.values())
   # HAMMER/FLAT read several streams (input.modalities, input.subtitle), MCHA its experts;
   # a model with a BERT-style text tower (config.model.text, MCHA) reads WordPiece ids.
@@ -138,3 +157,28 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
   assert q["embedding"].shape == cand["embedding"].shape == (c.eval_batch_size,
                                                               c.model.hidden)
   assert host["video_id"].shape == (c.eval_batch_size,) and "video_id" not in eval_batch
+
+
+def test_configs_import_nothing_from_hvt_jax():
+  """Reading a config imports no jax: no file under configs/ imports hvt_jax (its few shared
+  names, e.g. the text tower's checkpoint, are literals in configs/common.py)."""
+  files = sorted((REPO / "configs").rglob("*.py"))
+  assert len(files) > len(CONFIG_FILES)
+  for path in files:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        names = [node.module or ""]
+      else:
+        continue
+      bad = [n for n in names if n.split(".")[0] == "hvt_jax"]
+      assert not bad, f"{path.relative_to(REPO)}:{node.lineno} imports {bad}"
+
+
+def test_configs_name_the_text_towers_default_checkpoint():
+  """configs/common.py's literal is the name hvt_jax's text tower resolves to its offline
+  checkpoint."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
+  assert common.TEXT_CHECKPOINT == text.DEFAULT_CHECKPOINT

@@ -26,9 +26,9 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="module", params=["hse", "fse"])
 def backbone_run(request, demo, tmp_path_factory):
   """A runlocal HSE/FSE trained 4 steps on the demo: the checkpoint the heads start from."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  c = importlib.import_module(f"configs.{request.param}.demo").get_config("runlocal")
+  c = demo_config.get_config(f"runlocal,model={request.param}")
   c.input.data_dir = str(demo)
   c.input.max_clips = 5
   c.evals = {}   # only its checkpoint is needed
@@ -37,9 +37,10 @@ def backbone_run(request, demo, tmp_path_factory):
   return request.param, c, workdir
 
 
-def _head_config(task, backbone, workdir, demo):
+def _head_config(name, backbone, workdir, demo):
+  """configs/hse/<name>.py:runlocal on ``backbone``'s run in ``workdir``."""
   import importlib  # pylint: disable=g-import-not-at-top
-  c = importlib.import_module(f"configs.{task}.demo").get_config(
+  c = importlib.import_module(f"configs.hse.{name}").get_config(
       f"runlocal,backbone={backbone},init={workdir}")
   c.input.data_dir = str(demo)
   c.input.max_clips = 5
@@ -61,7 +62,7 @@ def _checkpoint_params(workdir):
 def test_classifier_trains_its_head_on_the_frozen_backbone(backbone_run, demo, tmp_path):
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
   name, _, workdir = backbone_run
-  c = _head_config("hse_classifier", name, workdir, demo)
+  c = _head_config("demo_classifier", name, workdir, demo)
   metrics = train.train_and_evaluate(c, str(tmp_path))
   out = json.loads((tmp_path / "eval" / "val" / "metrics.json").read_text())
   assert out["classify/num_videos"] == 16 and out["classify/num_unlabeled"] == 0
@@ -78,7 +79,7 @@ def test_captioner_on_the_frozen_checkpoint(backbone_run, demo, tmp_path):
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
   name, _, workdir = backbone_run
   want = _checkpoint_params(workdir)
-  c = _head_config("hse_captioner", name, workdir, demo)
+  c = _head_config("demo_captioner", name, workdir, demo)
   c.evals.val.baseline = "nearest"
   s = train.setup(c)
   state = train.init_state(s)

@@ -149,14 +149,14 @@ def demo_data(tmp_path_factory):
 @pytest.fixture(scope="module", params=["hse", "fse"])
 def demo_run(request, demo_data):
   """An untrained runlocal HSE/FSE with every evaluator of the demo config."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  demo_config = importlib.import_module(f"configs.{request.param}.demo")
   data = demo_data
-  c = demo_config.get_config("runlocal")
+  c = demo_config.get_config(f"runlocal,model={request.param}")
   c.input.data_dir = str(data)
   c.input.max_clips = 5            # every demo video has <= 5 clips
-  full = demo_config.get_config()  # the demo's evaluators (runlocal keeps only retrieval)
+  # the demo's evaluators (runlocal keeps only retrieval)
+  full = demo_config.get_config(f"model={request.param}")
   c.evals = full.evals
   c.evals.embeddings.max_videos = 6
   c.evals.embeddings.iterations = 250
@@ -292,15 +292,15 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
 @pytest.mark.parametrize("model", ["hse", "fse"])
 def test_activitynet_configs_take_the_tasks_argument(model):
   """``:tasks`` adds the demo's evaluators of HSE beyond retrieval on ActivityNet's val_1."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  get = importlib.import_module(f"configs.{model}.activitynet_c3d").get_config
-  demo = importlib.import_module(f"configs.{model}.demo").get_config()
-  plain, tasks = get(), get("tasks")
+  from configs.hse import activitynet_c3d  # pylint: disable=g-import-not-at-top
+  from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
+  get = lambda arg: activitynet_c3d.get_config(f"model={model},{arg}")
+  demo = demo_config.get_config(f"model={model}")
+  plain, tasks = get(""), get("tasks")
   assert sorted(plain.evals) == ["val"]
   assert sorted(tasks.evals) == sorted(demo.evals) == [
       "embeddings", "incomplete", "val", "zeroshot", "zeroshot_instances"]
   for name in ("incomplete", "zeroshot", "zeroshot_instances", "embeddings"):
     assert tasks.evals[name].split == "val_1" and demo.evals[name].split == "val"
   assert tasks.evals.zeroshot_instances.videos == "instances"
-  assert sorted(importlib.import_module(f"configs.{model}.demo").get_config(
-      "runlocal").evals) == ["val"]
+  assert sorted(demo_config.get_config(f"model={model},runlocal").evals) == ["val"]

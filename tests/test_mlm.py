@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.text_mlm import base
+from configs import common
+from configs.text_mlm import activitynet
 from hvt_jax import pretrained, train
 from hvt_jax.input import pipeline
 from hvt_jax.models import mlm
@@ -25,7 +26,8 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, **kw):
-  c = base.make("runlocal", data_dir=data_dir)
+  c = activitynet.get_config("runlocal")
+  c.input.data_dir = data_dir
   # The warm-up schedule depends on num_train_steps; the resume test changes it (2 -> 4).
   c.schedule.name = "constant"
   c.update_from_flattened_dict(kw)
@@ -109,7 +111,7 @@ def _one_step(c):
 def test_same_step_on_1_and_8_devices_with_dropout(data_dir):
   p1, m1 = _one_step(_config(data_dir, mesh_devices=1))
   p8, m8 = _one_step(_config(data_dir))
-  p_fsdp, m_fsdp = _one_step(_config(data_dir, sharding_rules=base.common.FSDP_RULES))
+  p_fsdp, m_fsdp = _one_step(_config(data_dir, sharding_rules=common.FSDP_RULES))
   assert m1["loss"] > 0 and np.isfinite(m1["loss"])
   for m in (m8, m_fsdp):
     np.testing.assert_allclose(m["loss"], m1["loss"], rtol=2e-5)
@@ -135,7 +137,8 @@ def test_init_from_the_minilm_checkpoint_through_the_trainer(tmp_path):
       sentences=["x"], tokens=[rng.integers(1000, 2000, size=5).tolist()])
   data = builder.write_dataset(spec, {"train": [rec(i, "train") for i in range(8)]},
                               str(tmp_path), counter=builder.SkipCounter())
-  c = base.make("", data_dir=data)
+  c = activitynet.get_config()
+  c.input.data_dir = data
   c.model.text.num_layers = 2
   c.batch_size = c.eval_batch_size = 8
   s = train.setup(c)

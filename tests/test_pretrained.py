@@ -59,9 +59,7 @@ def test_checkpoint_entry_into_a_model_and_strictness(data_dir, tmp_path):
   for k in src:
     np.testing.assert_array_equal(got[k], src[k], err_msg=k)
   # strict: a source array the model does not have is an error naming it.
-  fse = hse_demo.get_config("runlocal")
-  from configs.fse import demo as fse_demo  # pylint: disable=g-import-not-at-top
-  fse = fse_demo.get_config("runlocal")
+  fse = hse_demo.get_config("runlocal,model=fse")
   fse.input.data_dir = data_dir
   fse.init_from = (dict(source=str(source), format="checkpoint"),)
   with pytest.raises(ValueError, match=r"init_from\[0\].*'clip_decoder/b_h' has no parameter"):

@@ -1,10 +1,11 @@
 """The README's own commands, prepare -> train -> eval, on tiny files in each release's layout.
 
 The commands are read from README.md's bash blocks (so a changed README is what is tested),
-one dataset per family: HSE on ActivityNet Captions, FLAT on TVR (HAMMER's family: the same
-config recipe, data and evaluator, and 60 % of HAMMER's compile time), MCHA on MSR-VTT. For a
-family, the README's first ``hvt-train --config configs/<family>/<dataset>.py``, every
-``hvt-eval`` of the same config and workdir, and the ``hvt-prepare`` command that writes the
+one dataset per family: HSE on ActivityNet Captions, FLAT on TVR (``configs/hammer/tvr.py:
+model=flat``: HAMMER's config, data and evaluator, and 60 % of HAMMER's compile time), MCHA
+on MSR-VTT. For a family, the README's first ``hvt-train --config configs/<family>/<dataset>.py
+[:arg]`` (with the family's arg, if it names one), every ``hvt-eval`` of the same config and
+workdir, and the ``hvt-prepare`` command that writes the
 data dir the training reads (its ``--config.input.data_dir`` or the config's default) run
 verbatim in a directory that holds the release's files under their real names (written by
 ``tests/data_fixtures.py``) and a copy of ``configs/``, with the config's ``runlocal``
@@ -40,7 +41,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FAMILIES = {
     "hse-activitynet_captions": ("configs/hse/activitynet_c3d.py",
                                  data_fixtures.write_activitynet_release),
-    "flat-tvr": ("configs/flat/tvr.py", data_fixtures.write_tvr_release),
+    "flat-tvr": ("configs/hammer/tvr.py:model=flat", data_fixtures.write_tvr_release),
     "mcha-msrvtt": ("configs/mcha/msrvtt.py", data_fixtures.write_msrvtt_release),
 }
 HSE = "hse-activitynet_captions"
@@ -121,23 +122,34 @@ def _runlocal(argv: list[str]) -> list[str]:
   return [{config: tiny, f"--config={config}": f"--config={tiny}"}.get(a, a) for a in argv]
 
 
-def family_commands(config_path: str) -> list[list[str]]:
-  """The README's prepare, train and eval commands of one config, as the module says.
+def _get_config(config: str):
+  """The ConfigDict of ``config``, "path[:arg]" as --config takes it."""
+  path, _, arg = config.partition(":")
+  return importlib.import_module(path.removesuffix(".py").replace("/", ".")).get_config(arg)
+
+
+def family_commands(config: str) -> list[list[str]]:
+  """The README's prepare, train and eval commands of one config ("path[:arg]": commands
+  whose --config is that path with at least those args), as the module says.
 
   Raises:
     AssertionError: the README lacks one of them.
   """
   commands = [c for c in readme_commands() if "..." not in c]
-  of_config = lambda c: (_flag(c, "--config") or "").split(":")[0] == config_path
+  path, _, arg = config.partition(":")
+
+  def of_config(c):
+    got_path, _, got_arg = (_flag(c, "--config") or "").partition(":")
+    return got_path == path and set(filter(None, arg.split(","))) <= set(got_arg.split(","))
+
   train = [c for c in commands if c[0] == "hvt-train" and of_config(c)]
-  assert train, f"README.md has no runnable hvt-train --config {config_path}"
+  assert train, f"README.md has no runnable hvt-train --config {config}"
   train = train[0]
   workdir = _flag(train, "--workdir")
   evals = [c for c in commands
            if c[0] == "hvt-eval" and of_config(c) and _flag(c, "--workdir") == workdir]
-  assert evals, f"README.md has no hvt-eval --config {config_path} --workdir {workdir}"
-  data_dir = _flag(train, "--config.input.data_dir") or importlib.import_module(
-      config_path.removesuffix(".py").replace("/", ".")).get_config().input.data_dir
+  assert evals, f"README.md has no hvt-eval --config {config} --workdir {workdir}"
+  data_dir = _flag(train, "--config.input.data_dir") or _get_config(config).input.data_dir
   prepare = [c for c in commands if c[0] == "hvt-prepare" and _flag(c, "--output") == data_dir]
   assert prepare, (f"no hvt-prepare in README.md writes {data_dir}, which "
                    f"{' '.join(train)} reads")
@@ -150,11 +162,11 @@ def readme_run(tmp_path_factory):
   its commands or why it has none, its exit status, its console)}, the process)."""
   root = tmp_path_factory.mktemp("readme")
   commands, jobs = {}, []
-  for family, (config_path, write_release) in FAMILIES.items():
+  for family, (config, write_release) in FAMILIES.items():
     cwd = root / family
     cwd.mkdir()
     try:
-      commands[family] = family_commands(config_path)
+      commands[family] = family_commands(config)
     except AssertionError as e:
       commands[family] = str(e)
       continue
@@ -192,9 +204,7 @@ def _family(readme_run, family):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_readme_prepare_train_eval(family, readme_run):
   _, commands, workdir, console = _family(readme_run, family)
-  config_path = FAMILIES[family][0]
-  evals = importlib.import_module(config_path.removesuffix(".py").replace(
-      "/", ".")).get_config().evals
+  evals = _get_config(FAMILIES[family][0]).evals
   default_split = next(iter(evals.values())).split
   for command in commands[1:]:
     split = _flag(command, "--split") or default_split

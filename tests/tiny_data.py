@@ -49,11 +49,10 @@ def write(out_dir: str, num_train: int = 40, num_val: int = 20, seed: int = 0, *
 
 
 def hse_config(data_dir: str, model: str = "hse", **overrides):
-  """``configs/{hse,fse}/demo.py:runlocal`` on ``data_dir``; ``overrides`` by dotted key
+  """``configs/hse/demo.py:runlocal,model=<model>`` on ``data_dir``; ``overrides`` by dotted key
   ("checkpoint.every_steps"), values of any type (a dict replaces a whole block)."""
-  from configs.fse import demo as fse_demo  # pylint: disable=g-import-not-at-top
-  from configs.hse import demo as hse_demo  # pylint: disable=g-import-not-at-top
-  c = {"hse": hse_demo, "fse": fse_demo}[model].get_config("runlocal")
+  from configs.hse import demo  # pylint: disable=g-import-not-at-top
+  c = demo.get_config(f"runlocal,model={model}")
   c.input.data_dir = data_dir
   for key, value in overrides.items():
     parent = c

@@ -1,1 +1,1 @@
-"""HAMMER configs (hvt_jax/models/hammer.py)."""
+"""HAMMER family: HAMMER and its flat baseline FLAT (``:model=flat``)."""

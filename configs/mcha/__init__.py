@@ -1,1 +1,1 @@
-"""MCHA configs (multi-modal cues with hierarchical alignment)."""
+"""MCHA family (multi-modal cues with hierarchical alignment); Table 4's ablations are args."""

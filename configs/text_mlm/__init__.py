@@ -1,1 +1,1 @@
-"""text_mlm configs (masked language modelling of the shared text tower)."""
+"""text_mlm family: masked language modelling of the shared text tower."""

@@ -60,7 +60,9 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
   data_dirs = {m: _data(workdir, m in MOMENT_MODELS, num_train, num_val) for m in models}
   for seed in seeds:        # seed by seed: an interrupted run has whole seeds of every model
     for model in models:
-      config = importlib.import_module(f"configs.{model}.demo").get_config(arg)
+      family = {"fse": "hse", "flat": "hammer"}.get(model, model)   # configs/<family>/demo.py
+      config = importlib.import_module(f"configs.{family}.demo").get_config(
+          ",".join(filter(None, [f"model={model}", arg])))
       config.input.data_dir = data_dirs[model]
       for key, value in {**(overrides or {}), "seed": seed}.items():
         parent = config
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--seeds", default="0",
                       help="comma-separated model seeds; several: mean ± std")
   parser.add_argument("--config-arg", default="",
-                      help="config argument for configs/<model>/demo.py, e.g. runlocal")
+                      help="config argument for configs/<family>/demo.py (besides "
+                      "model=<model>), e.g. runlocal")
   args = parser.parse_args(argv)
   demos = ("hse", "fse", *MOMENT_MODELS)   # the families this demo prepares data for
   unknown = [m for m in args.models.split(",") if m not in demos]

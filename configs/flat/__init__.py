@@ -1,1 +1,0 @@
-"""FLAT configs: HAMMER's frame encoder alone (hvt_jax/models/hammer.py)."""

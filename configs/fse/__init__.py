@@ -1,1 +1,0 @@
-"""FSE configs (flat sequence embedding baseline)."""
