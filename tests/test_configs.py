@@ -125,7 +125,7 @@ def test_every_runlocal_config_builds_its_model_and_first_batches(path, tmp_path
   out = jax.eval_shape(loss, params, batch)
   assert out.shape == () and out.dtype == jax.numpy.float32
   from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-  assert len(evaluators.from_config(c, s)) == len(evals)    # every evaluator constructs
+  assert len(train.build_evaluators(s)) == len(evals)    # every evaluator constructs
   retrieval = [e for e in evals if e.type == "retrieval"]
   if not retrieval:
     return

@@ -13,7 +13,8 @@ import pytest
 from configs.hse import demo as hse_demo
 from data_prep import builder
 from hvt_jax import train
-from hvt_jax.evaluation import corpus, evaluators, hse_tasks
+from hvt_jax.evaluation import corpus, evaluators
+from hvt_jax.families.hse import tasks as hse_tasks
 from tests import tiny_data
 
 EMPTY_ID = "val_no_clip"

@@ -25,10 +25,13 @@ from flax import nnx
 
 from configs.mcha import demo as demo_config
 from hvt_jax import train
-from hvt_jax.evaluation import mcha_retrieval, retrieval
+from hvt_jax.evaluation import retrieval
+from hvt_jax.families.mcha import retrieval as mcha_retrieval
 from hvt_jax.cli import prepare
-from hvt_jax.input import mcha_view, pipeline
-from hvt_jax.models import mcha, text
+from hvt_jax.input import pipeline
+from hvt_jax.families.mcha import view as mcha_view
+from hvt_jax.models import text
+from hvt_jax.families.mcha import model as mcha
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERTS = ("a", "b", "c")
@@ -322,7 +325,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   captions (caption_index_file) against ranks of the dense score matrix; with designated
   captions only those go through the text tower."""
   s, state, _ = stepped[8]
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", query_block=8, cand_block=8)
   caps, vids, cap_video, _, video_ids, _, _ = ev.encodings(state)
   model = nnx.merge(s.graphdef, state["params"])
   dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
@@ -357,7 +360,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
     return videos, captions_recorded, weights
 
   monkeypatch.setattr(mcha_retrieval, "_fns", recording)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", caption_index_file=str(path),
                                              query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
   rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
@@ -371,7 +374,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
                       f"{video_ids[3]}.*no designated caption")):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=match):
-      mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
+      mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", caption_index_file=str(path),
                                             query_block=8, cand_block=8).run(state, 0)
 
 
@@ -393,9 +396,9 @@ def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
   c = s.config.copy_and_resolve_references()
   c.input.data_dir = str(tmp_path)
   with_empty = dataclasses.replace(s, config=c)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(with_empty, "val", query_block=8, cand_block=8)
+  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(with_empty), "val", query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
-  base, _ = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8,
+  base, _ = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", query_block=8,
                                                   cand_block=8).run(state, 0)
   assert metrics.pop("num_empty_videos") == 1 and base.pop("num_empty_videos") == 0
   assert metrics == base and metrics["num_videos"] == 8 and metrics["num_examples"] == 24

@@ -1,8 +1,9 @@
 """Evaluators that run a model over a split, declared in ``config.evals.<name>``, and the
 one runner that builds, runs and reports them.
 
-``config.evals.<name>``: ``type`` (a key of ``EVALUATORS``), ``split``, ``pred`` (the
-model's prediction function it uses, ``hvt_jax.models.base``), ``prefix`` (metric-name
+``config.evals.<name>``: ``type`` (a key of ``EVALUATORS``, the shared types, or of the
+model family's ``evaluators``), ``split``, ``pred`` (the prediction function it uses, among
+the model's ``PREDICT_FNS``: ``hvt_jax.models.base``), ``prefix`` (metric-name
 prefix), ``log_steps`` (evaluate every N training steps; 0 = at the end of training only),
 plus the type's own options. ``run_all`` merges the metrics of every evaluator of a split
 into one ``workdir/eval/<split>/metrics.json`` (flat ``{name: float}``), writes each
@@ -21,9 +22,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from hvt_jax import models
-from hvt_jax.evaluation import (captioning, classification, corpus, hse_tasks, mcha_retrieval,
-                                moments, retrieval)
+from hvt_jax.evaluation import corpus, moments, retrieval
 from hvt_jax.input import pipeline
 
 
@@ -50,26 +49,24 @@ class RetrievalEvaluator:
 
   PREDS = ("score",)
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "score", prefix: str = "p2v",
+  def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "score",
+               prefix: str = "p2v",
                reverse_prefix: str = "v2p", top_k: int = 10, plot: bool = True,
                log_steps: int = 0, query_block: int = 256, cand_block: int = 1024):
     if pred not in self.PREDS:
       raise ValueError(f"retrieval evaluator: pred={pred!r}; valid: {self.PREDS}")
-    model_cls = models.get_model_class(setup.config.model.name)
-    if not all(hasattr(model_cls, f) for f in ("encode_query", "encode_candidate", pred)):
-      raise ValueError(f"retrieval evaluator: model {setup.config.model.name!r} has no "
-                       f"encode_query/encode_candidate/{pred} (models.base.Ranker)")
-    self.setup, self.split, self.prefix = setup, split, prefix
+    self.ctx, self.split, self.prefix = ctx, split, prefix
     self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
     self.log_steps, self.blocks = log_steps, (query_block, cand_block)
-    self.encode = corpus.encode_fn(setup.graphdef)
+    self.encode = corpus.encode_fn(ctx)
+    ctx.pred(pred, "retrieval")
 
   def encodings(self, state: dict[str, Any]):
     """(query encodings, candidate encodings, ids, number of empty videos) of the split's
     non-empty videos, on the host."""
     self.input_stats = pipeline.InputStats()
     queries, cands, ids, empty = [], [], [], []
-    for (q, c), rows in corpus.stream(self.setup, self.split, self.encode, state["params"],
+    for (q, c), rows in corpus.stream(self.ctx, self.split, self.encode, state["params"],
                                       strings=("video_id",), stats=self.input_stats,
                                       empty=True):
       queries.append(q)
@@ -86,7 +83,7 @@ class RetrievalEvaluator:
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns (metrics, {prefix: (ScorerResult, ids)}) for ``run_all`` to report."""
     query_enc, cand_enc, ids, num_empty = self.encodings(state)
-    ranked = corpus.rank(self.setup, query_enc, cand_enc, corpus.host_params(state),
+    ranked = corpus.rank(self.ctx, query_enc, cand_enc, corpus.host_params(state),
                          (self.prefix, self.reverse_prefix), top_k=min(self.top_k, len(ids)),
                          blocks=self.blocks)
     metrics = {f"{prefix}/{name}": v for prefix, res in ranked.items()
@@ -116,20 +113,18 @@ class RetrievalEvaluator:
                 for p, (r, ids) in results.items()}
       retrieval.plot_recall_curves(
           curves, os.path.join(out_dir, "recall_curve.png"),
-          title=f"{self.setup.config.model.name} {self.split} (step {step})")
+          title=f"{self.split} (step {step})")
 
 
-EVALUATORS = {"retrieval": RetrievalEvaluator, **hse_tasks.EVALUATORS, **moments.EVALUATORS,
-              **mcha_retrieval.EVALUATORS,
-              "classify": classification.ClassificationEvaluator,
-              "caption": captioning.CaptioningEvaluator}
+# The shared evaluator types; a family adds its own (``hvt_jax.families.Family.evaluators``).
+EVALUATORS = {"retrieval": RetrievalEvaluator, **moments.EVALUATORS}
 
 
-def _check_splits(setup: Any, name: str, cfg: dict[str, Any], splits: list[str],
+def _check_splits(ctx: corpus.EvalContext, name: str, cfg: dict[str, Any], splits: list[str],
                   flag: bool) -> None:
   """Every split an evaluator reads (``split``, or ``--split`` when ``flag``, and options
   named ``*_split``/``*_splits``) is a non-empty split of the dataset."""
-  available = setup.meta["splits"]
+  available = ctx.meta["splits"]
   named = [("--split" if flag else f"config.evals.{name}.split", s) for s in splits]
   for key, value in cfg.items():
     if key.endswith(("_split", "_splits")):
@@ -138,12 +133,15 @@ def _check_splits(setup: Any, name: str, cfg: dict[str, Any], splits: list[str],
   for where, split in named:
     if split not in available or not available[split]:
       problem = "is not a split of" if split not in available else "has no records in"
-      raise ValueError(f"{where}={split!r} {problem} dataset {setup.data_dir} (splits with "
+      raise ValueError(f"{where}={split!r} {problem} dataset {ctx.data_dir} (splits with "
                        f"records: {sorted(k for k, v in available.items() if v)})")
 
 
-def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> list[Any]:
+def from_config(config: Any, ctx: corpus.EvalContext, types: dict[str, type],
+                splits: list[str] | None = None) -> list[Any]:
   """Builds ``config.evals`` (``{name: {type, split, ...}}``), optionally for other splits.
+
+  ``types``: the family's own evaluator types, available beside the shared ``EVALUATORS``.
 
   Everything an evaluator needs that can be checked without running it is checked here,
   so the trainer calls this before its first step: the type, the splits it reads (they
@@ -154,16 +152,17 @@ def from_config(config: Any, setup: Any, splits: list[str] | None = None) -> lis
     ValueError: naming the ``config.evals.<name>`` field that is wrong.
   """
   out = []
+  available = {**EVALUATORS, **types}
   for name, cfg in config.get("evals", {}).items():
     cfg = dict(cfg)
     kind = cfg.pop("type")
-    if kind not in EVALUATORS:
-      raise ValueError(f"config.evals.{name}.type={kind!r}; valid: {sorted(EVALUATORS)}")
+    if kind not in available:
+      raise ValueError(f"config.evals.{name}.type={kind!r}; valid: {sorted(available)}")
     split = cfg.pop("split")
-    _check_splits(setup, name, cfg, splits or [split], flag=bool(splits))
+    _check_splits(ctx, name, cfg, splits or [split], flag=bool(splits))
     for s in (splits or [split]):
       try:
-        out.append(EVALUATORS[kind](setup, s, **cfg))
+        out.append(available[kind](ctx, s, **cfg))
       except TypeError as e:
         raise ValueError(f"config.evals.{name}: {e}") from None
   return out

@@ -359,36 +359,3 @@ def png_figure(path: str, title: str = "", figsize: tuple[float, float] = (5, 4)
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
   finally:
     plt.close(fig)
-
-
-def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str],
-                 precision: int = 2, name_header: str = "model") -> str:
-  """Plain-text table of metrics, one model per row, for side-by-side CLI output.
-
-  Args:
-    rows: model name -> {metric name: value}; a missing metric prints as "-".
-    columns: metric names, in column order.
-    precision: digits after the decimal point.
-    name_header: header of the first (name) column.
-
-  Returns:
-    The table as a string: header, a rule, one line per model; numbers right-aligned.
-  """
-  header = [name_header, *columns]
-  body = []
-  for name, metrics in rows.items():
-    cells = [str(name)]
-    for col in columns:
-      value = metrics.get(col)
-      cells.append("-" if value is None else f"{float(value):.{precision}f}")
-    body.append(cells)
-  widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-  def fmt(cells: list[str]) -> str:
-    first = cells[0].ljust(widths[0])
-    rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
-    return "  ".join([first, *rest]).rstrip()
-
-  lines = [fmt(header), "  ".join("-" * w for w in widths)]
-  lines.extend(fmt(cells) for cells in body)
-  return "\n".join(lines)

@@ -44,29 +44,26 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from hvt_jax.evaluation import corpus, retrieval, scorer
-from hvt_jax.input import mcha_view, pipeline
+from hvt_jax.input import pipeline
+from hvt_jax.families.mcha import view as mcha_view
 
 
 @functools.cache
-def _fns(graphdef: Any):
-  """Jitted (videos, captions, paired modality weights) of one model graph."""
-
-  def videos(params, batch):
-    return nnx.merge(graphdef, params).encode_candidate(batch)
+def _fns(encode_candidate: Any, encode_query: Any, modality_weights: Any):
+  """Jitted (videos, captions, paired modality weights) of the prediction functions."""
 
   def captions(params, batch):
     index = {k: batch[k] for k in ("caption_index", "caption_count") if k in batch}
-    return nnx.merge(graphdef, params).encode_query(batch), index
+    return encode_query(params, batch), index
 
   def weights(params, probs, avail):
-    model = nnx.merge(graphdef, params)
-    one = lambda p, a: model.modality_weights({"weight_probs": p[None]}, {"avail": a[None]})
+    one = lambda p, a: modality_weights(params, {"weight_probs": p[None]},
+                                        {"avail": a[None]})
     return jax.vmap(one)(probs, avail)[:, 0, 0]
 
-  return jax.jit(videos), jax.jit(captions), jax.jit(weights)
+  return jax.jit(encode_candidate), jax.jit(captions), jax.jit(weights)
 
 
 def load_caption_index(path: str) -> dict[str, int]:
@@ -96,21 +93,21 @@ class MCHARetrievalEvaluator:
 
   PREDS = ("score",)
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "score", prefix: str = "t2v",
+  def __init__(self, ctx: Any, split: str, *, pred: str = "score", prefix: str = "t2v",
                reverse_prefix: str = "v2t", caption_index_file: str = "", top_k: int = 10,
                plot: bool = True, log_steps: int = 0, query_block: int = 16,
                cand_block: int = 64):
     if pred not in self.PREDS:
       raise ValueError(f"mcha_retrieval evaluator: pred={pred!r}; valid: {self.PREDS}")
-    if setup.config.model.name != "mcha":
-      raise ValueError(f"mcha_retrieval evaluator: model {setup.config.model.name!r} is not "
-                       "mcha")
-    self.setup, self.split, self.prefix = setup, split, prefix
+    self.fns = _fns(*(ctx.pred(f, "mcha_retrieval") for f in
+                      ("encode_candidate", "encode_query", "modality_weights")))
+    self.score = ctx.pred(pred, "mcha_retrieval")
+    self.ctx, self.split, self.prefix = ctx, split, prefix
     self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
     self.log_steps, self.blocks = log_steps, (query_block, cand_block)
     self.caption_index = load_caption_index(caption_index_file) if caption_index_file else None
     self.caption_index_file = caption_index_file
-    paragraph = setup.config.input.get("paragraph", False)
+    paragraph = ctx.config.input.get("paragraph", False)
     if paragraph and self.caption_index is not None:
       raise ValueError("mcha_retrieval evaluator: caption_index_file with input.paragraph "
                        "(a paragraph is already one query per video)")
@@ -127,11 +124,11 @@ class MCHARetrievalEvaluator:
     """(caption encodings, video encodings, caption -> video position, caption ids,
     video ids, truncated count, number of empty videos) of the non-empty videos and their
     captions, the captions filtered by ``caption_index_file``."""
-    videos_fn, captions_fn, _ = _fns(self.setup.graphdef)
+    videos_fn, captions_fn, _ = self.fns
     params = state["params"]
     stats = pipeline.InputStats()
     vids, vrows = [], {"video_index": [], "video_id": [], corpus.EMPTY: []}
-    for out, rows in corpus.stream(self.setup, self.split, videos_fn, params,
+    for out, rows in corpus.stream(self.ctx, self.split, videos_fn, params,
                                    view=self.video_view, strings=("video_id",), stats=stats,
                                    empty=True):
       vids.append(out)
@@ -139,7 +136,7 @@ class MCHARetrievalEvaluator:
         vrows[key].append(rows[key])
       vrows["video_id"].extend(rows["video_id"])
     caps, cap_video, cap_index = [], [], []
-    for (out, index), rows in corpus.stream(self.setup, self.split, captions_fn, params,
+    for (out, index), rows in corpus.stream(self.ctx, self.split, captions_fn, params,
                                             view=self.caption_view, stats=stats):
       caps.append(out)
       cap_video.append(rows["video_index"])
@@ -178,7 +175,7 @@ class MCHARetrievalEvaluator:
     del step
     caps, vids, cap_video, cap_ids, video_ids, truncated, num_empty = self.encodings(state)
     params = corpus.host_params(state)
-    mesh = corpus.ranking_mesh(self.setup.mesh)
+    mesh = corpus.ranking_mesh(self.ctx.mesh)
     per_video = np.bincount(cap_video, minlength=len(video_ids))
     v2t_targets = np.full((len(video_ids), max(int(per_video.max()), 1)), -1, np.int32)
     fill = np.zeros(len(video_ids), np.int64)
@@ -194,7 +191,7 @@ class MCHARetrievalEvaluator:
       n_cand = jax.tree.leaves(c)[0].shape[0]
       with jax.set_mesh(mesh):
         ranked[prefix] = scorer.rank_corpus(
-            q, c, targets, corpus.score_fn(self.setup.graphdef, reverse), mesh=mesh,
+            q, c, targets, corpus.score_fn(self.score, reverse), mesh=mesh,
             params=params, top_k=min(self.top_k, n_cand), query_block=self.blocks[0],
             cand_block=self.blocks[1])
     metrics = {f"{p}/{k}": v for p, r in ranked.items() for k, v in r.metrics().items()}
@@ -202,9 +199,9 @@ class MCHARetrievalEvaluator:
                    num_empty_videos=float(num_empty), truncated_examples=float(truncated))
     weights = {}
     if "weight_probs" in caps:
-      w = np.asarray(_fns(self.setup.graphdef)[2](
+      w = np.asarray(self.fns[2](
           params, caps["weight_probs"], vids["avail"][cap_video]))
-      experts = self.setup.config.input.experts
+      experts = self.ctx.config.input.experts
       weights = {e: float(w[:, j].mean()) for j, e in enumerate(experts)}
       metrics.update({f"modality_weight/{e}": v for e, v in weights.items()})
     ids = {self.prefix: (cap_ids, video_ids), self.reverse_prefix: (video_ids, cap_ids)}
@@ -228,7 +225,7 @@ class MCHARetrievalEvaluator:
                 for p, r in results["ranked"].items()}
       retrieval.plot_recall_curves(
           curves, os.path.join(out_dir, f"{self.prefix}_recall_curve.png"),
-          title=f"mcha {self.split} (step {step})")
+          title=f"{self.split} (step {step})")
 
 
 EVALUATORS = {"mcha_retrieval": MCHARetrievalEvaluator}

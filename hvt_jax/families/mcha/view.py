@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from hvt_jax.input import ops, text_ops, text_view
+from hvt_jax.input import ops, text_ops
 
 
 def _rows(num_rows: tf.Tensor, limit: int, seed: tf.Tensor | None, j: int) -> tf.Tensor:
@@ -127,7 +127,7 @@ def caption_view(example: dict[str, Any], cfg: Any,
   """Evaluation: every caption of the record (``caption_index`` = its position in the
   record, ``caption_count`` the record's captions), one example each; with
   ``cfg.paragraph`` use ``paragraph_view``."""
-  out = text_view.sentence_view(example, cfg, seed)
+  out = text_ops.sentence_view(example, cfg, seed)
   n = tf.shape(out["tokens"])[0]
   out["caption_index"] = tf.range(n, dtype=tf.int32)
   out["caption_count"] = tf.fill([n], n)
