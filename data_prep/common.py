@@ -41,7 +41,7 @@ import numpy as np
 
 from hvt_jax.vocab import glove
 from data_prep import features as features_lib
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from data_prep import builder
 from hvt_jax.input import reader
 
@@ -356,7 +356,7 @@ def clean_sentence(raw: Any, video_id: str, counter: builder.SkipCounter) -> str
 
   The whitespace repair is counted by `count_whitespace` once the sentence is kept.
   """
-  sentence = words.normalize_sentence(raw) if isinstance(raw, str) else ""
+  sentence = word_vocab.normalize_sentence(raw) if isinstance(raw, str) else ""
   if not sentence:
     counter.skip(SENTENCE_EMPTY, video_id)
     return None
@@ -670,7 +670,7 @@ class Encoder:
       return self.tokenizer().encode
     if self.kind == "word":
       index = {t: i for i, t in enumerate(self.vocab)}
-      return functools.partial(words.encode_words, vocab_index=index)
+      return functools.partial(word_vocab.encode_words, vocab_index=index)
     raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.kind!r}")
 
   def tokenizer(self) -> wordpiece.WordPieceTokenizer:
@@ -684,9 +684,9 @@ class Encoder:
     """Names the tokenizer and its vocabulary (metadata["extra"]["tokenizer"])."""
     if self.kind == "wordpiece":
       return self.tokenizer().metadata()
-    return {"kind": self.kind, "function": "hvt_jax.vocab.words.word_tokenize",
-            "vocab_size": len(self.vocab), "special_ids": {"pad": words.PAD_ID,
-                                                           "unk": words.UNK_ID}}
+    return {"kind": self.kind, "function": "hvt_jax.vocab.word_vocab.word_tokenize",
+            "vocab_size": len(self.vocab), "special_ids": {"pad": word_vocab.PAD_ID,
+                                                           "unk": word_vocab.UNK_ID}}
 
   def __getstate__(self) -> dict:
     # Not the cached tokenizer.
@@ -702,7 +702,7 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
   """The vocabulary and sentence encoder for `--tokenizer word|wordpiece`.
 
   Args:
-    tokenizer: "word" (vocabulary from `train_sentences`, see `words.build_word_vocab`) or
+    tokenizer: "word" (vocabulary from `train_sentences`, see `word_vocab.build_word_vocab`) or
       "wordpiece" (the `tokenizers` library; ids without [CLS]/[SEP]).
     train_sentences: kept train sentences (needed for "word").
     min_count: word-vocabulary threshold.
@@ -716,8 +716,8 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
     if train_sentences is None:
       raise ValueError("--tokenizer word builds its vocabulary from a train split; none given")
     sentences = list(train_sentences)
-    counts = collections.Counter(w for s in sentences for w in words.word_tokenize(s))
-    vocab = words.build_word_vocab(sentences, min_count)
+    counts = collections.Counter(w for s in sentences for w in word_vocab.word_tokenize(s))
+    vocab = word_vocab.build_word_vocab(sentences, min_count)
     return vocab, Encoder(tokenizer, tuple(vocab)), counts
   if tokenizer == "wordpiece":
     from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
@@ -911,7 +911,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
   """The flags every converter shares; `common_kwargs` maps them to `convert` arguments.
 
   --tokenizer (default `tokenizer`), --vocab-file, --min-count, --word-vectors (when
-  `word_vectors`), --output, --num-workers, --beam-options, --num-shards, and --max-videos/--video-ids (when
+  `word_vectors`), --output, --num-workers, --beam-options, --num-shards, and
+  --max-videos/--video-ids (when
   `per` names the unit --max-videos counts in).
   """
   parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=tokenizer,

@@ -119,7 +119,7 @@ import numpy as np
 
 from data_prep import common
 from data_prep import features as features_lib
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from data_prep import builder
 
 # The picklable sentence encoder (WordPiece or word vocabulary) of all converters.
@@ -345,7 +345,7 @@ def decode_caption(value: Any, where: str, video_id: str, counter: builder.SkipC
     words.append(part)
   if bad:
     counter.repair(CAPTION_NOT_UTF8, video_id)
-  return words.normalize_sentence(" ".join(words))
+  return word_vocab.normalize_sentence(" ".join(words))
 
 
 def _read(h5: Any, key: str, path: str) -> Any:

@@ -15,7 +15,7 @@ import pytest
 from data_prep import builder
 from data_prep import common
 from hvt_jax.input import reader
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from tests import data_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -368,29 +368,29 @@ def test_spec_validation(tmp_path):
 
 
 def test_normalize_sentence():
-  assert words.normalize_sentence("  A man\t rides \n a bike.  ") == "A man rides a bike."
-  assert words.normalize_sentence(" \t\n") == ""
+  assert word_vocab.normalize_sentence("  A man\t rides \n a bike.  ") == "A man rides a bike."
+  assert word_vocab.normalize_sentence(" \t\n") == ""
 
 
 def test_word_tokenize_hand_cases():
-  assert words.word_tokenize(" The man's bike, then... ") == [
+  assert word_vocab.word_tokenize(" The man's bike, then... ") == [
       "the", "man", "'s", "bike", ",", "then", ".", ".", "."]
-  assert words.word_tokenize("He DOESN'T stop-it at 3.5m!") == [
+  assert word_vocab.word_tokenize("He DOESN'T stop-it at 3.5m!") == [
       "he", "doesn", "'t", "stop", "-", "it", "at", "3", ".", "5m", "!"]
-  assert words.word_tokenize("Café crème") == ["café", "crème"]
-  assert words.word_tokenize("") == []
+  assert word_vocab.word_tokenize("Café crème") == ["café", "crème"]
+  assert word_vocab.word_tokenize("") == []
 
 
 def test_build_word_vocab_and_encode():
   sentences = ["b a a.", "c b a", "d"]
   # Counts: a 3, b 2, . 1, c 1, d 1 -> by count, then alphabetically.
-  assert words.build_word_vocab(sentences) == ["<pad>", "<unk>", "a", "b", ".", "c", "d"]
-  vocab = words.build_word_vocab(sentences, min_count=2)
+  assert word_vocab.build_word_vocab(sentences) == ["<pad>", "<unk>", "a", "b", ".", "c", "d"]
+  vocab = word_vocab.build_word_vocab(sentences, min_count=2)
   assert vocab == ["<pad>", "<unk>", "a", "b"]
   index = {t: i for i, t in enumerate(vocab)}
-  assert words.encode_words("A b zebra.", index) == [2, 3, 1, 1]
+  assert word_vocab.encode_words("A b zebra.", index) == [2, 3, 1, 1]
   with pytest.raises(ValueError):
-    words.build_word_vocab(sentences, min_count=0)
+    word_vocab.build_word_vocab(sentences, min_count=0)
 
 
 def test_stale_work_dirs_of_dead_runs_are_removed(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from data_prep import demo
 from hvt_jax.input import reader
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from hvt_jax.cli import prepare
 
 
@@ -73,11 +73,11 @@ def test_sentences_describe_their_clip_event(data):
 
 def test_tokens_use_train_vocab(data):
   train_sentences = [s for r in data.records["train"] for s in r["sentences"]]
-  assert data.vocab == words.build_word_vocab(train_sentences)
+  assert data.vocab == word_vocab.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(data.vocab)}
   for split in ("train", "val"):
     for rec in data.records[split]:
-      assert rec["tokens"] == [words.encode_words(s, index) for s in rec["sentences"]]
+      assert rec["tokens"] == [word_vocab.encode_words(s, index) for s in rec["sentences"]]
 
 
 def test_hierarchy_carries_the_signal(data):

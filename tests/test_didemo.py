@@ -20,7 +20,7 @@ from data_prep import didemo
 from hvt_jax.vocab import glove
 from data_prep import features as features_lib
 from hvt_jax.input import reader
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
@@ -123,7 +123,7 @@ def test_real_files_records_match_independent_reading(real, converted):
                                  if expected_counts[k]}
   assert expected_counts[CLIPPED_END] > 0
   vocab = reader.load_vocab(dataset_dir)
-  assert vocab == words.build_word_vocab(train_sentences)
+  assert vocab == word_vocab.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split, ids in subset.items():
     records = data_fixtures.read_examples(dataset_dir, split)
@@ -134,7 +134,7 @@ def test_real_files_records_match_independent_reading(real, converted):
       np.testing.assert_allclose(ex["segments"], segs, rtol=1e-6, atol=1e-5)
       assert [s.decode() for s in ex["sentences"]] == [s for _, s in expected[vid]]
       assert data_fixtures.token_lists(ex) == [
-          words.encode_words(s, index) for _, s in expected[vid]]
+          word_vocab.encode_words(s, index) for _, s in expected[vid]]
       length, dur = ann["feature_leng"], ann["duration"]
       np.testing.assert_array_equal(ex["features/inception"], _feature_rows(vid, length))
       r = np.arange(length)

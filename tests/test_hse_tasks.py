@@ -291,7 +291,8 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   assert metrics["zeroshot/glove/filled_words"] == 0
   assert metrics["zeroshot/glove/top1"] == metrics["zeroshot/top1"]
   with pytest.raises(ValueError, match="not found"):
-    hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val", word_vectors=str(tmp_path / "nope.txt"))
+    hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val",
+                                word_vectors=str(tmp_path / "nope.txt"))
 
 
 @pytest.mark.parametrize("model", ["hse", "fse"])

@@ -260,7 +260,8 @@ def _sentence_view(record, cfg, seed):
 @pytest.fixture
 def per_sentence(monkeypatch, tmp_path):
   tiny_data.write(str(tmp_path), num_train=10, num_val=6)
-  monkeypatch.setitem(families.get("hse").views, "hse", pipeline.View(_sentence_view, per_row="tokens"))
+  monkeypatch.setitem(families.get("hse").views, "hse",
+                      pipeline.View(_sentence_view, per_row="tokens"))
   c = hse_demo.get_config("runlocal")
   c.input.data_dir = str(tmp_path)
   c.batch_size = 4

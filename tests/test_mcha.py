@@ -325,7 +325,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   captions (caption_index_file) against ranks of the dense score matrix; with designated
   captions only those go through the text tower."""
   s, state, _ = stepped[8]
-  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", query_block=8, cand_block=8)
+  ev = _evaluator(train.eval_context(s), "val", query_block=8, cand_block=8)
   caps, vids, cap_video, _, video_ids, _, _ = ev.encodings(state)
   model = nnx.merge(s.graphdef, state["params"])
   dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
@@ -350,8 +350,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   seen = []
   fns = mcha_retrieval._fns  # pylint: disable=protected-access
 
-  def recording(graphdef):
-    videos, captions, weights = fns(graphdef)
+  def recording(*preds):
+    videos, captions, weights = fns(*preds)
 
     def captions_recorded(params, batch):
       seen.append(np.asarray(batch["tokens"])[np.asarray(batch["example_mask"])])
@@ -360,8 +360,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
     return videos, captions_recorded, weights
 
   monkeypatch.setattr(mcha_retrieval, "_fns", recording)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", caption_index_file=str(path),
-                                             query_block=8, cand_block=8)
+  ev = _evaluator(train.eval_context(s), "val", caption_index_file=str(path),
+                  query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
   rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
   np.testing.assert_array_equal(np.concatenate(seen), all_tokens[rows])
@@ -374,8 +374,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
                       f"{video_ids[3]}.*no designated caption")):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=match):
-      mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", caption_index_file=str(path),
-                                            query_block=8, cand_block=8).run(state, 0)
+      _evaluator(train.eval_context(s), "val", caption_index_file=str(path),
+                 query_block=8, cand_block=8).run(state, 0)
 
 
 def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
@@ -396,10 +396,10 @@ def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
   c = s.config.copy_and_resolve_references()
   c.input.data_dir = str(tmp_path)
   with_empty = dataclasses.replace(s, config=c)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(with_empty), "val", query_block=8, cand_block=8)
+  ev = _evaluator(train.eval_context(with_empty), "val", query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
-  base, _ = mcha_retrieval.MCHARetrievalEvaluator(train.eval_context(s), "val", query_block=8,
-                                                  cand_block=8).run(state, 0)
+  base, _ = _evaluator(train.eval_context(s), "val", query_block=8,
+                       cand_block=8).run(state, 0)
   assert metrics.pop("num_empty_videos") == 1 and base.pop("num_empty_videos") == 0
   assert metrics == base and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
   for queries, cands in results["ids"].values():
@@ -440,3 +440,7 @@ def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):
   assert "t2v/R@1" in out
   weights = json.loads((workdir / "eval" / "val" / "modality_weights.json").read_text())
   assert set(weights) == {"motion", "audio"}
+
+
+def _evaluator(ctx, split, **options):
+  return mcha_retrieval.MCHARetrievalEvaluator(ctx, split, **options)

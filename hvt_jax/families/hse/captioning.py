@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from hvt_jax.input import reader
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from hvt_jax.evaluation import corpus
 
 METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr")
@@ -228,9 +228,9 @@ class CaptioningEvaluator:
         raise ValueError(f"caption evaluator: reference split {ref!r} not in the dataset "
                          f"(splits: {sorted(ctx.meta.get('splits', {}))})")
     self.vocab = reader.load_vocab(ctx.data_dir)
-    if self.vocab[words.PAD_ID] != words.PAD:
+    if self.vocab[word_vocab.PAD_ID] != word_vocab.PAD:
       raise ValueError(f"caption evaluator: dataset {ctx.data_dir} has no word vocabulary "
-                       f"(id 0 is {self.vocab[0]!r}, not {words.PAD!r})")
+                       f"(id 0 is {self.vocab[0]!r}, not {word_vocab.PAD!r})")
 
   def _captions(self, split: str, params: Any, generate: bool = True):
     """Per real segment: (id, video id, [start, end] s, generated caption ("" without

@@ -34,7 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from hvt_jax.input import reader
-from hvt_jax.vocab import words
+from hvt_jax.vocab import word_vocab
 from hvt_jax.evaluation import corpus, retrieval, scorer
 from hvt_jax.models import base
 from hvt_jax.input import ops, pipeline
@@ -270,16 +270,17 @@ def encode_labels(labels: list[str], vocab: list[str], filled: list[str] = ()
                   ) -> tuple[np.ndarray, float]:
   """Class names -> ([K, L] int32 word ids, 0-padded; OOV rate in percent of label words).
 
-  Names are tokenised as the dataset's sentences (``hvt_jax.vocab.words.word_tokenize``); a word
+  Names are tokenised as the dataset's sentences
+  (``hvt_jax.vocab.word_vocab.word_tokenize``); a word
   missing from the vocabulary is ``filled[j]``'s id V + j when listed there (a vector from
   outside the vocabulary, ``extra_words``), else ``<unk>`` (counted in the OOV rate).
   """
   index = {t: i for i, t in enumerate(vocab)}
   extra = {w: len(vocab) + j for j, w in enumerate(filled)}
-  words = [words.word_tokenize(label) for label in labels]
+  words = [word_vocab.word_tokenize(label) for label in labels]
   total = sum(len(w) for w in words)
   oov = sum(w not in index and w not in extra for ws in words for w in ws)
-  ids = [[index.get(w, extra.get(w, index[words.UNK])) for w in ws] or [index[words.UNK]]
+  ids = [[index.get(w, extra.get(w, index[word_vocab.UNK])) for w in ws] or [index[word_vocab.UNK]]
          for ws in words]
   out = np.zeros((len(labels), max(map(len, ids), default=1)), np.int32)
   for i, row in enumerate(ids):
@@ -293,11 +294,11 @@ def glove_fill(labels: list[str], vocab: list[str], path: str,
   vectors ([M, dim] float32): what ``word_vectors`` fills instead of ``<unk>``."""
   from hvt_jax.vocab import glove  # pylint: disable=g-import-not-at-top
   index = set(vocab)
-  oov = sorted({w for label in labels for w in words.word_tokenize(label)} - index)
+  oov = sorted({w for label in labels for w in word_vocab.word_tokenize(label)} - index)
   if not oov:
     return [], np.zeros((0, dim), np.float32)
   # oov_std=0: words the file lacks get zero rows, so the found ones are the nonzero rows.
-  matrix, _ = glove.load_word_vectors(path, [words.PAD, words.UNK, *oov], dim=dim,
+  matrix, _ = glove.load_word_vectors(path, [word_vocab.PAD, word_vocab.UNK, *oov], dim=dim,
                                            oov_std=0.0)
   found = [i for i in range(2, len(oov) + 2) if np.any(matrix[i])]
   return [oov[i - 2] for i in found], matrix[found]
