@@ -169,7 +169,7 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   c, s, state = demo_run
   evals = train.build_evaluators(s)
   assert sorted(type(e).__name__ for e in evals) == [
-      "EmbeddingPlotEvaluator", "IncompleteRetrievalEvaluator", "RetrievalEvaluator",
+      "EmbeddingPlotEvaluator", "RetrievalEvaluator", "RetrievalEvaluator",
       "ZeroShotEvaluator", "ZeroShotEvaluator"]
   evaluators.run_all(evals, state, 3, _Writer(), str(tmp_path))
   out = tmp_path / "eval" / "val"
@@ -227,8 +227,8 @@ def test_evaluators_reject_other_models_and_options(demo_run):
   with pytest.raises(ValueError, match="clip_source"):
     c2 = c.copy_and_resolve_references()
     c2.input.clip_source = "uniform"
-    hse_tasks.IncompleteRetrievalEvaluator(
-        train.eval_context(dataclasses.replace(s, config=c2)), "val")
+    evaluators.RetrievalEvaluator(
+        train.eval_context(dataclasses.replace(s, config=c2)), "val", observe_first=2)
 
 
 def test_zero_shot_uses_the_low_level_encoders(demo_run):

@@ -26,7 +26,7 @@ from flax import nnx
 from configs.mcha import demo as demo_config
 from hvt_jax import train
 from hvt_jax.evaluation import retrieval
-from hvt_jax.families.mcha import retrieval as mcha_retrieval
+from hvt_jax.evaluation import evaluators
 from hvt_jax.cli import prepare
 from hvt_jax.input import pipeline
 from hvt_jax.families.mcha import view as mcha_view
@@ -326,7 +326,7 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   captions only those go through the text tower."""
   s, state, _ = stepped[8]
   ev = _evaluator(train.eval_context(s), "val", query_block=8, cand_block=8)
-  caps, vids, cap_video, _, video_ids, _, _ = ev.encodings(state)
+  caps, vids, cap_video, _, video_ids, _, _ = ev.separate(state["params"])
   model = nnx.merge(s.graphdef, state["params"])
   dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
   metrics, _ = ev.run(state, 0)
@@ -340,26 +340,28 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
 
   # Designated captions: the text tower sees exactly one caption per video, that one.
   all_tokens = []
-  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.caption_view)[0],
-                                      s.mesh, ev.caption_view):
+  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.query_view)[0],
+                                      s.mesh, ev.query_view):
     all_tokens.append(np.asarray(batch["tokens"])[host["example_mask"].astype(bool)])
   all_tokens = np.concatenate(all_tokens)
   index = {vid: i % 3 for i, vid in enumerate(video_ids)}
   path = tmp_path / "idx.json"
   path.write_text(json.dumps(index))
   seen = []
-  fns = mcha_retrieval._fns  # pylint: disable=protected-access
+  fns = evaluators._jit  # pylint: disable=protected-access
 
-  def recording(*preds):
-    videos, captions, weights = fns(*preds)
+  def recording(preds, side):
+    fn = fns(preds, side)
+    if side == "candidate":
+      return fn
 
     def captions_recorded(params, batch):
       seen.append(np.asarray(batch["tokens"])[np.asarray(batch["example_mask"])])
-      return captions(params, batch)
+      return fn(params, batch)
 
-    return videos, captions_recorded, weights
+    return captions_recorded
 
-  monkeypatch.setattr(mcha_retrieval, "_fns", recording)
+  monkeypatch.setattr(evaluators, "_jit", recording)
   ev = _evaluator(train.eval_context(s), "val", caption_index_file=str(path),
                   query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
@@ -443,4 +445,7 @@ def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):
 
 
 def _evaluator(ctx, split, **options):
-  return mcha_retrieval.MCHARetrievalEvaluator(ctx, split, **options)
+  """The retrieval evaluator as the MCHA configs declare it (texts of their own)."""
+  return evaluators.RetrievalEvaluator(ctx, split, prefix="t2v", reverse_prefix="v2t",
+                                       video_view="video", query_view="caption",
+                                       modality_weights=True, **options)

@@ -129,8 +129,8 @@ def _hse_tasks(c: ml_collections.ConfigDict) -> None:
   zero-shot action recognition of whole videos and of each labelled instance (Table 6) and
   a t-SNE picture of the clip/sentence embeddings."""
   split = c.evals.val.split
-  c.evals.incomplete = dict(type="incomplete", split=split, pred="score", prefix="incomplete",
-                            log_steps=0)
+  c.evals.incomplete = dict(type="retrieval", split=split, pred="score", group="incomplete",
+                            observe_first=c.input.max_clips, plot=True, log_steps=0)
   c.evals.zeroshot = dict(type="zeroshot", split=split, pred="low_level", prefix="zeroshot",
                           log_steps=0)
   # The paper's option: each labelled action instance (v1.3 annotations, the demo's clips).

@@ -66,8 +66,12 @@ def make(arg: str | None, *, data_dir: str, experts: tuple[str, ...],
   c.eval_batch_size = 64
   c.num_train_steps = 100_000
   c.num_epochs = 0
-  c.evals = dict(test=dict(type="mcha_retrieval", split=eval_split, pred="score",
-                           prefix="t2v", reverse_prefix="v2t", caption_index_file="",
+  # Texts of their own: every caption (or one paragraph) a query; v2t = best of a video's
+  # captions; the experts' holistic weights (Table 5).
+  c.evals = dict(test=dict(type="retrieval", split=eval_split, pred="score",
+                           prefix="t2v", reverse_prefix="v2t", video_view="video",
+                           query_view="paragraph" if paragraph else "caption",
+                           caption_index_file="", modality_weights=True,
                            top_k=10, log_steps=0, query_block=16, cand_block=64))
   c.model.lam, c.model.hrm = a.lam, a.hrm
   if not a.hrm:

@@ -2,10 +2,8 @@
 
 ``stream`` runs a jitted function of (params, batch) over a split once, gathers the
 outputs of the real rows (every process sees all rows, in global-batch order) and the
-host-side strings it is asked for; ``rank`` ranks query encodings against candidate
-encodings in both directions with the model's ``score`` through the device-side scorer
-(``evaluation.scorer``). ``evaluators`` (retrieval) and ``hse_tasks`` (HSE §4.2–4.4) build
-on these.
+host-side strings it is asked for; ``score_fn`` adapts the prediction function ``score`` to
+the device-side scorer (``evaluation.scorer``). Every evaluator builds on these.
 
 Empty videos. A video with nothing to encode it from gets an encoding of padding only (for
 HSE all zeros) that scores the same against everything, yet would count in R@k/MdR as an
@@ -196,25 +194,6 @@ def stream(ctx: EvalContext, split: str, fn: Callable[[Any, Any], Any], params: 
     yield jax.tree.map(lambda x: np.asarray(x)[mask], out), rows
   if seen != total:
     raise RuntimeError(f"evaluated {seen} examples of split {split!r}, expected {total}")
-
-
-def rank(ctx: EvalContext, queries: Any, cands: Any, params: Any, prefixes: tuple[str, str], *,
-         top_k: int, blocks: tuple[int, int]) -> dict[str, scorer.ScorerResult]:
-  """Ranks paired ``queries`` (texts) and ``cands`` (videos), row i with row i, with the
-  prediction function ``score``: ``prefixes[0]`` text -> video, ``prefixes[1]`` video -> text (skipped
-  when empty). Returns {prefix: ScorerResult}."""
-  mesh = ranking_mesh(ctx.mesh)
-  score = ctx.pred("score", "retrieval")
-  out = {}
-  for prefix, q, c, reverse in ((prefixes[0], queries, cands, False),
-                                (prefixes[1], cands, queries, True)):
-    if not prefix:
-      continue
-    with jax.set_mesh(mesh):
-      out[prefix] = scorer.rank_corpus(q, c, None, score_fn(score, reverse),
-                                       mesh=mesh, params=params, top_k=top_k,
-                                       query_block=blocks[0], cand_block=blocks[1])
-  return out
 
 
 def non_empty(empty: np.ndarray, video_ids: Sequence[str], what: str) -> np.ndarray:

@@ -359,3 +359,19 @@ def png_figure(path: str, title: str = "", figsize: tuple[float, float] = (5, 4)
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
   finally:
     plt.close(fig)
+
+
+def plot_observed_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
+                        path: str, title: str = "") -> None:
+  """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
+  (direction, metric)."""
+  with png_figure(path, title) as (_, ax):
+    for direction, by_metric in curve.items():
+      for name, values in by_metric.items():
+        ax.plot(ns, values, marker="o", label=f"{direction} {name}")
+    ax.set_xlabel("observed clips / sentences")
+    ax.set_ylabel("Recall (%)")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")

@@ -53,8 +53,10 @@ class Family:
     models: model name (``config.model.name``) -> class implementing
       ``hvt_jax.models.base.Model``; its ``PREDICT_FNS`` name its prediction functions.
     views: input views (``hvt_jax.input.pipeline.View``) by name: one per model name (the
-      view it trains and evaluates on) plus any other an evaluator of the family asks for
-      by name (e.g. HAMMER's ``"video"`` and ``"query"`` for the moments evaluator).
+      view it trains and evaluates on) plus any other an evaluator asks for by name (e.g.
+      HAMMER's ``"video"`` and ``"query"`` for the moments evaluator, MCHA's ``"video"`` and
+      ``"caption"`` for the retrieval evaluator), or a factory of views (HSE's
+      ``"observe_first"``: (n, ``config.input``) -> View).
     evaluators: evaluator types only this family uses (``config.evals.<name>.type``), in
       addition to the shared ones (``hvt_jax.evaluation.evaluators``).
     demo: how ``hvt-demo`` runs it (None: not in the demo).

@@ -32,7 +32,9 @@ FAMILY = families.Family(
     views={"hse": _HSE, "fse": _HSE,
            "hse_classifier": pipeline.View(view.labelled_view, stat_keys=_STATS),
            "hse_captioner": pipeline.View(view.caption_view, host_keys=("references",),
-                                          stat_keys=_STATS)},
+                                          stat_keys=_STATS),
+           # The retrieval evaluator's incomplete observation (observe_first=N): a factory.
+           "observe_first": tasks.observe_first_view},
     evaluators={**tasks.EVALUATORS, "classify": classification.ClassificationEvaluator,
                 "caption": captioning.CaptioningEvaluator},
     demo=families.Demo(models=("hse", "fse"), config="configs/hse/demo.py", dataset="hse",

@@ -1,19 +1,19 @@
-"""HSE beyond retrieval (HSE ECCV 2018 §4.2 Fig. 4, §4.4 Table 6, Fig. 5): evaluators.
+"""HSE beyond retrieval (HSE ECCV 2018 §4.2 Fig. 4, §4.4 Table 6, Fig. 5).
 
-Evaluator types of the HSE family (``hvt_jax.families.hse``), declared like every evaluator in
-``config.evals.<name>`` (``type``, ``split``, ``prefix``, ``log_steps`` + options):
+The incomplete-observation view (``observe_first``; its factory ``observe_first_view`` is
+the family's ``"observe_first"`` view, read by the shared retrieval evaluator's
+``observe_first=N`` protocol, Fig. 4) and two evaluator types of the HSE family
+(``hvt_jax.families.hse``), declared like every evaluator in ``config.evals.<name>``
+(``type``, ``split``, ``prefix``, ``log_steps`` + options):
 
-* ``"incomplete"`` (``IncompleteRetrievalEvaluator``): retrieval when only the first n
-  clips and the first n sentences are observed, n = 1 … ``max_observed``;
-  metrics ``<prefix>/p2v/R@1@n=2`` …, ``<prefix>_curve.json`` and ``<prefix>_curve.png``.
 * ``"zeroshot"`` (``ZeroShotEvaluator``): zero-shot action recognition with the low-level
   encoders; metrics ``<prefix>/top1``, ``<prefix>/top5``, ``<prefix>/oov_rate`` ….
 * ``"embeddings"`` (``EmbeddingPlotEvaluator``): a t-SNE picture of the clip and sentence
   embeddings of a split, ``embeddings_tsne.png``.
 
 They work for HSE and FSE (their prediction functions ``embed``, ``encode_clip_level``,
-``encode_sentence_level``; the HSE view) and stream and rank
-through ``evaluation.corpus``, as the retrieval evaluator does. Those that rank leave out
+``encode_sentence_level``; the HSE view) and stream and rank through
+``evaluation.corpus``, as the retrieval evaluator does. Those that rank leave out
 the videos that keep no clip (the view's ``empty_video``: no segment covers a feature row),
 as the retrieval evaluator does and for its reason (``evaluators.RetrievalEvaluator``):
 counted in ``<prefix>/num_empty_videos``, named in a warning.
@@ -107,6 +107,21 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
   return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
 
 
+def observe_first_view(n: int, input_config: Any) -> pipeline.View:
+  """The HSE view of records observed up to their first ``n`` clips and sentences
+  (``observe_first``): the family's ``observe_first`` view factory, which the retrieval
+  evaluator's incomplete-observation protocol (``observe_first=N``) calls for n = 1 … N.
+
+  Raises:
+    ValueError: ``input_config.clip_source`` is not "segments" (uniform proposals have no
+      "first n sentences").
+  """
+  if input_config.get("clip_source", "segments") != "segments":
+    raise ValueError("incomplete observation (retrieval evaluator, observe_first) needs "
+                     "config.input.clip_source='segments'")
+  return _view(n)
+
+
 def instance_view(example: dict[str, Any], cfg: Any,
                   seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """One example per labelled action instance of a record (``instances/segments`` seconds,
@@ -169,97 +184,6 @@ def _levels_fn(embed: Any):
                 sentences=base.unit(out["paragraph"])[:, None], sentence_mask=ones)
 
   return jax.jit(fn)
-
-
-# --------------------------------------------------------------------------------------
-# 1. Retrieval from incomplete observations (Fig. 4).
-
-
-class IncompleteRetrievalEvaluator:
-  """Paragraph <-> video retrieval observing only the first n clips and n sentences (HSE
-  §4.2, Fig. 4), for n = 1 … ``max_observed`` (default ``config.input.max_clips``).
-
-  Each n streams the split through ``observe_first`` (what is cut, including the context
-  inputs, is documented there), encodes with the model's ``encode_query``/
-  ``encode_candidate`` and ranks with the device-side scorer, as the retrieval evaluator.
-  Metrics: ``<prefix>/<dir>/<R@1|R@5>@n=<n>`` for dir p2v and v2p (``metrics`` option
-  selects the ranking metrics kept), ``<prefix>/num_examples`` (the split's videos) and
-  ``<prefix>/num_empty_videos@n=<n>``: the videos whose first n segments give no clip,
-  left out of that n's ranking on both sides (their embeddings would be built from no
-  clip; ``corpus.non_empty``). At n >= every video's number of segments the numbers equal
-  the retrieval evaluator's.
-  """
-
-  def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "score",
-               prefix: str = "incomplete", max_observed: int | None = None,
-               metrics: tuple[str, ...] = ("R@1", "R@5"), plot: bool = True,
-               log_steps: int = 0, query_block: int = 256, cand_block: int = 1024):
-    if pred != "score":
-      raise ValueError(f"incomplete evaluator: pred={pred!r}; valid: ('score',)")
-    if ctx.config.input.get("clip_source", "segments") != "segments":
-      raise ValueError("incomplete evaluator needs config.input.clip_source='segments'")
-    self.ctx, self.split, self.prefix, self.plot = ctx, split, prefix, plot
-    self.encode = corpus.encode_fn(ctx, "incomplete")
-    ctx.pred(pred, "incomplete")
-    self.max_observed = int(max_observed or ctx.config.input.max_clips)
-    self.metric_names, self.log_steps = tuple(metrics), log_steps
-    self.blocks = (query_block, cand_block)
-
-  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    params = corpus.host_params(state)
-    encode = self.encode
-    curve: dict[str, dict[str, list[float]]] = {}
-    metrics: dict[str, float] = {}
-    for n in range(1, self.max_observed + 1):
-      view = _view(n)
-      qs, cs, ids, empty = [], [], [], []
-      for (q, c), rows in corpus.stream(self.ctx, self.split, encode, params, view=view,
-                                        strings=("video_id",), empty=True):
-        qs.append(q["embedding"])
-        cs.append(c["embedding"])
-        ids.extend(rows["video_id"])
-        empty.append(rows[corpus.EMPTY])
-      empty = np.concatenate(empty)
-      keep = corpus.non_empty(empty, ids, f"incomplete {self.split} n={n} (no clip in the "
-                                          "first n segments)")
-      q, c = np.concatenate(qs)[keep], np.concatenate(cs)[keep]
-      metrics[f"{self.prefix}/num_empty_videos@n={n}"] = float(empty.sum())
-      ranked = corpus.rank(self.ctx, {"embedding": q}, {"embedding": c}, params,
-                           ("p2v", "v2p"), top_k=0, blocks=self.blocks)
-      for direction, res in ranked.items():
-        for name, value in res.metrics().items():
-          if name in self.metric_names:
-            metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
-            curve.setdefault(direction, {}).setdefault(name, []).append(value)
-    metrics[f"{self.prefix}/num_examples"] = float(len(ids))
-    return metrics, {"curve": curve, "n": list(range(1, self.max_observed + 1)),
-                     "step": step}
-
-  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
-    """``<prefix>_curve.json`` ({n, p2v: {R@1: [...]}, ...}) and ``<prefix>_curve.png``."""
-    with open(os.path.join(out_dir, f"{self.prefix}_curve.json"), "w",
-              encoding="utf-8") as f:
-      json.dump({"n": results["n"], "step": step, **results["curve"]}, f, indent=2)
-    if self.plot:
-      plot_incomplete_curve(results["n"], results["curve"],
-                            os.path.join(out_dir, f"{self.prefix}_curve.png"),
-                            title=f"{self.split} (step {step})")
-
-
-def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
-                          path: str, title: str = "") -> None:
-  """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
-  (direction, metric)."""
-  with retrieval.png_figure(path, title) as (_, ax):
-    for direction, by_metric in curve.items():
-      for name, values in by_metric.items():
-        ax.plot(ns, values, marker="o", label=f"{direction} {name}")
-    ax.set_xlabel("observed clips / sentences")
-    ax.set_ylabel("Recall (%)")
-    ax.set_xticks(ns)
-    ax.set_ylim(0, 100)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
 
 
 # --------------------------------------------------------------------------------------
@@ -549,5 +473,5 @@ class EmbeddingPlotEvaluator:
                     title=f"{self.split} (step {step})")
 
 
-EVALUATORS = {"incomplete": IncompleteRetrievalEvaluator, "zeroshot": ZeroShotEvaluator,
+EVALUATORS = {"zeroshot": ZeroShotEvaluator,
               "embeddings": EmbeddingPlotEvaluator}
