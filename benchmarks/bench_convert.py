@@ -11,7 +11,7 @@ Beam, one process), `beamN` (Apache Beam's DirectRunner in multi-processing mode
 worker processes, what `hvt-prepare --num-workers N` runs) and prints videos/s and MB/s
 (feature bytes read from the HDF5 per second, and shard bytes written per second), checks that
 every run wrote the same examples (a digest of each shard's records re-serialized
-deterministically), and reads every split back through `data_prep.reader.load_split`,
+deterministically), and reads every split back through `hvt_jax.input.reader.load_split`,
 printing examples/s. `--file-format array_record` writes ArrayRecord shards instead and also
 times random access (`as_data_source()[i]` at random i). TensorFlow and Beam are imported
 before the clock starts; Beam's worker start-up is part of the measured time, as it is for a
@@ -41,7 +41,7 @@ sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import activitynet_captions
 from data_prep import builder
-from data_prep import reader
+from hvt_jax.input import reader
 
 _WORDS = ("a man woman person is are the then and in on with while of to camera shows "
           "playing dancing running ball field water room people group continues talking "

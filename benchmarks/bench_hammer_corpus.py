@@ -61,8 +61,9 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from hvt_jax import models, sharding  # pylint: disable=g-import-not-at-top
+  from hvt_jax import families, sharding  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import corpus, moments, scorer  # pylint: disable=g-import-not-at-top
+  from hvt_jax.models.base import PredictFns  # pylint: disable=g-import-not-at-top
 
   c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
@@ -70,7 +71,7 @@ def main():
           "activitynet": {"i3d": 1024, "resnet": 2048}}[args.dataset]
   meta = {"modalities": dims, "vocab_size": 30522}
   rss0 = _rss_peak_mb()
-  model = models.create_model(c, meta, rngs=nnx.Rngs(0))
+  model = families.create_model(c, meta, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   mesh = sharding.make_mesh(c.mesh, args.devices)
   rng = np.random.default_rng(0)
@@ -100,7 +101,8 @@ def main():
   q_mb = sum(x.nbytes for x in jax.tree.leaves(query_enc)) / nq / 2**20
   v_mb = sum(x.nbytes for x in jax.tree.leaves(video_enc)) / nv / 2**20
   targets = np.arange(nq) % nv
-  score = corpus.score_fn(graphdef, False)
+  preds = PredictFns(graphdef, model.PREDICT_FNS)
+  score = corpus.score_fn(preds["score"], False)
   kw = dict(mesh=mesh, params=params, top_k=min(10, nv), query_block=args.query_block,
             cand_block=args.cand_block)
   with jax.set_mesh(mesh):
@@ -116,7 +118,7 @@ def main():
     # threshold, in a block of cand_block pairs per query when query_block <= cand_block).
     stage1_pairs = nq * nv + nq * args.cand_block * -(-args.query_block // args.cand_block)
     placed = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    fn = moments.localize_fn(graphdef, args.moments)
+    fn = moments.localize_fn(preds["localize"], args.moments)
     qi, vi = np.repeat(np.arange(nq), nv), np.tile(np.arange(nv), nq)
     size = args.pair_block * mesh.size
     t = time.perf_counter()

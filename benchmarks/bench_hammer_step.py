@@ -47,7 +47,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-positio
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.hammer import activitynet  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs.hammer import tvr  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvt_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvt_jax import families  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {"i3d": 1024, "resnet": 2048, "subtitle": 768}
 SPECIAL = dict(pad=0, unk=100, cls=101, sep=102, mask=103)      # bert-base-uncased ids
@@ -96,7 +96,7 @@ def main():
   meta = dict(modalities={m: DIMS[m] for m in (*c.input.modalities, c.input.subtitle) if m},
               vocab_size=30522, tokenizer="wordpiece", special_ids=SPECIAL)
   t = time.perf_counter()
-  model = models.create_model(c, meta, rngs=nnx.Rngs(0))
+  model = families.create_model(c, meta, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   print(f"model={ARGS.model} dataset={ARGS.dataset} batch={c.batch_size} "

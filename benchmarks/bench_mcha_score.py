@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hvt_jax.models import mcha, text
+from hvt_jax.models import text
+from hvt_jax.families.mcha import model as mcha
 
 
 def _parse():

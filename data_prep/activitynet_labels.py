@@ -49,7 +49,7 @@ from typing import Any
 from data_prep import activitynet_captions
 from data_prep import common
 from data_prep import builder
-from data_prep import reader
+from hvt_jax.input import reader
 
 NAME = "activitynet_labels"
 MULTI_LABEL = "video has several action labels (longest kept)"

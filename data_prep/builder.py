@@ -66,7 +66,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import shard_utils
 
-from data_prep.reader import METADATA_FILE, VOCAB_FILE
+from hvt_jax.input.reader import METADATA_FILE, VOCAB_FILE
 
 VERSION = "1.0.0"
 # Files the builder writes itself; extra files may not use these names.

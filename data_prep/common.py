@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data_prep import embeddings
+from hvt_jax.vocab import glove
 from data_prep import features as features_lib
-from data_prep import text
+from hvt_jax.vocab import word_vocab
 from data_prep import builder
-from data_prep import reader
+from hvt_jax.input import reader
 
 if TYPE_CHECKING:
-  from data_prep import wordpiece
+  from hvt_jax.vocab import wordpiece
 
 # Reason strings (the keys of metadata["counts"]).
 SENTENCE_EMPTY = "sentence empty"
@@ -85,7 +85,7 @@ def read_text_file(path: str) -> str:
     path: file path.
 
   Returns:
-    The decoded text.
+    The decoded words.
 
   Raises:
     ValueError: the file is not valid UTF-8 (with line number and byte offset).
@@ -356,7 +356,7 @@ def clean_sentence(raw: Any, video_id: str, counter: builder.SkipCounter) -> str
 
   The whitespace repair is counted by `count_whitespace` once the sentence is kept.
   """
-  sentence = text.normalize_sentence(raw) if isinstance(raw, str) else ""
+  sentence = word_vocab.normalize_sentence(raw) if isinstance(raw, str) else ""
   if not sentence:
     counter.skip(SENTENCE_EMPTY, video_id)
     return None
@@ -670,12 +670,12 @@ class Encoder:
       return self.tokenizer().encode
     if self.kind == "word":
       index = {t: i for i, t in enumerate(self.vocab)}
-      return functools.partial(text.encode_words, vocab_index=index)
+      return functools.partial(word_vocab.encode_words, vocab_index=index)
     raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.kind!r}")
 
   def tokenizer(self) -> wordpiece.WordPieceTokenizer:
     """The WordPiece tokenizer this encoder runs (kind "wordpiece" only)."""
-    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
     if self.spec:
       return wordpiece.WordPieceTokenizer.from_json(self.spec, source=self.source)
     return wordpiece.WordPieceTokenizer(self.vocab, source=self.source)
@@ -684,9 +684,9 @@ class Encoder:
     """Names the tokenizer and its vocabulary (metadata["extra"]["tokenizer"])."""
     if self.kind == "wordpiece":
       return self.tokenizer().metadata()
-    return {"kind": self.kind, "function": "data_prep.text.word_tokenize",
-            "vocab_size": len(self.vocab), "special_ids": {"pad": text.PAD_ID,
-                                                           "unk": text.UNK_ID}}
+    return {"kind": self.kind, "function": "hvt_jax.vocab.word_vocab.word_tokenize",
+            "vocab_size": len(self.vocab), "special_ids": {"pad": word_vocab.PAD_ID,
+                                                           "unk": word_vocab.UNK_ID}}
 
   def __getstate__(self) -> dict:
     # Not the cached tokenizer.
@@ -702,7 +702,7 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
   """The vocabulary and sentence encoder for `--tokenizer word|wordpiece`.
 
   Args:
-    tokenizer: "word" (vocabulary from `train_sentences`, see `text.build_word_vocab`) or
+    tokenizer: "word" (vocabulary from `train_sentences`, see `word_vocab.build_word_vocab`) or
       "wordpiece" (the `tokenizers` library; ids without [CLS]/[SEP]).
     train_sentences: kept train sentences (needed for "word").
     min_count: word-vocabulary threshold.
@@ -716,11 +716,11 @@ def make_encoder(tokenizer: str, train_sentences: Iterable[str] | None, *, min_c
     if train_sentences is None:
       raise ValueError("--tokenizer word builds its vocabulary from a train split; none given")
     sentences = list(train_sentences)
-    counts = collections.Counter(w for s in sentences for w in text.word_tokenize(s))
-    vocab = text.build_word_vocab(sentences, min_count)
+    counts = collections.Counter(w for s in sentences for w in word_vocab.word_tokenize(s))
+    vocab = word_vocab.build_word_vocab(sentences, min_count)
     return vocab, Encoder(tokenizer, tuple(vocab)), counts
   if tokenizer == "wordpiece":
-    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
     tok = wordpiece.WordPieceTokenizer.from_file(vocab_file)
     encoder = Encoder(tokenizer, tuple(tok.vocab), tok.to_json(), tok.source)
     return list(tok.vocab), encoder, collections.Counter()
@@ -757,7 +757,7 @@ def keep_tokenized(video_id: str, sentences: Sequence[str], encode: Callable[[st
 
 def text_setup(tokenizer: str, train_sentences: Iterable[str] | None, *, min_count: int = 1,
                vocab_file: str | None = None, word_vectors: str | None = None
-               ) -> tuple[list[str], Encoder, "embeddings.WordVectors | None"]:
+               ) -> tuple[list[str], Encoder, "glove.WordVectors | None"]:
   """`make_encoder` + `load_vectors`: what every converter needs before writing.
 
   Returns:
@@ -769,13 +769,13 @@ def text_setup(tokenizer: str, train_sentences: Iterable[str] | None, *, min_cou
 
 
 def load_vectors(word_vectors: str | None, tokenizer: str, vocab: Sequence[str],
-                 counts: Mapping[str, int]) -> embeddings.WordVectors | None:
+                 counts: Mapping[str, int]) -> glove.WordVectors | None:
   """Loads `--word-vectors` for the vocabulary before writing (a bad file fails early)."""
   if word_vectors is None:
     return None
   if tokenizer != "word":
     raise ValueError("--word-vectors needs --tokenizer word (WordPiece ids have no GloVe rows)")
-  return embeddings.WordVectors(*embeddings.load_word_vectors(word_vectors, vocab,
+  return glove.WordVectors(*glove.load_word_vectors(word_vectors, vocab,
                                                               counts=counts))
 
 
@@ -801,7 +801,7 @@ class Summary:
 
 def make_plan(spec: builder.DatasetSpec, items: Mapping[str, Sequence[Any]],
               build: Callable[[Any, builder.SkipCounter], dict | None], *,
-              vectors: embeddings.WordVectors | None = None,
+              vectors: glove.WordVectors | None = None,
               extra_fn: Callable[[dict], Mapping[str, Any]] | None = None,
               summary: Summary | None = None, empty_splits: str = "drop",
               resources: contextlib.ExitStack | None = None) -> builder.Plan:
@@ -840,7 +840,7 @@ def make_plan(spec: builder.DatasetSpec, items: Mapping[str, Sequence[Any]],
 
 
 def print_summary(dataset_dir: str, counter: builder.SkipCounter, summary: Summary, *,
-                  vectors: embeddings.WordVectors | None = None) -> None:
+                  vectors: glove.WordVectors | None = None) -> None:
   """Prints the repair/skip table, notes, one line per split, the OOV report and the dir.
 
   Args:
@@ -864,7 +864,7 @@ def print_summary(dataset_dir: str, counter: builder.SkipCounter, summary: Summa
   if unknown := format_unknown_tokens(meta):
     print(unknown)
   if vectors is not None:
-    print(embeddings.format_report(vectors.report))
+    print(glove.format_report(vectors.report))
   print(f"{summary.footer}; {time.time() - summary.started:.1f} s")
   print(f"dataset: {dataset_dir}")
 
@@ -911,7 +911,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
   """The flags every converter shares; `common_kwargs` maps them to `convert` arguments.
 
   --tokenizer (default `tokenizer`), --vocab-file, --min-count, --word-vectors (when
-  `word_vectors`), --output, --num-workers, --beam-options, --num-shards, and --max-videos/--video-ids (when
+  `word_vectors`), --output, --num-workers, --beam-options, --num-shards, and
+  --max-videos/--video-ids (when
   `per` names the unit --max-videos counts in).
   """
   parser.add_argument("--tokenizer", choices=("word", "wordpiece"), default=tokenizer,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from data_prep import builder
-from data_prep import text
+from hvt_jax.vocab import word_vocab
 
 NAME = "demo"
 MODALITY = "frames"
@@ -209,11 +209,11 @@ def generate_demo(num_train: int = 1500, num_val: int = 500, seed: int = 0,
     records[split], clip_events[split] = _generate_split(
         split, n, np.random.default_rng([seed, stream]), prototypes, popularity, event_words,
         word_weights, params, event_names)
-  vocab = text.build_word_vocab(s for r in records["train"] for s in r["sentences"])
+  vocab = word_vocab.build_word_vocab(s for r in records["train"] for s in r["sentences"])
   index = {t: i for i, t in enumerate(vocab)}
   for split_records in records.values():
     for r in split_records:
-      r["tokens"] = [text.encode_words(s, index) for s in r["sentences"]]
+      r["tokens"] = [word_vocab.encode_words(s, index) for s in r["sentences"]]
   return DemoData(records=records, clip_events=clip_events, event_words=event_words,
                   event_names=event_names, fillers=list(FILLERS), vocab=vocab, params=params,
                   prototypes=prototypes, popularity=popularity)

@@ -69,7 +69,7 @@ class MomentsDemo:
 
 
 def _tokenizer(vocab_file: str | None):
-  from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+  from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
   return wordpiece.WordPieceTokenizer.from_file(vocab_file)
 
 

@@ -119,7 +119,7 @@ import numpy as np
 
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import text
+from hvt_jax.vocab import word_vocab
 from data_prep import builder
 
 # The picklable sentence encoder (WordPiece or word vocabulary) of all converters.
@@ -308,7 +308,7 @@ def clip_duration_from_name(video_id: str) -> float | None:
 
 
 def decode_caption(value: Any, where: str, video_id: str, counter: builder.SkipCounter) -> str:
-  """Turns a stored caption (scalar string or 1-D array of words) into normalised text.
+  """Turns a stored caption (scalar string or 1-D array of words) into normalised words.
 
   Args:
     value: what h5py returned: bytes, str, or a 1-D array of bytes/str words.
@@ -345,7 +345,7 @@ def decode_caption(value: Any, where: str, video_id: str, counter: builder.SkipC
     words.append(part)
   if bad:
     counter.repair(CAPTION_NOT_UTF8, video_id)
-  return text.normalize_sentence(" ".join(words))
+  return word_vocab.normalize_sentence(" ".join(words))
 
 
 def _read(h5: Any, key: str, path: str) -> Any:

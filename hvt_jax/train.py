@@ -29,10 +29,11 @@ from clu import metric_writers, periodic_actions
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from data_prep import reader
-from hvt_jax import checkpoints, models, pretrained, schedules, sharding
-from hvt_jax.evaluation import evaluators
+from hvt_jax.input import reader
+from hvt_jax import checkpoints, families, pretrained, schedules, sharding
+from hvt_jax.evaluation import corpus, evaluators
 from hvt_jax.input import pipeline
+from hvt_jax.models import base
 
 State = dict[str, Any]
 
@@ -49,6 +50,24 @@ class Setup:
   state_shardings: Any
   steps_per_epoch: int
   num_train_steps: int
+
+
+def eval_context(s: Setup) -> corpus.EvalContext:
+  """What the evaluators receive: the model's prediction functions (its class's
+  ``PREDICT_FNS``, ``models.base.PredictFns``) and the data, never the trainer's setup."""
+  family = families.of_model(s.config.model.name)
+  model_cls = family.models[s.config.model.name]
+  return corpus.EvalContext(
+      preds=base.PredictFns(s.graphdef, getattr(model_cls, "PREDICT_FNS", ())),
+      config=s.config, mesh=s.mesh, meta=s.meta, data_dir=s.data_dir, views=family.views,
+      view=family.views[s.config.model.name])
+
+
+def build_evaluators(s: Setup, splits: list[str] | None = None) -> list[Any]:
+  """``config.evals`` built over ``eval_context(s)``: the shared evaluator types and the
+  model family's own (``evaluators.from_config``)."""
+  family = families.of_model(s.config.model.name)
+  return evaluators.from_config(s.config, eval_context(s), family.evaluators, splits=splits)
 
 
 def make_optimizer(config: Any, steps_per_epoch: int, num_train_steps: int,
@@ -87,7 +106,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   meta = dict(meta, data_dir=data_dir)
   steps_per_epoch = max(1, pipeline.num_train_examples(config, meta) // config.batch_size)
   num_steps = config.get("num_train_steps") or int(config.num_epochs * steps_per_epoch)
-  abstract = nnx.eval_shape(lambda: models.create_model(config, meta, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: families.create_model(config, meta, rngs=nnx.Rngs(0)))
   # Gradients and optax see only nnx.Params; other variables ride along in "other".
   graphdef, abstract_params, abstract_other = nnx.split(abstract, nnx.Param, ...)
   tx = make_optimizer(config, steps_per_epoch, num_steps, abstract_params)
@@ -109,7 +128,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
 
 def _init_fn(s: Setup) -> Callable[[], State]:
   def init():
-    model = models.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed))
+    model = families.create_model(s.config, s.meta, rngs=nnx.Rngs(s.config.seed))
     _, params, other = nnx.split(model, nnx.Param, ...)
     state = {"params": params, "opt_state": s.tx.init(params),
              "step": jnp.zeros((), jnp.int32)}
@@ -126,7 +145,7 @@ def init_state(s: Setup) -> State:
   with jax.set_mesh(s.mesh):
     state = jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
   entries = list(s.config.get("init_from") or []) + list(
-      models.get_model_class(s.config.model.name).pretrained_entries(s.config, s.data_dir))
+      families.model_class(s.config.model.name).pretrained_entries(s.config, s.data_dir))
   state["params"] = pretrained.load_into(state["params"], entries)
   return state
 
@@ -439,7 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   with _StopSignals() as stop:
     s = setup(config)                   # config and data errors: before anything is written
-    evals = evaluators.from_config(config, s)   # their splits and options too
+    evals = build_evaluators(s)   # their splits and options too
     os.makedirs(workdir, exist_ok=True)
     mngr = checkpoint_manager(workdir, config)
     try:
@@ -579,7 +598,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ValueError: ``step`` is incomplete, or an evaluator's split or options are wrong.
   """
   s = setup(config)
-  evals = evaluators.from_config(config, s, splits=splits)
+  evals = build_evaluators(s, splits=splits)
   directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
   step_dir, step = checkpoints.resolve(directory, step, what=f"--workdir {workdir}")
   newer = [n for n in sorted(os.listdir(directory), key=lambda n: (len(n), n))

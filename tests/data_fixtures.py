@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep import reader
+from hvt_jax.input import reader
 
 
 def read_examples(dataset_dir: str, split: str) -> dict[str, dict]:

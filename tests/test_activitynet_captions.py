@@ -19,8 +19,8 @@ from data_prep import activitynet_captions as anc
 from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import reader
-from data_prep import text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -192,7 +192,7 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
   train_sentences = [" ".join(s.split()) for v in fx.subset["train"]
                      for s in fx.ann["train"][v]["sentences"]]
   vocab = reader.load_vocab(path)
-  assert vocab == text.build_word_vocab(train_sentences)
+  assert vocab == word_vocab.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split in ("train", "val_1"):
     loaded = _load(path, split)
@@ -204,7 +204,7 @@ def test_records_repaired_and_aligned(fx, hdf5_dataset):
       assert ex["sentences"] == [" ".join(s.split()) for s in a["sentences"]]
       want = [[min(max(min(s, e), 0), d), min(max(s, e), d)] for s, e in a["timestamps"]]
       np.testing.assert_array_equal(ex["segments"], np.float64(want), err_msg=vid)
-      assert ex["tokens"] == [text.encode_words(s, index) for s in ex["sentences"]]
+      assert ex["tokens"] == [word_vocab.encode_words(s, index) for s in ex["sentences"]]
       t = _rows(vid, d, vid in fx.large)
       np.testing.assert_array_equal(ex["features/c3d"], _features(vid, t, 500))
       edges = np.arange(t + 1) * (d / t)
@@ -230,12 +230,13 @@ def test_val_tokens_use_train_vocab_with_unk(fx, hdf5_dataset):
   path, _, _ = hdf5_dataset
   vocab = reader.load_vocab(path)
   val = _load(path, "val_1")
-  unk_words = {w for ex in val.values() for s in ex["sentences"] for w in text.word_tokenize(s)
+  unk_words = {w for ex in val.values() for s in ex["sentences"]
+               for w in word_vocab.word_tokenize(s)
                if w not in vocab}
   assert unk_words  # 24 val videos use words that 40 train videos never do.
-  n_unk = sum(tok.count(text.UNK_ID) for ex in val.values() for tok in ex["tokens"])
+  n_unk = sum(tok.count(word_vocab.UNK_ID) for ex in val.values() for tok in ex["tokens"])
   n_expected = sum(1 for ex in val.values() for s in ex["sentences"]
-                   for w in text.word_tokenize(s) if w not in vocab)
+                   for w in word_vocab.word_tokenize(s) if w not in vocab)
   assert n_unk == n_expected
 
 
@@ -270,7 +271,7 @@ def test_word_vectors_flag_stores_matrix_and_oov_report(fx, tmp_path):
     np.save(feats / f"{vid}.npy", _features(vid, 3, 4))
   # Independent vocabulary and train counts, straight from the json.
   train_words = [w for v in ids["train"] for s in fx.ann["train"][v]["sentences"]
-                 for w in text.word_tokenize(" ".join(s.split()))]
+                 for w in word_vocab.word_tokenize(" ".join(s.split()))]
   counts = collections.Counter(train_words)
   vocab = ["<pad>", "<unk>"] + sorted(counts, key=lambda w: (-counts[w], w))
   # GloVe lines for every third vocabulary word (exact binary fractions), two unknown words

@@ -16,8 +16,8 @@ from data_prep import activitynet_captions
 from data_prep import activitynet_labels as al
 from data_prep import builder
 from data_prep import features as features_lib
-from data_prep import reader
-from data_prep import text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -191,7 +191,7 @@ def test_convert_end_to_end(tmp_path, labels_file, real_ids):
       sentences = [s.decode() for s in ex["sentences"]]
       assert sentences == [" ".join(s.split()) for s in ann["sentences"]]
       index = {t: i for i, t in enumerate(vocab)}
-      assert data_fixtures.token_lists(ex) == [text.encode_words(s, index) for s in sentences]
+      assert data_fixtures.token_lists(ex) == [word_vocab.encode_words(s, index) for s in sentences]
       assert ex["duration"] == pytest.approx(ann["duration"], rel=1e-6)
   assert seen == expected
   # Every annotation is a labelled instance, in the file's order.

@@ -1,4 +1,4 @@
-"""Tests for data_prep.builder (TFDS builders, plain and Beam), data_prep.reader and text."""
+"""Tests for data_prep.builder (TFDS builders, plain and Beam), hvt_jax.input.reader and words."""
 
 import json
 import os
@@ -14,8 +14,8 @@ import pytest
 
 from data_prep import builder
 from data_prep import common
-from data_prep import reader
-from data_prep import text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from tests import data_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -122,8 +122,8 @@ def test_round_trip_fresh_process(written, tmp_path):
   dump = tmp_path / "dump.pkl"
   script = textwrap.dedent(f"""
       import pickle, sys
-      from data_prep import reader
-      assert not any(m.startswith("data_prep.") and m not in ("data_prep.reader",)
+      from hvt_jax.input import reader
+      assert not any(m.startswith("data_prep.") and m not in ("hvt_jax.input.reader",)
                      for m in sys.modules), sorted(sys.modules)
       path = reader.find_dataset_dir({str(out)!r})
       result = {{"meta": reader.load_metadata(path), "examples": {{}}}}
@@ -368,29 +368,29 @@ def test_spec_validation(tmp_path):
 
 
 def test_normalize_sentence():
-  assert text.normalize_sentence("  A man\t rides \n a bike.  ") == "A man rides a bike."
-  assert text.normalize_sentence(" \t\n") == ""
+  assert word_vocab.normalize_sentence("  A man\t rides \n a bike.  ") == "A man rides a bike."
+  assert word_vocab.normalize_sentence(" \t\n") == ""
 
 
 def test_word_tokenize_hand_cases():
-  assert text.word_tokenize(" The man's bike, then... ") == [
+  assert word_vocab.word_tokenize(" The man's bike, then... ") == [
       "the", "man", "'s", "bike", ",", "then", ".", ".", "."]
-  assert text.word_tokenize("He DOESN'T stop-it at 3.5m!") == [
+  assert word_vocab.word_tokenize("He DOESN'T stop-it at 3.5m!") == [
       "he", "doesn", "'t", "stop", "-", "it", "at", "3", ".", "5m", "!"]
-  assert text.word_tokenize("Café crème") == ["café", "crème"]
-  assert text.word_tokenize("") == []
+  assert word_vocab.word_tokenize("Café crème") == ["café", "crème"]
+  assert word_vocab.word_tokenize("") == []
 
 
 def test_build_word_vocab_and_encode():
   sentences = ["b a a.", "c b a", "d"]
   # Counts: a 3, b 2, . 1, c 1, d 1 -> by count, then alphabetically.
-  assert text.build_word_vocab(sentences) == ["<pad>", "<unk>", "a", "b", ".", "c", "d"]
-  vocab = text.build_word_vocab(sentences, min_count=2)
+  assert word_vocab.build_word_vocab(sentences) == ["<pad>", "<unk>", "a", "b", ".", "c", "d"]
+  vocab = word_vocab.build_word_vocab(sentences, min_count=2)
   assert vocab == ["<pad>", "<unk>", "a", "b"]
   index = {t: i for i, t in enumerate(vocab)}
-  assert text.encode_words("A b zebra.", index) == [2, 3, 1, 1]
+  assert word_vocab.encode_words("A b zebra.", index) == [2, 3, 1, 1]
   with pytest.raises(ValueError):
-    text.build_word_vocab(sentences, min_count=0)
+    word_vocab.build_word_vocab(sentences, min_count=0)
 
 
 def test_stale_work_dirs_of_dead_runs_are_removed(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data_prep import demo
-from data_prep import reader
-from data_prep import text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from hvt_jax.cli import prepare
 
 
@@ -73,11 +73,11 @@ def test_sentences_describe_their_clip_event(data):
 
 def test_tokens_use_train_vocab(data):
   train_sentences = [s for r in data.records["train"] for s in r["sentences"]]
-  assert data.vocab == text.build_word_vocab(train_sentences)
+  assert data.vocab == word_vocab.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(data.vocab)}
   for split in ("train", "val"):
     for rec in data.records[split]:
-      assert rec["tokens"] == [text.encode_words(s, index) for s in rec["sentences"]]
+      assert rec["tokens"] == [word_vocab.encode_words(s, index) for s in rec["sentences"]]
 
 
 def test_hierarchy_carries_the_signal(data):

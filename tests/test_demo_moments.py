@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import demo_moments, reader, wordpiece
+from data_prep import demo_moments
+from hvt_jax.input import reader
+from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -99,13 +101,14 @@ def test_hvt_prepare_moments_variant(tmp_path):
 
 
 def test_demo_tables_mean_std_and_buckets():
-  from hvt_jax.cli import demo  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import tables  # pylint: disable=g-import-not-at-top
+  from hvt_jax.families import hammer  # pylint: disable=g-import-not-at-top
   runs = lambda vr1, mdr: [{"vr/R@1": v, "vcmr/R@10@IoU0.5": 2 * v,
                             "by_duration/16-40s/num_queries": 5.0,
                             "by_duration/16-40s/vr/MdR": m,
                             "by_duration/40-160s/num_queries": 7.0,
                             "by_duration/40-160s/vr/MdR": m + 1} for v, m in zip(vr1, mdr)]
-  out = demo.moment_tables({"HAMMER": runs([10.0, 20.0], [3.0, 5.0]),
+  out = hammer.moment_tables({"HAMMER": runs([10.0, 20.0], [3.0, 5.0]),
                             "FLAT": runs([4.0, 4.0], [9.0, 9.0])})
   lines = out.splitlines()
   hammer = next(l for l in lines if l.startswith("HAMMER "))
@@ -113,7 +116,7 @@ def test_demo_tables_mean_std_and_buckets():
   bucket = next(l for l in lines if l.startswith("HAMMER 40-160s"))
   assert "7.00±0.00" in bucket and "5.00±1.00" in bucket
   assert any(l.startswith("FLAT 16-40s") and "9.00±0.00" in l for l in lines)
-  single = demo.mean_std_table({"HAMMER": runs([10.0], [3.0])}, ["vr/R@1"])
+  single = tables.mean_std_table({"HAMMER": runs([10.0], [3.0])}, ["vr/R@1"])
   assert "10.00" in single and "±" not in single
 
 

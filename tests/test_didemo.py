@@ -17,11 +17,11 @@ import pytest
 from data_prep import builder
 from data_prep import common
 from data_prep import didemo
-from data_prep import embeddings
+from hvt_jax.vocab import glove
 from data_prep import features as features_lib
-from data_prep import reader
-from data_prep import text
-from data_prep import wordpiece
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
+from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -123,7 +123,7 @@ def test_real_files_records_match_independent_reading(real, converted):
                                  if expected_counts[k]}
   assert expected_counts[CLIPPED_END] > 0
   vocab = reader.load_vocab(dataset_dir)
-  assert vocab == text.build_word_vocab(train_sentences)
+  assert vocab == word_vocab.build_word_vocab(train_sentences)
   index = {t: i for i, t in enumerate(vocab)}
   for split, ids in subset.items():
     records = data_fixtures.read_examples(dataset_dir, split)
@@ -134,7 +134,7 @@ def test_real_files_records_match_independent_reading(real, converted):
       np.testing.assert_allclose(ex["segments"], segs, rtol=1e-6, atol=1e-5)
       assert [s.decode() for s in ex["sentences"]] == [s for _, s in expected[vid]]
       assert data_fixtures.token_lists(ex) == [
-          text.encode_words(s, index) for _, s in expected[vid]]
+          word_vocab.encode_words(s, index) for _, s in expected[vid]]
       length, dur = ann["feature_leng"], ann["duration"]
       np.testing.assert_array_equal(ex["features/inception"], _feature_rows(vid, length))
       r = np.arange(length)
@@ -420,7 +420,7 @@ def test_word_vectors_flag(tmp_path):
   assert report["oov_count"] == 1 and report["examples"] == ["zebra"]
   assert report["token_oov_rate"] == pytest.approx(1 / 5)  # zebra of the, cat, sat, the, zebra
   # The same matrix as load_word_vectors gives for the stored vocabulary.
-  expected, _ = embeddings.load_word_vectors(str(glove), vocab, counts={"zebra": 1})
+  expected, _ = glove.load_word_vectors(str(glove), vocab, counts={"zebra": 1})
   np.testing.assert_array_equal(expected, matrix)
   with pytest.raises(ValueError, match="--word-vectors needs --tokenizer word"):
     _convert(tmp_path, anns, str(feats), word_vectors=str(glove), tokenizer="wordpiece")

@@ -13,7 +13,8 @@ import pytest
 from configs.hse import demo as hse_demo
 from data_prep import builder
 from hvt_jax import train
-from hvt_jax.evaluation import corpus, evaluators, hse_tasks
+from hvt_jax.evaluation import corpus, evaluators
+from hvt_jax.families.hse import tasks as hse_tasks
 from tests import tiny_data
 
 EMPTY_ID = "val_no_clip"
@@ -59,7 +60,7 @@ def test_hse_leaves_out_a_video_without_clips(tmp_path, caplog, monkeypatch):
   without.config.input.data_dir = _write(tmp_path / "without", with_empty=False)
 
   def run(setup, ev_cls, **kw):
-    return ev_cls(setup, "val", **kw).run(state, 0)
+    return ev_cls(train.eval_context(setup), "val", **kw).run(state, 0)
 
   metrics, results = run(s, evaluators.RetrievalEvaluator, plot=False)
   base, _ = run(without, evaluators.RetrievalEvaluator, plot=False)
@@ -79,14 +80,15 @@ def test_hse_leaves_out_a_video_without_clips(tmp_path, caplog, monkeypatch):
   # The HSE evaluators that rank leave it out too: incomplete observations rank the other
   # 6 videos (both sides), zero-shot recognition their 4 labelled ones (the empty video's
   # label "run" is not counted).
-  rank, ranked_rows = corpus.rank, []
+  rank, ranked_rows = evaluators.RetrievalEvaluator._rank, []  # pylint: disable=protected-access
 
-  def spy(setup, queries, cands, *args, **kw):
+  def spy(self, params, queries, cands, *args, **kw):
     ranked_rows.append((len(queries["embedding"]), len(cands["embedding"])))
-    return rank(setup, queries, cands, *args, **kw)
+    return rank(self, params, queries, cands, *args, **kw)
 
-  monkeypatch.setattr(corpus, "rank", spy)
-  inc, _ = run(s, hse_tasks.IncompleteRetrievalEvaluator, max_observed=1, plot=False)
+  monkeypatch.setattr(evaluators.RetrievalEvaluator, "_rank", spy)
+  inc, _ = run(s, evaluators.RetrievalEvaluator, observe_first=1, group="incomplete",
+               plot=False)
   assert inc["incomplete/num_empty_videos@n=1"] == 1 and ranked_rows == [(6, 6)]
   assert inc["incomplete/num_examples"] == 7
   zs, _ = run(s, hse_tasks.ZeroShotEvaluator)

@@ -23,6 +23,9 @@ from flax import nnx
 
 from data_prep import builder, demo_moments
 from hvt_jax.evaluation import localization, moments
+from hvt_jax import families
+from hvt_jax.evaluation import corpus
+from hvt_jax.models import base
 
 D, F = 6, 12
 
@@ -30,6 +33,8 @@ D, F = 6, 12
 class _Double(nnx.Module):
   """A stand-in with HAMMER's prediction functions: score = max over frames of <q, frame>;
   start/end log-probabilities from the rising/falling edges of the frame scores."""
+
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "localize")
 
   def __init__(self, max_frames: int = 8):
     self.scale = nnx.Param(jnp.ones((D,), jnp.float32))
@@ -110,7 +115,8 @@ def test_stage1_ranks_match_numpy_and_stage2_pairs_align(double):
   assert mesh.size == 8
   # Blocks smaller than the corpus so that blocks, padding and the shifted last candidate
   # block are all exercised.
-  out = moments.predict(data, graphdef, params, mesh, top_k_videos=4, svmr_moments=5,
+  preds = base.PredictFns(graphdef, _Double.PREDICT_FNS)
+  out = moments.predict(data, preds, params, mesh, top_k_videos=4, svmr_moments=5,
                         blocks=(1, 4, 1))
   sim = _numpy_scores(data)
   own = sim[np.arange(len(sim)), data.query_video][:, None]
@@ -341,10 +347,11 @@ def test_video_without_frames_is_left_out(tmp_path, caplog):
                           str(tmp_path / name), counter=builder.SkipCounter())
     c = hammer_demo.get_config("runlocal")
     c.input.data_dir, c.input.max_frames = str(tmp_path / name), F
-    setup = dataclasses.make_dataclass(
-        "Setup", ["config", "mesh", "meta", "graphdef", "data_dir"])(
-            c, mesh, pipeline.dataset_info(c)[1], graphdef, pipeline.dataset_info(c)[0])
-    ev = moments.MomentEvaluator(setup, "val", top_k_videos=3, svmr_moments=3,
+    views = families.get("hammer").views
+    ctx = corpus.EvalContext(base.PredictFns(graphdef, _TextDouble.PREDICT_FNS), c, mesh,
+                             pipeline.dataset_info(c)[1], pipeline.dataset_info(c)[0], views,
+                             views["hammer"])
+    ev = moments.MomentEvaluator(ctx, "val", top_k_videos=3, svmr_moments=3,
                                  query_block=2, cand_block=2, pair_block=2, submission=False)
     metrics[name], results[name] = ev.run({"params": params}, 0)
   assert metrics["with"].pop("num_empty_videos") == 1

@@ -17,7 +17,7 @@ from flax import nnx
 from configs.hammer import activitynet
 from hvt_jax import train
 from hvt_jax.input import pipeline
-from hvt_jax.models import hammer
+from hvt_jax.families.hammer import model as hammer
 from tests import tiny_data
 
 

@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 
 from configs.hammer import activitynet
-from hvt_jax.input import hammer_view, ops, pipeline
+from hvt_jax.input import ops, pipeline
+from hvt_jax.families.hammer import view as hammer_view
+from hvt_jax.models import base
 from tests import tiny_data
 
 IDS = dict(pad=0, unk=1, cls=2, sep=3, mask=4)
@@ -55,7 +57,7 @@ def test_seconds_to_frames_and_back():
   # floor(st/Δ), ceil(ed/Δ) − 1, clipped to [0, 7], end >= start.
   np.testing.assert_array_equal(start, [0, 2, 7, 0, 2, 3])
   np.testing.assert_array_equal(end, [7, 2, 7, 0, 3, 3])
-  sec = ops.frames_to_seconds(start, end, 1.25, 10.0)
+  sec = base.frames_to_seconds(start, end, 1.25, 10.0)
   np.testing.assert_allclose(sec, [[0, 10], [2.5, 3.75], [8.75, 10], [0, 1.25],
                                    [2.5, 5.0], [3.75, 5.0]])
   # Every mapped moment (inside the video) is covered by its frames, within one frame.
@@ -63,7 +65,7 @@ def test_seconds_to_frames_and_back():
   assert (sec[inside, 0] <= seg[inside, 0]).all() and (sec[inside, 1] >= seg[inside, 1]).all()
   assert (seg[inside, 0] - sec[inside, 0] < 1.25).all()
   # The same function inside jit on jax arrays (the model's localize).
-  got = jax.jit(ops.frames_to_seconds)(jnp.asarray(start), jnp.asarray(end),
+  got = jax.jit(base.frames_to_seconds)(jnp.asarray(start), jnp.asarray(end),
                                         jnp.float32(1.25), jnp.float32(10.0))
   np.testing.assert_allclose(np.asarray(got), sec, rtol=1e-6)
 
@@ -163,9 +165,9 @@ def test_query_view_and_pipeline(tmp_path):
   batch = next(pipeline.train_dataset(c, 0).as_numpy_iterator())
   assert batch["frames"].shape == (8, 16, tiny_data.DIM)
   assert (batch["tokens"][:, 0] == 2).all() and batch["labels"].shape == (8, 16)
-  ds, _, total = pipeline.eval_dataset(c, "val_1", pipeline.VIEWS["hammer_query"])
+  ds, _, total = pipeline.eval_dataset(c, "val_1", pipeline.get_view("hammer", "query"))
   rows = [b for b in ds.as_numpy_iterator()]
   assert total == meta["sentences"]["val_1"]
   assert sum(int(b["example_mask"].sum()) for b in rows) == total
-  ds, _, total = pipeline.eval_dataset(c, "val_1", pipeline.VIEWS["hammer_video"])
+  ds, _, total = pipeline.eval_dataset(c, "val_1", pipeline.get_view("hammer", "video"))
   assert total == 4 and "labels" not in next(ds.as_numpy_iterator())

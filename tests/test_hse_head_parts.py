@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hvt_jax.evaluation import captioning, classification
-from hvt_jax.models import hse_heads, layers
+from hvt_jax.families.hse import captioning
+from hvt_jax.families.hse import classification
+from hvt_jax.models import layers
+from hvt_jax.families.hse import heads as hse_heads
 # ------------------------------------------------------------------------------- beam search
 
 

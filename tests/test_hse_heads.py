@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hvt_jax.evaluation import captioning
+from hvt_jax.families.hse import captioning
 
 # ------------------------------------------------------------------- on a trained demo HSE/FSE
 

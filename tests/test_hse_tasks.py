@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hvt_jax.evaluation import evaluators, hse_tasks
-from hvt_jax.input import hse_view
+from hvt_jax import train
+from hvt_jax.evaluation import evaluators
+from hvt_jax.families.hse import tasks as hse_tasks
+from hvt_jax.families.hse import view as hse_view
 
 
 def _cfg(**kw):
@@ -150,7 +152,6 @@ def demo_data(tmp_path_factory):
 def demo_run(request, demo_data):
   """An untrained runlocal HSE/FSE with every evaluator of the demo config."""
   from configs.hse import demo as demo_config  # pylint: disable=g-import-not-at-top
-  from hvt_jax import train  # pylint: disable=g-import-not-at-top
   data = demo_data
   c = demo_config.get_config(f"runlocal,model={request.param}")
   c.input.data_dir = str(data)
@@ -166,9 +167,9 @@ def demo_run(request, demo_data):
 
 def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   c, s, state = demo_run
-  evals = evaluators.from_config(c, s)
+  evals = train.build_evaluators(s)
   assert sorted(type(e).__name__ for e in evals) == [
-      "EmbeddingPlotEvaluator", "IncompleteRetrievalEvaluator", "RetrievalEvaluator",
+      "EmbeddingPlotEvaluator", "RetrievalEvaluator", "RetrievalEvaluator",
       "ZeroShotEvaluator", "ZeroShotEvaluator"]
   evaluators.run_all(evals, state, 3, _Writer(), str(tmp_path))
   out = tmp_path / "eval" / "val"
@@ -192,7 +193,7 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
   assert sum(v["videos"] for v in per_class.values()) == 24
   # Each labelled instance (the demo's clips): as many as the metadata counts, each covering
   # rows; the classes are the event names of the split's clips.
-  from data_prep import reader  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import reader  # pylint: disable=g-import-not-at-top
   instances = reader.load_metadata(s.data_dir)["instances"]["val"]
   assert 3 * 24 <= instances <= 5 * 24
   assert metrics["zeroshot_instances/num_instances"] == instances
@@ -214,19 +215,20 @@ def test_demo_evaluators_write_metrics_curves_and_pictures(demo_run, tmp_path):
 def test_evaluators_reject_other_models_and_options(demo_run):
   c, s, _ = demo_run
   with pytest.raises(ValueError, match="pred"):
-    hse_tasks.ZeroShotEvaluator(s, "val", pred="score")
+    hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val", pred="score")
   with pytest.raises(ValueError, match="videos='clips'; valid"):
-    hse_tasks.ZeroShotEvaluator(s, "val", videos="clips")
+    hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val", videos="clips")
   # A dataset written before instances were part of the schema: one clear error.
   old = dataclasses.replace(s, meta={k: v for k, v in s.meta.items() if k != "instances"})
   with pytest.raises(ValueError, match="no instances field.*convert it again"):
-    hse_tasks.ZeroShotEvaluator(old, "val", videos="instances")
+    hse_tasks.ZeroShotEvaluator(train.eval_context(old), "val", videos="instances")
   with pytest.raises(ValueError, match="colour_by"):
-    hse_tasks.EmbeddingPlotEvaluator(s, "val", colour_by="event")
+    hse_tasks.EmbeddingPlotEvaluator(train.eval_context(s), "val", colour_by="event")
   with pytest.raises(ValueError, match="clip_source"):
     c2 = c.copy_and_resolve_references()
     c2.input.clip_source = "uniform"
-    hse_tasks.IncompleteRetrievalEvaluator(dataclasses.replace(s, config=c2), "val")
+    evaluators.RetrievalEvaluator(
+        train.eval_context(dataclasses.replace(s, config=c2)), "val", observe_first=2)
 
 
 def test_zero_shot_uses_the_low_level_encoders(demo_run):
@@ -240,13 +242,15 @@ def test_zero_shot_uses_the_low_level_encoders(demo_run):
   assert host["label"][0] and "label" not in batch
   out = jax.device_get(nnx.merge(s.graphdef, state["params"]).embed(batch))
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
-  video = np.asarray(hse_tasks._video_low_fn(s.graphdef)(state["params"], batch))
+  preds = train.eval_context(s).preds
+  video = np.asarray(hse_tasks._video_low_fn(preds["encode_clip_level"])(state["params"],
+                                                                         batch))
   if c.model.name == "hse":
     want_video, tokens, want_text = (out["video_context"], batch["sentence_tokens"][:, 0],
                                      out["sentences"][:, 0])
   else:
     want_video, tokens, want_text = out["video"], batch["paragraph_tokens"], out["paragraph"]
-  text = np.asarray(hse_tasks._text_low_fn(s.graphdef)(state["params"],
+  text = np.asarray(hse_tasks._text_low_fn(preds["encode_sentence_level"])(state["params"],
                                                        np.asarray(tokens)))
   np.testing.assert_allclose(video, unit(want_video), atol=1e-5)
   np.testing.assert_allclose(text, unit(want_text), atol=1e-5)
@@ -256,7 +260,7 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   """Label words outside the vocabulary take their vectors from a GloVe file (the paper's
   transfer to unseen actions); words the file lacks stay <unk> and count as OOV."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from data_prep import reader  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import reader  # pylint: disable=g-import-not-at-top
   c, s, state = demo_run
   vocab = reader.load_vocab(s.data_dir)
   known = vocab[5]
@@ -273,7 +277,8 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   assert tokens[0].tolist() == [5, len(vocab)] and tokens[1].tolist() == [1, 0]
   assert oov == pytest.approx(100 / 3)
   assert hse_tasks.encode_labels(labels, vocab)[1] == pytest.approx(200 / 3)
-  got = np.asarray(hse_tasks._text_low_fn(s.graphdef)(state["params"], tokens, vectors))
+  text_fn = hse_tasks._text_low_fn(train.eval_context(s).preds["encode_sentence_level"])
+  got = np.asarray(text_fn(state["params"], tokens, vectors))
   model = nnx.merge(s.graphdef, state["params"])
   table = np.asarray(model.words.table[...])
   emb = np.stack([table[5], blorp.astype(np.float32)])[None]
@@ -281,12 +286,13 @@ def test_glove_fill_replaces_unknown_label_words(demo_run, tmp_path):
   want = np.asarray(enc(emb, np.ones((1, 2), bool)))[0]
   np.testing.assert_allclose(got[0], want / np.linalg.norm(want), atol=1e-5)
   # The evaluator reports both variants; the demo's class names are all in the vocabulary.
-  ev = hse_tasks.ZeroShotEvaluator(s, "val", word_vectors=str(path))
+  ev = hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val", word_vectors=str(path))
   metrics, _ = ev.run(state, 0)
   assert metrics["zeroshot/glove/filled_words"] == 0
   assert metrics["zeroshot/glove/top1"] == metrics["zeroshot/top1"]
   with pytest.raises(ValueError, match="not found"):
-    hse_tasks.ZeroShotEvaluator(s, "val", word_vectors=str(tmp_path / "nope.txt"))
+    hse_tasks.ZeroShotEvaluator(train.eval_context(s), "val",
+                                word_vectors=str(tmp_path / "nope.txt"))
 
 
 @pytest.mark.parametrize("model", ["hse", "fse"])

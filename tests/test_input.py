@@ -12,7 +12,9 @@ import tensorflow as tf
 
 from configs.hse import demo as hse_demo
 from hvt_jax import train as train_mod
-from hvt_jax.input import hse_view, ops, pipeline
+from hvt_jax import families
+from hvt_jax.input import ops, pipeline
+from hvt_jax.families.hse import view as hse_view
 from tests import tiny_data
 
 
@@ -258,7 +260,8 @@ def _sentence_view(record, cfg, seed):
 @pytest.fixture
 def per_sentence(monkeypatch, tmp_path):
   tiny_data.write(str(tmp_path), num_train=10, num_val=6)
-  monkeypatch.setitem(pipeline.VIEWS, "hse", pipeline.View(_sentence_view, per_row="tokens"))
+  monkeypatch.setitem(families.get("hse").views, "hse",
+                      pipeline.View(_sentence_view, per_row="tokens"))
   c = hse_demo.get_config("runlocal")
   c.input.data_dir = str(tmp_path)
   c.batch_size = 4

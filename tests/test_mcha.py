@@ -25,10 +25,13 @@ from flax import nnx
 
 from configs.mcha import demo as demo_config
 from hvt_jax import train
-from hvt_jax.evaluation import mcha_retrieval, retrieval
+from hvt_jax.evaluation import retrieval
+from hvt_jax.evaluation import evaluators
 from hvt_jax.cli import prepare
-from hvt_jax.input import mcha_view, pipeline
-from hvt_jax.models import mcha, text
+from hvt_jax.input import pipeline
+from hvt_jax.families.mcha import view as mcha_view
+from hvt_jax.models import text
+from hvt_jax.families.mcha import model as mcha
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERTS = ("a", "b", "c")
@@ -322,8 +325,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   captions (caption_index_file) against ranks of the dense score matrix; with designated
   captions only those go through the text tower."""
   s, state, _ = stepped[8]
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8, cand_block=8)
-  caps, vids, cap_video, _, video_ids, _, _ = ev.encodings(state)
+  ev = _evaluator(train.eval_context(s), "val", query_block=8, cand_block=8)
+  caps, vids, cap_video, _, video_ids, _, _ = ev.separate(state["params"])
   model = nnx.merge(s.graphdef, state["params"])
   dense = np.asarray(jax.jit(model.score)(caps, vids))                  # [captions, videos]
   metrics, _ = ev.run(state, 0)
@@ -337,28 +340,30 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
 
   # Designated captions: the text tower sees exactly one caption per video, that one.
   all_tokens = []
-  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.caption_view)[0],
-                                      s.mesh, ev.caption_view):
+  for batch, host in pipeline.iterate(pipeline.eval_dataset(s.config, "val", ev.query_view)[0],
+                                      s.mesh, ev.query_view):
     all_tokens.append(np.asarray(batch["tokens"])[host["example_mask"].astype(bool)])
   all_tokens = np.concatenate(all_tokens)
   index = {vid: i % 3 for i, vid in enumerate(video_ids)}
   path = tmp_path / "idx.json"
   path.write_text(json.dumps(index))
   seen = []
-  fns = mcha_retrieval._fns  # pylint: disable=protected-access
+  fns = evaluators._jit  # pylint: disable=protected-access
 
-  def recording(graphdef):
-    videos, captions, weights = fns(graphdef)
+  def recording(preds, side):
+    fn = fns(preds, side)
+    if side == "candidate":
+      return fn
 
     def captions_recorded(params, batch):
       seen.append(np.asarray(batch["tokens"])[np.asarray(batch["example_mask"])])
-      return captions(params, batch)
+      return fn(params, batch)
 
-    return videos, captions_recorded, weights
+    return captions_recorded
 
-  monkeypatch.setattr(mcha_retrieval, "_fns", recording)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
-                                             query_block=8, cand_block=8)
+  monkeypatch.setattr(evaluators, "_jit", recording)
+  ev = _evaluator(train.eval_context(s), "val", caption_index_file=str(path),
+                  query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
   rows = [owners[v][index[vid]] for v, vid in enumerate(video_ids)]
   np.testing.assert_array_equal(np.concatenate(seen), all_tokens[rows])
@@ -371,8 +376,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
                       f"{video_ids[3]}.*no designated caption")):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=match):
-      mcha_retrieval.MCHARetrievalEvaluator(s, "val", caption_index_file=str(path),
-                                            query_block=8, cand_block=8).run(state, 0)
+      _evaluator(train.eval_context(s), "val", caption_index_file=str(path),
+                 query_block=8, cand_block=8).run(state, 0)
 
 
 def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
@@ -393,10 +398,10 @@ def test_video_without_any_expert_is_left_out(stepped, tmp_path, caplog):
   c = s.config.copy_and_resolve_references()
   c.input.data_dir = str(tmp_path)
   with_empty = dataclasses.replace(s, config=c)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(with_empty, "val", query_block=8, cand_block=8)
+  ev = _evaluator(train.eval_context(with_empty), "val", query_block=8, cand_block=8)
   metrics, results = ev.run(state, 0)
-  base, _ = mcha_retrieval.MCHARetrievalEvaluator(s, "val", query_block=8,
-                                                  cand_block=8).run(state, 0)
+  base, _ = _evaluator(train.eval_context(s), "val", query_block=8,
+                       cand_block=8).run(state, 0)
   assert metrics.pop("num_empty_videos") == 1 and base.pop("num_empty_videos") == 0
   assert metrics == base and metrics["num_videos"] == 8 and metrics["num_examples"] == 24
   for queries, cands in results["ids"].values():
@@ -437,3 +442,10 @@ def test_train_and_eval_through_console_scripts(data_dir, stepped, tmp_path):
   assert "t2v/R@1" in out
   weights = json.loads((workdir / "eval" / "val" / "modality_weights.json").read_text())
   assert set(weights) == {"motion", "audio"}
+
+
+def _evaluator(ctx, split, **options):
+  """The retrieval evaluator as the MCHA configs declare it (texts of their own)."""
+  return evaluators.RetrievalEvaluator(ctx, split, prefix="t2v", reverse_prefix="v2t",
+                                       video_view="video", query_view="caption",
+                                       modality_weights=True, **options)

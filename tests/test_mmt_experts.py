@@ -15,8 +15,8 @@ import pytest
 from data_prep import builder
 from data_prep import features as features_lib
 from data_prep import mmt_experts as mx
-from data_prep import reader
-from data_prep import wordpiece
+from hvt_jax.input import reader
+from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
@@ -525,7 +525,7 @@ def test_activitynet_ce_layout_with_captions_json(tmp_path, annotations):
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from hvt_jax.input import mcha_view  # pylint: disable=g-import-not-at-top
+  from hvt_jax.families.mcha import view as mcha_view  # pylint: disable=g-import-not-at-top
   anns = {}
   for split, n in (("train", 3), ("val_1", 2)):
     real = json.loads((annotations / "activitynet_captions" / f"{split}.json").read_text())
@@ -582,14 +582,15 @@ def test_activitynet_ce_layout_with_captions_json(tmp_path, annotations):
   # configs/mcha/activitynet.py on it: paragraph queries (one per video), R@1/5/50 reported.
   from configs.mcha import activitynet  # pylint: disable=g-import-not-at-top
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  from hvt_jax.evaluation import mcha_retrieval  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
   c = activitynet.get_config("runlocal")
   c.input.data_dir = out
   c.mesh_devices = 1
   assert c.evals.test.split == "val_1" and c.input.paragraph
   s = train.setup(c)
-  ev = mcha_retrieval.MCHARetrievalEvaluator(s, c.evals.test.split, query_block=8,
-                                             cand_block=8, plot=False)
+  options = {k: v for k, v in c.evals.test.items() if k not in ("type", "split")}
+  options.update(query_block=8, cand_block=8, plot=False)
+  ev = evaluators.RetrievalEvaluator(train.eval_context(s), c.evals.test.split, **options)
   metrics, results = ev.run(train.init_state(s), 0)
   assert metrics["num_examples"] == metrics["num_videos"] == 2
   assert results["ids"]["t2v"][0] == [f"{v}#0" for v in ids[3:]]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hvt_jax import models
+from hvt_jax import families
 from hvt_jax.models import layers
 
 
@@ -117,9 +117,9 @@ def _batch(rng, b=3, c=2, f=4, fv=6, d=5, s=2, l=3, lp=5, vocab=11):
 
 def test_unknown_model_lists_valid_names():
   with pytest.raises(ValueError, match="unknown model 'hsee'; valid: ") as err:
-    models.get_model_class("hsee")
-  assert str(err.value).endswith(str(sorted(models.MODELS)))
-  assert {"hse", "fse", "hammer", "flat", "mcha", "text_mlm"} <= set(models.MODELS)
+    families.model_class("hsee")
+  assert str(err.value).endswith(str(families.model_names()))
+  assert {"hse", "fse", "hammer", "flat", "mcha", "text_mlm"} <= set(families.model_names())
 
 
 def test_hse_context_initialises_high_level_and_padding_is_ignored():
@@ -127,7 +127,7 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   rng = np.random.default_rng(0)
   batch = _batch(rng)
   # Default (released code): raw embeddings everywhere, the context is h0 as it comes.
-  raw = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  raw = families.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
   out = raw(batch)
   ctx = raw.video_low(batch["video_frames"], batch["video_frame_mask"])
   np.testing.assert_allclose(out["video_context"], ctx, rtol=1e-5, atol=1e-6)
@@ -136,7 +136,7 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   assert np.abs(np.linalg.norm(out["clips"], axis=-1)[batch["clip_mask"]] - 1).max() > 1e-2
   # normalize_embeddings=True: the high-level GRU starts from the (normalised) embedding of
   # the whole video and reads the normalised clip embeddings; all embeddings have unit norm.
-  m = models.create_model(_tiny_config(normalize=True), meta, rngs=nnx.Rngs(0))
+  m = families.create_model(_tiny_config(normalize=True), meta, rngs=nnx.Rngs(0))
   out = m(batch)
   def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -147,7 +147,7 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
   valid = batch["clip_mask"]
   np.testing.assert_allclose(np.linalg.norm(out["clips"], axis=-1)[valid], 1.0, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(out["clips_hat"], axis=-1), 1.0, rtol=1e-5)
-  no_ctx = models.create_model(_tiny_config(context_init=False, normalize=True), meta,
+  no_ctx = families.create_model(_tiny_config(context_init=False, normalize=True), meta,
                                rngs=nnx.Rngs(0))
   assert not np.allclose(no_ctx.embed(batch)["video"], out["video"])
   # Padded clip content does not change any output or the loss.
@@ -172,7 +172,7 @@ def test_hse_context_initialises_high_level_and_padding_is_ignored():
 def test_loss_terms_follow_ablation_switches(low, tau, expected):
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(0))
-  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  m = families.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
   cfg = _tiny_config().loss
   cfg.low, cfg.tau = low, tau
   _, terms = m.loss(m(batch), batch, cfg)
@@ -182,7 +182,7 @@ def test_loss_terms_follow_ablation_switches(low, tau, expected):
 def test_fse_uses_only_flat_inputs():
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(0))
-  m = models.create_model(_tiny_config("fse"), meta, rngs=nnx.Rngs(0))
+  m = families.create_model(_tiny_config("fse"), meta, rngs=nnx.Rngs(0))
   out = m(batch)
   batch2 = dict(batch, clip_frames=batch["clip_frames"] + 5.0)
   np.testing.assert_allclose(m(batch2)["video"], out["video"])
@@ -237,7 +237,7 @@ def test_gru_custom_vjp_matches_autodiff(lengths):
 def test_reconstruction_reduce_option_changes_scale():
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(0))
-  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  m = families.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
   out = m(batch)
   cfg = _tiny_config().loss
   _, mean_terms = m.loss(out, batch, cfg)
@@ -251,7 +251,7 @@ def test_reconstruction_reduce_option_changes_scale():
 def test_loss_weights_drop_single_terms(dropped):
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(0))
-  m = models.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
+  m = families.create_model(_tiny_config(), meta, rngs=nnx.Rngs(0))
   out = m(batch)
   cfg = _tiny_config().loss
   total, terms = m.loss(out, batch, cfg)
@@ -272,7 +272,7 @@ def test_inconsistent_options_are_rejected(change, match):
   for group, values in change.items():
     c[group].update(values)
   with pytest.raises(ValueError, match=match):
-    models.create_model(c, {"modalities": {"frames": 5}, "vocab_size": 11},
+    families.create_model(c, {"modalities": {"frames": 5}, "vocab_size": 11},
                         rngs=nnx.Rngs(0))
 
 
@@ -301,7 +301,7 @@ def test_default_loss_is_the_released_train_emb_with_norm():
   c = hse_demo.get_config("runlocal")
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(3), b=4)
-  m = models.create_model(c, meta, rngs=nnx.Rngs(0))
+  m = families.create_model(c, meta, rngs=nnx.Rngs(0))
   out = {k: np.asarray(v, np.float64) for k, v in m(batch).items()}
   total, terms = m.loss({k: jnp.asarray(v, jnp.float32) for k, v in out.items()}, batch, c.loss)
   # Raw embeddings: the encoders do not normalise (their F.normalize lines are commented out).

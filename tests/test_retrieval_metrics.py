@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hvt_jax.evaluation import retrieval
+from hvt_jax.evaluation import retrieval, tables
 
 
 def _reference_ranks(sim, targets):
@@ -187,7 +187,7 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_format_table():
-  table = retrieval.format_table(
+  table = tables.format_table(
       {"hse": {"R@1": 44.4, "MdR": 2.0}, "fse-long": {"R@1": 18.2}}, ["R@1", "MdR"])
   assert table == ("model       R@1   MdR\n"
                    "--------  -----  ----\n"

@@ -26,8 +26,8 @@ from safetensors import numpy as safetensors_np
 
 from configs import common as config_common
 from data_prep import activitynet_captions as anc
-from data_prep import reader
-from data_prep import wordpiece
+from hvt_jax.input import reader
+from hvt_jax.vocab import wordpiece
 from hvt_jax import sharding
 from hvt_jax.input import text_ops
 from hvt_jax.models import text

@@ -1,5 +1,5 @@
-"""Tests for data_prep.wordpiece (BERT WordPiece through the `tokenizers` library) and
-data_prep.embeddings (GloVe/word2vec)."""
+"""Tests for hvt_jax.vocab.wordpiece (BERT WordPiece through the `tokenizers` library) and
+hvt_jax.vocab.glove (GloVe/word2vec)."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data_prep import common
-from data_prep import embeddings
-from data_prep import wordpiece
+from hvt_jax.vocab import glove
+from hvt_jax.vocab import wordpiece
 
 # ----------------------------------------------------------------------------------------------
 # WordPiece
@@ -219,7 +219,7 @@ def _glove_lines(vecs):
 def test_glove_matrix_and_oov_report(tmp_path):
   path = _write(tmp_path / "g.txt", _glove_lines(VECS))
   counts = {"the": 10, "cat": 3, "paris": 2, "zebra": 4, "rare": 1}
-  matrix, report = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=3)
+  matrix, report = glove.load_word_vectors(path, VOCAB, counts=counts, seed=3)
   assert matrix.dtype == np.float32 and matrix.shape == (6, 3)
   np.testing.assert_array_equal(matrix[0], 0.0)  # <pad>
   np.testing.assert_allclose(matrix[2], VECS["the"], rtol=1e-6)
@@ -227,8 +227,8 @@ def test_glove_matrix_and_oov_report(tmp_path):
   np.testing.assert_allclose(matrix[4], VECS["Paris"], rtol=1e-6)  # case fallback
   # OOV rows: small, non-zero, seeded.
   assert 0 < np.abs(matrix[5]).max() < 1.0 and 0 < np.abs(matrix[1]).max() < 1.0
-  again, _ = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=3)
-  other, _ = embeddings.load_word_vectors(path, VOCAB, counts=counts, seed=4)
+  again, _ = glove.load_word_vectors(path, VOCAB, counts=counts, seed=3)
+  other, _ = glove.load_word_vectors(path, VOCAB, counts=counts, seed=4)
   np.testing.assert_array_equal(again, matrix)
   assert not np.array_equal(other[5], matrix[5])
   assert report["oov_count"] == 1 and report["examples"] == ["zebra"]
@@ -237,7 +237,7 @@ def test_glove_matrix_and_oov_report(tmp_path):
   assert report["token_oov_rate"] == pytest.approx(5 / 20)
   assert (report["found"], report["case_fallback"], report["dim"], report["format"],
           report["lines"]) == (2, 1, 3, "glove", 4)
-  _, no_counts = embeddings.load_word_vectors(path, VOCAB)
+  _, no_counts = glove.load_word_vectors(path, VOCAB)
   assert no_counts["token_oov_rate"] is None
 
 
@@ -246,18 +246,18 @@ def test_word2vec_header_and_exact_beats_case_fallback(tmp_path):
           "the ": None}
   lines = ["3 3"] + _glove_lines({k: v for k, v in vecs.items() if v is not None})
   path = _write(tmp_path / "w2v.txt", lines)
-  matrix, report = embeddings.load_word_vectors(path, VOCAB, dim=3)
+  matrix, report = glove.load_word_vectors(path, VOCAB, dim=3)
   np.testing.assert_array_equal(matrix[4], [2.0, 2.0, 2.0])
   assert report["format"] == "word2vec" and report["case_fallback"] == 0
   short = _write(tmp_path / "short.txt", ["5 3"] + _glove_lines(VECS))
   with pytest.raises(ValueError, match="announces 5 vectors, file has 4"):
-    embeddings.load_word_vectors(short, VOCAB)
+    glove.load_word_vectors(short, VOCAB)
 
 
 def test_glove840b_quirks_multiword_duplicates_undecodable(tmp_path):
   lines = [b"the 1 2\n", b". . . 3 4\n", b"the 5 6\n", b"caf\xe9 7 8\n", b"cat 9 10\n"]
   path = _write(tmp_path / "q.txt", lines, mode="wb")
-  matrix, report = embeddings.load_word_vectors(path, VOCAB)
+  matrix, report = glove.load_word_vectors(path, VOCAB)
   np.testing.assert_array_equal(matrix[2], [1, 2])  # first occurrence wins
   np.testing.assert_array_equal(matrix[3], [9, 10])
   assert (report["multiword_lines"], report["duplicate_words"],
@@ -276,22 +276,22 @@ def test_glove840b_quirks_multiword_duplicates_undecodable(tmp_path):
 def test_malformed_files_name_file_and_line(tmp_path, lines, message):
   path = _write(tmp_path / "bad.txt", lines)
   with pytest.raises(ValueError, match=message):
-    embeddings.load_word_vectors(path, VOCAB)
+    glove.load_word_vectors(path, VOCAB)
 
 
 def test_dim_mismatch_and_binary(tmp_path):
   path = _write(tmp_path / "g.txt", _glove_lines(VECS))
   with pytest.raises(ValueError, match=r"g.txt: vectors have dimension 3, expected 300"):
-    embeddings.load_word_vectors(path, VOCAB, dim=300)
+    glove.load_word_vectors(path, VOCAB, dim=300)
   binary = _write(tmp_path / "b.bin", [b"\xff\xfe\x00\x01 binary\n"], mode="wb")
   with pytest.raises(ValueError, match=r"b.bin:1: not a text-format"):
-    embeddings.load_word_vectors(binary, VOCAB)
+    glove.load_word_vectors(binary, VOCAB)
 
 
 def test_format_report_mentions_counts(tmp_path):
   path = _write(tmp_path / "g.txt", _glove_lines(VECS))
-  _, report = embeddings.load_word_vectors(path, VOCAB, counts={"the": 1, "zebra": 1})
-  text = embeddings.format_report(report)
+  _, report = glove.load_word_vectors(path, VOCAB, counts={"the": 1, "zebra": 1})
+  text = glove.format_report(report)
   assert "1 OOV words (25.00% of types, token OOV rate 50.00%)" in text
   assert json.loads(json.dumps(report)) == report  # JSON-serialisable for metadata
   assert os.path.isabs(report["file"])

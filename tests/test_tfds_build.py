@@ -20,7 +20,7 @@ import numpy as np
 
 from data_prep import activitynet_captions as anc
 from data_prep import common
-from data_prep import reader
+from hvt_jax.input import reader
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 

@@ -17,9 +17,9 @@ import pytest
 from data_prep import builder
 from data_prep import common
 from data_prep import features as features_lib
-from data_prep import reader
+from hvt_jax.input import reader
 from data_prep import tvr
-from data_prep import wordpiece
+from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 

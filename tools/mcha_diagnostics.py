@@ -67,7 +67,7 @@ def main() -> None:
   from hvt_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
-  from hvt_jax.models import mcha  # pylint: disable=g-import-not-at-top
+  from hvt_jax.families.mcha import model as mcha  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location("config", args.config)
   module = importlib.util.module_from_spec(spec)

@@ -87,8 +87,9 @@ def get_config(arg=None):
 
   if a.tasks:   # HSE beyond retrieval on val_1
     # Retrieval from the first n clips / sentences, n = 1 … max_clips (Fig. 4).
-    c.evals.incomplete = dict(type="incomplete", split="val_1", pred="score",
-                              prefix="incomplete", log_steps=0)
+    c.evals.incomplete = dict(type="retrieval", split="val_1", pred="score",
+                              group="incomplete", observe_first=c.input.max_clips,
+                              log_steps=0)
     # Zero-shot action recognition (Table 6 left) of whole videos and of each labelled
     # action instance (the paper's option; v1.3 annotations).
     c.evals.zeroshot = dict(type="zeroshot", split="val_1", pred="low_level",

@@ -75,8 +75,9 @@ def get_config(arg=None):
 
   if a.tasks or not a.runlocal:   # HSE beyond retrieval (the tiny runs keep retrieval only)
     # Retrieval from the first n clips / sentences, n = 1 … max_clips (Fig. 4).
-    c.evals.incomplete = dict(type="incomplete", split="val", pred="score",
-                              prefix="incomplete", log_steps=0)
+    c.evals.incomplete = dict(type="retrieval", split="val", pred="score",
+                              group="incomplete", observe_first=c.input.max_clips,
+                              log_steps=0)
     # Zero-shot action recognition (Table 6 left) of whole videos and of each labelled
     # clip (the paper's option).
     c.evals.zeroshot = dict(type="zeroshot", split="val", pred="low_level",

@@ -62,8 +62,11 @@ def get_config(arg=None):
   c.eval_batch_size = 64
   c.num_train_steps = 100_000
   c.num_epochs = 0
-  c.evals = dict(test=dict(type="mcha_retrieval", split="test", pred="score",
-                           prefix="t2v", reverse_prefix="v2t", caption_index_file="",
+  # Text -> video and video -> text: every caption is a query (one per video with caption_index_file); a video's v2t
+  # rank is the best of its texts'; the experts' mean holistic weights (Table 5).
+  c.evals = dict(test=dict(type="retrieval", split="test", pred="score",
+                           prefix="t2v", reverse_prefix="v2t", video_view="video",
+                           query_view="caption", caption_index_file="", modality_weights=True,
                            top_k=10, log_steps=0, query_block=16, cand_block=64))
 
   # Ablations (Table 4): w/o HRM scores locally, w/o LAM holistically.

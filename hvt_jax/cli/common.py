@@ -231,20 +231,12 @@ def _print_log_file(prog: str) -> None:
     print(f"{prog}: full log in {log_file()}", file=sys.stderr)
 
 
-def metric_columns(metrics: dict[str, float]) -> list[str]:
-  """The table columns of a metrics dict: every ``<prefix>/<metric>`` name, in the
-  evaluators' order. Counts (``num_*``) and deeper names (curves such as
-  ``incomplete/p2v/R@1@n=2``, which go to metrics.json and plots) are left out."""
-  return [k for k in metrics
-          if k.count("/") == 1 and not k.split("/")[1].startswith("num_")]
-
-
 def results_table(model: str, results: dict[str, float]) -> str:
   """``{split/prefix/metric: v}`` -> one row per split; columns come from the metrics."""
-  from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import tables  # pylint: disable=g-import-not-at-top
   rows: dict[str, dict[str, float]] = {}
   for key, value in results.items():
     split, _, name = key.partition("/")
     rows.setdefault(f"{model} {split}", {})[name] = value
-  columns = list(dict.fromkeys(c for r in rows.values() for c in metric_columns(r)))
-  return retrieval.format_table(rows, columns)
+  columns = list(dict.fromkeys(c for r in rows.values() for c in tables.metric_columns(r)))
+  return tables.format_table(rows, columns)

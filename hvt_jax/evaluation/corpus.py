@@ -2,10 +2,8 @@
 
 ``stream`` runs a jitted function of (params, batch) over a split once, gathers the
 outputs of the real rows (every process sees all rows, in global-batch order) and the
-host-side strings it is asked for; ``rank`` ranks query encodings against candidate
-encodings in both directions with the model's ``score`` through the device-side scorer
-(``evaluation.scorer``). ``evaluators`` (retrieval) and ``hse_tasks`` (HSE §4.2–4.4) build
-on these.
+host-side strings it is asked for; ``score_fn`` adapts the prediction function ``score`` to
+the device-side scorer (``evaluation.scorer``). Every evaluator builds on these.
 
 Empty videos. A video with nothing to encode it from gets an encoding of padding only (for
 HSE all zeros) that scores the same against everything, yet would count in R@k/MdR as an
@@ -23,14 +21,14 @@ fault, not the model; and the same videos then drop out of every evaluator of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+import dataclasses
 import functools
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -41,30 +39,79 @@ from hvt_jax.input import pipeline
 EMPTY = "empty_video"
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+  """What an evaluator receives (built by the trainer): the model's prediction functions
+  and the data. Evaluators never see the model's name or the trainer's state.
+
+  Attributes:
+    preds: the prediction functions by name (``hvt_jax.models.base.PredictFns``:
+      ``preds[name](params, *args)``); ``config.evals.<name>.pred`` picks among them.
+    config: the run config, for the input (``config.input``, ``eval_batch_size``,
+      ``progress_bar``) and any model field an evaluator's option refers to.
+    mesh: the device mesh the batches are placed on.
+    meta: the dataset's metadata (``hvt_jax.input.reader.load_metadata``).
+    data_dir: the dataset directory.
+    views: the family's input views by name; ``view`` is the model's own.
+  """
+  preds: Mapping[str, Callable[..., Any]]
+  config: Any
+  mesh: Mesh
+  meta: dict[str, Any]
+  data_dir: str
+  views: Mapping[str, pipeline.View]
+  view: pipeline.View
+
+  def pred(self, name: str, evaluator: str) -> Callable[..., Any]:
+    """The prediction function ``name``.
+
+    Raises:
+      ValueError: the model has no such prediction function (names the evaluator and the
+        functions the model has).
+    """
+    if name not in self.preds:
+      raise ValueError(f"{evaluator} evaluator: the model has no prediction function "
+                       f"{name!r}; it has {list(self.preds)}")
+    return self.preds[name]
+
+  def get_view(self, name: str, evaluator: str) -> pipeline.View:
+    """The family's input view ``name``.
+
+    Raises:
+      ValueError: the family has no such view (names the evaluator and the valid views).
+    """
+    if name not in self.views:
+      raise ValueError(f"{evaluator} evaluator: the model's family has no input view "
+                       f"{name!r}; it has {sorted(self.views)}")
+    return self.views[name]
+
+
 @functools.cache
-def encode_fn(graphdef: Any):
-  """One jitted (encode_query, encode_candidate) per model graph, reused across splits."""
+def _encode_pair(encode_query: Callable[..., Any], encode_candidate: Callable[..., Any]):
+  return jax.jit(lambda params, batch: (encode_query(params, batch),
+                                        encode_candidate(params, batch)))
 
-  def encode(params, batch):
-    model = nnx.merge(graphdef, params)
-    return model.encode_query(batch), model.encode_candidate(batch)
 
-  return jax.jit(encode)
+def encode_fn(ctx: EvalContext, evaluator: str = "retrieval"):
+  """One jitted ``(params, batch) -> (encode_query, encode_candidate)`` per model graph,
+  reused across splits."""
+  return _encode_pair(ctx.pred("encode_query", evaluator),
+                      ctx.pred("encode_candidate", evaluator))
 
 
 @functools.cache
-def score_fn(graphdef: Any, reverse: bool):
-  """The model's pairwise ``score`` as the scorer calls it (stable: compiled once).
+def score_fn(score: Callable[..., Any], reverse: bool):
+  """The prediction function ``score(params, query, candidate)`` as the scorer calls it
+  (stable: compiled once).
 
   ``reverse``: the queries are candidate encodings (videos) and the candidates query
   encodings (texts): score(text block, video block) transposed.
   """
 
-  def score(q, c, params):
-    model = nnx.merge(graphdef, params)
-    return model.score(c, q).T if reverse else model.score(q, c)
+  def fn(q, c, params):
+    return score(params, c, q).T if reverse else score(params, q, c)
 
-  return score
+  return fn
 
 
 def allgather_strings(values: list[str]) -> list[str]:
@@ -100,14 +147,14 @@ def host_params(state: dict[str, Any]) -> Any:
   return params
 
 
-def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *,
+def stream(ctx: EvalContext, split: str, fn: Callable[[Any, Any], Any], params: Any, *,
            view: pipeline.View | None = None, strings: tuple[str, ...] = (),
            stats: pipeline.InputStats | None = None, empty: bool = False
            ) -> Iterator[tuple[Any, dict[str, Any]]]:
   """Runs jitted ``fn(params, batch)`` over every example of ``split`` once.
 
   Args:
-    view: the input view (default: the model's).
+    view: the input view (default: the model's, ``ctx.view``).
     strings: host-only string keys to gather (e.g. ``video_id``, ``label``).
     stats: counts truncated examples and empty segments (this process's share).
     empty: also gather the view's ``EMPTY`` flag (module docstring).
@@ -120,14 +167,14 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
     ValueError: ``empty`` and the view sets no ``EMPTY`` flag.
     RuntimeError: the number of real rows differs from the split's example count.
   """
-  view = view or pipeline.get_view(setup.config.model.name)
-  ds, steps, total = pipeline.eval_dataset(setup.config, split, view)
+  view = view or ctx.view
+  ds, steps, total = pipeline.eval_dataset(ctx.config, split, view)
   from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   batches = tqdm.tqdm(
-      pipeline.iterate(ds, setup.mesh, view, stats, data_dir=setup.data_dir), total=steps,
+      pipeline.iterate(ds, ctx.mesh, view, stats, data_dir=ctx.data_dir), total=steps,
       desc=f"eval {split}",
       leave=False,
-      disable=jax.process_index() > 0 or not setup.config.get("progress_bar", True))
+      disable=jax.process_index() > 0 or not ctx.config.get("progress_bar", True))
   seen = 0
   for batch, host in batches:
     out = multihost_utils.process_allgather(fn(params, batch), tiled=True)
@@ -137,8 +184,8 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
     rows = {"video_index": index[mask]}
     if empty:
       if EMPTY not in host:
-        raise ValueError(f"the input view of model {setup.config.model.name!r} sets no "
-                         f"{EMPTY!r} flag: which videos have nothing to encode is unknown")
+        raise ValueError(f"the input view {view.fn.__name__!r} sets no {EMPTY!r} flag: "
+                         "which videos have nothing to encode is unknown")
       rows[EMPTY] = multihost_utils.process_allgather(host[EMPTY], tiled=True)[mask]
     for key in strings:
       values = allgather_strings([v.decode("utf-8") for v in host[key]])
@@ -147,24 +194,6 @@ def stream(setup: Any, split: str, fn: Callable[[Any, Any], Any], params: Any, *
     yield jax.tree.map(lambda x: np.asarray(x)[mask], out), rows
   if seen != total:
     raise RuntimeError(f"evaluated {seen} examples of split {split!r}, expected {total}")
-
-
-def rank(setup: Any, queries: Any, cands: Any, params: Any, prefixes: tuple[str, str], *,
-         top_k: int, blocks: tuple[int, int]) -> dict[str, scorer.ScorerResult]:
-  """Ranks paired ``queries`` (texts) and ``cands`` (videos), row i with row i, with the
-  model's ``score``: ``prefixes[0]`` text -> video, ``prefixes[1]`` video -> text (skipped
-  when empty). Returns {prefix: ScorerResult}."""
-  mesh = ranking_mesh(setup.mesh)
-  out = {}
-  for prefix, q, c, reverse in ((prefixes[0], queries, cands, False),
-                                (prefixes[1], cands, queries, True)):
-    if not prefix:
-      continue
-    with jax.set_mesh(mesh):
-      out[prefix] = scorer.rank_corpus(q, c, None, score_fn(setup.graphdef, reverse),
-                                       mesh=mesh, params=params, top_k=top_k,
-                                       query_block=blocks[0], cand_block=blocks[1])
-  return out
 
 
 def non_empty(empty: np.ndarray, video_ids: Sequence[str], what: str) -> np.ndarray:

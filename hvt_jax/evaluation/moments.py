@@ -14,9 +14,9 @@ Declared like every evaluator (``evaluators.py``)::
       query_block=64, cand_block=256, pair_block=64,   # per-device block sizes
       submission=True)           # write the TVR standalone_eval submission file
 
-Stage 1, video retrieval (VR): the split is streamed once through the ``hammer_video`` view
+Stage 1, video retrieval (VR): the split is streamed once through the family's ``video_view``
 (``encode_candidate``: the video-only layers, once per video) and once through the
-``hammer_query`` view (``encode_query``: the text tower, once per query); every query is
+``query_view`` (``encode_query``: the text tower, once per query); every query is
 ranked against every video with the model's pairwise ``score`` (Eq. 9) by the device-side
 scorer (``evaluation.scorer.rank_corpus``: blocks of pairs sharded over the mesh, a running
 top-K and the exact tie-averaged rank of the query's own video; all pairs never exist at
@@ -99,16 +99,13 @@ import jax
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hvt_jax import models
 from hvt_jax.evaluation import corpus, localization, scorer
 from hvt_jax.input import pipeline
 
 VR_KS = (1, 5, 10, 100)
 RANKINGS = ("per_video", "xml")
-VIDEO_VIEW, QUERY_VIEW = "hammer_video", "hammer_query"
 
 
 # --------------------------------------------------------------------------------------
@@ -210,14 +207,10 @@ def subsample(query_video: np.ndarray, num_videos: int, max_queries: int, max_vi
 
 
 @functools.cache
-def localize_fn(graphdef: Any, top_k: int) -> Callable[..., jax.Array]:
-  """The model's ``localize(query_enc, video_enc, top_k)`` for aligned pairs, jitted once
-  per (model graph, top_k)."""
-
-  def fn(params, query, video):
-    return nnx.merge(graphdef, params).localize(query, video, top_k)
-
-  return jax.jit(fn)
+def localize_fn(localize: Callable[..., Any], top_k: int) -> Callable[..., jax.Array]:
+  """The prediction function ``localize(params, query_enc, video_enc, top_k)`` for aligned
+  pairs, jitted once per (model graph, top_k)."""
+  return jax.jit(lambda params, query, video: localize(params, query, video, top_k))
 
 
 def localize_pairs(fn: Callable[..., jax.Array], params: Any, query_enc: Any,
@@ -429,16 +422,19 @@ def moment_metrics(data: CorpusData, ranks: np.ndarray, vcmr: list[np.ndarray],
   return metrics
 
 
-def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
+def predict(data: CorpusData, preds: Any, params: Any, mesh: Mesh, *,
             top_k_videos: int = 100, moment_ranking: str = "per_video",
             moments_per_video: int = 100, svmr_moments: int = 100,
             max_moment_seconds: float = 0.0,
             blocks: tuple[int, int, int] = (64, 256, 64)) -> dict[str, Any]:
-  """Stage 1 ranking and stage 2 localization of ``data`` with the model ``graphdef``.
+  """Stage 1 ranking and stage 2 localization of ``data`` with the model's prediction
+  functions.
 
   Args:
     data: the split's encodings (``CorpusData``).
-    graphdef, params: the model (``nnx.split``); params on the host or replicated.
+    preds: the prediction functions ``score`` and ``localize`` by name
+      (``hvt_jax.models.base.PredictFns``).
+    params: the parameters, on the host or replicated.
     mesh: devices (``corpus.ranking_mesh``).
     top_k_videos, moment_ranking, moments_per_video, svmr_moments, max_moment_seconds:
       the evaluator options (module docstring).
@@ -457,7 +453,7 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
   targets = data.query_video if data.has_ground_truth else np.zeros(num_q, np.int64)
   with jax.set_mesh(mesh):
     ranked = scorer.rank_corpus(data.query_enc, data.video_enc, targets,
-                                corpus.score_fn(graphdef, False), mesh=mesh, params=params,
+                                corpus.score_fn(preds["score"], False), mesh=mesh, params=params,
                                 top_k=k, query_block=query_block,
                                 cand_block=min(cand_block, num_v))
     placed = jax.device_put(params, NamedSharding(mesh, P()))
@@ -467,7 +463,7 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
     # (benchmarks/bench_hammer_corpus.py).
     per_video = (moments_per_video if moment_ranking == "xml" or max_moment_seconds > 0
                  else 1)
-    fn = localize_fn(graphdef, per_video)
+    fn = localize_fn(preds["localize"], per_video)
     vcmr, best, dropped = [], [], 0
     chunk = max(1, (pair_block * mesh.size * 16) // k)   # queries per stage-2 chunk
     for start in range(0, num_q, chunk):
@@ -485,7 +481,7 @@ def predict(data: CorpusData, graphdef: Any, params: Any, mesh: Mesh, *,
            "best": np.concatenate(best), "vcmr": vcmr, "dropped": dropped}
     if data.has_ground_truth:
       out["ranks"] = ranked.ranks
-      moments = localize_pairs(localize_fn(graphdef, svmr_moments), placed, data.query_enc,
+      moments = localize_pairs(localize_fn(preds["localize"], svmr_moments), placed, data.query_enc,
                                data.video_enc, np.arange(num_q), data.query_video, mesh=mesh,
                                block=pair_block)
       ok = np.isfinite(moments[..., 2])
@@ -507,17 +503,11 @@ def _desc_id(sentence_id: str) -> int | str:
 
 
 @functools.cache
-def _encode_fn(graphdef: Any, side: str):
+def _encode_fn(encode: Callable[..., Any], side: str):
   """Jitted encode_query (with the ground-truth segment) or encode_candidate (with the
   duration)."""
-
-  def fn(params, batch):
-    model = nnx.merge(graphdef, params)
-    if side == "query":
-      return model.encode_query(batch), batch["segment"]
-    return model.encode_candidate(batch), batch["duration"]
-
-  return jax.jit(fn)
+  key = "segment" if side == "query" else "duration"
+  return jax.jit(lambda params, batch: (encode(params, batch), batch[key]))
 
 
 class MomentEvaluator:
@@ -525,7 +515,8 @@ class MomentEvaluator:
 
   PREDS = ("localize",)
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "localize", prefix: str = "",
+  def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "localize",
+               prefix: str = "", video_view: str = "video", query_view: str = "query",
                log_steps: int = 0, top_k_videos: int = 100,
                moment_ranking: str = "per_video", moments_per_video: int = 100,
                svmr_moments: int = 100, max_moment_seconds: float = 0.0,
@@ -537,21 +528,17 @@ class MomentEvaluator:
     if moment_ranking not in RANKINGS:
       raise ValueError(f"moments evaluator: moment_ranking={moment_ranking!r}; valid: "
                        f"{RANKINGS}")
-    name = setup.config.model.name
-    model_cls = models.get_model_class(name)
-    need = ("encode_query", "encode_candidate", "score", "localize")
-    if not all(hasattr(model_cls, f) for f in need):
-      raise ValueError(f"moments evaluator: model {name!r} lacks one of {need} "
-                       "(models.base.Ranker and Localizer)")
-    for view in (VIDEO_VIEW, QUERY_VIEW):
-      pipeline.get_view(view)  # a clear error when the views are not registered
+    self.preds = {f: ctx.pred(f, "moments")   # models.base.Ranker and Localizer
+                  for f in ("encode_query", "encode_candidate", "score", "localize")}
+    self.video_view = ctx.get_view(video_view, "moments")
+    self.query_view = ctx.get_view(query_view, "moments")
     if min(top_k_videos, moments_per_video, svmr_moments, query_block, cand_block,
            pair_block) < 1:
       raise ValueError("moments evaluator: top_k_videos, moments_per_video, svmr_moments "
                        "and the block sizes must be >= 1")
     if not isinstance(duration_buckets, (int, np.integer)):
       duration_edges(np.zeros(1), tuple(duration_buckets))   # validates the edges
-    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps
     self.top_k_videos, self.ranking = int(top_k_videos), moment_ranking
     self.moments_per_video, self.svmr_moments = int(moments_per_video), int(svmr_moments)
     self.max_moment_seconds = float(max_moment_seconds)
@@ -566,17 +553,17 @@ class MomentEvaluator:
   # -- streaming ---------------------------------------------------------------------
 
   def _query_only(self) -> dict[str, Any] | None:
-    extra = self.setup.meta.get("extra", {})
+    extra = self.ctx.meta.get("extra", {})
     return extra.get("queries", {}).get(self.split)
 
   def load(self, params: Any) -> tuple[CorpusData, np.ndarray]:
     """Streams the split through both views; returns its encodings and labels, and the
     videos' [N] bool ``empty_video`` flags (module docstring)."""
-    graphdef = self.setup.graphdef
     concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
     venc, dur, vids, vindex, empty = [], [], [], [], []
-    for (enc, d), rows in corpus.stream(self.setup, self.split, _encode_fn(graphdef, "video"),
-                                        params, view=pipeline.get_view(VIDEO_VIEW),
+    encode = _encode_fn(self.preds["encode_candidate"], "video")
+    for (enc, d), rows in corpus.stream(self.ctx, self.split, encode, params,
+                                        view=self.video_view,
                                         strings=("video_id",), empty=True):
       venc.append(enc)
       dur.append(d)
@@ -591,8 +578,8 @@ class MomentEvaluator:
     else:
       qenc, segs, qids, qindex = [], [], [], []
       for (enc, seg), rows in corpus.stream(
-          self.setup, self.split, _encode_fn(graphdef, "query"), params,
-          view=pipeline.get_view(QUERY_VIEW), strings=("sentence_id",)):
+          self.ctx, self.split, _encode_fn(self.preds["encode_query"], "query"), params,
+          view=self.query_view, strings=("sentence_id",)):
         qenc.append(enc)
         segs.append(seg)
         qids.extend(rows["sentence_id"])
@@ -611,7 +598,7 @@ class MomentEvaluator:
   def _desc_ids(self, sentence_ids: list[str]) -> list[str]:
     """The view's "<video_id>#<i>" ids as the dataset's own sentence ids where it stores
     them (TVR's desc_id: metadata ``extra.desc_ids[split][video_id][i]``)."""
-    table = self.setup.meta.get("extra", {}).get("desc_ids", {}).get(self.split)
+    table = self.ctx.meta.get("extra", {}).get("desc_ids", {}).get(self.split)
     if not table:
       return sentence_ids
     out = []
@@ -622,27 +609,27 @@ class MomentEvaluator:
 
   def _stream_query_only(self, params: Any, queries: dict[str, Any]):
     """Encodes a query-only split's queries (metadata, ``data_prep/tvr.py``) with the
-    ``hammer_query`` view applied to one record holding them all (no video: segments
+    ``query_view`` applied to one record holding them all (no video: segments
     [-1, -1]). Every process encodes all of them (they are in every process's metadata),
     as every process ranks the gathered encodings."""
     tokens = [list(map(int, t)) for t in queries["tokens"]]
     ids = [str(d) for d in queries["desc_ids"]]
     if not tokens:
       raise ValueError(f"moments evaluator: query-only split {self.split!r} has no queries")
-    view = pipeline.get_view(QUERY_VIEW)
-    cfg = pipeline.view_config(self.setup.config, self.setup.meta)
+    view = self.query_view
+    cfg = pipeline.view_config(self.ctx.config, self.ctx.meta)
     record = {"video_id": tf.constant(""), "duration": tf.constant(0.0),
               "tokens": tf.ragged.constant(tokens, dtype=tf.int64),
               "segments": -tf.ones([len(tokens), 2], tf.float32),
               "sentences": tf.constant(list(queries["sentences"]))}
     examples = view.fn(record, cfg, tf.constant(0, tf.int64))
     keep = [k for k in examples if k not in view.host_only]
-    batch = pipeline.local_batch_size(self.setup.config.eval_batch_size)
+    batch = pipeline.local_batch_size(self.ctx.config.eval_batch_size)
     ds = tf.data.Dataset.from_tensor_slices({k: examples[k] for k in keep})
     n = len(tokens)
     pad = (-n) % batch
     ds = ds.concatenate(ds.take(1).repeat(pad)).batch(batch)
-    fn = _encode_fn(self.setup.graphdef, "query")
+    fn = _encode_fn(self.preds["encode_query"], "query")
     out = []
     for b in ds.as_numpy_iterator():
       out.append(jax.device_get(fn(params, b)))
@@ -669,7 +656,7 @@ class MomentEvaluator:
     if not data.query_ids:
       raise ValueError(f"moments evaluator: no query of split {self.split!r} left "
                        f"(max_queries={self.max_queries}, max_videos={self.max_videos})")
-    pred = predict(data, self.setup.graphdef, params, corpus.ranking_mesh(self.setup.mesh),
+    pred = predict(data, self.preds, params, corpus.ranking_mesh(self.ctx.mesh),
                    top_k_videos=self.top_k_videos, moment_ranking=self.ranking,
                    moments_per_video=self.moments_per_video, svmr_moments=self.svmr_moments,
                    max_moment_seconds=self.max_moment_seconds, blocks=self.blocks)
@@ -688,7 +675,7 @@ class MomentEvaluator:
   def video2idx(self, data: CorpusData) -> dict[str, int]:
     """TVR's video indices when the dataset has them for every evaluated video, else each
     video's record index in the split."""
-    index = self.setup.meta.get("extra", {}).get("video_index", {}).get(self.split) or {}
+    index = self.ctx.meta.get("extra", {}).get("video_index", {}).get(self.split) or {}
     if all(v in index for v in data.video_ids):
       return {v: int(index[v]) for v in data.video_ids}
     return {v: int(i) for v, i in zip(data.video_ids, data.video_index)}

@@ -361,34 +361,17 @@ def png_figure(path: str, title: str = "", figsize: tuple[float, float] = (5, 4)
     plt.close(fig)
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str],
-                 precision: int = 2, name_header: str = "model") -> str:
-  """Plain-text table of metrics, one model per row, for side-by-side CLI output.
-
-  Args:
-    rows: model name -> {metric name: value}; a missing metric prints as "-".
-    columns: metric names, in column order.
-    precision: digits after the decimal point.
-    name_header: header of the first (name) column.
-
-  Returns:
-    The table as a string: header, a rule, one line per model; numbers right-aligned.
-  """
-  header = [name_header, *columns]
-  body = []
-  for name, metrics in rows.items():
-    cells = [str(name)]
-    for col in columns:
-      value = metrics.get(col)
-      cells.append("-" if value is None else f"{float(value):.{precision}f}")
-    body.append(cells)
-  widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-  def fmt(cells: list[str]) -> str:
-    first = cells[0].ljust(widths[0])
-    rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
-    return "  ".join([first, *rest]).rstrip()
-
-  lines = [fmt(header), "  ".join("-" * w for w in widths)]
-  lines.extend(fmt(cells) for cells in body)
-  return "\n".join(lines)
+def plot_observed_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
+                        path: str, title: str = "") -> None:
+  """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
+  (direction, metric)."""
+  with png_figure(path, title) as (_, ax):
+    for direction, by_metric in curve.items():
+      for name, values in by_metric.items():
+        ax.plot(ns, values, marker="o", label=f"{direction} {name}")
+    ax.set_xlabel("observed clips / sentences")
+    ax.set_ylabel("Recall (%)")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")

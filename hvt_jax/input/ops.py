@@ -213,7 +213,8 @@ def seconds_to_frames(segment_s: tf.Tensor, frame_seconds: tf.Tensor,
 
   Frame f covers [f·Δ, (f+1)·Δ) seconds. start = floor(st / Δ), end = ceil(ed / Δ) − 1,
   both clipped to [0, num_frames − 1], then end >= start (a zero-length moment, st == ed,
-  gets the one frame containing st); computed in float64. ``frames_to_seconds`` maps back.
+  gets the one frame containing st); computed in float64.
+  ``hvt_jax.models.base.frames_to_seconds`` maps back.
 
   Args:
     segment_s: [..., 2] float seconds (start, end).
@@ -231,35 +232,6 @@ def seconds_to_frames(segment_s: tf.Tensor, frame_seconds: tf.Tensor,
   start = tf.clip_by_value(start, 0, tf.maximum(last, 0))
   end = tf.clip_by_value(end, 0, tf.maximum(last, 0))
   return start, tf.maximum(end, start)
-
-
-def frames_to_seconds(start, end, frame_seconds, duration):
-  """Inclusive frame range -> seconds [start·Δ, (end+1)·Δ] clamped to [0, duration].
-
-  Works on numpy arrays and on jax arrays inside jit (only ``*``, ``+`` and ``clip``); the
-  model's ``localize`` uses it, evaluators may call it on the host.
-
-  Args:
-    start, end: [...] int frame indices (inclusive).
-    frame_seconds: [...] float Δ (broadcastable).
-    duration: [...] float seconds (broadcastable).
-
-  Returns:
-    [..., 2] float seconds (start, end), with the float type of ``frame_seconds``.
-  """
-  xp = _array_module(start, end, frame_seconds, duration)
-  s = xp.clip(start * frame_seconds, 0.0, duration)
-  e = xp.clip((end + 1) * frame_seconds, 0.0, duration)
-  return xp.stack([s, e], axis=-1)
-
-
-def _array_module(*values):
-  """numpy, or jax.numpy when any value is a jax array (imported lazily: TF-only users)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  if all(isinstance(v, (np.ndarray, np.generic, int, float)) for v in values):
-    return np
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  return jnp
 
 
 def resample_rows(features: tf.Tensor, timestamps: tf.Tensor, duration: tf.Tensor,

@@ -1,6 +1,6 @@
 """tf.data pipelines from canonical TFRecords to global, sharded jax.Array batches.
 
-One pipeline for every family: the family only contributes its *view* (``VIEWS``), which
+One pipeline for every family: the family only contributes its *view* (``get_view``), which
 turns one decoded record into one example (HSE, MCHA's sampled caption) or one example per
 sentence (HAMMER: per (sentence, video)).
 
@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from data_prep import reader, wordpiece
-from hvt_jax.input import hammer_view, hse_view, mcha_view, ops, text_view
+from hvt_jax import families
+from hvt_jax.input import ops, reader
+from hvt_jax.vocab import wordpiece
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,29 +58,19 @@ class View:
     return ("video_id", "empty_video", *self.host_keys, *self.stat_keys)
 
 
-_HSE = View(hse_view.hse_view, stat_keys=("truncated", "empty_segments"))
-_HAMMER = View(hammer_view.hammer_view, per_row="tokens",
-               stat_keys=("truncated", "empty_segments", "zero_length"))
-# Model name -> view.
-VIEWS: dict[str, View] = {
-    "hse": _HSE, "fse": _HSE,
-    "text_mlm": View(text_view.sentence_view, per_row="tokens", stat_keys=("truncated",)),
-    "hse_classifier": View(hse_view.labelled_view, stat_keys=_HSE.stat_keys),
-    "hse_captioner": View(hse_view.caption_view, host_keys=("references",),
-                          stat_keys=_HSE.stat_keys),
-    "hammer": _HAMMER, "flat": _HAMMER,
-    # HAMMER/FLAT evaluation: one example per video, one per query (text only).
-    "hammer_video": View(hammer_view.video_view),
-    "hammer_query": View(hammer_view.query_view, per_row="tokens",
-                         host_keys=("sentence_id",), stat_keys=("truncated",)),
-    "mcha": View(mcha_view.train_view, stat_keys=("truncated",)),
-}
+def get_view(model: str, name: str | None = None) -> View:
+  """The input view ``name`` (default: the model's own) of ``model``'s family
+  (``hvt_jax.families``: each family declares its views).
 
-
-def get_view(model_name: str) -> View:
-  if model_name not in VIEWS:
-    raise ValueError(f"no input view for model {model_name!r}; valid: {sorted(VIEWS)}")
-  return VIEWS[model_name]
+  Raises:
+    ValueError: an unknown model, or its family has no view ``name`` (lists the valid ones).
+  """
+  family = families.of_model(model)
+  name = name or model
+  if name not in family.views:
+    raise ValueError(f"family {family.name!r} (model {model!r}) has no input view {name!r}; "
+                     f"valid: {sorted(family.views)}")
+  return family.views[name]
 
 
 def view_config(config: Any, meta: dict[str, Any]) -> ml_collections.ConfigDict:

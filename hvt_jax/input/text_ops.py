@@ -13,6 +13,8 @@ away with the tail). The special ids come from the dataset's vocabulary, never c
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 
 from hvt_jax.input import ops
@@ -67,3 +69,25 @@ def wordpiece_inputs(tokens: tf.RaggedTensor, max_len: int, cls_id: int, sep_id:
   mask = tf.sequence_mask(ids.row_lengths(), max_len)
   dense = ids.to_tensor(default_value=pad_id, shape=[None, max_len])
   return dense, mask, tokens.row_lengths() > max_len - 2
+
+
+def sentence_view(example: dict[str, Any], cfg: Any,
+                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """Per-sentence WordPiece inputs of a decoded canonical record.
+
+  Args:
+    example: a decoded record (``tokens`` ragged [S, None] WordPiece ids, no specials).
+    cfg: ``config.input`` with ``max_words`` (L, specials included) and ``special_ids``.
+    seed: unused (the view is deterministic; masking happens in the model).
+
+  Returns:
+    ``tokens`` [S, L] int32, ``token_mask`` [S, L] bool, ``example_mask`` [S] bool (True),
+    and the host-side statistic ``truncated`` [S] bool.
+  """
+  del seed
+  ids = cfg.special_ids
+  tokens, mask, cut = wordpiece_inputs(example["tokens"], cfg.max_words, ids.cls,
+                                                ids.sep, ids.pad)
+  n = tf.shape(tokens)[0]
+  return {"tokens": tokens, "token_mask": mask, "example_mask": tf.ones([n], tf.bool),
+          "truncated": cut}

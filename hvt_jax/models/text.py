@@ -240,7 +240,7 @@ def resolve_checkpoint(path_or_dir: str | None) -> str:
     FileNotFoundError: the directory lacks config.json.
   """
   if path_or_dir is None or path_or_dir == DEFAULT_CHECKPOINT:
-    from data_prep import wordpiece  # pylint: disable=g-import-not-at-top
+    from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
     return wordpiece.default_tokenizer_dir()
   path = os.fspath(path_or_dir)
   directory = path if os.path.isdir(path) else os.path.dirname(path)

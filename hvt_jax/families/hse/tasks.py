@@ -1,18 +1,19 @@
-"""HSE beyond retrieval (HSE ECCV 2018 §4.2 Fig. 4, §4.4 Table 6, Fig. 5): evaluators.
+"""HSE beyond retrieval (HSE ECCV 2018 §4.2 Fig. 4, §4.4 Table 6, Fig. 5).
 
-Registered in ``evaluators.EVALUATORS`` and declared like every evaluator in
-``config.evals.<name>`` (``type``, ``split``, ``prefix``, ``log_steps`` + options):
+The incomplete-observation view (``observe_first``; its factory ``observe_first_view`` is
+the family's ``"observe_first"`` view, read by the shared retrieval evaluator's
+``observe_first=N`` protocol, Fig. 4) and two evaluator types of the HSE family
+(``hvt_jax.families.hse``), declared like every evaluator in ``config.evals.<name>``
+(``type``, ``split``, ``prefix``, ``log_steps`` + options):
 
-* ``"incomplete"`` (``IncompleteRetrievalEvaluator``): retrieval when only the first n
-  clips and the first n sentences are observed, n = 1 … ``max_observed``;
-  metrics ``<prefix>/p2v/R@1@n=2`` …, ``<prefix>_curve.json`` and ``<prefix>_curve.png``.
 * ``"zeroshot"`` (``ZeroShotEvaluator``): zero-shot action recognition with the low-level
   encoders; metrics ``<prefix>/top1``, ``<prefix>/top5``, ``<prefix>/oov_rate`` ….
 * ``"embeddings"`` (``EmbeddingPlotEvaluator``): a t-SNE picture of the clip and sentence
   embeddings of a split, ``embeddings_tsne.png``.
 
-They work for HSE and FSE (model names ``hse``/``fse``, the HSE view) and stream and rank
-through ``evaluation.corpus``, as the retrieval evaluator does. Those that rank leave out
+They work for HSE and FSE (their prediction functions ``embed``, ``encode_clip_level``,
+``encode_sentence_level``; the HSE view) and stream and rank through
+``evaluation.corpus``, as the retrieval evaluator does. Those that rank leave out
 the videos that keep no clip (the view's ``empty_video``: no segment covers a feature row),
 as the retrieval evaluator does and for its reason (``evaluators.RetrievalEvaluator``):
 counted in ``<prefix>/num_empty_videos``, named in a warning.
@@ -31,21 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from flax import nnx
 
-from data_prep import reader, text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from hvt_jax.evaluation import corpus, retrieval, scorer
 from hvt_jax.models import base
-from hvt_jax.input import hse_view, ops, pipeline
+from hvt_jax.input import ops, pipeline
+from hvt_jax.families.hse import view as hse_view
 
-_HSE_FAMILY = ("hse", "fse")
-
-
-def _check_family(setup: Any, kind: str) -> None:
-  name = setup.config.model.name
-  if name not in _HSE_FAMILY:
-    raise ValueError(f"{kind} evaluator: model {name!r} is not HSE/FSE (valid: "
-                     f"{_HSE_FAMILY})")
 
 
 # --------------------------------------------------------------------------------------
@@ -113,6 +107,21 @@ def _view(n: int | None = None, with_label: bool = False) -> pipeline.View:
   return dataclasses.replace(base, fn=fn, host_keys=("label",) if with_label else ())
 
 
+def observe_first_view(n: int, input_config: Any) -> pipeline.View:
+  """The HSE view of records observed up to their first ``n`` clips and sentences
+  (``observe_first``): the family's ``observe_first`` view factory, which the retrieval
+  evaluator's incomplete-observation protocol (``observe_first=N``) calls for n = 1 … N.
+
+  Raises:
+    ValueError: ``input_config.clip_source`` is not "segments" (uniform proposals have no
+      "first n sentences").
+  """
+  if input_config.get("clip_source", "segments") != "segments":
+    raise ValueError("incomplete observation (retrieval evaluator, observe_first) needs "
+                     "config.input.clip_source='segments'")
+  return _view(n)
+
+
 def instance_view(example: dict[str, Any], cfg: Any,
                   seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """One example per labelled action instance of a record (``instances/segments`` seconds,
@@ -146,30 +155,27 @@ def instance_view(example: dict[str, Any], cfg: Any,
 
 
 @functools.cache
-def _video_low_fn(graphdef: Any):
+def _video_low_fn(encode_clip_level: Any):
   def fn(params, batch):
-    model = nnx.merge(graphdef, params)
-    return base.unit(model.encode_clip_level(batch["video_frames"],
-                                                batch["video_frame_mask"]))
+    return base.unit(encode_clip_level(params, batch["video_frames"],
+                                       batch["video_frame_mask"]))
   return jax.jit(fn)
 
 
 @functools.cache
-def _text_low_fn(graphdef: Any):
+def _text_low_fn(encode_sentence_level: Any):
   def fn(params, tokens, extra_words=None):
-    model = nnx.merge(graphdef, params)
-    return base.unit(model.encode_sentence_level(tokens, tokens > 0, extra_words))
+    return base.unit(encode_sentence_level(params, tokens, tokens > 0, extra_words))
   return jax.jit(fn)
 
 
 @functools.cache
-def _levels_fn(graphdef: Any):
+def _levels_fn(embed: Any):
   """Clip and sentence embeddings (HSE) or video and paragraph (FSE), unit-normalised, with
   their masks."""
 
   def fn(params, batch):
-    model = nnx.merge(graphdef, params)
-    out = model.embed(batch)
+    out = embed(params, batch)
     if "clips" in out:
       return dict(clips=base.unit(out["clips"]), clip_mask=batch["clip_mask"],
                   sentences=base.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
@@ -181,97 +187,6 @@ def _levels_fn(graphdef: Any):
 
 
 # --------------------------------------------------------------------------------------
-# 1. Retrieval from incomplete observations (Fig. 4).
-
-
-class IncompleteRetrievalEvaluator:
-  """Paragraph <-> video retrieval observing only the first n clips and n sentences (HSE
-  §4.2, Fig. 4), for n = 1 … ``max_observed`` (default ``config.input.max_clips``).
-
-  Each n streams the split through ``observe_first`` (what is cut, including the context
-  inputs, is documented there), encodes with the model's ``encode_query``/
-  ``encode_candidate`` and ranks with the device-side scorer, as the retrieval evaluator.
-  Metrics: ``<prefix>/<dir>/<R@1|R@5>@n=<n>`` for dir p2v and v2p (``metrics`` option
-  selects the ranking metrics kept), ``<prefix>/num_examples`` (the split's videos) and
-  ``<prefix>/num_empty_videos@n=<n>``: the videos whose first n segments give no clip,
-  left out of that n's ranking on both sides (their embeddings would be built from no
-  clip; ``corpus.non_empty``). At n >= every video's number of segments the numbers equal
-  the retrieval evaluator's.
-  """
-
-  def __init__(self, setup: Any, split: str, *, pred: str = "score",
-               prefix: str = "incomplete", max_observed: int | None = None,
-               metrics: tuple[str, ...] = ("R@1", "R@5"), plot: bool = True,
-               log_steps: int = 0, query_block: int = 256, cand_block: int = 1024):
-    _check_family(setup, "incomplete")
-    if pred != "score":
-      raise ValueError(f"incomplete evaluator: pred={pred!r}; valid: ('score',)")
-    if setup.config.input.get("clip_source", "segments") != "segments":
-      raise ValueError("incomplete evaluator needs config.input.clip_source='segments'")
-    self.setup, self.split, self.prefix, self.plot = setup, split, prefix, plot
-    self.max_observed = int(max_observed or setup.config.input.max_clips)
-    self.metric_names, self.log_steps = tuple(metrics), log_steps
-    self.blocks = (query_block, cand_block)
-
-  def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    params = corpus.host_params(state)
-    encode = corpus.encode_fn(self.setup.graphdef)
-    curve: dict[str, dict[str, list[float]]] = {}
-    metrics: dict[str, float] = {}
-    for n in range(1, self.max_observed + 1):
-      view = _view(n)
-      qs, cs, ids, empty = [], [], [], []
-      for (q, c), rows in corpus.stream(self.setup, self.split, encode, params, view=view,
-                                        strings=("video_id",), empty=True):
-        qs.append(q["embedding"])
-        cs.append(c["embedding"])
-        ids.extend(rows["video_id"])
-        empty.append(rows[corpus.EMPTY])
-      empty = np.concatenate(empty)
-      keep = corpus.non_empty(empty, ids, f"incomplete {self.split} n={n} (no clip in the "
-                                          "first n segments)")
-      q, c = np.concatenate(qs)[keep], np.concatenate(cs)[keep]
-      metrics[f"{self.prefix}/num_empty_videos@n={n}"] = float(empty.sum())
-      ranked = corpus.rank(self.setup, {"embedding": q}, {"embedding": c}, params,
-                           ("p2v", "v2p"), top_k=0, blocks=self.blocks)
-      for direction, res in ranked.items():
-        for name, value in res.metrics().items():
-          if name in self.metric_names:
-            metrics[f"{self.prefix}/{direction}/{name}@n={n}"] = value
-            curve.setdefault(direction, {}).setdefault(name, []).append(value)
-    metrics[f"{self.prefix}/num_examples"] = float(len(ids))
-    return metrics, {"curve": curve, "n": list(range(1, self.max_observed + 1)),
-                     "step": step}
-
-  def write(self, out_dir: str, step: int, results: dict[str, Any]) -> None:
-    """``<prefix>_curve.json`` ({n, p2v: {R@1: [...]}, ...}) and ``<prefix>_curve.png``."""
-    with open(os.path.join(out_dir, f"{self.prefix}_curve.json"), "w",
-              encoding="utf-8") as f:
-      json.dump({"n": results["n"], "step": step, **results["curve"]}, f, indent=2)
-    if self.plot:
-      plot_incomplete_curve(results["n"], results["curve"],
-                            os.path.join(out_dir, f"{self.prefix}_curve.png"),
-                            title=f"{self.setup.config.model.name} {self.split} "
-                                  f"(step {step})")
-
-
-def plot_incomplete_curve(ns: list[int], curve: dict[str, dict[str, list[float]]],
-                          path: str, title: str = "") -> None:
-  """Recall vs number of observed clips/sentences (as HSE Fig. 4), one line per
-  (direction, metric)."""
-  with retrieval.png_figure(path, title) as (_, ax):
-    for direction, by_metric in curve.items():
-      for name, values in by_metric.items():
-        ax.plot(ns, values, marker="o", label=f"{direction} {name}")
-    ax.set_xlabel("observed clips / sentences")
-    ax.set_ylabel("Recall (%)")
-    ax.set_xticks(ns)
-    ax.set_ylim(0, 100)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-
-
-# --------------------------------------------------------------------------------------
 # 2. Zero-shot action recognition (Table 6, left).
 
 
@@ -279,16 +194,17 @@ def encode_labels(labels: list[str], vocab: list[str], filled: list[str] = ()
                   ) -> tuple[np.ndarray, float]:
   """Class names -> ([K, L] int32 word ids, 0-padded; OOV rate in percent of label words).
 
-  Names are tokenised as the dataset's sentences (``data_prep.text.word_tokenize``); a word
+  Names are tokenised as the dataset's sentences
+  (``hvt_jax.vocab.word_vocab.word_tokenize``); a word
   missing from the vocabulary is ``filled[j]``'s id V + j when listed there (a vector from
   outside the vocabulary, ``extra_words``), else ``<unk>`` (counted in the OOV rate).
   """
   index = {t: i for i, t in enumerate(vocab)}
   extra = {w: len(vocab) + j for j, w in enumerate(filled)}
-  words = [text.word_tokenize(label) for label in labels]
+  words = [word_vocab.word_tokenize(label) for label in labels]
   total = sum(len(w) for w in words)
   oov = sum(w not in index and w not in extra for ws in words for w in ws)
-  ids = [[index.get(w, extra.get(w, index[text.UNK])) for w in ws] or [index[text.UNK]]
+  ids = [[index.get(w, extra.get(w, index[word_vocab.UNK])) for w in ws] or [index[word_vocab.UNK]]
          for ws in words]
   out = np.zeros((len(labels), max(map(len, ids), default=1)), np.int32)
   for i, row in enumerate(ids):
@@ -300,13 +216,13 @@ def glove_fill(labels: list[str], vocab: list[str], path: str,
                dim: int) -> tuple[list[str], np.ndarray]:
   """The label words outside ``vocab`` that the vectors file ``path`` has, and their
   vectors ([M, dim] float32): what ``word_vectors`` fills instead of ``<unk>``."""
-  from data_prep import embeddings  # pylint: disable=g-import-not-at-top
+  from hvt_jax.vocab import glove  # pylint: disable=g-import-not-at-top
   index = set(vocab)
-  oov = sorted({w for label in labels for w in text.word_tokenize(label)} - index)
+  oov = sorted({w for label in labels for w in word_vocab.word_tokenize(label)} - index)
   if not oov:
     return [], np.zeros((0, dim), np.float32)
   # oov_std=0: words the file lacks get zero rows, so the found ones are the nonzero rows.
-  matrix, _ = embeddings.load_word_vectors(path, [text.PAD, text.UNK, *oov], dim=dim,
+  matrix, _ = glove.load_word_vectors(path, [word_vocab.PAD, word_vocab.UNK, *oov], dim=dim,
                                            oov_std=0.0)
   found = [i for i in range(2, len(oov) + 2) if np.any(matrix[i])]
   return [oov[i - 2] for i in found], matrix[found]
@@ -374,7 +290,7 @@ class ZeroShotEvaluator:
   ``<prefix>/oov_rate``, counts ``<prefix>/num_classes`` and ``<prefix>/num_videos`` (or
   ``num_instances``); writes ``<prefix>_per_class.json``.
 
-  ``word_vectors`` (a GloVe/word2vec text file, ``data_prep.embeddings``): the paper relies
+  ``word_vectors`` (a GloVe/word2vec text file, ``hvt_jax.vocab.glove``): the paper relies
   on GloVe for label words the training captions never had ("as we are using pre-trained
   word vector (GloVe), it allows the transfer to unseen actions"). With it the evaluator
   also reports the classes encoded with those words' vectors in place of ``<unk>``
@@ -385,27 +301,28 @@ class ZeroShotEvaluator:
 
   VIDEOS = ("whole", "instances")
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "low_level",
+  def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "low_level",
                prefix: str = "zeroshot", log_steps: int = 0, query_block: int = 256,
                cand_block: int = 256, word_vectors: str = "", videos: str = "whole"):
-    _check_family(setup, "zeroshot")
     if pred != "low_level":
       raise ValueError(f"zeroshot evaluator: pred={pred!r}; valid: ('low_level',)")
     if videos not in self.VIDEOS:
       raise ValueError(f"zeroshot evaluator: videos={videos!r}; valid: {self.VIDEOS}")
-    if videos == "instances" and "instances" not in setup.meta:
-      raise ValueError(f"zeroshot evaluator (videos='instances'): dataset {setup.data_dir} "
+    self.video_fn = _video_low_fn(ctx.pred("encode_clip_level", "zeroshot"))
+    self.text_fn = _text_low_fn(ctx.pred("encode_sentence_level", "zeroshot"))
+    if videos == "instances" and "instances" not in ctx.meta:
+      raise ValueError(f"zeroshot evaluator (videos='instances'): dataset {ctx.data_dir} "
                        "has no instances field (written before it was part of the schema); "
                        "convert it again")
     self.videos = videos
     if word_vectors and not os.path.exists(word_vectors):
       raise ValueError(f"zeroshot evaluator: word_vectors file {word_vectors!r} not found")
-    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps
     self.blocks = (query_block, cand_block)
     self.word_vectors = word_vectors
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    params, graphdef = corpus.host_params(state), self.setup.graphdef
+    params = corpus.host_params(state)
     p, unit = self.prefix, "videos" if self.videos == "whole" else "instances"
     if self.videos == "whole":
       view, unlabeled = _view(None, with_label=True), f"{p}/num_unlabeled"
@@ -414,8 +331,8 @@ class ZeroShotEvaluator:
       unlabeled = f"{p}/num_empty_instances"
     whole = unit == "videos"
     videos, labels, ids, empty = [], [], [], []
-    if whole or self.setup.meta["instances"].get(self.split, 0):
-      for emb, rows in corpus.stream(self.setup, self.split, _video_low_fn(graphdef), params,
+    if whole or self.ctx.meta["instances"].get(self.split, 0):
+      for emb, rows in corpus.stream(self.ctx, self.split, self.video_fn, params,
                                      view=view, strings=("label", "video_id"), empty=whole):
         videos.append(emb)
         labels.extend(rows["label"])
@@ -435,20 +352,20 @@ class ZeroShotEvaluator:
       logging.warning("zeroshot evaluator: split %r has no labelled %s (records' %s field)",
                       self.split, unit, "`label`" if unit == "videos" else "`instances`")
       return metrics, {}
-    vocab = reader.load_vocab(self.setup.data_dir)
+    vocab = reader.load_vocab(self.ctx.data_dir)
     videos = np.concatenate(videos)[labelled]
     labels = [label for label in labels if label]
-    mesh = corpus.ranking_mesh(self.setup.mesh)
+    mesh = corpus.ranking_mesh(self.ctx.mesh)
     variants = [("", [], None)]
     if self.word_vectors:
-      dim = int(self.setup.config.model.word_dim)
+      dim = int(self.ctx.config.model.word_dim)
       filled, vectors = glove_fill(classes, vocab, self.word_vectors, dim)
       variants.append(("glove/", filled, jnp.asarray(vectors)))
       metrics[f"{p}/glove/filled_words"] = float(len(filled))
     results = {}
     for tag, filled, vectors in variants:
       tokens, oov = encode_labels(classes, vocab, filled)
-      class_emb = np.asarray(_text_low_fn(graphdef)(params, jnp.asarray(tokens), vectors))
+      class_emb = np.asarray(self.text_fn(params, jnp.asarray(tokens), vectors))
       scores, per_class = zero_shot_metrics(videos, labels, class_emb, classes, mesh,
                                             self.blocks, unit)
       metrics.update({f"{p}/{tag}{k}": v for k, v in scores.items()})
@@ -508,23 +425,23 @@ class EmbeddingPlotEvaluator:
   ``<prefix>/num_points``.
   """
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "embed",
+  def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "embed",
                prefix: str = "embeddings", max_videos: int = 40, perplexity: float = 30.0,
                iterations: int = 500, colour_by: str = "auto", log_steps: int = 0):
-    _check_family(setup, "embeddings")
     if pred != "embed":
       raise ValueError(f"embeddings evaluator: pred={pred!r}; valid: ('embed',)")
     if colour_by not in ("auto", "label", "video"):
       raise ValueError(f"embeddings evaluator: colour_by={colour_by!r}; valid: 'auto' "
                        "(label when the record has one, else video), 'label', 'video'")
     self.colour_by = colour_by
-    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.levels = _levels_fn(ctx.pred("embed", "embeddings"))
+    self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps
     self.max_videos, self.perplexity, self.iterations = max_videos, perplexity, iterations
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
-    params, graphdef = corpus.host_params(state), self.setup.graphdef
+    params = corpus.host_params(state)
     points, colour, kind, videos = [], [], [], 0
-    for out, host in corpus.stream(self.setup, self.split, _levels_fn(graphdef), params,
+    for out, host in corpus.stream(self.ctx, self.split, self.levels, params,
                                    view=_view(None, with_label=True), strings=("label",)):
       for b in range(len(host["video_index"])):
         if videos >= self.max_videos:
@@ -553,8 +470,8 @@ class EmbeddingPlotEvaluator:
                  "kind": results["kind"]}, f)
     plot_embeddings(results["xy"], results["colour"], results["kind"],
                     os.path.join(out_dir, f"{self.prefix}_tsne.png"),
-                    title=f"{self.setup.config.model.name} {self.split} (step {step})")
+                    title=f"{self.split} (step {step})")
 
 
-EVALUATORS = {"incomplete": IncompleteRetrievalEvaluator, "zeroshot": ZeroShotEvaluator,
+EVALUATORS = {"zeroshot": ZeroShotEvaluator,
               "embeddings": EmbeddingPlotEvaluator}

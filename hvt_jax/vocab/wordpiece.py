@@ -116,7 +116,7 @@ def special_token_ids(vocab: Sequence[str], where: str = "WordPiece vocabulary",
   """The ids of BERT's special tokens, read from a vocabulary (never hard-coded).
 
   Args:
-    vocab: id -> token, e.g. a dataset's vocab.txt (`data_prep.reader.load_vocab`).
+    vocab: id -> token, e.g. a dataset's vocab.txt (`hvt_jax.input.reader.load_vocab`).
     where: what the vocabulary is, for the error message.
     required: tokens that must be present (default all five; the tokenizer itself only
       needs [UNK], [CLS] and [SEP]).

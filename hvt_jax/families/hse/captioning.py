@@ -35,9 +35,9 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 
-from data_prep import reader, text
+from hvt_jax.input import reader
+from hvt_jax.vocab import word_vocab
 from hvt_jax.evaluation import corpus
 
 METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr")
@@ -183,14 +183,13 @@ def reference_set(data_dir: str, split: str) -> dict[str, list[tuple[tuple[float
 
 
 @functools.cache
-def _generate_fn(graphdef: Any, generate: bool = True):
+def _generate_fn(generate_fn: Any, conditioning: Any, generate: bool = True):
   """(tokens, lengths) of the beam search when ``generate`` (else None), the paired-segment
   mask, the segments and the conditioning vectors of a batch."""
   def fn(params, batch):
-    model = nnx.merge(graphdef, params)
-    tokens, lengths, _ = model.generate(batch) if generate else (None, None, None)
+    tokens, lengths, _ = generate_fn(params, batch) if generate else (None, None, None)
     paired = batch["clip_mask"] & batch["sentence_mask"]
-    return tokens, lengths, paired, batch["caption_segments"], model.conditioning(batch)
+    return tokens, lengths, paired, batch["caption_segments"], conditioning(params, batch)
   return jax.jit(fn)
 
 
@@ -212,26 +211,26 @@ def nearest_captions(query: np.ndarray, train: np.ndarray, train_captions: list[
 class CaptioningEvaluator:
   """Captions for every ground-truth segment of a split, and their metrics (see module)."""
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "generate",
+  def __init__(self, ctx: Any, split: str, *, pred: str = "generate",
                prefix: str = "caption", log_steps: int = 0, baseline: str = "none",
                train_split: str = "train", reference_splits: tuple[str, ...] = ()):
-    if pred != "generate" or setup.config.model.name != "hse_captioner":
-      raise ValueError(f"caption evaluator: needs model 'hse_captioner' and pred='generate',"
-                       f" got {setup.config.model.name!r}, {pred!r}")
+    if pred != "generate":
+      raise ValueError(f"caption evaluator: pred={pred!r}; valid: ('generate',)")
+    self.preds = (ctx.pred("generate", "caption"), ctx.pred("conditioning", "caption"))
     if baseline not in ("none", "nearest"):
       raise ValueError(f"caption evaluator: baseline={baseline!r}; valid: 'none', 'nearest'")
     check_java()
-    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
+    self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps
     self.baseline, self.train_split = baseline, train_split
     self.reference_splits = tuple(reference_splits)
     for ref in self.reference_splits:
-      if ref not in setup.meta.get("splits", {}):
+      if ref not in ctx.meta.get("splits", {}):
         raise ValueError(f"caption evaluator: reference split {ref!r} not in the dataset "
-                         f"(splits: {sorted(setup.meta.get('splits', {}))})")
-    self.vocab = reader.load_vocab(setup.data_dir)
-    if self.vocab[text.PAD_ID] != text.PAD:
-      raise ValueError(f"caption evaluator: dataset {setup.data_dir} has no word vocabulary "
-                       f"(id 0 is {self.vocab[0]!r}, not {text.PAD!r})")
+                         f"(splits: {sorted(ctx.meta.get('splits', {}))})")
+    self.vocab = reader.load_vocab(ctx.data_dir)
+    if self.vocab[word_vocab.PAD_ID] != word_vocab.PAD:
+      raise ValueError(f"caption evaluator: dataset {ctx.data_dir} has no word vocabulary "
+                       f"(id 0 is {self.vocab[0]!r}, not {word_vocab.PAD!r})")
 
   def _captions(self, split: str, params: Any, generate: bool = True):
     """Per real segment: (id, video id, [start, end] s, generated caption ("" without
@@ -239,7 +238,7 @@ class CaptioningEvaluator:
     reference, conditioning vector)."""
     rows = []
     for (tokens, lengths, paired, segs, cond), host in corpus.stream(
-        self.setup, split, _generate_fn(self.setup.graphdef, generate), params,
+        self.ctx, split, _generate_fn(*self.preds, generate), params,
         strings=("video_id", "references")):
       for b, vid in enumerate(host["video_id"]):
         refs = host["references"][b].split("\n")
@@ -276,7 +275,7 @@ class CaptioningEvaluator:
       for r in rows:
         preds.setdefault(r[1], []).append((tuple(r[2]), r[3]))
       metrics.update({f"{p}/dense/{k}": v for k, v in dense_caption_metrics(
-          preds, [reference_set(self.setup.data_dir, s) for s in self.reference_splits]
+          preds, [reference_set(self.ctx.data_dir, s) for s in self.reference_splits]
       ).items()})
     return metrics, {"rows": [(*r[:5], per_caption[r[0]]) for r in rows]}
 

@@ -25,7 +25,7 @@ def hse_view(example: dict[str, Any], cfg: Any,
   and the whole-video context are subsampled by ``cfg.frame_sampling`` (``ops.sample_rows``).
 
   Args:
-    example: from ``data_prep.reader.load_split`` (flat keys).
+    example: from ``hvt_jax.input.reader.load_split`` (flat keys).
     cfg: ``config.input`` with ``modality``, ``max_clips``, ``max_frames_per_clip``,
       ``max_video_frames``, ``max_words``, ``max_paragraph_words``, ``clip_source``,
       ``num_uniform_clips``, ``clip_rule`` (resolved: not "auto"), ``zero_length``,

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hvt_jax.models import base, hse, layers
+from hvt_jax.models import base, layers
+from hvt_jax.families.hse import model as hse
 
 Batch = base.Batch
 BACKBONES = {"hse": hse.HSE, "fse": hse.FSE}
@@ -81,6 +82,9 @@ class HSEClassifier(nnx.Module):
   Batch: the HSE view plus ``label_id`` [B] int32 (-1: no label; ``input/hse_view.py``).
   Outputs ``logits`` [B, K] float32. Prediction: ``classify(batch) -> logits``.
   """
+
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("classify",)
 
   def __init__(self, backbone: Any, num_classes: int, hidden: int, *, rngs: nnx.Rngs):
     self.backbone = backbone
@@ -200,6 +204,9 @@ class HSECaptioner(nnx.Module):
   Outputs ``logits`` [B, C, W+1, V+2] of the teacher-forced targets; prediction:
   ``generate(batch) -> (tokens [B, C, L], lengths [B, C], scores [B, C])``.
   """
+
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("generate", "conditioning")
 
   def __init__(self, backbone: Any, vocab_size: int, word_dim: int, hidden: int,
                beam: Beam, *, rngs: nnx.Rngs):

@@ -184,6 +184,9 @@ class MCHA(nnx.Module):
   ``tokens``/``token_mask`` [B, L] (one caption per example); ``example_mask`` [B].
   """
 
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "modality_weights")
+
   def __init__(self, cfg: MCHAConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, n, dt = cfg.d_uni, len(cfg.experts), cfg.dtype

@@ -73,7 +73,6 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hvt_jax.input import ops
 from hvt_jax.models import base, layers, mlm, text
 
 Batch = dict[str, jax.Array]
@@ -267,6 +266,9 @@ class HAMMER(nnx.Module):
   [B, F] int32 (0 O, 1 B, 2 E), start_frame / end_frame [B] int32, frame_seconds [B],
   duration [B], video_index [B] int32, example_mask [B] bool.
   """
+
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "localize")
 
   def __init__(self, c: HammerConfig, *, rngs: nnx.Rngs):
     self.c = c
@@ -625,7 +627,7 @@ class HAMMER(nnx.Module):
 
     Score of (s, e) = log p(t_s = s) + log p(t_e = e), over valid frames with
     e − s >= ``min_moment_frames`` (paper: t_e > t_s) and e − s + 1 <= ``max_moment_frames``
-    (0: any); seconds by ``ops.frames_to_seconds``.
+    (0: any); seconds by ``base.frames_to_seconds``.
 
     Returns:
       [B, top_k, 3] float32 (start s, end s, score), best first (score -inf where fewer
@@ -642,7 +644,7 @@ class HAMMER(nnx.Module):
     scores = jnp.where(allowed[None], scores, -jnp.inf).reshape(scores.shape[0], -1)
     best, flat = jax.lax.top_k(scores, top_k)
     start, end = flat // f, flat % f
-    sec = ops.frames_to_seconds(start, end, candidate["frame_seconds"][:, None],
+    sec = base.frames_to_seconds(start, end, candidate["frame_seconds"][:, None],
                                 candidate["duration"][:, None])
     return jnp.concatenate([sec, best[..., None]], axis=-1).astype(jnp.float32)
 

@@ -154,6 +154,10 @@ class HSE(base.TwoTower, nnx.Module):
   evaluation ranks by); a v2p evaluation swaps the roles.
   """
 
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "embed", "encode_clip_level",
+                 "encode_sentence_level")
+
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     h, kw = cfg.hidden, dict(rngs=rngs, dtype=jnp.dtype(cfg.dtype))
@@ -309,6 +313,10 @@ class HSE(base.TwoTower, nnx.Module):
 
 class FSE(base.TwoTower, nnx.Module):
   """Flat sequence embedding (Eq. 1): one GRU over all frames, one over all words."""
+
+  # The prediction functions evaluators may ask for (models.base.PredictFns).
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "embed", "encode_clip_level",
+                 "encode_sentence_level")
 
   def __init__(self, cfg: HSEConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg

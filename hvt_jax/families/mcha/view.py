@@ -2,10 +2,11 @@
 
 Training (``train_view``, registered for ``mcha``): one example per video with one caption
 drawn from the record's seed (``pipeline``: a function of (seed, epoch, record), so a resumed
-run draws the same captions and feature subsets). Evaluation (``mcha_retrieval``
-evaluator): videos (``video_view``) and captions (``caption_view``: every caption;
-``designated_caption_view``: one designated caption per video, MSR-VTT 1k-A; or the
-concatenated paragraph with ``input.paragraph``) are separate streams.
+run draws the same captions and feature subsets). Evaluation (the retrieval evaluator with
+``video_view="video"`` and ``query_view="caption"`` or ``"paragraph"``): videos
+(``video_view``) and captions (``caption_view``: every caption, one designated caption per
+video with the evaluator's ``caption_index_file``; or ``paragraph_view``: the captions
+concatenated, ActivityNet) are separate streams.
 
 Per expert e of ``cfg.experts`` (MMT's conventions, ``base/base_dataset.py``):
 * the expert is missing (``expert_mask`` False) when the record stores no rows for it (the
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from hvt_jax.input import ops, text_ops, text_view
+from hvt_jax.input import ops, text_ops
 
 
 def _rows(num_rows: tf.Tensor, limit: int, seed: tf.Tensor | None, j: int) -> tf.Tensor:
@@ -125,46 +126,12 @@ def video_view(example: dict[str, Any], cfg: Any,
 def caption_view(example: dict[str, Any], cfg: Any,
                  seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """Evaluation: every caption of the record (``caption_index`` = its position in the
-  record, ``caption_count`` the record's captions), one example each; with
-  ``cfg.paragraph`` use ``paragraph_view``."""
-  out = text_view.sentence_view(example, cfg, seed)
+  record, ``caption_count`` the record's captions), one example each."""
+  out = text_ops.sentence_view(example, cfg, seed)
   n = tf.shape(out["tokens"])[0]
   out["caption_index"] = tf.range(n, dtype=tf.int32)
   out["caption_count"] = tf.fill([n], n)
   return out
-
-
-def designated_caption_view(designated: dict[str, int]) -> Callable[..., dict[str, tf.Tensor]]:
-  """Evaluation: one example per record, its designated caption only (MSR-VTT 1k-A).
-
-  The choice is made here, in the input pipeline, so the text tower encodes only the
-  designated captions (1,000 of MSR-VTT's 20,000 test captions), not all of them.
-
-  Args:
-    designated: {video_id: caption index} (``mcha_retrieval.load_caption_index``).
-
-  Returns:
-    A view fn(example, cfg, seed) -> ``caption_view``'s keys for the one caption (row
-    ``caption_index`` of the record's ``caption_view``, so its tokens are the same; the
-    same keys, so the evaluator's jitted text encoder is reused). ``caption_index`` is -1
-    for a video without an entry; an index outside [0, caption_count) yields caption 0's
-    tokens: the evaluator checks both and raises, naming the file.
-  """
-  keys = tf.constant(list(designated), tf.string)
-  values = tf.constant(list(designated.values()), tf.int32)
-  table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
-
-  def view(example: dict[str, Any], cfg: Any,
-           seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-    every = caption_view(example, cfg, seed)
-    n = tf.shape(every["tokens"])[0]
-    want = table.lookup(example["video_id"])
-    row = tf.clip_by_value(want, 0, tf.maximum(n - 1, 0))
-    out = {k: v[row] for k, v in every.items()}
-    out["caption_index"] = want
-    return out
-
-  return view
 
 
 def paragraph_view(example: dict[str, Any], cfg: Any,

@@ -15,10 +15,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from hvt_jax.evaluation import corpus
-from hvt_jax.models import hse_heads
+from hvt_jax.families.hse import heads as hse_heads
 
 
 def class_ranks(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -55,10 +54,8 @@ def top_k_accuracy(logits: np.ndarray, target: np.ndarray,
 
 
 @functools.cache
-def _classify_fn(graphdef: Any):
-  def fn(params, batch):
-    return nnx.merge(graphdef, params).classify(batch), batch["label_id"]
-  return jax.jit(fn)
+def _classify_fn(classify: Any):
+  return jax.jit(lambda params, batch: (classify(params, batch), batch["label_id"]))
 
 
 class ClassificationEvaluator:
@@ -70,18 +67,18 @@ class ClassificationEvaluator:
   class).
   """
 
-  def __init__(self, setup: Any, split: str, *, pred: str = "classify",
+  def __init__(self, ctx: Any, split: str, *, pred: str = "classify",
                prefix: str = "classify", log_steps: int = 0):
-    if pred != "classify" or setup.config.model.name != "hse_classifier":
-      raise ValueError(f"classify evaluator: needs model 'hse_classifier' and "
-                       f"pred='classify', got {setup.config.model.name!r}, {pred!r}")
-    self.setup, self.split, self.prefix, self.log_steps = setup, split, prefix, log_steps
-    self.classes = hse_heads.classes_of(setup.meta)
+    if pred != "classify":
+      raise ValueError(f"classify evaluator: pred={pred!r}; valid: ('classify',)")
+    self.classify = _classify_fn(ctx.pred("classify", "classify"))
+    self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps
+    self.classes = hse_heads.classes_of(ctx.meta)
 
   def run(self, state: dict[str, Any], step: int) -> tuple[dict[str, float], dict[str, Any]]:
     logits, labels = [], []
-    for (lg, lab), _ in corpus.stream(self.setup, self.split,
-                                      _classify_fn(self.setup.graphdef), state["params"]):
+    for (lg, lab), _ in corpus.stream(self.ctx, self.split, self.classify,
+                                      state["params"]):
       logits.append(lg)
       labels.append(lab)
     logits, labels = np.concatenate(logits), np.concatenate(labels)
