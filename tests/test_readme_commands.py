@@ -41,7 +41,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FAMILIES = {
     "hse-activitynet_captions": ("configs/hse/activitynet_c3d.py",
                                  data_fixtures.write_activitynet_release),
-    "flat-tvr": ("configs/hammer/tvr.py:model=flat", data_fixtures.write_tvr_release),
+    "flat-tvr": ("configs/hammer/tvr.py", data_fixtures.write_tvr_release),
     "mcha-msrvtt": ("configs/mcha/msrvtt.py", data_fixtures.write_msrvtt_release),
 }
 HSE = "hse-activitynet_captions"
