@@ -320,6 +320,27 @@ def _metrics_match(metrics, prefix, dense, targets):
     np.testing.assert_allclose(metrics[f"{prefix}/{k}"], v, err_msg=f"{prefix}/{k}")
 
 
+def test_pred_chooses_the_prediction_function_that_ranks(stepped):
+  """``pred`` names the pairwise score the evaluator ranks with: the holistic (Eq. 10-11)
+  or local (Eq. 3-8) part alone gives the ranks of that part's dense matrix, unlike the
+  default combined score; a name the model does not have is an error listing those it has."""
+  s, state, _ = stepped[8]
+  ctx = train.eval_context(s)
+  caps, vids, cap_video, _, video_ids, _, _ = _evaluator(ctx, "val").separate(state["params"])
+  model = nnx.merge(s.graphdef, state["params"])
+  owners = [np.flatnonzero(cap_video == v) for v in range(len(video_ids))]
+  ranks = {}
+  for pred in ("holistic_score", "local_score"):
+    dense = np.asarray(jax.jit(getattr(model, pred))(caps, vids))
+    metrics, _ = _evaluator(ctx, "val", pred=pred, query_block=8, cand_block=8).run(state, 0)
+    _metrics_match(metrics, "t2v", dense, cap_video)
+    _metrics_match(metrics, "v2t", dense.T, owners)
+    ranks[pred] = retrieval.ranks(dense, cap_video)
+  assert not np.array_equal(ranks["holistic_score"], ranks["local_score"])
+  with pytest.raises(ValueError, match=r"no prediction function 'fast_score'; it has \["):
+    _evaluator(ctx, "val", pred="fast_score")
+
+
 def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monkeypatch):
   """t2v over every caption, v2t = best rank among a video's captions, and designated
   captions (caption_index_file) against ranks of the dense score matrix; with designated

@@ -61,7 +61,8 @@ class RetrievalEvaluator:
 
   Ranking: the encodings and ids stay on the host; the device-side scorer
   (``evaluation.scorer``) ranks every query against the corpus with the prediction function
-  ``pred`` (``score``), block by block (``query_block`` × ``cand_block`` pairs per device),
+  ``pred`` (default ``score``; any of the model's pairwise scores, (query encodings [Bq],
+  candidate encodings [Bc]) -> [Bq, Bc], e.g. MCHA's ``holistic_score``), block by block (``query_block`` × ``cand_block`` pairs per device),
   exact tie-averaged ranks and a running top-K, never the full matrix.
 
   Empty videos: a video with nothing to encode (the view's ``empty_video``: HSE, no
@@ -77,8 +78,6 @@ class RetrievalEvaluator:
   top-K) and the recall curves (``recall_curve.png``).
   """
 
-  PREDS = ("score",)
-
   def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "score",
                prefix: str = "p2v", reverse_prefix: str = "v2p", top_k: int = 10,
                plot: bool = True, log_steps: int = 0, query_block: int = 256,
@@ -87,8 +86,6 @@ class RetrievalEvaluator:
                observe_first: int = 0, metrics: tuple[str, ...] = ("R@1", "R@5"),
                group: str = ""):
     name = "retrieval"
-    if pred not in self.PREDS:
-      raise ValueError(f"{name} evaluator: pred={pred!r}; valid: {self.PREDS}")
     if bool(video_view) != bool(query_view):
       raise ValueError(f"{name} evaluator: video_view={video_view!r} and "
                        f"query_view={query_view!r}: give both or neither")

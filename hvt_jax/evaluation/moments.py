@@ -513,8 +513,6 @@ def _encode_fn(encode: Callable[..., Any], side: str):
 class MomentEvaluator:
   """Two-stage moment localization over a split (module docstring: options, metrics)."""
 
-  PREDS = ("localize",)
-
   def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "localize",
                prefix: str = "", video_view: str = "video", query_view: str = "query",
                log_steps: int = 0, top_k_videos: int = 100,
@@ -523,13 +521,13 @@ class MomentEvaluator:
                max_queries: int = 0, max_videos: int = 0, subsample_seed: int = 0,
                duration_buckets: int | Sequence[float] = 4, query_block: int = 64,
                cand_block: int = 256, pair_block: int = 64, submission: bool = True):
-    if pred not in self.PREDS:
-      raise ValueError(f"moments evaluator: pred={pred!r}; valid: {self.PREDS}")
     if moment_ranking not in RANKINGS:
       raise ValueError(f"moments evaluator: moment_ranking={moment_ranking!r}; valid: "
                        f"{RANKINGS}")
-    self.preds = {f: ctx.pred(f, "moments")   # models.base.Ranker and Localizer
-                  for f in ("encode_query", "encode_candidate", "score", "localize")}
+    # models.base.Ranker and Localizer; ``pred`` names the localizer (default ``localize``).
+    self.preds = {f: ctx.pred(f, "moments") for f in ("encode_query", "encode_candidate",
+                                                      "score")}
+    self.preds["localize"] = ctx.pred(pred, "moments")
     self.video_view = ctx.get_view(video_view, "moments")
     self.query_view = ctx.get_view(query_view, "moments")
     if min(top_k_videos, moments_per_video, svmr_moments, query_block, cand_block,

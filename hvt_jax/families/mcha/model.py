@@ -185,7 +185,8 @@ class MCHA(nnx.Module):
   """
 
   # The prediction functions evaluators may ask for (models.base.PredictFns).
-  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "modality_weights")
+  PREDICT_FNS = ("encode_query", "encode_candidate", "score", "holistic_score", "local_score",
+                 "modality_weights")
 
   def __init__(self, cfg: MCHAConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
