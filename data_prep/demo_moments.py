@@ -22,7 +22,7 @@ Generative story (every parameter is an argument of `generate`, defaults below):
 - Each event gets one query sentence: the attribute and the action word among 1-4 filler
   words ("a", "person", "then", ...), in a random template order; `segments` are the
   events' [start, end] seconds. Tokens are WordPiece ids of the MiniLM vocabulary
-  (bert-base-uncased, `data_prep/wordpiece.py`) without [CLS]/[SEP], as every WordPiece
+  (bert-base-uncased, `hvt_jax/vocab/wordpiece.py`) without [CLS]/[SEP], as every WordPiece
   converter stores them.
 Splits "train" and "val" share the world; each split has its own random stream.
 Deterministic given the seed.

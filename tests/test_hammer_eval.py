@@ -314,7 +314,7 @@ def test_subsample_keeps_ground_truth():
 
 
 class _TextDouble(_Double):
-  """``_Double`` that reads the ``hammer_query`` view: the query vector is the sum of its
+  """``_Double`` that reads the family's ``query`` view: the query vector is the sum of its
   tokens' random vectors."""
 
   def __init__(self, vocab_size: int):

@@ -249,7 +249,7 @@ def eval_dataset(config: Any, split: str,
 
   Args:
     view: the model's view by default; evaluators that look at a split differently
-      (``evaluation.hse_tasks``: observed prefixes, labels) pass their own.
+      (``hvt_jax.families.hse.tasks``: observed prefixes, labels) pass their own.
 
   Returns:
     (dataset of local batches, number of batches, number of real examples).

@@ -1,6 +1,6 @@
 """WordPiece model inputs for the views: ``[CLS] ids [SEP]`` after truncation, padded, masked.
 
-Converters store WordPiece ids *without* special tokens (``data_prep/wordpiece.py``). Every
+Converters store WordPiece ids *without* special tokens (``hvt_jax/vocab/wordpiece.py``). Every
 view that feeds a BERT-style tower (HAMMER, MCHA) builds its inputs with these ops, which
 truncate the content to ``max_len - 2`` ids *first* and then add ``[CLS]``/``[SEP]``: a long
 sentence loses its tail, never its ``[SEP]`` (one public MMT loader cut the special tokens

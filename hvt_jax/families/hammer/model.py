@@ -261,7 +261,7 @@ def _cross_layers(level: Level, x_nstd: jax.Array, x_mask: jax.Array, q_nld: jax
 class HAMMER(nnx.Module):
   """HAMMER (``hierarchical=True``) and FLAT (``FLAT``): see the module docstring.
 
-  Batch keys (``input/hammer_view.py``): tokens [B, L] int32, token_mask [B, L], frames
+  Batch keys (``families/hammer/view.py``): tokens [B, L] int32, token_mask [B, L], frames
   [B, F, Dv], frame_mask [B, F], (subtitle [B, F, Ds], subtitle_mask [B, F]), labels
   [B, F] int32 (0 O, 1 B, 2 E), start_frame / end_frame [B] int32, frame_seconds [B],
   duration [B], video_index [B] int32, example_mask [B] bool.

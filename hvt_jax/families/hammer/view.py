@@ -1,12 +1,12 @@
 """The HAMMER/FLAT views: frames on a fixed grid, B/E/O frame labels, WordPiece queries.
 
-Three views of a canonical record (registered in ``pipeline.VIEWS``):
+Three views of a canonical record (the family's views, ``hvt_jax.families.hammer``):
 
 * ``hammer_view`` (train; models "hammer" and "flat"): one example per (sentence, video).
   The pipeline shuffles examples across videos, so a batch rarely holds one video's queries
   as each other's negatives, and the loss masks the pairs that do (``video_index``).
-* ``video_view`` ("hammer_video", evaluation): one example per video record.
-* ``query_view`` ("hammer_query", evaluation): one example per sentence, text only.
+* ``video_view`` ("video", evaluation): one example per video record.
+* ``query_view`` ("query", evaluation): one example per sentence, text only.
 
 Frames. Each visual modality of ``cfg.modalities`` is resampled to the same grid of
 ``cfg.max_frames`` (F) frames (``ops.resample_rows``, ``cfg.resample``: "pad" keeps a short

@@ -79,7 +79,7 @@ class Dense(nnx.Module):
 class HSEClassifier(nnx.Module):
   """One-hidden-layer MLP on frozen clip-level video embeddings (HSE Table 6, right).
 
-  Batch: the HSE view plus ``label_id`` [B] int32 (-1: no label; ``input/hse_view.py``).
+  Batch: the HSE view plus ``label_id`` [B] int32 (-1: no label; ``families/hse/view.py``).
   Outputs ``logits`` [B, K] float32. Prediction: ``classify(batch) -> logits``.
   """
 

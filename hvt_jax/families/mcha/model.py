@@ -178,7 +178,7 @@ def _unit(x: jax.Array) -> jax.Array:
 class MCHA(nnx.Module):
   """The model; see the module docstring for every equation and option.
 
-  Batch (``input/mcha_view.py``), for each expert e: ``<e>_features`` [B, F_e, D_e] float32,
+  Batch (``families/mcha/view.py``), for each expert e: ``<e>_features`` [B, F_e, D_e] float32,
   ``<e>_mask`` [B, F_e] bool, ``<e>_time`` [B, F_e] int32 temporal ids (1 = untimed/pad),
   ``<e>_pool`` [B, D_e] max over all the expert's rows; ``expert_mask`` [B, n] bool;
   ``tokens``/``token_mask`` [B, L] (one caption per example); ``example_mask`` [B].
