@@ -19,8 +19,8 @@ transcribes ``VSE.train_emb`` (from model.py:309) and checks our default loss ag
     (model.py:252-253) and the decoders (model.py:267-268) see raw vectors, and only the loss
     inputs are L2-normalised (model.py:333-343, ``F.normalize(...)``; the cosine of
     ``losses``) and the evaluation embeddings (the cosine of ``evaluation.retrieval``).
-    ``True`` L2-normalises every embedding before it is used, as older commits did before the cluster loss was
-    added (the published tables include the cluster loss);
+    ``True`` L2-normalises every embedding before it is used, as older commits did before
+    the cluster loss was added (the published tables include the cluster loss);
   * ``model.context_init``: the high-level GRU starts from the low-level encoder's embedding of
     the whole video (<= 80 uniformly subsampled frames) / whole paragraph (model.py:320,
     passed as h0 at :321 -> :252-253; paper text: h0 = 0), and ``loss.context_weight`` adds a
