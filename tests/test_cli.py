@@ -10,6 +10,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests import data_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -81,3 +83,28 @@ def test_console_shows_our_warnings_and_every_error(capsys):
     root.setLevel(saved[0])
     common._HANDLERS.clear()  # pylint: disable=protected-access
     logging.captureWarnings(False)
+
+
+def test_demo_learns_its_models_from_the_families_table(tmp_path, monkeypatch, capsys):
+  """hvt-demo's models are the families' ``Demo``s: MCHA's demo writes the multi-expert
+  data, trains configs/mcha/demo.py and prints MCHA's table; an unknown model is an error
+  listing every demo model of the table. (Training itself is stubbed: the MCHA demo config
+  trains through the console scripts in test_mcha.)"""
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.cli import demo  # pylint: disable=g-import-not-at-top
+  trained = []
+
+  def fake_train(config, workdir):
+    trained.append((config.model.name, config.input.data_dir, config.num_train_steps))
+    return {"val/t2v/R@1": 12.5, "val/v2t/R@1": 25.0}
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  demo.main(["--workdir", str(tmp_path), "--models", "mcha", "--num-train", "8",
+             "--num-val", "4", "--config-arg", "runlocal"])
+  out = capsys.readouterr().out
+  assert trained == [("mcha", str(tmp_path / "data_experts"), 4)]
+  assert "Text->video (t2v)" in out and "12.50" in out and "25.00" in out
+  with pytest.raises(SystemExit):
+    demo.main(["--models", "hse,vse"])
+  err = capsys.readouterr().err
+  assert "--models vse: not a demo model; valid: hse, fse, hammer, flat, mcha" in err
