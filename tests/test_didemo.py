@@ -407,9 +407,9 @@ def test_word_vectors_flag(tmp_path):
   feats.mkdir()
   anns = {"v": _ann(2.0, 20, [[0, 9], [10, 19]], ["the cat sat", "the zebra"])}
   np.save(feats / "v.npy", _feature_rows("v", 20))
-  glove = tmp_path / "glove.txt"
-  glove.write_text("the 1 2 3\ncat 4 5 6\nsat 7 8 9\n", encoding="utf-8")
-  dataset_dir, _ = _convert(tmp_path, anns, str(feats), word_vectors=str(glove))
+  vectors_file = tmp_path / "glove.txt"
+  vectors_file.write_text("the 1 2 3\ncat 4 5 6\nsat 7 8 9\n", encoding="utf-8")
+  dataset_dir, _ = _convert(tmp_path, anns, str(feats), word_vectors=str(vectors_file))
   vocab = reader.load_vocab(dataset_dir)
   assert vocab == ["<pad>", "<unk>", "the", "cat", "sat", "zebra"]
   matrix = np.load(os.path.join(dataset_dir, "word_vectors.npy"))
@@ -420,10 +420,10 @@ def test_word_vectors_flag(tmp_path):
   assert report["oov_count"] == 1 and report["examples"] == ["zebra"]
   assert report["token_oov_rate"] == pytest.approx(1 / 5)  # zebra of the, cat, sat, the, zebra
   # The same matrix as load_word_vectors gives for the stored vocabulary.
-  expected, _ = glove.load_word_vectors(str(glove), vocab, counts={"zebra": 1})
+  expected, _ = glove.load_word_vectors(str(vectors_file), vocab, counts={"zebra": 1})
   np.testing.assert_array_equal(expected, matrix)
   with pytest.raises(ValueError, match="--word-vectors needs --tokenizer word"):
-    _convert(tmp_path, anns, str(feats), word_vectors=str(glove), tokenizer="wordpiece")
+    _convert(tmp_path, anns, str(feats), word_vectors=str(vectors_file), tokenizer="wordpiece")
 
 
 def test_cli_registered(tmp_path):

@@ -68,7 +68,7 @@ def test_hse_leaves_out_a_video_without_clips(tmp_path, caplog, monkeypatch):
   assert metrics["num_examples"] == base["num_examples"] == 6
   # Left out on both sides: no query, no candidate (not in any top-K either).
   for prefix in ("p2v", "v2p"):
-    res, ids = results[prefix]
+    res, ids = results["ranked"][prefix], results["ids"][prefix][0]
     assert EMPTY_ID not in ids and len(ids) == res.ranks.size == 6
     assert res.top_indices.max() < 6
   assert EMPTY_ID in caplog.text and "1 of 7 videos are empty" in caplog.text

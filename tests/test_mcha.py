@@ -371,8 +371,8 @@ def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monke
   seen = []
   fns = evaluators._jit  # pylint: disable=protected-access
 
-  def recording(preds, side):
-    fn = fns(preds, side)
+  def recording(encode, side):
+    fn = fns(encode, side)
     if side == "candidate":
       return fn
 

@@ -62,7 +62,8 @@ class RetrievalEvaluator:
   Ranking: the encodings and ids stay on the host; the device-side scorer
   (``evaluation.scorer``) ranks every query against the corpus with the prediction function
   ``pred`` (default ``score``; any of the model's pairwise scores, (query encodings [Bq],
-  candidate encodings [Bc]) -> [Bq, Bc], e.g. MCHA's ``holistic_score``), block by block (``query_block`` × ``cand_block`` pairs per device),
+  candidate encodings [Bc]) -> [Bq, Bc], e.g. MCHA's ``holistic_score``), block by block
+  (``query_block`` × ``cand_block`` pairs per device),
   exact tie-averaged ranks and a running top-K, never the full matrix.
 
   Empty videos: a video with nothing to encode (the view's ``empty_video``: HSE, no
@@ -137,16 +138,18 @@ class RetrievalEvaluator:
     ids, video ids, [V] empty flags, input stats), texts filtered by ``caption_index_file``."""
     stats = pipeline.InputStats()
     vids, index, video_ids, empty = [], [], [], []
-    for out, rows in corpus.stream(self.ctx, self.split, _jit(self.ctx.preds, "candidate"),
-                                   params, view=self.video_view, strings=("video_id",),
-                                   stats=stats, empty=True):
+    videos_fn = _jit(self.ctx.preds["encode_candidate"], "candidate")
+    texts_fn = _jit(self.ctx.preds["encode_query"], "query")
+    for out, rows in corpus.stream(self.ctx, self.split, videos_fn, params,
+                                   view=self.video_view, strings=("video_id",), stats=stats,
+                                   empty=True):
       vids.append(out)
       index.append(rows["video_index"])
       video_ids.extend(rows["video_id"])
       empty.append(rows[corpus.EMPTY])
     texts, text_video, text_index = [], [], []
-    for (out, idx), rows in corpus.stream(self.ctx, self.split, _jit(self.ctx.preds, "query"),
-                                          params, view=self.query_view, stats=stats):
+    for (out, idx), rows in corpus.stream(self.ctx, self.split, texts_fn, params,
+                                          view=self.query_view, stats=stats):
       texts.append(out)
       text_video.append(rows["video_index"])
       text_index.append(idx)
@@ -364,12 +367,12 @@ def _concat(parts: list[Any]) -> Any:
 
 
 @functools.cache
-def _jit(preds: Any, side: str):
-  """Jitted ``encode_candidate`` (videos) or ``encode_query`` with the texts' position
-  within their record (``caption_index``/``caption_count`` where the view has them)."""
+def _jit(encode: Any, side: str):
+  """Jitted ``encode_candidate`` (``side="candidate"``, videos) or ``encode_query`` with the
+  texts' position within their record (``caption_index``/``caption_count`` where the view
+  has them)."""
   if side == "candidate":
-    return jax.jit(preds["encode_candidate"])
-  encode = preds["encode_query"]
+    return jax.jit(encode)
 
   def texts(params, batch):
     index = {k: batch[k] for k in ("caption_index", "caption_count") if k in batch}
