@@ -411,7 +411,7 @@ def test_submission_in_the_tvr_release_layout(tmp_path, annotations):
   ranks = np.array([1.0 + i % 3 for i in range(len(lines))])
   metrics = moments.moment_metrics(data, ranks, vcmr, svmr, buckets=(0, 70, 200))
   ev = moments.MomentEvaluator.__new__(moments.MomentEvaluator)
-  ev.setup = types.SimpleNamespace(meta={"extra": {"video_index": {
+  ev.ctx = types.SimpleNamespace(meta={"extra": {"video_index": {
       "val": {v: i for v, (_, i) in index.items()}}}})
   ev.split, ev.prefix, ev.submission = "val", "", True
   k = 3
