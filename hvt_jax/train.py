@@ -92,8 +92,48 @@ def make_optimizer(config: Any, steps_per_epoch: int, num_train_steps: int,
                                pretrained.trainable_labels(params, pattern))
 
 
+# The fields the trainer reads from every config (configs/common.py sets the trainer's own;
+# a family's config adds model, input, loss, schedule, evals).
+REQUIRED_FIELDS = ("seed", "batch_size", "eval_batch_size", "mesh", "sharding_rules",
+                   "checkpoint.every_steps", "checkpoint.max_to_keep", "log_every_steps",
+                   "model.name", "input.data_dir", "input.train_split",
+                   "input.shuffle_buffer", "schedule.name", "optax.b1", "optax.b2",
+                   "optax.eps", "evals")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The fields every run needs are there, and the model is one a family declares.
+
+  Raises:
+    ValueError: naming each missing ``config.<field>``, or ``config.model.name`` with the
+      valid model names.
+  """
+  missing = []
+  for field in REQUIRED_FIELDS:
+    node = config
+    for key in field.split("."):
+      if not hasattr(node, "keys") or key not in node:
+        missing.append(f"config.{field}")
+        break
+      node = node[key]
+  if not config.get("num_train_steps") and not config.get("num_epochs"):
+    missing.append("config.num_train_steps (or config.num_epochs)")
+  if missing:
+    raise ValueError(f"the config lacks {', '.join(missing)} (a complete example: "
+                     "docs/adding_a_family.md)")
+  try:
+    families.of_model(config.model.name)
+  except ValueError as e:
+    raise ValueError(f"config.model.name={config.model.name!r}: {e}") from None
+
+
 def setup(config: ml_collections.ConfigDict) -> Setup:
-  """Builds mesh, abstract model, optimizer and state shardings."""
+  """Builds mesh, abstract model, optimizer and state shardings.
+
+  Raises:
+    ValueError: a missing or wrong config field (``check_config``), data or options.
+  """
+  check_config(config)
   mesh = sharding.make_mesh(config.mesh, config.get("mesh_devices", 0))
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % mesh.shape["data"]:

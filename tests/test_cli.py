@@ -108,3 +108,18 @@ def test_demo_learns_its_models_from_the_families_table(tmp_path, monkeypatch, c
     demo.main(["--models", "hse,vse"])
   err = capsys.readouterr().err
   assert "--models vse: not a demo model; valid: hse, fse, hammer, flat, mcha" in err
+
+
+def test_a_config_arg_the_file_rejects_is_one_line(tmp_path):
+  """A typo'd ``:arg`` key, or a value outside the valid ones: one line naming the arg and
+  the valid values, exit 2, for hvt-train and hvt-eval alike (before absl parses flags)."""
+  env = data_fixtures.console_script_env(devices=1)
+  for prog, arg, want in (("hvt-train", "modle=fse", "config arg 'modle' unknown; valid: "),
+                          ("hvt-eval", "model=fsee", "model=fsee")):
+    proc = subprocess.run(
+        [str(BIN / prog), f"--config={REPO}/configs/hse/demo.py:{arg}",
+         f"--workdir={tmp_path / 'run'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [l for l in proc.stderr.splitlines() if l.startswith(f"{prog}: error:")]
+    assert len(lines) == 1 and want in lines[0] and f"demo.py:{arg}" in lines[0], lines

@@ -1,6 +1,6 @@
 """HSE §4.3–4.4 heads, their parts on hand-made cases: beam search against exhaustive
 search, the LSTM against its gate equations, the classification and captioning metrics
-(hvt_jax.models.hse_heads, layers, evaluation.classification, evaluation.captioning).
+(hvt_jax.families.hse: heads, classification, captioning; hvt_jax.models.layers).
 The heads trained on a frozen HSE/FSE: tests/test_hse_heads.py."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """HSE §4.3–4.4 heads trained on a frozen HSE/FSE: supervised classifier and caption
-generator (hvt_jax.models.hse_heads, evaluation.classification, evaluation.captioning); their
+generator (hvt_jax.families.hse: heads, classification, captioning); their
 parts on hand-made cases: tests/test_hse_head_parts.py."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""HSE beyond retrieval (hvt_jax.evaluation.hse_tasks): incomplete observations, zero-shot
-action recognition, embedding pictures."""
+"""HSE beyond retrieval (hvt_jax.families.hse.tasks, and the retrieval evaluator's
+incomplete observations): zero-shot action recognition, embedding pictures."""
 
 from __future__ import annotations
 
@@ -310,3 +310,14 @@ def test_activitynet_configs_take_the_tasks_argument(model):
     assert tasks.evals[name].split == "val_1" and demo.evals[name].split == "val"
   assert tasks.evals.zeroshot_instances.videos == "instances"
   assert sorted(demo_config.get_config(f"model={model},runlocal").evals) == ["val"]
+
+
+def test_two_evaluators_writing_one_namespace_fail_before_training(demo_run):
+  """Two evaluators of one split under one prefix would write the same metrics: an error
+  naming both, when the evaluators are built (before the first step), not after training."""
+  c, s, _ = demo_run
+  c2 = c.copy_and_resolve_references()
+  c2.evals.val2 = dict(c2.evals.val)
+  with pytest.raises(ValueError, match=r"config.evals.val and config.evals.val2 both write "
+                                       r"metrics of split 'val' under 'p2v'"):
+    train.build_evaluators(dataclasses.replace(s, config=c2))

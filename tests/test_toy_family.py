@@ -177,3 +177,44 @@ def test_the_table_fails_with_the_valid_names():
     families.get("toy")
   with pytest.raises(ValueError, match=r"unknown model 'bag_of_features'; valid: \['flat'"):
     families.of_model("bag_of_features")
+
+
+def test_a_config_without_the_trainer_fields_names_them(tmp_path, monkeypatch):
+  """A family's first config that forgets trainer fields: one error naming each of them,
+  before anything is built; an unknown model names ``config.model.name``."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  namespace = {}
+  exec(CONFIG.format(data_dir=str(tmp_path)), namespace)  # pylint: disable=exec-used
+  monkeypatch.setitem(families.FAMILIES, "toy", __name__)
+  c = namespace["get_config"]()
+  train.check_config(c)                                  # complete: no error
+  for key in ("eval_batch_size", "optax"):
+    del c[key]
+  del c.input["train_split"]
+  with pytest.raises(ValueError, match=r"lacks config.eval_batch_size, config.input.train_"
+                                       r"split, config.optax.b1, config.optax.b2, "):
+    train.check_config(c)
+  c = ml_collections.ConfigDict(namespace["get_config"]().to_dict())
+  c.model.name = "hsee"
+  with pytest.raises(ValueError, match=r"config.model.name='hsee': unknown model 'hsee'"):
+    train.check_config(c)
+
+
+def test_a_view_without_example_mask_is_named(tmp_path, monkeypatch):
+  """The view contract: a view that returns no ``example_mask`` is an error naming it."""
+  import pytest  # pylint: disable=g-import-not-at-top
+
+  def no_mask(example, cfg, seed=None):
+    out = toy_view(example, cfg, seed)
+    del out["example_mask"]
+    return out
+
+  data_dir = tiny_data.write(str(tmp_path / "data"), num_train=8, num_val=4)
+  namespace = {}
+  exec(CONFIG.format(data_dir=data_dir), namespace)  # pylint: disable=exec-used
+  monkeypatch.setitem(families.FAMILIES, "toy", __name__)
+  monkeypatch.setitem(FAMILY.views, "bag_of_features", pipeline.View(no_mask))
+  with pytest.raises(ValueError, match=r"input view 'no_mask' returns no 'example_mask'"):
+    next(iter(pipeline.train_dataset(namespace["get_config"](), 0)))

@@ -36,6 +36,7 @@ def run_app(prog: str, main_fn: Callable[[list[str]], None]) -> None:
   a value of the wrong type: ml_collections raises while the flags are parsed) prints
   ``<prog>: error: ...`` and exits with status 2 instead of a traceback."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  _check_config_arg(prog)
   try:
     app.run(main_fn)
   except (AttributeError, KeyError, TypeError) as e:
@@ -50,6 +51,30 @@ def run_app(prog: str, main_fn: Callable[[list[str]], None]) -> None:
     where = f" (in {', '.join(named)})" if named else ""
     print(f"{prog}: error: bad --config override{where}: {msg}\n(set "
           "HVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_config_arg(prog: str) -> None:
+  """A config file's ``:arg`` the file rejects (a typo'd key, a value not among the valid
+  ones: its ``get_config`` raises ValueError) prints ``<prog>: error: ...`` and exits 2,
+  before absl parses the flags (which would print its own traceback)."""
+  args = sys.argv[1:]
+  spec = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+  if spec is None and "--config" in args[:-1]:
+    spec = args[args.index("--config") + 1]
+  if not spec:
+    return
+  path, _, arg = spec.partition(":")
+  if not path.endswith(".py") or not os.path.isfile(path):
+    return   # absl reports a missing file
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  module_spec = importlib.util.spec_from_file_location("_hvt_config_check", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+    module.get_config(arg or None)
+  except ValueError as e:
+    print(f"{prog}: error: --config {spec}: {e}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -1,5 +1,6 @@
-"""hvt-demo [--workdir DIR] [--models hse,fse | hammer,flat | mcha] [--seeds 0,1,2]: the
-README's main job, end to end on a laptop CPU.
+"""hvt-demo: synthetic data, train, evaluate and compare models end to end on a laptop CPU.
+
+hvt-demo [--workdir DIR] [--models hse,fse | hammer,flat | mcha] [--seeds 0,1,2].
 
 Builds the synthetic demo dataset, trains each model on it, evaluates on the held-out
 split and prints side-by-side tables. The models and how each is run come from the
@@ -60,7 +61,9 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
   results: dict[str, list[dict[str, float]]] = {m.upper(): [] for m in models}
   demos = _demos()
-  data_dirs = {m: _data(workdir, demos[m].dataset, num_train, num_val) for m in models}
+  datasets = {v: _data(workdir, v, num_train, num_val)   # each dataset once
+              for v in dict.fromkeys(demos[m].dataset for m in models)}
+  data_dirs = {m: datasets[demos[m].dataset] for m in models}
   for seed in seeds:        # seed by seed: an interrupted run has whole seeds of every model
     for model in models:
       variant = f"model={model}" if len(demos[model].models) > 1 else ""

@@ -9,8 +9,9 @@ Empty videos. A video with nothing to encode it from gets an encoding of padding
 HSE all zeros) that scores the same against everything, yet would count in R@k/MdR as an
 all-ties entry. Each family's video view says which videos those are, from its inputs, in
 a per-example ``empty_video`` flag (HSE/FSE: no clip, i.e. no segment covers a feature row,
-``hse_view``; MCHA: no expert has a row, ``mcha_view.video_view``; HAMMER/FLAT: no row in
-any stream read, ``hammer_view.video_view``). ``stream(empty=True)`` returns it, and every
+``families/hse/view.py``; MCHA: no expert has a row, ``families/mcha/view.py``
+``video_view``; HAMMER/FLAT: no row in any stream read, ``families/hammer/view.py``
+``video_view``). ``stream(empty=True)`` returns it, and every
 evaluator that ranks passes it to ``non_empty``: such videos are left out of the ranked set
 on both sides (as queries and as candidates, with their texts), counted in the metrics as
 ``num_empty_videos`` and named in a warning. Left out rather than encoded from what remains

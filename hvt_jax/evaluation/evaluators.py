@@ -428,7 +428,7 @@ def from_config(config: Any, ctx: corpus.EvalContext, types: dict[str, type],
   Raises:
     ValueError: naming the ``config.evals.<name>`` field that is wrong.
   """
-  out = []
+  out, seen = [], {}
   available = {**EVALUATORS, **types}
   for name, cfg in config.get("evals", {}).items():
     cfg = dict(cfg)
@@ -440,8 +440,17 @@ def from_config(config: Any, ctx: corpus.EvalContext, types: dict[str, type],
     for s in (splits or [split]):
       try:
         out.append(available[kind](ctx, s, **cfg))
-      except TypeError as e:
+      except (TypeError, ValueError) as e:
         raise ValueError(f"config.evals.{name}: {e}") from None
+    # Two evaluators of one split writing into one metric namespace (prefix / group):
+    # known now, not only when their metrics meet after training (run_all).
+    namespace = cfg.get("group") or cfg.get("prefix", kind)
+    for s in (splits or [split]):
+      other = seen.setdefault((s, namespace), name)
+      if other != name:
+        raise ValueError(f"config.evals.{other} and config.evals.{name} both write metrics "
+                         f"of split {s!r} under {namespace!r}: give them different "
+                         "prefixes (config.evals.<name>.prefix or .group)")
   return out
 
 

@@ -80,7 +80,7 @@ are drawn first (uniformly, seeded), then as many of their videos as ``max_video
 kept query keeps its ground-truth video. Deterministic given ``subsample_seed``.
 
 Empty videos: a video with no feature row in any stream the view reads (visual modalities
-and subtitle; ``hammer_view.video_view``'s ``empty_video``) would be encoded from padding
+and subtitle; the family's ``video_view`` sets ``empty_video``) would be encoded from padding
 only (the resampled grid then holds one all-zero frame), scoring alike against every query
 in VR and offering no real moment in TL. It is left out before anything else, as a
 candidate of every query and with its own queries (``corpus.non_empty``: a warning names

@@ -33,9 +33,9 @@ class Demo:
   Attributes:
     models: the models it trains side by side (each ``config`` with ``model=<name>``).
     config: the demo config file, relative to the repository (``configs/<family>/demo.py``).
-    dataset: the synthetic dataset it trains on: ``"demo"`` (clips and sentences),
-      ``"demo_moments"`` (many-event moments) or ``"demo_experts"`` (MMT-style experts),
-      written by ``hvt-prepare demo`` (``--variant``).
+    dataset: the synthetic dataset it trains on, a ``--variant`` of ``hvt-prepare demo``:
+      ``"hse"`` (clips and sentences), ``"moments"`` (many-event moments) or ``"experts"``
+      (MMT-style experts).
     report: (results {MODEL: [metrics of each seed]}) -> the printed tables.
   """
   models: tuple[str, ...]

@@ -40,7 +40,9 @@ class View:
 
   Attributes:
     fn: (decoded record, resolved ``config.input``, int64 seed) -> fixed-shape tensors of one
-      example, or of N examples along a leading axis when ``per_row``.
+      example, or of N examples along a leading axis when ``per_row``; among them
+      ``example_mask`` (bool, True: a real example; the pipeline pads the last eval batch
+      with False).
     per_row: "" = one example per record; else the record key whose rows are the examples
       (N = its number of rows): "tokens" = one per sentence, "instances/labels" = one per
       labelled action instance. Their counts come from the metadata (``ROW_COUNTS``).
@@ -185,6 +187,10 @@ def _viewed(sp: _Split, seed_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Da
 
   def one(index, record):
     out = dict(view.fn(record, cfg, seed_fn(index)))
+    if "example_mask" not in out:   # the contract every batch relies on (View)
+      raise ValueError(f"input view {getattr(view.fn, '__name__', view.fn)!r} returns no "
+                       f"'example_mask' (its keys: {sorted(out)}); a view marks its real "
+                       "examples with example_mask (bool, True)")
     n = tf.shape(next(iter(out.values())))[0] if view.per_row else None
     for key, value in (("video_index", index), ("video_id", record["video_id"])):
       out[key] = tf.fill([n], value) if view.per_row else value
