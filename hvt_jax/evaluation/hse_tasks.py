@@ -34,8 +34,8 @@ from absl import logging
 from flax import nnx
 
 from data_prep import reader, text
+from hvt_jax import losses
 from hvt_jax.evaluation import corpus, retrieval, scorer
-from hvt_jax.models import base
 from hvt_jax.input import hse_view, ops, pipeline
 
 _HSE_FAMILY = ("hse", "fse")
@@ -149,7 +149,7 @@ def instance_view(example: dict[str, Any], cfg: Any,
 def _video_low_fn(graphdef: Any):
   def fn(params, batch):
     model = nnx.merge(graphdef, params)
-    return base.unit(model.encode_clip_level(batch["video_frames"],
+    return losses.unit(model.encode_clip_level(batch["video_frames"],
                                                 batch["video_frame_mask"]))
   return jax.jit(fn)
 
@@ -158,7 +158,7 @@ def _video_low_fn(graphdef: Any):
 def _text_low_fn(graphdef: Any):
   def fn(params, tokens, extra_words=None):
     model = nnx.merge(graphdef, params)
-    return base.unit(model.encode_sentence_level(tokens, tokens > 0, extra_words))
+    return losses.unit(model.encode_sentence_level(tokens, tokens > 0, extra_words))
   return jax.jit(fn)
 
 
@@ -171,11 +171,11 @@ def _levels_fn(graphdef: Any):
     model = nnx.merge(graphdef, params)
     out = model.embed(batch)
     if "clips" in out:
-      return dict(clips=base.unit(out["clips"]), clip_mask=batch["clip_mask"],
-                  sentences=base.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
+      return dict(clips=losses.unit(out["clips"]), clip_mask=batch["clip_mask"],
+                  sentences=losses.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
     ones = jnp.ones(out["video"].shape[:1] + (1,), bool)
-    return dict(clips=base.unit(out["video"])[:, None], clip_mask=ones,
-                sentences=base.unit(out["paragraph"])[:, None], sentence_mask=ones)
+    return dict(clips=losses.unit(out["video"])[:, None], clip_mask=ones,
+                sentences=losses.unit(out["paragraph"])[:, None], sentence_mask=ones)
 
   return jax.jit(fn)
 
