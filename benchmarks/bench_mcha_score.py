@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hvt_jax import losses
 from hvt_jax.models import text
 from hvt_jax.families.mcha import model as mcha
 
@@ -94,7 +95,7 @@ def main():
       m = nnx.merge(graphdef, p)
       qe = {"words": words, "word_mask": wmask, "gate_w": m.gate_w(words),
             "fuse_w": m.fuse_w(words)}
-      ce = {"rep": rep, "rep_unit": mcha._unit(rep), "avail": avail,  # pylint: disable=protected-access
+      ce = {"rep": rep, "rep_unit": losses.unit(rep), "avail": avail,
             "gate_v": m.gate_a(rep), "fuse_v": m.fuse_a(rep)}
       return m.local_score(qe, ce)
 
@@ -112,7 +113,7 @@ def main():
     pm = nnx.merge(graphdef, params)
     qe = {"words": enc[0], "word_mask": enc[1], "gate_w": pm.gate_w(enc[0]),
           "fuse_w": pm.fuse_w(enc[0])}
-    ce = {"rep": enc[2], "rep_unit": mcha._unit(enc[2]), "avail": enc[3],  # pylint: disable=protected-access
+    ce = {"rep": enc[2], "rep_unit": losses.unit(enc[2]), "avail": enc[3],
           "gate_v": pm.gate_a(enc[2]), "fuse_v": pm.fuse_a(enc[2])}
     flops = {
         "fast (pairwise part)": jax.jit(fast_pairs).lower(params, qe, ce).compile()

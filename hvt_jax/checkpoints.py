@@ -8,7 +8,8 @@ layout, one ``default`` item holding the train state). This module is the one ru
 * a step directory is a name orbax counts as a finalised step (``ocp.step.checkpoint_steps``:
   digits, no ``.orbax-checkpoint-tmp`` suffix), **and**
 * its ``_CHECKPOINT_METADATA`` (read with orbax's metadata reader) records a commit time, and
-  every item it lists has its ``_METADATA`` and ``manifest.ocdbt``.
+  every item it lists is, by orbax's format checks (``ocp.path.format_utils``), an OCDBT
+  pytree checkpoint: its ``_METADATA`` and ``manifest.ocdbt`` are there.
 
 The second check exists because on local disk orbax takes any digit-named ``N/`` as
 finalised, even one copied without its markers (an interrupted ``cp -r``, a file sync, a full
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -44,9 +46,10 @@ def is_complete(step_dir: str) -> bool:
     return False
   items = meta.item_handlers or {ITEM: None}
   items = items if isinstance(items, dict) else {ITEM: items}
+  formats = ocp.path.format_utils
   return bool(meta.commit_timestamp_nsecs) and all(
-      os.path.isfile(os.path.join(step_dir, item, name))
-      for item in items for name in ("_METADATA", "manifest.ocdbt"))
+      formats.is_ocdbt_checkpoint(path) and formats.is_pytree_checkpoint(path)
+      for path in (pathlib.Path(step_dir) / item for item in items))
 
 
 def checkpoints_dir(source: str) -> str:

@@ -1,4 +1,6 @@
-"""Training objectives of HSE/FSE (Zhang, Hu and Sha, ECCV 2018) as pure jax functions.
+"""Training objectives of HSE/FSE (Zhang, Hu and Sha, ECCV 2018) as pure jax functions, the
+one bidirectional ranking hinge every family uses (``bidirectional_hinge``: HSE/FSE, MCHA) and
+the one L2 normaliser (``unit``).
 
 Every loss is a function of embeddings and boolean masks with static shapes, so it runs
 inside ``jax.jit`` on global (sharded) arrays: contrastive terms see the whole global batch
@@ -47,10 +49,12 @@ import jax
 import jax.numpy as jnp
 
 Normalize = Literal["pairs", "none"]
+Reduction = Literal["sum", "pairs", "mean"]
 Distance = Literal["l2", "squared_l2"]
 Reduce = Literal["mean", "sum", "sequence_mean"]
 
 _NORMALIZE = ("pairs", "none")
+_REDUCTIONS = ("sum", "pairs", "mean")
 _DISTANCE = ("l2", "squared_l2")
 _REDUCE = ("mean", "sum", "sequence_mean")
 
@@ -76,6 +80,23 @@ def _row_mask(mask: jax.Array | None, shape: tuple[int, ...], name: str) -> jax.
   return mask.astype(bool)
 
 
+def unit(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """Row-wise x / max(||x||, eps) along the last axis, at least float32 (torch's F.normalize).
+
+  A zero row stays zero, with a finite (zero) gradient: the squared norm is clamped before
+  the rsqrt, so no sqrt is differentiated at 0.
+
+  Args:
+    x: [..., D] float array.
+    eps: lower bound on each row's norm (1e-12 as F.normalize; cosines use 1e-8).
+
+  Returns:
+    [..., D] float array of unit (or zero) rows.
+  """
+  x = _as_float(x)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+
+
 def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   """Pairwise cosine similarity, MATCH of Eq. 2.
 
@@ -94,52 +115,54 @@ def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Arra
   if a.ndim != 2 or b.ndim != 2 or a.shape[-1] != b.shape[-1]:
     raise ValueError(f"losses.cosine_similarity: expected [Na, D] and [Nb, D], got "
                      f"{a.shape} and {b.shape}")
-  a_hat = _normalize(a, eps)
-  b_hat = _normalize(b, eps)
   # HIGHEST: the default TPU f32 matmul uses bf16 passes, too coarse next to a 0.2 margin.
-  return jnp.matmul(a_hat, b_hat.T, precision=jax.lax.Precision.HIGHEST)
+  return jnp.matmul(unit(a, eps), unit(b, eps).T, precision=jax.lax.Precision.HIGHEST)
 
 
-def _normalize(x: jax.Array, eps: float) -> jax.Array:
-  """x / max(||x||, eps) along the last axis, with no NaN gradient at x = 0."""
-  sq_norm = jnp.sum(x * x, axis=-1, keepdims=True)
-  # Clamping the squared norm before rsqrt keeps the gradient finite at x = 0.
-  return x * jax.lax.rsqrt(jnp.maximum(sq_norm, eps * eps))
+def bidirectional_hinge(sim: jax.Array,
+                        mask: jax.Array,
+                        margin: float,
+                        *,
+                        hardest_negative: bool = False,
+                        bidirectional: bool = True,
+                        reduce: Reduction = "sum",
+                        groups: jax.Array | None = None) -> jax.Array:
+  """The one bidirectional ranking hinge of every family (HSE/FSE Eq. 4-7 and 14, MCHA Eq. 9
+  and 12).
 
+  With S = `sim`, positives on the diagonal and K the valid indices, each column k is a
+  query ranked against the other rows, and each row k against the other columns:
 
-def _hinge_from_similarity(sim: jax.Array,
-                           mask: jax.Array,
-                           margin: float,
-                           hardest_negative: bool,
-                           normalize: Normalize,
-                           bidirectional: bool = True,
-                           groups: jax.Array | None = None) -> jax.Array:
-  """The one bidirectional hinge shared by every ranking loss in this module.
+    sum_{k in K} sum_{k' in K, k' != k} [m - S(k,k) + S(k',k)]_+      (column k as query)
+                                       + [m - S(k,k) + S(k,k')]_+      (row k as query)
 
-  With S = `sim`, positives on the diagonal and K the valid indices:
-
-    sum_{k in K} sum_{k' in K, k' != k} [m - S(k,k) + S(k',k)]_+      (text k as query)
-                                       + [m - S(k,k) + S(k,k')]_+      (video k as query)
-
-  The second line is dropped when `bidirectional` is False. With `hardest_negative`, each
-  inner sum becomes a max over k' (VSE++; authors' `max_violation`). A query with no valid
-  negative contributes 0.
+  (HSE: rows videos, columns texts; MCHA: rows texts, columns videos.) The second line is
+  dropped when `bidirectional` is False. With `hardest_negative`, each inner sum keeps only
+  the negative of highest similarity (VSE++, the HSE authors' `max_violation`, MCHA Eq. 9),
+  picked by ``argmax`` (the first of tied maxima): its gradient goes to one entry whatever the
+  batch's sharding (a max splits it between ties, and the split differed between 1 and 8
+  devices). A query with no valid negative contributes 0.
 
   Args:
-    sim: [N, N] float similarity, rows video side, columns text side.
+    sim: [N, N] float similarity.
     mask: [N] bool, valid rows/columns.
-    margin: hinge margin (alpha, beta, gamma, eta of the paper).
+    margin: hinge margin (HSE's alpha, beta, gamma, eta; MCHA's Θ, Δ).
     hardest_negative: keep only the hardest negative per query and direction.
-    normalize: "pairs" divides by N_valid**2 (authors' code), "none" keeps the sum.
-    bidirectional: count both directions (True) or only the text-query one.
+    bidirectional: count both directions (True) or only the column-query one.
+    reduce: "sum"; "pairs": divided by N_valid**2 (HSE authors' code); "mean": divided by
+      the number of hinge terms counted (MMT's, MCHA: the valid negative pairs, or with
+      `hardest_negative` the queries that have one).
     groups: optional [N] int ids (the pipeline's ``video_index``): pairs of one group are
       not negatives of each other (the same video twice in a batch, e.g. across an epoch
       boundary, or one video's sentences). None: every other valid row is a negative.
 
   Returns:
     Scalar float loss.
+
+  Raises:
+    ValueError: an unknown `reduce`, or `sim` / `mask` not [N, N] / [N].
   """
-  _check_option("normalize", normalize, _NORMALIZE)
+  _check_option("reduce", reduce, _REDUCTIONS)
   n = sim.shape[0]
   if sim.shape != (n, n) or mask.shape != (n,):
     raise ValueError(f"losses: similarity {sim.shape} / mask {mask.shape} are not [N, N] / [N]")
@@ -147,22 +170,34 @@ def _hinge_from_similarity(sim: jax.Array,
   negative = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
   if groups is not None:
     negative &= groups[:, None] != groups[None, :]
-  # Element [k', k]: text k is the query, video k' the negative (column-wise).
-  cost_text = jnp.where(negative, jax.nn.relu(margin - diag[None, :] + sim), 0.0)
-  # Element [k, k']: video k is the query, text k' the negative (row-wise).
-  cost_video = jnp.where(negative, jax.nn.relu(margin - diag[:, None] + sim), 0.0)
-  if hardest_negative:
-    # Costs are >= 0 and masked entries are exactly 0, so a plain max equals the max over
-    # valid negatives, and 0 when there are none.
-    cost_text = jnp.max(cost_text, axis=0)
-    cost_video = jnp.max(cost_video, axis=1)
-  total = jnp.sum(cost_text)
+  # (cost, axis of the negatives): element [k', k] has column k as query (video k' its
+  # negative for HSE), element [k, k'] row k.
+  costs = [(jnp.where(negative, jax.nn.relu(margin - diag[None, :] + sim), 0.0), 0)]
   if bidirectional:
-    total = total + jnp.sum(cost_video)
-  if normalize == "pairs":
+    costs.append((jnp.where(negative, jax.nn.relu(margin - diag[:, None] + sim), 0.0), 1))
+  total, count = 0.0, 0.0
+  for cost, axis in costs:
+    if hardest_negative:
+      has_negative = jnp.any(negative, axis=axis)
+      pick = jnp.argmax(jnp.where(negative, sim, -jnp.inf), axis=axis)
+      cost = jnp.take_along_axis(cost, jnp.expand_dims(pick, axis), axis=axis).squeeze(axis)
+      cost = jnp.where(has_negative, cost, 0.0)
+      count = count + jnp.sum(has_negative)
+    else:
+      count = count + jnp.sum(negative)
+    total = total + jnp.sum(cost)
+  if reduce == "pairs":
     n_valid = jnp.sum(mask.astype(total.dtype))
     total = total / jnp.maximum(n_valid * n_valid, 1.0)
+  elif reduce == "mean":
+    total = total / jnp.maximum(count, 1.0)
   return total
+
+
+def _reduction(normalize: Normalize) -> Reduction:
+  """HSE's ``normalize`` option as a ``bidirectional_hinge`` reduction."""
+  _check_option("normalize", normalize, _NORMALIZE)
+  return "pairs" if normalize == "pairs" else "sum"
 
 
 def match_loss(a: jax.Array,
@@ -201,8 +236,8 @@ def match_loss(a: jax.Array,
   a = jnp.where(valid[:, None], _as_float(a), 0.0)
   b = jnp.where(valid[:, None], _as_float(b), 0.0)
   sim = cosine_similarity(a, b)
-  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize,
-                                groups=groups)
+  return bidirectional_hinge(sim, valid, margin, hardest_negative=hardest_negative,
+                             reduce=_reduction(normalize), groups=groups)
 
 
 def cluster_loss(x: jax.Array,
@@ -242,8 +277,9 @@ def cluster_loss(x: jax.Array,
   x = jnp.where(valid[:, None], _as_float(x), 0.0)
   sim = cosine_similarity(x, x)
   sim = jnp.where(jnp.eye(x.shape[0], dtype=bool), 1.0, sim)
-  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize, bidirectional,
-                                groups)
+  return bidirectional_hinge(sim, valid, margin, hardest_negative=hardest_negative,
+                             bidirectional=bidirectional, reduce=_reduction(normalize),
+                             groups=groups)
 
 
 def weak_match_loss(clips: jax.Array,
@@ -286,12 +322,13 @@ def weak_match_loss(clips: jax.Array,
   sent_mean, n_sents = _masked_unit_mean(sents, sent_mask)
   valid = (n_clips > 0) & (n_sents > 0)
   sim = jnp.matmul(clip_mean, sent_mean.T, precision=jax.lax.Precision.HIGHEST)
-  return _hinge_from_similarity(sim, valid, margin, hardest_negative, normalize)
+  return bidirectional_hinge(sim, valid, margin, hardest_negative=hardest_negative,
+                             reduce=_reduction(normalize))
 
 
 def _masked_unit_mean(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean of the unit-normalised valid rows, [B, T, D] -> [B, D], and the valid counts [B]."""
-  x_hat = _normalize(jnp.where(mask[..., None], _as_float(x), 0.0), 1e-8)
+  x_hat = unit(jnp.where(mask[..., None], _as_float(x), 0.0), 1e-8)
   count = jnp.sum(mask, axis=-1)
   total = jnp.sum(jnp.where(mask[..., None], x_hat, 0.0), axis=-2)
   return total / jnp.maximum(count, 1)[:, None].astype(total.dtype), count
@@ -346,22 +383,3 @@ def reconstruction_loss(pred: jax.Array,
   if reduce == "sequence_mean":
     return jnp.sum(jnp.sum(dist, axis=-1) / jnp.maximum(count, 1.0))
   return jnp.sum(dist) / jnp.maximum(jnp.sum(count), 1.0)
-
-
-def masked_max(x: jax.Array, mask: jax.Array) -> jax.Array:
-  """Channel-wise max over the valid steps (the HSE sequence embedding, supp. "Training Details").
-
-  Args:
-    x: [..., T, D] float array, e.g. GRU outputs.
-    mask: [..., T] bool array, valid steps.
-
-  Returns:
-    [..., D] float array; rows without any valid step give 0 (not -inf), with zero gradient.
-  """
-  x = jnp.asarray(x)
-  mask = jnp.asarray(mask).astype(bool)
-  if mask.shape != x.shape[:-1]:
-    raise ValueError(f"losses.masked_max: mask {mask.shape} does not match x {x.shape}[:-1]")
-  neg_inf = jnp.array(-jnp.inf, dtype=x.dtype)
-  out = jnp.max(jnp.where(mask[..., None], x, neg_inf), axis=-2)
-  return jnp.where(jnp.any(mask, axis=-1)[..., None], out, jnp.zeros((), x.dtype))

@@ -35,33 +35,68 @@ import jax
 import numpy as np
 from absl import logging
 from flax import nnx
+from flax import traverse_util
 
 FORMATS = ("word_vectors", "hf_bert", "checkpoint")
 _FIELDS = {"source", "format", "into", "layers", "strict", "ignore"}
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  """Nested dict (``nnx.to_pure_dict``) -> {"a/b/c": leaf}; a trailing "value" key (how an
-  nnx Variable is stored in a checkpoint) is dropped."""
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  if set(tree) == {"value"} and not isinstance(tree["value"], dict):
-    return {prefix: tree["value"]}
-  out = {}
-  for k, v in tree.items():
-    out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
-  return out
+def flatten(tree: Any) -> dict[str, Any]:
+  """Nested dict (``nnx.to_pure_dict``, a restored checkpoint) -> {"a/b/c": leaf}; a trailing
+  "value" key (how an nnx Variable is stored in a checkpoint) is dropped."""
+  return {"/".join(map(str, k[:-1] if k[-1] == "value" else k)): v
+          for k, v in traverse_util.flatten_dict(tree).items()}
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-  out: dict[str, Any] = {}
+  """{"a/b/c": leaf} -> nested dict (string keys; ``nnx.replace_by_pure_dict`` takes them)."""
+  return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def _merge_gates(w: np.ndarray) -> np.ndarray:
+  """[..., 4, H] -> [..., 4H]: the LSTM's gates i, f, g, o as blocks of one axis."""
+  return w.reshape(w.shape[:-2] + (-1,))
+
+
+# Parameter paths of checkpoints written before the transformer layers, the MLM transform and
+# the LSTM became flax.nnx library layers: old path (regex), its path now, and the map of
+# its array (None: unchanged). ``init_from`` converts them; resuming or evaluating such a
+# run is refused with the old path named (``legacy_path``).
+LEGACY_PATHS: tuple[tuple[str, str, Callable[[np.ndarray], np.ndarray] | None], ...] = (
+    (r"(.*/)?attention/(query|key|value|out)_(kernel|bias)", r"\1attention/\2/\3", None),
+    (r"(.*/)?mlp/(in|out)_(kernel|bias)", r"\1mlp/fc_\2/\3", None),
+    (r"(.*/)?mlm/transform_(kernel|bias)", r"\1mlm/transform/\2", None),
+    (r"(.*/)?lstm/w_i/(\d+)", r"\1lstm/layers/\2/cell/dense_i/kernel", _merge_gates),
+    (r"(.*/)?lstm/w_h/(\d+)", r"\1lstm/layers/\2/cell/dense_h/kernel", _merge_gates),
+    (r"(.*/)?lstm/b/(\d+)", r"\1lstm/layers/\2/cell/dense_h/bias", _merge_gates),
+)
+
+
+def legacy_path(path: str) -> tuple[str, Callable[[np.ndarray], np.ndarray] | None] | None:
+  """(today's path, array map) of a parameter path from before the flax.nnx layers, or None
+  for a path that is current."""
+  for pattern, new, fn in LEGACY_PATHS:
+    if match := re.fullmatch(pattern, path):
+      return match.expand(new), fn
+  return None
+
+
+def upgrade_legacy(flat: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+  """Moves parameters saved under ``LEGACY_PATHS`` to today's paths and shapes.
+
+  Returns:
+    (the converted {path: array}, the old paths that were converted).
+  """
+  out, old = {}, []
   for path, value in flat.items():
-    node = out
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return out
+    hit = legacy_path(path)
+    if hit is None:
+      out[path] = value
+      continue
+    new, fn = hit
+    out[new] = value if fn is None else fn(np.asarray(value))
+    old.append(path)
+  return out, old
 
 
 def param_paths(params: Any) -> list[str]:
@@ -107,13 +142,18 @@ def _hf_bert(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
 
 def _checkpoint(entry: dict[str, Any], target: list[str]) -> dict[str, np.ndarray]:
   """The ``params`` of an hvt_jax checkpoint: the latest complete step of a run (or of its
-  ``checkpoints`` dir), or one step dir, which must be complete (``hvt_jax.checkpoints``)."""
+  ``checkpoints`` dir), or one step dir, which must be complete (``hvt_jax.checkpoints``).
+  Parameters saved under ``LEGACY_PATHS`` are converted."""
   del target
   from hvt_jax import checkpoints  # pylint: disable=g-import-not-at-top
   step_dir, step = checkpoints.resolve(entry["source"], what=f"init_from {entry['source']}")
   logging.info("init_from %s: step %d (%s)", entry["source"], step, step_dir)
-  tree = checkpoints.restore(step_dir)
-  return {k: np.asarray(v) for k, v in flatten(tree["params"]).items()}
+  params, legacy = upgrade_legacy(flatten(checkpoints.restore(step_dir)["params"]))
+  if legacy:
+    logging.warning("init_from %s: %d parameters were saved under their paths from before the "
+                    "flax.nnx layers (e.g. %s -> %s); converted", entry["source"], len(legacy),
+                    legacy[0], legacy_path(legacy[0])[0])
+  return {k: np.asarray(v) for k, v in params.items()}
 
 
 _LOADERS: dict[str, Callable[[dict[str, Any], list[str]], dict[str, np.ndarray]]] = {

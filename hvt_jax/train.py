@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import nnx
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hvt_jax.input import reader
@@ -244,18 +245,8 @@ def checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
-  """"params/video_low/gru/w_i" for a key path, whatever key types the tree uses."""
-  parts = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  if parts and parts[-1] == "value":   # an nnx Variable's array: name the parameter
-    parts.pop()
-  return "/".join(parts)
+  """"params/video_low/gru/w_i" for a key path (an nnx Variable's trailing "value" dropped)."""
+  return jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
 
 
 def _check_restorable(step_dir: str, target: State,
@@ -264,12 +255,24 @@ def _check_restorable(step_dir: str, target: State,
 
   A config change that alters parameter shapes or the parameter set (``model.hidden``,
   ``model.reconstruction``, ...) cannot be resumed; the message names the first differing
-  array, both shapes and the config fields that changed since the checkpoint was written.
+  array, both shapes and the config fields that changed since the checkpoint was written. A
+  checkpoint with parameter paths from before the flax.nnx layers
+  (``pretrained.LEGACY_PATHS``) cannot either; the message names the old path and how to
+  train on from its parameters (``init_from`` converts them).
   """
   shapes = checkpoints.saved_shapes(step_dir)
   if shapes is None:
     return
   saved = {_path_str(k): v for k, v in shapes.items()}
+  keys = sorted(saved, key=lambda k: (not k.startswith("params/"), k))
+  if old := next((k for k in keys if pretrained.legacy_path(k)), None):
+    run = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
+    raise ValueError(f"cannot restore step {os.path.basename(step_dir)} ({step_dir}): it was "
+                     "written before the transformer and LSTM layers became flax.nnx layers "
+                     f"({old!r} is now {pretrained.legacy_path(old)[0]!r}). Resume or evaluate "
+                     "it with the hvt_jax that wrote it, or train a new run from its "
+                     "parameters, which init_from converts: --config.init_from=\"({'source': "
+                     f"'{run}', 'format': 'checkpoint'}},)\"")
   wanted = {_path_str(k): tuple(v.shape)
             for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
   keys = sorted(set(saved) | set(wanted), key=lambda k: (not k.startswith("params/"), k))
@@ -422,8 +425,8 @@ def config_changes(workdir: str, config: ml_collections.ConfigDict
   if not history:
     return {}
   with open(history[-1], encoding="utf-8") as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
+    old = traverse_util.flatten_dict(json.load(f), sep=".")
+  new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
           if old.get(k) != new.get(k)}
 
@@ -526,7 +529,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   if start == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    writer.write_hparams({k: v for k, v in flat.items()
                           if isinstance(v, (int, float, str, bool))})
   logging.info("model %s, %d parameters, %d steps (%d per epoch), starting at %d",
                config.model.name, _count(state["params"]), s.num_train_steps,
@@ -609,16 +613,6 @@ def _progress_bar(config: Any, start: int, total: int):
 
 def _count(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

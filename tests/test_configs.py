@@ -97,10 +97,10 @@ def test_sharding_rules_cover_transformer_axes_and_reject_unknown_names():
                 sh, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]}
     specs[rules] = flat
   dp, fsdp = specs[common.DATA_PARALLEL_RULES], specs[common.FSDP_RULES]
-  q = next(k for k in dp if k.endswith("query_kernel"))
+  q = next(k for k in dp if k.endswith("query/kernel"))
   assert tuple(dp[q]) == (None, "model", None)            # heads over "model"
   assert tuple(fsdp[q]) == ("data", "model", None)        # + embed over "data"
-  mlp = next(k for k in fsdp if k.endswith("in_kernel"))
+  mlp = next(k for k in fsdp if k.endswith("fc_in/kernel"))
   assert tuple(fsdp[mlp]) == ("data", "model")
   with pytest.raises(ValueError, match="logical axis 'experts' has no entry"):
     sharding.logical_to_mesh(("experts", "embed"), (4, 8), mesh, common.DATA_PARALLEL_RULES)

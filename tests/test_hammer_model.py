@@ -366,7 +366,7 @@ def test_co_attention_attends_both_ways_from_the_inputs():
   (gx, gy), x_only, y_only, gx2 = calls(co, x, y, xm, ym)
   np.testing.assert_allclose(gx, x_only, rtol=1e-6)
   np.testing.assert_allclose(gy, y_only, rtol=1e-6)
-  assert co.x_block.attention.key_kernel.shape == (12, 2, 4)      # keys read y's width
+  assert co.x_block.attention.key.kernel.shape == (12, 2, 4)      # keys read y's width
   # Padded keys do not matter: changing y where ym is False leaves x' unchanged.
   np.testing.assert_allclose(gx2, gx, rtol=1e-6)
   with pytest.raises(ValueError, match="explicit PRNG key"):

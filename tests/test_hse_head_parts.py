@@ -89,7 +89,9 @@ def test_lstm_matches_pytorch_gate_equations():
   sig = lambda z: 1 / (1 + np.exp(-z))
   inp = x
   for l in range(2):
-    w_i, w_h, b = (np.asarray(p[l][...]) for p in (lstm.w_i, lstm.w_h, lstm.b))
+    cell = lstm.layers[l].cell                      # gates i, f, g, o as blocks of 4H
+    w_i, w_h, b = (np.asarray(p[...]).reshape(p[...].shape[:-1] + (4, -1))
+                   for p in (cell.dense_i.kernel, cell.dense_h.kernel, cell.dense_h.bias))
     h, c, outs = np.zeros((2, 4)), np.zeros((2, 4)), []
     for t in range(5):
       z = np.einsum("bd,dgk->bgk", inp[:, t], w_i) + np.einsum("bh,hgk->bgk", h, w_h) + b

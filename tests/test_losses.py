@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from hvt_jax import losses
+from hvt_jax.models import layers
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -364,7 +365,7 @@ def test_reconstruction_hand_computed():
 
 
 # ----------------------------------------------------------------------------------------------
-# masked_max.
+# masked_max (hvt_jax.models.layers: the GRU encoders' pooling, padding-safe like the losses).
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (3, 5, 2), (2, 3, 4, 6)])
@@ -374,19 +375,19 @@ def test_masked_max_matches_loop(shape):
   mask = random_mask(rng, shape[:-1])
   if len(shape) > 2:
     mask.reshape(-1, shape[-2])[0] = False  # An all-invalid row -> 0.
-  got = losses.masked_max(x, mask)
+  got = layers.masked_max(x, mask)
   assert got.shape == shape[:-2] + shape[-1:]
   assert_close(got, ref_masked_max(x, mask))
-  assert_finite_tree(jax.grad(lambda x: jnp.sum(losses.masked_max(x, mask)))(x))
+  assert_finite_tree(jax.grad(lambda x: jnp.sum(layers.masked_max(x, mask)))(x))
 
 
 def test_masked_max_all_invalid_gives_zero():
   x = np.full((2, 3, 4), -5.0, np.float32)
   mask = np.array([[False] * 3, [True, False, False]])
-  got = np.asarray(losses.masked_max(x, mask))
+  got = np.asarray(layers.masked_max(x, mask))
   np.testing.assert_array_equal(got[0], 0.0)
   np.testing.assert_array_equal(got[1], -5.0)
-  grad = jax.grad(lambda x: jnp.sum(losses.masked_max(x, mask)))(x)
+  grad = jax.grad(lambda x: jnp.sum(layers.masked_max(x, mask)))(x)
   np.testing.assert_array_equal(np.asarray(grad)[0], 0.0)
 
 
@@ -440,7 +441,7 @@ def test_padding_changes_nothing(nan):
     assert_finite_tree(grads)
 
   x = rng.normal(size=(3, 5, 4)).astype(np.float32)
-  mm = lambda x: jnp.sum(losses.masked_max(x, rmask) ** 2)
+  mm = lambda x: jnp.sum(layers.masked_max(x, rmask) ** 2)
   _assert_same_value_and_grad(mm, (x,), (_perturb(x, rmask, rng, nan),), (0,))
 
 
@@ -460,7 +461,7 @@ def test_jit_matches_eager():
                  float(weak(clips, clip_mask, sents, sent_mask)))
   rec = functools.partial(losses.reconstruction_loss, distance="l2", reduce="mean")
   assert_close(jax.jit(rec)(pred, target, rmask), float(rec(pred, target, rmask)))
-  assert_close(jax.jit(losses.masked_max)(pred, rmask), np.asarray(losses.masked_max(pred, rmask)))
+  assert_close(jax.jit(layers.masked_max)(pred, rmask), np.asarray(layers.masked_max(pred, rmask)))
 
 
 def test_sharded_global_batch():
@@ -521,3 +522,17 @@ def test_groups_mask_pairs_of_one_video():
   assert_close(cl, sum(max(0.0, 0.2 - 1 + s) for (j, k), s in np.ndenumerate(
       (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
           a / np.linalg.norm(a, axis=1, keepdims=True)).T) if groups[j] != groups[k]))
+
+
+def test_hardest_negative_ties_send_the_gradient_to_one_entry():
+  """The hardest negative is the first of tied maxima (argmax), for HSE as for MCHA: its
+  gradient does not depend on how the batch is sharded (a max would split it between ties)."""
+  sim = jnp.array([[1.0, 0.5, 0.5],       # row 0 as query: columns 1 and 2 tie
+                   [0.1, 1.0, 0.0],
+                   [0.1, 0.0, 1.0]])
+  hinge = lambda s: losses.bidirectional_hinge(s, jnp.ones(3, bool), 0.6,
+                                               hardest_negative=True)
+  assert_close(hinge(sim), 0.3)           # row 0, columns 1 and 2 as queries: 0.1 each
+  grad = np.asarray(jax.grad(hinge)(sim))
+  # Column 1 and 2 as queries pick row 0; row 0 as query picks column 1 only.
+  assert grad[0, 1] == 2.0 and grad[0, 2] == 1.0, grad

@@ -147,4 +147,4 @@ def test_init_from_the_minilm_checkpoint_through_the_trainer(tmp_path):
   assert len(want) > 30 and not any(k.startswith("mlm") for k in want)
   for k, v in want.items():
     np.testing.assert_array_equal(got[f"text/{k}"], v, err_msg=k)
-  assert "text/mlm/bias" in got and "text/encoder/layers/2/mlp/in_bias" not in got
+  assert "text/mlm/bias" in got and "text/encoder/layers/2/mlp/fc_in/bias" not in got

@@ -242,10 +242,10 @@ def test_minilm_paraphrases_closer_than_unrelated_only_when_loaded_right(minilm)
   for i in range(config.num_layers):
     att = transposed["encoder"]["layers"][i]["attention"]
     for name in ("query", "key", "value"):
-      att[f"{name}_kernel"] = att[f"{name}_kernel"].reshape(e, e).T.reshape(e, h, d)
-    att["out_kernel"] = att["out_kernel"].reshape(e, e).T.reshape(h, d, e)
+      att[name]["kernel"] = att[name]["kernel"].reshape(e, e).T.reshape(e, h, d)
+    att["out"]["kernel"] = att["out"]["kernel"].reshape(e, e).T.reshape(h, d, e)
     att = swapped["encoder"]["layers"][i]["attention"]
-    att["query_kernel"], att["key_kernel"] = att["key_kernel"], att["query_kernel"]
+    att["query"]["kernel"], att["key"]["kernel"] = att["key"]["kernel"], att["query"]["kernel"]
   for broken in (transposed, swapped):     # measured best margins 0.18 / 0.21, some < 0
     assert _paraphrase_margins(_model(config, broken), tok).min() < 0.3
 
@@ -320,10 +320,10 @@ def test_import_report_skips_declared_keys_and_initialises_a_missing_mlm_head():
   # BERT's initialisation: LayerNorm 1/0, bias 0, kernel N(0, 0.02), seeded.
   np.testing.assert_array_equal(params["mlm"]["norm"]["scale"], 1.0)
   np.testing.assert_array_equal(params["mlm"]["bias"], 0.0)
-  assert 0.015 < params["mlm"]["transform_kernel"].std() < 0.025
+  assert 0.015 < params["mlm"]["transform"]["kernel"].std() < 0.025
   again, _ = text.convert_hf_bert(raw, c, seed=3)
-  np.testing.assert_array_equal(again["mlm"]["transform_kernel"],
-                                params["mlm"]["transform_kernel"])
+  np.testing.assert_array_equal(again["mlm"]["transform"]["kernel"],
+                                params["mlm"]["transform"]["kernel"])
   # Without an MLM head in the model, a checkpoint's head is skipped (declared).
   plain = text.TextConfig(**{**c.__dict__, "mlm_head": False})
   _, report = text.convert_hf_bert(_hf_checkpoint(c, mlm=True), plain)
@@ -340,7 +340,7 @@ def test_import_errors_name_the_key_and_both_shapes():
     text.convert_hf_bert(bad, TINY)
   missing = {k: v for k, v in raw.items() if k != "encoder.layer.0.attention.self.key.bias"}
   with pytest.raises(ValueError, match=r"missing key 'encoder.layer.0.attention.self.key.bias' "
-                                       r"\(model parameter encoder/layers/0/attention/key_bias "
+                                       r"\(model parameter encoder/layers/0/attention/key/bias "
                                        r"needs checkpoint shape \(32,\)\)"):
     text.convert_hf_bert(missing, TINY)
   extra = dict(raw, **{"encoder.layer.0.attention.self.rotary": np.zeros((3, 4))})
@@ -362,7 +362,7 @@ def test_import_errors_name_the_key_and_both_shapes():
   # A model of another size: assign names the parameter and both shapes.
   params, _ = text.convert_hf_bert(raw, TINY)
   wider = text.TextConfig(**{**TINY.__dict__, "mlp_dim": 48})
-  with pytest.raises(ValueError, match=r"encoder/layers/0/mlp/in_kernel: params shape "
+  with pytest.raises(ValueError, match=r"encoder/layers/0/mlp/fc_in/kernel: params shape "
                                        r"\(32, 64\), model shape \(32, 48\)"):
     text.assign(_model(wider), params)
 
@@ -442,7 +442,7 @@ def test_fsdp_on_8_devices_equals_one_device(mesh_shape):
   P = jax.sharding.PartitionSpec
   assert placed["embeddings"]["word"][...].sharding.spec == P(None, "data")
   if mesh_shape[1] == 2:
-    qk = placed["encoder"]["layers"][0]["attention"]["query_kernel"][...]
+    qk = placed["encoder"]["layers"][0]["attention"]["query"]["kernel"][...]
     assert qk.sharding.spec == P("data", "model", None)
   for a, b in zip(expected, got):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=2e-5)

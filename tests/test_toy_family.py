@@ -67,11 +67,11 @@ class BagOfFeatures(base.TwoTower, nnx.Module):
     return []
 
   def encode_candidate(self, batch: base.Batch) -> base.Encoding:
-    return {"embedding": base.unit(self.video(_mean(batch["frames"], batch["frame_mask"])))}
+    return {"embedding": losses.unit(self.video(_mean(batch["frames"], batch["frame_mask"])))}
 
   def encode_query(self, batch: base.Batch) -> base.Encoding:
     words = _mean(self.embed(batch["words"]), batch["word_mask"])
-    return {"embedding": base.unit(self.text(words))}
+    return {"embedding": losses.unit(self.text(words))}
 
   def __call__(self, batch: base.Batch, *, train: bool,
                rngs: jax.Array | None = None) -> dict[str, jax.Array]:

@@ -103,19 +103,19 @@ def _load_hf_layer(block, weights, prefix=""):
   att = block.attention
   for name in ("query", "key", "value"):
     src = f"attention.self.{name}"
-    put(getattr(att, f"{name}_kernel"), get(src + ".weight").T.reshape(-1, h, d), src)
-    put(getattr(att, f"{name}_bias"), get(src + ".bias").reshape(h, d), src)
-  put(att.out_kernel, get("attention.output.dense.weight").T.reshape(h, d, e),
+    put(getattr(att, name).kernel, get(src + ".weight").T.reshape(-1, h, d), src)
+    put(getattr(att, name).bias, get(src + ".bias").reshape(h, d), src)
+  put(att.out.kernel, get("attention.output.dense.weight").T.reshape(h, d, e),
       "attention.output.dense")
-  put(att.out_bias, get("attention.output.dense.bias"), "attention.output.dense")
+  put(att.out.bias, get("attention.output.dense.bias"), "attention.output.dense")
   for norm, src in ((block.attention_norm, "attention.output.LayerNorm"),
                     (block.mlp_norm, "output.LayerNorm")):
     put(norm.scale, get(src + ".weight"), src)
     put(norm.bias, get(src + ".bias"), src)
-  put(block.mlp.in_kernel, get("intermediate.dense.weight").T, "intermediate.dense")
-  put(block.mlp.in_bias, get("intermediate.dense.bias"), "intermediate.dense")
-  put(block.mlp.out_kernel, get("output.dense.weight").T, "output.dense")
-  put(block.mlp.out_bias, get("output.dense.bias"), "output.dense")
+  put(block.mlp.fc_in.kernel, get("intermediate.dense.weight").T, "intermediate.dense")
+  put(block.mlp.fc_in.bias, get("intermediate.dense.bias"), "intermediate.dense")
+  put(block.mlp.fc_out.kernel, get("output.dense.weight").T, "output.dense")
+  put(block.mlp.fc_out.bias, get("output.dense.bias"), "output.dense")
 
 
 def _hf_weights(seed, embed=E, mlp=M, kv_dim=None):
@@ -276,6 +276,19 @@ def test_zero_dropout_train_equals_eval_without_a_key():
                                 block(x, train=False))
 
 
+def test_training_attention_path_equals_the_fused_evaluation_path():
+  """With dropout on the probabilities the softmax is written out (training); without, it is
+  jax.nn.dot_product_attention (evaluation). When nothing is dropped they agree, masks and
+  rows without any valid key included."""
+  att = layers.Attention(_config(kv_dim=12, attention_dropout_rate=1e-9), rngs=nnx.Rngs(0))
+  x, kv = _inputs(30, length=4), _inputs(31, length=7, dim=12)
+  for mask in (None, _padding([7, 3], 7), jnp.zeros((2, 7), bool),
+               jnp.tril(jnp.ones((4, 7), bool))[None].repeat(2, axis=0)):
+    fused = att(x, kv, mask)
+    written_out = att(x, kv, mask, probs_key=jax.random.key(0))
+    np.testing.assert_allclose(written_out, fused, rtol=1e-6, atol=1e-6)
+
+
 def test_missing_or_wrong_key_raises():
   x = _inputs(13)
   for module in (_block(), layers.TransformerStack(_config(), 2, rngs=nnx.Rngs(0))):
@@ -295,12 +308,16 @@ def test_stack_layers_use_folded_keys():
   np.testing.assert_array_equal(stack(x, mask, train=True, rngs=key), manual)
 
 
-EXPECTED_AXES = {
-    "query_kernel": ("embed", "heads", "kv"), "key_kernel": ("embed", "heads", "kv"),
-    "value_kernel": ("embed", "heads", "kv"), "query_bias": ("heads", "kv"),
-    "key_bias": ("heads", "kv"), "value_bias": ("heads", "kv"),
-    "out_kernel": None, "out_bias": ("embed",), "in_kernel": ("embed", "mlp"),
-    "in_bias": ("mlp",), "scale": ("embed",), "bias": ("embed",),
+EXPECTED_AXES = {    # by the parameter's last two path entries
+    ("query", "kernel"): ("embed", "heads", "kv"), ("key", "kernel"): ("embed", "heads", "kv"),
+    ("value", "kernel"): ("embed", "heads", "kv"), ("query", "bias"): ("heads", "kv"),
+    ("key", "bias"): ("heads", "kv"), ("value", "bias"): ("heads", "kv"),
+    ("out", "kernel"): ("heads", "kv", "embed"), ("out", "bias"): ("embed",),
+    ("fc_in", "kernel"): ("embed", "mlp"), ("fc_in", "bias"): ("mlp",),
+    ("fc_out", "kernel"): ("mlp", "embed"), ("fc_out", "bias"): ("embed",),
+    ("attention_norm", "scale"): ("embed",), ("attention_norm", "bias"): ("embed",),
+    ("mlp_norm", "scale"): ("embed",), ("mlp_norm", "bias"): ("embed",),
+    ("final_norm", "scale"): ("embed",), ("final_norm", "bias"): ("embed",),
 }
 
 
@@ -313,12 +330,7 @@ def test_every_param_has_logical_axis_names_and_maps_to_a_mesh():
     names = var.get_metadata().get("out_sharding")
     assert names is not None and len(names) == var[...].ndim, (path, names)
     assert all(isinstance(n, str) for n in names), (path, names)
-    expected = EXPECTED_AXES[path[-1]]
-    if path[-1] == "out_kernel":                    # attention [H, D, E] vs MLP [M, E]
-      expected = ("heads", "kv", "embed") if "attention" in path else ("mlp", "embed")
-    if path[-1] == "out_bias":
-      expected = ("embed",)
-    assert tuple(names) == expected, (path, names)
+    assert tuple(names) == EXPECTED_AXES[path[-2:]], (path, names)
   # sharding.param_shardings reads them: heads and mlp on "model", the rest replicated.
   mesh = sharding.make_mesh([("data", 4), ("model", 2)])
   rules = (("embed", None), ("heads", "model"), ("kv", None), ("mlp", "model"))
@@ -329,10 +341,10 @@ def test_every_param_has_logical_axis_names_and_maps_to_a_mesh():
   got = {p: v.value.spec for p, v in nnx.to_flat_state(specs)}
   P = jax.sharding.PartitionSpec
   block0 = ("layers", 0)
-  assert got[block0 + ("attention", "query_kernel")] == P(None, "model", None)
-  assert got[block0 + ("attention", "out_kernel")] == P("model", None, None)
-  assert got[block0 + ("mlp", "in_kernel")] == P(None, "model")
-  assert got[block0 + ("mlp", "out_kernel")] == P("model", None)
+  assert got[block0 + ("attention", "query", "kernel")] == P(None, "model", None)
+  assert got[block0 + ("attention", "out", "kernel")] == P("model", None, None)
+  assert got[block0 + ("mlp", "fc_in", "kernel")] == P(None, "model")
+  assert got[block0 + ("mlp", "fc_out", "kernel")] == P("model", None)
   assert got[("final_norm", "scale")] == P(None)
 
 
@@ -355,7 +367,7 @@ def test_value_and_grad_over_split_params_with_dropout():
   l2, _ = loss_and_grad(params, jax.random.key(2))
   assert jax.tree.structure(g1) == jax.tree.structure(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(g1))
-  assert float(jnp.abs(g1["layers"][0]["attention"]["query_kernel"][...]).sum()) > 0
+  assert float(jnp.abs(g1["layers"][0]["attention"]["query"]["kernel"][...]).sum()) > 0
   assert float(l1) == float(l1b) and float(l1) != float(l2)
   np.testing.assert_array_equal(jax.tree.leaves(g1)[0], jax.tree.leaves(g1b)[0])
 

@@ -64,7 +64,7 @@ def main() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from hvt_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
+  from hvt_jax import checkpoints, losses, train  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
   from hvt_jax.families.mcha import model as mcha  # pylint: disable=g-import-not-at-top
@@ -105,7 +105,8 @@ def main() -> None:
       fn = model.holistic_score if key == "holistic" else model.local_score
       sim = np.asarray(jax.jit(fn)(q, cand))
       row["mar" if key == "holistic" else "tri"] = float(
-          mcha.ranking_loss(jnp.asarray(sim), real, margin, hardest, "mean"))
+          losses.bidirectional_hinge(jnp.asarray(sim), real, margin, hardest_negative=hardest,
+                                     reduce="mean"))
       row[f"{name}_std"] = float(_offdiag(sim).std())
       row[f"{name}_R1"] = retrieval.metrics_from_ranks(retrieval.ranks(sim))["R@1"]
     cls = model.text(val["tokens"], val["token_mask"], train=False).cls

@@ -48,17 +48,6 @@ def load_vocab(dataset_dir: str) -> list[str]:
   return text.split("\n")[:-1]
 
 
-def _flatten_example(example: dict) -> dict:
-  flat = {}
-  for key, value in example.items():
-    if isinstance(value, dict):
-      for sub, v in value.items():
-        flat[f"{key}/{sub}"] = v
-    else:
-      flat[key] = value
-  return flat
-
-
 def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
                read_config: Any = None):
   """Reads one split as a `tf.data.Dataset` of decoded examples with flat keys.
@@ -79,6 +68,7 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
     written before they were part of the schema).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
   builder = tfds.builder_from_directory(os.fspath(dataset_dir))
   names = set(builder.info.splits.keys())
@@ -88,7 +78,7 @@ def load_split(dataset_dir: str, split: str, *, shuffle_files: bool = False,
       raise ValueError(f"split {base!r} not in dataset {dataset_dir}: available "
                        f"{sorted(names)}")
   ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
-  return ds.map(_flatten_example)
+  return ds.map(lambda example: traverse_util.flatten_dict(example, sep="/"))
 
 
 # TFRecord framing per record: uint64 length, uint32 CRC of the length, data, uint32 CRC.
@@ -131,6 +121,7 @@ def shard_problems(dataset_dir: str) -> list[str]:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   info = tfds.builder_from_directory(os.fspath(dataset_dir)).info
   problems = []
   for name, split in info.splits.items():

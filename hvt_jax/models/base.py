@@ -111,7 +111,8 @@ class TwoTower:
   """Mixin: the pairwise part of a two-tower model is a dot product of unit embeddings.
 
   ``encode_query``/``encode_candidate`` return ``{"embedding": [B, D]}``; the embeddings are
-  L2-normalised there (a zero vector stays zero), so the dot product is the cosine.
+  L2-normalised there (``hvt_jax.losses.unit``: a zero vector stays zero), so the dot product
+  is the cosine.
   """
 
   def score(self, query: Encoding, candidate: Encoding) -> jax.Array:
@@ -120,12 +121,6 @@ class TwoTower:
     return jnp.matmul(query["embedding"].astype(jnp.float32),
                       candidate["embedding"].astype(jnp.float32).T,
                       precision=jax.lax.Precision.HIGHEST)
-
-
-def unit(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """Row-wise x / max(||x||, eps) in float32 (torch's F.normalize): zero rows stay zero."""
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def frames_to_seconds(start, end, frame_seconds, duration):

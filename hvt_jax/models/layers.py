@@ -1,20 +1,32 @@
-"""Layers shared by the model families: a GRU encoder/decoder and pooling.
+"""Layers shared by the model families, on flax.nnx's library layers where one fits.
 
-Parameters carry *logical* axis names (``sharding_names`` metadata); the trainer maps them
-to mesh axes with ``config.sharding_rules`` (see ``hvt_jax.sharding``).
+From the library: ``Linear`` (``nnx.Linear``), the attention projections
+(``nnx.LinearGeneral``), ``LayerNorm`` (``nnx.LayerNorm``), ``dropout`` (``nnx.Dropout``),
+attention without dropout on its probabilities (``jax.nn.dot_product_attention``: XLA's fused
+attention on GPUs/TPUs) and the ``LSTM`` (``nnx.RNN`` over ``nnx.OptimizedLSTMCell``).
+Written here, because no library layer does the same: the GRU (PyTorch's gate equations, a
+dynamic trip count and a custom VJP), attention *with* dropout on its probabilities (BERT's
+``attention_probs_dropout_prob``), masked max pooling, and the transformer blocks that
+compose the layers.
+
+Parameters carry *logical* axis names (``nnx.with_partitioning``, ``partitioned`` below, or
+``param``); the trainer maps them to mesh axes with ``config.sharding_rules`` (see
+``hvt_jax.sharding``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hvt_jax import losses
+Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+ZEROS: Initializer = nnx.initializers.zeros_init()
+ONES: Initializer = nnx.initializers.ones_init()
 
 
 def param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
@@ -22,6 +34,66 @@ def param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
   # eager_sharding=False: models are built under jax.jit/eval_shape without a mesh context;
   # the trainer places parameters from their logical names.
   return nnx.Param(value, eager_sharding=False, sharding_names=names)
+
+
+def partitioned(init: Initializer, names: tuple[str | None, ...]) -> Initializer:
+  """``init`` whose parameter carries logical axis names (``param``'s, for library layers)."""
+  return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
+def _matmul_dtype(arrays: tuple[Any, Any, Any], *, dtype: Any) -> tuple[Any, Any, Any]:
+  """``promote_dtype`` of the library layers: inputs and kernel in the matmul dtype, the bias
+  as stored (float32); with ``preferred_element_type=float32`` the accumulation and output
+  stay float32 whatever the matmul dtype."""
+  x, kernel, bias = arrays
+  return jnp.asarray(x).astype(dtype), kernel.astype(dtype), bias
+
+
+class Linear(nnx.Linear):
+  """y = x W + b (``nnx.Linear``) with logical axis names and an explicit initialiser.
+
+  Parameters: kernel [in, out] (``names``), bias [out] (``names[1]``; zeros).
+  """
+
+  def __init__(self, in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
+               init: Initializer, rngs: nnx.Rngs, dtype: Any = jnp.float32,
+               param_dtype: Any = jnp.float32, use_bias: bool = True):
+    """Builds the layer.
+
+    Args:
+      in_dim, out_dim: feature sizes.
+      names: logical axis names of the kernel, e.g. ``("embed", "mlp")``.
+      init: the kernel's initialiser, e.g. ``jax.nn.initializers.normal(0.02)`` (BERT's
+        ``initializer_range``) or ``jax.nn.initializers.lecun_normal()``.
+      rngs: parameter initialisation.
+      dtype: dtype of the matmul inputs (float32 or bfloat16); accumulation, bias and
+        output stay float32.
+      param_dtype: dtype of the parameters.
+      use_bias: add the bias.
+    """
+    super().__init__(in_dim, out_dim, use_bias=use_bias, dtype=jnp.dtype(dtype),
+                     param_dtype=param_dtype, kernel_init=partitioned(init, names),
+                     bias_init=partitioned(ZEROS, names[1:]), promote_dtype=_matmul_dtype,
+                     preferred_element_type=jnp.float32, rngs=rngs)
+
+
+def masked_max(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Channel-wise max over the valid steps (the HSE sequence embedding, supp. "Training Details").
+
+  Args:
+    x: [..., T, D] float array, e.g. GRU outputs.
+    mask: [..., T] bool array, valid steps.
+
+  Returns:
+    [..., D] float array; rows without any valid step give 0 (not -inf), with zero gradient.
+  """
+  x = jnp.asarray(x)
+  mask = jnp.asarray(mask).astype(bool)
+  if mask.shape != x.shape[:-1]:
+    raise ValueError(f"layers.masked_max: mask {mask.shape} does not match x {x.shape}[:-1]")
+  neg_inf = jnp.array(-jnp.inf, dtype=x.dtype)
+  out = jnp.max(jnp.where(mask[..., None], x, neg_inf), axis=-2)
+  return jnp.where(jnp.any(mask, axis=-1)[..., None], out, jnp.zeros((), x.dtype))
 
 
 def xavier_gate_blocks(key: jax.Array, in_dim: int, hidden: int,
@@ -219,7 +291,7 @@ class GRUEncoder(nnx.Module):
                h0_bh: jax.Array | None = None) -> jax.Array:
     """Returns the [batch, hidden] max-pooled embedding (0 for an all-padding row)."""
     outputs, _ = self.gru(x_btd, mask_bt, h0_bh)
-    return losses.masked_max(outputs, mask_bt)
+    return masked_max(outputs, mask_bt)
 
   def encode_nested(self, x_bntd: jax.Array, mask_bnt: jax.Array) -> jax.Array:
     """Encodes [batch, n, time, dim] sub-sequences (clips / sentences) -> [batch, n, hidden]."""
@@ -238,52 +310,62 @@ class LSTM(nnx.Module):
     i = σ(x W_ii + h W_hi + b_i), f = σ(x W_if + h W_hf + b_f), g = tanh(x W_ig + h W_hg + b_g)
     o = σ(x W_io + h W_ho + b_o), c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')
 
-  Layer l > 0 reads layer l-1's h'. ``step`` is a pure function of (state, input) so the
-  caption decoder's teacher-forced pass (``__call__``) and its beam search run the same
-  arithmetic. Weights uniform in ±1/sqrt(hidden) (PyTorch's ``nn.LSTM`` initialisation).
+  Each layer is ``nnx.RNN`` over an ``nnx.OptimizedLSTMCell`` (flax's gate order and
+  equations are PyTorch's; its one bias is PyTorch's b_ih + b_hh). Layer l > 0 reads layer
+  l-1's h'. ``step`` runs the cells for one time step, so the caption decoder's
+  teacher-forced pass (``__call__``) and its beam search run the same arithmetic. Weights
+  uniform in ±1/sqrt(hidden) and the bias the sum of two such draws (PyTorch's ``nn.LSTM``
+  initialisation).
+
+  Parameters of layer l: ``layers/<l>/cell/dense_i/kernel`` [in, 4H] ("embed" or
+  "hidden_in", "hidden"), ``.../dense_h/kernel`` [H, 4H] ("hidden_in", "hidden"),
+  ``.../dense_h/bias`` [4H] ("hidden",); the 4H axis holds the gates i, f, g, o in blocks.
   """
 
   def __init__(self, in_dim: int, hidden: int, num_layers: int, *, rngs: nnx.Rngs):
     self.hidden, self.num_layers = hidden, num_layers
     bound = hidden ** -0.5
-    init = lambda shape: jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
-    self.w_i = nnx.List([param(init((in_dim if l == 0 else hidden, 4, hidden)),
-                               ("embed" if l == 0 else "hidden_in", None, "hidden"))
-                         for l in range(num_layers)])
-    self.w_h = nnx.List([param(init((hidden, 4, hidden)), ("hidden_in", None, "hidden"))
-                         for _ in range(num_layers)])
-    self.b = nnx.List([param(init((4, hidden)) + init((4, hidden)), (None, "hidden"))
-                       for _ in range(num_layers)])
+
+    def uniform(key, shape, dtype=jnp.float32):
+      return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    def torch_bias(key, shape, dtype=jnp.float32):
+      return sum(uniform(k, shape, dtype) for k in jax.random.split(key))
+
+    def cell(l):
+      return nnx.OptimizedLSTMCell(
+          in_dim if l == 0 else hidden, hidden,
+          kernel_init=partitioned(uniform, ("embed" if l == 0 else "hidden_in", "hidden")),
+          recurrent_kernel_init=partitioned(uniform, ("hidden_in", "hidden")),
+          bias_init=partitioned(torch_bias, ("hidden",)), rngs=rngs)
+
+    # rngs=False: no carry RNG stream is stored (modules hold no RNG state; the carry is
+    # always given).
+    self.layers = nnx.List([nnx.RNN(cell(l), return_carry=True, rngs=False)
+                            for l in range(num_layers)])
 
   def initial_state(self, batch: int) -> LSTMState:
-    """Zero (h, c) per layer, each [batch, hidden] float32."""
+    """Zero (c, h) per layer (flax's carry order), each [batch, hidden] float32."""
     zeros = jnp.zeros((batch, self.hidden), jnp.float32)
     return tuple((zeros, zeros) for _ in range(self.num_layers))
 
   def step(self, state: LSTMState, x_bd: jax.Array) -> tuple[LSTMState, jax.Array]:
     """One time step: (state, input [B, in_dim]) -> (new state, top layer's h' [B, H])."""
     new, inp = [], x_bd.astype(jnp.float32)
-    for l, (h, c) in enumerate(state):
-      z = (jnp.einsum("bd,dgk->bgk", inp, self.w_i[l][...])
-           + jnp.einsum("bh,hgk->bgk", h, self.w_h[l][...]) + self.b[l][...])
-      i, f, o = (jax.nn.sigmoid(z[:, k]) for k in (0, 1, 3))
-      c = f * c + i * jnp.tanh(z[:, 2])
-      h = o * jnp.tanh(c)
-      new.append((h, c))
-      inp = h
+    for layer, carry in zip(self.layers, state):
+      carry, inp = layer.cell(carry, inp)
+      new.append(carry)
     return tuple(new), inp
 
   def __call__(self, x_btd: jax.Array, state: LSTMState | None = None
                ) -> tuple[jax.Array, LSTMState]:
-    """Runs ``step`` over time: [B, T, in_dim] -> (top-layer outputs [B, T, H], state)."""
+    """Runs the layers over time: [B, T, in_dim] -> (top-layer outputs [B, T, H], state)."""
     state = self.initial_state(x_btd.shape[0]) if state is None else state
-
-    def body(carry, x):
-      carry, out = self.step(carry, x)
-      return carry, out
-
-    state, out = jax.lax.scan(body, state, jnp.swapaxes(x_btd, 0, 1))
-    return jnp.swapaxes(out, 0, 1), state
+    new, out = [], x_btd.astype(jnp.float32)
+    for layer, carry in zip(self.layers, state):
+      carry, out = layer(out, initial_carry=carry)
+      new.append(carry)
+    return out, tuple(new)
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,7 +492,8 @@ def check_dropout_key(rngs: Any, train: bool, needed: bool, where: str) -> jax.A
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-  """Inverted dropout: zeroes with probability ``rate`` and scales kept values by 1/(1-rate).
+  """``nnx.Dropout`` under this module's explicit-key contract (inverted dropout: zeroes with
+  probability ``rate`` and scales kept values by 1/(1-rate)).
 
   Args:
     x: any-shape float array.
@@ -420,10 +503,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   Returns:
     An array of x's shape and dtype.
   """
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
+  return nnx.Dropout(rate)(x, deterministic=key is None, rngs=key)
 
 
 def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
@@ -467,24 +547,21 @@ def _attention_bias_mask(mask: jax.Array | None, b: int, lq: int, lk: int) -> ja
   return mask
 
 
-class LayerNorm(nnx.Module):
-  """LayerNorm over the last axis with BERT's / PyTorch's equations (biased variance).
+class LayerNorm(nnx.LayerNorm):
+  """``nnx.LayerNorm`` over the last axis with BERT's / PyTorch's equations, in float32:
 
-    y = (x - mean(x)) / sqrt(var(x) + eps) * scale + bias,   computed in float32.
+    y = (x - mean(x)) / sqrt(var(x) + eps) * scale + bias,   var = mean((x - mean(x))²)
+
+  ``eps`` is passed explicitly (BERT 1e-12; flax's default is 1e-6) and the variance is the
+  two-pass one (``use_fast_variance=False``; flax's default E[x²] - E[x]² loses digits when
+  |mean| >> std). Parameters: scale [dim] (ones), bias [dim] (zeros), both ("embed",).
   """
 
   def __init__(self, dim: int, *, eps: float = 1e-12, param_dtype: Any = jnp.float32):
-    self.eps = float(eps)
-    self.scale = param(jnp.ones((dim,), param_dtype), ("embed",))
-    self.bias = param(jnp.zeros((dim,), param_dtype), ("embed",))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """[..., dim] -> [..., dim] float32."""
-    x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-    return y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    # The initialisers are constants: a local Rngs leaves the caller's key stream alone.
+    super().__init__(dim, epsilon=float(eps), dtype=jnp.float32, param_dtype=param_dtype,
+                     use_fast_variance=False, scale_init=partitioned(ONES, ("embed",)),
+                     bias_init=partitioned(ZEROS, ("embed",)), rngs=nnx.Rngs(0))
 
 
 class Attention(nnx.Module):
@@ -492,15 +569,18 @@ class Attention(nnx.Module):
 
   Self-attention when ``kv`` is None, cross-attention (queries from ``x``, keys and values
   from ``kv``) otherwise: HAMMER's cross-modal layers, MCHA-style query-to-expert attention.
+  Without dropout on the probabilities (evaluation, or a rate of 0) the core is
+  ``jax.nn.dot_product_attention`` (XLA's fused attention on GPUs/TPUs); with it, the
+  softmax and dropout are written out here.
 
-  Parameters (logical axes in brackets; H heads, D head_dim, E embed, K kv_dim):
-    query_kernel [E, H, D] ("embed", "heads", "kv"), query_bias [H, D] ("heads", "kv");
-    key_kernel / value_kernel [K, H, D] ("embed", "heads", "kv"), biases [H, D];
-    out_kernel [H, D, E] ("heads", "kv", "embed"), out_bias [E] ("embed",).
+  Submodules (``nnx.LinearGeneral``; H heads, D head_dim, E embed, K kv_dim; logical axes in
+  brackets): ``query`` kernel [E, H, D] ("embed", "heads", "kv"), bias [H, D] ("heads",
+  "kv"); ``key`` / ``value`` kernel [K, H, D], bias [H, D]; ``out`` kernel [H, D, E]
+  ("heads", "kv", "embed"), bias [E] ("embed",).
   Hugging Face BERT stores linears as ``weight`` [out, in] with ``y = x W^T + b`` and splits
   heads as ``view(..., H, D)`` of the output features, so
-    query_kernel = query.weight.T.reshape(E, H, D), query_bias = query.bias.reshape(H, D)
-    out_kernel = attention.output.dense.weight.T.reshape(H, D, E)
+    query/kernel = query.weight.T.reshape(E, H, D), query/bias = query.bias.reshape(H, D)
+    out/kernel = attention.output.dense.weight.T.reshape(H, D, E)
   (``hvt_jax.models.text.hf_layout`` maps a Hugging Face checkpoint onto it).
   """
 
@@ -509,21 +589,19 @@ class Attention(nnx.Module):
     self.num_heads, self.head_dim = c.num_heads, c.head_size
     self.dtype = jnp.dtype(c.dtype)
     self.dropout_rate = float(c.attention_dropout_rate)
-    e, k, pd = c.embed_dim, c.kv_dim or c.embed_dim, c.param_dtype
-    h, d = c.num_heads, c.head_size
-    for name, fan_in in (("query", e), ("key", k), ("value", k)):
-      setattr(self, f"{name}_kernel",
-              param(normal(rngs.params(), (fan_in, h, d), c.init_std, pd),
-                    ("embed", "heads", "kv")))
-      setattr(self, f"{name}_bias", param(jnp.zeros((h, d), pd), ("heads", "kv")))
-    self.out_kernel = param(normal(rngs.params(), (h, d, e), c.init_std, pd),
-                            ("heads", "kv", "embed"))
-    self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
-
-  def _project(self, x: jax.Array, name: str) -> jax.Array:
-    kernel, bias = getattr(self, f"{name}_kernel"), getattr(self, f"{name}_bias")
-    return jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), kernel[...].astype(self.dtype),
-                      preferred_element_type=jnp.float32) + bias[...].astype(jnp.float32)
+    e, k, h, d = c.embed_dim, c.kv_dim or c.embed_dim, c.num_heads, c.head_size
+    dense = functools.partial(nnx.LinearGeneral, dtype=self.dtype, param_dtype=c.param_dtype,
+                              promote_dtype=_matmul_dtype, preferred_element_type=jnp.float32,
+                              rngs=rngs)
+    init = jax.nn.initializers.normal(c.init_std)
+    heads_in = dict(kernel_init=partitioned(init, ("embed", "heads", "kv")),
+                    bias_init=partitioned(ZEROS, ("heads", "kv")))
+    self.query = dense(e, (h, d), **heads_in)
+    self.key = dense(k, (h, d), **heads_in)
+    self.value = dense(k, (h, d), **heads_in)
+    self.out = dense((h, d), e, axis=(-2, -1),
+                     kernel_init=partitioned(init, ("heads", "kv", "embed")),
+                     bias_init=partitioned(ZEROS, ("embed",)))
 
   def __call__(self, x_bqe: jax.Array, kv_bke: jax.Array | None = None,
                mask: jax.Array | None = None, *,
@@ -546,52 +624,54 @@ class Attention(nnx.Module):
     kv_bke = x_bqe if kv_bke is None else kv_bke
     b, lq, lk = x_bqe.shape[0], x_bqe.shape[1], kv_bke.shape[1]
     mask = _attention_bias_mask(mask, b, lq, lk)
+    q, k, v = self.query(x_bqe), self.key(kv_bke), self.value(kv_bke)   # [B, L, H, D] f32
+    if probs_key is None or self.dropout_rate == 0.0:
+      # Masked logits are a large finite negative: a row without valid keys is uniform.
+      ctx = jax.nn.dot_product_attention(*(t.astype(self.dtype) for t in (q, k, v)),
+                                         mask=mask)
+    else:
+      ctx = self._attend_with_dropout(q, k, v, mask, probs_key)
+    return self.out(ctx)
+
+  def _attend_with_dropout(self, q, k, v, mask, probs_key):
+    """softmax(Q K^T / sqrt(D)) with dropout on the probabilities, times V: [B, Lq, H, D]."""
     # Scaling q before QK^T equals BERT's scaling of the scores (one fewer [B,H,Lq,Lk] op).
-    q = self._project(x_bqe, "query") * (self.head_dim ** -0.5)
-    k, v = self._project(kv_bke, "key"), self._project(kv_bke, "value")
+    q = q * (self.head_dim ** -0.5)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(self.dtype), k.astype(self.dtype),
                         preferred_element_type=jnp.float32)
     if mask is not None:
       # A finite minimum (not -inf) keeps rows without any valid key finite.
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = dropout(probs, self.dropout_rate, probs_key)
-    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),
-                     preferred_element_type=jnp.float32)
-    return jnp.einsum("bqhd,hde->bqe", ctx.astype(self.dtype),
-                      self.out_kernel[...].astype(self.dtype),
-                      preferred_element_type=jnp.float32) + self.out_bias[...]
+    probs = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, probs_key)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),
+                      preferred_element_type=jnp.float32)
 
 
 class Mlp(nnx.Module):
   """Position-wise feed-forward: act(x W_in + b_in) W_out + b_out (BERT intermediate/output).
 
-  Parameters: in_kernel [E, M] ("embed", "mlp"), in_bias [M] ("mlp",), out_kernel [M, E]
-  ("mlp", "embed"), out_bias [E] ("embed",). HF BERT: in_kernel = intermediate.dense.weight.T,
-  out_kernel = output.dense.weight.T.
+  Submodules (``Linear``): ``fc_in`` kernel [E, M] ("embed", "mlp"), bias [M] ("mlp",);
+  ``fc_out`` kernel [M, E] ("mlp", "embed"), bias [E] ("embed",). HF BERT: fc_in/kernel =
+  intermediate.dense.weight.T, fc_out/kernel = output.dense.weight.T.
   """
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
     c = config
-    e, m, pd = c.embed_dim, c.mlp_dim, c.param_dtype
-    self.dtype, self.activation = jnp.dtype(c.dtype), c.activation
-    self.in_kernel = param(normal(rngs.params(), (e, m), c.init_std, pd),
-                           ("embed", "mlp"))
-    self.in_bias = param(jnp.zeros((m,), pd), ("mlp",))
-    self.out_kernel = param(normal(rngs.params(), (m, e), c.init_std, pd),
-                            ("mlp", "embed"))
-    self.out_bias = param(jnp.zeros((e,), pd), ("embed",))
+    e, m = c.embed_dim, c.mlp_dim
+    self.activation = c.activation
+    dense = functools.partial(Linear, init=jax.nn.initializers.normal(c.init_std),
+                              dtype=c.dtype, param_dtype=c.param_dtype, rngs=rngs)
+    self.fc_in = dense(e, m, ("embed", "mlp"))
+    self.fc_out = dense(m, e, ("mlp", "embed"))
 
   def __call__(self, x_ble: jax.Array) -> jax.Array:
     """[B, L, E] -> [B, L, E] float32."""
-    h = jnp.einsum("ble,em->blm", x_ble.astype(self.dtype), self.in_kernel[...].astype(self.dtype),
-                   preferred_element_type=jnp.float32) + self.in_bias[...]
+    h = self.fc_in(x_ble)
     if self.activation == "relu":
       h = jax.nn.relu(h)
     else:
       h = jax.nn.gelu(h, approximate=self.activation == "gelu_tanh")
-    return jnp.einsum("blm,me->ble", h.astype(self.dtype), self.out_kernel[...].astype(self.dtype),
-                      preferred_element_type=jnp.float32) + self.out_bias[...]
+    return self.fc_out(h)
 
 
 class TransformerBlock(nnx.Module):

@@ -24,15 +24,14 @@ V = vocab, P = max positions, T = token types (logical axis names in brackets)::
                   "token_type": [T, E] (-, embed),
                   "norm": {"scale": [E] (embed), "bias": [E] (embed)}},
    "encoder": {"layers": {0: LAYER, 1: LAYER, ..., num_layers - 1: LAYER}},   # int keys
-   "mlm": {"transform_kernel": [E, E] (embed, embed), "transform_bias": [E] (embed),
+   "mlm": {"transform": {"kernel": [E, E] (embed, embed), "bias": [E] (embed)},
            "norm": {"scale": [E], "bias": [E]}, "bias": [V] (vocab)}}   # only mlm_head=True
-  LAYER = {"attention": {"query_kernel" | "key_kernel" | "value_kernel": [E, H, D]
-                         (embed, heads, kv), "query_bias" | "key_bias" | "value_bias":
-                         [H, D] (heads, kv), "out_kernel": [H, D, E] (heads, kv, embed),
-                         "out_bias": [E] (embed)},
+  LAYER = {"attention": {"query" | "key" | "value": {"kernel": [E, H, D] (embed, heads, kv),
+                                                     "bias": [H, D] (heads, kv)},
+                         "out": {"kernel": [H, D, E] (heads, kv, embed), "bias": [E] (embed)}},
            "attention_norm": {"scale": [E], "bias": [E]},
-           "mlp": {"in_kernel": [E, M] (embed, mlp), "in_bias": [M] (mlp),
-                   "out_kernel": [M, E] (mlp, embed), "out_bias": [E] (embed)},
+           "mlp": {"fc_in": {"kernel": [E, M] (embed, mlp), "bias": [M] (mlp)},
+                   "fc_out": {"kernel": [M, E] (mlp, embed), "bias": [E] (embed)}},
            "mlp_norm": {"scale": [E], "bias": [E]}}
 
 ``assign(model, params)`` copies such a dict into a model (shapes checked, both named on a
@@ -285,17 +284,15 @@ class MlmHead(nnx.Module):
     e = c.hidden
     self.dtype, self.activation = jnp.dtype(c.dtype), c.activation
     # [E, E]: under FSDP the first dim takes "data"; the second stays replicated.
-    self.transform_kernel = layers.param(layers.normal(rngs.params(), (e, e), c.init_std),
-                                         ("embed", "embed"))
-    self.transform_bias = layers.param(jnp.zeros((e,)), ("embed",))
+    self.transform = layers.Linear(e, e, ("embed", "embed"),
+                                   init=jax.nn.initializers.normal(c.init_std),
+                                   dtype=self.dtype, rngs=rngs)
     self.norm = layers.LayerNorm(e, eps=c.layer_norm_eps)
     self.bias = layers.param(jnp.zeros((c.vocab_size,)), ("vocab",))
 
   def __call__(self, hidden_ble: jax.Array, word_ve: jax.Array) -> jax.Array:
     """[B, L, E] hidden states, tied [V, E] embeddings -> [B, L, V] float32 logits."""
-    h = jnp.einsum("ble,ef->blf", hidden_ble.astype(self.dtype),
-                   self.transform_kernel[...].astype(self.dtype),
-                   preferred_element_type=jnp.float32) + self.transform_bias[...]
+    h = self.transform(hidden_ble)
     h = jax.nn.relu(h) if self.activation == "relu" else jax.nn.gelu(
         h, approximate=self.activation == "gelu_tanh")
     h = self.norm(h)
@@ -400,8 +397,8 @@ def hf_layout(c: TextConfig) -> dict[Path, Source]:
   """Where each parameter of ``TextEncoder(c)`` comes from in a HF BERT checkpoint.
 
   HF linears are ``weight`` [out, in] with ``y = x W^T + b``; attention heads split the
-  output features as ``view(..., H, D)``. So ``query_kernel = query.weight.T.reshape(E, H,
-  D)``, ``query_bias = query.bias.reshape(H, D)``, ``out_kernel = attention.output.dense.
+  output features as ``view(..., H, D)``. So ``query/kernel = query.weight.T.reshape(E, H,
+  D)``, ``query/bias = query.bias.reshape(H, D)``, ``out/kernel = attention.output.dense.
   weight.T.reshape(H, D, E)``, MLP and MLM-transform kernels are ``weight.T``; LayerNorm
   ``weight``/``bias`` are ``scale``/``bias`` (old ``gamma``/``beta`` are renamed first).
 
@@ -427,23 +424,24 @@ def hf_layout(c: TextConfig) -> dict[Path, Source]:
     src, dst = f"encoder.layer.{i}.", ("encoder", "layers", i)
     att = dst + ("attention",)
     for name in ("query", "key", "value"):
-      out[att + (f"{name}_kernel",)] = (src + f"attention.self.{name}.weight", (e, e),
-                                        lambda w: w.T.reshape(e, h, d))
-      out[att + (f"{name}_bias",)] = (src + f"attention.self.{name}.bias", (e,),
-                                      lambda w: w.reshape(h, d))
-    out[att + ("out_kernel",)] = (src + "attention.output.dense.weight", (e, e),
-                                  lambda w: w.T.reshape(h, d, e))
-    out[att + ("out_bias",)] = (src + "attention.output.dense.bias", (e,), _same)
+      out[att + (name, "kernel")] = (src + f"attention.self.{name}.weight", (e, e),
+                                     lambda w: w.T.reshape(e, h, d))
+      out[att + (name, "bias")] = (src + f"attention.self.{name}.bias", (e,),
+                                   lambda w: w.reshape(h, d))
+    out[att + ("out", "kernel")] = (src + "attention.output.dense.weight", (e, e),
+                                    lambda w: w.T.reshape(h, d, e))
+    out[att + ("out", "bias")] = (src + "attention.output.dense.bias", (e,), _same)
     norm(dst + ("attention_norm",), src + "attention.output.LayerNorm")
-    out[dst + ("mlp", "in_kernel")] = (src + "intermediate.dense.weight", (m, e), _transposed)
-    out[dst + ("mlp", "in_bias")] = (src + "intermediate.dense.bias", (m,), _same)
-    out[dst + ("mlp", "out_kernel")] = (src + "output.dense.weight", (e, m), _transposed)
-    out[dst + ("mlp", "out_bias")] = (src + "output.dense.bias", (e,), _same)
+    out[dst + ("mlp", "fc_in", "kernel")] = (src + "intermediate.dense.weight", (m, e),
+                                             _transposed)
+    out[dst + ("mlp", "fc_in", "bias")] = (src + "intermediate.dense.bias", (m,), _same)
+    out[dst + ("mlp", "fc_out", "kernel")] = (src + "output.dense.weight", (e, m), _transposed)
+    out[dst + ("mlp", "fc_out", "bias")] = (src + "output.dense.bias", (e,), _same)
     norm(dst + ("mlp_norm",), src + "output.LayerNorm")
   if c.mlm_head:
-    out[("mlm", "transform_kernel")] = ("cls.predictions.transform.dense.weight", (e, e),
-                                        _transposed)
-    out[("mlm", "transform_bias")] = ("cls.predictions.transform.dense.bias", (e,), _same)
+    out[("mlm", "transform", "kernel")] = ("cls.predictions.transform.dense.weight", (e, e),
+                                           _transposed)
+    out[("mlm", "transform", "bias")] = ("cls.predictions.transform.dense.bias", (e,), _same)
     norm(("mlm", "norm"), "cls.predictions.transform.LayerNorm")
     out[("mlm", "bias")] = ("cls.predictions.bias", (v,), _same)
   return out
@@ -521,7 +519,7 @@ def _init_mlm(layout: dict[Path, Source], c: TextConfig, seed: int) -> dict[Path
   for path, (_, shape, fn) in layout.items():
     if path[0] != "mlm":
       continue
-    if path[-1] == "transform_kernel":
+    if path[-2:] == ("transform", "kernel"):
       value = rng.normal(0.0, c.init_std, shape).astype(np.float32)
     else:
       value = np.full(shape, 1.0 if path[-1] == "scale" else 0.0, np.float32)

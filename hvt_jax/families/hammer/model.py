@@ -177,8 +177,9 @@ class HammerConfig:
 
 
 
-class StreamInput(nnx.Module):
-  """Projection to the width D + position embedding + LayerNorm (+ dropout at call).
+class StreamInput(layers.Linear):
+  """Projection to the width D (this ``layers.Linear``) + position embedding + LayerNorm
+  (+ dropout at call).
 
   Parameters: kernel [in, D] (None, "embed"), bias [D], position [P, D] (None, "embed")
   when positions are used, norm.
@@ -186,16 +187,15 @@ class StreamInput(nnx.Module):
 
   def __init__(self, in_dim: int, width: int, num_positions: int, *, rngs: nnx.Rngs,
                eps: float, std: float):
-    self.kernel = layers.param(layers.normal(rngs.params(), (in_dim, width), std),
-                               (None, "embed"))
-    self.bias = layers.param(jnp.zeros((width,)), ("embed",))
+    super().__init__(in_dim, width, (None, "embed"), init=jax.nn.initializers.normal(std),
+                     rngs=rngs)
     self.position = (layers.param(layers.normal(rngs.params(), (num_positions, width), std),
                                   (None, "embed")) if num_positions else None)
     self.norm = layers.LayerNorm(width, eps=eps)
 
   def project(self, x: jax.Array) -> jax.Array:
     """[..., in] -> [..., D] float32 (no position, no norm)."""
-    return jnp.einsum("...i,id->...d", x.astype(jnp.float32), self.kernel[...]) + self.bias[...]
+    return self(x)
 
   def finish(self, x_ntd: jax.Array) -> jax.Array:
     """Adds positions 0..T-1 (if any) and normalises: [N, T, D] -> [N, T, D]."""

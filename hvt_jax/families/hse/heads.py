@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from hvt_jax import losses
 from hvt_jax.models import base, layers
 from hvt_jax.families.hse import model as hse
 
@@ -63,17 +64,11 @@ def classes_of(meta: dict[str, Any]) -> list[str]:
   return classes
 
 
-class Dense(nnx.Module):
-  """x W + b with logical axis names (mapped by config.sharding_rules)."""
-
-  def __init__(self, in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
-               rngs: nnx.Rngs):
-    init = jax.nn.initializers.lecun_normal()
-    self.kernel = layers.param(init(rngs.params(), (in_dim, out_dim), jnp.float32), names)
-    self.bias = layers.param(jnp.zeros((out_dim,)), names[1:])
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return jnp.dot(x.astype(jnp.float32), self.kernel[...]) + self.bias[...]
+def _dense(in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
+           rngs: nnx.Rngs) -> layers.Linear:
+  """The heads' linear layers: LeCun-normal kernels (flax's default), float32."""
+  return layers.Linear(in_dim, out_dim, names, init=jax.nn.initializers.lecun_normal(),
+                       rngs=rngs)
 
 
 class HSEClassifier(nnx.Module):
@@ -89,8 +84,8 @@ class HSEClassifier(nnx.Module):
   def __init__(self, backbone: Any, num_classes: int, hidden: int, *, rngs: nnx.Rngs):
     self.backbone = backbone
     self.head = nnx.Dict(
-        hidden=Dense(backbone.cfg.hidden, hidden, (None, "mlp"), rngs=rngs),
-        out=Dense(hidden, num_classes, ("mlp", None), rngs=rngs))
+        hidden=_dense(backbone.cfg.hidden, hidden, (None, "mlp"), rngs=rngs),
+        out=_dense(hidden, num_classes, ("mlp", None), rngs=rngs))
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "HSEClassifier":
@@ -104,7 +99,7 @@ class HSEClassifier(nnx.Module):
 
   def classify(self, batch: Batch) -> jax.Array:
     """[B, K] float32 logits of the whole video's clip-level embedding."""
-    emb = base.unit(self.backbone.encode_clip_level(batch["video_frames"],
+    emb = losses.unit(self.backbone.encode_clip_level(batch["video_frames"],
                                                     batch["video_frame_mask"]))
     return self.head["out"](jax.nn.relu(self.head["hidden"](emb)))
 
@@ -215,11 +210,11 @@ class HSECaptioner(nnx.Module):
     self.bos_id, self.eos_id = vocab_size, vocab_size + 1
     out_vocab = vocab_size + 2
     self.decoder = nnx.Dict(
-        cond=Dense(2 * backbone.cfg.hidden, word_dim, (None, "embed"), rngs=rngs),
+        cond=_dense(2 * backbone.cfg.hidden, word_dim, (None, "embed"), rngs=rngs),
         words=layers.param(jax.random.normal(rngs.params(), (out_vocab, word_dim)) * 0.1,
                            ("vocab", "embed")),
         lstm=layers.LSTM(word_dim, hidden, 2, rngs=rngs),
-        out=Dense(hidden, out_vocab, ("hidden_in", "vocab"), rngs=rngs))
+        out=_dense(hidden, out_vocab, ("hidden_in", "vocab"), rngs=rngs))
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "HSECaptioner":
@@ -237,7 +232,7 @@ class HSECaptioner(nnx.Module):
   def conditioning(self, batch: Batch) -> jax.Array:
     """[B, C, 2H] float32: [unit clip embedding; unit video-level embedding] per clip."""
     clips, video = self.backbone.video_levels(batch)
-    clips, video = base.unit(clips), base.unit(video)
+    clips, video = losses.unit(clips), losses.unit(video)
     video = jnp.broadcast_to(video[:, None], clips.shape)
     return jnp.concatenate([clips, video], axis=-1)
 

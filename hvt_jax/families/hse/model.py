@@ -176,7 +176,7 @@ class HSE(base.TwoTower, nnx.Module):
   pretrained_entries = classmethod(_pretrained_entries)
 
   def _norm(self, x: jax.Array) -> jax.Array:
-    return _l2_normalize(x) if self.cfg.normalize_embeddings else x
+    return losses.unit(x) if self.cfg.normalize_embeddings else x
 
   def embed(self, batch: Batch) -> dict[str, jax.Array]:
     """Encodes a batch (the HSE view of ``hvt_jax.input``).
@@ -236,11 +236,11 @@ class HSE(base.TwoTower, nnx.Module):
 
   def encode_query(self, batch: Batch) -> base.Encoding:
     """Paragraphs: ``{"embedding": [B, H]}`` unit-normalised float32."""
-    return {"embedding": base.unit(self._text(batch)["paragraph"])}
+    return {"embedding": losses.unit(self._text(batch)["paragraph"])}
 
   def encode_candidate(self, batch: Batch) -> base.Encoding:
     """Videos: ``{"embedding": [B, H]}`` unit-normalised float32."""
-    return {"embedding": base.unit(self._video(batch)["video"])}
+    return {"embedding": losses.unit(self._video(batch)["video"])}
 
   def __call__(self, batch: Batch, *, train: bool = False,
                rngs: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -354,10 +354,10 @@ class FSE(base.TwoTower, nnx.Module):
             self._video(batch))
 
   def encode_query(self, batch: Batch) -> base.Encoding:
-    return {"embedding": base.unit(self._text(batch))}
+    return {"embedding": losses.unit(self._text(batch))}
 
   def encode_candidate(self, batch: Batch) -> base.Encoding:
-    return {"embedding": base.unit(self._video(batch))}
+    return {"embedding": losses.unit(self._video(batch))}
 
   def __call__(self, batch: Batch, *, train: bool = False,
                rngs: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -404,11 +404,6 @@ def high_level_terms(out: dict[str, jax.Array], batch: Batch,
         losses.cluster_loss(out["video"], example_mask, **kw)
         + losses.cluster_loss(out["paragraph"], example_mask, **kw))
   return terms
-
-
-def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """Row-wise x / max(||x||, eps), as torch.nn.functional.normalize."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def check_config(config: Any) -> None:

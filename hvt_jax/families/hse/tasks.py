@@ -33,10 +33,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from hvt_jax import losses
 from hvt_jax.input import reader
 from hvt_jax.vocab import word_vocab
 from hvt_jax.evaluation import corpus, retrieval, scorer
-from hvt_jax.models import base
 from hvt_jax.input import ops, pipeline
 from hvt_jax.families.hse import view as hse_view
 
@@ -157,15 +157,15 @@ def instance_view(example: dict[str, Any], cfg: Any,
 @functools.cache
 def _video_low_fn(encode_clip_level: Any):
   def fn(params, batch):
-    return base.unit(encode_clip_level(params, batch["video_frames"],
-                                       batch["video_frame_mask"]))
+    return losses.unit(encode_clip_level(params, batch["video_frames"],
+                                         batch["video_frame_mask"]))
   return jax.jit(fn)
 
 
 @functools.cache
 def _text_low_fn(encode_sentence_level: Any):
   def fn(params, tokens, extra_words=None):
-    return base.unit(encode_sentence_level(params, tokens, tokens > 0, extra_words))
+    return losses.unit(encode_sentence_level(params, tokens, tokens > 0, extra_words))
   return jax.jit(fn)
 
 
@@ -177,11 +177,11 @@ def _levels_fn(embed: Any):
   def fn(params, batch):
     out = embed(params, batch)
     if "clips" in out:
-      return dict(clips=base.unit(out["clips"]), clip_mask=batch["clip_mask"],
-                  sentences=base.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
+      return dict(clips=losses.unit(out["clips"]), clip_mask=batch["clip_mask"],
+                  sentences=losses.unit(out["sentences"]), sentence_mask=batch["sentence_mask"])
     ones = jnp.ones(out["video"].shape[:1] + (1,), bool)
-    return dict(clips=base.unit(out["video"])[:, None], clip_mask=ones,
-                sentences=base.unit(out["paragraph"])[:, None], sentence_mask=ones)
+    return dict(clips=losses.unit(out["video"])[:, None], clip_mask=ones,
+                sentences=losses.unit(out["paragraph"])[:, None], sentence_mask=ones)
 
   return jax.jit(fn)
 

@@ -52,8 +52,9 @@ available experts (MMT's text-derived weights; Table 5's "modality importance"),
 S^h = Σ_j w_j cos(T^g_j, V^h_j). ``"aggregate"``: S^h = cos(GEU(T^c), V^h_0).
 
 Loss (Eq. 13): L = L_Mar(S^h, Θ = 0.05, all negatives, both directions) + β L_Tri(S, Δ = 0.2,
-hardest negative, both directions); ``reduce="sum"`` as Eq. 9/12 write (β was tuned for
-it), ``"mean"`` (MMT's) per term. Both terms are logged unweighted (``mar``, ``tri``).
+hardest negative, both directions), each ``losses.bidirectional_hinge``; ``reduce="sum"`` as
+Eq. 9/12 write (β was tuned for it), ``"mean"`` (MMT's) per term. Both terms are logged
+unweighted (``mar``, ``tri``).
 Inference score ``score``: "holistic", "local" or "sum" (S^h + score_local_weight · S).
 Ablations (Table 4): ``lam=False``, ``hrm=False``, ``lam_steps=1|2``,
 ``modality_transformer="shared"`` (one multi-modal transformer over all experts' tokens with
@@ -68,6 +69,7 @@ video half of F_g/F_o applied to V_rep (F[w, a] = W_w w + W_a Σ_j α_j m_j = W_
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -112,6 +114,7 @@ class MCHAConfig:
   holistic_output: str = "modalities"
   score: str = "holistic"
   score_local_weight: float = 1e-4
+  init_std: float = 0.02
   dtype: str = "float32"
 
   def __post_init__(self):
@@ -141,38 +144,19 @@ class MCHAConfig:
         layer_norm_eps=1e-12, dtype=jnp.dtype(self.dtype))
 
 
-class Linear(nnx.Module):
-  """y = x W + b with a normal(0.02) kernel (BERT's init) and logical axis names."""
-
-  def __init__(self, in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
-               rngs: nnx.Rngs, dtype: Any = jnp.float32, use_bias: bool = True):
-    self.dtype = jnp.dtype(dtype)
-    self.kernel = layers.param(0.02 * jax.random.normal(rngs.params(), (in_dim, out_dim)),
-                               names)
-    self.bias = layers.param(jnp.zeros((out_dim,)), (names[1],)) if use_bias else None
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """[..., in] -> [..., out] float32."""
-    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-                   preferred_element_type=jnp.float32)
-    return y if self.bias is None else y + self.bias[...]
-
-
 class GatedEmbedding(nnx.Module):
   """Miech et al. 2018's gated embedding unit: y = W x + b; y ⊙ σ(W' y + b'), L2-normalised."""
 
-  def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
-    self.fc = Linear(in_dim, out_dim, ("embed", None), rngs=rngs, dtype=dtype)
-    self.gate = Linear(out_dim, out_dim, (None, "embed"), rngs=rngs, dtype=dtype)
+  def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs, init: layers.Initializer,
+               dtype: Any = jnp.float32):
+    self.fc = layers.Linear(in_dim, out_dim, ("embed", None), init=init, rngs=rngs, dtype=dtype)
+    self.gate = layers.Linear(out_dim, out_dim, (None, "embed"), init=init, rngs=rngs,
+                              dtype=dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[..., in] -> [..., out] float32 unit vectors."""
     y = self.fc(x)
-    return base.unit(y * jax.nn.sigmoid(self.gate(y)))
-
-
-def _unit(x: jax.Array) -> jax.Array:
-  return losses._normalize(x.astype(jnp.float32), 1e-12)  # pylint: disable=protected-access
+    return losses.unit(y * jax.nn.sigmoid(self.gate(y)))
 
 
 class MCHA(nnx.Module):
@@ -192,12 +176,14 @@ class MCHA(nnx.Module):
     self.cfg = cfg
     d, n, dt = cfg.d_uni, len(cfg.experts), cfg.dtype
     tcfg = cfg.transformer()
+    # Every kernel and table: N(0, init_std²), BERT's initializer_range.
+    init = jax.nn.initializers.normal(cfg.init_std)
+    linear = functools.partial(layers.Linear, init=init, rngs=rngs, dtype=dt)
     self.text = text.TextEncoder(cfg.text, rngs=rngs)
-    self.projections = nnx.List([Linear(dim, d, (None, "embed"), rngs=rngs, dtype=dt)
-                                 for dim in cfg.expert_dims])
+    self.projections = nnx.List([linear(dim, d, (None, "embed")) for dim in cfg.expert_dims])
     shared = cfg.modality_transformer == "shared"
     tables = 1 if shared else n
-    normal = lambda shape: 0.02 * jax.random.normal(rngs.params(), shape)
+    normal = lambda shape: layers.normal(rngs.params(), shape, cfg.init_std)
     self.temporal = nnx.List([layers.param(normal((cfg.max_temporal_id + 1, d)),
                                            (None, "embed")) for _ in range(tables)])
     self.input_norms = nnx.List([layers.LayerNorm(d) for _ in range(tables)])
@@ -207,17 +193,17 @@ class MCHA(nnx.Module):
     if cfg.hrm:
       self.holistic = layers.TransformerStack(tcfg, cfg.num_layers, rngs=rngs)
       outs = n if cfg.holistic_output == "modalities" else 1
-      self.text_geu = nnx.List([GatedEmbedding(cfg.text.hidden, d, rngs=rngs, dtype=dt)
-                                for _ in range(outs)])
-      self.weights_fc = Linear(cfg.text.hidden, n, ("embed", None), rngs=rngs, dtype=dt)
+      self.text_geu = nnx.List([GatedEmbedding(cfg.text.hidden, d, rngs=rngs, init=init,
+                                               dtype=dt) for _ in range(outs)])
+      self.weights_fc = linear(cfg.text.hidden, n, ("embed", None))
     if cfg.lam:
-      self.word_proj = Linear(cfg.text.hidden, d, ("embed", None), rngs=rngs, dtype=dt)
+      self.word_proj = linear(cfg.text.hidden, d, ("embed", None))
       # F_g, F_o of Eq. 6 split into their word half (with b_g, b_o) and attended-vector
       # half: F[w, a] + b = (W_w w + b) + W_a a.
-      self.gate_w = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
-      self.gate_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
-      self.fuse_w = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt)
-      self.fuse_a = Linear(d, d, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
+      self.gate_w = linear(d, d, ("embed", None))
+      self.gate_a = linear(d, d, ("embed", None), use_bias=False)
+      self.fuse_w = linear(d, d, ("embed", None))
+      self.fuse_a = linear(d, d, ("embed", None), use_bias=False)
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "MCHA":
@@ -259,7 +245,7 @@ class MCHA(nnx.Module):
       if cfg.agg_pool == "raw":
         agg = self.projections[j](jnp.where(ok[:, None], batch[f"{e}_pool"], 0.0))
       else:
-        agg = losses.masked_max(u, fmask)
+        agg = layers.masked_max(u, fmask)
       tokens = jnp.concatenate([agg[:, None], u], axis=1)
       tid = jnp.clip(batch[f"{e}_time"].astype(jnp.int32), 1, cfg.max_temporal_id)
       tid = jnp.concatenate([jnp.zeros_like(tid[:, :1]), tid], axis=1)
@@ -297,15 +283,15 @@ class MCHA(nnx.Module):
     rep = self._video_rep(batch, train, k_rep)
     out = {"avail": avail}
     if cfg.hrm:                                                             # Eq. 11
-      agg = losses.masked_max(rep, avail)
+      agg = layers.masked_max(rep, avail)
       seq = jnp.concatenate([agg[:, None], rep + self.expert_types[...][None]], axis=1)
       mask = jnp.concatenate([jnp.any(avail, axis=1, keepdims=True), avail], axis=1)
       vh = self.holistic(seq, mask, train=train, rngs=k_hol)
-      out["holistic"] = _unit(vh[:, 1:] if cfg.holistic_output == "modalities"
+      out["holistic"] = losses.unit(vh[:, 1:] if cfg.holistic_output == "modalities"
                               else vh[:, :1])
     if cfg.lam:
       out["rep"] = rep
-      out["rep_unit"] = _unit(rep)
+      out["rep_unit"] = losses.unit(rep)
       out["gate_v"] = self.gate_a(rep)       # W_a m_j: Σ_j α_j (W_a m_j) = W_a a
       out["fuse_v"] = self.fuse_a(rep)
     return out
@@ -380,9 +366,11 @@ class MCHA(nnx.Module):
     total = 0.0
     for k in range(cfg.lam_steps):
       if k == 0:   # T^w_0 is one-sided: [q, L, d] x [c, n, d]
-        s = jnp.einsum("qld,cjd->qclj", _unit(query["words"]), cand["rep_unit"], precision=hp)
+        s = jnp.einsum("qld,cjd->qclj", losses.unit(query["words"]), cand["rep_unit"],
+                       precision=hp)
       else:
-        s = jnp.einsum("qcld,cjd->qclj", _unit(words), cand["rep_unit"], precision=hp)  # Eq. 3
+        s = jnp.einsum("qcld,cjd->qclj", losses.unit(words), cand["rep_unit"],
+                       precision=hp)                                              # Eq. 3
       r = jnp.where(wmask, jax.nn.relu(s), 0.0)
       # Eq. 4; the max keeps the gradient finite where every word's relu(s) is 0.
       sumsq = jnp.maximum(jnp.sum(r * r, axis=2, keepdims=True), 1e-30)
@@ -399,7 +387,7 @@ class MCHA(nnx.Module):
                                          precision=hp))
         new = g * words + (1.0 - g) * o
       state = new if cfg.lam_word_states == "updated" else words
-      cos = jnp.sum(_unit(state) * _unit(a), axis=-1)                     # Eq. 8
+      cos = jnp.sum(losses.unit(state) * losses.unit(a), axis=-1)              # Eq. 8
       cos = jnp.where(wmask[..., 0], cos, 0.0)
       step = jnp.sum(cos, axis=-1)
       if cfg.lam_word_reduce == "mean":
@@ -453,58 +441,12 @@ class MCHA(nnx.Module):
     ex, groups = batch["example_mask"].astype(bool), batch.get("video_index")
     terms, total = {}, 0.0
     if "holistic" in out:
-      terms["mar"] = ranking_loss(out["holistic"], ex, cfg.margin_mar, False, cfg.reduce,
-                                  groups)
+      terms["mar"] = losses.bidirectional_hinge(out["holistic"], ex, cfg.margin_mar,
+                                                reduce=cfg.reduce, groups=groups)
       total = total + terms["mar"]
     if "local" in out:
-      terms["tri"] = ranking_loss(out["local"], ex, cfg.margin_tri, True, cfg.reduce, groups)
+      terms["tri"] = losses.bidirectional_hinge(out["local"], ex, cfg.margin_tri,
+                                                hardest_negative=True, reduce=cfg.reduce,
+                                                groups=groups)
       total = total + cfg.beta * terms["tri"]
     return total, terms
-
-
-def ranking_loss(sim_tv: jax.Array, mask: jax.Array, margin: float, hardest_negative: bool,
-                 reduce: str = "sum", groups: jax.Array | None = None) -> jax.Array:
-  """Bidirectional hinge on a [B, B] similarity (rows texts, columns videos; pairs on the
-  diagonal): Eq. 12 (all negatives d != b, margin Θ) or Eq. 9 (hardest negative b*, margin Δ).
-
-  The hardest negative is taken by ``argmax`` (the first of tied maxima), so its gradient
-  goes to one entry whatever the batch's sharding (a max's tie-splitting gradient differed
-  between 1 and 8 devices).
-
-  Args:
-    sim_tv: [B, B] float32.
-    mask: [B] bool valid examples.
-    margin: Θ (0.05) or Δ (0.2).
-    hardest_negative: Eq. 9's b* (VSE++) instead of Eq. 12's sum over d != b.
-    reduce: "sum" (as Eq. 9 and 12 write) or "mean" over the hinge terms counted (MMT's
-      mean; for hardest negatives, over the queries that have a negative).
-    groups: [B] int ``video_index``: the same video twice in a batch is not a negative.
-
-  Returns:
-    Scalar float32.
-
-  Raises:
-    ValueError: unknown ``reduce``.
-  """
-  if reduce not in REDUCES:
-    raise ValueError(f"config.loss.reduce={reduce!r}; valid: {REDUCES}")
-  n = sim_tv.shape[0]
-  negative = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
-  if groups is not None:
-    negative &= groups[:, None] != groups[None, :]
-  diag = jnp.diagonal(sim_tv)
-  total, count = 0.0, 0.0
-  # Text b as query (row b, negative videos d), then video b as query (column b).
-  for s, neg in ((sim_tv, negative), (sim_tv.T, negative.T)):
-    cost = jnp.where(neg, jax.nn.relu(margin - diag[:, None] + s), 0.0)
-    if hardest_negative:
-      pick = jnp.argmax(jnp.where(neg, s, -jnp.inf), axis=1)
-      cost = jnp.take_along_axis(cost, pick[:, None], axis=1)[:, 0]
-      cost = jnp.where(jnp.any(neg, axis=1), cost, 0.0)
-      count = count + jnp.sum(jnp.any(neg, axis=1))
-    else:
-      count = count + jnp.sum(neg)
-    total = total + jnp.sum(cost)
-  if reduce == "mean":
-    total = total / jnp.maximum(count, 1.0)
-  return total
