@@ -150,7 +150,7 @@ def _video_low_fn(graphdef: Any):
   def fn(params, batch):
     model = nnx.merge(graphdef, params)
     return losses.unit(model.encode_clip_level(batch["video_frames"],
-                                                batch["video_frame_mask"]))
+                                                  batch["video_frame_mask"]))
   return jax.jit(fn)
 
 
