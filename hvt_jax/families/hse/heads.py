@@ -100,7 +100,7 @@ class HSEClassifier(nnx.Module):
   def classify(self, batch: Batch) -> jax.Array:
     """[B, K] float32 logits of the whole video's clip-level embedding."""
     emb = losses.unit(self.backbone.encode_clip_level(batch["video_frames"],
-                                                    batch["video_frame_mask"]))
+                                                      batch["video_frame_mask"]))
     return self.head["out"](jax.nn.relu(self.head["hidden"](emb)))
 
   def __call__(self, batch: Batch, *, train: bool = False,

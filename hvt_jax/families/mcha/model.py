@@ -288,7 +288,7 @@ class MCHA(nnx.Module):
       mask = jnp.concatenate([jnp.any(avail, axis=1, keepdims=True), avail], axis=1)
       vh = self.holistic(seq, mask, train=train, rngs=k_hol)
       out["holistic"] = losses.unit(vh[:, 1:] if cfg.holistic_output == "modalities"
-                              else vh[:, :1])
+                                    else vh[:, :1])
     if cfg.lam:
       out["rep"] = rep
       out["rep_unit"] = losses.unit(rep)
