@@ -49,6 +49,7 @@ def get_config(arg=None):
                 max_positions=64, init_std=0.02, dropout_rate=0.1,
                 attention_dropout_rate=0.1),
       d_uni=64, num_layers=1, num_heads=4, mlp_dim=128, dropout_rate=0.1,
+      init_std=0.02,                     # every kernel and table N(0, 0.02²): BERT's
       max_temporal_id=15,
       agg_pool="raw", modality_transformer="specific",
       lam=True, hrm=True,

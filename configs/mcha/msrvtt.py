@@ -38,6 +38,7 @@ def get_config(arg=None):
       text=dict(checkpoint=common.TEXT_CHECKPOINT, num_layers=config_dict.placeholder(int),
                 dropout_rate=0.1, attention_dropout_rate=0.1),
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,
+      init_std=0.02,                     # every kernel and table N(0, 0.02²): BERT's
       max_temporal_id=31,                # 30 feature tokens (+ the aggregate)
       agg_pool="raw",                    # MMT: F_j(max over all rows) | "projected"
       modality_transformer="specific",   # | "shared" (Table 4 "w/o MSTs")
