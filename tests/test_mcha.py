@@ -341,6 +341,20 @@ def test_pred_chooses_the_prediction_function_that_ranks(stepped):
     _evaluator(ctx, "val", pred="fast_score")
 
 
+def test_without_hrm_the_evaluator_ranks_locally_and_reports_no_weights(data_dir):
+  """Table 4's "w/o HRM" (no holistic part, so no modality weights): the MCHA configs'
+  evaluator (modality_weights=True) ranks it by the local score and writes no
+  modality_weight metrics, rather than failing at the end of training."""
+  c = _config(data_dir, **{"model.hrm": False, "model.score": "local", "mesh_devices": 1})
+  s = train.setup(c)
+  state = train.init_state(s)
+  metrics, results = _evaluator(train.eval_context(s), "val", query_block=8,
+                                cand_block=8).run(state, 0)
+  assert metrics["num_examples"] == 24 and 1.0 <= metrics["t2v/MdR"] <= 8.0
+  assert not any(k.startswith("modality_weight/") for k in metrics)
+  assert "weights" not in results
+
+
 def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monkeypatch):
   """t2v over every caption, v2t = best rank among a video's captions, and designated
   captions (caption_index_file) against ranks of the dense score matrix; with designated

@@ -50,7 +50,8 @@ class RetrievalEvaluator:
     beyond its texts, is an error naming the file. ``modality_weights``: also the mean
     holistic weight of each expert over the texts paired with their own video
     (``modality_weight/<expert>``, MCHA Table 5; ``modality_weights.json``), from the
-    prediction function ``modality_weights``.
+    prediction function ``modality_weights``, where the text encodings carry them (MCHA
+    without its holistic part has none: no such metrics).
   * Incomplete observation (``observe_first=N``; HSE §4.2, Fig. 4): paired retrieval when
     only the first n clips and n sentences of each record are observed, n = 1 … N, through
     the family's ``observe_first`` view factory (what it cuts is documented there). Metrics
@@ -249,7 +250,7 @@ class RetrievalEvaluator:
       metrics = {"num_examples": float(len(text_ids)), "num_videos": float(len(video_ids))}
       results = {"ranked": ranked, "ids": {self.prefix: (text_ids, video_ids),
                                            self.reverse_prefix: (video_ids, text_ids)}}
-      if self.weights is not None:
+      if self.weights is not None and "weight_probs" in texts:   # w/o HRM: no weights
         w = np.asarray(self.weights(params, texts["weight_probs"],
                                     vids["avail"][text_video]))
         experts = self.ctx.config.input.experts
