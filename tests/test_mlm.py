@@ -125,7 +125,7 @@ def test_init_from_the_minilm_checkpoint_through_the_trainer(tmp_path):
   after init, placed with the parameters' shardings; the absent MLM head stays initialised."""
   from data_prep import builder  # pylint: disable=g-import-not-at-top
   from hvt_jax.models import text  # pylint: disable=g-import-not-at-top
-  bert_vocab = open(f"{text.resolve_checkpoint(None)}/vocab.txt",
+  bert_vocab = open(f"{text.resolve_checkpoint(text.OFFLINE_CHECKPOINT)}/vocab.txt",
                     encoding="utf-8").read().split("\n")[:30522]
   rng = np.random.default_rng(0)
   spec = builder.DatasetSpec(name="demo", modalities={"frames": 4}, tokenizer="wordpiece",
@@ -139,11 +139,12 @@ def test_init_from_the_minilm_checkpoint_through_the_trainer(tmp_path):
                               str(tmp_path), counter=builder.SkipCounter())
   c = activitynet.get_config()
   c.input.data_dir = data
+  c.model.text.checkpoint = text.OFFLINE_CHECKPOINT   # the default, bert-base-uncased, is 768 wide
   c.model.text.num_layers = 2
   c.batch_size = c.eval_batch_size = 8
   s = train.setup(c)
   got = pretrained.flatten(nnx.to_pure_dict(jax.device_get(train.init_state(s)["params"])))
-  want = pretrained.flatten(text.load_hf_bert(None, num_layers=2))
+  want = pretrained.flatten(text.load_hf_bert(text.OFFLINE_CHECKPOINT, num_layers=2))
   assert len(want) > 30 and not any(k.startswith("mlm") for k in want)
   for k, v in want.items():
     np.testing.assert_array_equal(got[f"text/{k}"], v, err_msg=k)

