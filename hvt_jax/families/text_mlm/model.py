@@ -1,6 +1,6 @@
 """Masked language modelling of the shared text tower on a dataset's sentences (``text_mlm``).
 
-It adapts the text tower (``hvt_jax/models/text.py``, e.g. the offline MiniLM checkpoint) to
+It adapts the text tower (``hvt_jax/models/text.py``: bert-base-uncased in the paper configs) to
 a corpus's captions or queries, one example per sentence; its checkpoint then initialises
 HAMMER's or MCHA's query tower (``init_from`` format "checkpoint", ``into=""``: its parameter
 paths already start with ``text/``, as a tower at ``text`` in the target model expects). The
