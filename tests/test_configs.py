@@ -16,7 +16,8 @@ CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*/*.py") if p.name != 
 # The flat baselines are args of their family's files, each built and overridden as a config
 # of its own (they were the folders configs/fse and configs/flat).
 VARIANTS = {"hse/activitynet_c3d.py": "model=fse", "hse/activitynet_inception.py": "model=fse",
-            "hse/demo.py": "model=fse", "hammer/activitynet.py": "model=flat",
+            "hse/didemo.py": "model=fse", "hse/demo.py": "model=fse",
+            "hammer/activitynet.py": "model=flat",
             "hammer/tvr.py": "model=flat", "hammer/demo.py": "model=flat"}
 # (config file, its runlocal arg): every file, and every variant.
 CONFIGS = [(p, "runlocal") for p in CONFIG_FILES] + [

@@ -16,22 +16,25 @@ activity_net/data.py@a861130, with its README's flags ``--low_level_loss --recon
 --lowest_reconstruct_loss --norm``); the model's docstring cites the line of each rule.
 
 Args: ``model=hse|fse``; ``runlocal`` (tiny sizes that train in seconds: tests); ``fsdp``
-(shard the parameters over the data axis); the paper's ablations ``tau=0`` (HSE[τ=0]),
-``tau_low=...``, ``low=weak|none`` (Table 3), ``hardest_negative``,
-``recon_distance=squared_l2``, ``context_init=false`` (supp. Table 2); ``tasks``: also
-evaluate HSE beyond retrieval on val_1 (Fig. 4, Table 6 left; zero-shot needs the action
-labels: ``--config.input.data_dir=data/activitynet_labels``).
+(shard the parameters over the data axis); the paper's ablations (``configs/hse/__init__.py``):
+``tau=0`` (HSE[τ=0]; supp. Table 2's other τ), ``low=weak|none`` (Table 3),
+``without=match_high|cluster_high|match_low|cluster_low`` (supp. Table 1), ``uniform=K``
+(Table 4), and the paper text where the code differs: ``tau_low=...``, ``hardest_negative``,
+``recon_distance=squared_l2``, ``context_init=false``; ``tasks``: also evaluate HSE beyond
+retrieval on val_1 (Fig. 4, Table 6 left; zero-shot needs the action labels:
+``--config.input.data_dir=data/activitynet_labels``). The val_2 results (supp. Tables 2-3):
+convert val_2.json too, then ``hvt-eval ... --split=val_2``. The row of every paper result
+and each setting's source: ``hvt_jax/families/hse/README.md``.
 """
 
 import ml_collections
 
 from configs import common
+from configs import hse as family
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model=("hse", "fse"), runlocal=False, fsdp=False, tau=float,
-                       tau_low=float, low=str, hardest_negative=False, recon_distance=str,
-                       context_init=bool, tasks=False)
+  a = common.parse_arg(arg, **family.ARGS, tasks=False)
   hse = a.model == "hse"
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c, fsdp=a.fsdp)
@@ -72,15 +75,7 @@ def get_config(arg=None):
   c.evals = dict(val=dict(type="retrieval", split="val_1", pred="score", prefix="p2v",
                           reverse_prefix="v2p", top_k=10, log_steps=0))
 
-  # Ablations (Table 3, supp. Table 2).
-  for key in ("tau", "tau_low", "low", "recon_distance"):
-    if a[key] is not None:
-      c.loss[key] = a[key]
-  c.loss.hardest_negative = a.hardest_negative
-  if a.context_init is not None:
-    c.model.context_init = a.context_init
-    if not a.context_init:
-      c.loss.context_weight = 0.0
+  family.apply_ablations(c, a)   # Table 3, supp. Tables 1-2, Table 4
 
   if a.tasks:   # HSE beyond retrieval on val_1
     # Retrieval from the first n clips / sentences, n = 1 … max_clips (Fig. 4).

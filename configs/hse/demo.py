@@ -14,19 +14,19 @@ demo's sizes: frame features, at most 5 clips of 12 frames, 12-word sentences, 1
 units, random 32-d word vectors, batch 64, evaluated on the demo's ``val`` split with every
 evaluator of HSE beyond retrieval (not with ``runlocal``).
 
-Args: ``model=hse|fse``, ``runlocal``, ``fsdp``, ``tasks`` and the ablations of
-``configs/hse/activitynet_c3d.py``.
+Args: ``model=hse|fse``, ``runlocal``, ``fsdp``, ``tasks`` and the paper's ablations
+(``configs/hse/__init__.py``; ``uniform=K`` drops the incomplete-observation evaluator, which
+needs the segments).
 """
 
 import ml_collections
 
 from configs import common
+from configs import hse as family
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model=("hse", "fse"), runlocal=False, fsdp=False, tau=float,
-                       tau_low=float, low=str, hardest_negative=False, recon_distance=str,
-                       context_init=bool, tasks=False)
+  a = common.parse_arg(arg, **family.ARGS, tasks=False)
   hse = a.model == "hse"
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c, fsdp=a.fsdp)
@@ -63,21 +63,13 @@ def get_config(arg=None):
   c.evals = dict(val=dict(type="retrieval", split="val", pred="score", prefix="p2v",
                           reverse_prefix="v2p", top_k=10, log_steps=0))
 
-  # Ablations (HSE Table 3, supp. Table 2).
-  for key in ("tau", "tau_low", "low", "recon_distance"):
-    if a[key] is not None:
-      c.loss[key] = a[key]
-  c.loss.hardest_negative = a.hardest_negative
-  if a.context_init is not None:
-    c.model.context_init = a.context_init
-    if not a.context_init:
-      c.loss.context_weight = 0.0
+  family.apply_ablations(c, a)   # Table 3, supp. Tables 1-2, Table 4
 
   if a.tasks or not a.runlocal:   # HSE beyond retrieval (the tiny runs keep retrieval only)
-    # Retrieval from the first n clips / sentences, n = 1 … max_clips (Fig. 4).
-    c.evals.incomplete = dict(type="retrieval", split="val", pred="score",
-                              group="incomplete", observe_first=c.input.max_clips,
-                              log_steps=0)
+    if a.uniform is None:   # Retrieval from the first n clips / sentences (Fig. 4).
+      c.evals.incomplete = dict(type="retrieval", split="val", pred="score",
+                                group="incomplete", observe_first=c.input.max_clips,
+                                log_steps=0)
     # Zero-shot action recognition (Table 6 left) of whole videos and of each labelled
     # clip (the paper's option).
     c.evals.zeroshot = dict(type="zeroshot", split="val", pred="low_level",
