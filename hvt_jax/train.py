@@ -182,11 +182,14 @@ def _init_fn(s: Setup) -> Callable[[], State]:
 def init_state(s: Setup) -> State:
   """Random initialisation placed with the target shardings, then the pretrained weights of
   ``config.init_from`` and of the model's own ``pretrained_entries`` (``hvt_jax.pretrained``),
-  loaded on the host: none of them is a constant of the jitted init."""
-  with jax.set_mesh(s.mesh):
-    state = jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
+  loaded on the host: none of them is a constant of the jitted init. A missing source (e.g.
+  a text tower not in the Hugging Face cache offline) is an error before the init runs."""
   entries = list(s.config.get("init_from") or []) + list(
       families.model_class(s.config.model.name).pretrained_entries(s.config, s.data_dir))
+  for i, entry in enumerate(entries):
+    pretrained.check_entry(entry, i)
+  with jax.set_mesh(s.mesh):
+    state = jax.jit(_init_fn(s), out_shardings=s.state_shardings)()
   state["params"] = pretrained.load_into(state["params"], entries)
   return state
 
