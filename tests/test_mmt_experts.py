@@ -20,7 +20,7 @@ from hvt_jax.vocab import wordpiece
 from hvt_jax.cli import prepare
 from tests import data_fixtures
 
-DIMS = mx.EXPERT_DIMS
+DIMS = mx.MMT_DIMS
 
 
 def _write_h5(path: pathlib.Path, feats: dict, times: dict | None = None,
@@ -511,6 +511,12 @@ def test_ce_pickle_layout(tmp_path):
   assert summary["repaired"][mx.CE_POOLED_ONLY] == 2
   assert summary["skipped"][mx.CAPTION_EMPTY] == 1
   assert summary["skipped"][mx.VIDEO_NO_CAPTIONS] == 1
+  assert reader.load_metadata(out)["extra"]["dropped_captions"] == {"v1": [1]}
+  # Dims from the pickles: the first non-empty array's width (no fixed table).
+  pooled = {"a": float("nan"), "b": np.zeros((1, 64), np.float32)}
+  assert mx.ce_dims({"audio": ("max", pooled)}, {"audio": "p.pickle"}) == {"audio": 64}
+  with pytest.raises(features_lib.FeatureFileError, match=r"p\.pickle: no video has a "):
+    mx.ce_dims({"audio": ("max", {"a": float("nan")})}, {"audio": "p.pickle"})
   with pytest.raises(FileNotFoundError, match="none of"):
     mx.convert("msrvtt", str(root), [str(split)], str(tmp_path / "o2"), layout="ce",
                vocab_file=str(vocab), verbose=False, ce_experts=["rgb=nothing/here"])
@@ -598,3 +604,218 @@ def test_activitynet_ce_layout_with_captions_json(tmp_path, annotations):
     for k in ("R@1", "R@5", "R@50", "MdR", "MnR"):
       assert f"{direction}/{k}" in metrics
     assert metrics[f"{direction}/R@50"] == 100.0
+
+
+# ------------------------------------------------------------------------------------------
+# Designated captions (MSR-VTT 1k-A) when the converter drops a caption.
+
+
+def _designated(ev, config) -> dict[str, tuple[list[int], int, int]]:
+  """{video_id: (token ids without [CLS]/[SEP], caption_index, caption_count)} of the
+  designated view."""
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  out = {}
+  for batch in pipeline.eval_dataset(config, "val", ev.query_view)[0].as_numpy_iterator():
+    for i in np.flatnonzero(batch["example_mask"]):
+      ids = batch["tokens"][i][batch["token_mask"][i]].tolist()
+      out[batch["video_id"][i].decode()] = (ids[1:-1], int(batch["caption_index"][i]),
+                                            int(batch["caption_count"][i]))
+  return out
+
+
+def test_designated_caption_index_counts_the_source_captions(tmp_path, annotations):
+  """An empty caption (or one without tokens) before the designated one is dropped by the
+  converter; the designated index still names the same caption (before: the next one)."""
+  from configs.mcha import msrvtt  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+  real = {s: (annotations / "msrvtt" / f"{s}_list_jsfusion.txt").read_text().split()[:3]
+          for s in ("train", "val")}
+  captions = {real["val"][0]: ["", "a man is singing", "two people dance", "a dog runs"],
+              real["val"][1]: ["a man", "\x01", "a dog", "people dance"],
+              real["val"][2]: ["a man is singing", "two people dance"]}
+  designated = {real["val"][0]: 2, real["val"][1]: 2, real["val"][2]: 1}
+  feats = tmp_path / "feats"
+  feats.mkdir()
+  for n, vid in enumerate(real["train"] + real["val"]):
+    _write_h5(feats / f"{vid}.h5", {"s3d": _rand(3, 1024, n)}, {"s3d": np.arange(3.0)},
+              captions.get(vid, ["a man is singing"]))
+  for split, ids in real.items():
+    (tmp_path / f"{split}_list_jsfusion.txt").write_text("\n".join(ids) + "\n")
+  out, counter = mx.convert("msrvtt", str(feats), [str(tmp_path / "train_list_jsfusion.txt"),
+                                                  str(tmp_path / "val_list_jsfusion.txt")],
+                            str(tmp_path / "out"), verbose=False)
+  meta = reader.load_metadata(out)
+  assert meta["extra"]["dropped_captions"] == {real["val"][0]: [0], real["val"][1]: [1]}
+  assert counter.summary()["skipped"] == {mx.CAPTION_EMPTY: 1, mx.CAPTION_NO_TOKENS: 1}
+
+  c = msrvtt.get_config("runlocal")
+  c.input.update(data_dir=out, experts=("s3d",), untimed_experts=())
+  c.mesh_devices = 1
+  ctx = train.eval_context(train.setup(c))
+  index = tmp_path / "jsfusion_val_caption_idx.pkl"
+  index.write_bytes(pickle.dumps(designated))
+  ev = evaluators.RetrievalEvaluator(ctx, "val", prefix="t2v", reverse_prefix="v2t",
+                                     video_view="video", query_view="caption",
+                                     caption_index_file=str(index))
+  tok = wordpiece.WordPieceTokenizer.from_file()
+  got = _designated(ev, c)
+  assert {v: got[v][0] for v in got} == {
+      v: tok.encode(captions[v][i]) for v, i in designated.items()}
+  # The text ids name the source index (the one in the index file).
+  lost = meta["extra"]["dropped_captions"]
+  assert {v: evaluators.source_caption_index(got[v][1], lost.get(v, ())) for v in got} == (
+      designated)
+
+  # A negative index is no caption (it would read as "dropped" or "no entry").
+  index.write_bytes(pickle.dumps({**designated, real["val"][0]: -2}))
+  with pytest.raises(ValueError, match=r"caption_idx\.pkl: expected .*caption index \(int >= 0"):
+    evaluators.RetrievalEvaluator(ctx, "val", video_view="video", query_view="caption",
+                                  caption_index_file=str(index))
+  # A designated caption that was dropped: an error naming the file, video and caption.
+  index.write_bytes(pickle.dumps({**designated, real["val"][0]: 0}))
+  ev = evaluators.RetrievalEvaluator(ctx, "val", prefix="t2v", reverse_prefix="v2t",
+                                     video_view="video", query_view="caption",
+                                     caption_index_file=str(index))
+  got = _designated(ev, c)
+  order = sorted(got)
+  with pytest.raises(ValueError, match=rf"jsfusion_val_caption_idx\.pkl: video "
+                                       rf"'{real['val'][0]}' of split 'val' has its "
+                                       r"designated caption 0 dropped by the converter"):
+    ev._check_designated(  # pylint: disable=protected-access
+        {"caption_index": np.array([got[v][1] for v in order]),
+         "caption_count": np.array([got[v][2] for v in order])},
+        np.arange(len(order)), order)
+
+
+# ------------------------------------------------------------------------------------------
+# Expert dims from the dataset.
+
+
+def test_lsmdc_128d_face_converts_and_mcha_builds_on_it(tmp_path):
+  """MMT's LSMDC features have a 128-d face expert (MMT configs_pub/eccv20/
+  LSMDC_full_trainval.json, face_dim 128): the dims come from the files, reach the
+  metadata, and configs/mcha/lsmdc.py (runlocal) builds its model and train step on them
+  (before: face was fixed at 512 and the files were rejected)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs.mcha import lsmdc  # pylint: disable=g-import-not-at-top
+  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  dims = {**DIMS, "face": 128}
+  feats_dir = tmp_path / "feats"
+  feats_dir.mkdir()
+  train_ids = [f"0001_Synthetic_Movie_00.00.{10 + 4 * i:02d}.000-00.00.{13 + 4 * i:02d}.500"
+               for i in range(4)]
+  test_ids = ["0002_Synthetic_Movie_01.00.00.000-01.00.02.000"]
+  for i, vid in enumerate(train_ids + test_ids):
+    _write_h5(feats_dir / f"{vid}.h5", {e: _rand(1 + (i + j) % 3, d, 10 * i + j)
+                                         for j, (e, d) in enumerate(dims.items())},
+              captions=[f"Someone walks {'in' if i % 2 else 'out'}."])
+  (tmp_path / "LSMDC16_annos_training.csv").write_text(
+      "".join(f"{v}\t0\t0\t0\t0\tSomeone walks.\n" for v in train_ids))
+  (tmp_path / "LSMDC16_challenge_1000_publictect.csv").write_text(
+      "".join(f"{v}\t0\t0\t0\t0\tSomeone walks.\n" for v in test_ids))
+  argv = ["lsmdc", "--features", str(feats_dir), "--split-lists",
+          str(tmp_path / "LSMDC16_annos_training.csv"),
+          f"test={tmp_path / 'LSMDC16_challenge_1000_publictect.csv'}",
+          "--output", str(tmp_path / "out")]
+  out = prepare.prepare(argv)
+  meta = reader.load_metadata(out)
+  assert meta["modalities"] == dict(sorted(dims.items()))
+  ex = next(reader.load_split(out, "test").as_numpy_iterator())
+  assert ex["features/face"].shape == (2, 128)
+
+  c = lsmdc.get_config("runlocal")
+  c.input.data_dir = out
+  c.mesh_devices = 1
+  c.batch_size = 4
+  s = train.setup(c)
+  state = train.abstract_state(s)
+  face = list(c.input.experts).index("face")
+  assert state["params"]["projections"][face]["kernel"].shape == (128, c.model.d_uni)
+  batch, _ = next(pipeline.iterate(pipeline.train_dataset(c, 0), s.mesh,
+                                   pipeline.get_view(c.model.name)))
+  assert batch["face_features"].shape[-1] == 128
+  # The step's program is built (traced, every shape checked; compiling it costs minutes
+  # of CPU for seven experts).
+  with jax.set_mesh(s.mesh):
+    _, metrics = jax.eval_shape(train.make_train_step(s), state, batch)
+  assert metrics["loss"].shape == ()
+
+  # One D per expert: a file whose face has another width is an error naming both files.
+  _write_h5(feats_dir / f"{train_ids[1]}.h5", {"face": _rand(2, 512)})
+  with pytest.raises(features_lib.FeatureFileError,
+                     match=rf"{train_ids[1]}\.h5\['features\.face'\]: expert 'face' has "
+                           rf"D = 512, but 128 in .*{train_ids[0]}\.h5"):
+    prepare.prepare(argv)
+  # A selected expert no file has rows for: an error listing those found.
+  with pytest.raises(ValueError, match=r"expert\(s\) \['audio'\]: no \[T, D\] array with "
+                                       r"rows in .*experts found: \['face', 'ocr'"):
+    mx.make_plan(builder.SkipCounter(), "lsmdc", str(feats_dir),
+                 {"test": str(tmp_path / "LSMDC16_challenge_1000_publictect.csv")},
+                 experts="face,audio")
+
+
+def test_activitynet_mmt_layout(tmp_path, annotations):
+  """MMT's own ActivityNet files (the paper's source; github.com/gabeur/mmt at 8f53717:
+  data_loader/activitynet_dataset.py cut "val1", base/base_dataset.py get_sample_data):
+  vid_feat_files/mult_h5/<c0>/<c1>/<c2>/<id>.h5 with features.s3d [T, 1024] and
+  features.vggish [T, 128] and their features_t, the sentences as raw_captions.<i> word
+  arrays, split lists train_list.txt / val_1_list.txt ("v_" ids, CE's lists); the real
+  ActivityNet Captions ids and sentences of 3 train + 2 val_1 videos."""
+  import json  # pylint: disable=g-import-not-at-top
+  anns = {split: dict(list(json.loads(
+      (annotations / "activitynet_captions" / f"{split}.json").read_text()).items())[:n])
+          for split, n in (("train", 3), ("val_1", 2))}
+  root = tmp_path / "activity-net"
+  mult_h5 = root / "vid_feat_files" / "mult_h5"
+  lists = root / "symlinked-feats"
+  lists.mkdir(parents=True)
+  expected = {}
+  for split, ann in anns.items():
+    (lists / f"{split}_list.txt").write_text("".join(f"{v}\n" for v in ann))
+    for n, (vid, a) in enumerate(ann.items()):
+      t = 4 + n
+      feats = {"s3d": _rand(t, 1024, n), "vggish": _rand(t - 1, 128, 10 + n)}
+      times = {"s3d": np.arange(t, dtype=np.float64),          # 1 s rows: start times
+               "vggish": np.arange(t - 1) * 0.96}
+      words = [np.array([w.encode() for w in s.split()], dtype=object) for s in a["sentences"]]
+      path = mult_h5 / vid[0] / vid[1] / vid[2] / f"{vid}.h5"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      _write_h5(path, feats, times, words)
+      expected[vid] = (feats, times, [" ".join(s.split()) for s in a["sentences"]])
+  out = prepare.prepare(["activitynet_experts", "--features", str(mult_h5), "--split-lists",
+                         str(lists / "train_list.txt"), f"val_1={lists / 'val_1_list.txt'}",
+                         "--output", str(tmp_path / "out")])
+  meta = reader.load_metadata(out)
+  assert meta["modalities"] == {"s3d": 1024, "vggish": 128}      # the files' experts
+  assert meta["splits"] == {"train": 3, "val_1": 2}
+  assert meta["extra"]["dropped_captions"] == {}
+  tok = wordpiece.WordPieceTokenizer.from_file()
+  for split, ann in anns.items():
+    got = {ex["video_id"].decode(): ex for ex in reader.load_split(out, split).as_numpy_iterator()}
+    assert list(got) == list(ann)
+    for vid, ex in got.items():
+      feats, times, sentences = expected[vid]
+      for e in ("s3d", "vggish"):
+        np.testing.assert_array_equal(ex[f"features/{e}"], feats[e])
+        np.testing.assert_allclose(ex[f"timestamps/{e}"][:, 0], times[e], rtol=1e-6)
+      assert ex["duration"] == len(feats["s3d"])        # s3d's last row ends last
+      assert [s.decode() for s in ex["sentences"]] == sentences     # MMT's "cat" order
+      assert [t.tolist() for t in ex["tokens"]] == [tok.encode(s) for s in sentences]
+  from configs.mcha import activitynet  # pylint: disable=g-import-not-at-top
+  c = activitynet.get_config()
+  assert set(c.input.experts) <= set(meta["modalities"]) and c.evals.test.split in meta["splits"]
+
+  # `tfds build` from a manual_dir in MMT's layout (its split lists beside features/).
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  (manual / "features").symlink_to(mult_h5)
+  for name in ("train_list.txt", "val_1_list.txt"):
+    (manual / name).symlink_to(lists / name)
+  tfds_builder = mx.ActivitynetExperts(data_dir=str(tmp_path / "tfds"),
+                                       config="experts_wordpiece")
+  plan = tfds_builder.make_plan(manual, builder.SkipCounter())
+  assert dict(plan.spec.modalities) == dict(tfds_builder.builder_config.modalities)
+  assert {s: [i[1] for i in items] for s, items in plan.items.items()} == {
+      s: list(a) for s, a in anns.items()}

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import pickle
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -46,12 +47,16 @@ class RetrievalEvaluator:
     (MSR-VTT 1k-A: the JSFusion caption of each test video), a pickle or JSON dict
     {video_id: caption index}, e.g. ``jsfusion_val_caption_idx.pkl`` of the Collaborative
     Experts MSR-VTT bundle; the text is picked in the input pipeline (``designated_view``),
-    so only designated texts reach the text tower. A video without an entry, or an index
-    beyond its texts, is an error naming the file. ``modality_weights``: also the mean
-    holistic weight of each expert over the texts paired with their own video
-    (``modality_weight/<expert>``, MCHA Table 5; ``modality_weights.json``), from the
-    prediction function ``modality_weights``, where the text encodings carry them (MCHA
-    without its holistic part has none: no such metrics).
+    so only designated texts reach the text tower. The index counts the source's captions,
+    so it goes through the dataset's record of captions the converter dropped
+    (``stored_caption_index``; a dataset without that record is read as dropping none, with
+    a warning). A video without an entry, an index beyond its texts, or a designated caption
+    the converter dropped (empty, or no tokens: the protocol's query does not exist) is an
+    error naming the file. Text ids (``<video_id>#<i>``) name the source index.
+    ``modality_weights``: also the mean holistic weight of each expert over the texts
+    paired with their own video (``modality_weight/<expert>``, MCHA Table 5;
+    ``modality_weights.json``), from the prediction function ``modality_weights``, where the
+    text encodings carry them (MCHA without its holistic part has none: no such metrics).
   * Incomplete observation (``observe_first=N``; HSE §4.2, Fig. 4): paired retrieval when
     only the first n clips and n sentences of each record are observed, n = 1 … N, through
     the family's ``observe_first`` view factory (what it cuts is documented there). Metrics
@@ -104,6 +109,8 @@ class RetrievalEvaluator:
     self.encode = corpus.encode_fn(ctx, name)          # paired: both towers on one batch
     self.video_view = self.query_view = None
     self.caption_index, self.caption_index_file = None, caption_index_file
+    # {video_id: source indices of captions the converter did not store} (data_prep.mmt_experts)
+    self.dropped_captions = ctx.meta.get("extra", {}).get("dropped_captions")
     if query_view:
       self.video_view = ctx.get_view(video_view, name)
       self.query_view = ctx.get_view(query_view, name)
@@ -112,7 +119,8 @@ class RetrievalEvaluator:
           raise ValueError(f"{name} evaluator: caption_index_file needs a query_view with "
                            f"one example per text; {query_view!r} has one per record")
         self.caption_index = load_caption_index(caption_index_file)
-        self.query_view = designated_view(self.query_view, self.caption_index)
+        self.query_view = designated_view(self.query_view, stored_caption_index(
+            self.caption_index, self.dropped_captions, caption_index_file))
     self.weights = _weights_fn(ctx.pred("modality_weights", name)) if modality_weights else None
     self.observe_first = int(observe_first)
     if self.observe_first:
@@ -164,19 +172,28 @@ class RetrievalEvaluator:
       within = np.zeros(len(text_video), np.int64)
       for v in np.unique(text_video):
         within[text_video == v] = np.arange(int((text_video == v).sum()))
-    text_ids = [f"{video_ids[v]}#{i}" for v, i in zip(text_video, within)]
+    # Captions (not paragraphs) are named by their source index.
+    lost = (self.dropped_captions or {}) if "caption_count" in text_index else {}
+    text_ids = [f"{video_ids[v]}#{source_caption_index(int(i), lost.get(video_ids[v], ()))}"
+                for v, i in zip(text_video, within)]
     return (_concat(texts), _concat(vids), text_video, text_ids, video_ids,
             np.concatenate(empty), stats)
 
   def _check_designated(self, index: dict[str, np.ndarray], text_video: np.ndarray,
                         video_ids: list[str]) -> None:
-    """Every video has an entry and its index names one of its texts (else ValueError
-    naming the file)."""
+    """Every video has an entry and its index names one of its stored texts (else
+    ValueError naming the file)."""
     want, count = index["caption_index"], index["caption_count"]
-    for what, bad in (("has no designated caption", want < 0),
-                      ("has a caption index beyond its captions", want >= count)):
+    for what, bad in (("has no designated caption", want == -1),
+                      ("has a caption index beyond its captions", want >= count),
+                      ("has its designated caption {i} dropped by the converter (empty or no "
+                       "tokens; the dataset's metadata extra.dropped_captions), so the "
+                       "protocol's query does not exist; evaluate every caption "
+                       "(caption_index_file='') or fix the caption and re-convert",
+                       want == DROPPED)):
       if bad.any():
         first = video_ids[text_video[np.flatnonzero(bad)[0]]]
+        what = what.format(i=self.caption_index.get(first))
         raise ValueError(f"{self.caption_index_file}: video {first!r} of split "
                          f"{self.split!r} {what} ({int(bad.sum())} such videos)")
 
@@ -319,7 +336,7 @@ def load_caption_index(path: str) -> dict[str, int]:
   """{video_id: caption index} from a pickle (.pkl/.pickle) or JSON file.
 
   Raises:
-    ValueError: not a dict of str -> int (names the file).
+    ValueError: not a dict of str -> int >= 0 (names the file).
   """
   if path.endswith((".pkl", ".pickle")):
     with open(path, "rb") as f:
@@ -328,9 +345,54 @@ def load_caption_index(path: str) -> dict[str, int]:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
   if not isinstance(data, dict) or not all(
-      isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in data.values()):
-    raise ValueError(f"{path}: expected a dict {{video_id: caption index (int)}}")
+      isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+      for v in data.values()):
+    raise ValueError(f"{path}: expected a dict {{video_id: caption index (int >= 0)}}")
   return {str(k): int(v) for k, v in data.items()}
+
+
+# ``stored_caption_index``'s value for a designated caption the converter dropped.
+DROPPED = -2
+
+
+def stored_caption_index(designated: dict[str, int], dropped: dict[str, list[int]] | None,
+                         path: str) -> dict[str, int]:
+  """Designated source caption indices -> positions among each record's stored captions.
+
+  A converter that drops a caption (empty, no tokens) stores the others in order, so a
+  designated index i is the stored caption i - (dropped indices below i);
+  ``dropped`` (the dataset's metadata["extra"]["dropped_captions"], ``data_prep.mmt_experts``)
+  names them per video.
+
+  Args:
+    designated: {video_id: source caption index} (``load_caption_index``).
+    dropped: {video_id: dropped source indices}; None (a dataset that does not record them,
+      e.g. converted before it did): read as none dropped, with a warning.
+    path: the caption index file (the warning).
+
+  Returns:
+    {video_id: stored position, or ``DROPPED`` when the designated caption itself was
+    dropped (the evaluator raises for a video of its split)}.
+  """
+  if dropped is None:
+    logging.warning("%s: the dataset does not record which captions its converter dropped "
+                    "(metadata extra.dropped_captions; re-convert with hvt-prepare): caption "
+                    "indices are taken as positions among the stored captions", path)
+    return dict(designated)
+  out = {}
+  for video_id, i in designated.items():
+    lost = dropped.get(video_id, ())
+    out[video_id] = DROPPED if i in lost else i - sum(j < i for j in lost)
+  return out
+
+
+def source_caption_index(stored: int, lost: Sequence[int]) -> int:
+  """The source index of a record's ``stored``-th caption, given its dropped source indices
+  (``stored_caption_index``'s inverse)."""
+  for j in sorted(lost):
+    if j <= stored:
+      stored += 1
+  return stored
 
 
 def designated_view(view: pipeline.View, designated: dict[str, int]) -> pipeline.View:
@@ -338,12 +400,14 @@ def designated_view(view: pipeline.View, designated: dict[str, int]) -> pipeline
 
   Args:
     view: a per-row view (``per_row``), e.g. MCHA's every-caption view.
-    designated: {video_id: index of the text among the record's rows}.
+    designated: {video_id: index of the text among the record's rows}
+      (``stored_caption_index``).
 
   Returns:
     A view with one example per record: row ``caption_index`` of ``view``'s examples (the
     same keys, so the same jitted text encoder applies), plus ``caption_index`` [] int32
-    (-1 for a video without an entry) and ``caption_count`` [] int32 (the record's texts).
+    (-1 for a video without an entry, ``DROPPED``) and ``caption_count`` [] int32 (the
+    record's texts).
     An index outside [0, caption_count) yields row 0: the evaluator checks both and raises,
     naming the file.
   """
