@@ -151,7 +151,8 @@ def main():
   graphdef, params = nnx.split(model, nnx.Param)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   print(f"model={ARGS.model} dataset={ARGS.dataset} batch={c.batch_size} "
-        f"frames={c.input.max_frames} clip={c.model.clip_length} negatives={c.model.negatives} "
+        f"frames={c.input.max_frames} clip={c.model.clip_length} "
+        f"negatives={min(c.model.negatives, c.batch_size - 1)} "
         f"text={c.model.text.checkpoint}[:{c.model.text.num_layers}] params={n_params / 1e6:.1f}M "
         f"(init {time.perf_counter() - t:.1f} s)")
   tx = optax.adam(c.schedule.learning_rate)
@@ -193,7 +194,8 @@ def main():
   print("loss " + ", ".join(f"{k}={float(v):.3f}" for k, v in sorted(metrics.items())))
   print(f"step_s (median)  {step_s:8.2f}   (steps: {', '.join(f'{x:.2f}' for x in times)})")
   print(f"examples/s       {c.batch_size / step_s:8.2f}   (queries; "
-        f"{c.batch_size * (1 + c.model.negatives) / step_s:.1f} cross-modal pairs/s)")
+        f"{c.batch_size * (1 + min(c.model.negatives, c.batch_size - 1)) / step_s:.1f} "
+        "cross-modal pairs/s)")
   if mem is not None:
     print(f"XLA temp MiB     {mem.temp_size_in_bytes / 2**20:8.1f}   args MiB "
           f"{mem.argument_size_in_bytes / 2**20:.1f}")
