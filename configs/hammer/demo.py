@@ -51,6 +51,7 @@ def get_config(arg=None):
       init_std=init_std,
       clip_length=8,
       frame_scope="clip", clip_query="text", clip_position=True, share_encoders=False,
+      query_stacks="per_encoder", cross_modal=True, asr_missing="zero",
       flat_vr_head="cls", tl_head="bio",
       negatives=3, negative_mode="sample",
       mlm_frame=True, mlm_clip=True, mask_rate=0.15, mask_scheme="bert",

@@ -7,13 +7,20 @@ marked "our choice" with the reason.
 
 Architecture (§3.3, Fig. 1, supp. 6.1.3). A video is F frames (``config.input.max_frames``:
 128 ActivityNet, 96 TVR) cut into K = F / M clips of M = ``clip_length`` frames.
-* Query stream: the shared text tower (``models/text.py``), the first 5 layers of a
-  pretrained BERT (supp. 6.1.5; the offline MiniLM by default, ``pretrained_entries``).
-  Our choice (``clip_query="text"``): one tower pass per query feeds both encoders (the
-  paper's Fig. 1 draws the same query input into Φ and Ψ); "frame" starts Ψ's query stream
-  from Φ's grounded query (mean over the valid clips).
-* Frame encoder Φ: per visual stream, an input projection to the width D (the tower's, 384
-  for MiniLM; ``visual_width``), a learned position embedding, LayerNorm, dropout and 1
+* Query stream: the text tower (``models/text.py``): BERT's embeddings and, per
+  hierarchical encoder, 5 query layers (supp. 6.1.3: "Each hierarchical encoder contains 5
+  standard Transformer layers for the query input"), each stack initialised from the first 5
+  layers of a pretrained BERT (supp. 6.1.5; ``pretrained_entries`` loads the checkpoint's
+  layers into both) and untied (Table 8's better row): ``query_stacks="per_encoder"``
+  (default). Φ's stack is the tower's own (``text/encoder``), Ψ's is ``clip_text``; our
+  choice: one embedding table (the paper counts layers per encoder; the word embeddings are
+  the MLM decoder's too) and one embedding pass feeding both stacks. ``"shared"``: one
+  5-layer stack feeds Φ and Ψ (one tower pass per query). FLAT has one encoder, one stack.
+  ``clip_query="text"`` (default): Ψ's query stream is its stack's output (the paper's
+  Fig. 1 draws the same query input into Φ and Ψ); "frame" (with ``"shared"`` only) starts
+  it from Φ's grounded query (mean over the valid clips).
+* Frame encoder Φ: per visual stream, an input projection to the width D (the tower's, 768
+  for BERT-base; ``visual_width``), a learned position embedding, LayerNorm, dropout and 1
   transformer layer; then 1 cross-modal layer (``layers.CoAttention``: visual attends to
   the query, the query attends to the visual stream). Each clip has a Clip CLS token whose
   output is φ_k (Eq. 7). ``frame_scope="clip"`` (default; Eq. 7/12 condition Φ on c_k and
@@ -22,12 +29,32 @@ Architecture (§3.3, Fig. 1, supp. 6.1.3). A video is F frames (``config.input.m
   over all frames, each CCLS_k attending only to its clip's frames.
 * Clip encoder Ψ: the same structure over the clip sequence φ_1..φ_K (Eq. 8), with clip
   position embeddings (``clip_position``, Table 9) and weights shared with Φ's layers when
-  ``share_encoders`` (Table 8; projections and position tables stay separate).
+  ``share_encoders`` (projections and position tables stay separate; Table 8's tied row
+  is ``share_encoders=True`` with ``query_stacks="shared"``).
 * ASR (TVR, supp. 6.1.3): a second stream for the subtitle features (its own projection,
   transformer and cross-modal layer); the query grounded on the visual and on the ASR
   stream are added, LayerNorm'd and dropped out; the two grounded streams are
-  concatenated (output width 2D). Ψ gets each half of φ_k in its own branch.
-* TCLS = the query's [CLS] position after the cross-modal layer of each encoder.
+  concatenated (output width 2D). Ψ gets each half of φ_k in its own branch. A valid frame
+  without subtitles (the view's zero row, ``subtitle_mask`` False) enters as that zero
+  vector and attends, and is attended to, like any frame (``asr_missing="zero"``, default:
+  supp. 6.1.2, "a zero vector of the same dimensionality is used for frames without
+  corresponding subtitles"); "mask" masks it out of the ASR stream's attention. Frames
+  past the video's end are masked either way.
+* Without the cross-modal layer (``cross_modal=False``; Table 6's ✗ row, whose VR and TL
+  the paper does not define): our reading follows ViLBERT [25], whose two-stream layout
+  HAMMER's encoders take, where the streams' outputs meet as h_IMG ⊙ h_CLS: in each encoder
+  every visual (and ASR) output token of the self-attention layer is multiplied
+  element-wise by the query's TCLS from that encoder's query stack, and the query stream
+  goes on unchanged. Eq. 9, 11 and 12 then read these features and that TCLS as written
+  (VR and TL depend on the query only through the product), and FM / CM predict the masked
+  words from the query stacks' outputs (not grounded). Needs the visual width = the
+  tower's.
+* TCLS = the query's [CLS] position after the cross-modal layer of each encoder. Which
+  stream each part reads: Φ's cross-modal layer reads Φ's stack, Ψ's reads Ψ's; Eq. 12's
+  TCLS and FM (Eq. 13 at the frame level) read Φ's grounded query, Eq. 11's TCLS and CM
+  Ψ's; VR (Eq. 9) reads Ψ's clip outputs; one MLM head (tied to the shared word
+  embeddings) serves FM and CM. ``encode_query`` (once per query in the corpus evaluator)
+  returns both stacks' outputs; ``pair`` runs the rest per (query, video).
 * FLAT (§4.1): the frame encoder only, over the whole video (one "clip" of F frames);
   its VR head is ``flat_vr_head``: "cls" (default; our choice: Eq. 9 with one clip, θ on
   the video's single CLS token), "max_frame" (Eq. 9 with every frame a clip) or "tcls".
@@ -81,6 +108,8 @@ CLIP_QUERIES = ("text", "frame")
 NEGATIVE_MODES = ("sample", "all")
 TL_HEADS = ("bio", "boundary")
 FLAT_VR_HEADS = ("cls", "max_frame", "tcls")
+QUERY_STACKS = ("per_encoder", "shared")
+ASR_MISSING = ("zero", "mask")
 NEG = -1e9          # logit of an invalid choice (finite: no NaN in softmax of all-invalid)
 
 
@@ -103,6 +132,9 @@ class HammerConfig:
   clip_query: str = "text"
   clip_position: bool = True
   share_encoders: bool = False
+  query_stacks: str = "per_encoder"
+  cross_modal: bool = True
+  asr_missing: str = "zero"
   flat_vr_head: str = "cls"
   tl_head: str = "bio"
   negatives: int = 7
@@ -121,9 +153,19 @@ class HammerConfig:
                                ("clip_query", self.clip_query, CLIP_QUERIES),
                                ("negative_mode", self.negative_mode, NEGATIVE_MODES),
                                ("tl_head", self.tl_head, TL_HEADS),
-                               ("flat_vr_head", self.flat_vr_head, FLAT_VR_HEADS)):
+                               ("flat_vr_head", self.flat_vr_head, FLAT_VR_HEADS),
+                               ("query_stacks", self.query_stacks, QUERY_STACKS),
+                               ("asr_missing", self.asr_missing, ASR_MISSING)):
       if value not in valid:
         raise ValueError(f"config.model.{name}={value!r}; valid: {valid}")
+    if self.clip_stack and self.clip_query == "frame":
+      raise ValueError("config.model.clip_query='frame' starts Ψ's query stream from Φ's "
+                       "grounded query, so Ψ has no query layers of its own: set "
+                       "config.model.query_stacks='shared'")
+    if not self.cross_modal and self.width != self.tower.hidden:
+      raise ValueError(f"config.model.cross_modal=False multiplies the visual features by "
+                       f"the query's TCLS: config.model.visual_width={self.visual_width} must "
+                       f"be 0 or the tower's width {self.tower.hidden}")
     if self.max_frames % self.clip_length:
       raise ValueError(f"config.input.max_frames={self.max_frames} is not a multiple of "
                        f"config.model.clip_length={self.clip_length}")
@@ -150,6 +192,11 @@ class HammerConfig:
   @property
   def clip_frames(self) -> int:
     return self.clip_length if self.hierarchical else self.max_frames
+
+  @property
+  def clip_stack(self) -> bool:
+    """Ψ has query layers of its own (``query_stacks="per_encoder"``, HAMMER only)."""
+    return self.hierarchical and self.query_stacks == "per_encoder"
 
   @property
   def num_streams(self) -> int:
@@ -204,17 +251,34 @@ class StreamInput(layers.Linear):
     return self.norm(x_ntd)
 
 
+class QueryStack(nnx.Module):
+  """Ψ's own query layers (``query_stacks="per_encoder"``): the tower's ``num_layers``
+  layers, built as the tower's (its widths and ``init_std``) under the same parameter paths
+  (``encoder/layers/<i>/...``), so that ``init_from`` loads the checkpoint's first layers into
+  both stacks. Input: the tower's (shared) embeddings."""
+
+  def __init__(self, tower: text.TextConfig, *, rngs: nnx.Rngs):
+    self.encoder = layers.TransformerStack(tower.transformer(), tower.num_layers, rngs=rngs,
+                                           final_norm=False)
+
+  def __call__(self, x_ble: jax.Array, mask_bl: jax.Array, *, train: bool,
+               rngs: jax.Array | None = None) -> jax.Array:
+    """[B, L, Dt] embedded query, [B, L] bool -> [B, L, Dt] float32."""
+    return self.encoder(x_ble, mask_bl, train=train, rngs=rngs)
+
+
 class Level(nnx.Module):
   """One encoder's transformer part: per stream 1 self-attention layer and 1 cross-modal
-  layer with the query (``layers.CoAttention``), and the ASR fusion norm (supp. 6.1.3)."""
+  layer with the query (``layers.CoAttention``; none when not ``cross_modal``), and the ASR
+  fusion norm (supp. 6.1.3)."""
 
   def __init__(self, c: HammerConfig, *, rngs: nnx.Rngs):
     self.selfs = nnx.List([layers.TransformerBlock(c.visual_layer(), rngs=rngs)
                            for _ in range(c.num_streams)])
-    self.cross = nnx.List([layers.CoAttention(c.visual_layer(), c.query_layer(), rngs=rngs)
-                           for _ in range(c.num_streams)])
+    self.cross = (nnx.List([layers.CoAttention(c.visual_layer(), c.query_layer(), rngs=rngs)
+                            for _ in range(c.num_streams)]) if c.cross_modal else None)
     self.fuse = (layers.LayerNorm(c.tower.hidden, eps=c.tower.layer_norm_eps)
-                 if c.num_streams > 1 else None)
+                 if c.num_streams > 1 and c.cross_modal else None)
     self.dropout_rate = c.dropout_rate
 
 
@@ -235,11 +299,17 @@ def _cross_layers(level: Level, x_nstd: jax.Array, x_mask: jax.Array, q_nld: jax
                   q_mask: jax.Array, *, train: bool,
                   key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
   """Cross-modal layer per stream; the grounded queries of 2 streams are added, normalised
-  and dropped out (supp. 6.1.3).
+  and dropped out (supp. 6.1.3). Without the layer (``cross_modal=False``, Table 6): each
+  stream's tokens times the query's TCLS (element-wise, ViLBERT's h_IMG ⊙ h_CLS), and the
+  query as it came.
 
   Returns:
     (visual [N, T, S·D] (streams concatenated), grounded query [N, L, Dt]).
   """
+  if level.cross is None:
+    tcls = q_nld[:, :1]                                               # [N, 1, Dt = D]
+    return (jnp.concatenate([x_nstd[:, s] * tcls for s in range(x_nstd.shape[1])], -1),
+            q_nld)
   keys = _keys(key, len(level.cross) + 1)
   outs, queries = [], []
   for s, co in enumerate(level.cross):
@@ -273,7 +343,9 @@ class HAMMER(nnx.Module):
   def __init__(self, c: HammerConfig, *, rngs: nnx.Rngs):
     self.c = c
     d, s, dt = c.width, c.num_streams, c.tower.hidden
+    # The embeddings, Φ's query layers (all of the query's with "shared") and the MLM head.
     self.text = text.TextEncoder(dataclasses.replace(c.tower, mlm_head=c.mlm), rngs=rngs)
+    self.clip_text = QueryStack(c.tower, rngs=rngs) if c.clip_stack else None
     eps, std = c.tower.layer_norm_eps, c.std
     # Φ: frame positions within a clip (+ its CLS) or over the video (+ the K CLS tokens).
     phi_positions = (c.clip_frames + 1 if c.frame_scope == "clip" or not c.hierarchical
@@ -339,22 +411,39 @@ class HAMMER(nnx.Module):
   @classmethod
   def pretrained_entries(cls, config: Any, data_dir: str | None) -> list[dict[str, Any]]:
     """The text tower's checkpoint (``config.model.text.checkpoint``, first
-    ``num_layers`` = 5 layers: supp. 6.1.5), loaded into ``text``."""
+    ``num_layers`` = 5 layers: supp. 6.1.5), loaded into ``text`` (embeddings, Φ's query
+    layers, MLM head) and, with ``query_stacks="per_encoder"``, its same layers again into
+    Ψ's ``clip_text`` (each encoder's stack initialised from BERT's first layers)."""
     del data_dir
-    return text.tower_entries(config)
+    entries = text.tower_entries(config)
+    if (entries and cls.HIERARCHICAL
+        and config.model.get("query_stacks", "per_encoder") == "per_encoder"):
+      entries.append(dict(entries[0], into="clip_text",
+                          ignore=list(entries[0].get("ignore") or []) + ["^embeddings/"]))
+    return entries
 
   # -------------------------------------------------------------------------------------
   # The query-only and video-only parts (computed once per query / per video).
 
   def encode_query(self, batch: Batch, *, train: bool = False,
                    rngs: jax.Array | None = None) -> base.Encoding:
-    """The text tower on the (unmasked) query.
+    """The query layers on the query (the evaluator's once-per-query part): the tower
+    (``query_stacks="shared"``, FLAT), or its embeddings once and then Φ's and Ψ's stacks.
 
     Returns:
-      {"text": [B, L, Dt] float32, "text_mask": [B, L] bool}.
+      {"text": [B, L, Dt] float32 (Φ's query stream; Ψ's too when shared), "clip_text":
+      [B, L, Dt] float32 (Ψ's, ``query_stacks="per_encoder"`` HAMMER only), "text_mask":
+      [B, L] bool}.
     """
-    out = self.text(batch["tokens"], batch["token_mask"], train=train, rngs=rngs)
-    return {"text": out.hidden, "text_mask": batch["token_mask"].astype(bool)}
+    tokens, mask = batch["tokens"], batch["token_mask"].astype(bool)
+    if self.clip_text is None:
+      return {"text": self.text(tokens, mask, train=train, rngs=rngs).hidden,
+              "text_mask": mask}
+    k_emb, k_phi, k_psi = _keys(rngs, 3) if train else (None,) * 3
+    tower = self.text
+    x = layers.dropout(tower.embeddings(tokens), tower.config.dropout_rate, k_emb)
+    return {"text": tower.encoder(x, mask, train=train, rngs=k_phi),
+            "clip_text": self.clip_text(x, mask, train=train, rngs=k_psi), "text_mask": mask}
 
   def encode_candidate(self, batch: Batch, *, train: bool = False,
                        rngs: jax.Array | None = None) -> base.Encoding:
@@ -369,8 +458,12 @@ class HAMMER(nnx.Module):
     k_in, k_self = _keys(rngs, 2) if train else (None, None)
     streams = [batch["frames"]] + ([batch["subtitle"]] if c.num_streams > 1 else [])
     frame_mask = batch["frame_mask"].astype(bool)
-    masks = [frame_mask] + ([batch["subtitle_mask"].astype(bool) & frame_mask]
-                            if c.num_streams > 1 else [])
+    # ASR: a valid frame without subtitles is a zero row (view.py) that attends like any
+    # frame ("zero", supp. 6.1.2) or is masked out ("mask"); padding stays masked.
+    masks = [frame_mask]
+    if c.num_streams > 1:
+      masks.append(frame_mask if c.asr_missing == "zero"
+                   else batch["subtitle_mask"].astype(bool) & frame_mask)
     b, f = frame_mask.shape
     kk, m = c.num_clips, c.clip_frames
     clip_valid = jnp.any(frame_mask.reshape(b, kk, m), axis=-1)
@@ -469,7 +562,8 @@ class HAMMER(nnx.Module):
                               self.tl_frame[...])
     out = {"frame_query": gq, "frame_logits": frame_logits}
     if c.hierarchical:
-      psi, clip_query = self._clip_encoder(phi_k, clip_valid, gq, q, q_mask, train=train,
+      psi, clip_query = self._clip_encoder(phi_k, clip_valid, gq, query.get("clip_text", q),
+                                           q_mask, train=train,
                                            keys=(k_psi_in, k_psi_self, k_psi))
       vr_k = jnp.einsum("nke,e->nk", psi, self.vr[...])
       out["vr"] = jnp.max(jnp.where(clip_valid, vr_k, NEG), axis=1)
@@ -496,7 +590,8 @@ class HAMMER(nnx.Module):
     return jnp.max(jnp.where(frame_mask, frames @ theta, NEG), axis=1)
 
   def _clip_encoder(self, phi_k, clip_valid, frame_query, q, q_mask, *, train, keys):
-    """Ψ over φ_1..φ_K (Eq. 8): [N, K, S·D] -> ([N, K, S·D], grounded query [N, L, Dt])."""
+    """Ψ over φ_1..φ_K (Eq. 8): [N, K, S·D] -> ([N, K, S·D], grounded query [N, L, Dt]);
+    ``q`` is Ψ's query stream [N, L, Dt]."""
     c = self.c
     k_in, k_self, k_cross = keys
     n, kk = phi_k.shape[:2]
