@@ -40,8 +40,9 @@ def test_msrvtt_ranks_the_designated_captions_by_default(tmp_path, monkeypatch):
   c.mesh_devices = 1
   monkeypatch.chdir(tmp_path)      # the default path is relative: resolve it here
   s = train.setup(c)
-  with pytest.raises(ValueError, match=f"config.evals.test: caption_index_file='{index}': no "
-                     "such file .*jsfusion_val_caption_idx.pkl"):
+  want = (f"config.evals.test: caption_index_file='{index}': no such file "
+          r"\(a \{video_id: caption index\} pickle or JSON.*jsfusion_val_caption_idx.pkl")
+  with pytest.raises(ValueError, match=want):
     train.build_evaluators(s)
   (tmp_path / "data" / "msrvtt").mkdir(parents=True)
   designated = {f"val{i}": i % 2 for i in range(4)}

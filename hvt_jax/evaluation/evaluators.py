@@ -323,7 +323,7 @@ def load_caption_index(path: str) -> dict[str, int]:
   """
   if not os.path.isfile(path):
     raise ValueError(f"caption_index_file={path!r}: no such file (a {{video_id: caption "
-                     "index}} pickle or JSON, e.g. MSR-VTT 1k-A's jsfusion_val_caption_idx.pkl "
+                     "index} pickle or JSON, e.g. MSR-VTT 1k-A's jsfusion_val_caption_idx.pkl "
                      "from MMT's or Collaborative Experts' MSR-VTT release; "
                      "caption_index_file='' ranks every caption instead)")
   if path.endswith((".pkl", ".pickle")):
