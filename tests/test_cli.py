@@ -6,6 +6,7 @@ the metrics, is tests/test_readme_commands.py, on the README's own commands.)
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -87,23 +88,33 @@ def test_console_shows_our_warnings_and_every_error(capsys):
 
 def test_demo_learns_its_models_from_the_families_table(tmp_path, monkeypatch, capsys):
   """hvt-demo's models are the families' ``Demo``s: MCHA's demo writes the multi-expert
-  data, trains configs/mcha/demo.py and prints MCHA's table; an unknown model is an error
-  listing every demo model of the table. (Training itself is stubbed: the MCHA demo config
-  trains through the console scripts in test_mcha.)"""
+  data, trains configs/mcha/demo.py and its ablations (w/o LAM, w/o HRM: ``Demo.ablations``)
+  for each seed and prints them side by side; an unknown model is an error listing every
+  demo model of the table. (Training itself is stubbed: the MCHA demo config trains through
+  the console scripts in test_mcha.)"""
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
   from hvt_jax.cli import demo  # pylint: disable=g-import-not-at-top
   trained = []
 
   def fake_train(config, workdir):
-    trained.append((config.model.name, config.input.data_dir, config.num_train_steps))
-    return {"val/t2v/R@1": 12.5, "val/v2t/R@1": 25.0}
+    m = config.model
+    trained.append((m.lam, m.hrm, config.seed, config.loss.beta, config.input.data_dir,
+                    config.num_train_steps, os.path.relpath(workdir, tmp_path)))
+    return {"val/t2v/R@1": 10.0 * m.lam + 20.0 * m.hrm + config.seed, "val/v2t/R@1": 25.0}
 
   monkeypatch.setattr(train, "train_and_evaluate", fake_train)
   demo.main(["--workdir", str(tmp_path), "--models", "mcha", "--num-train", "8",
-             "--num-val", "4", "--config-arg", "runlocal"])
+             "--num-val", "4", "--config-arg", "runlocal,paper_loss", "--seeds", "0,1,2"])
   out = capsys.readouterr().out
-  assert trained == [("mcha", str(tmp_path / "data_experts"), 4)]
-  assert "Text->video (t2v)" in out and "12.50" in out and "25.00" in out
+  data = str(tmp_path / "data_experts")
+  assert trained == [(lam, hrm, seed, 1e-4, data, 4, f"{name}/seed{seed}")
+                     for seed in (0, 1, 2)
+                     for lam, hrm, name in ((True, True, "mcha"), (False, True, "mcha-lam-false"),
+                                            (True, False, "mcha-hrm-false"))]
+  assert "Text->video (t2v)" in out and "25.00" in out
+  lines = {l.split("  ")[0]: l for l in out.splitlines()}   # row name -> its line
+  for row, r1 in (("MCHA", 31.0), ("MCHA w/o LAM", 21.0), ("MCHA w/o HRM", 11.0)):
+    assert f"{r1:.2f}±0.82" in lines[row], (row, out)
   with pytest.raises(SystemExit):
     demo.main(["--models", "hse,vse"])
   err = capsys.readouterr().err

@@ -138,8 +138,12 @@ def test_fast_lam_equals_numpy_eq_3_to_8(steps, states, reduce):
       np.testing.assert_allclose(fast[i, j], want, rtol=1e-5, atol=1e-5)
 
 
-def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
-  model = _model()
+@pytest.mark.parametrize("keep_missing", [True, False])
+def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11(keep_missing):
+  """Eq. 10 (Miech et al.'s gated embedding unit: no BatchNorm) and S^h = Σ_j w_j cos_j with
+  MMT's text-derived weights: kept for a missing expert (``keep_missing_modalities``, MMT's
+  default) or zeroed and renormalised over the available ones."""
+  model = _model(keep_missing_modalities=keep_missing)
   batch = _batch()
   q, c = _encode(model, batch)
   cls = _np(jax.jit(lambda b: model.text(b["tokens"], b["token_mask"], train=False).cls)(
@@ -154,10 +158,10 @@ def test_holistic_score_and_gated_embedding_equal_numpy_eq_10_11():
   with jax.default_matmul_precision("highest"):
     got = np.asarray(jax.jit(model.holistic_score)(q, c))
   avail = np.asarray(c["avail"])
+  assert not avail.all()
   for i in range(4):
     for k in range(4):
-      w = probs[i] * avail[k]
-      w /= w.sum()
+      w = probs[i] if keep_missing else probs[i] * avail[k] / (probs[i] * avail[k]).sum()
       want = sum(w[j] * _cos(_np(q["text_holistic"][i, j]), _np(c["holistic"][k, j]))
                  for j in range(3))
       np.testing.assert_allclose(got[i, k], want, rtol=1e-5, atol=1e-6)
@@ -191,10 +195,12 @@ def test_loss_equals_numpy_eq_9_12_13(reduce):
   np.testing.assert_allclose(total, mar + 1e-4 * tri, rtol=1e-5)
 
 
-def test_missing_expert_is_masked_everywhere():
+@pytest.mark.parametrize("keep_missing", [True, False])
+def test_missing_expert_is_masked_everywhere(keep_missing):
   """Video 1 lacks expert "b": whatever its slot holds (zeros, huge values, NaN), its
-  scores are bit-identical and that expert's holistic weight is exactly 0."""
-  model = _model(score="sum", score_local_weight=0.5)
+  scores are bit-identical; that expert's holistic weight is the text's own (MMT's
+  ``keep_missing_modalities``, the default) or exactly 0 (``False``)."""
+  model = _model(score="sum", score_local_weight=0.5, keep_missing_modalities=keep_missing)
   batch = _batch()
   q = jax.jit(model.encode_query)(batch)
   score = jax.jit(lambda b: model.score(q, model.encode_candidate(b)))
@@ -211,8 +217,10 @@ def test_missing_expert_is_masked_everywhere():
     np.testing.assert_array_equal(s[:, 1], scores[0][:, 1])
   assert np.isfinite(scores[0]).all()
   for w in weights:
-    assert w[1, 1] == 0.0 and w[2, 0] == 0.0 and (w[0] > 0).all()
+    missing = np.array([w[1, 1], w[2, 0]])
+    assert ((missing > 0) if keep_missing else (missing == 0.0)).all() and (w[0] > 0).all()
     np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(w, weights[0])
 
 
 def _record(num_rows=(10, 4, 0)):
@@ -233,10 +241,17 @@ def test_views_subsample_pool_time_and_caption():
   ex, cfg = _record()
   feats = ex["features/a"].numpy()
   ev = mcha_view.video_view(ex, cfg)
-  np.testing.assert_array_equal(ev["a_features"], feats[[0, 2, 5, 7]])     # floor(i*10/4)
+  # MMT's evaluation rows (base_dataset.py:103-105): a fixed RandomState(0) draw, sorted.
+  rows = np.sort(np.random.RandomState(0).choice(10, size=4, replace=False))
+  assert rows.tolist() != [0, 2, 5, 7]
+  np.testing.assert_array_equal(ev["a_features"], feats[rows])
   np.testing.assert_array_equal(ev["a_pool"], feats.max(axis=0))           # all 10 rows
-  np.testing.assert_array_equal(ev["a_time"], [2, 5, 10, 13])  # floor(1.5 r + .75) + 2
+  np.testing.assert_array_equal(ev["a_time"], np.floor(1.5 * rows + 0.75) + 2)
+  np.testing.assert_array_equal(ev["b_features"], ex["features/b"].numpy())  # 4 rows: all
   np.testing.assert_array_equal(ev["b_time"], [1, 1, 1, 1])    # untimed
+  even = mcha_view.video_view(ex, ml_collections.ConfigDict({**cfg, "eval_rows": "even"}))
+  np.testing.assert_array_equal(even["a_features"], feats[[0, 2, 5, 7]])   # floor(i*10/4)
+  np.testing.assert_array_equal(even["a_time"], [2, 5, 10, 13])  # floor(1.5 r + .75) + 2
   assert ev["expert_mask"].numpy().tolist() == [True, True, False]
   assert not ev["c_mask"].numpy().any() and not ev["c_pool"].numpy().any()
   subsets, captions = set(), set()

@@ -40,7 +40,9 @@ def get_config(arg=None):
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,
       init_std=0.02,                     # every kernel and table N(0, 0.02²): BERT's
       max_temporal_id=101,               # 100 feature tokens (+ the aggregate)
-      agg_pool="raw",                    # MMT: F_j(max over all rows) | "projected"
+      projection_l2=False,               # Eq. 1: F_j linear | True: MMT's ReduceDim (+L2)
+      agg_pool="projected",              # §3.1: maxpool(F_j(m_j)) | "raw": MMT's F_j(max m_j)
+      keep_missing_modalities=True,      # MMT: a missing expert keeps its weight | False: 0
       modality_transformer="specific",   # | "shared" (Table 4 "w/o MSTs")
       lam=True, hrm=True,
       lam_steps=3, lam_lambda=9.0, lam_eps=1e-8,
@@ -52,9 +54,12 @@ def get_config(arg=None):
       score_local_weight=1e-5,           # score="sum": S^h + this × S (β)
       dtype="float32")
   # Motion and Audio; queries are paragraphs of at most 100 WordPiece ids.
+  # Row times: the records' (MMT: s3d and vggish features_t); evaluation keeps MMT's fixed
+  # RandomState(0) subset of rows.
   c.input = dict(data_dir="data/activitynet_experts", dataset="", train_split="train",
-                 experts=("s3d", "vggish"), untimed_experts=(), max_feature_tokens=100,
-                 max_words=100, paragraph=True, shuffle_buffer=4096)
+                 experts=("s3d", "vggish"), untimed_experts=(), fixed_width_experts=(),
+                 eval_rows="fixed_random", max_feature_tokens=100, max_words=100,
+                 paragraph=True, shuffle_buffer=4096)
   # Eq. 13: Θ = 0.05 (Eq. 12), Δ = 0.2 (Eq. 9), β = 1e-5; sums as written ("mean": MMT's).
   c.loss = dict(margin_mar=0.05, margin_tri=0.2, beta=1e-5, reduce="sum")
   # Adam 5e-5, ×0.90 every 1,000 steps, 100k steps, batch 32 (§4.2).

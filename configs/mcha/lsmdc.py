@@ -37,7 +37,9 @@ def get_config(arg=None):
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,
       init_std=0.02,                     # every kernel and table N(0, 0.02²): BERT's
       max_temporal_id=31,                # 30 feature tokens (+ the aggregate)
-      agg_pool="raw",                    # MMT: F_j(max over all rows) | "projected"
+      projection_l2=False,               # Eq. 1: F_j linear | True: MMT's ReduceDim (+L2)
+      agg_pool="projected",              # §3.1: maxpool(F_j(m_j)) | "raw": MMT's F_j(max m_j)
+      keep_missing_modalities=True,      # MMT: a missing expert keeps its weight | False: 0
       modality_transformer="specific",   # | "shared" (Table 4 "w/o MSTs")
       lam=True, hrm=True,
       lam_steps=3, lam_lambda=9.0, lam_eps=1e-8,
@@ -48,11 +50,13 @@ def get_config(arg=None):
       score="holistic",                  # "Holistic Ranking Module" | "local" | "sum"
       score_local_weight=1e-4,           # score="sum": S^h + this × S (β)
       dtype="float32")
-  # MMT's seven experts; face, ocr and speech rows carry no time.
+  # MMT's seven experts; face, ocr and speech rows carry no time, rgb and scene rows MMT's
+  # fixed widths (0.2 s, 1 s); evaluation keeps MMT's fixed RandomState(0) subset of rows.
   c.input = dict(data_dir="data/lsmdc", dataset="", train_split="train",
                  experts=("face", "ocr", "rgb", "s3d", "scene", "speech", "vggish"),
-                 untimed_experts=("face", "ocr", "speech"), max_feature_tokens=30,
-                 max_words=30, paragraph=False, shuffle_buffer=4096)
+                 untimed_experts=("face", "ocr", "speech"),
+                 fixed_width_experts=("rgb", "scene"), eval_rows="fixed_random",
+                 max_feature_tokens=30, max_words=30, paragraph=False, shuffle_buffer=4096)
   # Eq. 13: Θ = 0.05 (Eq. 12), Δ = 0.2 (Eq. 9), β = 1e-4; sums as written ("mean": MMT's).
   c.loss = dict(margin_mar=0.05, margin_tri=0.2, beta=1e-4, reduce="sum")
   # Adam 5e-5, ×0.95 every 1,000 steps, 100k steps, batch 32 (§4.2).
@@ -63,8 +67,8 @@ def get_config(arg=None):
   c.eval_batch_size = 64
   c.num_train_steps = 100_000
   c.num_epochs = 0
-  # Text -> video and video -> text: every caption is a query (one per video with caption_index_file); a video's v2t
-  # rank is the best of its texts'; the experts' mean holistic weights (Table 5).
+  # Text -> video and video -> text: each test clip's one caption is a query (§4.1); the
+  # experts' mean holistic weights (Table 5).
   c.evals = dict(test=dict(type="retrieval", split="test", pred="score",
                            prefix="t2v", reverse_prefix="v2t", video_view="video",
                            query_view="caption", caption_index_file="", modality_weights=True,

@@ -5,18 +5,24 @@ Reproduces MCHA Table 1, "Ours" without pre-training (text-to-video R@1/R@5/R@10
 
   hvt-prepare msrvtt --features mmt_features/ --split-lists train_list_jsfusion.txt \
       val_list_jsfusion.txt --output data/msrvtt
-  hvt-train --config configs/mcha/msrvtt.py --workdir runs/mcha_msrvtt \
-      --config.evals.test.caption_index_file=jsfusion_val_caption_idx.pkl   # 1k-A protocol
+  cp jsfusion_val_caption_idx.pkl data/msrvtt/     # the 1k-A protocol's designated captions
+  hvt-train --config configs/mcha/msrvtt.py --workdir runs/mcha_msrvtt
 
-The 1,000 test videos are the ``val`` split. The protocol ranks one designated (JSFusion)
-caption per test video: CE's ``jsfusion_val_caption_idx.pkl`` as above (without it every
-caption is a query). The paper's §4.2 settings; the choices it leaves open are keys here
-with their defaults (hvt_jax's MCHA model names every equation, masking rule and option).
+The 1,000 test videos are the ``val`` split. The 1k-A protocol (Yu et al. 2018, §4.1) ranks
+one designated caption per test video: the JSFusion caption index
+``jsfusion_val_caption_idx.pkl`` ({video_id: caption index}) that MMT's and Collaborative
+Experts' MSR-VTT releases ship beside the split lists (MMT reads it in
+data_loader/msrvtt_dataset.py:38-45, gabeur/mmt@8f53717). It is read from
+``evals.test.caption_index_file`` (default ``data/msrvtt/jsfusion_val_caption_idx.pkl``);
+a missing file stops training before the first step, naming the field and the file.
+The paper's §4.2 settings; the choices it leaves open are keys here with their defaults
+(hvt_jax's MCHA model names every equation, masking rule and option).
 
-Args: ``runlocal`` (tiny sizes: tests), ``fsdp``, and Table 4's ablations: ``lam=false``
-(w/o LAM), ``hrm=false`` (w/o HRM), ``k=1|2`` (LAM steps), ``shared`` (one multi-modal
-transformer instead of the modality-specific ones, "w/o MSTs"); ``score=holistic|local|sum``
-picks the inference score.
+Args: ``runlocal`` (tiny sizes: tests), ``fsdp``, ``captions=designated|all`` (the 1k-A
+protocol, default, or every caption of a test video is a query: not the paper's protocol),
+and Table 4's ablations: ``lam=false`` (w/o LAM), ``hrm=false`` (w/o HRM), ``k=1|2`` (LAM
+steps), ``shared`` (one multi-modal transformer instead of the modality-specific ones, "w/o
+MSTs"); ``score=holistic|local|sum`` picks the inference score.
 """
 
 import ml_collections
@@ -27,7 +33,7 @@ from configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, fsdp=False, lam=True, hrm=True, k=int,
-                       shared=False, score=str)
+                       shared=False, score=str, captions=("designated", "all"))
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c, fsdp=a.fsdp)
 
@@ -40,7 +46,9 @@ def get_config(arg=None):
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,
       init_std=0.02,                     # every kernel and table N(0, 0.02²): BERT's
       max_temporal_id=31,                # 30 feature tokens (+ the aggregate)
-      agg_pool="raw",                    # MMT: F_j(max over all rows) | "projected"
+      projection_l2=False,               # Eq. 1: F_j linear | True: MMT's ReduceDim (+L2)
+      agg_pool="projected",              # §3.1: maxpool(F_j(m_j)) | "raw": MMT's F_j(max m_j)
+      keep_missing_modalities=True,      # MMT: a missing expert keeps its weight | False: 0
       modality_transformer="specific",   # | "shared" (Table 4 "w/o MSTs")
       lam=True, hrm=True,
       lam_steps=3, lam_lambda=9.0, lam_eps=1e-8,
@@ -51,11 +59,13 @@ def get_config(arg=None):
       score="holistic",                  # "Holistic Ranking Module" | "local" | "sum"
       score_local_weight=1e-4,           # score="sum": S^h + this × S (β)
       dtype="float32")
-  # MMT's seven experts; face, ocr and speech rows carry no time.
+  # MMT's seven experts; face, ocr and speech rows carry no time, rgb and scene rows MMT's
+  # fixed widths (0.2 s, 1 s); evaluation keeps MMT's fixed RandomState(0) subset of rows.
   c.input = dict(data_dir="data/msrvtt", dataset="", train_split="train",
                  experts=("face", "ocr", "rgb", "s3d", "scene", "speech", "vggish"),
-                 untimed_experts=("face", "ocr", "speech"), max_feature_tokens=30,
-                 max_words=30, paragraph=False, shuffle_buffer=4096)
+                 untimed_experts=("face", "ocr", "speech"),
+                 fixed_width_experts=("rgb", "scene"), eval_rows="fixed_random",
+                 max_feature_tokens=30, max_words=30, paragraph=False, shuffle_buffer=4096)
   # Eq. 13: Θ = 0.05 (Eq. 12), Δ = 0.2 (Eq. 9), β = 1e-4; sums as written ("mean": MMT's).
   c.loss = dict(margin_mar=0.05, margin_tri=0.2, beta=1e-4, reduce="sum")
   # Adam 5e-5, ×0.95 every 1,000 steps, 100k steps, batch 32 (§4.2).
@@ -66,12 +76,15 @@ def get_config(arg=None):
   c.eval_batch_size = 64
   c.num_train_steps = 100_000
   c.num_epochs = 0
-  # Text -> video and video -> text: every caption is a query (one per video with caption_index_file); a video's v2t
-  # rank is the best of its texts'; the experts' mean holistic weights (Table 5).
+  # Text -> video and video -> text over the designated captions (one per video; with
+  # captions=all every caption, a video's v2t rank the best of its texts'); the experts'
+  # mean holistic weights (Table 5).
+  index = f"{c.input.data_dir}/jsfusion_val_caption_idx.pkl" if a.captions == "designated" else ""
   c.evals = dict(test=dict(type="retrieval", split="val", pred="score",
                            prefix="t2v", reverse_prefix="v2t", video_view="video",
-                           query_view="caption", caption_index_file="", modality_weights=True,
-                           top_k=10, log_steps=0, query_block=16, cand_block=64))
+                           query_view="caption", caption_index_file=index,
+                           modality_weights=True, top_k=10, log_steps=0, query_block=16,
+                           cand_block=64))
 
   # Ablations (Table 4): w/o HRM scores locally, w/o LAM holistically.
   c.model.lam, c.model.hrm = a.lam, a.hrm

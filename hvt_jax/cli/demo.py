@@ -7,9 +7,11 @@ split and prints side-by-side tables. The models and how each is run come from t
 families' ``Demo`` (``hvt_jax.families``): HSE/FSE (the default) use the clip/sentence demo
 (``hvt-prepare demo``) and print retrieval; HAMMER/FLAT use the many-event moments demo
 (``hvt-prepare demo --variant moments``) and print VR, TL, SVMR and VCMR overall and by
-video-duration bucket; MCHA uses the multi-expert demo (``--variant experts``). With several seeds (the model's
-``config.seed``; the data stay the same) each cell is mean ± std over the seeds.
-Each run lives in ``DIR/<model>/`` (``DIR/<model>/seed<N>/`` with several seeds), e.g.
+video-duration bucket; MCHA uses the multi-expert demo (``--variant experts``) and also
+runs its ablations (``Demo.ablations``: w/o LAM, w/o HRM, Table 4). With several seeds
+(the model's ``config.seed``; the data stay the same) each cell is mean ± std over the
+seeds. Each run lives in ``DIR/<model>/`` (an ablation in ``DIR/<model>-<arg>/``, e.g.
+``DIR/mcha-lam-false/``; ``.../seed<N>/`` with several seeds), e.g.
 ``DIR/hammer/eval/val/metrics.json`` and ``tvr_submission.json``.
 """
 
@@ -56,18 +58,20 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
              overrides: dict | None = None, num_train: int | None = None,
              num_val: int | None = None, seeds: tuple[int, ...] = (0,)
              ) -> dict[str, list[dict[str, float]]]:
-  """Prepares the data (once per family), trains and evaluates each model for each seed;
-  returns {MODEL: [metrics of each seed]} (names without the split)."""
+  """Prepares the data (once per family), trains and evaluates each model and each of its
+  demo's ablations for each seed; returns {ROW: [metrics of each seed]} (names without the
+  split; ``_rows`` names the rows)."""
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  results: dict[str, list[dict[str, float]]] = {m.upper(): [] for m in models}
   demos = _demos()
   datasets = {v: _data(workdir, v, num_train, num_val)   # each dataset once
               for v in dict.fromkeys(demos[m].dataset for m in models)}
   data_dirs = {m: datasets[demos[m].dataset] for m in models}
+  runs = [r for m in models for r in _rows(m, demos[m])]
+  results: dict[str, list[dict[str, float]]] = {row: [] for row, *_ in runs}
   for seed in seeds:        # seed by seed: an interrupted run has whole seeds of every model
-    for model in models:
+    for row, model, extra, name in runs:
       variant = f"model={model}" if len(demos[model].models) > 1 else ""
-      config = _config(demos[model].config, ",".join(filter(None, [variant, arg])))
+      config = _config(demos[model].config, ",".join(filter(None, [variant, extra, arg])))
       config.input.data_dir = data_dirs[model]
       for key, value in {**(overrides or {}), "seed": seed}.items():
         parent = config
@@ -75,13 +79,24 @@ def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = 
         for p in path:
           parent = parent[p]
         parent[leaf] = value
-      run_dir = os.path.join(workdir, model, f"seed{seed}" if len(seeds) > 1 else "")
+      run_dir = os.path.join(workdir, name, f"seed{seed}" if len(seeds) > 1 else "")
       start = time.time()
-      print(f"[hvt-demo] training {model.upper()} (seed {seed}) in {run_dir}", flush=True)
+      print(f"[hvt-demo] training {row} (seed {seed}) in {run_dir}", flush=True)
       metrics = train.train_and_evaluate(config, run_dir)
-      print(f"[hvt-demo] {model.upper()} done in {time.time() - start:.0f} s", flush=True)
-      results[model.upper()].append({k.partition("/")[2]: v for k, v in metrics.items()})
+      print(f"[hvt-demo] {row} done in {time.time() - start:.0f} s", flush=True)
+      results[row].append({k.partition("/")[2]: v for k, v in metrics.items()})
   return results
+
+
+def _rows(model: str, demo: Any) -> list[tuple[str, str, str, str]]:
+  """(row name, model, extra config arg, run directory name) of ``model`` and each of its
+  demo's ablations: ("MCHA", "mcha", "", "mcha"), ("MCHA w/o LAM", "mcha", "lam=false",
+  "mcha-lam-false"), ..."""
+  out = [(model.upper(), model, "", model)]
+  for label, extra in demo.ablations:
+    out.append((f"{model.upper()} {label}", model, extra,
+                f"{model}-{extra.replace('=', '-').replace(',', '-')}"))
+  return out
 
 
 def _config(path: str, arg: str) -> Any:
@@ -94,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="hvt-demo", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/demo", help="output directory")
   parser.add_argument("--models", default="hse,fse",
-                      help="comma-separated models: hse,fse (default), hammer,flat, mcha")
+                      help="comma-separated models: hse,fse (default), hammer,flat, mcha "
+                           "(with w/o LAM and w/o HRM)")
   parser.add_argument("--num-train", type=int, default=None,
                       help="demo train videos (default 1500; moments demo 400)")
   parser.add_argument("--num-val", type=int, default=None,
@@ -119,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
   results = run_demo(args.workdir, models, arg=args.config_arg, num_train=args.num_train,
                      num_val=args.num_val, seeds=seeds)
   for demo in dict.fromkeys(demos[m] for m in models):   # each family's tables, in order
-    rows = {m.upper(): results[m.upper()] for m in models if demos[m] is demo}
+    rows = {row: results[row] for m in models if demos[m] is demo
+            for row, *_ in _rows(m, demo)}
     print()
     print(demo.report(rows))
   sys.stdout.flush()

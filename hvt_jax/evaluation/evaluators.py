@@ -336,8 +336,13 @@ def load_caption_index(path: str) -> dict[str, int]:
   """{video_id: caption index} from a pickle (.pkl/.pickle) or JSON file.
 
   Raises:
-    ValueError: not a dict of str -> int >= 0 (names the file).
+    ValueError: no such file, or not a dict of str -> int >= 0 (names the file).
   """
+  if not os.path.isfile(path):
+    raise ValueError(f"caption_index_file={path!r}: no such file (a {{video_id: caption "
+                     "index} pickle or JSON, e.g. MSR-VTT 1k-A's jsfusion_val_caption_idx.pkl "
+                     "from MMT's or Collaborative Experts' MSR-VTT release; "
+                     "caption_index_file='' ranks every caption instead)")
   if path.endswith((".pkl", ".pickle")):
     with open(path, "rb") as f:
       data = pickle.load(f)

@@ -36,12 +36,16 @@ class Demo:
     dataset: the synthetic dataset it trains on, a ``--variant`` of ``hvt-prepare demo``:
       ``"hse"`` (clips and sentences), ``"moments"`` (many-event moments) or ``"experts"``
       (MMT-style experts).
-    report: (results {MODEL: [metrics of each seed]}) -> the printed tables.
+    report: (results {ROW: [metrics of each seed]}) -> the printed tables; a row is a model
+      (``MODEL``) or one of its ablations (``MODEL <label>``).
+    ablations: (label, config arg) pairs: each model also runs with each arg, as the row
+      ``MODEL <label>`` (MCHA: ``("w/o LAM", "lam=false")``, Table 4).
   """
   models: tuple[str, ...]
   config: str
   dataset: str
   report: Callable[[dict[str, list[dict[str, float]]]], str]
+  ablations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

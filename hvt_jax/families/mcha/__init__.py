@@ -27,6 +27,8 @@ FAMILY = families.Family(
            "caption": pipeline.View(view.caption_view, per_row="tokens",
                                     stat_keys=("truncated",)),
            "paragraph": pipeline.View(view.paragraph_view, stat_keys=("truncated",))},
+    # hvt-demo --models mcha: MCHA and Table 4's "w/o LAM" and "w/o HRM" side by side.
     demo=families.Demo(models=("mcha",), config="configs/mcha/demo.py", dataset="experts",
-                       report=demo_report),
+                       report=demo_report,
+                       ablations=(("w/o LAM", "lam=false"), ("w/o HRM", "hrm=false"))),
 )

@@ -8,21 +8,29 @@ Video (§3.1). Each expert j (MSR-VTT/LSMDC: MMT's 7, ActivityNet: 2) has its ow
 projection F_j to d_uni (Eq. 1) and its own modality transformer Ψ_j (2 layers, 4 heads,
 hidden 1024, MLP 3072, dropout 0.1: ``layers.TransformerStack``, post-LN as Vaswani et
 al.). Its input is [aggregate token, feature tokens] with
-  feature embeddings  E^f = [F_j(maxpool(m_j)), F_j(m_j)]      (MMT's aggregate token)
+  feature embeddings  E^f = [maxpool(F_j(m_j)), F_j(m_j)]      (Eq. 1 and §3.1)
   temporal embeddings E^t = table_j[temporal id]               (MMT's ids, below)
   m_in = Drop(LN(E^f + E^t))                                   (MMT's BERT embeddings)
 and V_rep_j = Ψ_j(m_in) at the aggregate token's position (Eq. 2's "[CLS]", read as MMT
 reads its per-expert outputs). Temporal ids (MMT ``base_dataset.py``): 0 for the aggregate
 token, 1 for padding and untimed rows (the view's ``untimed_experts``), floor(row mid-time
 s) + 2 for timed rows, clamped at ``max_temporal_id`` (31 MSR-VTT/LSMDC, 101 ActivityNet).
-``agg_pool="raw"`` (default, MMT): the aggregate is F_j applied to the max over *all* the
-expert's rows (the view pools before it subsamples to 30/100 tokens); ``"projected"``: the
-paper's literal order, maxpool of F_j(m_j) over the kept tokens.
+Where the paper speaks, it is the default; MMT's code is one key away:
+``projection_l2=False`` (default, Eq. 1: F_j is a plain linear layer) or True (MMT's
+``ReduceDim``: F_j(x) L2-normalised, the aggregate token too);
+``agg_pool="projected"`` (default, §3.1: m^agg-f = maxpool(m^uni), the max over the expert's
+projected feature tokens, i.e. the ≤ ``max_feature_tokens`` rows the view keeps) or
+``"raw"`` (MMT's ``out_tok="mxp"``: F_j applied to the max over *all* the expert's rows,
+which the view pools before it subsamples: ``<e>_pool``).
 
-A missing expert (no rows in the record, ``expert_mask`` False) is masked everywhere:
-its slot's values are replaced before any arithmetic (so neither values nor NaN leak), its
-tokens are masked in attention, its V_rep is excluded from the LAM softmax (α = 0) and from
-the holistic transformer's keys, and its holistic modality weight is exactly 0.
+A missing expert (no rows in the record, ``expert_mask`` False): its slot's values are
+replaced before any arithmetic (so neither values nor NaN leak), its tokens are masked as
+attention keys in Ψ_j and Ψ^H and it is excluded from the LAM softmax (α = 0), as MMT masks
+its tokens. Its holistic weight is paper-silent: ``keep_missing_modalities=True`` (default,
+MMT's setting in every published config) keeps the text-derived weight w_j, and its S^h term
+is the cosine with Ψ^H's output at its slot (input 0 plus its type embedding, attending to
+the available experts), as MMT scores the missing expert's token; ``False`` zeroes w_j and
+renormalises over the available experts (its S^h term is exactly 0).
 
 Text (§3.1, Eq. 10). The shared ``text.TextEncoder`` (paper: bert-base-uncased fine-tuned
 with dropout 0.1; offline default MiniLM via ``config.model.text.checkpoint``). T^w = its
@@ -47,8 +55,10 @@ Holistic Ranking Module (§3.3). Ψ^H over [maxpool_j V_rep_j, V_rep_1..n] (Eq. 
 available experts, plus a learned per-expert type embedding so Ψ^H knows which slot is which
 modality: our choice, MMT's token types). ``holistic_output="modalities"`` (default, MMT):
 per-expert text embeddings T^g_j = GEU_j(T^c) (Eq. 10, Miech et al.'s gated embedding
-unit), per-expert weights w_j = softmax_j(Linear_j(T^c)) × available_j, renormalised over
-available experts (MMT's text-derived weights; Table 5's "modality importance"), and
+unit without MMT's BatchNorm: y = W x + b, y ⊙ σ(W' y + b'), L2; MMT's ``txt_pro="gbn"`` adds
+a BatchNorm before σ, not implemented), per-expert weights w_j = softmax_j(Linear_j(T^c))
+(MMT's text-derived weights; Table 5's "modality importance"; with
+``keep_missing_modalities=False`` × available_j, renormalised), and
 S^h = Σ_j w_j cos(T^g_j, V^h_j). ``"aggregate"``: S^h = cos(GEU(T^c), V^h_0).
 
 Loss (Eq. 13): L = L_Mar(S^h, Θ = 0.05, all negatives, both directions) + β L_Tri(S, Δ = 0.2,
@@ -101,7 +111,9 @@ class MCHAConfig:
   mlp_dim: int = 3072
   dropout_rate: float = 0.1
   max_temporal_id: int = 31
-  agg_pool: str = "raw"
+  projection_l2: bool = False
+  agg_pool: str = "projected"
+  keep_missing_modalities: bool = True
   modality_transformer: str = "specific"
   lam: bool = True
   hrm: bool = True
@@ -230,6 +242,11 @@ class MCHA(nnx.Module):
   # ------------------------------------------------------------------------------------
   # Video side.
 
+  def _project(self, j: int, x: jax.Array) -> jax.Array:
+    """F_j: [..., D_j] -> [..., d_uni]; L2-normalised with ``projection_l2`` (MMT)."""
+    u = self.projections[j](x)
+    return losses.unit(u) if self.cfg.projection_l2 else u
+
   def _video_rep(self, batch: Batch, train: bool, key: jax.Array | None) -> jax.Array:
     """V_rep [B, n, d] (Eq. 1-2); rows of missing experts are 0 (and masked downstream)."""
     cfg = self.cfg
@@ -241,9 +258,9 @@ class MCHA(nnx.Module):
       ok = avail[:, j]
       fmask = batch[f"{e}_mask"].astype(bool) & ok[:, None]
       x = jnp.where(fmask[..., None], batch[f"{e}_features"], 0.0)
-      u = self.projections[j](x)                                           # Eq. 1
+      u = self._project(j, x)                                              # Eq. 1
       if cfg.agg_pool == "raw":
-        agg = self.projections[j](jnp.where(ok[:, None], batch[f"{e}_pool"], 0.0))
+        agg = self._project(j, jnp.where(ok[:, None], batch[f"{e}_pool"], 0.0))
       else:
         agg = layers.masked_max(u, fmask)
       tokens = jnp.concatenate([agg[:, None], u], axis=1)
@@ -337,9 +354,13 @@ class MCHA(nnx.Module):
   # Pairwise part.
 
   def modality_weights(self, query: base.Encoding, cand: base.Encoding) -> jax.Array:
-    """[Bq, Bc, n] holistic modality weights w_j: text softmax × availability, renormalised
-    over available experts (exactly 0 for a missing expert; all 0 if none is available)."""
-    w = query["weight_probs"][:, None, :] * cand["avail"][None].astype(jnp.float32)
+    """[Bq, Bc, n] holistic modality weights w_j: the text softmax (``keep_missing_modalities``,
+    MMT), or the text softmax × availability renormalised over available experts (exactly 0
+    for a missing expert; all 0 if none is available)."""
+    probs = query["weight_probs"][:, None, :]
+    if self.cfg.keep_missing_modalities:
+      return jnp.broadcast_to(probs, probs.shape[:1] + cand["avail"].shape)
+    w = probs * cand["avail"][None].astype(jnp.float32)
     return w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-12)
 
   def holistic_score(self, query: base.Encoding, cand: base.Encoding) -> jax.Array:
@@ -348,7 +369,8 @@ class MCHA(nnx.Module):
                      precision=jax.lax.Precision.HIGHEST)
     if self.cfg.holistic_output == "aggregate":
       return cos[..., 0]
-    cos = jnp.where(cand["avail"][None], cos, 0.0)
+    if not self.cfg.keep_missing_modalities:
+      cos = jnp.where(cand["avail"][None], cos, 0.0)
     return jnp.sum(self.modality_weights(query, cand) * cos, axis=-1)
 
   def local_score(self, query: base.Encoding, cand: base.Encoding) -> jax.Array:

@@ -13,28 +13,57 @@ Per expert e of ``cfg.experts`` (MMT's conventions, ``base/base_dataset.py``):
   converters store an absent, empty or all-NaN expert as [0, D]); its slots are zeros that
   the model masks everywhere;
 * ``<e>_pool`` [D]: max over *all* its rows, before subsampling (MMT's aggregate token);
-* at most ``cfg.max_feature_tokens`` rows are kept: a random subset in time order when
-  training (stateless, from the record's seed), evenly spaced rows at evaluation
-  (row floor(i * T / F), i < F: our choice; MMT draws a fixed random subset);
+* at most ``cfg.max_feature_tokens`` (F) rows are kept, in time order: a random subset when
+  training (stateless, from the record's seed); at evaluation ``cfg.eval_rows``
+  ``"fixed_random"`` (default: MMT's ``choose_or_pad_to_len``, base/base_dataset.py:103-105
+  at gabeur/mmt@8f53717: ``np.random.RandomState(0).choice(T, F, replace=False)``, sorted,
+  the same rows for every video with T rows) or ``"even"`` (rows floor(i * T / F), i < F);
 * ``<e>_time`` temporal ids: floor(row mid-time in seconds) + 2 (MMT: 0 is the aggregate
   token, added by the model; 1 is padding and experts listed in ``cfg.untimed_experts``,
-  whose rows carry no real time); the model clamps them at its ``max_temporal_id``.
+  whose rows carry no real time); the model clamps them at its ``max_temporal_id``. The row
+  times of the experts in ``cfg.fixed_width_experts`` are MMT's fixed widths, row r covering
+  [r w, (r + 1) w] (``MMT_ROW_SECONDS``: rgb 0.2 s, scene 1 s; MMT utils/expert_timings.py,
+  applied in base/base_dataset.py:483-492 to every expert but s3d and vggish), not the
+  record's timestamps; the others use the record's (s3d and vggish: MMT's ``features_t``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow as tf
 
 from hvt_jax.input import ops, text_ops
 
 
-def _rows(num_rows: tf.Tensor, limit: int, seed: tf.Tensor | None, j: int) -> tf.Tensor:
-  """Indices of min(T, limit) rows, in time order: random (seed) or evenly spaced (None)."""
+# MMT's seconds per feature row (utils/expert_timings.py at gabeur/mmt@8f53717).
+MMT_ROW_SECONDS = {"rgb": 0.2, "scene": 1.0, "s3d": 1.0, "vggish": 1.0}
+EVAL_ROWS = ("fixed_random", "even")
+
+
+def mmt_eval_rows(num_rows: int, limit: int) -> np.ndarray:
+  """MMT's evaluation subset: sorted ``RandomState(0).choice(T, min(T, F), replace=False)``.
+
+  Returns:
+    [min(T, F)] int32 row indices in increasing order.
+  """
+  keep = min(int(num_rows), int(limit))
+  pick = np.random.RandomState(0).choice(int(num_rows), size=keep, replace=False)
+  return np.sort(pick).astype(np.int32)
+
+
+def _rows(num_rows: tf.Tensor, limit: int, seed: tf.Tensor | None, j: int,
+          eval_rows: str) -> tf.Tensor:
+  """Indices of min(T, limit) rows, in time order: random (seed) or, at evaluation (None),
+  ``eval_rows`` ("fixed_random": MMT's, ``mmt_eval_rows``; "even": evenly spaced)."""
   k = tf.minimum(num_rows, limit)
-  if seed is None:
+  if seed is None and eval_rows == "even":
     return (tf.range(k) * num_rows) // tf.maximum(k, 1)
+  if seed is None:
+    idx = tf.numpy_function(lambda t: mmt_eval_rows(t, limit), [num_rows], tf.int32,
+                            stateful=False)
+    return tf.ensure_shape(idx, [None])
   keys = tf.random.stateless_uniform(tf.reshape(num_rows, [1]),
                                      seed=tf.stack([tf.cast(seed, tf.int64), j]))
   return tf.sort(tf.math.top_k(keys, k).indices)
@@ -46,8 +75,9 @@ def expert_inputs(example: dict[str, Any], cfg: Any,
 
   Args:
     example: a decoded canonical record (``features/<e>`` [T, D], ``timestamps/<e>`` [T, 2]).
-    cfg: ``config.input`` with ``experts``, ``max_feature_tokens`` (F), ``untimed_experts``.
-    seed: int64 scalar for the random subset (training); None = evenly spaced (evaluation).
+    cfg: ``config.input`` with ``experts``, ``max_feature_tokens`` (F), ``untimed_experts``,
+      ``fixed_width_experts`` and ``eval_rows`` (module docstring).
+    seed: int64 scalar for the random subset (training); None = evaluation's rows.
 
   Returns:
     per expert ``<e>_features`` [F, D] float32, ``<e>_mask`` [F] bool, ``<e>_time`` [F]
@@ -57,17 +87,27 @@ def expert_inputs(example: dict[str, Any], cfg: Any,
   out, avail, cut = {}, [], []
   limit = int(cfg.max_feature_tokens)
   untimed = set(cfg.get("untimed_experts", ()))
+  fixed = set(cfg.get("fixed_width_experts", ()))
+  eval_rows = cfg.get("eval_rows", "fixed_random")
+  if eval_rows not in EVAL_ROWS:
+    raise ValueError(f"config.input.eval_rows={eval_rows!r}; valid: {EVAL_ROWS}")
+  if unknown := sorted(fixed - set(MMT_ROW_SECONDS)):
+    raise ValueError(f"config.input.fixed_width_experts: {unknown} have no MMT row width; "
+                     f"known: {sorted(MMT_ROW_SECONDS)}")
   for j, e in enumerate(cfg.experts):
     feats = tf.cast(example[f"features/{e}"], tf.float32)
     stamps = tf.cast(example[f"timestamps/{e}"], tf.float32)
     t = tf.shape(feats)[0]
     present = t > 0
-    idx = _rows(t, limit, seed, j)
+    idx = _rows(t, limit, seed, j, eval_rows)
     mask = ops.pad_to(tf.ones_like(idx, tf.bool), [limit], False)
     if e in untimed:
       tid = tf.ones_like(idx)
     else:
-      mid = tf.gather(stamps[:, 0] + stamps[:, 1], idx) / 2.0
+      if e in fixed:   # row r covers [r w, (r + 1) w]
+        mid = (tf.cast(idx, tf.float32) + 0.5) * MMT_ROW_SECONDS[e]
+      else:
+        mid = tf.gather(stamps[:, 0] + stamps[:, 1], idx) / 2.0
       tid = tf.cast(tf.math.floor(tf.maximum(mid, 0.0)), tf.int32) + 2
     out[f"{e}_features"] = ops.pad_to(tf.gather(feats, idx), [limit, None])
     out[f"{e}_mask"] = mask
