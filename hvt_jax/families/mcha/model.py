@@ -33,7 +33,7 @@ the available experts), as MMT scores the missing expert's token; ``False`` zero
 renormalises over the available experts (its S^h term is exactly 0).
 
 Text (§3.1, Eq. 10). The shared ``text.TextEncoder`` (paper: bert-base-uncased fine-tuned
-with dropout 0.1; offline default MiniLM via ``config.model.text.checkpoint``). T^w = its
+with dropout 0.1, the configs' default; ``config.model.text.checkpoint``). T^w = its
 token outputs projected to d_uni; LAM words are the real tokens other than [CLS] and [SEP]
 (our choice: they are not words; ``lam_special_tokens=True`` keeps them).
 
