@@ -19,7 +19,8 @@ videos are pooled to ~5 s per frame), 3 VR negatives, batch 32, Adam 1e-3, 16 ep
 steps). Every other setting is ``configs/hammer/activitynet.py``'s.
 
 Args: ``model=hammer|flat``; ``runlocal`` (the tests' tiny sizes: those of
-``configs/hammer/activitynet.py:runlocal``); ``seed=N``; ``subtitle`` (the demo's
+``configs/hammer/activitynet.py:runlocal``); ``seed=N``; ``tl_head=bio|boundary`` (the TL
+head compared in the family README); ``subtitle`` (the demo's
 subtitle-like stream as the ASR branch).
 """
 
@@ -30,7 +31,7 @@ from configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, model=("hammer", "flat"), runlocal=False, seed=0,
-                       subtitle=False)
+                       subtitle=False, tl_head=("bio", "boundary"))
   c = ml_collections.ConfigDict()
   common.trainer_defaults(c)
   c.seed = a.seed
@@ -52,7 +53,7 @@ def get_config(arg=None):
       clip_length=8,
       frame_scope="clip", clip_query="text", clip_position=True, share_encoders=False,
       query_stacks="per_encoder", cross_modal=True, asr_missing="zero",
-      flat_vr_head="cls", tl_head="bio",
+      flat_vr_head="cls", tl_head=a.tl_head,
       negatives=3, negative_mode="sample",
       mlm_frame=True, mlm_clip=True, mask_rate=0.15, mask_scheme="bert",
       mlm_max_predictions=8, masked_query_for_vr_tl=True,
