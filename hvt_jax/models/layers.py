@@ -736,6 +736,56 @@ class TransformerBlock(nnx.Module):
         x + dropout(self.attention(x, kv, mask, probs_key=probs_key), c.dropout_rate, attn_key))
     return self.mlp_norm(h + dropout(self.mlp(h), c.dropout_rate, mlp_key))
 
+  def cross_pairs(self, x: jax.Array, kv: jax.Array, kv_mask: jax.Array, *,
+                  train: bool = False) -> jax.Array:
+    """The cross-attention layer (``__call__`` with ``kv``, evaluation) over a broadcast grid.
+
+    The leading axes of ``x``, ``kv`` and ``kv_mask`` broadcast against each other (NumPy
+    rules), e.g. x [1, Bc, R, E] (per video) and kv [Bq, 1, Lk, K] (per query) give every
+    (query, video) pair's rows [Bq, Bc, R, E]. Each projection runs on its own side's shape
+    (the query projection once per x row, the key/value projections once per kv row), and
+    the logits and context are einsums over the grid: nothing is tiled. The arithmetic is
+    ``__call__``'s (matmul inputs in the config dtype, float32 accumulation, softmax,
+    LayerNorms and the residual stream; ``jax.nn.dot_product_attention``'s scale and
+    masking), so the outputs equal ``__call__`` on the tiled inputs up to float
+    reassociation.
+
+    Args:
+      x: [..., R, E] the attending rows.
+      kv: [..., Lk, kv_dim] keys'/values' input.
+      kv_mask: [..., Lk] bool key padding mask (True = valid); a row without a valid key
+        attends uniformly, as in ``__call__``.
+      train: must be False (no dropout here: evaluation only).
+
+    Returns:
+      [broadcast(...), R, E] float32.
+
+    Raises:
+      ValueError: train=True.
+    """
+    if train:
+      raise ValueError("TransformerBlock.cross_pairs is evaluation-only (no dropout): "
+                       "call the block itself to train")
+    c, att = self.config, self.attention
+    x = x.astype(jnp.float32)
+    rows = self.attention_norm(x) if c.pre_ln else x
+    q, k, v = (t.astype(att.dtype) for t in (att.query(rows), att.key(kv), att.value(kv)))
+    # jax.nn.dot_product_attention's XLA arithmetic, with broadcast leading axes.
+    precision = (jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if att.dtype == jnp.bfloat16
+                 else None)
+    logits = jnp.einsum("...rhd,...lhd->...hrl", q, k, precision=precision,
+                        preferred_element_type=jnp.float32)
+    logits = logits * jnp.float32(att.head_dim ** -0.5)
+    big_negative = -0.7 * float(jnp.finfo(jnp.float32).max)
+    logits = jnp.where(kv_mask.astype(bool)[..., None, None, :], logits, big_negative)
+    probs = jax.nn.softmax(logits, axis=-1).astype(att.dtype)
+    attended = att.out(jnp.einsum("...hrl,...lhd->...rhd", probs, v))
+    if c.pre_ln:
+      h = x + attended
+      return h + self.mlp(self.mlp_norm(h))
+    h = self.attention_norm(x + attended)
+    return self.mlp_norm(h + self.mlp(h))
+
 
 class TransformerStack(nnx.Module):
   """``num_layers`` TransformerBlocks with the same config (+ a final LN when pre-LN).

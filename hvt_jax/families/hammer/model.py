@@ -98,6 +98,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 from flax import nnx
 
 from hvt_jax.models import base, layers, mlm, text
@@ -326,6 +327,46 @@ def _cross_layers(level: Level, x_nstd: jax.Array, x_mask: jax.Array, q_nld: jax
   fused = level.fuse(sum(queries))
   return (jnp.concatenate(outs, axis=-1),
           layers.dropout(fused, level.dropout_rate, keys[-1] if train else None))
+
+
+def _grounded_rows(level: Level, x: jax.Array, q: jax.Array, q_mask: jax.Array) -> jax.Array:
+  """Evaluation: the visual side of ``_cross_layers`` for the rows ``x`` only (each row
+  attends to the query alone; LayerNorm and the MLP act per row).
+
+  The leading axes of x and of q / q_mask broadcast (``layers.TransformerBlock.cross_pairs``):
+  e.g. x [1, Bc, S, R, D] per video and q [Bq, 1, L, Dt] per query give every pair's rows.
+
+  Args:
+    x: [..., S, R, D] rows of each stream; q: [..., L, Dt] the query stream; q_mask:
+      [..., L] bool.
+
+  Returns:
+    [..., R, S·D] float32 (streams concatenated).
+  """
+  streams = range(x.shape[-3])
+  if level.cross is None:                                   # ViLBERT's h_IMG ⊙ h_CLS
+    return jnp.concatenate([x[..., s, :, :] * q[..., :1, :] for s in streams], -1)
+  return jnp.concatenate([level.cross[s].x_block.cross_pairs(x[..., s, :, :], q, q_mask)
+                          for s in streams], -1)
+
+
+def _grounded_tcls(level: Level, q0: jax.Array, x: jax.Array, x_mask: jax.Array) -> jax.Array:
+  """Evaluation: the query side of ``_cross_layers`` for the query's [CLS] row only (TCLS
+  attends to the visual tokens; the streams' rows are added and normalised per row).
+
+  Args:
+    q0: [..., 1, Dt] the query's first row; x: [..., S, T, D]; x_mask: [..., S, T] bool
+      key padding mask (leading axes broadcast as in ``_grounded_rows``).
+
+  Returns:
+    [..., Dt] float32: the grounded TCLS.
+  """
+  if level.cross is None:                                   # the query goes on unchanged
+    lead = jnp.broadcast_shapes(q0.shape[:-2], x.shape[:-3])
+    return jnp.broadcast_to(q0[..., 0, :], lead + q0.shape[-1:])
+  rows = [co.y_block.cross_pairs(q0, x[..., s, :, :], x_mask[..., s, :])
+          for s, co in enumerate(level.cross)]
+  return (rows[0] if level.fuse is None else level.fuse(sum(rows)))[..., 0, :]
 
 
 class HAMMER(nnx.Module):
@@ -558,26 +599,44 @@ class HAMMER(nnx.Module):
       phi_k, frames = vis[:, :kk], vis[:, kk:]
       gq = gq[:, None]
       tcls_frame = jnp.broadcast_to(gq[:, :, 0], (n, c.max_frames, gq.shape[-1]))
-    frame_logits = jnp.einsum("nfe,ey->nfy", jnp.concatenate([frames, tcls_frame], -1),
-                              self.tl_frame[...])
-    out = {"frame_query": gq, "frame_logits": frame_logits}
+    out = {"frame_query": gq}
+    psi = clip_query = None
     if c.hierarchical:
       psi, clip_query = self._clip_encoder(phi_k, clip_valid, gq, query.get("clip_text", q),
                                            q_mask, train=train,
                                            keys=(k_psi_in, k_psi_self, k_psi))
       vr_k = jnp.einsum("nke,e->nk", psi, self.vr[...])
-      out["vr"] = jnp.max(jnp.where(clip_valid, vr_k, NEG), axis=1)
-      tcls = jnp.broadcast_to(clip_query[:, None, 0], psi.shape[:2] + clip_query.shape[-1:])
+      out.update(vr=jnp.max(jnp.where(clip_valid, vr_k, NEG), axis=1), clip_query=clip_query)
+    else:
+      out["vr"] = self._flat_vr(phi_k[:, 0], frames, frame_mask, gq[:, 0, 0])
+    psi_tcls = None if clip_query is None else clip_query[:, 0]
+    out.update(self._tl_heads(frames, tcls_frame, psi, psi_tcls, clip_valid, frame_mask))
+    return out
+
+  def _tl_heads(self, frames, tcls_frame, psi, psi_tcls, clip_valid, frame_mask):
+    """Eq. 10-12 from the encoders' outputs of N aligned pairs.
+
+    Args:
+      frames: [N, F, S·D] Φ(x_t); tcls_frame: [N, F, Dt] Φ(TCLS; c_k) of each frame's clip.
+      psi: [N, K, S·D] Ψ(φ_k) (None for FLAT); psi_tcls: [N, Dt] Ψ(TCLS).
+      clip_valid: [N, K] bool; frame_mask: [N, F] bool.
+
+    Returns:
+      frame_logits, clip_logits, clip_logprob and ``tl_logprobs``'s tl / start / end.
+    """
+    c = self.c
+    frame_logits = jnp.einsum("nfe,ey->nfy", jnp.concatenate([frames, tcls_frame], -1),
+                              self.tl_frame[...])
+    if psi is None:
+      clip_logits = jnp.zeros((frames.shape[0], 1, 1))
+    else:
+      tcls = jnp.broadcast_to(psi_tcls[:, None], psi.shape[:2] + psi_tcls.shape[-1:])
       clip_logits = jnp.einsum("nke,eh->nkh", jnp.concatenate([psi, tcls], -1),
                                self.tl_clip[...])
       clip_logits = jnp.where(clip_valid[..., None], clip_logits, NEG)
-      out["clip_query"] = clip_query
-    else:
-      out["vr"] = self._flat_vr(phi_k[:, 0], frames, frame_mask, gq[:, 0, 0])
-      clip_logits = jnp.zeros((n, 1, 1))
-    clip_lp = jax.nn.log_softmax(clip_logits, axis=1)
-    out.update(clip_logits=clip_logits, clip_logprob=clip_lp)
-    out.update(tl_logprobs(frame_logits, clip_logits, frame_mask, m, c.tl_head))
+    out = {"frame_logits": frame_logits, "clip_logits": clip_logits,
+           "clip_logprob": jax.nn.log_softmax(clip_logits, axis=1)}
+    out.update(tl_logprobs(frame_logits, clip_logits, frame_mask, c.clip_frames, c.tl_head))
     return out
 
   def _flat_vr(self, cls_n, frames, frame_mask, tcls):
@@ -594,14 +653,7 @@ class HAMMER(nnx.Module):
     ``q`` is Ψ's query stream [N, L, Dt]."""
     c = self.c
     k_in, k_self, k_cross = keys
-    n, kk = phi_k.shape[:2]
-    parts = jnp.split(phi_k, c.num_streams, axis=-1)
-    x = jnp.stack([inp.finish(inp.project(p)) for p, inp in zip(parts, self.clip_inputs)],
-                  axis=1)
-    x = layers.dropout(x, c.dropout_rate, k_in)
-    mask = jnp.broadcast_to(clip_valid[:, None], (n, c.num_streams, kk))
-    level = self.frame_level if self.clip_level is None else self.clip_level
-    x = _self_layers(level, x, mask, train=train, key=k_self)
+    x, mask = self._clip_self(phi_k, clip_valid, train=train, keys=(k_in, k_self))
     if c.clip_query == "frame":
       w = clip_valid.astype(jnp.float32)[..., None, None] if self._per_clip else 1.0
       start = (jnp.sum(frame_query * w, axis=1)
@@ -609,7 +661,25 @@ class HAMMER(nnx.Module):
                                      axis=1), 1.0))
     else:
       start = q
-    return _cross_layers(level, x, mask, start, q_mask, train=train, key=k_cross)
+    return _cross_layers(self._clip_level, x, mask, start, q_mask, train=train, key=k_cross)
+
+  @property
+  def _clip_level(self) -> Level:
+    """Ψ's transformer layers (Φ's with ``share_encoders``)."""
+    return self.frame_level if self.clip_level is None else self.clip_level
+
+  def _clip_self(self, phi_k, clip_valid, *, train, keys):
+    """Ψ's input projections, positions, LayerNorm and self-attention layer over φ_1..φ_K:
+    [N, K, S·D], [N, K] bool -> ([N, S, K, D], its key mask [N, S, K])."""
+    c = self.c
+    k_in, k_self = keys
+    n, kk = phi_k.shape[:2]
+    parts = jnp.split(phi_k, c.num_streams, axis=-1)
+    x = jnp.stack([inp.finish(inp.project(p)) for p, inp in zip(parts, self.clip_inputs)],
+                  axis=1)
+    x = layers.dropout(x, c.dropout_rate, k_in)
+    mask = jnp.broadcast_to(clip_valid[:, None], (n, c.num_streams, kk))
+    return _self_layers(self._clip_level, x, mask, train=train, key=k_self), mask
 
   # -------------------------------------------------------------------------------------
   # Training forward pass and loss.
@@ -701,9 +771,67 @@ class HAMMER(nnx.Module):
   # -------------------------------------------------------------------------------------
   # Prediction functions (models/base.py Ranker + Localizer).
 
+  # Corpus inference computes only what the heads read (README "Corpus inference"): Eq. 9
+  # reads Ψ's clip outputs, which read Φ's clip-CLS rows of the "visual attends to the query"
+  # block; a row of that block attends only to the query, so the other rows and the "query
+  # attends to the visual stream" block are skipped, and the block's projections run once
+  # per video (the CLS rows) and once per query (keys/values of the query) instead of once
+  # per pair (``layers.TransformerBlock.cross_pairs``). Equal to ``pair``'s up to float
+  # reassociation (tests/test_hammer_fast.py states the tolerance).
+
+  @property
+  def general_reason(self) -> str | None:
+    """Why ``score`` / ``moment_logprobs`` run ``pair`` (the general path) for this
+    config, or None when they use the factored path."""
+    if self.c.hierarchical and self.c.clip_query == "frame":
+      return ("clip_query='frame' starts Ψ's query stream from every row of Φ's grounded "
+              "query, which needs Φ's query-attends-to-video block in full for every clip")
+    return None
+
+  def _use_general(self, fn: str) -> bool:
+    """Whether ``fn`` takes the general path; says so in the log (once per trace)."""
+    reason = self.general_reason
+    if reason is not None:
+      logging.info("%s.%s: the general path (pair on every tiled pair): %s",
+                   type(self).__name__, fn, reason)
+    return reason is not None
+
   def score(self, query: base.Encoding, candidate: base.Encoding) -> jax.Array:
-    """[Bq, Bc] float32 VR logits f(v, h) (Eq. 9) of every pair; each pair's cross-modal
-    part runs on its own row, so its value does not depend on the block."""
+    """[Bq, Bc] float32 VR logits f(v, h) (Eq. 9) of every pair; no pair's value depends
+    on the others in the block. The factored path (see above) unless ``general_reason``."""
+    if self._use_general("score"):
+      return self.score_general(query, candidate)
+    c = self.c
+    q, q_mask = query["text"][:, None], query["text_mask"][:, None]    # [Bq, 1, L, ..]
+    x, frame_mask = candidate["tokens"], candidate["frame_mask"]       # [Bc, S, T, D]
+    bq, (bc, s) = q.shape[0], x.shape[:2]
+    kk, m = c.num_clips, c.clip_frames
+    theta = self.vr[...]
+    if not c.hierarchical:                                             # one clip: T = F + 1
+      if c.flat_vr_head == "tcls":
+        tcls = _grounded_tcls(self.frame_level, q[..., :1, :], x[None],
+                              candidate["token_mask"][None])
+        return tcls @ theta
+      rows = x[None, :, :, :1] if c.flat_vr_head == "cls" else x[None, :, :, 1:]
+      vr = _grounded_rows(self.frame_level, rows, q, q_mask) @ theta   # [Bq, Bc, 1 | F]
+      if c.flat_vr_head == "cls":
+        return vr[..., 0]
+      return jnp.max(jnp.where(frame_mask[None], vr, NEG), axis=-1)
+    # φ_k: the clip-CLS rows (per clip: each clip's first token; per video: the first K).
+    cls = (x.reshape(bc, s, kk, m + 1, -1)[:, :, :, 0] if self._per_clip
+           else x[:, :, :kk])                                          # [Bc, S, K, D]
+    phi = _grounded_rows(self.frame_level, cls[None], q, q_mask)       # [Bq, Bc, K, S·D]
+    clip_valid = jnp.any(frame_mask.reshape(bc, kk, m), axis=-1)       # [Bc, K]
+    psi_in, _ = self._clip_self(phi.reshape(bq * bc, kk, -1), jnp.tile(clip_valid, (bq, 1)),
+                                train=False, keys=(None, None))        # [Bq·Bc, S, K, D]
+    psi_q = query.get("clip_text", query["text"])[:, None]
+    psi = _grounded_rows(self._clip_level, psi_in.reshape((bq, bc) + psi_in.shape[1:]),
+                         psi_q, q_mask)                                # [Bq, Bc, K, S·D]
+    return jnp.max(jnp.where(clip_valid[None], psi @ theta, NEG), axis=-1)
+
+  def score_general(self, query: base.Encoding, candidate: base.Encoding) -> jax.Array:
+    """``score`` through ``pair`` on the Bq·Bc tiled pairs (every option; the reference
+    the factored path is tested against)."""
     bq, bc = query["text"].shape[0], candidate["tokens"].shape[0]
     q = jax.tree.map(lambda x: jnp.repeat(x, bc, axis=0), query)
     v = jax.tree.map(lambda x: jnp.tile(x, (bq,) + (1,) * (x.ndim - 1)), candidate)
@@ -712,7 +840,42 @@ class HAMMER(nnx.Module):
   def moment_logprobs(self, query: base.Encoding,
                       candidate: base.Encoding) -> dict[str, jax.Array]:
     """{"start": [B, F], "end": [B, F]} float32 log-probabilities of t_s / t_e for aligned
-    pairs (row i with row i); -inf at padding frames."""
+    pairs (row i with row i); -inf at padding frames. The factored path: Φ's
+    visual-attends-to-query block with the query's keys/values once per pair (not per
+    clip), and of each "query attends to ..." block (Φ's per clip, Ψ's) only the TCLS row
+    that Eq. 11 / 12 read; ``pair`` when ``general_reason``."""
+    if self._use_general("moment_logprobs"):
+      return self.moment_logprobs_general(query, candidate)
+    c = self.c
+    q, q_mask = query["text"], query["text_mask"]                     # [N, L, Dt]
+    x, x_mask, frame_mask = (candidate[k] for k in ("tokens", "token_mask", "frame_mask"))
+    n, s = x.shape[:2]
+    kk, m = c.num_clips, c.clip_frames
+    clip_valid = jnp.any(frame_mask.reshape(n, kk, m), axis=-1)
+    if self._per_clip:
+      xs = x.reshape(n, s, kk, m + 1, -1).transpose(0, 2, 1, 3, 4)    # [N, K, S, M+1, D]
+      ms = x_mask.reshape(n, s, kk, m + 1).transpose(0, 2, 1, 3)
+      vis = _grounded_rows(self.frame_level, xs, q[:, None], q_mask[:, None])
+      phi_k, frames = vis[:, :, 0], vis[:, :, 1:].reshape(n, kk * m, -1)
+      tcls = _grounded_tcls(self.frame_level, q[:, None, :1], xs, ms)  # [N, K, Dt]
+      tcls_frame = jnp.repeat(tcls, m, axis=1)
+    else:
+      vis = _grounded_rows(self.frame_level, x, q, q_mask)             # [N, K + F, S·D]
+      phi_k, frames = vis[:, :kk], vis[:, kk:]
+      tcls = _grounded_tcls(self.frame_level, q[:, :1], x, x_mask)     # [N, Dt]
+      tcls_frame = jnp.broadcast_to(tcls[:, None], (n, c.max_frames, tcls.shape[-1]))
+    psi = psi_tcls = None
+    if c.hierarchical:
+      psi_in, psi_mask = self._clip_self(phi_k, clip_valid, train=False, keys=(None, None))
+      psi_q = query.get("clip_text", q)
+      psi = _grounded_rows(self._clip_level, psi_in, psi_q, q_mask)    # [N, K, S·D]
+      psi_tcls = _grounded_tcls(self._clip_level, psi_q[:, :1], psi_in, psi_mask)
+    out = self._tl_heads(frames, tcls_frame, psi, psi_tcls, clip_valid, frame_mask)
+    return {"start": out["start"], "end": out["end"]}
+
+  def moment_logprobs_general(self, query: base.Encoding,
+                              candidate: base.Encoding) -> dict[str, jax.Array]:
+    """``moment_logprobs`` through ``pair`` (every option; the tests' reference)."""
     res = self.pair(query, candidate)
     return {"start": res["start"], "end": res["end"]}
 
