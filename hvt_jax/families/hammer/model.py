@@ -891,8 +891,12 @@ class HAMMER(nnx.Module):
       [B, top_k, 3] float32 (start s, end s, score), best first (score -inf where fewer
       than top_k moments are allowed).
     """
+    return self.top_moments(self.moment_logprobs(query, candidate), candidate, top_k)
+
+  def top_moments(self, lp: dict[str, jax.Array], candidate: base.Encoding,
+                  top_k: int) -> jax.Array:
+    """``localize``'s moments from ``moment_logprobs``'s {"start", "end"} [B, F]."""
     c = self.c
-    lp = self.moment_logprobs(query, candidate)
     f = lp["start"].shape[1]
     s_idx, e_idx = jnp.arange(f)[:, None], jnp.arange(f)[None, :]
     allowed = e_idx - s_idx >= c.min_moment_frames
