@@ -771,10 +771,7 @@ class TransformerBlock(nnx.Module):
     rows = self.attention_norm(x) if c.pre_ln else x
     q, k, v = (t.astype(att.dtype) for t in (att.query(rows), att.key(kv), att.value(kv)))
     # jax.nn.dot_product_attention's XLA arithmetic, with broadcast leading axes.
-    precision = (jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if att.dtype == jnp.bfloat16
-                 else None)
-    logits = jnp.einsum("...rhd,...lhd->...hrl", q, k, precision=precision,
-                        preferred_element_type=jnp.float32)
+    logits = jnp.einsum("...rhd,...lhd->...hrl", q, k, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(att.head_dim ** -0.5)
     big_negative = -0.7 * float(jnp.finfo(jnp.float32).max)
     logits = jnp.where(kv_mask.astype(bool)[..., None, None, :], logits, big_negative)
