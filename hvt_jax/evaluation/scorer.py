@@ -297,34 +297,32 @@ def largest_block(memory_at: Callable[[int], int], limit: int, budget: int,
   """The largest block size b <= ``limit`` whose program fits ``budget`` bytes.
 
   Few compiles: ``memory_at`` (compiles the program at b per device, returns
-  ``program_bytes``) runs at ``start`` and 2 x ``start``; the largest power of two the
-  straight line through them allows is compiled to confirm it, halved until it fits.
-  Then the block is evened out: the fewest steps of that size cover ``limit`` rows, and
-  their common size is ceil(limit / steps) (padding < one row per step).
+  ``program_bytes``; cache it) runs at 1 and ``start``; ``limit``, or else the largest
+  power of two the straight line through them allows, is compiled to confirm it, halved
+  until it fits. Then the block is evened out: the fewest steps of that size cover
+  ``limit`` rows, and their common size is ceil(limit / steps) (padding < one row per step).
 
   Returns:
-    (block, its estimated bytes; for the evened block, the line's estimate).
+    (block, its estimated bytes; for an evened block, interpolated on the line).
 
   Raises:
     MemoryError: not even a block of 1 fits.
   """
+  seen = {1: memory_at(1)}
+  if seen[1] > budget:
+    raise MemoryError(f"scorer: a block of 1 needs {seen[1] / 2**30:.3f} GiB, more than "
+                      f"the {budget / 2**30:.3f} GiB available")
   start = max(1, min(start, limit))
-  seen = {start: memory_at(start)}
-  b = start
-  if seen[b] <= budget and 2 * b <= limit:
-    seen[2 * b] = memory_at(2 * b)
-    per = max((seen[2 * b] - seen[b]) / b, 1.0)
-    fit = min(limit, b + int((budget - seen[b]) // per))
-    b = 1 << (max(fit, 1).bit_length() - 1)
-  while True:
+  seen[start] = memory_at(start)
+  per = max((seen[start] - seen[1]) / max(start - 1, 1), 1.0)
+  fit = 1 + int((budget - seen[1]) // per)
+  b = limit if fit >= limit else 1 << (fit.bit_length() - 1)
+  while b > 1:
     if b not in seen:
       seen[b] = memory_at(b)
-    if seen[b] <= budget or b == 1:
+    if seen[b] <= budget:
       break
     b //= 2
-  if seen[b] > budget:
-    raise MemoryError(f"scorer: a block of 1 needs {seen[b] / 2**30:.2f} GiB, more than "
-                      f"the {budget / 2**30:.2f} GiB available")
   size = -(-limit // -(-limit // b))
   if size == b:
     return b, seen[b]
@@ -348,8 +346,9 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
                   budget_bytes: int | None = None) -> tuple[int, int, int]:
   """``rank_corpus``'s block sizes from the compiled step's memory and the free memory.
 
-  A block size given (> 0) is kept. Otherwise ``cand_block`` is min(N, 1024), halved while
-  one query row of it does not fit; ``query_block`` is the largest that fits
+  A block size given (> 0) is kept (both given: nothing is compiled). Otherwise
+  ``cand_block`` is min(N, 1024), halved while one query row (or the given
+  ``query_block``) does not fit; ``query_block`` is the largest that fits
   (``largest_block``, at most the queries per device). The budget is ``memory_fraction``
   of ``free_bytes(mesh)`` unless ``budget_bytes`` is given. The chosen sizes and the
   estimate are logged.
@@ -358,7 +357,7 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
     (query_block, cand_block, estimated bytes per device; 0 when both were given).
 
   Raises:
-    MemoryError: not even one query against one candidate fits.
+    MemoryError: the given block size does not fit even with a candidate block of 1.
   """
   num_q, num_cand = _num_rows(query_enc, "query_enc"), _num_rows(cand_enc, "cand_enc")
   if query_block > 0 and cand_block > 0:
@@ -372,6 +371,7 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
   params_spec = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(np.shape(x), np.result_type(x), sharding=rep), params)
 
+  @functools.cache
   def memory(qb: int, cb: int) -> int:
     step = _step_fn(score_fn, mesh, cb, num_cand, top_k)
     args = (_spec(query_enc, qb * mesh.size, rows),
@@ -379,24 +379,18 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
             _spec(cand_enc, max(num_cand, cb), rep), params_spec)
     return program_bytes(step.lower(*args).compile())
 
-  per_device = -(-num_q // mesh.size)
-  widest = min(num_cand, 1024)
-  options = [cand_block] if cand_block > 0 else [
-      widest >> k for k in range(widest.bit_length())]
-  for cb in options:
-    try:
-      if query_block > 0:
-        qb, est = query_block, memory(query_block, cb)
-        if est > budget_bytes:
-          raise MemoryError(f"scorer: query_block {qb} x cand_block {cb} needs "
-                            f"{est / 2**30:.2f} GiB, more than the {budget_bytes / 2**30:.2f}"
-                            f" GiB available")
-      else:
-        qb, est = largest_block(lambda b: memory(b, cb), per_device, budget_bytes)
-      break
-    except MemoryError:
-      if cb == options[-1]:
-        raise
+  # The widest candidate block (at most min(N, 1024)) that one query row fits.
+  cb = cand_block if cand_block > 0 else min(num_cand, 1024)
+  qb = max(query_block, 1)
+  while memory(qb, cb) > budget_bytes and cand_block <= 0 and cb > 1:
+    cb //= 2
+  if memory(qb, cb) > budget_bytes:
+    raise MemoryError(f"scorer: query_block {qb} x cand_block {cb} needs "
+                      f"{memory(qb, cb) / 2**30:.3f} GiB, more than the "
+                      f"{budget_bytes / 2**30:.3f} GiB available")
+  est = memory(qb, cb)
+  if query_block <= 0:
+    qb, est = largest_block(lambda b: memory(b, cb), -(-num_q // mesh.size), budget_bytes)
   logging.info("scorer: query_block %d x cand_block %d per device, estimated %.3f GiB of "
                "a %.3f GiB budget (%.0f%% of free memory, %s)", qb, cb, est / 2**30,
                budget_bytes / 2**30, 100 * memory_fraction, source)
