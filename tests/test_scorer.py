@@ -330,7 +330,7 @@ def test_token_trim_cuts_blocks_and_keeps_every_result(mesh8):
     widths.append(q["tokens"].shape[1])
     return _masked_tokens(q, c) + q["bias"][:, None]
 
-  trim = scorer.TokenTrim("mask", bucket=8)
+  trim = scorer.TokenTrim("mask", ("tokens",), bucket=8)
   np.testing.assert_array_equal(trim.lengths(query), lengths)
   kw = dict(mesh=mesh8, top_k=6, query_block=2, cand_block=16)
   full = scorer.rank_corpus(query, cand, np.arange(90) % 40, score_fn, **kw)

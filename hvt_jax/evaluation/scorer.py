@@ -399,20 +399,21 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
 
 @dataclasses.dataclass(frozen=True)
 class TokenTrim:
-  """Cuts each query block's token axis to its longest query (host side, exact).
+  """Cuts each query block's padded token axis to its longest query (host side, exact).
 
   A query encoding padded to L tokens whose score ignores the positions where ``mask`` is
   False (masked everywhere a pair's score reads them) scores the same with the padding
   cut: each block is cut to its longest row of ``mask`` (one past its last True), rounded
   up to a multiple of ``bucket`` (at most ceil(L / bucket) compiled shapes), and the
   queries go through sorted by that length, so a block holds queries of similar length.
-  The cut leaves are those whose first two dims are ``mask``'s [Q, L].
 
   Attributes:
-    mask: the name of the query encoding's [Q, L] bool leaf (a dict key).
+    mask: the query encoding's [Q, L] bool leaf (a dict key).
+    leaves: the other [Q, L, ...] leaves with that token axis.
     bucket: the lengths' rounding.
   """
   mask: str
+  leaves: tuple[str, ...] = ()
   bucket: int = 8
 
   def lengths(self, enc: Any) -> np.ndarray:
@@ -420,11 +421,13 @@ class TokenTrim:
     m = np.asarray(jax.device_get(enc[self.mask]), bool)
     return np.where(m.any(axis=1), m.shape[1] - np.argmax(m[:, ::-1], axis=1), 0)
 
-  def cut(self, enc: Any, length: int) -> Any:
-    """``enc`` with the token axis of its [Q, L, ...] leaves cut to ``length`` rounded up."""
-    full = np.shape(enc[self.mask])
-    keep = min(full[1], max(1, -(-int(length) // self.bucket) * self.bucket))
-    return jax.tree.map(lambda x: x[:, :keep] if np.shape(x)[:2] == full else x, enc)
+  def cut(self, enc: dict[str, Any], length: int) -> dict[str, Any]:
+    """``enc`` with the token axis of ``mask`` and ``leaves`` cut to ``length`` rounded up
+    to ``bucket`` (at most L)."""
+    full = np.shape(enc[self.mask])[1]
+    keep = min(full, max(1, -(-int(length) // self.bucket) * self.bucket))
+    cut = (self.mask, *self.leaves)
+    return {k: v[:, :keep] if k in cut else v for k, v in enc.items()}
 
 
 def rank_corpus(query_enc: Any, cand_enc: Any, query_to_target: Any = None,
