@@ -340,3 +340,26 @@ def test_token_trim_cuts_blocks_and_keeps_every_result(mesh8):
   assert set(widths) == {8, 16, 24}     # one trace per bucket (30: the compiled full width)
   for f in ("ranks", "top_indices", "top_scores"):
     np.testing.assert_array_equal(getattr(cut, f), getattr(full, f))
+
+
+def test_stage2_pair_block_from_memory(mesh8, monkeypatch):
+  from hvt_jax.evaluation import moments  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def fn(params, q, v):   # [B, 4, 3]: (q . v_k, k, score) per video row, a stand-in
+    s = jnp.einsum("bd,bkd->bk", q * params, v, precision=jax.lax.Precision.HIGHEST)
+    return jnp.stack([s, jnp.broadcast_to(jnp.arange(4.0), s.shape), -s], axis=-1)
+
+  rng = np.random.default_rng(14)
+  query, video = _exact(rng, 50, 16), _exact(rng, 30, 64).reshape(30, 4, 16)
+  params = jax.device_put(np.float32(0.5))
+  qi, vi = rng.integers(0, 50, 333), rng.integers(0, 30, 333)
+  kw = dict(params=params, query_enc=query, video_enc=video, mesh=mesh8)
+  roomy, est = moments.choose_pair_block(fn, num_pairs=333, budget_bytes=2**30, **kw)
+  assert roomy == 42                              # all 333 pairs in one step
+  small, small_est = moments.choose_pair_block(fn, num_pairs=333, budget_bytes=est // 3, **kw)
+  assert small < roomy and small_est <= est // 3
+  want = moments.localize_pairs(fn, params, query, video, qi, vi, mesh=mesh8, block=3)
+  monkeypatch.setattr(scorer, "free_bytes", lambda mesh: (est // 3, "test"))
+  got = moments.localize_pairs(fn, params, query, video, qi, vi, mesh=mesh8, block=0)
+  np.testing.assert_array_equal(got, want)
