@@ -256,9 +256,9 @@ def test_ties_several_targets_and_last_block_shift_match_retrieval(request, mesh
 
 
 @pytest.mark.parametrize("name, score_fn", [
-    # the query's row in its block shifts its scores
-    ("query position", lambda q, c: scorer.dot_score(q, c)
-     + 0.25 * jnp.arange(q.shape[0])[:, None]),
+    # the candidate's row in its block shifts its score, by one ulp
+    ("candidate position", lambda q, c: jnp.nextafter(
+        scorer.dot_score(q, c), jnp.where(jnp.arange(c.shape[0]) % 2, jnp.inf, -jnp.inf))),
     # each score relative to the block's other candidates (composition, not position)
     ("block composition", lambda q, c: scorer.dot_score(q, c)
      - scorer.dot_score(q, c).mean(axis=1, keepdims=True)),

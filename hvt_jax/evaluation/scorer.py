@@ -19,14 +19,17 @@ of its queries (no cross-device reduction), and its kernel shapes do not depend 
 device count, so 1 and 8 devices give the same bits. The price is a replica of the
 candidate encodings on every device.
 
-Ties are exact only if a pair's score does not depend on where the pair falls in a block.
-Every ``score_fn`` call has the same shape (the last candidate block is shifted back to end
-at N, its columns already seen keeping their first scores; the last query block is
+Ties are exact only if a pair's score does not depend on where the candidate falls in a
+block. Every ``score_fn`` call has the same shape (the last candidate block is shifted back
+to end at N, its columns already seen keeping their first scores; the last query block is
 padded), and ``dot_score`` fixes the precision. Once per run a probe checks it: the first
 query block is scored against the first candidate block as the corpus pass does and again
-with queries and candidates moved to other rows of a block of other composition (the first
-half of each, reversed, each row twice); ``rank_corpus`` raises if any bit differs, rather
-than return ranks whose ties depend on the blocking. (Before, each query's targets were
+with the candidates moved to other rows of a block of other composition (the first half,
+reversed, each row twice); ``rank_corpus`` raises if any bit differs, rather than return
+ranks whose ties depend on the blocking. A query's row in its block may matter (MCHA's
+local score at d_uni 1024 on CPU differs by an ulp between rows: XLA's matmul tiles): all
+of a query's scores come from one row of one block, so its ties are exact, but its bits,
+and a near-tie's order, may change with ``query_block``. (Before, each query's targets were
 scored in a separate call, ceil(query_block * T / cand_block) extra blocks per query block,
 +11.7 % pairs on TVR; ``benchmarks/bench_scorer.py`` prints both counts.)
 
@@ -189,29 +192,23 @@ def _block_step(score_fn: ScoreFn, cand_block: int, num_cand: int, top_k: int,
 def _probe_step(score_fn: ScoreFn, cand_block: int, num_cand: int, query: Any,
                 targets_bt: jax.Array, cand: Any, params: Any) -> jax.Array:
   """Scores the block's first ``cand_block`` candidates twice: as the corpus pass does, and
-  with queries and candidates moved to other rows of a block of other composition (the
-  first half of each, reversed, every row twice). Runs inside shard_map.
+  moved to other rows of a block of other composition (the first half, reversed, every
+  row twice). Runs inside shard_map.
 
   Returns:
-    [Bq] int32: the candidate index of a real query's first pair whose two scores differ
-    in any bit, -1 where none does.
+    [Bq] int32: per real query, the index of a candidate whose two scores differ in any
+    bit, -1 where none does.
   """
-  bq = targets_bt.shape[0]
-  q_idx = (bq - 1 - jnp.arange(bq)) // 2
   c_idx = (cand_block - 1 - jnp.arange(cand_block)) // 2
-  moved = (jax.tree.map(lambda x: x[q_idx], query),
-           jax.tree.map(lambda x: x[c_idx], cand))
+  moved = jax.tree.map(lambda x: x[c_idx], cand)
   first = jax.tree.map(lambda x: x[:cand_block], cand)
   # One evaluation after the other (lax.map): the probe needs one block's temporaries.
-  both = lax.map(lambda qc: _score(score_fn, params, *qc),
-                 jax.tree.map(lambda a, b: jnp.stack([a, b]), (query, first), moved))
+  both = lax.map(lambda c: _score(score_fn, params, query, c),
+                 jax.tree.map(lambda a, b: jnp.stack([a, b]), first, moved))
   bits = lax.bitcast_convert_type(both, jnp.int32)
-  differ = bits[1] != bits[0][q_idx][:, c_idx]                        # [Bq, Bc]
-  differ &= (c_idx < num_cand)[None, :]
-  first_bad = jnp.where(differ, c_idx[None, :], cand_block).min(axis=1)
-  hit = jnp.zeros(bq, jnp.int32).at[q_idx].max(
-      jnp.where(first_bad < cand_block, first_bad + 1, 0))
-  return jnp.where(jnp.any(targets_bt >= 0, axis=1), hit, 0) - 1
+  differ = (bits[1] != bits[0][:, c_idx]) & (c_idx < num_cand)[None, :]   # [Bq, Bc]
+  bad = jnp.where(differ, c_idx[None, :], -1).max(axis=1)
+  return jnp.where(jnp.any(targets_bt >= 0, axis=1), bad, -1)
 
 
 @functools.lru_cache(maxsize=16)
