@@ -52,6 +52,7 @@ from collections.abc import Callable
 import dataclasses
 import functools
 import math
+import os
 from typing import Any
 
 import jax
@@ -265,7 +266,8 @@ def free_bytes(mesh: Mesh) -> tuple[int, str]:
 
   Accelerators: the smallest ``bytes_limit - bytes_in_use`` of the mesh's devices
   (``device.memory_stats()``). The CPU backend has no ``memory_stats``: the host's
-  ``MemAvailable`` (/proc/meminfo) divided by the mesh's devices, which share it.
+  ``MemAvailable`` (/proc/meminfo; elsewhere the free pages) divided by the mesh's devices,
+  which share it.
 
   Returns:
     (bytes, source) with source "device memory_stats" or "host MemAvailable / <n> devices".
@@ -274,8 +276,11 @@ def free_bytes(mesh: Mesh) -> tuple[int, str]:
   if all(stats):
     return (min(int(s["bytes_limit"]) - int(s["bytes_in_use"]) for s in stats),
             "device memory_stats")
-  with open("/proc/meminfo") as f:
-    avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+  try:
+    with open("/proc/meminfo") as f:
+      avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+  except (OSError, StopIteration):   # not Linux: the free pages
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
   return avail // mesh.size, f"host MemAvailable / {mesh.size} devices"
 
 
@@ -500,7 +505,7 @@ def rank_corpus(query_enc: Any, cand_enc: Any, query_to_target: Any = None,
       query = trim.cut(query, lengths[idx].max())
     tgt = _rows_padded(targets, start, size, fill=-1)
     query, tgt = jax.device_put((query, tgt), rows)
-    if probe is None:  # once per run: same pairs, other positions and block composition
+    if probe is None:  # once per run: candidates moved, block composition changed
       probe = _probe_fn(score_fn, mesh, cand_block, num_cand)(query, tgt, cand, params)
     outs.append(step(query, tgt, cand, params))
     # Dispatch is async; two steps in flight keep the devices busy, while an unbounded
