@@ -10,6 +10,12 @@ after importing jax, the peak RSS while generating the data, the RSS after it, t
 while scoring (the kernel's high-water mark is reset after generating) and the scorer's own
 share (peak - data), next to the MiB of the float32 [Q, N] matrix that is never built.
 
+First it prints the pairs score_fn evaluates per ranking, before and after the targets'
+scores came from the corpus pass (before: each query block also scored its targets in
+ceil(query_block * T / cand_block) gathered blocks; after: a probe of 2 blocks once per run,
+``scorer`` module docstring), for these sizes and for HAMMER's stage 1 on TVR val and
+ActivityNet val_1 with the former 64 x 256 blocks.
+
     python benchmarks/bench_scorer.py [--sizes 10000 30000 100000] [--dtype bfloat16]
         [--query-block 256] [--cand-block 1024] [--devices 1]
 """
@@ -78,6 +84,33 @@ def _generate(n: int, dim: int, dtype, noise: float):
   return jax.block_until_ready(q), jax.block_until_ready(c)
 
 
+def pair_counts(q: int, n: int, query_block: int, cand_block: int, devices: int = 1,
+                targets: int = 1) -> tuple[int, int, int]:
+  """Pairs score_fn evaluates in one ``rank_corpus`` call (each call is a [query_block,
+  cand_block] block per device): (the corpus pass, the targets' separate pass before,
+  the probe now)."""
+  block = query_block * cand_block
+  steps = -(-q // (query_block * devices))
+  return (steps * devices * -(-n // cand_block) * block,
+          steps * devices * -(-query_block * targets // cand_block) * block,
+          2 * devices * block)
+
+
+def _print_pairs(args) -> None:
+  rows = [(f"Q=N={n}", n, n, args.query_block, args.cand_block, args.devices)
+          for n in args.sizes]
+  rows += [("HAMMER TVR val", 10_895, 2_179, 64, 256, 1),
+           ("HAMMER ANet val_1", 17_505, 4_917, 64, 256, 1)]
+  print(f"{'pairs scored':>18} {'Q x N':>14} {'corpus pass':>14} {'before: +targets':>23} "
+        f"{'now: +probe':>19}")
+  for name, q, n, qb, cb, d in rows:
+    corpus_pass, targets, probe = pair_counts(q, n, qb, cb, d)
+    print(f"{name:>18} {q * n:>14,} {corpus_pass:>14,} {targets:>14,} "
+          f"{targets / corpus_pass:>+7.1%} {probe:>11,} {probe / corpus_pass:>+6.2%}")
+  print("(per device blocks of query_block x cand_block; the corpus pass includes the padded "
+        "last query block and the shifted last candidate block)")
+
+
 def _child(args) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -116,7 +149,8 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     print(json.dumps(_child(args)))
     return
-  print(f"dim {args.dim} {args.dtype}, top-{args.top_k}, query_block {args.query_block} "
+  _print_pairs(args)
+  print(f"\ndim {args.dim} {args.dtype}, top-{args.top_k}, query_block {args.query_block} "
         f"per device x {args.devices} device(s), cand_block {args.cand_block}, "
         f"{os.cpu_count()} CPU cores")
   print(f"{'Q=N':>8} {'warm-up s':>9} {'rank s':>8} {'TFLOP/s':>7} {'enc MB':>7} "

@@ -203,3 +203,163 @@ def test_non_finite_and_position_dependent_scores_raise(mesh1):
   with pytest.raises(RuntimeError, match="deterministic per pair"):
     scorer.rank_corpus(query, ids, np.array([5, 6]), by_position, mesh=mesh1, cand_block=4,
                        top_k=2)
+
+
+def _pairs_scored(mesh, **kwargs):
+  """The pairs score_fn evaluates in one rank_corpus call (counted on the host)."""
+  pairs = []
+
+  def counting(q, c):
+    jax.debug.callback(lambda: pairs.append(q.shape[0] * c.shape[0]))
+    return scorer.dot_score(q, c)
+
+  res = scorer.rank_corpus(score_fn=counting, mesh=mesh, **kwargs)
+  jax.effects_barrier()
+  return res, sum(pairs)
+
+
+def test_targets_scored_in_the_corpus_pass_only(mesh1, mesh8):
+  # Each pair is scored once, in the corpus pass, plus the probe's two blocks once per
+  # run; before, every query block also scored ceil(query_block * T / cand_block) blocks
+  # of its targets (here 40 queries x 2 targets in blocks of 4 x 16: +10 x 16 x 4 pairs).
+  rng = np.random.default_rng(8)
+  query, cand = _exact(rng, 40, 8, 2), _exact(rng, 37, 8, 2)
+  targets = rng.integers(0, 37, (40, 2))
+  for mesh in (mesh1, mesh8):
+    kw = dict(query_enc=query, cand_enc=cand, query_to_target=targets, top_k=5,
+              query_block=4, cand_block=16)
+    res, pairs = _pairs_scored(mesh, **kw)
+    steps = -(-40 // (4 * mesh.size))
+    corpus_pass = steps * mesh.size * 4 * 16 * 3            # 3 candidate blocks per row
+    assert pairs == corpus_pass + 2 * mesh.size * 4 * 16    # + the probe, once
+    np.testing.assert_array_equal(res.ranks, retrieval.ranks(query @ cand.T, targets))
+
+
+@pytest.mark.parametrize("mesh_name", ["mesh1", "mesh8"])
+def test_ties_several_targets_and_last_block_shift_match_retrieval(request, mesh_name):
+  # Heavy exact ties (levels=1), up to 4 targets with -1 padding, duplicated candidates,
+  # N = 101 in blocks of 16 (the last block shifted back over 11 seen columns) or 128.
+  mesh = request.getfixturevalue(mesh_name)
+  rng = np.random.default_rng(9)
+  query, cand = _exact(rng, 70, 6, 1), _exact(rng, 101, 6, 1)
+  cand[90:] = cand[:11]
+  targets = rng.integers(-1, 101, (70, 4))
+  targets[:, 0] = rng.integers(0, 101, 70)
+  sim = query @ cand.T
+  order = np.argsort(-sim, axis=1, kind="stable")[:, :12]
+  for cand_block in (16, 128):
+    res = scorer.rank_corpus(query, cand, targets, mesh=mesh, top_k=12, query_block=3,
+                             cand_block=cand_block)
+    np.testing.assert_array_equal(res.ranks, retrieval.ranks(sim, [t[t >= 0] for t in targets]))
+    np.testing.assert_array_equal(res.top_indices, order)
+    np.testing.assert_array_equal(res.top_scores, np.take_along_axis(sim, order, axis=1))
+
+
+@pytest.mark.parametrize("name, score_fn", [
+    # the candidate's row in its block shifts its score, by one ulp
+    ("candidate position", lambda q, c: jnp.nextafter(
+        scorer.dot_score(q, c), jnp.where(jnp.arange(c.shape[0]) % 2, jnp.inf, -jnp.inf))),
+    # each score relative to the block's other candidates (composition, not position)
+    ("block composition", lambda q, c: scorer.dot_score(q, c)
+     - scorer.dot_score(q, c).mean(axis=1, keepdims=True)),
+])
+def test_probe_raises_on_position_or_composition_dependent_scores(mesh8, name, score_fn):
+  del name
+  rng = np.random.default_rng(10)
+  query, cand = _exact(rng, 20, 4), _exact(rng, 30, 4)
+  with pytest.raises(RuntimeError, match=r"query \d+ scored differently against candidate "
+                                         r"\d+ .*deterministic per pair"):
+    scorer.rank_corpus(query, cand, np.arange(20), score_fn, mesh=mesh8, top_k=2,
+                       query_block=2, cand_block=8)
+
+
+def test_blocks_from_memory_fit_the_budget_and_keep_overrides(mesh8):
+  rng = np.random.default_rng(11)
+  query, cand = _exact(rng, 2000, 64), _exact(rng, 500, 64)
+  kw = dict(query_enc=query, cand_enc=cand, score_fn=scorer.dot_score, mesh=mesh8)
+  roomy = scorer.choose_blocks(**kw, budget_bytes=2**30)
+  assert roomy[:2] == (250, 500)                 # every query of a device in one step
+  qb, cb, est = scorer.choose_blocks(**kw, budget_bytes=roomy[2] // 4)
+  assert qb < 250 and cb == 500 and est <= roomy[2] // 4
+  assert scorer.choose_blocks(**kw, budget_bytes=2**30, query_block=16)[:2] == (16, 500)
+  assert scorer.choose_blocks(**kw, query_block=3, cand_block=7) == (3, 7, 0)
+  with pytest.raises(MemoryError, match="more than"):
+    scorer.choose_blocks(**kw, budget_bytes=1000)
+
+
+BUDGET = 62_500   # bytes "free" per device: 0.8 x this fits about 16 of the 38 queries per device
+
+
+def test_ranks_do_not_depend_on_the_block_choice(mesh8, monkeypatch):
+  rng = np.random.default_rng(12)
+  query, cand = _exact(rng, 300, 16, 2), _exact(rng, 130, 16, 2)
+  targets = rng.integers(0, 130, (300, 2))
+  sim = query @ cand.T
+  want = retrieval.ranks(sim, targets)
+  results = [scorer.rank_corpus(query, cand, targets, mesh=mesh8, top_k=7, query_block=qb,
+                                cand_block=cb) for qb, cb in ((1, 1), (5, 33), (38, 130))]
+  monkeypatch.setattr(scorer, "free_bytes", lambda mesh: (BUDGET, "test"))
+  auto = scorer.rank_corpus(query, cand, targets, mesh=mesh8, top_k=7, query_block=0,
+                            cand_block=0)
+  assert auto.blocks[0] < 38 and auto.memory_estimate <= 0.8 * BUDGET
+  for res in results + [auto]:
+    np.testing.assert_array_equal(res.ranks, want)
+    np.testing.assert_array_equal(res.top_indices, results[0].top_indices)
+    np.testing.assert_array_equal(res.top_scores, results[0].top_scores)
+
+
+def _masked_tokens(q, c):
+  """A score over a padded token axis: the sum over real tokens of each token's best
+  dot product with the candidate's rows; padding is masked."""
+  s = jnp.einsum("qld,cjd->qclj", q["tokens"], c, precision=jax.lax.Precision.HIGHEST)
+  return jnp.sum(jnp.where(q["mask"][:, None, :], s.max(axis=3), 0.0), axis=2)
+
+
+def test_token_trim_cuts_blocks_and_keeps_every_result(mesh8):
+  rng = np.random.default_rng(13)
+  lengths = rng.integers(0, 30, 90)
+  lengths[:3] = (0, 1, 30)
+  mask = np.arange(30)[None] < lengths[:, None]
+  mask[5, 0] = False                               # a gap before the last token
+  query = {"tokens": _exact(rng, 90 * 30, 4).reshape(90, 30, 4), "mask": mask,
+           "bias": _exact(rng, 90, 1)[:, 0]}
+  cand = _exact(rng, 40 * 3, 4).reshape(40, 3, 4)
+  widths = []
+
+  def score_fn(q, c):
+    widths.append(q["tokens"].shape[1])
+    return _masked_tokens(q, c) + q["bias"][:, None]
+
+  trim = scorer.TokenTrim("mask", ("tokens",), bucket=8)
+  np.testing.assert_array_equal(trim.lengths(query), lengths)
+  kw = dict(mesh=mesh8, top_k=6, query_block=2, cand_block=16)
+  full = scorer.rank_corpus(query, cand, np.arange(90) % 40, score_fn, **kw)
+  assert set(widths) == {30}
+  widths.clear()
+  cut = scorer.rank_corpus(query, cand, np.arange(90) % 40, score_fn, trim=trim, **kw)
+  assert set(widths) == {8, 16, 24}     # one trace per bucket (30: the compiled full width)
+  for f in ("ranks", "top_indices", "top_scores"):
+    np.testing.assert_array_equal(getattr(cut, f), getattr(full, f))
+
+
+def test_stage2_pair_block_from_memory(mesh8, monkeypatch):
+  from hvt_jax.evaluation import moments  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def fn(params, q, v):   # [B, 4, 3]: (q . v_k, k, score) per video row, a stand-in
+    s = jnp.einsum("bd,bkd->bk", q * params, v, precision=jax.lax.Precision.HIGHEST)
+    return jnp.stack([s, jnp.broadcast_to(jnp.arange(4.0), s.shape), -s], axis=-1)
+
+  rng = np.random.default_rng(14)
+  query, video = _exact(rng, 50, 16), _exact(rng, 30, 64).reshape(30, 4, 16)
+  params = jax.device_put(np.float32(0.5))
+  qi, vi = rng.integers(0, 50, 333), rng.integers(0, 30, 333)
+  kw = dict(params=params, query_enc=query, video_enc=video, mesh=mesh8)
+  roomy, est = moments.choose_pair_block(fn, num_pairs=333, budget_bytes=2**30, **kw)
+  assert roomy == 42                              # all 333 pairs in one step
+  small, small_est = moments.choose_pair_block(fn, num_pairs=333, budget_bytes=est // 3, **kw)
+  assert small < roomy and small_est <= est // 3
+  want = moments.localize_pairs(fn, params, query, video, qi, vi, mesh=mesh8, block=3)
+  monkeypatch.setattr(scorer, "free_bytes", lambda mesh: (est // 3, "test"))
+  got = moments.localize_pairs(fn, params, query, video, qi, vi, mesh=mesh8, block=0)
+  np.testing.assert_array_equal(got, want)

@@ -92,7 +92,8 @@ def get_config(arg=None):
       type="moments", split="val_1", pred="localize", prefix="", log_steps=0,
       top_k_videos=100, moment_ranking="per_video", moments_per_video=100,
       svmr_moments=100, max_moment_seconds=0.0, max_queries=0, max_videos=0,
-      subsample_seed=0, duration_buckets=4, query_block=64, cand_block=256, pair_block=64,
+      # Block sizes per device, 0: the largest that fits the device's free memory.
+      subsample_seed=0, duration_buckets=4, query_block=0, cand_block=0, pair_block=0,
       submission=True))
 
   if a.runlocal:

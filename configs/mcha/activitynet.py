@@ -24,6 +24,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import common
+from configs import mcha as mcha_configs
 
 
 def get_config(arg=None):
@@ -77,7 +78,8 @@ def get_config(arg=None):
   c.evals = dict(test=dict(type="retrieval", split="val_1", pred="score",
                            prefix="t2v", reverse_prefix="v2t", video_view="video",
                            query_view="paragraph", caption_index_file="", modality_weights=True,
-                           top_k=10, log_steps=0, query_block=16, cand_block=64))
+                           top_k=10, log_steps=0, query_block=0, cand_block=0,
+                           trim_tokens=mcha_configs.TRIM_TOKENS))
 
   # Ablations (Table 4): w/o HRM scores locally, w/o LAM holistically.
   c.model.lam, c.model.hrm = a.lam, a.hrm

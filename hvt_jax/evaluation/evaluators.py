@@ -69,8 +69,13 @@ class RetrievalEvaluator:
   (``evaluation.scorer``) ranks every query against the corpus with the prediction function
   ``pred`` (default ``score``; any of the model's pairwise scores, (query encodings [Bq],
   candidate encodings [Bc]) -> [Bq, Bc], e.g. MCHA's ``holistic_score``), block by block
-  (``query_block`` × ``cand_block`` pairs per device),
-  exact tie-averaged ranks and a running top-K, never the full matrix.
+  (``query_block`` × ``cand_block`` pairs per device; 0, the default: the largest blocks
+  that fit the device's free memory, ``scorer.choose_blocks``, logged), exact tie-averaged
+  ranks and the top-K, never the full matrix. ``trim_tokens``: (mask, leaves...) names of
+  the text encoding's [T, L] bool token mask and its other [T, L, ...] leaves; their padded
+  token axis is cut per block of texts to the longest text (``scorer.TokenTrim``, exact for
+  a score that masks the padding: MCHA's, ``configs/mcha``), and once, to the longest
+  text, where the texts are the candidates.
 
   Empty videos: a video with nothing to encode (the view's ``empty_video``: HSE, no
   segment covers a feature row; MCHA, no expert has a row) would score a constant against
@@ -87,11 +92,11 @@ class RetrievalEvaluator:
 
   def __init__(self, ctx: corpus.EvalContext, split: str, *, pred: str = "score",
                prefix: str = "p2v", reverse_prefix: str = "v2p", top_k: int = 10,
-               plot: bool = True, log_steps: int = 0, query_block: int = 256,
-               cand_block: int = 1024, video_view: str = "", query_view: str = "",
+               plot: bool = True, log_steps: int = 0, query_block: int = 0,
+               cand_block: int = 0, video_view: str = "", query_view: str = "",
                caption_index_file: str = "", modality_weights: bool = False,
                observe_first: int = 0, metrics: tuple[str, ...] = ("R@1", "R@5"),
-               group: str = ""):
+               group: str = "", trim_tokens: Sequence[str] = ()):
     name = "retrieval"
     if bool(video_view) != bool(query_view):
       raise ValueError(f"{name} evaluator: video_view={video_view!r} and "
@@ -105,6 +110,8 @@ class RetrievalEvaluator:
     self.reverse_prefix, self.top_k, self.plot = reverse_prefix, top_k, plot
     self.log_steps, self.blocks = log_steps, (query_block, cand_block)
     self.group, self.metric_names = group, tuple(metrics)
+    self.trim = (scorer.TokenTrim(trim_tokens[0], tuple(trim_tokens[1:])) if trim_tokens
+                 else None)
     self.score = ctx.pred(pred, name)
     self.encode = corpus.encode_fn(ctx, name)          # paired: both towers on one batch
     self.video_view = self.query_view = None
@@ -214,10 +221,13 @@ class RetrievalEvaluator:
       if not prefix:
         continue
       n_cand = jax.tree.leaves(c)[0].shape[0]
+      if self.trim is not None and reverse:   # the texts are the candidates: cut once
+        c = self.trim.cut(c, self.trim.lengths(c).max())
       with jax.set_mesh(mesh):
         out[prefix] = scorer.rank_corpus(
             q, c, t, corpus.score_fn(self.score, reverse), mesh=mesh, params=params,
-            top_k=min(top_k, n_cand), query_block=self.blocks[0], cand_block=self.blocks[1])
+            top_k=min(top_k, n_cand), query_block=self.blocks[0], cand_block=self.blocks[1],
+            trim=None if reverse else self.trim)
     return out
 
   def _counts(self, stats: pipeline.InputStats, view: pipeline.View) -> dict[str, float]:

@@ -11,7 +11,7 @@ Declared like every evaluator (``evaluators.py``)::
       max_moment_seconds=0.0,    # > 0: drop longer predicted moments (counted)
       max_queries=0, max_videos=0, subsample_seed=0,   # 0 = all (CPU runs: a subsample)
       duration_buckets=4,        # int: equal-count buckets; or increasing edges in seconds
-      query_block=64, cand_block=256, pair_block=64,   # per-device block sizes
+      query_block=0, cand_block=0, pair_block=0,   # per-device block sizes; 0: from memory
       submission=True)           # write the TVR standalone_eval submission file
 
 Stage 1, video retrieval (VR): the split is streamed once through the family's ``video_view``
@@ -22,7 +22,9 @@ scorer (``evaluation.scorer.rank_corpus``: blocks of pairs sharded over the mesh
 top-K and the exact tie-averaged rank of the query's own video; all pairs never exist at
 once). Stage 2, temporal localization (TL): ``localize`` on the aligned (query, retrieved
 video) pairs and on (query, ground-truth video), in blocks of ``pair_block`` pairs per
-device: argmax start/end under end > start (Eq. 5, the model's rule), ``(start s, end s,
+device (0: the largest block that fits the device's free memory, as the compiled
+``localize`` counts it, ``choose_pair_block``; stage 1's blocks likewise,
+``scorer.choose_blocks``; both logged): argmax start/end under end > start (Eq. 5, the model's rule), ``(start s, end s,
 score)`` best first.
 
 Moment ranking over the corpus (``moment_ranking``):
@@ -213,6 +215,39 @@ def localize_fn(localize: Callable[..., Any], top_k: int) -> Callable[..., jax.A
   return jax.jit(lambda params, query, video: localize(params, query, video, top_k))
 
 
+def choose_pair_block(fn: Callable[..., jax.Array], params: Any, query_enc: Any,
+                      video_enc: Any, num_pairs: int, *, mesh: Mesh,
+                      memory_fraction: float = 0.8,
+                      budget_bytes: int | None = None) -> tuple[int, int]:
+  """Stage 2's pairs per device: the largest block whose compiled ``fn`` fits
+  ``memory_fraction`` of the free memory (``scorer.free_bytes``; or ``budget_bytes``), at
+  most ``num_pairs`` / devices (``scorer.largest_block``); logged.
+
+  Returns:
+    (pairs per device, estimated bytes per device).
+
+  Raises:
+    MemoryError: not even one pair fits.
+  """
+  source = "given"
+  if budget_bytes is None:
+    free, source = scorer.free_bytes(mesh)
+    budget_bytes = int(memory_fraction * free)
+  rows = NamedSharding(mesh, P(mesh.axis_names))
+
+  @functools.cache
+  def memory(block: int) -> int:
+    spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        (block * mesh.size, *np.shape(x)[1:]), np.result_type(x), sharding=rows), tree)
+    return scorer.program_bytes(fn.lower(params, spec(query_enc), spec(video_enc)).compile())
+
+  block, est = scorer.largest_block(memory, max(1, -(-num_pairs // mesh.size)), budget_bytes)
+  logging.info("moments: pair_block %d per device, estimated %.3f GiB of a %.3f GiB budget "
+               "(%.0f%% of free memory, %s)", block, est / 2**30, budget_bytes / 2**30,
+               100 * memory_fraction, source)
+  return block, est
+
+
 def localize_pairs(fn: Callable[..., jax.Array], params: Any, query_enc: Any,
                    video_enc: Any, query_rows: np.ndarray, video_rows: np.ndarray, *,
                    mesh: Mesh, block: int) -> np.ndarray:
@@ -228,12 +263,14 @@ def localize_pairs(fn: Callable[..., jax.Array], params: Any, query_enc: Any,
     query_enc, video_enc: host pytrees with leading dims Q and N.
     query_rows, video_rows: [P] int indices of the aligned pairs.
     mesh: devices.
-    block: pairs per device per call.
+    block: pairs per device per call; 0: from memory (``choose_pair_block``).
 
   Returns:
     [P, M, 3] float32 (start s, end s, score), best first.
   """
   n = int(np.size(query_rows))
+  if block <= 0:
+    block = choose_pair_block(fn, params, query_enc, video_enc, n, mesh=mesh)[0]
   size = block * mesh.size
   rows = NamedSharding(mesh, P(mesh.axis_names))
   outs = []
@@ -426,7 +463,7 @@ def predict(data: CorpusData, preds: Any, params: Any, mesh: Mesh, *,
             top_k_videos: int = 100, moment_ranking: str = "per_video",
             moments_per_video: int = 100, svmr_moments: int = 100,
             max_moment_seconds: float = 0.0,
-            blocks: tuple[int, int, int] = (64, 256, 64)) -> dict[str, Any]:
+            blocks: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
   """Stage 1 ranking and stage 2 localization of ``data`` with the model's prediction
   functions.
 
@@ -438,7 +475,8 @@ def predict(data: CorpusData, preds: Any, params: Any, mesh: Mesh, *,
     mesh: devices (``corpus.ranking_mesh``).
     top_k_videos, moment_ranking, moments_per_video, svmr_moments, max_moment_seconds:
       the evaluator options (module docstring).
-    blocks: (query_block, cand_block) of the scorer and pair_block of stage 2, per device.
+    blocks: (query_block, cand_block) of the scorer and pair_block of stage 2, per device;
+      0: from memory (``scorer.choose_blocks``, ``choose_pair_block``).
 
   Returns:
     {"ranks": [Q] 1-based VR ranks (with ground truth), "top_videos"/"top_scores": [Q, K]
@@ -465,13 +503,17 @@ def predict(data: CorpusData, preds: Any, params: Any, mesh: Mesh, *,
                  else 1)
     fn = localize_fn(preds["localize"], per_video)
     vcmr, best, dropped = [], [], 0
-    chunk = max(1, (pair_block * mesh.size * 16) // k)   # queries per stage-2 chunk
+    block = pair_block   # 0: one choice for every chunk (one compiled shape)
+    if block <= 0:
+      block = choose_pair_block(fn, placed, data.query_enc, data.video_enc, num_q * k,
+                                mesh=mesh)[0]
+    chunk = max(1, (block * mesh.size * 16) // k)   # queries per stage-2 chunk
     for start in range(0, num_q, chunk):
       rows = np.arange(start, min(start + chunk, num_q))
       vids = ranked.top_indices[rows]
       moments = localize_pairs(fn, placed, data.query_enc, data.video_enc,
                                np.repeat(rows, k), vids.reshape(-1), mesh=mesh,
-                               block=pair_block).reshape(rows.size, k, -1, 3)
+                               block=block).reshape(rows.size, k, -1, 3)
       lists, d = corpus_moments(vids, ranked.top_scores[rows], moments, moment_ranking,
                                 max_seconds=max_moment_seconds)
       vcmr.extend(lists)
@@ -519,8 +561,8 @@ class MomentEvaluator:
                moment_ranking: str = "per_video", moments_per_video: int = 100,
                svmr_moments: int = 100, max_moment_seconds: float = 0.0,
                max_queries: int = 0, max_videos: int = 0, subsample_seed: int = 0,
-               duration_buckets: int | Sequence[float] = 4, query_block: int = 64,
-               cand_block: int = 256, pair_block: int = 64, submission: bool = True):
+               duration_buckets: int | Sequence[float] = 4, query_block: int = 0,
+               cand_block: int = 0, pair_block: int = 0, submission: bool = True):
     if moment_ranking not in RANKINGS:
       raise ValueError(f"moments evaluator: moment_ranking={moment_ranking!r}; valid: "
                        f"{RANKINGS}")
@@ -530,10 +572,10 @@ class MomentEvaluator:
     self.preds["localize"] = ctx.pred(pred, "moments")
     self.video_view = ctx.get_view(video_view, "moments")
     self.query_view = ctx.get_view(query_view, "moments")
-    if min(top_k_videos, moments_per_video, svmr_moments, query_block, cand_block,
-           pair_block) < 1:
-      raise ValueError("moments evaluator: top_k_videos, moments_per_video, svmr_moments "
-                       "and the block sizes must be >= 1")
+    if (min(top_k_videos, moments_per_video, svmr_moments) < 1
+        or min(query_block, cand_block, pair_block) < 0):
+      raise ValueError("moments evaluator: top_k_videos, moments_per_video and svmr_moments "
+                       "must be >= 1, the block sizes >= 0 (0: from memory)")
     if not isinstance(duration_buckets, (int, np.integer)):
       duration_edges(np.zeros(1), tuple(duration_buckets))   # validates the edges
     self.ctx, self.split, self.prefix, self.log_steps = ctx, split, prefix, log_steps

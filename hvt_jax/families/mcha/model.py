@@ -377,7 +377,10 @@ class MCHA(nnx.Module):
     """S(T^w, V_rep) [Bq, Bc] float32 of Eq. 3-8 for every pair (fast path).
 
     Shapes: q = Bq texts with L words, c = Bc videos with n experts, d = d_uni; the
-    per-pair tensors are [Bq, Bc, L, d].
+    per-pair tensors are [Bq, Bc, L, d]. Positions where ``word_mask`` is False are never
+    read into the score, so the token axis of ``words``/``word_mask``/``gate_w``/``fuse_w``
+    may be cut past a block's longest caption (the evaluator's ``trim_tokens``,
+    ``configs/mcha/__init__.py``): the same score up to float32 reassociation.
     """
     cfg = self.cfg
     hp = jax.lax.Precision.HIGHEST
