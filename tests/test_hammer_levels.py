@@ -118,6 +118,10 @@ def test_the_tool_plots_a_query_of_a_trained_run(data_dir, tmp_path):
     levels.find_query(c, "val", "999")
   with pytest.raises(ValueError, match="has no video 'nope'"):
     levels.find_query(c, "val", "nope#0")
+  # --summary's statistics over every query the view keeps.
+  summary = levels.clip_summary(c, str(workdir), "val")
+  assert summary["queries"] == len(ids) and summary["step"] == 4
+  assert summary["kl"] >= 0 and 0 <= summary["hit"] <= 1 and 0 <= summary["prior_hit"] <= 1
   # The command line: the PNG at --out, its path printed.
   cmd = [sys.executable, "-m", "hvt_jax.families.hammer.levels",
          f"--config={REPO}/configs/hammer/demo.py:runlocal", f"--workdir={workdir}",
@@ -128,3 +132,23 @@ def test_the_tool_plots_a_query_of_a_trained_run(data_dir, tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert out.read_bytes()[:8] == PNG and proc.stdout.strip() == str(out)
+
+
+def test_clip_choice_measures_whether_the_clip_factor_follows_the_query():
+  # 2 queries of one video of 3 clips x 2 frames; clip 2 has one valid frame.
+  frame_mask = np.array([[1, 1, 1, 1, 1, 0]] * 2, bool)
+  prior = np.array([0.4, 0.4, 0.2])
+  base = {"frame_mask": frame_mask, "clip_mask": np.ones((2, 3), bool)}
+  start = np.array([4, 0])                                  # clips 2 and 0
+  # The query-independent n_k / sum n: KL 0, no spread, argmax = the fullest clip.
+  same = levels.clip_choice(dict(base, clip=np.stack([prior, prior])[..., None]), start, 2)
+  np.testing.assert_allclose(same["kl"], 0.0, atol=1e-12)
+  assert same["spread"] == 0.0
+  np.testing.assert_array_equal(same["hit"], [False, True])
+  np.testing.assert_array_equal(same["prior_hit"], [False, True])
+  # A clip factor that picks each query's start clip.
+  picks = np.array([[0.05, 0.05, 0.9], [0.9, 0.05, 0.05]])
+  chosen = levels.clip_choice(dict(base, clip=picks[..., None]), start, 2)
+  np.testing.assert_array_equal(chosen["hit"], [True, True])
+  np.testing.assert_allclose(chosen["kl"], np.sum(picks * np.log(picks / prior), -1))
+  np.testing.assert_allclose(chosen["spread"], np.mean(np.std(picks, axis=0)))

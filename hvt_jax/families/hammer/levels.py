@@ -20,6 +20,13 @@ order, the order the moments evaluator reads them) or its id ``<video_id>#<i>`` 
 sentence of the video, the evaluator's query id outside TVR). ``--out``: default
 ``<workdir>/eval/<split>/levels/<video_id>_<i>.png``. ``--step`` and ``--split`` are
 hvt-eval's flags (default split: the first of ``config.evals``).
+
+``--summary`` (instead of ``--query``): whether the clip encoder chooses clips, over every
+query of the split (HAMMER only; ``clip_choice``): the mean KL divergence of p(c_k | h) from
+the query-independent n_k / Σ n (the minimiser of Eq. 6's clip term under
+``tl_head="bio"``: see ``families/hammer/model.py``), how often its most probable clip is
+the ground-truth start clip (and how often the fullest clip is), and the spread of p(c_k)
+across the queries of one video (0: the clip factor ignores the query).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from hvt_jax.input import pipeline, reader
 PROG = "hammer-levels"
 _QUERY = flags.DEFINE_string(
     "query", None, "The query: its index in the split (0, 1, ...) or <video_id>#<i>.")
+_SUMMARY = flags.DEFINE_bool(
+    "summary", False, "Print the clip encoder's clip-choice statistics over the split's "
+    "queries (HAMMER) instead of plotting one query.")
 _OUT = flags.DEFINE_string(
     "out", None, "The PNG (default: <workdir>/eval/<split>/levels/<video_id>_<i>.png).")
 
@@ -102,6 +112,73 @@ def levels(model: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
     out[key] = np.exp(np.asarray(res[key], np.float64)).astype(np.float32)
   out["prediction"] = prediction.astype(np.float32)
   return out
+
+
+def clip_choice(arrays: dict[str, np.ndarray], start_frame: np.ndarray,
+                clip_frames: int) -> dict[str, np.ndarray]:
+  """Whether the clip encoder's p(c_k | h) (``levels``'s "clip", first head) chooses clips.
+
+  Args:
+    arrays: ``levels``'s output for B queries of one video (HAMMER).
+    start_frame: [B] int, each query's ground-truth start frame.
+    clip_frames: M, frames per clip.
+
+  Returns:
+    kl [B] float64: KL(p(c_k | h) || n_k / Σ n) in nats (n_k: valid frames of clip k);
+    hit [B] bool: the most probable clip holds the ground-truth start frame;
+    prior_hit [B] bool: the fullest clip (argmax n_k, first of ties) holds it;
+    spread float: the std over the B queries of p(c_k), averaged over the valid clips
+      (0 when B = 1).
+  """
+  p = np.asarray(arrays["clip"], np.float64)[..., 0]                       # [B, K]
+  mask = np.asarray(arrays["clip_mask"], bool)
+  n, f = arrays["frame_mask"].shape
+  counts = arrays["frame_mask"].reshape(n, f // clip_frames, clip_frames).sum(-1)
+  prior = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
+  ratio = np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(prior, 1e-300))
+  kl = np.sum(np.where(mask & (p > 0), p * ratio, 0.0), axis=-1)
+  gt = np.asarray(start_frame) // clip_frames
+  spread = float(np.mean(np.std(p, axis=0)[mask[0]])) if n > 1 else 0.0
+  return {"kl": kl, "hit": np.argmax(p, -1) == gt, "prior_hit": np.argmax(counts, -1) == gt,
+          "spread": spread}
+
+
+def clip_summary(config: ml_collections.ConfigDict, workdir: str, split: str,
+                 step: int | None = None) -> dict[str, float]:
+  """``clip_choice`` over every query of ``split`` (the queries of one video together).
+
+  Returns:
+    {"queries", "kl" (mean), "hit", "prior_hit" (fractions), "spread" (mean over videos
+    with several queries), "step"}.
+
+  Raises:
+    ValueError: a FLAT config (no clip encoder), or as ``restore_model``.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if config.model.name != "hammer":
+    raise ValueError(f"--summary: config.model.name={config.model.name!r} has no clip "
+                     "encoder (HAMMER only)")
+  model, step = restore_model(config, workdir, step)
+  data_dir, meta = pipeline.dataset_info(config)
+  view = pipeline.get_view(config.model.name)
+  view_config = pipeline.view_config(config, meta)
+  parts = {"kl": [], "hit": [], "prior_hit": []}
+  spreads = []
+  for record in reader.load_split(data_dir, split):
+    out = view.fn(record, view_config, tf.constant(0, tf.int64))
+    example = {k: v.numpy() for k, v in out.items() if k not in view.host_only}
+    if example["tokens"].shape[0] == 0:
+      continue
+    stats = clip_choice(levels(model, example), example["start_frame"], model.c.clip_frames)
+    for k, v in parts.items():
+      v.append(stats[k])
+    if example["tokens"].shape[0] > 1:
+      spreads.append(stats["spread"])
+  if not parts["kl"]:
+    raise ValueError(f"--summary: split {split!r} has no query the view keeps")
+  out = {k: float(np.mean(np.concatenate(v))) for k, v in parts.items()}
+  return dict(out, queries=int(sum(len(v) for v in parts["kl"])),
+              spread=float(np.mean(spreads)) if spreads else 0.0, step=step)
 
 
 @functools.cache
@@ -302,8 +379,9 @@ def _main(argv):
 
 def _run():
   config, workdir = common.startup()
-  if not _QUERY.value:
-    raise ValueError("--query is required: the query's index in the split or <video_id>#<i>")
+  if not _QUERY.value and not _SUMMARY.value:
+    raise ValueError("--query is required (the query's index in the split or <video_id>#<i>)"
+                     ", or --summary")
   # --step and --split are hvt-eval's flags: one definition, so both tools load together.
   step, splits = hvt_eval._STEP.value, hvt_eval._SPLIT.value  # pylint: disable=protected-access
   splits = splits or [e.split for e in config.evals.values()][:1]
@@ -311,6 +389,13 @@ def _run():
     raise ValueError("--split is required: config.evals names no split")
   if len(splits) > 1:
     raise ValueError(f"--split: name one split, not {len(splits)} ({', '.join(splits)})")
+  if _SUMMARY.value:
+    r = clip_summary(config, workdir, splits[0], step)
+    print(f"{splits[0]}, step {r['step']}, {r['queries']} queries, tl_head="
+          f"{config.model.get('tl_head', 'bio')}: KL(p(c_k|h) || n_k/sum n) {r['kl']:.4f} nats; "
+          f"argmax p(c_k) = start clip {r['hit']:.3f} (fullest clip {r['prior_hit']:.3f}); "
+          f"std of p(c_k) across a video's queries {r['spread']:.4f}")
+    return
   path, _ = plot_query(config, workdir, splits[0], _QUERY.value, _OUT.value, step)
   print(path)
 
