@@ -45,3 +45,12 @@ def test_every_family_measured_and_a_failing_one_leaves_the_others(tmp_path, cap
 def test_exit_status_is_nonzero_only_when_everything_failed(tmp_path):
   assert accelerator.main(["--size", "tiny", "--families", "nosuch,other",
                            "--json", str(tmp_path / "rows.json")]) == 1
+
+
+def test_a_spent_budget_skips_the_remaining_measurements(tmp_path):
+  out = tmp_path / "rows.json"
+  assert accelerator.main(["--size", "tiny", "--families", "hse,mcha", "--budget-minutes", "0",
+                           "--json", str(out)]) == 1
+  rows = json.loads(out.read_text())
+  assert len(rows) == 2 * 2 * 2          # (train, score) x 2 families x 2 dtypes
+  assert all(r["error"] == "skipped: budget spent" for r in rows)
