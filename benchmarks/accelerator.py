@@ -271,18 +271,24 @@ def measure_train(family: str, c: Any, budget: Budget, peak: float | None) -> Ro
   return row
 
 
-def _block(c: Any, view_name: str, size: int, split: str):
-  """``size`` examples of ``split`` through the view (the model's own for ""), on one
-  device, host keys dropped."""
+def _encodings(c: Any, encode: Any, params: Any, view_name: str, size: int, split: str):
+  """``encode`` (jitted ``encode_query`` or ``encode_candidate``) of the first ``size``
+  examples of ``split`` through the view (the model's own for ""), in the config's eval
+  batches as the evaluators run it, on one device."""
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
   view = pipeline.get_view(c.model.name, view_name or None)
   c = c.copy_and_resolve_references()
-  c.eval_batch_size = size
+  c.eval_batch_size = min(size, c.eval_batch_size)
   ds, _, _ = pipeline.eval_dataset(c, split, view)
-  batch = next(ds.as_numpy_iterator())
-  return jax.device_put({k: v for k, v in batch.items() if k not in view.host_only},
-                        jax.devices()[0])
+  parts = []
+  for batch in ds.as_numpy_iterator():
+    batch = {k: v for k, v in batch.items() if k not in view.host_only}
+    parts.append(encode(params, jax.device_put(batch, jax.devices()[0])))
+    if len(parts) * c.eval_batch_size >= size:
+      break
+  return jax.tree.map(lambda *x: jnp.concatenate(x)[:size], *parts)
 
 
 def measure_score(family: str, c: Any, blocks: tuple[int, int], budget: Budget,
@@ -300,8 +306,8 @@ def measure_score(family: str, c: Any, blocks: tuple[int, int], budget: Budget,
   params = jax.device_put(state["params"], jax.devices()[0])
   split = next(e.split for e in c.evals.values() if "split" in e)
   qv, cv = BENCHES[family].views
-  queries = jax.jit(preds["encode_query"])(params, _block(c, qv, bq, split))
-  cands = jax.jit(preds["encode_candidate"])(params, _block(c, cv, bc, split))
+  queries = _encodings(c, jax.jit(preds["encode_query"]), params, qv, bq, split)
+  cands = _encodings(c, jax.jit(preds["encode_candidate"]), params, cv, bc, split)
   t = time.perf_counter()
   compiled = jax.jit(preds["score"]).lower(params, queries, cands).compile()
   row.compile_seconds = time.perf_counter() - t
