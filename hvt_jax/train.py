@@ -31,7 +31,7 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hvt_jax.input import reader
-from hvt_jax import checkpoints, families, pretrained, schedules, sharding
+from hvt_jax import checkpoints, families, flops, pretrained, schedules, sharding
 from hvt_jax.evaluation import corpus, evaluators
 from hvt_jax.input import pipeline
 from hvt_jax.models import base
@@ -179,13 +179,16 @@ def _init_fn(s: Setup) -> Callable[[], State]:
   return init
 
 
-def init_state(s: Setup) -> State:
+def init_state(s: Setup, pretrained_weights: bool = True) -> State:
   """Random initialisation placed with the target shardings, then the pretrained weights of
   ``config.init_from`` and of the model's own ``pretrained_entries`` (``hvt_jax.pretrained``),
   loaded on the host: none of them is a constant of the jitted init. A missing source (e.g.
-  a text tower not in the Hugging Face cache offline) is an error before the init runs."""
+  a text tower not in the Hugging Face cache offline) is an error before the init runs.
+  ``pretrained_weights=False``: the random initialisation only (benchmarks: weights do not
+  change the cost)."""
   entries = list(s.config.get("init_from") or []) + list(
       families.model_class(s.config.model.name).pretrained_entries(s.config, s.data_dir))
+  entries = entries if pretrained_weights else []
   for i, entry in enumerate(entries):
     pretrained.check_entry(entry, i)
   with jax.set_mesh(s.mesh):
@@ -376,6 +379,40 @@ class _NonFinite(Exception):
             f"{last_good}")
 
 
+class _StepRate:
+  """The train step's FLOPs (XLA's count for the compiled step, once) and, between two log
+  points, achieved TFLOP/s and MFU (``hvt_jax.flops``; MFU only where the device kind's peak
+  is known, e.g. not on CPUs)."""
+
+  def __init__(self, compiled: Any, mesh: Mesh, dtype: str):
+    self.devices = mesh.size
+    self.flops = flops.program_flops(compiled, self.devices)
+    self.peak = flops.peak_flops(mesh.devices.flat[0].device_kind, dtype)
+    logging.info("train step: %.4g FLOP (XLA cost analysis, %d device(s)); peak %s per "
+                 "device (%s, %s): MFU %s", self.flops, self.devices,
+                 "unknown" if self.peak is None else f"{self.peak / 1e12:.1f} TFLOP/s",
+                 mesh.devices.flat[0].device_kind, dtype,
+                 "n/a" if self.peak is None else "logged as perf/mfu")
+    self.restart(0)
+
+  def restart(self, step: int) -> None:
+    """Times from now and ``step`` on (after compiling, after evaluations)."""
+    self.time, self.step = time.time(), step
+
+  def pop(self, step: int) -> dict[str, float]:
+    """``perf/flops_per_step``, ``perf/tflops_per_sec`` and ``perf/mfu`` of the steps
+    since the last call (their results already fetched: the time is the devices')."""
+    seconds, steps = time.time() - self.time, step - self.step
+    self.restart(step)
+    out = {"perf/flops_per_step": self.flops}
+    if steps > 0 and seconds > 0 and np.isfinite(self.flops):
+      out["perf/tflops_per_sec"] = self.flops * steps / seconds / 1e12
+      utilisation = flops.mfu(self.flops * steps, seconds, self.peak, self.devices)
+      if utilisation is not None:
+        out["perf/mfu"] = utilisation
+    return out
+
+
 class _MetricBuffer:
   """Bounds steps in flight and checks every step's loss and norms, naming the first bad one."""
 
@@ -540,6 +577,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
                s.steps_per_epoch, start)
 
   step_fn = make_train_step(s)
+  rate = None
   input_stats = pipeline.InputStats()
   batches = pipeline.iterate(
       pipeline.train_dataset(config, consumed // jax.process_count()), s.mesh,
@@ -556,6 +594,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
     step = start
     while step < s.num_train_steps and not stop.requested:
       batch, _ = next(batches)
+      if rate is None:   # compiled once, ahead of time: its FLOPs are XLA's for this step
+        step_fn = step_fn.lower(state, batch).compile()
+        rate = _StepRate(step_fn, s.mesh, config.model.get("dtype", "float32"))
+        rate.restart(step)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = step_fn(state, batch)
       step += 1
@@ -571,6 +613,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
         buffer.flush()
         means = buffer.pop_means()
         means["input/truncated_fraction"] = input_stats.fraction()
+        means.update(rate.pop(step))
         writer.write_scalars(step, means)
         progress.set_postfix(loss=f"{means['loss']:.4f}")
       preempted = stop.requested or mngr.reached_preemption(step)
@@ -586,6 +629,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
       due = [ev for ev in evals if evaluators.due(ev, step, last)]
       if due:
         results = evaluators.run_all(due, state, step, writer, workdir)
+        rate.restart(step)
   progress.close()
   mngr.wait_until_finished()
   writer.flush()

@@ -31,7 +31,10 @@ def get_config(arg=None):
                  # num_layers: keep the checkpoint's first k layers (None: all).
                  text=dict(checkpoint=common.TEXT_CHECKPOINT,
                            num_layers=config_dict.placeholder(int), dropout_rate=0.1,
-                           attention_dropout_rate=0.1))
+                           attention_dropout_rate=0.1),
+                 # Matmul inputs: "bfloat16" on accelerators (parameters and optimizer state
+                 # stay float32; docs/benchmarks.md, "bf16").
+                 dtype="float32")
   # Sentences of WordPiece ids ([CLS] and [SEP] included in max_words).
   c.input = dict(data_dir="data/activitynet_wordpiece", dataset="", train_split="train",
                  max_words=32, shuffle_buffer=4096)

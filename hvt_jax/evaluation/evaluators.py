@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import pickle
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 from jax.experimental import multihost_utils
 
+from hvt_jax import flops
 from hvt_jax.evaluation import corpus, moments, retrieval, scorer
 from hvt_jax.input import pipeline
 
@@ -113,6 +115,10 @@ class RetrievalEvaluator:
     self.trim = (scorer.TokenTrim(trim_tokens[0], tuple(trim_tokens[1:])) if trim_tokens
                  else None)
     self.score = ctx.pred(pred, name)
+    # The ranking's FLOPs (XLA's count for one block of the score) and time, per run.
+    self.perf = flops.Tally(flops.peak_flops(jax.devices()[0].device_kind,
+                                             ctx.config.model.get("dtype", "float32")),
+                            corpus.ranking_mesh(ctx.mesh).size)
     self.encode = corpus.encode_fn(ctx, name)          # paired: both towers on one batch
     self.video_view = self.query_view = None
     self.caption_index, self.caption_index_file = None, caption_index_file
@@ -223,11 +229,13 @@ class RetrievalEvaluator:
       n_cand = jax.tree.leaves(c)[0].shape[0]
       if self.trim is not None and reverse:   # the texts are the candidates: cut once
         c = self.trim.cut(c, self.trim.lengths(c).max())
+      score, start = corpus.score_fn(self.score, reverse), time.perf_counter()
       with jax.set_mesh(mesh):
         out[prefix] = scorer.rank_corpus(
-            q, c, t, corpus.score_fn(self.score, reverse), mesh=mesh, params=params,
+            q, c, t, score, mesh=mesh, params=params,
             top_k=min(top_k, n_cand), query_block=self.blocks[0], cand_block=self.blocks[1],
             trim=None if reverse else self.trim)
+      self.perf.add(_ranking_flops(score, params, q, c), time.perf_counter() - start)
     return out
 
   def _counts(self, stats: pipeline.InputStats, view: pipeline.View) -> dict[str, float]:
@@ -461,6 +469,18 @@ def _jit(encode: Any, side: str):
   return jax.jit(texts)
 
 
+def _ranking_flops(score: Any, params: Any, queries: Any, cands: Any) -> float:
+  """XLA's FLOPs of ``score`` over every (query, candidate) pair: one [8 x 8] block
+  (lowered, not compiled) scaled to Q x N pairs. With captions cut per block
+  (``trim_tokens``) it is an upper bound: the block is counted at the encodings' full
+  width."""
+  block = lambda tree: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((8, *x.shape[1:]), x.dtype), tree)
+  per_pair = flops.program_flops(jax.jit(score).lower(block(queries), block(cands),
+                                                      params)) / 64
+  return per_pair * jax.tree.leaves(queries)[0].shape[0] * jax.tree.leaves(cands)[0].shape[0]
+
+
 @functools.cache
 def _weights_fn(modality_weights: Any):
   """Jitted per-text expert weights of (text, own video) pairs."""
@@ -542,14 +562,23 @@ def due(evaluator: Any, step: int, last: bool) -> bool:
 def run_all(evals: list[Any], state: dict[str, Any], step: int, writer: Any,
             workdir: str) -> dict[str, float]:
   """Runs ``evals``, merges each split's metrics into one metrics.json, writes predictions
-  and plots, logs ``<split>/<metric>`` scalars; returns them.
+  and plots, logs ``<split>/<metric>`` scalars; returns them. Evaluators with a ``perf``
+  tally (``flops.Tally``: the retrieval ranking) add ``<split>/perf/ranking_flops``,
+  ``_seconds``, ``_tflops_per_sec`` and, where the device's peak is known, ``_mfu`` to the
+  logged scalars (not to metrics.json).
 
   Raises:
     ValueError: two evaluators of one split produce the same metric name (set ``prefix``).
   """
   by_split: dict[str, dict[str, float]] = {}
+  ranking: dict[str, flops.Tally] = {}    # per split: the evaluators' ranking work
   for ev in evals:
+    if hasattr(ev, "perf"):
+      ev.perf.reset()
     metrics, results = ev.run(state, step)
+    if hasattr(ev, "perf"):
+      ranking.setdefault(ev.split, flops.Tally(ev.perf.peak, ev.perf.devices)).add(
+          ev.perf.flops, ev.perf.seconds)
     merged = by_split.setdefault(ev.split, {})
     clash = sorted(set(metrics) & set(merged) - {"num_examples", "truncated_examples",
                                                  "empty_segments", "num_empty_videos"})
@@ -570,5 +599,10 @@ def run_all(evals: list[Any], state: dict[str, Any], step: int, writer: Any,
     results.update({f"{split}/{k}": v for k, v in metrics.items()})
     logging.info("eval %s at step %d: %s", split, step,
                  ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
-  writer.write_scalars(step, results)
+  perf = {f"{split}/perf/ranking_{k}": v for split, tally in ranking.items()
+          for k, v in tally.metrics().items()}
+  if perf:
+    logging.info("eval perf at step %d: %s", step, ", ".join(
+        f"{k}={v:.4g}" for k, v in perf.items()))
+  writer.write_scalars(step, {**results, **perf})
   return results

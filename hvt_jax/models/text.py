@@ -190,8 +190,8 @@ class TextConfig:
     return cls(**{**kwargs, **overrides})
 
   @classmethod
-  def from_model_config(cls, cfg: Mapping[str, Any],
-                        vocab_size: int | None = None) -> TextConfig:
+  def from_model_config(cls, cfg: Mapping[str, Any], vocab_size: int | None = None,
+                        dtype: str | None = None) -> TextConfig:
     """The tower of a run config's text section, e.g. ``config.model.text``.
 
     ``cfg.checkpoint`` names a Hugging Face checkpoint (a directory, a hub name such as
@@ -204,11 +204,19 @@ class TextConfig:
       cfg: mapping of TextConfig fields plus ``checkpoint``; unknown keys are an error.
       vocab_size: the dataset's vocabulary size (metadata["vocab_size"]); must equal the
         checkpoint's.
+      dtype: the model's compute dtype (``config.model.dtype``: "float32" or "bfloat16"),
+        the tower's matmul input dtype; None: ``cfg.dtype`` (default float32).
 
     Raises:
-      ValueError: unknown keys, or a checkpoint whose vocabulary differs from the data's.
+      ValueError: unknown keys, a ``cfg.dtype`` other than ``dtype``, or a checkpoint whose
+        vocabulary differs from the data's.
     """
     cfg = dict(cfg)
+    if dtype is not None:
+      if cfg.get("dtype", dtype) != dtype:
+        raise ValueError(f"config.model.text.dtype={cfg['dtype']!r} differs from "
+                         f"config.model.dtype={dtype!r}: set config.model.dtype only")
+      cfg["dtype"] = dtype
     checkpoint = cfg.pop("checkpoint", "")
     fields = {f.name for f in dataclasses.fields(cls)}
     if unknown := sorted(set(cfg) - fields):

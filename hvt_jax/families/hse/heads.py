@@ -65,10 +65,11 @@ def classes_of(meta: dict[str, Any]) -> list[str]:
 
 
 def _dense(in_dim: int, out_dim: int, names: tuple[str | None, str | None], *,
-           rngs: nnx.Rngs) -> layers.Linear:
-  """The heads' linear layers: LeCun-normal kernels (flax's default), float32."""
+           rngs: nnx.Rngs, dtype: str) -> layers.Linear:
+  """The heads' linear layers: LeCun-normal kernels (flax's default), float32 parameters,
+  matmul inputs in ``dtype`` (the backbone's ``config.model.dtype``), float32 outputs."""
   return layers.Linear(in_dim, out_dim, names, init=jax.nn.initializers.lecun_normal(),
-                       rngs=rngs)
+                       rngs=rngs, dtype=dtype)
 
 
 class HSEClassifier(nnx.Module):
@@ -83,9 +84,10 @@ class HSEClassifier(nnx.Module):
 
   def __init__(self, backbone: Any, num_classes: int, hidden: int, *, rngs: nnx.Rngs):
     self.backbone = backbone
+    dt = backbone.cfg.dtype
     self.head = nnx.Dict(
-        hidden=_dense(backbone.cfg.hidden, hidden, (None, "mlp"), rngs=rngs),
-        out=_dense(hidden, num_classes, ("mlp", None), rngs=rngs))
+        hidden=_dense(backbone.cfg.hidden, hidden, (None, "mlp"), rngs=rngs, dtype=dt),
+        out=_dense(hidden, num_classes, ("mlp", None), rngs=rngs, dtype=dt))
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "HSEClassifier":
@@ -209,12 +211,13 @@ class HSECaptioner(nnx.Module):
     self.vocab_size = vocab_size
     self.bos_id, self.eos_id = vocab_size, vocab_size + 1
     out_vocab = vocab_size + 2
+    dt = backbone.cfg.dtype   # the LSTM (models/layers.py) computes in float32
     self.decoder = nnx.Dict(
-        cond=_dense(2 * backbone.cfg.hidden, word_dim, (None, "embed"), rngs=rngs),
+        cond=_dense(2 * backbone.cfg.hidden, word_dim, (None, "embed"), rngs=rngs, dtype=dt),
         words=layers.param(jax.random.normal(rngs.params(), (out_vocab, word_dim)) * 0.1,
                            ("vocab", "embed")),
         lstm=layers.LSTM(word_dim, hidden, 2, rngs=rngs),
-        out=_dense(hidden, out_vocab, ("hidden_in", "vocab"), rngs=rngs))
+        out=_dense(hidden, out_vocab, ("hidden_in", "vocab"), rngs=rngs, dtype=dt))
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "HSECaptioner":

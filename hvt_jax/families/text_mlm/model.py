@@ -40,9 +40,12 @@ class TextMLM(nnx.Module):
 
   @classmethod
   def create(cls, config: Any, meta: dict[str, Any], *, rngs: nnx.Rngs) -> "TextMLM":
-    """The tower from ``config.model.text`` (``TextConfig.from_model_config``); the special
-    ids from the dataset's vocabulary (``meta["special_ids"]``, set by the pipeline)."""
-    tower = text.TextConfig.from_model_config(config.model.text, int(meta["vocab_size"]))
+    """The tower from ``config.model.text`` (``TextConfig.from_model_config``) computing in
+    ``config.model.dtype`` (bfloat16 matmul inputs; parameters, logits and the loss stay
+    float32); the special ids from the dataset's vocabulary (``meta["special_ids"]``, set by
+    the pipeline)."""
+    tower = text.TextConfig.from_model_config(config.model.text, int(meta["vocab_size"]),
+                                              dtype=config.model.get("dtype", "float32"))
     ids = special_ids(meta)
     masking = MaskingConfig(
         mask_id=ids["mask"], special_ids=tuple(ids[k] for k in ("cls", "sep", "pad")),
