@@ -78,3 +78,21 @@ def test_bf16_loss_parity_and_float32_state(name, data):
   dtypes = {x.dtype for x in jax.tree.leaves(train.abstract_state(s16))
             if jnp.issubdtype(x.dtype, jnp.floating)}
   assert dtypes == {jnp.dtype(jnp.float32)}, dtypes
+
+
+@pytest.mark.parametrize("family", ["hammer", "mcha"])
+def test_the_text_tower_follows_the_models_dtype(family):
+  # HAMMER's and MCHA's towers (embeddings, query stacks) compute in config.model.dtype too.
+  import importlib  # pylint: disable=g-import-not-at-top
+  c = importlib.import_module(f"configs.{family}.demo").get_config("runlocal")
+  c.model.dtype = "bfloat16"
+  if family == "hammer":
+    c.model.mlm_frame = c.model.mlm_clip = False
+    meta = {"modalities": {"frames": 8}, "vocab_size": 64}
+  else:
+    meta = {"modalities": {e: 8 for e in c.input.experts}, "vocab_size": 64}
+  model = nnx.eval_shape(lambda: train.families.create_model(c, meta, rngs=nnx.Rngs(0)))
+  tower = [m for path, m in nnx.iter_graph(model)
+           if isinstance(m, (nnx.Linear, nnx.LinearGeneral)) and path
+           and path[0] in ("text", "clip_text")]
+  assert tower and all(m.dtype == jnp.bfloat16 for m in tower), family

@@ -429,7 +429,8 @@ class HAMMER(nnx.Module):
       if name not in dims:
         raise ValueError(f"config.input: modality {name!r} is not in the dataset (it has "
                          f"{sorted(dims)})")
-    tower = text.TextConfig.from_model_config(m.text, int(meta["vocab_size"]))
+    tower = text.TextConfig.from_model_config(m.text, int(meta["vocab_size"]),
+                                              dtype=m.get("dtype", "float32"))
     masking = None
     if m.mlm_frame or m.mlm_clip:
       ids = mlm.special_ids(meta)

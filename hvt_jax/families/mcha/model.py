@@ -227,7 +227,8 @@ class MCHA(nnx.Module):
                        f"{sorted(meta['modalities'])})")
     m = dict(config.model)
     m.pop("name")
-    tower = text.TextConfig.from_model_config(m.pop("text"), int(meta["vocab_size"]))
+    tower = text.TextConfig.from_model_config(m.pop("text"), int(meta["vocab_size"]),
+                                              dtype=m.get("dtype", "float32"))
     cfg = MCHAConfig(experts=experts,
                      expert_dims=tuple(int(meta["modalities"][e]) for e in experts),
                      text=tower, **m)
