@@ -12,8 +12,11 @@ device kind without a published peak (CPUs): ``None``, shown as "n/a".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
 from typing import Any
+
+import jax
 
 # Dense (no sparsity) peak FLOP/s per chip, by the compute dtype of the matmuls:
 # "bfloat16", and "float32" = what an f32 matmul runs at under XLA's default precision:
@@ -85,6 +88,30 @@ def program_flops(stage: Any, num_devices: int = 1) -> float:
     cost = cost[0] if cost else None
   flops = (cost or {}).get("flops")
   return float(flops) * num_devices if flops is not None and flops >= 0 else math.nan
+
+
+def pair_flops(fn: Callable[..., Any], left: Any, right: Any, *rest: Any,
+               grid: bool, rows: int = 8) -> float:
+  """XLA's FLOPs per (query, candidate) pair of ``fn(left, right, *rest)``: the difference
+  between ``fn`` lowered (not compiled) on 2·``rows`` and on ``rows`` leading rows of
+  ``left`` (and of ``right`` too, for aligned pairs), so per-call work that does not grow
+  with the pairs (masks, index tables) is left out.
+
+  Args:
+    fn: e.g. a corpus score function ``(queries, candidates, params) -> [Bq, Bc]``
+      (``grid=True``: every pair of the two blocks) or a localizer of aligned pairs
+      (``grid=False``: row i with row i).
+    left, right: pytrees of arrays (or ShapeDtypeStructs) with a leading row axis.
+    rest: further arguments as given (parameters).
+
+  Returns:
+    FLOPs per pair (NaN without cost analysis).
+  """
+  block = lambda tree, n: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((n, *x.shape[1:]), x.dtype), tree)
+  count = lambda n: program_flops(jax.jit(fn).lower(
+      block(left, n), block(right, rows if grid else n), *rest))
+  return (count(2 * rows) - count(rows)) / (rows * rows if grid else rows)
 
 
 def mfu(flops: float, seconds: float, peak: float | None, num_devices: int = 1

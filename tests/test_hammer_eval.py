@@ -23,7 +23,7 @@ from flax import nnx
 
 from data_prep import builder, demo_moments
 from hvt_jax.evaluation import localization, moments
-from hvt_jax import families
+from hvt_jax import families, flops
 from hvt_jax.evaluation import corpus
 from hvt_jax.models import base
 
@@ -354,6 +354,20 @@ def test_video_without_frames_is_left_out(tmp_path, caplog):
     ev = moments.MomentEvaluator(ctx, "val", top_k_videos=3, svmr_moments=3,
                                  query_block=2, cand_block=2, pair_block=2, submission=False)
     metrics[name], results[name] = ev.run({"params": params}, 0)
+  # The run's FLOPs (logged as <split>/perf/ranking_*): XLA's count of both stages on the
+  # whole corpus in one block each (score on every pair; localize on each query's 3 top
+  # videos and its own), less the per-call work (the localizer's [F, F] table) the
+  # evaluator's per-pair count leaves out.
+  data = results["without"]["data"]
+  nq, nv = len(data.query_ids), len(data.video_ids)
+  preds = base.PredictFns(graphdef, _TextDouble.PREDICT_FNS)
+  full = lambda fn, *args: flops.program_flops(jax.jit(fn).lower(*args))
+  qi = np.repeat(np.arange(nq), 4)
+  want = (full(corpus.score_fn(preds["score"], False), data.query_enc, data.video_enc, params)
+          + full(lambda p, q, v: preds["localize"](p, q, v, 1), params,
+                 corpus.take(data.query_enc, qi), corpus.take(data.video_enc, qi % nv)))
+  assert want > 0 and ev.perf.flops == pytest.approx(want, rel=0.02)
+  assert ev.perf.seconds > 0
   assert metrics["with"].pop("num_empty_videos") == 1
   assert metrics["without"].pop("num_empty_videos") == 0
   assert metrics["with"] == metrics["without"]

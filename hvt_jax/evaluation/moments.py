@@ -95,6 +95,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -103,6 +104,7 @@ import tensorflow as tf
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from hvt_jax import flops
 from hvt_jax.evaluation import corpus, localization, scorer
 from hvt_jax.input import pipeline
 
@@ -589,6 +591,11 @@ class MomentEvaluator:
                              else tuple(float(e) for e in duration_buckets))
     self.blocks = (int(query_block), int(cand_block), int(pair_block))
     self.submission = submission
+    # Stage 1 and 2's FLOPs (XLA's count of one block, scaled) and time, per run
+    # (``evaluators.run_all`` logs them as <split>/perf/ranking_*).
+    self.perf = flops.Tally(flops.peak_flops(jax.devices()[0].device_kind,
+                                             ctx.config.model.get("dtype", "float32")),
+                            corpus.ranking_mesh(ctx.mesh).size)
 
   # -- streaming ---------------------------------------------------------------------
 
@@ -696,10 +703,12 @@ class MomentEvaluator:
     if not data.query_ids:
       raise ValueError(f"moments evaluator: no query of split {self.split!r} left "
                        f"(max_queries={self.max_queries}, max_videos={self.max_videos})")
+    start = time.perf_counter()
     pred = predict(data, self.preds, params, corpus.ranking_mesh(self.ctx.mesh),
                    top_k_videos=self.top_k_videos, moment_ranking=self.ranking,
                    moments_per_video=self.moments_per_video, svmr_moments=self.svmr_moments,
                    max_moment_seconds=self.max_moment_seconds, blocks=self.blocks)
+    self.perf.add(self._flops(data, params), time.perf_counter() - start)
     metrics: dict[str, float] = {}
     if data.has_ground_truth:
       metrics = moment_metrics(data, pred["ranks"], pred["vcmr"], pred["svmr"],
@@ -711,6 +720,18 @@ class MomentEvaluator:
     if self.prefix:
       metrics = {f"{self.prefix}_{k}": v for k, v in metrics.items()}
     return metrics, {"data": data, "pred": pred}
+
+  def _flops(self, data: CorpusData, params: Any) -> float:
+    """XLA's FLOPs of ``predict``: every (query, video) pair's score, and the localizer on
+    each query's top_k_videos (+ its ground-truth video for SVMR); one block each, scaled."""
+    num_q, num_v = len(data.query_ids), len(data.video_ids)
+    score = corpus.score_fn(self.preds["score"], False)
+    loc = localize_fn(self.preds["localize"], 1)
+    stage2 = num_q * (min(self.top_k_videos, num_v) + int(data.has_ground_truth))
+    q, v = data.query_enc, data.video_enc
+    return (num_q * num_v * flops.pair_flops(score, q, v, params, grid=True)
+            + stage2 * flops.pair_flops(lambda a, b, p: loc(p, a, b), q, v, params,
+                                        grid=False))
 
   def video2idx(self, data: CorpusData) -> dict[str, int]:
     """TVR's video indices when the dataset has them for every evaluated video, else each
