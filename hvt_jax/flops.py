@@ -138,6 +138,8 @@ def memory_bytes(compiled: Any) -> float:
   ``memory_analysis()``: arguments + outputs + temporaries - donated (aliased) bytes,
   per device. NaN when the backend gives no analysis."""
   m = compiled.memory_analysis()
+  if isinstance(m, (list, tuple)):                          # older jax: one per program
+    m = m[0] if m else None
   if m is None:
     return math.nan
   return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes

@@ -63,6 +63,7 @@ import numpy as np
 
 from absl import logging
 
+from hvt_jax import flops
 from hvt_jax.evaluation import retrieval
 
 ScoreFn = Callable[[Any, Any], jax.Array]
@@ -285,13 +286,18 @@ def free_bytes(mesh: Mesh) -> tuple[int, str]:
 
 
 def program_bytes(compiled: Any) -> int:
-  """Bytes one device needs to run a compiled program: its arguments, outputs and XLA
-  temporaries (``memory_analysis()``; arguments are counted even when already resident,
-  so the estimate errs high)."""
-  m = compiled.memory_analysis()
-  m = m[0] if isinstance(m, (list, tuple)) else m
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-             - m.alias_size_in_bytes)
+  """Bytes one device needs to run a compiled program (``flops.memory_bytes``: arguments,
+  outputs and XLA temporaries; arguments are counted even when already resident, so the
+  estimate errs high).
+
+  Raises:
+    ValueError: the backend gives no memory analysis (then set the block sizes).
+  """
+  need = flops.memory_bytes(compiled)
+  if not math.isfinite(need):
+    raise ValueError("this backend gives no memory_analysis(): set the evaluator's "
+                     "query_block / cand_block / pair_block (config.evals.<name>) > 0")
+  return int(need)
 
 
 def largest_block(memory_at: Callable[[int], int], limit: int, budget: int,
