@@ -21,7 +21,7 @@ without subtitles) it runs the two stages of ``hvt_jax/evaluation/moments.py``:
 (``HAMMER.score_general`` / ``moment_logprobs_general``: ``pair`` on every tiled pair, the
 code before the factored path) and the factored path (``score`` / ``localize``), and prints
 for each stage: pairs/s, XLA's cost-analysis FLOPs per pair, and the ratios. It also
-compiles (does not run) one stage-1 block of --memory-block (the evaluator's default 64 x 256)
+compiles (does not run) one stage-1 block of --memory-block (64 x 256: the evaluator's former fixed default)
 per path and prints XLA's temporary memory (``memory_analysis().temp_size_in_bytes``).
 
 Also printed: the peak RSS (``getrusage``; JAX's CPU backend has no ``memory_stats``), the

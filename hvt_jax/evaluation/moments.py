@@ -230,6 +230,7 @@ def choose_pair_block(fn: Callable[..., jax.Array], params: Any, query_enc: Any,
 
   Raises:
     MemoryError: not even one pair fits.
+    ValueError: the backend gives no memory analysis (set ``pair_block``).
   """
   source = "given"
   if budget_bytes is None:

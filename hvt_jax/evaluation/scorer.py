@@ -366,6 +366,7 @@ def choose_blocks(query_enc: Any, cand_enc: Any, score_fn: ScoreFn, *, mesh: Mes
 
   Raises:
     MemoryError: the given block size does not fit even with a candidate block of 1.
+    ValueError: the backend gives no memory analysis (set both block sizes).
   """
   num_q, num_cand = _num_rows(query_enc, "query_enc"), _num_rows(cand_enc, "cand_enc")
   if query_block > 0 and cand_block > 0:
@@ -462,8 +463,9 @@ def rank_corpus(query_enc: Any, cand_enc: Any, query_to_target: Any = None,
     top_k: K, candidates kept per query (0 <= K <= N).
     query_block: queries per device per step (the global step takes mesh.size times this;
       Q is padded up to a multiple of it); 0: the largest that fits (``choose_blocks``).
-      Fixed per device, so 1 and 8 devices run the same per-device kernel and give
-      bit-identical results.
+      When given (> 0) it is fixed per device, so 1 and 8 devices run the same
+      per-device kernel and give bit-identical results; chosen from memory, the kernels
+      may differ, and the ranks stay the same (ties are exact; see the module docstring).
     cand_block: candidates scored at a time; 0: chosen from memory (``choose_blocks``).
     memory_fraction: the share of the free device memory a chosen block may use.
     trim: cut each query block's padded token axis (``TokenTrim``); None: no cut.

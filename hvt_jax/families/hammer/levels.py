@@ -152,7 +152,8 @@ def clip_summary(config: ml_collections.ConfigDict, workdir: str, split: str,
     with several queries), "step"}.
 
   Raises:
-    ValueError: a FLAT config (no clip encoder), or as ``restore_model``.
+    ValueError: a FLAT config (no clip encoder), a split without a query the view keeps,
+      or as ``restore_model``.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if config.model.name != "hammer":
