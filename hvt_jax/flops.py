@@ -165,6 +165,12 @@ class Tally:
     self.peak, self.devices = peak, devices
     self.reset()
 
+  @classmethod
+  def on(cls, mesh: Any, dtype: str = "float32") -> "Tally":
+    """A tally of work on every device of ``mesh`` (a ``jax.sharding.Mesh``), against its
+    device kind's peak in ``dtype`` (``config.model.dtype``)."""
+    return cls(peak_flops(mesh.devices.flat[0].device_kind, dtype), mesh.size)
+
   def reset(self) -> None:
     self.flops = self.seconds = 0.0
 

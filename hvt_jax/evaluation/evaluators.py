@@ -116,9 +116,8 @@ class RetrievalEvaluator:
                  else None)
     self.score = ctx.pred(pred, name)
     # The ranking's FLOPs (XLA's count for one block of the score) and time, per run.
-    self.perf = flops.Tally(flops.peak_flops(jax.devices()[0].device_kind,
-                                             ctx.config.model.get("dtype", "float32")),
-                            corpus.ranking_mesh(ctx.mesh).size)
+    self.perf = flops.Tally.on(corpus.ranking_mesh(ctx.mesh),
+                                ctx.config.model.get("dtype", "float32"))
     self.encode = corpus.encode_fn(ctx, name)          # paired: both towers on one batch
     self.video_view = self.query_view = None
     self.caption_index, self.caption_index_file = None, caption_index_file

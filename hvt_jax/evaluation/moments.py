@@ -594,9 +594,8 @@ class MomentEvaluator:
     self.submission = submission
     # Stage 1 and 2's FLOPs (XLA's count of one block, scaled) and time, per run
     # (``evaluators.run_all`` logs them as <split>/perf/ranking_*).
-    self.perf = flops.Tally(flops.peak_flops(jax.devices()[0].device_kind,
-                                             ctx.config.model.get("dtype", "float32")),
-                            corpus.ranking_mesh(ctx.mesh).size)
+    self.perf = flops.Tally.on(corpus.ranking_mesh(ctx.mesh),
+                                ctx.config.model.get("dtype", "float32"))
 
   # -- streaming ---------------------------------------------------------------------
 
