@@ -477,6 +477,20 @@ def _config_history(workdir: str) -> list[str]:
   return ([first] if os.path.exists(first) else []) + resumes
 
 
+def recorded_config(workdir: str) -> dict[str, Any]:
+  """The config the run in ``workdir`` last trained with (its latest recorded JSON).
+
+  Raises:
+    FileNotFoundError: ``workdir`` has no recorded config (not an hvt-train run).
+  """
+  history = _config_history(workdir)
+  if not history:
+    raise FileNotFoundError(f"--workdir {workdir}: no {CONFIG_FILE} there (not a run "
+                            "directory of hvt-train)")
+  with open(history[-1], encoding="utf-8") as f:
+    return json.load(f)
+
+
 def config_changes(workdir: str, config: ml_collections.ConfigDict
                    ) -> dict[str, tuple[Any, Any]]:
   """Fields whose value differs from the workdir's latest recorded config: {key: (old, new)}."""
