@@ -365,8 +365,8 @@ def keep_best(spec: BestSpec, results: dict[str, float], params: Any, step: int,
   value = float(metrics[spec.metric])
   directory = os.path.join(workdir, BEST)
   kept = params_info(directory) if is_params_only(directory) else None
-  if kept is not None and kept["step"] == step:
-    return True
+  if kept is not None and kept["step"] == step and spec.same(kept):
+    return True     # a restarted job redoing the step it kept
   save = bool(np.isfinite(value)) and (kept is None or not spec.same(kept)
                                        or spec.better(value, float(kept["value"])))
   if jax.process_count() > 1:   # one decision for the collective save
