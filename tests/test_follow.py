@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax.numpy as jnp
@@ -54,16 +55,18 @@ def _tb_steps(directory: pathlib.Path, tag: str) -> list[int]:
 
 
 def test_follow_job_beside_a_live_trainer(data_dir, tmp_path):
-  """A follow job started before the run exists waits (one line); the trainer (8 devices,
-  async saves) and the job (2 devices) run at once; the job is stopped by SIGTERM after its
-  first evaluation and restarted: every committed step is evaluated exactly once, its
-  metrics equal hvt-eval's on that step, the checkpoints are untouched by the job, and the
-  restarted job stops by itself after the final step."""
+  """A follow job (hvt-eval --follow, 2 devices) started before the run exists waits (one
+  line); the trainer (hvt-train, 8 devices, async saves) starts; the job is stopped by
+  SIGTERM after its first evaluation and restarted (here in a thread of this process) while
+  the trainer runs: every committed step is evaluated exactly once, its metrics equal
+  hvt-eval's on that step, the job leaves the checkpoints untouched, and the restarted job
+  stops by itself after the final step."""
   run = tmp_path / "run"
   args = [f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={run}",
-          f"--config.input.data_dir={data_dir}", "--config.num_train_steps=8",
+          f"--config.input.data_dir={data_dir}", "--config.num_train_steps=6",
           "--config.checkpoint.max_to_keep=20"]
-  follow_cmd = [str(BIN / "hvt-eval"), *args, "--follow", "--poll=0.05", "--timeout=200"]
+  config = tiny_data.hse_config(data_dir, num_train_steps=6,
+                                **{"checkpoint.max_to_keep": 20})
   logs = {}
 
   def start(name, cmd, devices):
@@ -75,45 +78,47 @@ def test_follow_job_beside_a_live_trainer(data_dir, tmp_path):
     return logs[name][1].read_text()
 
   state_file = pathlib.Path(follow.job_dir(str(run), ["val"])) / follow.STATE_FILE
-  first = start("follow1", follow_cmd, devices=2)
+  first = start("follow", [str(BIN / "hvt-eval"), *args, "--follow", "--poll=0.05",
+                           "--timeout=200"], devices=2)
   trainer = None
+  said, redone, saved = [], [], {}
   try:
-    _wait("the waiting line", lambda: "no run there yet" in err("follow1"), 120, [first])
+    _wait("the waiting line", lambda: "no run there yet" in err("follow"), 120, [first])
     trainer = start("train", [str(BIN / "hvt-train"), *args], devices=8)
     _wait("a first evaluation", lambda: follow.load_state(str(state_file))["evaluated"],
           240, [first])
     first.send_signal(signal.SIGTERM)
-    first.wait(timeout=60)
+    assert first.wait(timeout=60) == -signal.SIGTERM
     before = follow.load_state(str(state_file))["evaluated"]
-    second = start("follow2", follow_cmd, devices=2)
+    second = threading.Thread(target=lambda: redone.extend(follow.follow(
+        config, str(run), poll=0.05, timeout=200, say=said.append)))
+    second.start()
     assert trainer.wait(timeout=300) == 0, err("train")[-3000:]
     saved = _hashes(run / "checkpoints")
-    assert second.wait(timeout=300) == 0, err("follow2")[-3000:]
+    second.join(timeout=300)
+    assert not second.is_alive()
   finally:
     for p in (first, trainer):
       if p is not None and p.poll() is None:
         p.kill()
-  (waiting,) = [l for l in err("follow1").splitlines() if "no run there yet" in l]
+  (waiting,) = [l for l in err("follow").splitlines() if "no run there yet" in l]
   assert waiting.startswith(f"hvt-eval: waiting for {run / 'checkpoints'}"), waiting
-  assert "training finished at step 8" in err("follow2")
+  assert said[-1] == "training finished at step 6; every checkpoint is evaluated: stopping"
   steps = checkpoints.complete_steps(str(run))
-  assert steps == [2, 4, 6, 8] and sorted(os.listdir(run / "checkpoints")) == ["2", "4", "6",
-                                                                                 "8"]
+  assert steps == [2, 4, 6] and sorted(os.listdir(run / "checkpoints")) == ["2", "4", "6"]
   assert _hashes(run / "checkpoints") == saved     # the job never wrote there
   state = follow.load_state(str(state_file))
   assert state == {"evaluated": steps, "skipped": []}
-  redone = [int(n) for n in re.findall(r"checkpoint step (\d+)",
-                                       logs["follow2"][0].read_text())]
-  assert redone == [n for n in steps if n not in before] and before, (before, redone)
+  assert before and redone == [n for n in steps if n not in before], (before, redone)
   assert _tb_steps(pathlib.Path(follow.job_dir(str(run), ["val"])), "val/p2v/R@1") == steps
-  config = tiny_data.hse_config(data_dir, num_train_steps=8,
-                                **{"checkpoint.max_to_keep": 20})
-  for step in (steps[0], steps[-1]):
-    saved_metrics = json.loads((run / "eval" / "val" / f"step_{step}" / "metrics.json")
-                               .read_text())
-    assert saved_metrics["step"] == step
-    _, results = train.evaluate_checkpoint(config, str(run), step=step)
-    assert {f"val/{k}": v for k, v in saved_metrics.items() if k != "step"} == results
+  for step in steps:
+    assert json.loads((run / "eval" / "val" / f"step_{step}" / "metrics.json").read_text())[
+        "step"] == step
+  # The first job's step (2 devices) equals hvt-eval's on it (8 devices).
+  metrics = json.loads((run / "eval" / "val" / f"step_{before[0]}" / "metrics.json")
+                       .read_text())
+  _, results = train.evaluate_checkpoint(config, str(run), step=before[0])
+  assert {f"val/{k}": v for k, v in metrics.items() if k != "step"} == results
 
 
 def _params(step: int):
