@@ -102,6 +102,8 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
                      "which the job stops (> 0)")
   s = train.setup(config)
   evals = train.build_evaluators(s, splits=splits)
+  if not evals:
+    raise ValueError("config.evals is empty: an eval job has nothing to evaluate")
   best = checkpoints.best_spec(config)
   out = job_dir(workdir, [ev.split for ev in evals])
   state_path = os.path.join(out, STATE_FILE)
