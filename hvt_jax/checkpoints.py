@@ -148,11 +148,18 @@ def restore(step_dir: str, target: Any = None) -> Any:
   Args:
     step_dir: a complete step directory (``resolve``).
     target: an abstract tree of ``jax.ShapeDtypeStruct`` with shardings, or None for host
-      numpy arrays as saved.
+      numpy arrays (whatever devices and processes saved them).
   """
   with ocp.StandardCheckpointer() as ckptr:
     item = os.path.join(step_dir, ITEM)
-    return ckptr.restore(item, target) if target is not None else ckptr.restore(item)
+    if target is not None:
+      return ckptr.restore(item, target)
+    meta = ckptr.metadata(item)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree)
+    return jax.tree.map(np.asarray, ckptr.restore(item, target))
 
 
 def saved_shapes(step_dir: str) -> dict[tuple[Any, ...], tuple[int, ...]] | None:

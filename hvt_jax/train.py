@@ -731,9 +731,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   evals = build_evaluators(s, splits=splits)
   step_dir, step = locate(workdir, step)
   directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
+  complete = checkpoints.complete_steps(directory)
   newer = [n for n in sorted(os.listdir(directory), key=lambda n: (len(n), n))
-           if n.isdigit() and int(n) > step] if os.path.isdir(directory) else []
-  if newer and not checkpoints.params_only(step_dir):
+           if n.isdigit() and int(n) > step and int(n) not in complete
+           ] if os.path.isdir(directory) else []
+  if newer:
     logging.warning("evaluating step %d: newer step directories %s are incomplete (in "
                     "progress or damaged) and are skipped", step, newer)
   state = restore(s, step_dir, changed=config_changes(workdir, config))

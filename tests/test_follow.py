@@ -239,7 +239,11 @@ def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, 
                                                                       capsys):
   run, c, seen = best_run
   out = tmp_path / "export"
-  export.main(["--workdir", str(run), "--step", "4", "--output", str(out)])
+  # As on another machine: one device, where the run saved on 8 (hvt-export's entry point).
+  proc = subprocess.run([sys.executable, "-m", "hvt_jax.cli.export", "--workdir", str(run),
+                         "--step", "4", "--output", str(out)], cwd=REPO, capture_output=True,
+                        text=True, env=data_fixtures.console_script_env(1), timeout=300)
+  assert proc.returncode == 0 and f"hvt-export: wrote {out}" in proc.stdout, proc.stderr[-3000:]
   info = checkpoints.params_info(str(out))
   assert info["step"] == 4 and info["source"] == str(run)
   shapes = checkpoints.saved_shapes(str(out / "4"))

@@ -91,7 +91,7 @@ def export(workdir: str, output: str, step: int | str | None = None) -> str:
     os.makedirs(os.path.join(tmp, "text"))
     for name in sorted(os.listdir(text_dir)):
       path = os.path.join(text_dir, name)
-      if os.path.isfile(path) and not name.endswith(_WEIGHTS):
+      if os.path.isfile(path) and not name.endswith(_WEIGHTS) and not name.startswith("."):
         shutil.copy2(path, os.path.join(tmp, "text", name))
   out = os.path.abspath(output)
   with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
