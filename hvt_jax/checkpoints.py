@@ -154,20 +154,23 @@ def restore(step_dir: str, target: Any = None) -> Any:
     item = os.path.join(step_dir, ITEM)
     if target is not None:
       return ckptr.restore(item, target)
-    meta = ckptr.metadata(item)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                          _saved_tree(ckptr, item))
     return jax.tree.map(np.asarray, ckptr.restore(item, target))
+
+
+def _saved_tree(ckptr: ocp.StandardCheckpointer, item: str) -> Any:
+  """The tree of array metadata (shape, dtype) saved in ``item`` (None for old formats)."""
+  meta = ckptr.metadata(item)
+  tree = getattr(meta, "item_metadata", meta)
+  return getattr(tree, "tree", tree)
 
 
 def saved_shapes(step_dir: str) -> dict[tuple[Any, ...], tuple[int, ...]] | None:
   """{key path: shape} of the arrays saved in ``step_dir`` (metadata only), or None."""
   with ocp.StandardCheckpointer() as ckptr:
-    meta = ckptr.metadata(os.path.join(step_dir, ITEM))
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
+    tree = _saved_tree(ckptr, os.path.join(step_dir, ITEM))
   if tree is None:
     return None
   return {k: tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]

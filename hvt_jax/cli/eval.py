@@ -61,6 +61,9 @@ def _run():
                   say=lambda line: print(f"hvt-eval: {line}", file=sys.stderr, flush=True),
                   on_result=show)
     return
+  for flag in (_TIMEOUT, _LATEST_ONLY, _POLL):
+    if flags.FLAGS[flag.name].present:
+      raise ValueError(f"--{flag.name} is an option of --follow")
   step, results = train.evaluate_checkpoint(config, workdir, step=step, splits=_SPLIT.value)
   print(f"{workdir}: checkpoint step {step}")
   print(common.results_table(config.model.name, results))
