@@ -68,7 +68,22 @@ def build_evaluators(s: Setup, splits: list[str] | None = None) -> list[Any]:
   """``config.evals`` built over ``eval_context(s)``: the shared evaluator types and the
   model family's own (``evaluators.from_config``)."""
   family = families.of_model(s.config.model.name)
-  return evaluators.from_config(s.config, eval_context(s), family.evaluators, splits=splits)
+  return evaluators.from_config(_without_best(s.config), eval_context(s), family.evaluators,
+                                splits=splits)
+
+
+def _without_best(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` without the ``config.evals.<name>`` fields the trainer and the eval job read
+  (``checkpoints.BEST_FIELDS``), which are no evaluator options."""
+  if not any(f in cfg for cfg in config.get("evals", {}).values()
+             for f in checkpoints.BEST_FIELDS):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  for cfg in config.evals.values():
+    for field in checkpoints.BEST_FIELDS:
+      if field in cfg:
+        del cfg[field]
+  return config
 
 
 def make_optimizer(config: Any, steps_per_epoch: int, num_train_steps: int,
@@ -126,6 +141,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     families.of_model(config.model.name)
   except ValueError as e:
     raise ValueError(f"config.model.name={config.model.name!r}: {e}") from None
+  checkpoints.best_spec(config)
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
@@ -296,13 +312,16 @@ def _check_restorable(step_dir: str, target: State,
 def restore(s: Setup, step_dir: str, changed: dict[str, tuple[Any, Any]] | None = None
             ) -> State:
   """The state saved in a complete step directory (``checkpoints.resolve``), placed with the
-  target shardings; read-only on the run's checkpoints.
+  target shardings; read-only on the run's checkpoints. Of a parameters-only checkpoint
+  (``best/``, an export), only ``{"params"}``.
 
   Args:
     changed: config fields changed since the checkpoint was written (named in the error
       when their shapes no longer fit).
   """
   target = abstract_state(s)
+  if checkpoints.params_only(step_dir):
+    target = {"params": target["params"]}
   _check_restorable(step_dir, target, changed or {})
   logging.info("restoring %s", step_dir)
   return checkpoints.restore(step_dir, target)
@@ -458,6 +477,20 @@ def _config_history(workdir: str) -> list[str]:
   return ([first] if os.path.exists(first) else []) + resumes
 
 
+def recorded_config(workdir: str) -> dict[str, Any]:
+  """The config the run in ``workdir`` last trained with (its latest recorded JSON).
+
+  Raises:
+    FileNotFoundError: ``workdir`` has no recorded config (not an hvt-train run).
+  """
+  history = _config_history(workdir)
+  if not history:
+    raise FileNotFoundError(f"--workdir {workdir}: no {CONFIG_FILE} there (not a run "
+                            "directory of hvt-train)")
+  with open(history[-1], encoding="utf-8") as f:
+    return json.load(f)
+
+
 def config_changes(workdir: str, config: ml_collections.ConfigDict
                    ) -> dict[str, tuple[Any, Any]]:
   """Fields whose value differs from the workdir's latest recorded config: {key: (old, new)}."""
@@ -558,6 +591,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
                 mngr: ocp.CheckpointManager, evals: list[Any],
                 stop: _StopSignals) -> dict[str, float]:
   step_dir = _latest_step(mngr)
+  checkpoints.clear_finished(workdir)
+  best = checkpoints.best_spec(config)
   resumed = None if step_dir is None else int(os.path.basename(step_dir))
   changed = config_changes(workdir, config) if resumed is not None else {}
   state = init_state(s) if step_dir is None else restore(s, step_dir, changed)
@@ -628,11 +663,18 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
         break
       due = [ev for ev in evals if evaluators.due(ev, step, last)]
       if due:
+        if last:      # an eval job (hvt-eval --follow) may end now: the final save is done
+          mngr.wait_until_finished()
+          checkpoints.mark_finished(workdir, step)
         results = evaluators.run_all(due, state, step, writer, workdir)
+        if best is not None:
+          checkpoints.keep_best(best, results, state["params"], step, workdir)
         rate.restart(step)
   progress.close()
   mngr.wait_until_finished()
   writer.flush()
+  if not stop.requested and step >= s.num_train_steps:
+    checkpoints.mark_finished(workdir, step)
   if stop.requested:
     logging.warning("stopped by %s: %s; re-run the same command to resume", stop.requested,
                     f"saved step {step} to {mngr.directory}" if step > start else
@@ -648,6 +690,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, s: Setup,
                     input_stats.empty_segments)
   if not results and evals and start >= s.num_train_steps:
     results = evaluators.run_all(evals, state, start, writer, workdir)
+    if best is not None:
+      checkpoints.keep_best(best, results, state["params"], start, workdir)
   return results
 
 
@@ -663,7 +707,7 @@ def _count(tree: Any) -> int:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: int | None = None,
+                        step: int | str | None = None,
                         splits: list[str] | None = None) -> tuple[int, dict[str, float]]:
   """Restores a complete checkpoint (latest by default) and runs the configured evaluators.
 
@@ -671,19 +715,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   that is writing to the same workdir. Metrics, predictions and plots go to
   ``<workdir>/eval/<split>/``.
 
+  Args:
+    step: a step number, ``"best"`` (``<workdir>/best``) or None (the latest); ``workdir``
+      may also be a parameters-only checkpoint (an ``hvt-export`` directory).
+
   Returns:
     (the step evaluated, ``{split/metric: value}``).
 
   Raises:
-    FileNotFoundError: the run has no complete checkpoint, or ``step`` does not exist.
+    FileNotFoundError: the run has no complete checkpoint, ``step`` does not exist, or
+      ``step="best"`` and the run has no best checkpoint.
     ValueError: ``step`` is incomplete, or an evaluator's split or options are wrong.
   """
   s = setup(config)
   evals = build_evaluators(s, splits=splits)
+  step_dir, step = locate(workdir, step)
   directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
-  step_dir, step = checkpoints.resolve(directory, step, what=f"--workdir {workdir}")
+  complete = checkpoints.complete_steps(directory)
   newer = [n for n in sorted(os.listdir(directory), key=lambda n: (len(n), n))
-           if n.isdigit() and int(n) > step]
+           if n.isdigit() and int(n) > step and int(n) not in complete
+           ] if os.path.isdir(directory) else []
   if newer:
     logging.warning("evaluating step %d: newer step directories %s are incomplete (in "
                     "progress or damaged) and are skipped", step, newer)
@@ -691,7 +742,29 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writers.create_default_writer(
       os.path.join(workdir, "eval"), just_logging=jax.process_index() > 0)
   with jax.set_mesh(s.mesh):
-    results = evaluators.run_all(evals, state, int(jax.device_get(state["step"])), writer,
-                                 workdir)
+    results = evaluators.run_all(evals, state, step, writer, workdir)
   writer.flush()
   return step, results
+
+
+def locate(workdir: str, step: int | str | None) -> tuple[str, int]:
+  """(step directory, step) that ``hvt-eval --workdir workdir --step step`` means: a step of
+  the run (None: the latest complete one), ``"best"`` (``<workdir>/best``), or the step of a
+  parameters-only ``workdir`` (an export).
+
+  Raises:
+    FileNotFoundError, ValueError: as ``checkpoints.resolve``; ``"best"`` without a best.
+  """
+  if step == "best":
+    best = os.path.join(os.path.abspath(workdir), checkpoints.BEST)
+    if not checkpoints.is_params_only(best):
+      what = f"has no {checkpoints.MODEL_FILE}" if os.path.isdir(best) else "does not exist"
+      raise FileNotFoundError(f"--step best: no best checkpoint in {workdir} ({best} {what});"
+                              " config.evals.<name>.best names the metric that keeps one "
+                              "(docs/evaluation.md)")
+    return checkpoints.resolve(best, what="--step best")
+  if checkpoints.is_params_only(workdir):
+    return checkpoints.resolve(workdir, step, what=f"--workdir {workdir}")
+  return checkpoints.resolve(os.path.join(workdir, checkpoints.CHECKPOINTS), step,
+                             what=f"--workdir {workdir}")
+

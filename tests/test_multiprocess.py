@@ -1,4 +1,5 @@
-"""Two real processes (jax.distributed on 127.0.0.1, 4 CPU devices each) train and evaluate."""
+"""Two real processes (jax.distributed on 127.0.0.1, 4 CPU devices each) train and evaluate;
+an eval job of one process (hvt-eval --follow) follows their run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+from hvt_jax import checkpoints, follow
 from tests import tiny_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,3 +44,13 @@ def test_two_process_train_and_eval(tmp_path):
   assert 0.0 <= r0["val/p2v/R@1"] <= 100.0
   ckpts = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()]
   assert "4" in ckpts
+  # One process (this one, 8 devices) follows the two-process run: every step once, the
+  # final step's metrics equal the trainer's own evaluation, and it stops by itself.
+  said = []
+  done = follow.follow(tiny_data.hse_config(str(data)), str(tmp_path / "run"), poll=0.01,
+                       timeout=60, say=said.append)
+  assert done == checkpoints.complete_steps(str(tmp_path / "run")) and done[-1] == 4
+  assert said == ["training finished at step 4; every checkpoint is evaluated: stopping"]
+  final = json.loads((tmp_path / "run" / "eval" / "val" / "step_4" / "metrics.json")
+                     .read_text())
+  assert {f"val/{k}": v for k, v in final.items() if k != "step"} == r0

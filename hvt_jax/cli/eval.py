@@ -1,17 +1,33 @@
-"""hvt-eval --config ... --workdir DIR [--step N] [--split NAME].
+"""hvt-eval --config ... --workdir DIR [--step N|best] [--split NAME] [--follow ...].
 
 Evaluates a checkpoint, prints a table and writes DIR/eval/<split>/metrics.json (+ plots).
+``--workdir`` may also be a parameters-only checkpoint (an ``hvt-export`` directory).
+
+With ``--follow``: an evaluation job beside the trainer (``hvt_jax.follow``): evaluates each
+checkpoint as it is committed, writes DIR/eval/<split>/step_<N>/metrics.json, logs to
+TensorBoard in DIR/eval/follow-<splits>/, keeps DIR/best (``config.evals.<name>.best``), and
+stops after the run's final step or ``--timeout`` seconds without a new checkpoint.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import flags
 
 from hvt_jax import train
 from hvt_jax.cli import common
 
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+_STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: latest).")
 _SPLIT = flags.DEFINE_multi_string("split", None, "Split(s) to evaluate (default: config.evals).")
+_FOLLOW = flags.DEFINE_bool("follow", False, "Evaluate each checkpoint as the trainer commits "
+                            "it, until training finishes (docs/evaluation.md).")
+_TIMEOUT = flags.DEFINE_float("timeout", 3600.0, "--follow: stop after this many seconds "
+                              "without a new checkpoint.")
+_LATEST_ONLY = flags.DEFINE_bool("latest_only", False, "--follow: when behind, evaluate only "
+                                 "the newest checkpoint (skip the ones in between).")
+_POLL = flags.DEFINE_float("poll", 10.0, "--follow: seconds between looks for new "
+                           "checkpoints.")
 
 
 def _main(argv):
@@ -19,10 +35,36 @@ def _main(argv):
   common.user_errors("hvt-eval", _run)
 
 
+def _step(value: str | None) -> int | str | None:
+  """--step: None, "best" or a step number (else a ValueError naming the flag)."""
+  if value is None or value == "best":
+    return value
+  if not value.isdigit():
+    raise ValueError(f"--step={value!r}: a step number or 'best'")
+  return int(value)
+
+
 def _run():
   config, workdir = common.startup()
-  step, results = train.evaluate_checkpoint(config, workdir, step=_STEP.value,
-                                            splits=_SPLIT.value)
+  step = _step(_STEP.value)
+  if _FOLLOW.value:
+    if step is not None:
+      raise ValueError("--follow evaluates every new step: drop --step")
+    from hvt_jax import follow  # pylint: disable=g-import-not-at-top
+
+    def show(n, results):
+      print(f"{workdir}: checkpoint step {n}")
+      print(common.results_table(config.model.name, results), flush=True)
+
+    follow.follow(config, workdir, splits=_SPLIT.value, timeout=_TIMEOUT.value,
+                  latest_only=_LATEST_ONLY.value, poll=_POLL.value,
+                  say=lambda line: print(f"hvt-eval: {line}", file=sys.stderr, flush=True),
+                  on_result=show)
+    return
+  for flag in (_TIMEOUT, _LATEST_ONLY, _POLL):
+    if flags.FLAGS[flag.name].present:
+      raise ValueError(f"--{flag.name} is an option of --follow")
+  step, results = train.evaluate_checkpoint(config, workdir, step=step, splits=_SPLIT.value)
   print(f"{workdir}: checkpoint step {step}")
   print(common.results_table(config.model.name, results))
 
