@@ -108,6 +108,15 @@ def trainer_defaults(c: ml_collections.ConfigDict, *, fsdp: bool = False) -> Non
   c.progress_bar = True
 
 
+def best_checkpoint(entry: ml_collections.ConfigDict) -> None:
+  """The fields of an evals entry that keep ``<workdir>/best`` (read by the trainer and
+  ``hvt-eval --follow``, docs/evaluation.md): ``best``, a metric of the entry's split
+  ("" keeps none: the default), and ``best_mode`` ("max": higher is better, or "min").
+  Present in each config's main entry so that ``--config.evals.<name>.best=<metric>`` can
+  be given on the command line (the configs are locked)."""
+  entry.update(best="", best_mode="max")
+
+
 def runlocal_trainer(c: ml_collections.ConfigDict) -> None:
   """The trainer part of every ``runlocal``: 4 steps of batch 8, logs and checkpoints every
   2 steps, no progress bar (tests use these)."""

@@ -332,13 +332,13 @@ def best_spec(config: Any) -> BestSpec | None:
 
   Raises:
     ValueError: two entries with ``best`` (one best checkpoint per run), ``best_mode`` not
-      in ``BEST_MODES``, or ``best_mode`` without ``best``.
+      in ``BEST_MODES``, or ``best_mode="min"`` without ``best``.
   """
   specs = []
   for name, cfg in (config.get("evals") or {}).items():
     metric, mode = cfg.get("best"), cfg.get("best_mode", "max")
     if not metric:
-      if "best_mode" in cfg:
+      if mode != "max":
         raise ValueError(f"config.evals.{name}.best_mode is set but config.evals.{name}.best "
                          "(the metric) is not")
       continue

@@ -71,6 +71,8 @@ def test_every_leaf_can_be_overridden(config):
   base = _parse(f"{path}:{arg}", []).to_dict()
   leaves = dict(_leaves(base))
   assert "checkpoint.asynchronous" in leaves
+  if base["evals"]:   # --config.evals.<name>.best=<metric>: a run's best checkpoint
+    assert any(k.startswith("evals.") and k.endswith(".best") for k in leaves), path
   overrides, want = [], {}
   for key, value in leaves.items():
     text, parsed = _other(value)

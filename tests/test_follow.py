@@ -171,7 +171,9 @@ def test_best_config_errors(data_dir):
   with pytest.raises(ValueError, match=r"config.evals.val.best_mode='higher'; valid: 'max'"):
     train.check_config(c)
   c.evals.val.best = ""
-  c.evals.val.best_mode = "max"
+  c.evals.val.best_mode = "max"       # every config's default (configs/common.py): no best
+  assert checkpoints.best_spec(c) is None
+  c.evals.val.best_mode = "min"
   with pytest.raises(ValueError, match=r"config.evals.val.best_mode is set but "
                      r"config.evals.val.best \(the metric\) is not"):
     train.check_config(c)

@@ -81,6 +81,7 @@ def get_config(arg=None):
       svmr_moments=100, max_moment_seconds=0.0, max_queries=0, max_videos=0,
       subsample_seed=0, duration_buckets=4, query_block=32, cand_block=100, pair_block=32,
       submission=True))
+  common.best_checkpoint(c.evals.moments)
 
   if a.runlocal:   # configs/hammer/activitynet.py:runlocal on the demo's data
     c.model.text = dict(common.RUNLOCAL_TEXT, dropout_rate=0.1, attention_dropout_rate=0.1)

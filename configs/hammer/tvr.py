@@ -96,6 +96,7 @@ def get_config(arg=None):
       # Block sizes per device, 0: the largest that fits the device's free memory.
       subsample_seed=0, duration_buckets=4, query_block=0, cand_block=0, pair_block=0,
       submission=True))
+  common.best_checkpoint(c.evals.moments)
 
   if a.runlocal:
     c.model.text = dict(common.RUNLOCAL_TEXT, dropout_rate=0.1, attention_dropout_rate=0.1)

@@ -37,6 +37,7 @@ def get_config(arg=None):
   c.num_epochs = 25
   c.evals = dict(val=dict(type="caption", split="val_1", pred="generate",
                           prefix="caption", baseline="none", log_steps=0))
+  common.best_checkpoint(c.evals.val)
   if "runlocal" in backbone_arg.split(","):
     c.model.update(caption_word_dim=16, caption_hidden=16, beam_size=3, beam_max_len=8)
     c.num_epochs = 1

@@ -40,6 +40,7 @@ def get_config(arg=None):
   c.num_epochs = 10
   c.evals = dict(val=dict(type="classify", split="val_1", pred="classify",
                           prefix="classify", log_steps=0))
+  common.best_checkpoint(c.evals.val)
   if "runlocal" in backbone_arg.split(","):
     c.model.classifier_hidden = 16
     c.num_epochs = 1

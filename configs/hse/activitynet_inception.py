@@ -77,6 +77,7 @@ def get_config(arg=None):
   c.num_epochs = 15
   c.evals = dict(val=dict(type="retrieval", split="val_1", pred="score", prefix="p2v",
                           reverse_prefix="v2p", top_k=10, log_steps=0))
+  common.best_checkpoint(c.evals.val)
 
   family.apply_ablations(c, a)   # Table 3, supp. Tables 1-2, Table 4
 

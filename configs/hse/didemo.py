@@ -73,6 +73,7 @@ def get_config(arg=None):
   c.num_epochs = 15
   c.evals = dict(test=dict(type="retrieval", split="test", pred="score", prefix="p2v",
                            reverse_prefix="v2p", top_k=10, log_steps=0))
+  common.best_checkpoint(c.evals.test)
 
   family.apply_ablations(c, a)   # Tables 2-3 (τ, ℓ^LOW), supp. Table 1, Table 4
 

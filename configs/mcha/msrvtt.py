@@ -87,6 +87,7 @@ def get_config(arg=None):
                            query_view="caption", caption_index_file=index,
                            modality_weights=True, top_k=10, log_steps=0, query_block=0,
                            cand_block=0, trim_tokens=mcha_configs.TRIM_TOKENS))
+  common.best_checkpoint(c.evals.test)
 
   # Ablations (Table 4): w/o HRM scores locally, w/o LAM holistically.
   c.model.lam, c.model.hrm = a.lam, a.hrm

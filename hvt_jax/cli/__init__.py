@@ -1,4 +1,4 @@
-"""Console entry points (hvt-prepare, hvt-train, hvt-eval, hvt-demo).
+"""Console entry points (hvt-prepare, hvt-train, hvt-eval, hvt-export, hvt-demo).
 
 Importing this package, which every console script does before TensorFlow is loaded,
 silences TensorFlow's C++ start-up notices unless the environment already sets these:
