@@ -1,7 +1,7 @@
 """Every family measured on the devices present, in one call: train steps and corpus scoring.
 
     python benchmarks/accelerator.py [--size paper|tiny] [--budget-minutes 8]
-        [--families hse,hammer,flat,mcha,text_mlm] [--dtypes float32,bfloat16]
+        [--families hse,hammer,flat:score,mcha,text_mlm] [--dtypes float32,bfloat16]
         [--devices 1] [--blocks Q C] [--json rows.json]
 
 For each family, built from its paper config (``configs/<family>/<dataset>.py``; ``tiny``:
@@ -20,6 +20,9 @@ the family's own views and the trainer's pipeline:
   TVR-val (10,895 x 2,179 pairs) and ActivityNet-val_1 (17,505 x 4,917) columns extrapolate
   the measured pairs/s to the full corpus pass of one device (scoring only; HSE ranks
   paragraphs, so its columns are a yardstick).
+
+A family named as ``<family>:train`` or ``<family>:score`` in ``--families`` gets only that
+measurement.
 
 Printed per row: median seconds per call, XLA's FLOPs per call (``cost_analysis``; "≥": the
 program has a while loop, whose body XLA counts once, e.g. HSE's GRUs), achieved TFLOP/s,
@@ -85,7 +88,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="accelerator.py", description=__doc__.splitlines()[0])
   p.add_argument("--size", default="paper", choices=["paper", "tiny"])
   p.add_argument("--families", default=",".join(BENCHES),
-                 help=f"comma-separated, of {sorted(BENCHES)}")
+                 help=f"comma-separated, of {sorted(BENCHES)}; <family>:train or "
+                 "<family>:score for only that measurement")
   p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes measured")
   p.add_argument("--budget-minutes", type=float, default=8.0)
   p.add_argument("--devices", type=int, default=1, help="train-step devices (0 = all)")
@@ -341,14 +345,21 @@ def run(args: argparse.Namespace) -> list[Row]:
   with tempfile.TemporaryDirectory(prefix="accelerator_") as tmp:
     # Round robin: f32 train and score of every family first, then bf16.
     for dtype in dtypes:
-      for family in names:
+      for name in names:
+        family, _, only = name.partition(":")
         bench = BENCHES.get(family)
         whats = ["train"] + (["score"] if bench is not None and bench.views else [])
+        if only:
+          whats = [w for w in whats if w == only] or [only]   # a bad one: its row's error
         for what in whats:
           if budget.left() <= 0:
             rows.append(Row(family, what, dtype, error="skipped: budget spent"))
             continue
           try:
+            if bench is not None and (what not in ("train", "score") or
+                                      (what == "score" and not bench.views)):
+              raise ValueError(f"{name}: {family!r} has no {what!r} measurement (train"
+                               f"{', score' if bench.views else ''})")
             c = make_config(family, args.size, dtype, args.devices, tower_dir)
             blocks = tuple(args.blocks or (bench.blocks if args.size == "paper" else (4, 8)))
             if family not in data:   # one dataset per family, enough rows for each block
