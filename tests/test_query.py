@@ -1,0 +1,198 @@
+"""Free-text queries against an evaluated corpus (hvt-eval --query, evaluation/query.py):
+the answers equal the evaluator's own ranking of the same text, the corpus encodings are
+cached per checkpoint step, and bad input is one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data_prep import builder, demo, demo_moments
+from hvt_jax import train
+from hvt_jax.cli import common
+from hvt_jax.evaluation import evaluators, moments, query
+from hvt_jax.vocab import word_vocab
+from tests import data_fixtures, tiny_data
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _save(config, workdir, steps):
+  """Checkpoints of the random initialisation at ``steps`` (what a trainer writes)."""
+  s = train.setup(config)
+  state = train.init_state(s)
+  mngr = train.checkpoint_manager(str(workdir), config)
+  for step in steps:
+    mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+
+
+def _hse_data(out_dir):
+  """The HSE demo with ActivityNet-style sentences (" ." at the end, a vocabulary token),
+  so a paragraph is written as free text."""
+  d = demo.generate_demo(num_train=16, num_val=10, seed=3)
+  for recs in d.records.values():
+    for r in recs:
+      r["sentences"] = [f"{s} ." for s in r["sentences"]]
+  vocab = word_vocab.build_word_vocab(s for r in d.records["train"] for s in r["sentences"])
+  index = {t: i for i, t in enumerate(vocab)}
+  for recs in d.records.values():
+    for r in recs:
+      r["tokens"] = [word_vocab.encode_words(s, index) for s in r["sentences"]]
+  spec = builder.DatasetSpec(name="demo", modalities={"frames": 32}, tokenizer="word",
+                             vocab=vocab)
+  builder.write_dataset(spec, d.records, str(out_dir), counter=builder.SkipCounter())
+  return d
+
+
+@pytest.fixture(scope="module")
+def hse_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("hse_query")
+  d = _hse_data(root / "data")
+  config = tiny_data.hse_config(str(root / "data"), **{"evals.val.top_k": 10})
+  _save(config, root / "run", (1, 2))
+  return config, str(root / "run"), d
+
+
+@pytest.fixture(scope="module")
+def hammer_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("hammer_query")
+  d = demo_moments.generate(num_train=8, num_val=6, seed=1)
+  builder.write_dataset(d.spec, d.records, str(root / "data"), counter=builder.SkipCounter())
+  from configs.hammer import demo as hammer_demo  # pylint: disable=g-import-not-at-top
+  config = hammer_demo.get_config("runlocal")
+  config.input.data_dir = str(root / "data")
+  _save(config, root / "run", (1,))
+  return config, str(root / "run"), d
+
+
+def test_hse_query_ranks_as_the_evaluator_and_caches_by_step(hse_run, monkeypatch):
+  config, workdir, d = hse_run
+  train.evaluate_checkpoint(config, workdir, step=1)
+  predictions = {}
+  with open(os.path.join(workdir, "eval", "val", "p2v_predictions.jsonl")) as f:
+    for line in f:
+      entry = json.loads(line)
+      predictions[entry["query"]] = entry["top_k"]
+  records = d.records["val"][:3]
+  texts = [" ".join(r["sentences"]) for r in records]   # each video's own paragraph
+  calls = []
+  videos = evaluators.RetrievalEvaluator.videos
+  monkeypatch.setattr(evaluators.RetrievalEvaluator, "videos",
+                      lambda self, params: calls.append(1) or videos(self, params))
+  step, answers = query.run(config, workdir, texts, step=1, top_k=10)
+  assert step == 1 and len(calls) == 1 and [a.query for a in answers] == texts
+  for r, a in zip(records, answers):
+    want = predictions[r["video_id"]]
+    assert [h.video_id for h in a.videos] == [v for v, _ in want]
+    np.testing.assert_allclose([h.score for h in a.videos], [s for _, s in want], atol=1e-5)
+    assert a.evaluator == "retrieval-p2v" and a.num_videos == len(d.records["val"])
+  # Once more: from the cache (the corpus is not encoded again), the same answers.
+  cache = pathlib.Path(workdir, "eval", "val", "cache", "step_1", "retrieval-p2v.npz")
+  assert cache.is_file()
+  _, again = query.run(config, workdir, texts[:1], step=1, top_k=10)
+  assert len(calls) == 1 and again[0] == answers[0]
+  # Another step: its own cache, encoded again.
+  query.run(config, workdir, texts[:1], step=2, top_k=3)
+  assert len(calls) == 2
+  assert (cache.parent.parent / "step_2" / cache.name).is_file()
+  assert not any("cache" in p for p in os.listdir(os.path.join(workdir, "checkpoints")))
+  out = query.format_answers(again, 1)
+  assert f"query {texts[0]!r}: split val, step 1, retrieval-p2v" in out
+  assert f"  1. {answers[0].videos[0].video_id}" in out
+
+
+def test_hammer_query_ranks_videos_and_moments_as_the_evaluator(hammer_run, monkeypatch):
+  config, workdir, d = hammer_run
+  train.evaluate_checkpoint(config, workdir, step=1)
+  with open(os.path.join(workdir, "eval", "val", "tvr_submission.json")) as f:
+    sub = json.load(f)
+  name = {i: v for v, i in sub["video2idx"].items()}
+  vr, vcmr = ({e["desc_id"]: [[name[p[0]], *p[1:]] for p in e["predictions"]]
+               for e in sub[task]} for task in ("VR", "VCMR"))
+  picks = [(r, i) for r in d.records["val"][:2] for i in range(2)]
+  texts = [r["sentences"][i] for r, i in picks]
+  calls = []
+  videos = moments.MomentEvaluator.videos
+  monkeypatch.setattr(moments.MomentEvaluator, "videos",
+                      lambda self, params: calls.append(1) or videos(self, params))
+  _, answers = query.run(config, workdir, texts, top_k=4)
+  assert len(calls) == 1
+  for (r, i), a in zip(picks, answers):
+    key = f"{r['video_id']}#{i}"
+    assert [h.video_id for h in a.videos] == [p[0] for p in vr[key]]
+    np.testing.assert_allclose([[h.score, h.start, h.end] for h in a.videos],
+                               [[p[3], p[1], p[2]] for p in vr[key]], atol=1e-4)
+    assert [h.video_id for h in a.moments] == [p[0] for p in vcmr[key]]
+    np.testing.assert_allclose([[h.start, h.end, h.score] for h in a.moments],
+                               [p[1:] for p in vcmr[key]], atol=1e-4)
+    assert all(0 <= h.start < h.end for h in a.moments)
+  _, again = query.run(config, workdir, texts[:1], top_k=2)
+  assert len(calls) == 1 and again[0].videos == answers[0].videos[:2]
+  out = query.format_answers(again, 1)
+  assert "top 2 moments" in out and " s" in out
+
+
+@pytest.mark.parametrize("texts, message", [
+    ([" ,;  "], "none of its tokens is in the run's vocabulary"),
+    (["   "], "tokenises to nothing"),
+    ([], "no query given"),
+])
+def test_bad_queries_are_one_line(hse_run, texts, message, capsys):
+  config, workdir, _ = hse_run
+  with pytest.raises(SystemExit) as e:
+    common.user_errors("hvt-eval", lambda: query.run(config, workdir, texts))
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("hvt-eval: error: ") and message in err.splitlines()[0]
+
+
+def test_a_split_without_videos_or_without_a_ranking_evaluator(hse_run, tmp_path):
+  config, workdir, _ = hse_run
+  with pytest.raises(ValueError, match="'test' is not a split of dataset"):
+    query.run(config, workdir, ["a"], splits=["test"])
+  other = tiny_data.hse_config(config.input.data_dir, **{
+      "evals": {"obs": dict(type="retrieval", split="val", observe_first=2, log_steps=0)}})
+  with pytest.raises(ValueError, match="none of its evaluators .* ranks videos for a text"):
+    query.run(other, workdir, ["a"])
+  with pytest.raises(ValueError, match="no such file"):
+    query.read_queries(None, str(tmp_path / "none.txt"))
+  (tmp_path / "q.txt").write_text("one\n\n two \n")
+  assert query.read_queries(["zero"], str(tmp_path / "q.txt")) == ["zero", "one", "two"]
+
+
+def test_the_wordpiece_tokenizer_is_the_datasets():
+  """A query's WordPiece ids are those the converter stored for the same sentence."""
+  d = demo_moments.generate(num_train=2, num_val=1, seed=0)
+  meta = {"tokenizer": "wordpiece"}
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    pathlib.Path(tmp, "vocab.txt").write_text("".join(t + "\n" for t in d.spec.vocab))
+    encode, unk = query.tokenizer(tmp, meta)
+  for r in d.records["train"]:
+    for sentence, tokens in zip(r["sentences"], r["tokens"]):
+      assert encode(sentence) == list(tokens)
+  assert unk == d.spec.vocab.index("[UNK]")
+
+
+def test_cli_prints_one_error_line(hse_run):
+  config, workdir, _ = hse_run
+  del config
+  proc = subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "hvt-eval"),
+       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={workdir}",
+       f"--config.input.data_dir={hse_run[0].input.data_dir}", "--query= , ; "],
+      cwd=REPO, env=data_fixtures.console_script_env(1), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith("hvt-eval: error: --query ' , ; ': none of its tokens")
+  assert "Traceback" not in proc.stderr
