@@ -5,11 +5,11 @@ cached per checkpoint step, and bad input is one line."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -25,8 +25,27 @@ from tests import data_fixtures, tiny_data
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _save(config, workdir, steps):
-  """Checkpoints of the random initialisation at ``steps`` (what a trainer writes)."""
+@dataclasses.dataclass
+class Run:
+  """A run with checkpoints of its random initialisation, and that state in memory."""
+  config: Any
+  workdir: str
+  data: Any
+  evals: list[Any]
+  state: dict[str, Any]
+
+  def step_dir(self, step):
+    return os.path.join(self.workdir, "checkpoints", str(step))
+
+  def answer(self, texts, step, top_k):
+    """``query.run`` without its setup and restore (the state is the saved one)."""
+    prepared = query.prepare(self.evals, texts, top_k)
+    return query.answer(prepared, self.state, step, self.step_dir(step), self.workdir, texts,
+                        top_k)
+
+
+def _run(config, workdir, data, steps):
+  """Checkpoints of the random initialisation at ``steps``, as a trainer writes them."""
   s = train.setup(config)
   state = train.init_state(s)
   mngr = train.checkpoint_manager(str(workdir), config)
@@ -34,6 +53,7 @@ def _save(config, workdir, steps):
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
   mngr.wait_until_finished()
   mngr.close()
+  return Run(config, str(workdir), data, train.build_evaluators(s), state)
 
 
 def _hse_data(out_dir):
@@ -58,9 +78,8 @@ def _hse_data(out_dir):
 def hse_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("hse_query")
   d = _hse_data(root / "data")
-  config = tiny_data.hse_config(str(root / "data"), **{"evals.val.top_k": 10})
-  _save(config, root / "run", (1, 2))
-  return config, str(root / "run"), d
+  config = tiny_data.hse_config(str(root / "data"))
+  return _run(config, root / "run", d, (1, 2))
 
 
 @pytest.fixture(scope="module")
@@ -71,72 +90,67 @@ def hammer_run(tmp_path_factory):
   from configs.hammer import demo as hammer_demo  # pylint: disable=g-import-not-at-top
   config = hammer_demo.get_config("runlocal")
   config.input.data_dir = str(root / "data")
-  _save(config, root / "run", (1,))
-  return config, str(root / "run"), d
+  return _run(config, root / "run", d, (1,))
+
+
+def _counting(monkeypatch, cls):
+  """Counts the calls of ``cls.videos`` (the corpus encoder)."""
+  calls, videos = [], cls.videos
+  monkeypatch.setattr(cls, "videos", lambda self, params: calls.append(1) or videos(self, params))
+  return calls
 
 
 def test_hse_query_ranks_as_the_evaluator_and_caches_by_step(hse_run, monkeypatch):
-  config, workdir, d = hse_run
-  train.evaluate_checkpoint(config, workdir, step=1)
-  predictions = {}
-  with open(os.path.join(workdir, "eval", "val", "p2v_predictions.jsonl")) as f:
-    for line in f:
-      entry = json.loads(line)
-      predictions[entry["query"]] = entry["top_k"]
-  records = d.records["val"][:3]
-  texts = [" ".join(r["sentences"]) for r in records]   # each video's own paragraph
-  calls = []
-  videos = evaluators.RetrievalEvaluator.videos
-  monkeypatch.setattr(evaluators.RetrievalEvaluator, "videos",
-                      lambda self, params: calls.append(1) or videos(self, params))
-  step, answers = query.run(config, workdir, texts, step=1, top_k=10)
+  run = hse_run
+  (ev,) = run.evals
+  # The evaluator's own ranking of the split's paragraphs (their records' tokens).
+  _, results = ev.run(run.state, 1)
+  ranked, (ids, _) = results["ranked"]["p2v"], results["ids"]["p2v"]
+  picks = [0, 3, 7]
+  texts = [" ".join(run.data.records["val"][i]["sentences"]) for i in picks]
+  calls = _counting(monkeypatch, evaluators.RetrievalEvaluator)
+  step, answers = query.run(run.config, run.workdir, texts, step=1, top_k=10)
   assert step == 1 and len(calls) == 1 and [a.query for a in answers] == texts
-  for r, a in zip(records, answers):
-    want = predictions[r["video_id"]]
-    assert [h.video_id for h in a.videos] == [v for v, _ in want]
-    np.testing.assert_allclose([h.score for h in a.videos], [s for _, s in want], atol=1e-5)
-    assert a.evaluator == "retrieval-p2v" and a.num_videos == len(d.records["val"])
+  for i, a in zip(picks, answers):
+    assert ids[i] == run.data.records["val"][i]["video_id"]
+    assert [h.video_id for h in a.videos] == [ids[j] for j in ranked.top_indices[i]]
+    np.testing.assert_allclose([h.score for h in a.videos], ranked.top_scores[i], atol=1e-5)
+    assert a.evaluator == "retrieval-p2v" and a.num_videos == len(ids)
   # Once more: from the cache (the corpus is not encoded again), the same answers.
-  cache = pathlib.Path(workdir, "eval", "val", "cache", "step_1", "retrieval-p2v.npz")
+  cache = pathlib.Path(run.workdir, "eval", "val", "cache", "step_1", "retrieval-p2v.npz")
   assert cache.is_file()
-  _, again = query.run(config, workdir, texts[:1], step=1, top_k=10)
+  again = run.answer(texts[:1], 1, 10)
   assert len(calls) == 1 and again[0] == answers[0]
   # Another step: its own cache, encoded again.
-  query.run(config, workdir, texts[:1], step=2, top_k=3)
-  assert len(calls) == 2
-  assert (cache.parent.parent / "step_2" / cache.name).is_file()
-  assert not any("cache" in p for p in os.listdir(os.path.join(workdir, "checkpoints")))
+  run.answer(texts[:1], 2, 3)
+  assert len(calls) == 2 and (cache.parent.parent / "step_2" / cache.name).is_file()
   out = query.format_answers(again, 1)
-  assert f"query {texts[0]!r}: split val, step 1, retrieval-p2v" in out
-  assert f"  1. {answers[0].videos[0].video_id}" in out
+  assert f"query {texts[0]!r}: split val, step 1, retrieval-p2v (10 videos)" in out
+  assert f"    1. {answers[0].videos[0].video_id}" in out
 
 
 def test_hammer_query_ranks_videos_and_moments_as_the_evaluator(hammer_run, monkeypatch):
-  config, workdir, d = hammer_run
-  train.evaluate_checkpoint(config, workdir, step=1)
-  with open(os.path.join(workdir, "eval", "val", "tvr_submission.json")) as f:
-    sub = json.load(f)
-  name = {i: v for v, i in sub["video2idx"].items()}
-  vr, vcmr = ({e["desc_id"]: [[name[p[0]], *p[1:]] for p in e["predictions"]]
-               for e in sub[task]} for task in ("VR", "VCMR"))
-  picks = [(r, i) for r in d.records["val"][:2] for i in range(2)]
-  texts = [r["sentences"][i] for r, i in picks]
-  calls = []
-  videos = moments.MomentEvaluator.videos
-  monkeypatch.setattr(moments.MomentEvaluator, "videos",
-                      lambda self, params: calls.append(1) or videos(self, params))
-  _, answers = query.run(config, workdir, texts, top_k=4)
+  run = hammer_run
+  (ev,) = run.evals
+  # The evaluator's own stage 1 and 2 on the split's sentences (their records' tokens).
+  _, results = ev.run(run.state, 1)
+  data, pred = results["data"], results["pred"]
+  picks = [0, 1, 4]
+  texts = [run.data.records["val"][data.query_video[q]]["sentences"][
+      int(data.query_ids[q].rpartition("#")[2])] for q in picks]
+  calls = _counting(monkeypatch, moments.MomentEvaluator)
+  answers = run.answer(texts, 1, 4)
   assert len(calls) == 1
-  for (r, i), a in zip(picks, answers):
-    key = f"{r['video_id']}#{i}"
-    assert [h.video_id for h in a.videos] == [p[0] for p in vr[key]]
+  for q, a in zip(picks, answers):
+    assert [h.video_id for h in a.videos] == [data.video_ids[v] for v in pred["top_videos"][q]]
     np.testing.assert_allclose([[h.score, h.start, h.end] for h in a.videos],
-                               [[p[3], p[1], p[2]] for p in vr[key]], atol=1e-4)
-    assert [h.video_id for h in a.moments] == [p[0] for p in vcmr[key]]
+                               np.c_[pred["top_scores"][q], pred["best"][q]], atol=1e-4)
+    assert [h.video_id for h in a.moments] == [data.video_ids[int(v)]
+                                               for v in pred["vcmr"][q][:, 0]]
     np.testing.assert_allclose([[h.start, h.end, h.score] for h in a.moments],
-                               [p[1:] for p in vcmr[key]], atol=1e-4)
+                               pred["vcmr"][q][:, 1:], atol=1e-4)
     assert all(0 <= h.start < h.end for h in a.moments)
-  _, again = query.run(config, workdir, texts[:1], top_k=2)
+  again = run.answer(texts[:1], 1, 2)
   assert len(calls) == 1 and again[0].videos == answers[0].videos[:2]
   out = query.format_answers(again, 1)
   assert "top 2 moments" in out and " s" in out
@@ -148,16 +162,15 @@ def test_hammer_query_ranks_videos_and_moments_as_the_evaluator(hammer_run, monk
     ([], "no query given"),
 ])
 def test_bad_queries_are_one_line(hse_run, texts, message, capsys):
-  config, workdir, _ = hse_run
   with pytest.raises(SystemExit) as e:
-    common.user_errors("hvt-eval", lambda: query.run(config, workdir, texts))
+    common.user_errors("hvt-eval", lambda: query.run(hse_run.config, hse_run.workdir, texts))
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert err.startswith("hvt-eval: error: ") and message in err.splitlines()[0]
 
 
 def test_a_split_without_videos_or_without_a_ranking_evaluator(hse_run, tmp_path):
-  config, workdir, _ = hse_run
+  config, workdir = hse_run.config, hse_run.workdir
   with pytest.raises(ValueError, match="'test' is not a split of dataset"):
     query.run(config, workdir, ["a"], splits=["test"])
   other = tiny_data.hse_config(config.input.data_dir, **{
@@ -185,12 +198,10 @@ def test_the_wordpiece_tokenizer_is_the_datasets():
 
 
 def test_cli_prints_one_error_line(hse_run):
-  config, workdir, _ = hse_run
-  del config
   proc = subprocess.run(
       [str(pathlib.Path(sys.executable).parent / "hvt-eval"),
-       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={workdir}",
-       f"--config.input.data_dir={hse_run[0].input.data_dir}", "--query= , ; "],
+       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={hse_run.workdir}",
+       f"--config.input.data_dir={hse_run.config.input.data_dir}", "--query= , ; "],
       cwd=REPO, env=data_fixtures.console_script_env(1), capture_output=True, text=True,
       timeout=300)
   assert proc.returncode == 2, proc.stderr[-3000:]

@@ -308,6 +308,28 @@ class Prepared:
   tokens: list[list[list[int]]]   # per query: [S][L] token ids
 
 
+def _check_options(texts: Sequence[str], top_k: int) -> None:
+  if not texts:
+    raise ValueError("no query given (--query TEXT or --queries FILE)")
+  if top_k < 1:
+    raise ValueError(f"--top-k={top_k}: need >= 1")
+
+
+def check_queries(config: Any, texts: Sequence[str], top_k: int) -> None:
+  """``prepare``'s checks of the texts that need only the dataset (its tokenizer), not the
+  model: a bad query fails before the model is built.
+
+  Raises:
+    ValueError: as ``prepare``'s first three reasons.
+  """
+  _check_options(texts, top_k)
+  data_dir, meta = pipeline.dataset_info(config)
+  encode, unk = tokenizer(data_dir, meta)
+  for text in texts:
+    tokenize(text, encode, unk, split_sentences=True,
+             vocab_file=os.path.join(data_dir, reader.VOCAB_FILE))
+
+
 def prepare(evals: Sequence[Any], texts: Sequence[str], top_k: int) -> list[Prepared]:
   """Checks the queries and the splits before anything heavy runs: every evaluator of
   ``evals`` that ranks videos for a text, with the tokens of ``texts`` for its view.
@@ -316,10 +338,7 @@ def prepare(evals: Sequence[Any], texts: Sequence[str], top_k: int) -> list[Prep
     ValueError: no query, ``top_k`` < 1, a query that tokenises to nothing (or to unknown
       tokens only), a split none of whose evaluators ranks videos for a text.
   """
-  if not texts:
-    raise ValueError("no query given (--query TEXT or --queries FILE)")
-  if top_k < 1:
-    raise ValueError(f"--top-k={top_k}: need >= 1")
+  _check_options(texts, top_k)
   usable = [ev for ev in evals if answers_queries(ev)]
   for split in dict.fromkeys(ev.split for ev in evals):
     if not any(ev.split == split for ev in usable):
@@ -407,6 +426,7 @@ def run(config: Any, workdir: str, texts: Sequence[str], *, step: int | None = N
       fit the config.
   """
   from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  check_queries(config, texts, top_k)
   s = train.setup(config)
   prepared = prepare(train.build_evaluators(s, splits=list(splits) if splits else None),
                      texts, top_k)
