@@ -77,7 +77,7 @@ class Answer:
   Attributes:
     query: the text.
     split: the split ranked.
-    evaluator: which evaluator's ranking ("retrieval p2v", "moments").
+    evaluator: whose ranking: "retrieval-<prefix or group>", "moments[-<prefix>]".
     num_videos: the videos ranked (the split's, less empty ones).
     videos: the top-K videos, best first; from a moments evaluator each with its best
       moment (start, end).
