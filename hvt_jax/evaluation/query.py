@@ -163,7 +163,9 @@ def _encode_fn(encode_query: Callable[..., Any]):
 def encode_queries(ctx: corpus.EvalContext, view: pipeline.View, params: Any,
                    queries: Sequence[list[list[int]]]) -> Any:
   """``encode_query`` of each query ([S][L] token ids) through ``view``: a pytree of
-  [Q, ...] host arrays (step 2 of the module docstring)."""
+  [Q, ...] host arrays (step 2 of the module docstring). Every process encodes every query
+  (``params``: ``corpus.host_params``), as the moments evaluator encodes a query-only
+  split's queries."""
   cfg = pipeline.view_config(ctx.config, ctx.meta)
   modalities = ctx.meta["modalities"]
   seed = tf.constant(0, tf.int64)
@@ -232,8 +234,8 @@ def corpus_videos(ev: Any, state: dict[str, Any], workdir: str, step: int,
   if tree is not None:
     logging.info("query: the %s videos of %s step %d from %s", ev.split, _name(ev), step, path)
     return tree
-  if isinstance(ev, moments.MomentEvaluator):
-    enc, durations, ids, index, empty = ev.videos(state["params"])
+  if isinstance(ev, moments.MomentEvaluator):   # as ``MomentEvaluator.run``: host params
+    enc, durations, ids, index, empty = ev.videos(corpus.host_params(state))
     tree = {"enc": enc, "video_ids": ids, "empty": empty, "durations": durations,
             "video_index": index}
   else:
@@ -369,7 +371,7 @@ def answer(prepared: Sequence[Prepared], state: dict[str, Any], step: int, step_
   out = []
   for p in prepared:
     videos = corpus_videos(p.ev, state, workdir, step, step_dir)
-    queries = encode_queries(p.ev.ctx, p.view, state["params"], p.tokens)
+    queries = encode_queries(p.ev.ctx, p.view, params, p.tokens)
     out.extend(_rank(p.ev, params, queries, videos, texts, top_k))
   return out
 
