@@ -193,9 +193,9 @@ def _query(workdir: str, model: str, demo: Any, arg: str, seeds: tuple[int, ...]
   step, answers = query.run(config, run_dir, [text], top_k=3)
   print(f"[hvt-demo] query of {model.upper()} done in {time.time() - start:.0f} s", flush=True)
   command = (f"hvt-eval --config {demo.config}{':' + config_arg if config_arg else ''} "
-             f"--workdir {run_dir} --config.input.data_dir {config.input.data_dir} "
+             f"--workdir {run_dir} \\\n    --config.input.data_dir {config.input.data_dir} "
              f"--query {text!r} --top-k 3")
-  return (f"A free-text query of {model.upper()}'s val corpus, {what} ({command}):\n"
+  return (f"A free-text query of {model.upper()}'s val corpus ({what}):\n{command}\n"
           + query.format_answers(answers, step))
 
 
