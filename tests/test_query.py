@@ -5,10 +5,12 @@ cached per checkpoint step, and bad input is one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 from data_prep import builder, demo, demo_moments
 from hvt_jax import train
 from hvt_jax.cli import common
-from hvt_jax.evaluation import evaluators, moments, query
+from hvt_jax.evaluation import corpus, evaluators, moments, query
 from hvt_jax.vocab import word_vocab
 from tests import data_fixtures, tiny_data
 
@@ -187,7 +189,6 @@ def test_the_wordpiece_tokenizer_is_the_datasets():
   """A query's WordPiece ids are those the converter stored for the same sentence."""
   d = demo_moments.generate(num_train=2, num_val=1, seed=0)
   meta = {"tokenizer": "wordpiece"}
-  import tempfile  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
     pathlib.Path(tmp, "vocab.txt").write_text("".join(t + "\n" for t in d.spec.vocab))
     encode, unk = query.tokenizer(tmp, meta)
@@ -207,3 +208,43 @@ def test_cli_prints_one_error_line(hse_run):
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert proc.stderr.startswith("hvt-eval: error: --query ' , ; ': none of its tokens")
   assert "Traceback" not in proc.stderr
+
+
+def test_the_encodings_cache_round_trips_and_checks_its_fingerprint(tmp_path):
+  """bfloat16 leaves come back as bfloat16 (numpy alone reads them as raw bytes); another
+  fingerprint or a damaged file reads as no cache."""
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  tree = {"enc": {"x": np.arange(6, dtype=ml_dtypes.bfloat16).reshape(3, 2),
+                  "mask": np.ones((3, 2), bool)},
+          "video_ids": ["a", "bb", "c"], "durations": np.float32([1, 2, 3])}
+  path = str(tmp_path / "cache" / "step_1" / "retrieval-p2v.npz")
+  corpus.save_encodings(path, tree, {"step": 1, "model": {"hidden": 8}})
+  back = corpus.load_encodings(path, {"model": {"hidden": 8}, "step": 1})
+  assert back["enc"]["x"].dtype == ml_dtypes.bfloat16
+  np.testing.assert_array_equal(back["enc"]["x"], tree["enc"]["x"])
+  assert back["video_ids"].tolist() == tree["video_ids"] and back["enc"]["mask"].all()
+  assert corpus.load_encodings(path, {"step": 2, "model": {"hidden": 8}}) is None
+  assert os.listdir(os.path.dirname(path)) == ["retrieval-p2v.npz"]   # no temporary left
+  with open(path, "r+b") as f:
+    f.truncate(100)
+  assert corpus.load_encodings(path, {"step": 1, "model": {"hidden": 8}}) is None
+
+
+def test_the_demo_queries_are_made_of_the_demo_words():
+  """hvt-demo's queries (HSE's and the moments demo's) tokenise without an unknown word,
+  also where a small demo's vocabulary lacks the first val video's events; HSE's names the
+  video whose events it names."""
+  from hvt_jax.cli import demo as demo_cli  # pylint: disable=g-import-not-at-top
+  hse_spec, hse_records = demo.generate_records(num_train=6, num_val=4)
+  moments_data = demo_moments.generate(num_train=2, num_val=1)
+  for make, spec, tokenizer in (
+      (demo_cli._hse_query, hse_spec, "word"),  # pylint: disable=protected-access
+      (demo_cli._moments_query, moments_data.spec, "wordpiece")):  # pylint: disable=protected-access
+    text, what = make({"extra": json.loads(json.dumps(spec.extra))}, set(spec.vocab))
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    (tmp / "vocab.txt").write_text("".join(t + "\n" for t in spec.vocab))
+    encode, unk = query.tokenizer(str(tmp), {"tokenizer": tokenizer})
+    assert encode(text) and unk not in encode(text), (text, what)
+  text, what = demo_cli._hse_query(  # pylint: disable=protected-access
+      {"extra": json.loads(json.dumps(hse_spec.extra))}, set(hse_spec.vocab))
+  assert any(r["video_id"] in what for r in hse_records["val"]), what

@@ -155,18 +155,28 @@ def main(argv: list[str] | None = None) -> None:
   sys.stdout.flush()
 
 
-def _hse_query(meta: dict[str, Any]) -> tuple[str, str]:
-  """The "hse" demo: the names of the first val video's first two events (its generator's
-  pseudo-words), e.g. "a person bami toku then fezo kalu"; and what they are."""
+def _hse_query(meta: dict[str, Any], vocab: set[str]) -> tuple[str, str]:
+  """The "hse" demo: the names (its generator's pseudo-words) of the first val video's
+  first two events whose names are in the vocabulary ``vocab`` (a small demo may never
+  train on a rare event), e.g. "a person bami toku then fezo kalu"; and what they are.
+
+  Raises:
+    ValueError: no val video has such an event.
+  """
   extra = meta["extra"]
-  video, events = next(iter(extra["clip_events"]["val"].items()))
-  return ("a person " + " then ".join(extra["event_names"][e] for e in events[:2]),
-          f"the names of {video}'s first two events")
+  names = extra["event_names"]
+  known = ((v, [names[e] for e in events if set(names[e].split()) <= vocab])
+           for v, events in extra["clip_events"]["val"].items())
+  video, found = next(((v, n) for v, n in known if n), (None, None))
+  if video is None:
+    raise ValueError("no event name of the demo's val videos is in its vocabulary")
+  return "a person " + " then ".join(found[:2]), f"the names of {video}'s events"
 
 
-def _moments_query(meta: dict[str, Any]) -> tuple[str, str]:
-  """The "moments" demo: an attribute and an action word of its world, e.g. "someone red
-  running"; and what they are."""
+def _moments_query(meta: dict[str, Any], vocab: set[str]) -> tuple[str, str]:
+  """The "moments" demo: an attribute and an action word of its world (English words of
+  the WordPiece ``vocab``), e.g. "someone red running"; and what they are."""
+  del vocab
   extra = meta["extra"]
   return (f"someone {extra['attribute_words'][0]} {extra['event_words'][0]}",
           "an attribute and an action of the demo's world")
@@ -181,14 +191,15 @@ def _query(workdir: str, model: str, demo: Any, arg: str, seeds: tuple[int, ...]
   """``hvt-eval --query`` (``evaluation.query``) on ``model``'s first-seed run, with a
   query made of the demo dataset's own words (``_QUERIES``); the answer to print."""
   from hvt_jax.evaluation import query  # pylint: disable=g-import-not-at-top
-  from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline, reader  # pylint: disable=g-import-not-at-top
   config_arg = ",".join(filter(None, [f"model={model}" if len(demo.models) > 1 else "", arg]))
   config = _config(demo.config, config_arg)
   config.input.data_dir = _data_root(workdir, demo.dataset)
   config.seed = seeds[0]
   run_dir = os.path.normpath(os.path.join(workdir, model,
                                          f"seed{seeds[0]}" if len(seeds) > 1 else ""))
-  text, what = _QUERIES[demo.dataset](pipeline.dataset_info(config)[1])
+  data_dir, meta = pipeline.dataset_info(config)
+  text, what = _QUERIES[demo.dataset](meta, set(reader.load_vocab(data_dir)))
   start = time.time()
   step, answers = query.run(config, run_dir, [text], top_k=3)
   print(f"[hvt-demo] query of {model.upper()} done in {time.time() - start:.0f} s", flush=True)

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import os
+import zipfile
 from typing import Any, Callable, Iterator
 
 import jax
@@ -237,7 +238,7 @@ def take(tree: Any, rows: np.ndarray) -> Any:
 # Encodings on disk (free-text queries, ``evaluation.query``: one corpus encoding per
 # checkpoint step, split and evaluator).
 
-_FINGERPRINT = "__fingerprint__"
+_FINGERPRINT, _DTYPES = "__fingerprint__", "__dtypes__"
 
 
 def save_encodings(path: str, tree: dict[str, Any], fingerprint: dict[str, Any]) -> None:
@@ -246,6 +247,11 @@ def save_encodings(path: str, tree: dict[str, Any], fingerprint: dict[str, Any])
   ``os.replace``, so a reader sees the old file or the new one, never a part."""
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
+  # ml_dtypes (bfloat16, ...) would be read back as raw bytes: stored as unsigned ints of
+  # their width, with their names.
+  dtypes = {k: v.dtype.name for k, v in flat.items() if v.dtype.kind == "V"}
+  flat.update({k: flat[k].view(f"u{flat[k].dtype.itemsize}") for k in dtypes})
+  flat[_DTYPES] = np.asarray(json.dumps(dtypes))
   flat[_FINGERPRINT] = np.asarray(json.dumps(fingerprint, sort_keys=True, default=str))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -268,10 +274,13 @@ def load_encodings(path: str, fingerprint: dict[str, Any]) -> dict[str, Any] | N
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     logging.warning("%s: unreadable encodings cache (%s); encoding again", path, e)
     return None
   if str(flat.pop(_FINGERPRINT, "")) != json.dumps(fingerprint, sort_keys=True, default=str):
     logging.info("%s: written for another checkpoint or config; encoding again", path)
     return None
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  for k, name in json.loads(str(flat.pop(_DTYPES))).items():
+    flat[k] = flat[k].view(np.dtype(getattr(ml_dtypes, name)))
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
