@@ -123,7 +123,7 @@ def tokenize(text: str, encode: Callable[[str], list[int]], unk_id: int, *,
 
   Raises:
     ValueError: ``text`` tokenises to nothing, or every token is unknown (none of its words
-      is in ``vocab_file``).
+      is in ``vocab_file``); some unknown tokens are a warning.
   """
   clean = word_vocab.normalize_sentence(text)
   parts = _SENTENCE_END.split(clean) if split_sentences else [clean]
@@ -131,9 +131,13 @@ def tokenize(text: str, encode: Callable[[str], list[int]], unk_id: int, *,
   if not tokens:
     raise ValueError(f"--query {text!r} tokenises to nothing (no word the run's tokenizer "
                      "keeps); give some words")
-  if all(t == unk_id for ids in tokens for t in ids):
+  unknown, total = sum(t == unk_id for ids in tokens for t in ids), sum(map(len, tokens))
+  if unknown == total:
     raise ValueError(f"--query {text!r}: none of its tokens is in the run's vocabulary "
                      f"({vocab_file}); use words of the dataset's sentences")
+  if unknown:
+    logging.warning("query %r: %d of its %d tokens are not in the run's vocabulary (%s) and "
+                    "read as unknown", text, unknown, total, vocab_file)
   return tokens
 
 
