@@ -10,7 +10,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -185,13 +184,11 @@ def test_a_split_without_videos_or_without_a_ranking_evaluator(hse_run, tmp_path
   assert query.read_queries(["zero"], str(tmp_path / "q.txt")) == ["zero", "one", "two"]
 
 
-def test_the_wordpiece_tokenizer_is_the_datasets():
+def test_the_wordpiece_tokenizer_is_the_datasets(tmp_path):
   """A query's WordPiece ids are those the converter stored for the same sentence."""
   d = demo_moments.generate(num_train=2, num_val=1, seed=0)
-  meta = {"tokenizer": "wordpiece"}
-  with tempfile.TemporaryDirectory() as tmp:
-    pathlib.Path(tmp, "vocab.txt").write_text("".join(t + "\n" for t in d.spec.vocab))
-    encode, unk = query.tokenizer(tmp, meta)
+  (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in d.spec.vocab))
+  encode, unk = query.tokenizer(str(tmp_path), {"tokenizer": "wordpiece"})
   for r in d.records["train"]:
     for sentence, tokens in zip(r["sentences"], r["tokens"]):
       assert encode(sentence) == list(tokens)
@@ -230,21 +227,20 @@ def test_the_encodings_cache_round_trips_and_checks_its_fingerprint(tmp_path):
   assert corpus.load_encodings(path, {"step": 1, "model": {"hidden": 8}}) is None
 
 
-def test_the_demo_queries_are_made_of_the_demo_words():
+def test_the_demo_queries_are_made_of_the_demo_words(tmp_path):
   """hvt-demo's queries (HSE's and the moments demo's) tokenise without an unknown word,
   also where a small demo's vocabulary lacks the first val video's events; HSE's names the
   video whose events it names."""
+  # pylint: disable=protected-access
   from hvt_jax.cli import demo as demo_cli  # pylint: disable=g-import-not-at-top
   hse_spec, hse_records = demo.generate_records(num_train=6, num_val=4)
   moments_data = demo_moments.generate(num_train=2, num_val=1)
-  for make, spec, tokenizer in (
-      (demo_cli._hse_query, hse_spec, "word"),  # pylint: disable=protected-access
-      (demo_cli._moments_query, moments_data.spec, "wordpiece")):  # pylint: disable=protected-access
+  for make, spec, tokenizer in ((demo_cli._hse_query, hse_spec, "word"),
+                                (demo_cli._moments_query, moments_data.spec, "wordpiece")):
     text, what = make({"extra": json.loads(json.dumps(spec.extra))}, set(spec.vocab))
-    tmp = pathlib.Path(tempfile.mkdtemp())
-    (tmp / "vocab.txt").write_text("".join(t + "\n" for t in spec.vocab))
-    encode, unk = query.tokenizer(str(tmp), {"tokenizer": tokenizer})
+    (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in spec.vocab))
+    encode, unk = query.tokenizer(str(tmp_path), {"tokenizer": tokenizer})
     assert encode(text) and unk not in encode(text), (text, what)
-  text, what = demo_cli._hse_query(  # pylint: disable=protected-access
+  _, what = demo_cli._hse_query(
       {"extra": json.loads(json.dumps(hse_spec.extra))}, set(hse_spec.vocab))
   assert any(r["video_id"] in what for r in hse_records["val"]), what
