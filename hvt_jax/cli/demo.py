@@ -12,7 +12,10 @@ runs its ablations (``Demo.ablations``: w/o LAM, w/o HRM, Table 4). With several
 (the model's ``config.seed``; the data stay the same) each cell is mean ± std over the
 seeds. Each run lives in ``DIR/<model>/`` (an ablation in ``DIR/<model>-<arg>/``, e.g.
 ``DIR/mcha-lam-false/``; ``.../seed<N>/`` with several seeds), e.g.
-``DIR/hammer/eval/val/metrics.json`` and ``tvr_submission.json``.
+``DIR/hammer/eval/val/metrics.json`` and ``tvr_submission.json``. Last, one free-text
+query (``hvt-eval --query``, ``hvt_jax.evaluation.query``) against the first model's val
+corpus, made of the demo's own words (``_QUERIES``: HSE/FSE, the event names of the first val
+video; HAMMER/FLAT, an attribute and an action; MCHA's demo data store no word lists).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _data(workdir: str, variant: str, num_train: int | None, num_val: int | None
   from data_prep import demo, demo_experts, demo_moments  # pylint: disable=g-import-not-at-top
   from hvt_jax.input import reader  # pylint: disable=g-import-not-at-top
   name = {"hse": "demo", "moments": "demo_moments", "experts": "demo_experts"}[variant]
-  data_dir = os.path.join(workdir, "data" if variant == "hse" else f"data_{variant}")
+  data_dir = _data_root(workdir, variant)
   try:
     found = reader.find_dataset_dir(data_dir, name)
     print(f"[hvt-demo] reusing the {name} dataset in {found} and any runs in {workdir} "
@@ -52,6 +55,11 @@ def _data(workdir: str, variant: str, num_train: int | None, num_val: int | None
     else:
       demo.write_demo(data_dir, **sizes)
   return data_dir
+
+
+def _data_root(workdir: str, variant: str) -> str:
+  """Where ``_data`` writes the demo dataset of ``variant``."""
+  return os.path.join(workdir, "data" if variant == "hse" else f"data_{variant}")
 
 
 def run_demo(workdir: str, models: tuple[str, ...] = ("hse", "fse"), arg: str = "",
@@ -139,7 +147,67 @@ def main(argv: list[str] | None = None) -> None:
             for row, *_ in _rows(m, demo)}
     print()
     print(demo.report(rows))
+  for demo in dict.fromkeys(demos[m] for m in models):   # one free-text query per family
+    model = next(m for m in models if demos[m] is demo)
+    if demo.dataset in _QUERIES:
+      print()
+      print(_query(args.workdir, model, demo, args.config_arg, seeds))
   sys.stdout.flush()
+
+
+def _hse_query(meta: dict[str, Any], vocab: set[str]) -> tuple[str, str]:
+  """The "hse" demo: the names (its generator's pseudo-words) of the first val video's
+  first two events whose names are in the vocabulary ``vocab`` (a small demo may never
+  train on a rare event), e.g. "a person bami toku then fezo kalu"; and what they are.
+
+  Raises:
+    ValueError: no val video has such an event.
+  """
+  extra = meta["extra"]
+  names = extra["event_names"]
+  known = ((v, [names[e] for e in events if set(names[e].split()) <= vocab])
+           for v, events in extra["clip_events"]["val"].items())
+  video, found = next(((v, n) for v, n in known if n), (None, None))
+  if video is None:
+    raise ValueError("no event name of the demo's val videos is in its vocabulary")
+  return "a person " + " then ".join(found[:2]), f"the names of {video}'s events"
+
+
+def _moments_query(meta: dict[str, Any], vocab: set[str]) -> tuple[str, str]:
+  """The "moments" demo: an attribute and an action word of its world (English words of
+  the WordPiece ``vocab``), e.g. "someone red running"; and what they are."""
+  del vocab
+  extra = meta["extra"]
+  return (f"someone {extra['attribute_words'][0]} {extra['event_words'][0]}",
+          "an attribute and an action of the demo's world")
+
+
+# Dataset variant -> its query, made of the words its generator stores in the metadata (the
+# "experts" demo stores none).
+_QUERIES = {"hse": _hse_query, "moments": _moments_query}
+
+
+def _query(workdir: str, model: str, demo: Any, arg: str, seeds: tuple[int, ...]) -> str:
+  """``hvt-eval --query`` (``evaluation.query``) on ``model``'s first-seed run, with a
+  query made of the demo dataset's own words (``_QUERIES``); the answer to print."""
+  from hvt_jax.evaluation import query  # pylint: disable=g-import-not-at-top
+  from hvt_jax.input import pipeline, reader  # pylint: disable=g-import-not-at-top
+  config_arg = ",".join(filter(None, [f"model={model}" if len(demo.models) > 1 else "", arg]))
+  config = _config(demo.config, config_arg)
+  config.input.data_dir = _data_root(workdir, demo.dataset)
+  config.seed = seeds[0]
+  run_dir = os.path.normpath(os.path.join(workdir, model,
+                                         f"seed{seeds[0]}" if len(seeds) > 1 else ""))
+  data_dir, meta = pipeline.dataset_info(config)
+  text, what = _QUERIES[demo.dataset](meta, set(reader.load_vocab(data_dir)))
+  start = time.time()
+  step, answers = query.run(config, run_dir, [text], top_k=3)
+  print(f"[hvt-demo] query of {model.upper()} done in {time.time() - start:.0f} s", flush=True)
+  command = (f"hvt-eval --config {demo.config}{':' + config_arg if config_arg else ''} "
+             f"--workdir {run_dir} \\\n    --config.input.data_dir {config.input.data_dir} "
+             f"--query {text!r} --top-k 3")
+  return (f"A free-text query of {model.upper()}'s val corpus ({what}):\n{command}\n"
+          + query.format_answers(answers, step))
 
 
 if __name__ == "__main__":

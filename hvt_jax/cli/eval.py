@@ -47,6 +47,10 @@ def _step(value: str | None) -> int | str | None:
 def _run():
   config, workdir = common.startup()
   step = _step(_STEP.value)
+  if _QUERY.value or _QUERIES.value:
+    if _FOLLOW.value:
+      raise ValueError("--query answers from one checkpoint: drop --follow")
+    return _query(config, workdir, step)
   if _FOLLOW.value:
     if step is not None:
       raise ValueError("--follow evaluates every new step: drop --step")
@@ -71,6 +75,24 @@ def _run():
 
 def main():
   common.run_app("hvt-eval", _main)
+
+
+# --------------------------------------------------------------------------------------
+# Free-text queries against the evaluated corpus (hvt_jax.evaluation.query).
+
+_QUERY = flags.DEFINE_multi_string(
+    "query", None, "Free-text query (repeatable): prints the top videos of the split (and, "
+    "for moment models, the top moments) instead of evaluating.")
+_QUERIES = flags.DEFINE_string("queries", None, "File of free-text queries, one per line.")
+_TOP_K = flags.DEFINE_integer("top-k", 5, "Videos (and moments) printed per query.")
+
+
+def _query(config, workdir, step):
+  from hvt_jax.evaluation import query  # pylint: disable=g-import-not-at-top
+  texts = query.read_queries(_QUERY.value, _QUERIES.value)
+  step, answers = query.run(config, workdir, texts, step=step, splits=_SPLIT.value,
+                            top_k=_TOP_K.value)
+  print(query.format_answers(answers, step))
 
 
 if __name__ == "__main__":

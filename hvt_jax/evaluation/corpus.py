@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import dataclasses
 import functools
+import json
+import os
+import zipfile
 from typing import Any, Callable, Iterator
 
 import jax
@@ -229,3 +232,55 @@ def non_empty(empty: np.ndarray, video_ids: Sequence[str], what: str) -> np.ndar
 def take(tree: Any, rows: np.ndarray) -> Any:
   """The rows ``rows`` of every array of a host pytree."""
   return jax.tree.map(lambda x: np.asarray(x)[rows], tree)
+
+
+# --------------------------------------------------------------------------------------
+# Encodings on disk (free-text queries, ``evaluation.query``: one corpus encoding per
+# checkpoint step, split and evaluator).
+
+_FINGERPRINT, _DTYPES = "__fingerprint__", "__dtypes__"
+
+
+def save_encodings(path: str, tree: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+  """Writes a host tree (nested dicts of arrays, lists of strings) and the ``fingerprint``
+  of what produced it to ``path`` (.npz) atomically: a temporary file beside it, then
+  ``os.replace``, so a reader sees the old file or the new one, never a part."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
+  # ml_dtypes (bfloat16, ...) would be read back as raw bytes: stored as unsigned ints of
+  # their width, with their names.
+  dtypes = {k: v.dtype.name for k, v in flat.items() if v.dtype.kind == "V"}
+  flat.update({k: flat[k].view(f"u{flat[k].dtype.itemsize}") for k in dtypes})
+  flat[_DTYPES] = np.asarray(json.dumps(dtypes))
+  flat[_FINGERPRINT] = np.asarray(json.dumps(fingerprint, sort_keys=True, default=str))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      np.savez(f, **flat)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def load_encodings(path: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+  """The tree ``save_encodings`` wrote to ``path`` when it was written with the same
+  ``fingerprint``; None when there is no such file, it has another fingerprint or cannot
+  be read (logged: the caller encodes again and overwrites it)."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    logging.warning("%s: unreadable encodings cache (%s); encoding again", path, e)
+    return None
+  if str(flat.pop(_FINGERPRINT, "")) != json.dumps(fingerprint, sort_keys=True, default=str):
+    logging.info("%s: written for another checkpoint or config; encoding again", path)
+    return None
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  for k, name in json.loads(str(flat.pop(_DTYPES))).items():
+    flat[k] = flat[k].view(np.dtype(getattr(ml_dtypes, name)))
+  return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})

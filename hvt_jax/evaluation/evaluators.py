@@ -119,13 +119,14 @@ class RetrievalEvaluator:
     self.perf = flops.Tally.on(corpus.ranking_mesh(ctx.mesh),
                                 ctx.config.model.get("dtype", "float32"))
     self.encode = corpus.encode_fn(ctx, name)          # paired: both towers on one batch
-    self.video_view = self.query_view = None
+    # ``text_view``: the texts' view before ``designated_view`` (free-text queries).
+    self.video_view = self.query_view = self.text_view = None
     self.caption_index, self.caption_index_file = None, caption_index_file
     # {video_id: source indices of captions the converter did not store} (data_prep.mmt_experts)
     self.dropped_captions = ctx.meta.get("extra", {}).get("dropped_captions")
     if query_view:
       self.video_view = ctx.get_view(video_view, name)
-      self.query_view = ctx.get_view(query_view, name)
+      self.query_view = self.text_view = ctx.get_view(query_view, name)
       if caption_index_file:
         if not self.query_view.per_row:
           raise ValueError(f"{name} evaluator: caption_index_file needs a query_view with "
@@ -154,13 +155,11 @@ class RetrievalEvaluator:
       empty.append(rows[corpus.EMPTY])
     return _concat(queries), _concat(cands), ids, np.concatenate(empty), stats
 
-  def separate(self, params: Any):
-    """Texts of their own: (text encodings, video encodings, text -> video position, text
-    ids, video ids, [V] empty flags, input stats), texts filtered by ``caption_index_file``."""
-    stats = pipeline.InputStats()
+  def _video_stream(self, params: Any, stats: pipeline.InputStats | None = None):
+    """Texts of their own: (video encodings, [V] record indices, video ids, [V] empty
+    flags) of the split's ``video_view`` stream."""
     vids, index, video_ids, empty = [], [], [], []
     videos_fn = _jit(self.ctx.preds["encode_candidate"], "candidate")
-    texts_fn = _jit(self.ctx.preds["encode_query"], "query")
     for out, rows in corpus.stream(self.ctx, self.split, videos_fn, params,
                                    view=self.video_view, strings=("video_id",), stats=stats,
                                    empty=True):
@@ -168,13 +167,32 @@ class RetrievalEvaluator:
       index.append(rows["video_index"])
       video_ids.extend(rows["video_id"])
       empty.append(rows[corpus.EMPTY])
+    return _concat(vids), np.concatenate(index), video_ids, np.concatenate(empty)
+
+  def videos(self, params: Any) -> tuple[Any, list[str], np.ndarray]:
+    """The split's videos as this evaluator ranks them, on the host: (candidate encodings
+    [V, ...], video ids, [V] empty flags). Paired: ``paired``'s candidates; texts of their
+    own: the ``video_view`` stream. What free-text queries rank against
+    (``evaluation.query``)."""
+    if self.query_view is None:
+      _, cands, ids, empty, _ = self.paired(params)
+      return cands, ids, empty
+    vids, _, video_ids, empty = self._video_stream(params)
+    return vids, video_ids, empty
+
+  def separate(self, params: Any):
+    """Texts of their own: (text encodings, video encodings, text -> video position, text
+    ids, video ids, [V] empty flags, input stats), texts filtered by ``caption_index_file``."""
+    stats = pipeline.InputStats()
+    vids, index, video_ids, empty = self._video_stream(params, stats)
+    texts_fn = _jit(self.ctx.preds["encode_query"], "query")
     texts, text_video, text_index = [], [], []
     for (out, idx), rows in corpus.stream(self.ctx, self.split, texts_fn, params,
                                           view=self.query_view, stats=stats):
       texts.append(out)
       text_video.append(rows["video_index"])
       text_index.append(idx)
-    position = {int(v): p for p, v in enumerate(np.concatenate(index))}
+    position = {int(v): p for p, v in enumerate(index)}
     text_video = np.asarray([position[int(v)] for v in np.concatenate(text_video)], np.int32)
     text_index = _concat(text_index)
     if self.caption_index is not None:
@@ -188,8 +206,7 @@ class RetrievalEvaluator:
     lost = (self.dropped_captions or {}) if "caption_count" in text_index else {}
     text_ids = [f"{video_ids[v]}#{source_caption_index(int(i), lost.get(video_ids[v], ()))}"
                 for v, i in zip(text_video, within)]
-    return (_concat(texts), _concat(vids), text_video, text_ids, video_ids,
-            np.concatenate(empty), stats)
+    return _concat(texts), vids, text_video, text_ids, video_ids, empty, stats
 
   def _check_designated(self, index: dict[str, np.ndarray], text_video: np.ndarray,
                         video_ids: list[str]) -> None:

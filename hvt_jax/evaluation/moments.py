@@ -603,10 +603,10 @@ class MomentEvaluator:
     extra = self.ctx.meta.get("extra", {})
     return extra.get("queries", {}).get(self.split)
 
-  def load(self, params: Any) -> tuple[CorpusData, np.ndarray]:
-    """Streams the split through both views; returns its encodings and labels, and the
-    videos' [N] bool ``empty_video`` flags (module docstring)."""
-    concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+  def videos(self, params: Any) -> tuple[Any, np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """The split's ``video_view`` stream on the host: (video encodings [N, ...], [N] float32
+    durations in seconds, video ids, [N] int64 record indices, [N] bool ``empty_video``
+    flags). What ``load`` and free-text queries (``evaluation.query``) rank against."""
     venc, dur, vids, vindex, empty = [], [], [], [], []
     encode = _encode_fn(self.preds["encode_candidate"], "video")
     for (enc, d), rows in corpus.stream(self.ctx, self.split, encode, params,
@@ -617,7 +617,15 @@ class MomentEvaluator:
       vids.extend(rows["video_id"])
       vindex.append(rows["video_index"])
       empty.append(rows[corpus.EMPTY])
-    vindex = np.concatenate(vindex).astype(np.int64)
+    return (jax.tree.map(lambda *xs: np.concatenate(xs), *venc),
+            np.concatenate(dur).astype(np.float32), vids,
+            np.concatenate(vindex).astype(np.int64), np.concatenate(empty))
+
+  def load(self, params: Any) -> tuple[CorpusData, np.ndarray]:
+    """Streams the split through both views; returns its encodings and labels, and the
+    videos' [N] bool ``empty_video`` flags (module docstring)."""
+    concat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    venc, dur, vids, vindex, empty = self.videos(params)
     query_only = self._query_only()
     if query_only is not None:
       qenc, segs, qids = self._stream_query_only(params, query_only)
@@ -636,11 +644,10 @@ class MomentEvaluator:
       position = np.full(int(vindex.max()) + 1, -1, np.int64)
       position[vindex] = np.arange(vindex.size)
       qvideo = position[np.concatenate(qindex)]
-    data = CorpusData(query_enc=qenc, video_enc=concat(venc), query_ids=list(qids),
+    data = CorpusData(query_enc=qenc, video_enc=venc, query_ids=list(qids),
                       query_video=qvideo, segments=np.asarray(segs, np.float32),
-                      video_ids=list(vids), video_index=vindex,
-                      durations=np.concatenate(dur).astype(np.float32))
-    return data, np.concatenate(empty)
+                      video_ids=list(vids), video_index=vindex, durations=dur)
+    return data, empty
 
   def _desc_ids(self, sentence_ids: list[str]) -> list[str]:
     """The view's "<video_id>#<i>" ids as the dataset's own sentence ids where it stores
