@@ -47,9 +47,12 @@ re-running replaces the previous one (the old one stays until the new one is com
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
@@ -372,6 +375,173 @@ def _instances(record: dict) -> dict:
   return {"segments": segments, "labels": list(labels)}
 
 
+# ----------------------------------------------------------------------------------------
+# Serialized examples and shards: the plain path writes them itself.
+#
+# An example is the `tf.train.Example` that TFDS's own serializer builds from `make_features`
+# (the generic `ExampleSerializer`, ~1 ms a video in Python), written here directly in the
+# protobuf wire format: equal byte for byte to its `SerializeToString(deterministic=True)`
+# (map entries sorted by key), which is how TFDS and tf.data decode it.
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _varint(value: int) -> bytes:
+  """Protobuf's base-128 varint of an int >= 0."""
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _bytes_feature(values: Iterable[bytes | memoryview]) -> list:
+  """A `Feature` holding a `BytesList` of `values`, as [size, *chunks]."""
+  chunks, size = [], 0
+  for value in values:
+    head = b"\x0a" + _varint(len(value))  # BytesList.value
+    chunks += (head, value)
+    size += len(head) + len(value)
+  head = b"\x0a" + _varint(size)  # Feature.bytes_list
+  return [len(head) + size, head, *chunks]
+
+
+def _int64_feature(values: np.ndarray) -> list:
+  """A `Feature` holding an `Int64List` of `values` (ints >= 0, packed), as [size, *chunks]."""
+  if values.size and values.max() < 0x80:
+    packed = values.astype(np.uint8).tobytes()
+  else:
+    packed = b"".join(map(_varint, values.tolist()))
+  int64_list = b"\x0a" + _varint(len(packed)) + packed if packed else b""  # Int64List.value
+  head = b"\x1a" + _varint(len(int64_list))  # Feature.int64_list
+  return [len(head) + len(int64_list), head, int64_list]
+
+
+def _raw(array: np.ndarray, dtype: str) -> memoryview:
+  """The little-endian bytes of `array` as `dtype` (no copy when it already is)."""
+  return memoryview(np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8))
+
+
+def serialize_record(rec: dict) -> bytes:
+  """The serialized `tf.train.Example` of a validated record (`validate_record`'s output).
+
+  Equal byte for byte to `SerializeToString(deterministic=True)` of the example TFDS's
+  generic serializer builds from `make_features(modalities)` (tests/test_convert_fast.py
+  compares them), so `tfds.load`, `tfds.builder_from_directory` and the reader decode it.
+
+  Returns:
+    The example's bytes.
+  """
+  tokens = rec["tokens"]
+  features = {
+      "video_id": _bytes_feature([rec["video_id"].encode("utf-8")]),
+      "duration": _bytes_feature([_raw(np.float64(rec["duration"]), "<f8")]),
+      "split": _bytes_feature([rec["split"].encode("utf-8")]),
+      "label": _bytes_feature([rec["label"].encode("utf-8")]),
+      "segments": _bytes_feature([_raw(rec["segments"], "<f8")]),
+      "sentences": _bytes_feature([s.encode("utf-8") for s in rec["sentences"]]),
+      "tokens/ragged_flat_values": _int64_feature(
+          np.concatenate(tokens) if tokens else np.zeros(0, np.int64)),
+      "tokens/ragged_row_lengths_0": _int64_feature(np.array([len(t) for t in tokens],
+                                                             np.int64)),
+      "instances/segments": _bytes_feature([_raw(rec["instances"]["segments"], "<f8")]),
+      "instances/labels": _bytes_feature([l.encode("utf-8")
+                                          for l in rec["instances"]["labels"]]),
+  }
+  for m, array in rec["features"].items():
+    features[f"features/{m}"] = _bytes_feature([_raw(array, "<f4")])
+    features[f"timestamps/{m}"] = _bytes_feature([_raw(rec["timestamps"][m], "<f4")])
+  chunks, size = [], 0
+  for key in sorted(features):  # Deterministic serialization: map entries sorted by key.
+    feature_size, *feature = features[key]
+    name = key.encode("ascii")
+    entry_head = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(feature_size)
+    entry_size = len(entry_head) + feature_size  # Map entry: key (1), value (2).
+    head = b"\x0a" + _varint(entry_size)  # Features.feature
+    chunks += (head, entry_head, *feature)
+    size += len(head) + entry_size
+  return b"".join([b"\x0a", _varint(size), *chunks])  # Example.features
+
+
+# Without `num_shards`, a split's shard is closed once it holds this many bytes.
+SHARD_BYTES = 128 << 20
+# TFRecord framing per record (length, two CRCs): what a shard holds besides the examples.
+_RECORD_OVERHEAD = 16
+
+
+class ShardLayout:
+  """Where a split's shards end, decided record by record from the plan.
+
+  With `num_shards` N the plan's items are cut into N runs of consecutive items
+  (`shard_utils.get_shard_boundaries`, as TFDS cuts records) and each run's kept records form
+  a shard; a run without kept records adds none, so N is an upper bound (never an empty
+  shard). Without it a shard is closed once it holds `SHARD_BYTES` (the record that crosses
+  the size stays in it). Records arrive in item order; the decision depends only on each
+  record's item position and size, so every writer cuts a split alike.
+  """
+
+  def __init__(self, num_items: int, num_shards: int | None) -> None:
+    self._bounds = (list(shard_utils.get_shard_boundaries(num_items, min(num_shards, num_items)))
+                    if num_shards else None)
+    self.shard = -1  # Index of the shard the last record went to.
+    self._run = -1
+    self._bytes = 0
+
+  def place(self, position: int, size: int) -> int:
+    """The shard of the next record: item `position`, `size` serialized bytes."""
+    if self._bounds is not None:
+      run = bisect.bisect_right(self._bounds, position)
+      new = run != self._run
+      self._run = run
+    else:
+      new = self.shard < 0 or self._bytes >= SHARD_BYTES
+    if new:
+      self.shard += 1
+      self._bytes = 0
+    self._bytes += size + _RECORD_OVERHEAD
+    return self.shard
+
+
+def write_split(split: str, records: Iterable[tuple[int, bytes]], layout: ShardLayout,
+                template: Any, example_writer: Any) -> Any:
+  """Writes a split's serialized records (in item order) straight into its shards.
+
+  Each shard is written as its records arrive (nothing is held or spilled) under a temporary
+  name and renamed to TFDS's `<name>-<split>.<format>-<index>-of-<count>` once the count is
+  known.
+
+  Args:
+    split: the split name.
+    records: (item position, serialized example), in item order.
+    layout: decides the shard boundaries.
+    template: the builder's `naming.ShardedFileTemplate` for the split.
+    example_writer: TFDS's `ExampleWriter` of the builder's file format.
+
+  Returns:
+    The split's `tfds.core.SplitInfo` (shard lengths, bytes without the framing).
+  """
+  template = template.replace(split=split)
+  prefix = template.filepath_prefix()
+  lengths, num_bytes, written = [], 0, []
+
+  def shard_records(group):
+    nonlocal num_bytes
+    for _, position, data in group:
+      lengths[-1] += 1
+      num_bytes += len(data)
+      yield position, data
+
+  placed = ((layout.place(position, len(data)), position, data) for position, data in records)
+  for shard, group in itertools.groupby(placed, key=lambda r: r[0]):
+    written.append(epath.Path(f"{prefix}.incomplete-shard-{shard:05d}"))
+    lengths.append(0)
+    example_writer.write(written[-1], shard_records(group))
+  for index, path in enumerate(written):
+    path.rename(template.sharded_filepath(shard_index=index, num_shards=len(written)))
+  return tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
+                             filename_template=template)
+
+
 def unknown_token_id(spec: DatasetSpec) -> int | None:
   """The id of the tokenizer's unknown token ("<unk>" or WordPiece "[UNK]"), None if absent."""
   token = "<unk>" if spec.tokenizer == "word" else "[UNK]"
@@ -665,12 +835,31 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                        f"{sorted(plan.items)}); repairs and skips:\n{so_far.format_table()}")
     return generators
 
-  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, dict]]:
+  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, bytes]]:
     reports = self._reports.setdefault(split, [])
     for example, report in _chain(head, rest):
       reports.append(report)
       if example is not None:
-        yield example
+        yield example[0], serialize_record(example[1])
+
+  def _generate_splits(self, dl_manager, download_config):
+    """Plain path: each split's serialized records go straight into their shards
+    (`write_split`), not through TFDS's generic serializer and its shuffle buffer."""
+    if self._beam:
+      return super()._generate_splits(dl_manager, download_config)
+    example_writer = self._example_writer()
+    infos = []
+    for split, records in self._split_generators(dl_manager).items():
+      num_items = len(self._plan.items[split])
+      records = tfds.core.utils.tqdm(records, desc=f"Generating {split} examples...",
+                                     unit=" examples", total=num_items, leave=False,
+                                     mininterval=1.0)
+      if download_config.max_examples_per_split is not None:
+        records = itertools.islice(records, download_config.max_examples_per_split)
+      layout = ShardLayout(num_items, download_config.num_shards)
+      infos.append(write_split(split, records, layout,
+                               self._get_filename_template(split_name=split), example_writer))
+    return infos
 
   def _generate_examples(self, **kwargs):  # Unused: _split_generators returns the generators.
     raise AssertionError("HvtBuilder._split_generators returns its generators")
