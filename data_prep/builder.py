@@ -835,12 +835,12 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                        f"{sorted(plan.items)}); repairs and skips:\n{so_far.format_table()}")
     return generators
 
-  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, bytes]]:
+  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, dict]]:
     reports = self._reports.setdefault(split, [])
     for example, report in _chain(head, rest):
       reports.append(report)
       if example is not None:
-        yield example[0], serialize_record(example[1])
+        yield example
 
   def _generate_splits(self, dl_manager, download_config):
     """Plain path: each split's serialized records go straight into their shards
@@ -856,6 +856,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                      mininterval=1.0)
       if download_config.max_examples_per_split is not None:
         records = itertools.islice(records, download_config.max_examples_per_split)
+      records = ((position, serialize_record(rec)) for position, rec in records)
       layout = ShardLayout(num_items, download_config.num_shards)
       infos.append(write_split(split, records, layout,
                                self._get_filename_template(split_name=split), example_writer))
