@@ -463,82 +463,76 @@ def serialize_record(rec: dict) -> bytes:
   return b"".join([b"\x0a", _varint(size), *chunks])  # Example.features
 
 
-# Without `num_shards`, a split's shard is closed once it holds this many bytes.
-SHARD_BYTES = 128 << 20
-# TFRecord framing per record (length, two CRCs): what a shard holds besides the examples.
-_RECORD_OVERHEAD = 16
+# Items built before a split is written: their serialized sizes estimate the split's size,
+# which sets the shard count when none is given.
+SIZE_SAMPLE = 16
 
 
-class ShardLayout:
-  """Where a split's shards end, decided record by record from the plan.
+def shard_runs(num_items: int, num_shards: int | None, sample: Sequence[int | None]) -> list[int]:
+  """Where a split's shards end: the end position of each run of consecutive plan items.
 
-  With `num_shards` N the plan's items are cut into N runs of consecutive items
-  (`shard_utils.get_shard_boundaries`, as TFDS cuts records) and each run's kept records form
-  a shard; a run without kept records adds none, so N is an upper bound (never an empty
-  shard). Without it a shard is closed once it holds `SHARD_BYTES` (the record that crosses
-  the size stays in it). Records arrive in item order; the decision depends only on each
-  record's item position and size, so every writer cuts a split alike.
+  Each run's kept records form one shard, so every writer (this process, Beam workers) cuts a
+  split alike and before building it. With `num_shards` N the items are cut into N runs
+  (`shard_utils.get_shard_boundaries`, as TFDS cuts records); without it N is TFDS's size-based
+  count (`ShardConfig.calculate_number_shards`: shards of 64 MiB to 1 GiB) for the size the
+  first items' records imply. A run without kept records adds no shard, so N is an upper
+  bound and no shard is empty.
+
+  Args:
+    num_items: the split's items (> 0).
+    num_shards: shards asked for, or None.
+    sample: serialized size of each of the first items' records (None: skipped), at least
+      one kept.
+
+  Returns:
+    Increasing end positions; the last is `num_items`.
   """
-
-  def __init__(self, num_items: int, num_shards: int | None) -> None:
-    self._bounds = (list(shard_utils.get_shard_boundaries(num_items, min(num_shards, num_items)))
-                    if num_shards else None)
-    self.shard = -1  # Index of the shard the last record went to.
-    self._run = -1
-    self._bytes = 0
-
-  def place(self, position: int, size: int) -> int:
-    """The shard of the next record: item `position`, `size` serialized bytes."""
-    if self._bounds is not None:
-      run = bisect.bisect_right(self._bounds, position)
-      new = run != self._run
-      self._run = run
-    else:
-      new = self.shard < 0 or self._bytes >= SHARD_BYTES
-    if new:
-      self.shard += 1
-      self._bytes = 0
-    self._bytes += size + _RECORD_OVERHEAD
-    return self.shard
+  if num_shards is None:
+    kept = [size for size in sample if size is not None]
+    num_shards = shard_utils.ShardConfig.calculate_number_shards(
+        total_size=int(sum(kept) / len(sample) * num_items),
+        num_examples=max(1, int(len(kept) / len(sample) * num_items)))
+  return list(shard_utils.get_shard_boundaries(num_items, min(num_shards, num_items)))
 
 
-def write_split(split: str, records: Iterable[tuple[int, bytes]], layout: ShardLayout,
-                template: Any, example_writer: Any) -> Any:
-  """Writes a split's serialized records (in item order) straight into its shards.
+def _incomplete_shard(prefix: str, run: int) -> epath.Path:
+  return epath.Path(f"{prefix}.incomplete-run-{run:05d}")
 
-  Each shard is written as its records arrive (nothing is held or spilled) under a temporary
-  name and renamed to TFDS's `<name>-<split>.<format>-<index>-of-<count>` once the count is
-  known.
+
+def write_run(records: Iterable[tuple[int, bytes]], path: epath.PathLike,
+              example_writer: Any) -> tuple[int, int]:
+  """Writes serialized records into one shard file; returns (records, bytes without framing)."""
+  count = size = 0
+
+  def counted():
+    nonlocal count, size
+    for position, data in records:
+      count += 1
+      size += len(data)
+      yield position, data
+
+  example_writer.write(path, counted())
+  return count, size
+
+
+def finish_split(split: str, template: Any, runs: Mapping[int, tuple[int, int]]) -> Any:
+  """Renames a split's run files (`write_run`, temporary names) to TFDS's shard names.
 
   Args:
     split: the split name.
-    records: (item position, serialized example), in item order.
-    layout: decides the shard boundaries.
-    template: the builder's `naming.ShardedFileTemplate` for the split.
-    example_writer: TFDS's `ExampleWriter` of the builder's file format.
+    template: the builder's `naming.ShardedFileTemplate`.
+    runs: run index -> (records, bytes) of each run that holds records.
 
   Returns:
-    The split's `tfds.core.SplitInfo` (shard lengths, bytes without the framing).
+    The split's `tfds.core.SplitInfo` (shard lengths, bytes without the TFRecord framing).
   """
   template = template.replace(split=split)
-  prefix = template.filepath_prefix()
-  lengths, num_bytes, written = [], 0, []
-
-  def shard_records(group):
-    nonlocal num_bytes
-    for _, position, data in group:
-      lengths[-1] += 1
-      num_bytes += len(data)
-      yield position, data
-
-  placed = ((layout.place(position, len(data)), position, data) for position, data in records)
-  for shard, group in itertools.groupby(placed, key=lambda r: r[0]):
-    written.append(epath.Path(f"{prefix}.incomplete-shard-{shard:05d}"))
-    lengths.append(0)
-    example_writer.write(written[-1], shard_records(group))
-  for index, path in enumerate(written):
-    path.rename(template.sharded_filepath(shard_index=index, num_shards=len(written)))
-  return tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
+  order = sorted(runs)
+  for index, run in enumerate(order):
+    _incomplete_shard(template.filepath_prefix(), run).rename(
+        template.sharded_filepath(shard_index=index, num_shards=len(order)))
+  return tfds.core.SplitInfo(name=split, shard_lengths=[runs[r][0] for r in order],
+                             num_bytes=sum(runs[r][1] for r in order),
                              filename_template=template)
 
 
@@ -613,8 +607,8 @@ def record_info(rec: dict, spec: DatasetSpec, unk_id: int | None) -> dict:
 
 
 def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
-                  position_item: tuple[int, Any]) -> tuple[tuple[int, dict] | None, dict]:
-  """Builds, validates and reports one work item (in this process or a Beam worker).
+                  position_item: tuple[int, Any]) -> tuple[tuple[int, bytes] | None, dict]:
+  """Builds, validates, serializes and reports one work item (here or in a Beam worker).
 
   Args:
     build: the plan's record builder (None: the item is a record).
@@ -624,7 +618,7 @@ def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id:
     position_item: (position among the split's items, item).
 
   Returns:
-    ((position, example for the `FeaturesDict`) or None when skipped, report) where report =
+    ((position, serialized example) or None when skipped, report) where report =
     {"position", "counts": SkipCounter.summary() (only when something was counted), "info":
     `record_info` (only for a kept record)}; JSON-serialisable.
 
@@ -641,26 +635,32 @@ def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id:
     return None, report
   rec = validate_record(record, spec, split)
   report["info"] = record_info(rec, spec, unk_id)
-  return (position, rec), report
+  return (position, serialize_record(rec)), report
 
 
-def _beam_split(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
-                items: Sequence[Any], report_prefix: str):
-  """The Beam transform of one split: examples to TFDS, per-item reports to JSON lines."""
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+def _build_run(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
+               prefix: str, example_writer: Any, run: tuple[int, int, Sequence[Any]]
+               ) -> list[str]:
+  """A Beam worker's element: builds a run of items into its shard file (when any record is
+  kept); returns JSON lines, one report per item and {"run", "records", "bytes"}."""
+  index, start, items = run
+  reports = []
 
-  def build_one(position_item):
-    return build_example(build, spec, split, unk_id, position_item)
+  def kept():
+    for position, item in enumerate(items, start):
+      example, report = build_example(build, spec, split, unk_id, (position, item))
+      reports.append(report)
+      if example is not None:
+        yield example
 
-  @beam.ptransform_fn
-  def transform(root):
-    results = (root | "Items" >> beam.Create(list(enumerate(items)))
-               | "Build" >> beam.Map(build_one))
-    _ = (results | "Reports" >> beam.Map(lambda r: json.dumps(r[1], sort_keys=True))
-         | "WriteReports" >> beam.io.WriteToText(report_prefix, file_name_suffix=".jsonl"))
-    return results | "Examples" >> beam.FlatMap(lambda r: [] if r[0] is None else [r[0]])
-
-  return transform()  # pylint: disable=no-value-for-parameter
+  records = iter(kept())
+  first = next(records, None)  # No file for a run without records.
+  lines = []
+  if first is not None:
+    count, size = write_run(_chain([first], records), _incomplete_shard(prefix, index),
+                            example_writer)
+    lines.append(json.dumps({"run": index, "records": count, "bytes": size}))
+  return lines + [json.dumps(r, sort_keys=True) for r in reports]
 
 
 def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
@@ -779,12 +779,66 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
     self._beam = (download_config.beam_runner is not None
                   or download_config.beam_options is not None)
-    download_config = _DownloadConfig(**{f.name: getattr(download_config, f.name)
-                                         for f in dataclasses.fields(download_config)})
     super()._download_and_prepare(dl_manager, download_config)
     self._finalize()
 
-  def _split_generators(self, dl_manager):
+  def _generate_splits(self, dl_manager, download_config):
+    """Writes every split's shards; returns their `SplitInfo`s.
+
+    Shards are runs of the plan's items (`shard_runs`), each written as its records are
+    built, here (one after the other) or one Beam element per run: no example crosses a
+    shuffle, is held in a buffer or written twice. Records are serialized by
+    `serialize_record`, not TFDS's generic serializer.
+    """
+    splits = self._plan_splits(dl_manager, download_config.num_shards)
+    example_writer = self._example_writer()
+    if self._beam:
+      return self._write_on_beam(splits, download_config, example_writer)
+    infos = []
+    for split, (bounds, head, rest) in splits.items():
+      records = tfds.core.utils.tqdm(
+          self._generate(split, head, rest), desc=f"Generating {split} examples...",
+          unit=" examples", total=bounds[-1], leave=False, mininterval=1.0)
+      if download_config.max_examples_per_split is not None:
+        records = itertools.islice(records, download_config.max_examples_per_split)
+      template = self._get_filename_template(split_name=split)
+      prefix = template.filepath_prefix()
+      runs = {}
+      for run, group in itertools.groupby(records, key=lambda r: bisect.bisect_right(bounds,
+                                                                                    r[0])):
+        runs[run] = write_run(group, _incomplete_shard(prefix, run), example_writer)
+      infos.append(finish_split(split, template, runs))
+    return infos
+
+  def _write_on_beam(self, splits: dict, download_config, example_writer) -> list:
+    """One plain Beam pipeline for every split: a `Create` of the runs, each built and written
+    by one worker, and the per-item reports as JSON lines beside the shards."""
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+    options = download_config.beam_options or pipeline_options.PipelineOptions()
+    options.view_as(pipeline_options.TypeOptions).pipeline_type_check = False
+    plan, unk_id = self._plan, unknown_token_id(self._plan.spec)
+    templates = {split: self._get_filename_template(split_name=split) for split in splits}
+    with beam.Pipeline(runner=download_config.beam_runner, options=options) as pipeline:
+      for split, (bounds, _, _) in splits.items():
+        items = plan.items[split]
+        runs = [(index, start, list(items[start:end]))
+                for index, (start, end) in enumerate(zip([0, *bounds[:-1]], bounds))]
+        write = functools.partial(_build_run, plan.build, plan.spec, split, unk_id,
+                                  templates[split].filepath_prefix(), example_writer)
+        _ = (pipeline | f"{split}/Runs" >> beam.Create(runs, reshuffle=len(runs) > 1)
+             | f"{split}/Build" >> beam.FlatMap(write)
+             | f"{split}/Reports" >> beam.io.WriteToText(
+                 os.path.join(self.data_dir, _REPORTS_DIR, split), file_name_suffix=".jsonl"))
+    runs = self._read_beam_reports()
+    return [finish_split(split, templates[split], runs.get(split, {})) for split in splits]
+
+  def _split_generators(self, dl_manager):  # Unused: _plan_splits prepares the splits.
+    raise AssertionError("HvtBuilder._generate_splits writes the splits itself")
+
+  def _plan_splits(self, dl_manager, num_shards: int | None) -> dict[str, tuple]:
+    """Plans every split: split -> (shard run ends, (example, report) results built ahead,
+    iterator of the remaining results), after the empty-split rules (module docstring)."""
     if self._plan is None:
       manual_dir = (pathlib.Path(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS
                     else None)
@@ -800,21 +854,18 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if plan.spec.name != self.name:
       raise ValueError(f"plan for dataset {plan.spec.name!r} given to builder {self.name!r}")
     unk_id = unknown_token_id(plan.spec)
-    generators = {}
+    splits = {}
     for split, items in plan.items.items():
       results = map(lambda pi, s=split: build_example(plan.build, plan.spec, s, unk_id, pi),
                     enumerate(items))
       head: list = []
-      for result in results:  # Up to the split's first kept record.
+      for result in results:  # The size sample, up to the split's first kept record.
         head.append(result)
-        if result[0] is not None:
+        if len(head) >= SIZE_SAMPLE and any(r[0] is not None for r in head):
           break
-      if head and head[-1][0] is not None:
-        if self._beam:
-          prefix = os.path.join(self.data_dir, _REPORTS_DIR, split)
-          generators[split] = _beam_split(plan.build, plan.spec, split, unk_id, items, prefix)
-        else:
-          generators[split] = self._generate(split, head, results)
+      if any(example is not None for example, _ in head):
+        sample = [None if example is None else len(example[1]) for example, _ in head]
+        splits[split] = (shard_runs(len(items), num_shards, sample), head, results)
         continue
       # Every item was skipped: TFDS cannot store the split.
       self._reports[split] = [report for _, report in head]
@@ -825,7 +876,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise ValueError(f"split {split!r} of {plan.spec.name!r} has no records to write; "
                          f"repairs and skips so far:\n{so_far.format_table()}")
       self._dropped.append(split)
-    if not generators:
+    if not splits:
       so_far = SkipCounter()
       so_far.merge(self.counter)
       for split in self._dropped:
@@ -833,37 +884,17 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         so_far.skip(SPLIT_EMPTY, split)
       raise ValueError(f"no split of {plan.spec.name!r} has records to write (splits "
                        f"{sorted(plan.items)}); repairs and skips:\n{so_far.format_table()}")
-    return generators
+    return splits
 
-  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, dict]]:
+  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, bytes]]:
     reports = self._reports.setdefault(split, [])
     for example, report in _chain(head, rest):
       reports.append(report)
       if example is not None:
         yield example
 
-  def _generate_splits(self, dl_manager, download_config):
-    """Plain path: each split's serialized records go straight into their shards
-    (`write_split`), not through TFDS's generic serializer and its shuffle buffer."""
-    if self._beam:
-      return super()._generate_splits(dl_manager, download_config)
-    example_writer = self._example_writer()
-    infos = []
-    for split, records in self._split_generators(dl_manager).items():
-      num_items = len(self._plan.items[split])
-      records = tfds.core.utils.tqdm(records, desc=f"Generating {split} examples...",
-                                     unit=" examples", total=num_items, leave=False,
-                                     mininterval=1.0)
-      if download_config.max_examples_per_split is not None:
-        records = itertools.islice(records, download_config.max_examples_per_split)
-      records = ((position, serialize_record(rec)) for position, rec in records)
-      layout = ShardLayout(num_items, download_config.num_shards)
-      infos.append(write_split(split, records, layout,
-                               self._get_filename_template(split_name=split), example_writer))
-    return infos
-
-  def _generate_examples(self, **kwargs):  # Unused: _split_generators returns the generators.
-    raise AssertionError("HvtBuilder._split_generators returns its generators")
+  def _generate_examples(self, **kwargs):  # Unused: _generate_splits writes the splits.
+    raise AssertionError("HvtBuilder._generate_splits writes the splits itself")
 
   def _merged_counts(self, split: str) -> SkipCounter:
     counter = SkipCounter()
@@ -872,20 +903,23 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         counter.merge(report["counts"])
     return counter
 
-  def _read_beam_reports(self) -> None:
+  def _read_beam_reports(self) -> dict[str, dict[int, tuple[int, int]]]:
+    """Collects a Beam build's per-item reports; returns split -> run -> (records, bytes)."""
     directory = epath.Path(self.data_dir) / _REPORTS_DIR
-    if not directory.exists():
-      return
+    runs: dict[str, dict[int, tuple[int, int]]] = {}
     for path in sorted(directory.iterdir()):
       split = path.name.split("-", 1)[0]
-      lines = path.read_text(encoding="utf-8").splitlines()
-      self._reports.setdefault(split, []).extend(json.loads(line) for line in lines if line)
+      for line in path.read_text(encoding="utf-8").splitlines():
+        report = json.loads(line)
+        if "run" in report:
+          runs.setdefault(split, {})[report["run"]] = (report["records"], report["bytes"])
+        else:
+          self._reports.setdefault(split, []).append(report)
     directory.rmtree()
+    return runs
 
   def _finalize(self) -> None:
     """Merges the item reports into the counter and writes metadata, vocab and extra files."""
-    if self._beam:
-      self._read_beam_reports()
     plan, spec = self._plan, self._plan.spec
     counts, sentences, instances, missing, unknown, split_counts = {}, {}, {}, {}, {}, {}
     for split in plan.items:
@@ -939,23 +973,6 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           raise ValueError(f"the writer of extra file {name!r} did not create {path}")
       else:
         path.write_bytes(bytes(content))
-
-
-@dataclasses.dataclass(frozen=True)
-class _AtMostShards(shard_utils.ShardConfig):
-  """`num_shards` as an upper bound: a split with fewer records gets one shard per record
-  (TFDS itself fails on a split with fewer records than shards)."""
-
-  def get_number_shards(self, total_size: int, num_examples: int, *args, **kwargs) -> int:
-    return max(1, min(super().get_number_shards(total_size, num_examples, *args, **kwargs),
-                      num_examples))
-
-
-@dataclasses.dataclass
-class _DownloadConfig(tfds.download.DownloadConfig):
-
-  def get_shard_config(self) -> shard_utils.ShardConfig:
-    return _AtMostShards(**dataclasses.asdict(super().get_shard_config()))
 
 
 def _chain(head: list, rest: Iterator) -> Iterator:

@@ -1,11 +1,11 @@
-"""The plain conversion path: direct serializer, shards written as records arrive, h5py.
+"""The conversion's writing: direct serializer, shards from the plan, low-level h5py.
 
-The plain path writes each example's `tf.train.Example` bytes itself and cuts shards from the
-plan (`builder.serialize_record`, `builder.ShardLayout`, `builder.write_split`); TFDS's generic
-path (its `ExampleSerializer` and shuffle-buffer `Writer`) stays the reference: a builder
-subclass that runs it converts the same committed annotation excerpts, and every record must
-be equal byte for byte (after TFDS's deterministic re-serialization: protobuf writes a map in
-an order that may vary between processes).
+The builders write each example's `tf.train.Example` bytes themselves and cut shards from the
+plan (`builder.serialize_record`, `builder.shard_runs`). TFDS's generic serializer
+(`ExampleSerializer`) stays the reference: every record must equal, byte for byte, its
+output after TFDS's deterministic re-serialization (protobuf writes a map in an order that
+may vary between processes), on records built for the purpose and on the committed
+annotation excerpts.
 """
 
 import functools
@@ -25,14 +25,6 @@ from data_prep import builder
 from data_prep import features as features_lib
 from hvt_jax.input import reader
 from tests import test_builder
-
-
-class GenericTfdsPath(anc.ActivitynetCaptions, skip_registration=True):
-  """ActivityNet Captions through TFDS's generic serializer and writer (the former path)."""
-  name = "activitynet_captions"
-
-  def _generate_splits(self, dl_manager, download_config):
-    return tfds.core.GeneratorBasedBuilder._generate_splits(self, dl_manager, download_config)
 
 
 def deterministic(record: bytes) -> bytes:
@@ -64,7 +56,9 @@ def test_serialized_records_equal_tfds_serializer():
     assert builder.serialize_record(rec) == expected, rec["video_id"]
 
 
-def test_converter_output_equals_generic_tfds_path(annotations, tmp_path):
+def test_converter_output_equals_generic_tfds_serializer(annotations, tmp_path):
+  """ActivityNet Captions on the committed excerpts: every written record equals, byte for
+  byte, TFDS's generic serializer applied to the plan's records, in item order."""
   files = [os.fspath(annotations / "activitynet_captions" / f"{s}.json")
            for s in ("train", "val_1")]
   ann = {s: json.loads(pathlib.Path(f).read_text()) for s, f in zip(("train", "val_1"), files)}
@@ -79,22 +73,22 @@ def test_converter_output_equals_generic_tfds_path(annotations, tmp_path):
   make = functools.partial(anc.make_plan, annotation_files=files,
                            features_path=os.fspath(tmp_path / "c3d.hdf5"),
                            feature_key="c3d_features", summary=False)
-  out = {}
-  for name, cls in (("fast", anc.ActivitynetCaptions), ("generic", GenericTfdsPath)):
-    path, _ = builder.convert(cls, make, os.fspath(tmp_path / name), num_shards=3,
-                              verbose=False)
-    meta = reader.load_metadata(path)
-    meta.pop("vocab_file")
-    out[name] = (split_records(path), meta, reader.load_vocab(path))
-  (fast, fast_meta, fast_vocab), (generic, generic_meta, generic_vocab) = out["fast"], out["generic"]
-  assert fast_meta == generic_meta and fast_vocab == generic_vocab
-  assert fast_meta["splits"] == {"train": 15, "val_1": 6}
-  assert {k: v for k, v in fast_meta["counts"]["skipped"].items() if "features" in k} == {
+  path, counter = builder.convert(anc.ActivitynetCaptions, make, os.fspath(tmp_path / "out"),
+                                  num_shards=3, verbose=False)
+  written = split_records(path)
+  plan = make(builder.SkipCounter())
+  features = builder.make_features(plan.spec.modalities)
+  generic = example_serializer.ExampleSerializer(features.get_serialized_info())
+  with plan.resources:
+    for split, items in plan.items.items():
+      records = [plan.build(item, builder.SkipCounter()) for item in items]
+      expected = [deterministic(generic.serialize_example(features.encode_example(
+          builder.validate_record(rec, plan.spec, split)))) for rec in records if rec]
+      assert written[split] == expected, split
+  assert reader.load_metadata(path)["splits"] == {"train": 15, "val_1": 6}
+  assert {k: v for k, v in counter.summary()["skipped"].items() if "features" in k} == {
       "features missing": len(ann["train"]) + len(ann["val_1"]) - 22,
       "features contain NaN/Inf": 1}
-  assert fast.keys() == generic.keys()
-  for split in fast:
-    assert fast[split] == [deterministic(r) for r in generic[split]], split
 
 
 def skip_second_quarter(item, counter):
@@ -135,16 +129,15 @@ def test_shards_from_the_plan_read_by_tfds(tmp_path):
     test_builder.assert_matches(ex, test_builder.make_record(int(ex["video_id"][6:]), "train"))
 
 
-def test_shard_layout(monkeypatch):
-  # num_shards: runs of the plan's items; a run without records adds no shard.
-  layout = builder.ShardLayout(10, 4)  # Runs [0, 2), [2, 5), [5, 8), [8, 10).
-  assert [layout.place(p, 1) for p in (0, 1, 5, 7, 9)] == [0, 0, 1, 1, 2]
-  layout = builder.ShardLayout(3, 8)
-  assert [layout.place(p, 1) for p in range(3)] == [0, 1, 2]  # At most one per record.
-  # By size: a shard closes once it holds SHARD_BYTES (16 bytes of framing per record).
-  monkeypatch.setattr(builder, "SHARD_BYTES", 100)
-  layout = builder.ShardLayout(10, None)
-  assert [layout.place(p, 34) for p in range(5)] == [0, 0, 1, 1, 2]
+def test_shard_runs():
+  # num_shards: runs of the plan's items, as TFDS cuts records.
+  assert builder.shard_runs(10, 4, [5]) == [2, 5, 8, 10]
+  assert builder.shard_runs(3, 8, [5]) == [1, 2, 3]  # At most one per item.
+  # None: TFDS's count for the size the sampled records imply (64 MiB..1 GiB a shard).
+  mib = 1 << 20
+  assert builder.shard_runs(1000, None, [mib, None]) == [250, 500, 750, 1000]  # 500 MiB.
+  assert builder.shard_runs(1000, None, [1000] * 16) == [1000]  # 1 MB: one shard.
+  assert len(builder.shard_runs(4000, None, [mib, mib, None, None])) == 16  # 2000 MiB.
 
 
 def test_hdf5_lookups(tmp_path):
