@@ -647,16 +647,18 @@ def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id:
 
 
 def _build_run(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
-               prefix: str, example_writer: Any, run: tuple[int, int, Sequence[Any]]
-               ) -> list[str]:
-  """A Beam worker's element: builds a run of items into its shard file (when any record is
-  kept); returns JSON lines, one report per item and {"run", "records", "bytes"}."""
-  index, start, items = run
+               prefix: str, reports_dir: str, example_writer: Any, items: Sequence[Any],
+               bounds: Sequence[int], index: int) -> None:
+  """A Beam worker's element, run `index` of a split: builds its items (those before
+  `bounds[index]`, after the previous run's) into its shard file when any record is kept,
+  and writes `<reports_dir>/<split>-<index>.jsonl`: {"run", "records", "bytes"} when it wrote
+  a shard, then one report per item. A retried element rewrites both files alike."""
+  start = bounds[index - 1] if index else 0
   reports = []
 
   def kept():
-    for position, item in enumerate(items, start):
-      example, report = build_example(build, spec, split, unk_id, (position, item))
+    for position in range(start, bounds[index]):
+      example, report = build_example(build, spec, split, unk_id, (position, items[position]))
       reports.append(report)
       if example is not None:
         yield example
@@ -668,7 +670,9 @@ def _build_run(build: Callable | None, spec: DatasetSpec, split: str, unk_id: in
     count, size = write_run(_chain([first], records), _incomplete_shard(prefix, index),
                             example_writer)
     lines.append(json.dumps({"run": index, "records": count, "bytes": size}))
-  return lines + [json.dumps(r, sort_keys=True) for r in reports]
+  lines += [json.dumps(r, sort_keys=True) for r in reports]
+  (epath.Path(reports_dir) / f"{split}-{index:05d}.jsonl").write_text(
+      "".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
@@ -820,24 +824,24 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _write_on_beam(self, splits: dict, download_config, example_writer) -> list:
     """One plain Beam pipeline for every split: a `Create` of the runs, each built and written
-    by one worker, and the per-item reports as JSON lines beside the shards."""
+    by one worker with its per-item reports as JSON lines beside the shards."""
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
     options = download_config.beam_options or pipeline_options.PipelineOptions()
     options.view_as(pipeline_options.TypeOptions).pipeline_type_check = False
     plan, unk_id = self._plan, unknown_token_id(self._plan.spec)
     templates = {split: self._get_filename_template(split_name=split) for split in splits}
+    reports_dir = epath.Path(self.data_dir) / _REPORTS_DIR
+    reports_dir.mkdir(parents=True, exist_ok=True)
     with beam.Pipeline(runner=download_config.beam_runner, options=options) as pipeline:
       for split, (bounds, _, _) in splits.items():
-        items = plan.items[split]
-        runs = [(index, start, list(items[start:end]))
-                for index, (start, end) in enumerate(zip([0, *bounds[:-1]], bounds))]
+        # The elements are run indices: the items travel once with the function, and Beam
+        # does not infer a type from (walk) every annotation.
         write = functools.partial(_build_run, plan.build, plan.spec, split, unk_id,
-                                  templates[split].filepath_prefix(), example_writer)
-        _ = (pipeline | f"{split}/Runs" >> beam.Create(runs, reshuffle=len(runs) > 1)
-             | f"{split}/Build" >> beam.FlatMap(write)
-             | f"{split}/Reports" >> beam.io.WriteToText(
-                 os.path.join(self.data_dir, _REPORTS_DIR, split), file_name_suffix=".jsonl"))
+                                  templates[split].filepath_prefix(), os.fspath(reports_dir),
+                                  example_writer, list(plan.items[split]), bounds)
+        _ = (pipeline | f"{split}/Runs" >> beam.Create(range(len(bounds)))
+             | f"{split}/Build" >> beam.Map(write))
     runs = self._read_beam_reports()
     return [finish_split(split, templates[split], runs.get(split, {})) for split in splits]
 
