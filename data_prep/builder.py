@@ -1057,7 +1057,7 @@ def prepare(builder_cls: type[HvtBuilder], output_dir: str, *, plan: Plan | None
     config: the builder config (or its name) when the builder has configs.
     counter: receives every repair and skip (the plan's own counts are already in it).
     manual_dir: the files of a `make_plan` build.
-    num_shards: shards per split (None: TFDS's size-based default).
+    num_shards: shards per split, at most (None: by the split's estimated size, `shard_runs`).
     num_workers: > 1 runs the record building on Beam's local DirectRunner with this many
       processes (`beam_pipeline_options`).
     beam_options: `tfds build`-style Beam pipeline options (any runner); overrides
