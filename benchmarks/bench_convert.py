@@ -6,19 +6,22 @@ Generates ActivityNet-sized synthetic input in a temporary directory, in the rea
   {"duration", "timestamps": [[s, e], ...], "sentences": [...]}}` with 1 + Poisson(2.6)
   sentences per video (mean ~3.6), most starting with a space as in the real files.
 
-Then runs the `ActivitynetCaptions` builder once per `--runs` entry: `plain` (TFDS without
-Beam, one process), `beamN` (Apache Beam's DirectRunner in multi-processing mode with N
-worker processes, what `hvt-prepare --num-workers N` runs) and prints videos/s and MB/s
-(feature bytes read from the HDF5 per second, and shard bytes written per second), checks that
-every run wrote the same examples (a digest of each shard's records re-serialized
-deterministically), and reads every split back through `hvt_jax.input.reader.load_split`,
-printing examples/s. `--file-format array_record` writes ArrayRecord shards instead and also
-times random access (`as_data_source()[i]` at random i). TensorFlow and Beam are imported
-before the clock starts; Beam's worker start-up is part of the measured time, as it is for a
-user. Inputs and outputs take about 0.6 MB per video under `--tmp-dir` (default: the system
-temp dir), times (1 + number of runs).
+For each `--num-videos` size (default 1,000 and 10,000, so one run shows whether throughput
+holds as the corpus grows) it first times the I/O floor (copying the feature file: the bytes
+any conversion reads and about those it writes), then runs the `ActivitynetCaptions` builder
+once per `--runs` entry: `plain` (TFDS without Beam, one process), `beamN` (Apache Beam's
+DirectRunner in multi-processing mode with N worker processes, what `hvt-prepare
+--num-workers N` runs) and prints videos/s and MB/s (feature bytes read from the HDF5 per
+second, and shard bytes written per second), checks that every run wrote the same examples
+(a digest of each split's records, in order, re-serialized deterministically), and reads
+every split back through `hvt_jax.input.reader.load_split`, printing examples/s. A table of
+every size and run ends the output. `--file-format array_record` writes ArrayRecord shards
+instead and also times random access (`as_data_source()[i]` at random i). TensorFlow and
+Beam are imported before the clock starts; Beam's worker start-up is part of the measured
+time, as it is for a user. Inputs and outputs take about 0.3 MB per video under `--tmp-dir`
+(default: the system temp dir), times (1 + number of runs); one size at a time.
 
-    python benchmarks/bench_convert.py --num-videos 1000 [--runs plain beam1 beam2]
+    python benchmarks/bench_convert.py [--num-videos 1000 10000] [--runs plain beam1 beam2]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import string
 import sys
 import tempfile
@@ -88,27 +92,40 @@ def generate(root: pathlib.Path, num_videos: int, dim: int, min_rows: int, max_r
   return files, feature_bytes
 
 
-def _shard_digests(path: str) -> dict[str, str]:
-  """{shard name: sha256 of its records, each re-serialized deterministically}.
+def _split_digests(path: str) -> dict[str, str]:
+  """{split: sha256 of its records in order (shard by shard), each re-serialized
+  deterministically}.
 
   Protobuf writes an Example's feature map in an order that may differ between processes, so
-  raw bytes are not comparable across runs; the parsed-and-reserialized records are.
+  raw bytes are not comparable across runs; the parsed-and-reserialized records are. Splits,
+  not shards: the plain path and Beam may cut a split into shards differently.
   """
   import tensorflow as tf
 
-  out = {}
+  digests = {}
   for p in sorted(pathlib.Path(path).glob("*-of-*")):
+    split = p.name.split("-", 1)[1].split(".", 1)[0]
     if ".tfrecord" in p.name:
       records = (r.numpy() for r in tf.data.TFRecordDataset(os.fspath(p)))
     else:
       from array_record.python import array_record_module
       reader_ = array_record_module.ArrayRecordReader(os.fspath(p))
       records = iter(reader_.read_all())
-    digest = hashlib.sha256()
+    digest = digests.setdefault(split, hashlib.sha256())
     for record in records:
       digest.update(tf.train.Example.FromString(record).SerializeToString(deterministic=True))
-    out[p.name] = digest.hexdigest()
-  return out
+  return {split: d.hexdigest() for split, d in digests.items()}
+
+
+def _copy_seconds(src: pathlib.Path, dst: pathlib.Path) -> float:
+  """Seconds to copy a file in 16 MiB reads and writes (the I/O floor of a conversion)."""
+  t0 = time.perf_counter()
+  with open(src, "rb") as fin, open(dst, "wb") as fout:
+    while chunk := fin.read(16 << 20):
+      fout.write(chunk)
+  seconds = time.perf_counter() - t0
+  dst.unlink()
+  return seconds
 
 
 def _dir_bytes(path: str) -> int:
@@ -127,7 +144,7 @@ def _beam_options(run: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-  parser.add_argument("--num-videos", type=int, default=10_000)
+  parser.add_argument("--num-videos", type=int, nargs="+", default=[1_000, 10_000])
   parser.add_argument("--runs", nargs="+", default=["plain", "beam1", "beam2"],
                       help="plain (TFDS without Beam) and/or beamN (DirectRunner, N processes)")
   parser.add_argument("--file-format", default="tfrecord", choices=("tfrecord", "array_record"))
@@ -145,14 +162,37 @@ def main(argv: list[str] | None = None) -> None:
   if any(run != "plain" for run in args.runs):
     import apache_beam  # pylint: disable=unused-import
 
+  table = []
+  for num_videos in args.num_videos:
+    for run, rate in _bench_size(args, num_videos):
+      table.append((num_videos, run, rate))
+  print("\nvideos  run  videos/s")
+  for num_videos, run, rate in table:
+    print(f"{num_videos:>6}  {run}  {rate:.1f}")
+  for run in ["copy floor", *args.runs]:
+    rates = [(n, r) for n, k, r in table if k == run]
+    if len(rates) > 1:
+      (n0, r0), (n1, r1) = rates[0], rates[-1]
+      print(f"{run}: {n1} videos at {r1 / r0:.2f}x the rate of {n0} videos")
+
+
+def _bench_size(args: argparse.Namespace, num_videos: int) -> list[tuple[str, float]]:
+  """Generates `num_videos` videos, times the I/O floor and each run; (run, videos/s)."""
+  import tensorflow_datasets as tfds
+
+  rates = []
   with tempfile.TemporaryDirectory(prefix="bench_convert-", dir=args.tmp_dir) as tmp:
     root = pathlib.Path(tmp)
     t0 = time.perf_counter()
-    files, feature_bytes = generate(root, args.num_videos, args.dim, args.min_rows,
+    files, feature_bytes = generate(root, num_videos, args.dim, args.min_rows,
                                     args.max_rows, args.dtype, args.seed)
-    print(f"generated {args.num_videos} videos, {feature_bytes / 1e6:.0f} MB of features in "
+    print(f"generated {num_videos} videos, {feature_bytes / 1e6:.0f} MB of features in "
           f"{time.perf_counter() - t0:.1f} s")
-    dataset_dir, first_shards = None, None
+    seconds = _copy_seconds(root / "c3d.hdf5", root / "copy.hdf5")
+    rates.append(("copy floor", num_videos / seconds))
+    print(f"I/O floor (copying c3d.hdf5): {seconds:.1f} s = {num_videos / seconds:.1f} "
+          f"videos/s, {feature_bytes / 1e6 / seconds:.1f} MB/s")
+    dataset_dir, first = None, None
     for run in args.runs:
       out = root / f"out_{run}"
       make = functools.partial(activitynet_captions.make_plan, annotation_files=files,
@@ -164,13 +204,16 @@ def main(argv: list[str] | None = None) -> None:
                                        file_format=args.file_format, verbose=False)
       seconds = time.perf_counter() - t0
       written = sum(reader.load_metadata(dataset_dir)["splits"].values())
-      shards = _shard_digests(dataset_dir)
-      if first_shards is not None and shards != first_shards:
+      digests = _split_digests(dataset_dir)
+      if first is not None and digests != first:
         raise SystemExit(f"run {run} wrote other examples than run {args.runs[0]}")
-      first_shards = first_shards or shards
+      first = first or digests
+      rates.append((run, written / seconds))
       print(f"convert {run} ({args.file_format}): {written} videos in {seconds:.1f} s = "
             f"{written / seconds:.1f} videos/s, {feature_bytes / 1e6 / seconds:.1f} MB/s "
             f"features read, {_dir_bytes(dataset_dir) / 1e6 / seconds:.1f} MB/s shards written")
+      if run != args.runs[-1]:
+        shutil.rmtree(out)  # Keeps the disk footprint at one output.
     meta = reader.load_metadata(dataset_dir)
     t0 = time.perf_counter()
     count = 0
@@ -195,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
       seconds = time.perf_counter() - t0
       print(f"random access (as_data_source()[i]): {len(picks)} examples in {seconds:.2f} s = "
             f"{len(picks) / seconds:.1f} examples/s")
+  return rates
 
 
 if __name__ == "__main__":

@@ -15,12 +15,19 @@ canonical record (the README's canonical schema), counting its repairs and skips
 - validates each record against the spec (`validate_record`: feature dims, shapes, finite
   values, `len(sentences) == len(tokens) == S`, token ids inside the vocabulary) and raises a
   `ValueError` naming the video and the field on the first bad record;
-- encodes it with the `FeaturesDict` of the canonical schema (`make_features`), in input
-  order (`disable_shuffling`: the example key is the item's position);
+- serializes it as the `tf.train.Example` of the `FeaturesDict` of the canonical schema
+  (`make_features`), equal byte for byte to what TFDS's generic serializer writes after its
+  deterministic re-serialization (`serialize_record`, ~4x faster), in input order
+  (`disable_shuffling`);
+- cuts each split into shards before building it: runs of consecutive items (`shard_runs`:
+  `num_shards`, or TFDS's size-based count for the size the first items' records imply),
+  each run's kept records one shard, written as they are built: nothing is held in a buffer,
+  spilled or sent through a shuffle, so the cost per video does not grow with the corpus;
 - runs `build` in this process (plain TFDS), or as an Apache Beam pipeline when beam options
   are given (`tfds build --beam_pipeline_options=...`, `hvt-prepare --num-workers N` = the
-  local DirectRunner in multi-processing mode, `--beam-options` for Dataflow / Flink / Spark).
-  Both paths write the same examples, record for record;
+  local DirectRunner in multi-processing mode, `--beam-options` for Dataflow / Flink / Spark):
+  a plain pipeline whose elements are the runs, each built and written by one worker. Both
+  paths write the same shards, record for record;
 - counts every repair and skip with its reason and the first example ids exactly under both
   paths: each item's counts travel with a small per-item report (under Beam a side output of
   JSON lines next to the shards, read back and deleted when the pipeline has finished), and
@@ -31,8 +38,9 @@ canonical record (the README's canonical schema), counting its repairs and skips
   dataset dir, so they appear together with the shards or not at all.
 
 A split whose every item is skipped cannot be stored (TFDS cannot write an empty split): it is
-found before anything is written (records are built until the split's first kept one; under
-Beam that look-ahead only decides, the pipeline builds every record), and then either the
+found before anything is written (records are built until the split's first kept one and at
+least `SIZE_SAMPLE` items; under Beam that look-ahead only decides, the pipeline builds every
+record), and then either the
 conversion fails with the repairs and skips so far (`empty_splits="error"`) or the split is
 left out, counted (`SPLIT_EMPTY`, example id = the split name) and listed in
 metadata["empty_splits"] (`"drop"`). Corpus splits (`DatasetSpec.corpus_splits`) may hold
@@ -47,9 +55,12 @@ re-running replaces the previous one (the old one stays until the new one is com
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
@@ -372,6 +383,167 @@ def _instances(record: dict) -> dict:
   return {"segments": segments, "labels": list(labels)}
 
 
+# ----------------------------------------------------------------------------------------
+# Serialized examples and shards: the plain path writes them itself.
+#
+# An example is the `tf.train.Example` that TFDS's own serializer builds from `make_features`
+# (the generic `ExampleSerializer`, ~1 ms a video in Python), written here directly in the
+# protobuf wire format: equal byte for byte to its `SerializeToString(deterministic=True)`
+# (map entries sorted by key), which is how TFDS and tf.data decode it.
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _varint(value: int) -> bytes:
+  """Protobuf's base-128 varint of an int >= 0."""
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _bytes_feature(values: Iterable[bytes | memoryview]) -> list:
+  """A `Feature` holding a `BytesList` of `values`, as [size, *chunks]."""
+  chunks, size = [], 0
+  for value in values:
+    head = b"\x0a" + _varint(len(value))  # BytesList.value
+    chunks += (head, value)
+    size += len(head) + len(value)
+  head = b"\x0a" + _varint(size)  # Feature.bytes_list
+  return [len(head) + size, head, *chunks]
+
+
+def _int64_feature(values: np.ndarray) -> list:
+  """A `Feature` holding an `Int64List` of `values` (ints >= 0, packed), as [size, *chunks]."""
+  if values.size and values.max() < 0x80:
+    packed = values.astype(np.uint8).tobytes()
+  else:
+    packed = b"".join(map(_varint, values.tolist()))
+  int64_list = b"\x0a" + _varint(len(packed)) + packed if packed else b""  # Int64List.value
+  head = b"\x1a" + _varint(len(int64_list))  # Feature.int64_list
+  return [len(head) + len(int64_list), head, int64_list]
+
+
+def _raw(array: np.ndarray, dtype: str) -> memoryview:
+  """The little-endian bytes of `array` as `dtype` (no copy when it already is)."""
+  return memoryview(np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8))
+
+
+def serialize_record(rec: dict) -> bytes:
+  """The serialized `tf.train.Example` of a validated record (`validate_record`'s output).
+
+  Equal byte for byte to `SerializeToString(deterministic=True)` of the example TFDS's
+  generic serializer builds from `make_features(modalities)` (tests/test_convert_fast.py
+  compares them), so `tfds.load`, `tfds.builder_from_directory` and the reader decode it.
+
+  Returns:
+    The example's bytes.
+  """
+  tokens = rec["tokens"]
+  features = {
+      "video_id": _bytes_feature([rec["video_id"].encode("utf-8")]),
+      "duration": _bytes_feature([_raw(np.float64(rec["duration"]), "<f8")]),
+      "split": _bytes_feature([rec["split"].encode("utf-8")]),
+      "label": _bytes_feature([rec["label"].encode("utf-8")]),
+      "segments": _bytes_feature([_raw(rec["segments"], "<f8")]),
+      "sentences": _bytes_feature([s.encode("utf-8") for s in rec["sentences"]]),
+      "tokens/ragged_flat_values": _int64_feature(
+          np.concatenate(tokens) if tokens else np.zeros(0, np.int64)),
+      "tokens/ragged_row_lengths_0": _int64_feature(np.array([len(t) for t in tokens],
+                                                             np.int64)),
+      "instances/segments": _bytes_feature([_raw(rec["instances"]["segments"], "<f8")]),
+      "instances/labels": _bytes_feature([l.encode("utf-8")
+                                          for l in rec["instances"]["labels"]]),
+  }
+  for m, array in rec["features"].items():
+    features[f"features/{m}"] = _bytes_feature([_raw(array, "<f4")])
+    features[f"timestamps/{m}"] = _bytes_feature([_raw(rec["timestamps"][m], "<f4")])
+  chunks, size = [], 0
+  for key in sorted(features):  # Deterministic serialization: map entries sorted by key.
+    feature_size, *feature = features[key]
+    name = key.encode("ascii")
+    entry_head = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(feature_size)
+    entry_size = len(entry_head) + feature_size  # Map entry: key (1), value (2).
+    head = b"\x0a" + _varint(entry_size)  # Features.feature
+    chunks += (head, entry_head, *feature)
+    size += len(head) + entry_size
+  return b"".join([b"\x0a", _varint(size), *chunks])  # Example.features
+
+
+# Items built before a split is written: their serialized sizes estimate the split's size,
+# which sets the shard count when none is given.
+SIZE_SAMPLE = 32
+
+
+def shard_runs(num_items: int, num_shards: int | None, sample: Sequence[int | None]) -> list[int]:
+  """Where a split's shards end: the end position of each run of consecutive plan items.
+
+  Each run's kept records form one shard, so every writer (this process, Beam workers) cuts a
+  split alike and before building it. With `num_shards` N the items are cut into N runs
+  (`shard_utils.get_shard_boundaries`, as TFDS cuts records); without it N is TFDS's size-based
+  count (`ShardConfig.calculate_number_shards`: shards of 64 MiB to 1 GiB) for the size the
+  first items' records imply. A run without kept records adds no shard, so N is an upper
+  bound and no shard is empty.
+
+  Args:
+    num_items: the split's items (> 0).
+    num_shards: shards asked for, or None.
+    sample: serialized size of each of the first items' records (None: skipped), at least
+      one kept.
+
+  Returns:
+    Increasing end positions; the last is `num_items`.
+  """
+  if num_shards is None:
+    kept = [size for size in sample if size is not None]
+    num_shards = shard_utils.ShardConfig.calculate_number_shards(
+        total_size=int(sum(kept) / len(sample) * num_items),
+        num_examples=max(1, int(len(kept) / len(sample) * num_items)))
+  return list(shard_utils.get_shard_boundaries(num_items, min(num_shards, num_items)))
+
+
+def _incomplete_shard(prefix: str, run: int) -> epath.Path:
+  return epath.Path(f"{prefix}.incomplete-run-{run:05d}")
+
+
+def write_run(records: Iterable[tuple[int, bytes]], path: epath.PathLike,
+              example_writer: Any) -> tuple[int, int]:
+  """Writes serialized records into one shard file; returns (records, bytes without framing)."""
+  count = size = 0
+
+  def counted():
+    nonlocal count, size
+    for position, data in records:
+      count += 1
+      size += len(data)
+      yield position, data
+
+  example_writer.write(path, counted())
+  return count, size
+
+
+def finish_split(split: str, template: Any, runs: Mapping[int, tuple[int, int]]) -> Any:
+  """Renames a split's run files (`write_run`, temporary names) to TFDS's shard names.
+
+  Args:
+    split: the split name.
+    template: the builder's `naming.ShardedFileTemplate`.
+    runs: run index -> (records, bytes) of each run that holds records.
+
+  Returns:
+    The split's `tfds.core.SplitInfo` (shard lengths, bytes without the TFRecord framing).
+  """
+  template = template.replace(split=split)
+  order = sorted(runs)
+  for index, run in enumerate(order):
+    _incomplete_shard(template.filepath_prefix(), run).rename(
+        template.sharded_filepath(shard_index=index, num_shards=len(order)))
+  return tfds.core.SplitInfo(name=split, shard_lengths=[runs[r][0] for r in order],
+                             num_bytes=sum(runs[r][1] for r in order),
+                             filename_template=template)
+
+
 def unknown_token_id(spec: DatasetSpec) -> int | None:
   """The id of the tokenizer's unknown token ("<unk>" or WordPiece "[UNK]"), None if absent."""
   token = "<unk>" if spec.tokenizer == "word" else "[UNK]"
@@ -443,8 +615,8 @@ def record_info(rec: dict, spec: DatasetSpec, unk_id: int | None) -> dict:
 
 
 def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
-                  position_item: tuple[int, Any]) -> tuple[tuple[int, dict] | None, dict]:
-  """Builds, validates and reports one work item (in this process or a Beam worker).
+                  position_item: tuple[int, Any]) -> tuple[tuple[int, bytes] | None, dict]:
+  """Builds, validates, serializes and reports one work item (here or in a Beam worker).
 
   Args:
     build: the plan's record builder (None: the item is a record).
@@ -454,7 +626,7 @@ def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id:
     position_item: (position among the split's items, item).
 
   Returns:
-    ((position, example for the `FeaturesDict`) or None when skipped, report) where report =
+    ((position, serialized example) or None when skipped, report) where report =
     {"position", "counts": SkipCounter.summary() (only when something was counted), "info":
     `record_info` (only for a kept record)}; JSON-serialisable.
 
@@ -471,26 +643,36 @@ def build_example(build: Callable | None, spec: DatasetSpec, split: str, unk_id:
     return None, report
   rec = validate_record(record, spec, split)
   report["info"] = record_info(rec, spec, unk_id)
-  return (position, rec), report
+  return (position, serialize_record(rec)), report
 
 
-def _beam_split(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
-                items: Sequence[Any], report_prefix: str):
-  """The Beam transform of one split: examples to TFDS, per-item reports to JSON lines."""
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+def _build_run(build: Callable | None, spec: DatasetSpec, split: str, unk_id: int | None,
+               prefix: str, reports_dir: str, example_writer: Any, items: Sequence[Any],
+               bounds: Sequence[int], index: int) -> None:
+  """A Beam worker's element, run `index` of a split: builds its items (those before
+  `bounds[index]`, after the previous run's) into its shard file when any record is kept,
+  and writes `<reports_dir>/<split>-<index>.jsonl`: {"run", "records", "bytes"} when it wrote
+  a shard, then one report per item. A retried element rewrites both files alike."""
+  start = bounds[index - 1] if index else 0
+  reports = []
 
-  def build_one(position_item):
-    return build_example(build, spec, split, unk_id, position_item)
+  def kept():
+    for position in range(start, bounds[index]):
+      example, report = build_example(build, spec, split, unk_id, (position, items[position]))
+      reports.append(report)
+      if example is not None:
+        yield example
 
-  @beam.ptransform_fn
-  def transform(root):
-    results = (root | "Items" >> beam.Create(list(enumerate(items)))
-               | "Build" >> beam.Map(build_one))
-    _ = (results | "Reports" >> beam.Map(lambda r: json.dumps(r[1], sort_keys=True))
-         | "WriteReports" >> beam.io.WriteToText(report_prefix, file_name_suffix=".jsonl"))
-    return results | "Examples" >> beam.FlatMap(lambda r: [] if r[0] is None else [r[0]])
-
-  return transform()  # pylint: disable=no-value-for-parameter
+  records = iter(kept())
+  first = next(records, None)  # No file for a run without records.
+  lines = []
+  if first is not None:
+    count, size = write_run(_chain([first], records), _incomplete_shard(prefix, index),
+                            example_writer)
+    lines.append(json.dumps({"run": index, "records": count, "bytes": size}))
+  lines += [json.dumps(r, sort_keys=True) for r in reports]
+  (epath.Path(reports_dir) / f"{split}-{index:05d}.jsonl").write_text(
+      "".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
@@ -609,12 +791,66 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
     self._beam = (download_config.beam_runner is not None
                   or download_config.beam_options is not None)
-    download_config = _DownloadConfig(**{f.name: getattr(download_config, f.name)
-                                         for f in dataclasses.fields(download_config)})
     super()._download_and_prepare(dl_manager, download_config)
     self._finalize()
 
-  def _split_generators(self, dl_manager):
+  def _generate_splits(self, dl_manager, download_config):
+    """Writes every split's shards; returns their `SplitInfo`s.
+
+    Shards are runs of the plan's items (`shard_runs`), each written as its records are
+    built, here (one after the other) or one Beam element per run: no example crosses a
+    shuffle, is held in a buffer or written twice. Records are serialized by
+    `serialize_record`, not TFDS's generic serializer.
+    """
+    splits = self._plan_splits(dl_manager, download_config.num_shards)
+    example_writer = self._example_writer()
+    if self._beam:
+      return self._write_on_beam(splits, download_config, example_writer)
+    infos = []
+    for split, (bounds, head, rest) in splits.items():
+      records = tfds.core.utils.tqdm(
+          self._generate(split, head, rest), desc=f"Generating {split} examples...",
+          unit=" examples", total=bounds[-1], leave=False, mininterval=1.0)
+      if download_config.max_examples_per_split is not None:
+        records = itertools.islice(records, download_config.max_examples_per_split)
+      template = self._get_filename_template(split_name=split)
+      prefix = template.filepath_prefix()
+      runs = {}
+      for run, group in itertools.groupby(records, key=lambda r: bisect.bisect_right(bounds,
+                                                                                    r[0])):
+        runs[run] = write_run(group, _incomplete_shard(prefix, run), example_writer)
+      infos.append(finish_split(split, template, runs))
+    return infos
+
+  def _write_on_beam(self, splits: dict, download_config, example_writer) -> list:
+    """One plain Beam pipeline for every split: a `Create` of the runs, each built and written
+    by one worker with its per-item reports as JSON lines beside the shards."""
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+    options = download_config.beam_options or pipeline_options.PipelineOptions()
+    options.view_as(pipeline_options.TypeOptions).pipeline_type_check = False
+    plan, unk_id = self._plan, unknown_token_id(self._plan.spec)
+    templates = {split: self._get_filename_template(split_name=split) for split in splits}
+    reports_dir = epath.Path(self.data_dir) / _REPORTS_DIR
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    with beam.Pipeline(runner=download_config.beam_runner, options=options) as pipeline:
+      for split, (bounds, _, _) in splits.items():
+        # The elements are run indices: the items travel once with the function, and Beam
+        # does not infer a type from (walk) every annotation.
+        write = functools.partial(_build_run, plan.build, plan.spec, split, unk_id,
+                                  templates[split].filepath_prefix(), os.fspath(reports_dir),
+                                  example_writer, list(plan.items[split]), bounds)
+        _ = (pipeline | f"{split}/Runs" >> beam.Create(range(len(bounds)))
+             | f"{split}/Build" >> beam.Map(write))
+    runs = self._read_beam_reports()
+    return [finish_split(split, templates[split], runs.get(split, {})) for split in splits]
+
+  def _split_generators(self, dl_manager):  # Unused: _plan_splits prepares the splits.
+    raise AssertionError("HvtBuilder._generate_splits writes the splits itself")
+
+  def _plan_splits(self, dl_manager, num_shards: int | None) -> dict[str, tuple]:
+    """Plans every split: split -> (shard run ends, (example, report) results built ahead,
+    iterator of the remaining results), after the empty-split rules (module docstring)."""
     if self._plan is None:
       manual_dir = (pathlib.Path(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS
                     else None)
@@ -630,21 +866,20 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if plan.spec.name != self.name:
       raise ValueError(f"plan for dataset {plan.spec.name!r} given to builder {self.name!r}")
     unk_id = unknown_token_id(plan.spec)
-    generators = {}
+    splits = {}
     for split, items in plan.items.items():
       results = map(lambda pi, s=split: build_example(plan.build, plan.spec, s, unk_id, pi),
                     enumerate(items))
       head: list = []
-      for result in results:  # Up to the split's first kept record.
+      kept = False
+      for result in results:  # The size sample, up to the split's first kept record.
         head.append(result)
-        if result[0] is not None:
+        kept = kept or result[0] is not None
+        if kept and len(head) >= SIZE_SAMPLE:
           break
-      if head and head[-1][0] is not None:
-        if self._beam:
-          prefix = os.path.join(self.data_dir, _REPORTS_DIR, split)
-          generators[split] = _beam_split(plan.build, plan.spec, split, unk_id, items, prefix)
-        else:
-          generators[split] = self._generate(split, head, results)
+      if kept:
+        sample = [None if example is None else len(example[1]) for example, _ in head]
+        splits[split] = (shard_runs(len(items), num_shards, sample), head, results)
         continue
       # Every item was skipped: TFDS cannot store the split.
       self._reports[split] = [report for _, report in head]
@@ -655,7 +890,7 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise ValueError(f"split {split!r} of {plan.spec.name!r} has no records to write; "
                          f"repairs and skips so far:\n{so_far.format_table()}")
       self._dropped.append(split)
-    if not generators:
+    if not splits:
       so_far = SkipCounter()
       so_far.merge(self.counter)
       for split in self._dropped:
@@ -663,17 +898,17 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         so_far.skip(SPLIT_EMPTY, split)
       raise ValueError(f"no split of {plan.spec.name!r} has records to write (splits "
                        f"{sorted(plan.items)}); repairs and skips:\n{so_far.format_table()}")
-    return generators
+    return splits
 
-  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, dict]]:
+  def _generate(self, split: str, head: list, rest: Iterator) -> Iterator[tuple[int, bytes]]:
     reports = self._reports.setdefault(split, [])
     for example, report in _chain(head, rest):
       reports.append(report)
       if example is not None:
         yield example
 
-  def _generate_examples(self, **kwargs):  # Unused: _split_generators returns the generators.
-    raise AssertionError("HvtBuilder._split_generators returns its generators")
+  def _generate_examples(self, **kwargs):  # Unused: _generate_splits writes the splits.
+    raise AssertionError("HvtBuilder._generate_splits writes the splits itself")
 
   def _merged_counts(self, split: str) -> SkipCounter:
     counter = SkipCounter()
@@ -682,20 +917,23 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         counter.merge(report["counts"])
     return counter
 
-  def _read_beam_reports(self) -> None:
+  def _read_beam_reports(self) -> dict[str, dict[int, tuple[int, int]]]:
+    """Collects a Beam build's per-item reports; returns split -> run -> (records, bytes)."""
     directory = epath.Path(self.data_dir) / _REPORTS_DIR
-    if not directory.exists():
-      return
+    runs: dict[str, dict[int, tuple[int, int]]] = {}
     for path in sorted(directory.iterdir()):
       split = path.name.split("-", 1)[0]
-      lines = path.read_text(encoding="utf-8").splitlines()
-      self._reports.setdefault(split, []).extend(json.loads(line) for line in lines if line)
+      for line in path.read_text(encoding="utf-8").splitlines():
+        report = json.loads(line)
+        if "run" in report:
+          runs.setdefault(split, {})[report["run"]] = (report["records"], report["bytes"])
+        else:
+          self._reports.setdefault(split, []).append(report)
     directory.rmtree()
+    return runs
 
   def _finalize(self) -> None:
     """Merges the item reports into the counter and writes metadata, vocab and extra files."""
-    if self._beam:
-      self._read_beam_reports()
     plan, spec = self._plan, self._plan.spec
     counts, sentences, instances, missing, unknown, split_counts = {}, {}, {}, {}, {}, {}
     for split in plan.items:
@@ -749,23 +987,6 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           raise ValueError(f"the writer of extra file {name!r} did not create {path}")
       else:
         path.write_bytes(bytes(content))
-
-
-@dataclasses.dataclass(frozen=True)
-class _AtMostShards(shard_utils.ShardConfig):
-  """`num_shards` as an upper bound: a split with fewer records gets one shard per record
-  (TFDS itself fails on a split with fewer records than shards)."""
-
-  def get_number_shards(self, total_size: int, num_examples: int, *args, **kwargs) -> int:
-    return max(1, min(super().get_number_shards(total_size, num_examples, *args, **kwargs),
-                      num_examples))
-
-
-@dataclasses.dataclass
-class _DownloadConfig(tfds.download.DownloadConfig):
-
-  def get_shard_config(self) -> shard_utils.ShardConfig:
-    return _AtMostShards(**dataclasses.asdict(super().get_shard_config()))
 
 
 def _chain(head: list, rest: Iterator) -> Iterator:
@@ -836,7 +1057,7 @@ def prepare(builder_cls: type[HvtBuilder], output_dir: str, *, plan: Plan | None
     config: the builder config (or its name) when the builder has configs.
     counter: receives every repair and skip (the plan's own counts are already in it).
     manual_dir: the files of a `make_plan` build.
-    num_shards: shards per split (None: TFDS's size-based default).
+    num_shards: shards per split, at most (None: by the split's estimated size, `shard_runs`).
     num_workers: > 1 runs the record building on Beam's local DirectRunner with this many
       processes (`beam_pipeline_options`).
     beam_options: `tfds build`-style Beam pipeline options (any runner); overrides

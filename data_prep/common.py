@@ -935,7 +935,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
                            "--beam_pipeline_options` takes them (e.g. runner=DataflowRunner,"
                            "project=P,region=R,temp_location=gs://B/tmp)")
   parser.add_argument("--num-shards", type=int, default=None,
-                      help="shards per split (default: by size, 128 MiB each)")
+                      help="shards per split, at most (default: by size, 64 MiB to 1 GiB each)")
   if per is not None:
     parser.add_argument("--max-videos", type=int, default=None,
                         help=f"convert only the first N videos of each {per}")

@@ -95,30 +95,41 @@ class Hdf5FeatureSource(FeatureSource):
     return sorted(self._open().keys())
 
   def get(self, video_id: str) -> np.ndarray | None:
-    import h5py  # pylint: disable=g-import-not-at-top
-    f = self._open()
+    # Low-level h5py (object ids, not `Group`/`Dataset` objects): the high-level `in`, `[]`
+    # and `[()]` cost more than reading a [T, 500] array.
+    from h5py import h5d, h5g, h5o, h5s  # pylint: disable=g-import-not-at-top
+    fid = self._open().id
     where = f"{self.path}[{video_id!r}]"
     try:
-      if video_id not in f:
+      name = video_id.encode("utf-8")
+      if not h5g._path_valid(fid, name, None):  # pylint: disable=protected-access
         return None
-      node = f[video_id]
-      if isinstance(node, h5py.Group):
+      node = h5o.open(fid, name)
+      if isinstance(node, h5g.GroupID):
         if self.key is not None:
-          if self.key not in node:
+          key = self.key.encode("utf-8")
+          if not h5g._path_valid(node, key, None):  # pylint: disable=protected-access
             return None
-          node, where = node[self.key], f"{self.path}[{video_id!r}][{self.key!r}]"
+          node, where = h5o.open(node, key), f"{self.path}[{video_id!r}][{self.key!r}]"
         else:
-          names = list(node.keys())
+          names = [n.decode("utf-8") for n in node]
           if len(names) != 1:
             raise FeatureFileError(f"{where} is a group with entries {names[:10]}: pass the "
                                    "feature key (e.g. --feature-key c3d_features)")
-          node, where = node[names[0]], f"{self.path}[{video_id!r}][{names[0]!r}]"
-      if not isinstance(node, h5py.Dataset):
+          node = h5o.open(node, names[0].encode("utf-8"))
+          where = f"{self.path}[{video_id!r}][{names[0]!r}]"
+      if not isinstance(node, h5d.DatasetID):
         raise FeatureFileError(f"{where} is not an array dataset")
-      return _as_rows(node[()], where)
+      if node.dtype.kind not in "fiu":
+        raise FeatureFileError(f"{where}: expected a numeric [T, D] array, got dtype "
+                               f"{node.dtype}")
+      array = np.empty(node.shape, node.dtype)
+      if array.size:
+        node.read(h5s.ALL, h5s.ALL, array)
+      return _as_rows(array, where)
     except FeatureFileError:
       raise
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
       # h5py reports truncated or corrupt chunks as OSError/KeyError while reading.
       raise FeatureFileError(f"cannot read {where} (key {self.key!r}): {e}") from e
 
