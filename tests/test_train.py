@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from hvt_jax import checkpoints, train
+from hvt_jax import checkpoints, flops, train
 from hvt_jax.input import pipeline
 from tests import data_fixtures, tiny_data
 
@@ -123,9 +123,59 @@ def test_checkpoint_restore_gives_identical_next_step(data_dir, tmp_path):
                jax.device_get(expected), jax.device_get(got))
 
 
-def test_resume_continues_exactly(data_dir, tmp_path):
-  straight = tmp_path / "straight"
-  train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(straight))
+class _Recorder:
+  """A metric writer that keeps every scalar it is given (and forwards to the real one)."""
+
+  def __init__(self, inner):
+    self.inner, self.scalars = inner, {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.setdefault(step, {}).update(scalars)
+    self.inner.write_scalars(step, scalars)
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_dir, tmp_path_factory):
+  """A 4-step run with an evaluation at the end: (its workdir, {step: scalars logged})."""
+  workdir = tmp_path_factory.mktemp("straight")
+  recorders = []
+  create = train.metric_writers.create_default_writer
+
+  def recording(*args, **kwargs):
+    recorders.append(_Recorder(create(*args, **kwargs)))
+    return recorders[-1]
+
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(train.metric_writers, "create_default_writer", recording)
+    train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(workdir))
+  return workdir, recorders[0].scalars
+
+
+def test_trainer_and_evaluator_log_flops(data_dir, straight_run):
+  """The step's FLOPs (hvt_jax/flops.py), as XLA counts the compiled step on all devices,
+  its rate, and the evaluation's ranking FLOPs, time and rate next to its metrics."""
+  _, logged = straight_run
+  c = _config(data_dir)
+  s = train.setup(c)
+  state = train.init_state(s)
+  with jax.set_mesh(s.mesh):
+    compiled = train.make_train_step(s).lower(state, _first_batch(c, s)).compile()
+  want = flops.program_flops(compiled, s.mesh.size)
+  assert want > 0
+  assert logged[2]["perf/flops_per_step"] == want
+  assert logged[2]["perf/tflops_per_sec"] > 0
+  assert "perf/mfu" not in logged[2]                  # CPU: no known peak
+  val = logged[4]   # both directions score the same Q x N pairs
+  assert val["val/perf/ranking_flops"] > 0 and val["val/perf/ranking_seconds"] > 0
+  assert val["val/perf/ranking_tflops_per_sec"] == pytest.approx(
+      val["val/perf/ranking_flops"] / val["val/perf/ranking_seconds"] / 1e12)
+
+
+def test_resume_continues_exactly(data_dir, tmp_path, straight_run):
+  straight, _ = straight_run
   resumed = tmp_path / "resumed"
   train.train_and_evaluate(_config(data_dir, num_train_steps=2), str(resumed))
   train.train_and_evaluate(_config(data_dir, num_train_steps=4), str(resumed))
