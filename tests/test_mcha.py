@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 from flax import nnx
 
+from configs import mcha as mcha_configs
 from configs.mcha import demo as demo_config
 from hvt_jax import train
 from hvt_jax.evaluation import retrieval
@@ -368,6 +369,21 @@ def test_without_hrm_the_evaluator_ranks_locally_and_reports_no_weights(data_dir
   assert metrics["num_examples"] == 24 and 1.0 <= metrics["t2v/MdR"] <= 8.0
   assert not any(k.startswith("modality_weight/") for k in metrics)
   assert "weights" not in results
+
+
+def test_evaluator_with_blocks_from_memory_and_cut_captions(data_dir):
+  """The MCHA configs' retrieval evaluator (blocks 0: from memory; ``trim_tokens``) gives
+  the metrics of fixed blocks on padded captions (the LAM scoring: ``score="sum"``)."""
+  c = _config(data_dir, **{"model.score": "sum", "model.score_local_weight": 1.0,
+                           "mesh_devices": 1})
+  s = train.setup(c)
+  state, ctx = train.init_state(s), train.eval_context(s)
+  runs = [evaluators.RetrievalEvaluator(
+      ctx, "val", prefix="t2v", reverse_prefix="v2t", video_view="video",
+      query_view="caption", **options).run(state, 0)[0]
+      for options in (dict(query_block=3, cand_block=5),
+                      dict(trim_tokens=mcha_configs.TRIM_TOKENS))]
+  assert runs[0] == runs[1] and runs[0]["num_examples"] == 24
 
 
 def test_evaluator_protocol_matches_dense_numpy_ranking(stepped, tmp_path, monkeypatch):

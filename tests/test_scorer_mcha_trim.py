@@ -1,7 +1,7 @@
 """MCHA's caption padding cut per block of captions (``scorer.TokenTrim``): same ranks and
 top-K, scores within float32 reassociation (the local score's sums over words and its
 per-word matmuls run over a shorter axis), and bit-identical for the holistic score
-(no token axis)."""
+(no token axis). The MCHA configs' evaluator with both: tests/test_mcha.py."""
 
 import jax
 import numpy as np
@@ -70,26 +70,3 @@ def test_trimmed_captions_rank_as_padded(states, score, devices):
   got = np.asarray(jax.jit(preds["score"])(params, trim.cut(query, 8), cand))
   want = np.asarray(jax.jit(preds["score"])(params, query, cand))
   np.testing.assert_allclose(got[short], want[short], rtol=1e-6, atol=1e-6)
-
-
-def test_evaluator_with_blocks_from_memory_and_cut_captions(tmp_path):
-  """The MCHA configs' retrieval evaluator (blocks 0: from memory; ``trim_tokens``) gives
-  the metrics of fixed blocks on padded captions (the LAM scoring: ``score="sum"``)."""
-  from configs.mcha import demo as demo_config  # pylint: disable=g-import-not-at-top
-  from hvt_jax import train  # pylint: disable=g-import-not-at-top
-  from hvt_jax.cli import prepare  # pylint: disable=g-import-not-at-top
-  from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
-
-  c = demo_config.get_config("runlocal")
-  c.input.data_dir = prepare.prepare(["demo", "--variant", "experts", "--output",
-                                      str(tmp_path), "--num-train", "8", "--num-val", "8"])
-  c.update_from_flattened_dict({"model.score": "sum", "model.score_local_weight": 1.0,
-                                "mesh_devices": 1})
-  s = train.setup(c)
-  state, ctx = train.init_state(s), train.eval_context(s)
-  runs = [evaluators.RetrievalEvaluator(
-      ctx, "val", prefix="t2v", reverse_prefix="v2t", video_view="video",
-      query_view="caption", **options).run(state, 0)[0]
-      for options in (dict(query_block=3, cand_block=5),
-                      dict(trim_tokens=mcha_configs.TRIM_TOKENS))]
-  assert runs[0] == runs[1] and runs[0]["num_examples"] >= 8
