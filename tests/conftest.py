@@ -61,3 +61,14 @@ def each_annotations(request) -> tuple[str, pathlib.Path]:
   """("excerpt" | "full", root): the test runs on the excerpts and on the full files."""
   fixture = "annotations" if request.param == "excerpt" else "full_annotations"
   return request.param, request.getfixturevalue(fixture)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """The default tiny dataset (``tests/tiny_data.write``: HSE's word vocabulary, splits
+  "train" and "val"), written once per session (read-only). A module that needs another
+  dataset defines its own ``data_dir``."""
+  from tests import tiny_data  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("tiny")
+  tiny_data.write(str(out))
+  return str(out)

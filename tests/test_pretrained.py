@@ -15,13 +15,6 @@ from hvt_jax.models import layers, text
 from tests import tiny_data
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("tiny")
-  tiny_data.write(str(out))
-  return str(out)
-
-
 def _config(data_dir, **kw):
   c = hse_demo.get_config("runlocal")
   c.input.data_dir = data_dir

@@ -24,13 +24,6 @@ from tests import data_fixtures, tiny_data
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("tiny")
-  tiny_data.write(str(out))
-  return str(out)
-
-
 def _config(data_dir, model="hse", **overrides):
   return tiny_data.hse_config(data_dir, model, **overrides)
 

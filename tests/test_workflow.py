@@ -25,13 +25,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("tiny")
-  tiny_data.write(str(out))
-  return str(out)
-
-
 def _config(data_dir, **overrides):
   return tiny_data.hse_config(data_dir, **overrides)
 
