@@ -160,25 +160,49 @@ def _count_compiles(event: str, secs: float, **_) -> None:
     COMPILES.append(secs)
 
 
-def time_steps(s, config, state, label: str) -> tuple[float, Any]:
-  """Runs ``ARGS.steps`` + 1 steps (the first compiles) on consecutive batches; prints them."""
-  step_fn = train.make_train_step(s)
+def time_steps(s, config, variants: dict[str, Any]) -> dict[str, list[float]]:
+  """Times each variant's step on the same consecutive batches, interleaved (A B A B ...) so
+  that a shared machine's load hits all alike. ``variants``: label -> (step fn, state).
+
+  The first batch compiles (not timed); then ``ARGS.steps`` timed steps per variant.
+  Returns label -> step seconds.
+  """
   batches = pipeline.iterate(pipeline.train_dataset(config, 0), s.mesh,
                              pipeline.get_view(config.model.name))
-  first = len(COMPILES)
-  times = []
+  states = {k: state for k, (_, state) in variants.items()}
+  times = {k: [] for k in variants}
   with jax.set_mesh(s.mesh):
     for i in range(ARGS.steps + 1):
       batch, _ = next(batches)
-      t = time.perf_counter()
-      state, metrics = step_fn(state, batch)
-      jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - t)
-  step_s = float(np.median(times[1:]))
-  print(f"{label:28s} step_s (median) {step_s:6.2f}   steps: "
-        f"{', '.join(f'{x:.2f}' for x in times[1:])}   first (compiles) {times[0]:.1f} s   "
-        f"compiles {len(COMPILES) - first}", flush=True)
-  return step_s, state
+      for label, (step_fn, _) in variants.items():
+        first = len(COMPILES)
+        t = time.perf_counter()
+        states[label], metrics = step_fn(states[label], batch)
+        jax.block_until_ready(metrics)
+        if i == 0:
+          print(f"{label:24s} first step (compiles) {time.perf_counter() - t:6.1f} s, "
+                f"compiles {len(COMPILES) - first}", flush=True)
+        else:
+          times[label].append(time.perf_counter() - t)
+  for label, ts in times.items():
+    print(f"{label:24s} step_s (median) {np.median(ts):6.2f}   steps: "
+          f"{', '.join(f'{x:.2f}' for x in ts)}", flush=True)
+  return times
+
+
+def _one_phase_step(s):
+  """The train step traced with one row phase: the GRU loops stop at the batch's longest
+  row (no per-row early exit)."""
+  step_fn = train.make_train_step(s)
+  phases = layers.row_phases
+
+  def step(state, batch):
+    layers.row_phases = lambda b: (b,)
+    try:
+      return step_fn(state, batch)
+    finally:
+      layers.row_phases = phases
+  return step
 
 
 def main():
@@ -206,18 +230,19 @@ def main():
     del compiled
     print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype}")
     print(f"compile_s        {compile_s:8.1f}")
-    results = {}
+    variants = {"per-row early exit": (train.make_train_step(s), state)}
     if ARGS.compare:
-      phases = layers.row_phases
-      layers.row_phases = lambda b: (b,)
-      try:
-        results["one phase"], state = time_steps(s, config, state, "one row phase (before)")
-      finally:
-        layers.row_phases = phases
-    results["row phases"], state = time_steps(s, config, state, "per-row early exit")
-    step_s = results["row phases"]
+      variants["one row phase (before)"] = (_one_phase_step(s), train.init_state(s))
+    n_compiles = len(COMPILES)
+    times = time_steps(s, config, variants)
+    print(f"compiles         {len(COMPILES) - n_compiles:8d}   (all timed steps, all variants; "
+          f"one per variant = one static shape)")
+    step_s = float(np.median(times["per-row early exit"]))
     if ARGS.compare:
-      print(f"speed-up         {results['one phase'] / step_s:8.2f}x")
+      ratios = [a / b for a, b in zip(times["one row phase (before)"],
+                                      times["per-row early exit"])]
+      print(f"speed-up         {np.median(ratios):8.2f}x  (per interleaved pair: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)})")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     mm = matmul_flops()
     print(f"steps/s          {1 / step_s:8.3f}")
