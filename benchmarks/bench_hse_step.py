@@ -197,7 +197,7 @@ def _one_phase_step(s):
   phases = layers.row_phases
 
   def step(state, batch):
-    layers.row_phases = lambda b: (b,)
+    layers.row_phases = lambda b, hidden: (b,)
     try:
       return step_fn(state, batch)
     finally:

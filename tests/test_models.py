@@ -234,11 +234,14 @@ def test_gru_custom_vjp_matches_autodiff(lengths):
                              rtol=1e-6, atol=1e-7)
 
 
-def test_gru_row_phases_match_autodiff_with_mixed_lengths():
+def test_gru_row_phases_match_autodiff_with_mixed_lengths(monkeypatch):
   # 40 rows run in 6 phases of shrinking row counts (40, 35, ..., 16) over length-sorted
   # rows; lengths in random order, incl. empty rows, a hole (a padded step before a valid
   # one keeps the state) and rows as long as the batch.
-  assert layers.row_phases(40) == (40, 35, 30, 25, 20, 16)
+  assert layers.row_phases(40, 5) == (40,)  # small GRUs: one phase
+  monkeypatch.setattr(layers, "MIN_PHASE_HIDDEN", 1)
+  assert layers.row_phases(40, 5) == (40, 35, 30, 25, 20, 16)
+  assert layers.row_phases(320, 1024)[-1] == 40 and layers.row_phases(8, 1024) == (8,)
   rng = np.random.default_rng(4)
   t, b, h = 7, 40, 5
   lengths = rng.integers(0, t + 1, size=b)

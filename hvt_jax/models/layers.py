@@ -121,17 +121,22 @@ def _gates(xp, h, w_h, b_h, dtype):
 # Per-row early exit: the recurrence sorts its rows by length and runs in phases of shrinking
 # static row counts, so a finished row stops costing matmul rows (PyTorch's packed sequences
 # do the same with dynamic shapes).
-ROW_PHASES = 8       # at most this many row counts (and while loops) per direction
-MIN_PHASE_ROWS = 16  # fewer rows than this save little: a step's cost is then reading w_h
+ROW_PHASES = 8          # at most this many row counts (and while loops) per direction
+MIN_PHASE_ROWS = 16     # fewer rows than this save little: a step's cost is then reading w_h
+MIN_PHASE_HIDDEN = 256  # smaller GRUs run one phase: their steps cost loop overhead, and
+                        # each phase is a while loop to compile (tiny test models)
 
 
-def row_phases(b: int) -> tuple[int, ...]:
+def row_phases(b: int, hidden: int) -> tuple[int, ...]:
   """The static row counts of the recurrence's phases for b rows, largest (b) first.
 
   The phase of ``rows[k]`` runs the steps at which more than ``rows[k + 1]`` (0 after the
   last) of the length-sorted rows are valid, on the first ``rows[k]`` rows: what is left
-  of the padding is at most about ``b / ROW_PHASES`` rows per step.
+  of the padding is at most about ``b / ROW_PHASES`` rows per step. One phase (``(b,)``)
+  when ``hidden < MIN_PHASE_HIDDEN``: the loops then stop at the batch's longest row.
   """
+  if hidden < MIN_PHASE_HIDDEN:
+    return (b,)
   floor = min(b, MIN_PHASE_ROWS)
   counts = {max(floor, -(-b * k // ROW_PHASES)) for k in range(1, ROW_PHASES + 1)}
   return tuple(sorted(counts, reverse=True))
@@ -150,10 +155,11 @@ def _row_order(mask_tb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return lengths[perm], perm, inv
 
 
-def _phases(sorted_len: jax.Array, b: int) -> list[tuple[int, jax.Array, jax.Array]]:
+def _phases(sorted_len: jax.Array, b: int,
+            hidden: int) -> list[tuple[int, jax.Array, jax.Array]]:
   """(rows, first step, end step) of each phase (``row_phases``), in time order."""
   padded = jnp.concatenate([sorted_len, jnp.zeros((1,), sorted_len.dtype)])
-  rows = row_phases(b)
+  rows = row_phases(b, hidden)
   return [(r, padded[r], padded[n]) for r, n in zip(rows, rows[1:] + (0,))]
 
 
@@ -193,7 +199,7 @@ def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
   mask_s = mask[:, perm]
   state = h0.astype(jnp.float32)[perm]
   bufs = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
-  for rows, start, end in _phases(sorted_len, b):
+  for rows, start, end in _phases(sorted_len, b, h):
     idx = perm[:rows]
 
     def body(t, carry, rows=rows, idx=idx):
@@ -230,7 +236,7 @@ def _gru_bwd(dtype, res, cotangents):
   d_out = jnp.where(valid, d_out, 0.0)
   w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
   d_xp = jnp.zeros((t_max, b, 3, h), jnp.float32)
-  for rows, start, end in reversed(_phases(sorted_len, b)):
+  for rows, start, end in reversed(_phases(sorted_len, b, h)):
 
     def body(i, carry, rows=rows, end=end):
       dh, d_xp = carry
