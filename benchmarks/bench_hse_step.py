@@ -1,13 +1,19 @@
-"""HSE train step at paper size: compile time, steps/s, examples/s, memory, FLOP/s.
+"""HSE train step at paper size: compile time and count, steps/s, examples/s, memory, FLOP/s.
 
     python benchmarks/bench_hse_step.py [--batch 64] [--steps 3] [--model hse|fse]
-        [--devices 1] [--dtype float32|bfloat16] [--input-examples 2000]
+        [--devices 1] [--dtype float32|bfloat16] [--input-examples 2000] [--compare]
 
 Paper size (issue #2): batch 64 videos, 3-5 clips of 20-40 frames, an 80-frame video
 context, sentences of 10-20 words, vocab 10k, dims 500/300, hidden 1024, τ = 5e-4.
 Prints the step's FLOPs from XLA's cost analysis divided by the measured step time next to
 a large matmul's FLOP/s on the same machine, and the input pipeline's examples/s from
 TFRecords (written to a temp dir in the canonical schema, read through the HSE view).
+
+The timed steps run the jitted train step on consecutive batches of the stream (their lengths
+differ); ``compiles`` counts XLA backend compilations from the first step on (1 = one static
+shape for every batch). The GRUs stop each row at its own length (``layers.row_phases``);
+``--compare`` first times the same batches with one phase (the loops stop at the batch's
+longest row, as before per-row early exit), in the same process.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import resource
 import sys
 import tempfile
 import time
+from typing import Any
 
 
 def _parse():
@@ -36,6 +43,8 @@ def _parse():
                       "paragraph are skipped by the GRU loops")
   p.add_argument("--input-examples", type=int, default=2000,
                  help="examples for the input-pipeline measurement (0 = skip)")
+  p.add_argument("--compare", action="store_true",
+                 help="also time the GRUs with one row phase (no per-row early exit)")
   return p.parse_args()
 
 
@@ -53,6 +62,7 @@ from configs.hse import activitynet_c3d  # pylint: disable=g-import-not-at-top,w
 from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvt_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VOCAB, VIDEO_DIM, WORD_DIM = 10_000, 500, 300
 
@@ -142,11 +152,65 @@ def bench_input(config, n: int) -> float:
   return batches * config.batch_size / (time.perf_counter() - t)
 
 
+COMPILES: list[float] = []
+
+
+def _count_compiles(event: str, secs: float, **_) -> None:
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILES.append(secs)
+
+
+def time_steps(s, config, variants: dict[str, Any]) -> dict[str, list[float]]:
+  """Times each variant's step on the same consecutive batches, interleaved (A B A B ...) so
+  that a shared machine's load hits all alike. ``variants``: label -> (step fn, state).
+
+  The first batch compiles (not timed); then ``ARGS.steps`` timed steps per variant.
+  Returns label -> step seconds.
+  """
+  batches = pipeline.iterate(pipeline.train_dataset(config, 0), s.mesh,
+                             pipeline.get_view(config.model.name))
+  states = {k: state for k, (_, state) in variants.items()}
+  times = {k: [] for k in variants}
+  with jax.set_mesh(s.mesh):
+    for i in range(ARGS.steps + 1):
+      batch, _ = next(batches)
+      for label, (step_fn, _) in variants.items():
+        first = len(COMPILES)
+        t = time.perf_counter()
+        states[label], metrics = step_fn(states[label], batch)
+        jax.block_until_ready(metrics)
+        if i == 0:
+          print(f"{label:24s} first step (compiles) {time.perf_counter() - t:6.1f} s, "
+                f"compiles {len(COMPILES) - first}", flush=True)
+        else:
+          times[label].append(time.perf_counter() - t)
+  for label, ts in times.items():
+    print(f"{label:24s} step_s (median) {np.median(ts):6.2f}   steps: "
+          f"{', '.join(f'{x:.2f}' for x in ts)}", flush=True)
+  return times
+
+
+def _one_phase_step(s):
+  """The train step traced with one row phase: the GRU loops stop at the batch's longest
+  row (no per-row early exit)."""
+  step_fn = train.make_train_step(s)
+  phases = layers.row_phases
+
+  def step(state, batch):
+    layers.row_phases = lambda b, hidden: (b,)
+    try:
+      return step_fn(state, batch)
+    finally:
+      layers.row_phases = phases
+  return step
+
+
 def main():
   print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{os.cpu_count()} CPU cores")
+  jax.monitoring.register_event_duration_secs_listener(_count_compiles)
   with tempfile.TemporaryDirectory() as tmp:
-    n_train = max(ARGS.batch * 2, ARGS.input_examples)
+    n_train = max(ARGS.batch * (ARGS.steps + 2), ARGS.input_examples)
     t = time.perf_counter()
     write_data(tmp, n_train)
     print(f"wrote {n_train} paper-sized videos in {time.perf_counter() - t:.1f} s")
@@ -155,30 +219,32 @@ def main():
     state = train.init_state(s)
     batch, _ = next(pipeline.iterate(pipeline.train_dataset(config, 0), s.mesh,
                                      pipeline.get_view(config.model.name)))
-    step_fn = train.make_train_step(s)
     with jax.set_mesh(s.mesh):
       t = time.perf_counter()
-      lowered = step_fn.lower(state, batch)
-      compiled = lowered.compile()
+      compiled = train.make_train_step(s).lower(state, batch).compile()
       compile_s = time.perf_counter() - t
-      cost = compiled.cost_analysis()
-      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-      flops = float(cost.get("flops", float("nan")))
-      mem = compiled.memory_analysis()
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready(metrics)
-      times = []
-      for _ in range(ARGS.steps):
-        t = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t)
-    step_s = float(np.median(times))
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan")))
+    mem = compiled.memory_analysis()
+    del compiled
+    print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype}")
+    print(f"compile_s        {compile_s:8.1f}")
+    variants = {"per-row early exit": (train.make_train_step(s), state)}
+    if ARGS.compare:
+      variants["one row phase (before)"] = (_one_phase_step(s), train.init_state(s))
+    n_compiles = len(COMPILES)
+    times = time_steps(s, config, variants)
+    print(f"compiles         {len(COMPILES) - n_compiles:8d}   (all timed steps, all variants; "
+          f"one per variant = one static shape)")
+    step_s = float(np.median(times["per-row early exit"]))
+    if ARGS.compare:
+      ratios = [a / b for a, b in zip(times["one row phase (before)"],
+                                      times["per-row early exit"])]
+      print(f"speed-up         {np.median(ratios):8.2f}x  (per interleaved pair: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)})")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     mm = matmul_flops()
-    print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype} loss={float(metrics['loss']):.4f}")
-    print(f"compile_s        {compile_s:8.1f}")
-    print(f"step_s (median)  {step_s:8.2f}   (steps: {', '.join(f'{x:.2f}' for x in times)})")
     print(f"steps/s          {1 / step_s:8.3f}")
     print(f"examples/s       {ARGS.batch / step_s:8.1f}")
     analytic = analytic_step_flops(ARGS.batch, ARGS.hidden, c=ARGS.max_clips,
@@ -187,12 +253,14 @@ def main():
     print(f"step TFLOP       {analytic / 1e12:8.3f}   (analytic matmuls incl. padding; XLA "
           f"cost analysis, loop bodies once: {flops / 1e12:.3f})")
     print(f"achieved GFLOP/s {analytic / step_s / 1e9:8.1f}   vs 2048² matmul "
-          f"{mm / 1e9:.1f} GFLOP/s ({100 * analytic / step_s / mm:.0f}%); XLA cost "
-          f"analysis / step time: {flops / step_s / 1e9:.1f} GFLOP/s")
+          f"{mm / 1e9:.1f} GFLOP/s ({100 * analytic / step_s / mm:.0f}%; padding counted, "
+          f"so above 100% means padding skipped); XLA cost analysis / step time: "
+          f"{flops / step_s / 1e9:.1f} GFLOP/s")
     if mem is not None:
       print(f"XLA temp MiB     {mem.temp_size_in_bytes / 2**20:8.1f}   args MiB "
             f"{mem.argument_size_in_bytes / 2**20:.1f}")
     print(f"peak RSS GiB     {peak_rss:8.2f}")
+    print(f"STEP_S {step_s:.3f}")
     if ARGS.input_examples:
       print(f"input examples/s {bench_input(config, ARGS.input_examples):8.1f}   "
             "(TFRecords -> HSE view -> batch)")

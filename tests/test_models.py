@@ -234,6 +234,57 @@ def test_gru_custom_vjp_matches_autodiff(lengths):
                              rtol=1e-6, atol=1e-7)
 
 
+def test_gru_row_phases_match_autodiff_with_mixed_lengths(monkeypatch):
+  # 40 rows run in 6 phases of shrinking row counts (40, 35, ..., 16) over length-sorted
+  # rows; lengths in random order, incl. empty rows, a hole (a padded step before a valid
+  # one keeps the state) and rows as long as the batch.
+  assert layers.row_phases(40, 5) == (40,)  # small GRUs: one phase
+  monkeypatch.setattr(layers, "MIN_PHASE_HIDDEN", 1)
+  assert layers.row_phases(40, 5) == (40, 35, 30, 25, 20, 16)
+  assert layers.row_phases(320, 1024)[-1] == 40 and layers.row_phases(8, 1024) == (8,)
+  rng = np.random.default_rng(4)
+  t, b, h = 7, 40, 5
+  lengths = rng.integers(0, t + 1, size=b)
+  lengths[:3] = [t, 0, t]
+  mask = np.arange(t)[:, None] < lengths[None]
+  mask[2, 0] = False
+  mask = jnp.asarray(mask)
+  xp = jnp.asarray(rng.normal(size=(t, b, 3, h)), jnp.float32)
+  h0 = jnp.asarray(rng.normal(size=(b, h)), jnp.float32)
+  w_h = jnp.asarray(rng.normal(size=(h, 3, h)) * 0.5, jnp.float32)
+  b_h = jnp.asarray(rng.normal(size=(3, h)), jnp.float32)
+  w_out = jnp.asarray(rng.normal(size=(t, b, h)), jnp.float32)
+  w_last = jnp.asarray(rng.normal(size=(b, h)), jnp.float32)
+
+  def objective(fn):
+    def f(xp, h0, w_h, b_h):
+      out, last = fn(xp, mask, h0, w_h, b_h)
+      return jnp.sum(out * w_out) + jnp.sum(jnp.sin(last) * w_last)
+    return f
+
+  ours = jax.jit(jax.grad(objective(layers.gru_recurrence), argnums=(0, 1, 2, 3)))(
+      xp, h0, w_h, b_h)
+  ref = jax.grad(objective(_autodiff_recurrence), argnums=(0, 1, 2, 3))(xp, h0, w_h, b_h)
+  for a, r in zip(ours, ref):
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+  for a, r in zip(jax.jit(layers.gru_recurrence)(xp, mask, h0, w_h, b_h),
+                  _autodiff_recurrence(xp, mask, h0, w_h, b_h)):
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_gru_decode_mask_stops_each_row_and_keeps_valid_steps():
+  rng = np.random.default_rng(5)
+  gru = layers.GRU(4, 3, rngs=nnx.Rngs(0))
+  parent = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  mask = jnp.asarray(np.arange(5)[None] < np.array([5, 2, 0])[:, None])
+  full = gru.decode(parent, 5)
+  got = gru.decode(parent, 5, mask)
+  np.testing.assert_allclose(got[0], full[0], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got[1, :2], full[1, :2], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got[1, 2:], np.broadcast_to(full[1, 1], (3, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(got[2], np.zeros((5, 3)))
+
+
 def test_reconstruction_reduce_option_changes_scale():
   meta = {"modalities": {"frames": 5}, "vocab_size": 11}
   batch = _batch(np.random.default_rng(0))

@@ -118,18 +118,67 @@ def _gates(xp, h, w_h, b_h, dtype):
   return r, z, n, hp[:, 2]
 
 
+# Per-row early exit: the recurrence sorts its rows by length and runs in phases of shrinking
+# static row counts, so a finished row stops costing matmul rows (PyTorch's packed sequences
+# do the same with dynamic shapes).
+ROW_PHASES = 8          # at most this many row counts (and while loops) per direction
+MIN_PHASE_ROWS = 16     # fewer rows than this save little: a step's cost is then reading w_h
+MIN_PHASE_HIDDEN = 256  # smaller GRUs run one phase: their steps cost loop overhead, and
+                        # each phase is a while loop to compile (tiny test models)
+
+
+def row_phases(b: int, hidden: int) -> tuple[int, ...]:
+  """The static row counts of the recurrence's phases for b rows, largest (b) first.
+
+  The phase of ``rows[k]`` runs the steps at which more than ``rows[k + 1]`` (0 after the
+  last) of the length-sorted rows are valid, on the first ``rows[k]`` rows: what is left
+  of the padding is at most about ``b / ROW_PHASES`` rows per step. One phase (``(b,)``)
+  when ``hidden < MIN_PHASE_HIDDEN``: the loops then stop at the batch's longest row.
+  """
+  if hidden < MIN_PHASE_HIDDEN:
+    return (b,)
+  floor = min(b, MIN_PHASE_ROWS)
+  counts = {max(floor, -(-b * k // ROW_PHASES)) for k in range(1, ROW_PHASES + 1)}
+  return tuple(sorted(counts, reverse=True))
+
+
+def _row_order(mask_tb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(lengths sorted descending [B] int32, the sorting permutation [B], its inverse [B]).
+
+  A row's length is 1 + its last valid step (0 if none); holes before it keep the state.
+  """
+  t, b = mask_tb.shape
+  lengths = jnp.max(jnp.where(mask_tb, jnp.arange(1, t + 1, dtype=jnp.int32)[:, None], 0),
+                    axis=0)
+  perm = jnp.argsort(-lengths, stable=True)
+  inv = jnp.zeros((b,), perm.dtype).at[perm].set(jnp.arange(b, dtype=perm.dtype))
+  return lengths[perm], perm, inv
+
+
+def _phases(sorted_len: jax.Array, b: int,
+            hidden: int) -> list[tuple[int, jax.Array, jax.Array]]:
+  """(rows, first step, end step) of each phase (``row_phases``), in time order."""
+  padded = jnp.concatenate([sorted_len, jnp.zeros((1,), sorted_len.dtype)])
+  rows = row_phases(b, hidden)
+  return [(r, padded[r], padded[n]) for r, n in zip(rows, rows[1:] + (0,))]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
                    w_h: jax.Array, b_h: jax.Array,
                    dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
   """The sequential part of a GRU: PyTorch's gate equations over projected inputs.
 
-  Two things make it cheaper than ``lax.scan`` + autodiff:
-    * the loops stop at the batch's last valid step (a dynamic trip count): steps where
-      every sequence is padding cost nothing, forward or backward;
-    * a custom VJP keeps only the [B, H] x [H, 3H] state matmul inside the backward loop
-      and computes the recurrent weight gradient afterwards as one [H, T·B] x [T·B, 3H]
-      matmul, instead of T small accumulating matmuls.
+  Three things make it cheaper than ``lax.scan`` + autodiff:
+    * per-row early exit: the rows are sorted by length and the loops run in phases over
+      shrinking static row counts (``row_phases``), each with a dynamic trip count, so
+      steps past a row's end, and steps where every row is padding, cost (almost) nothing,
+      forward or backward;
+    * a custom VJP keeps only the [rows, 3H] x [3H, H] state matmul inside the backward
+      loop (its weight transposed once, outside) and computes the recurrent weight gradient
+      afterwards as one [H, T·B] x [T·B, 3H] matmul, instead of T small accumulating ones;
+    * the backward stores one [T, B, 3, H] buffer (the gate pre-activation gradients); the
+      recurrent ones follow from it and the stored reset gate.
 
   Args:
     xp_tbgh: [T, B, 3, H] input projections incl. input bias (gates r, z, n).
@@ -144,68 +193,74 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
   return _gru_forward(xp_tbgh, mask_tb, h0_bh, w_h, b_h, dtype)[0]
 
 
-def _active_steps(mask_tb: jax.Array) -> jax.Array:
-  """1 + the last time step at which any sequence is valid (0 if none)."""
-  t = mask_tb.shape[0]
-  return jnp.max(jnp.where(jnp.any(mask_tb, axis=1), jnp.arange(1, t + 1), 0))
-
-
 def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
   t_max, (b, h) = xp.shape[0], h0.shape
-  steps = _active_steps(mask)
+  sorted_len, perm, inv = _row_order(mask)
+  mask_s = mask[:, perm]
+  state = h0.astype(jnp.float32)[perm]
+  bufs = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
+  for rows, start, end in _phases(sorted_len, b, h):
+    idx = perm[:rows]
 
-  def body(t, carry):
-    state, bufs = carry
-    r, z, n, hn = _gates(xp[t], state, w_h, b_h, dtype)
-    new = jnp.where(mask[t][:, None], (1.0 - z) * n + z * state, state)
-    return new, tuple(buf.at[t].set(v) for buf, v in zip(bufs, (new, r, z, n, hn)))
+    def body(t, carry, rows=rows, idx=idx):
+      state, bufs = carry
+      s = state[:rows]
+      r, z, n, hn = _gates(xp[t, idx], s, w_h, b_h, dtype)
+      new = jnp.where(mask_s[t, :rows, None], (1.0 - z) * n + z * s, s)
+      return (state.at[:rows].set(new),
+              tuple(buf.at[t, :rows].set(v) for buf, v in zip(bufs, (new, r, z, n, hn))))
 
-  zeros = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
-  h_last, (out, r, z, n, hn) = jax.lax.fori_loop(0, steps, body,
-                                                 (h0.astype(jnp.float32), zeros))
-  # Steps after the last valid one were skipped: every sequence just carries its state.
-  out = jnp.where((jnp.arange(t_max) < steps)[:, None, None], out, h_last[None])
-  return (out, h_last), (r, z, n, hn)
+    state, bufs = jax.lax.fori_loop(start, end, body, (state, bufs))
+  out_s, r, z, n, hn = bufs
+  # Past its length a row's output is its final state (the steps there were skipped).
+  valid = jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None]
+  out_s = jnp.where(valid[..., None], out_s, state[None])
+  return (out_s[:, inv], state[inv]), (perm, inv, sorted_len, mask_s, out_s, (r, z, n, hn))
 
 
 def _gru_fwd(xp, mask, h0, w_h, b_h, dtype):
-  (out, h_last), gates = _gru_forward(xp, mask, h0, w_h, b_h, dtype)
-  h_prev = jnp.concatenate([h0[None].astype(jnp.float32), out[:-1]], axis=0)
-  return (out, h_last), (mask, h_prev, w_h, gates)
+  outputs, (perm, inv, sorted_len, mask_s, out_s, gates) = _gru_forward(
+      xp, mask, h0, w_h, b_h, dtype)
+  h_prev = jnp.concatenate([h0.astype(jnp.float32)[perm][None], out_s[:-1]], axis=0)
+  return outputs, (perm, inv, sorted_len, mask_s, h_prev, w_h, gates)
 
 
 def _gru_bwd(dtype, res, cotangents):
-  mask, h_prev, w_h, (r, z, n, hn) = res
-  d_out, d_last = cotangents
-  t_max = mask.shape[0]
-  steps = _active_steps(mask)
-  w_h_t = w_h.astype(dtype)
-  # Outputs after the last active step all equal the final state.
-  skipped = (jnp.arange(t_max) >= steps)[:, None, None]
-  dh = d_last.astype(jnp.float32) + jnp.sum(jnp.where(skipped, d_out, 0.0), axis=0)
+  perm, inv, sorted_len, mask_s, h_prev, w_h, (r, z, n, hn) = res
+  t_max, b, h = h_prev.shape
+  d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
+  d_out = d_out[:, perm]
+  # Outputs past a row's length all equal its final state.
+  valid = (jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None])[..., None]
+  dh = d_last[perm] + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
+  d_out = jnp.where(valid, d_out, 0.0)
+  w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
+  d_xp = jnp.zeros((t_max, b, 3, h), jnp.float32)
+  for rows, start, end in reversed(_phases(sorted_len, b, h)):
 
-  def body(i, carry):
-    dh, d_xp, d_hp = carry
-    t = steps - 1 - i
-    m, r_t, z_t, n_t, hn_t = mask[t][:, None], r[t], z[t], n[t], hn[t]
-    g = dh + d_out[t]
-    g_new = jnp.where(m, g, 0.0)
-    da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
-    da_z = g_new * (h_prev[t] - n_t) * z_t * (1.0 - z_t)
-    da_r = da_n * hn_t * r_t * (1.0 - r_t)
-    hp_t = jnp.stack([da_r, da_z, da_n * r_t], axis=1)                   # [B, 3, H]
-    dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
-               + jnp.einsum("bgk,hgk->bh", hp_t.astype(dtype), w_h_t,
-                            preferred_element_type=jnp.float32))
-    return (dh_prev, d_xp.at[t].set(jnp.stack([da_r, da_z, da_n], axis=1)),
-            d_hp.at[t].set(hp_t))
+    def body(i, carry, rows=rows, end=end):
+      dh, d_xp = carry
+      t = end - 1 - i
+      m = mask_s[t, :rows, None]
+      r_t, z_t, n_t, hn_t = (a[t, :rows] for a in (r, z, n, hn))
+      g = dh[:rows] + d_out[t, :rows]
+      g_new = jnp.where(m, g, 0.0)
+      da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
+      da_z = g_new * (h_prev[t, :rows] - n_t) * z_t * (1.0 - z_t)
+      da_r = da_n * hn_t * r_t * (1.0 - r_t)
+      d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)           # [rows, 3H]
+      dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
+                 + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
+      return (dh.at[:rows].set(dh_prev),
+              d_xp.at[t, :rows].set(jnp.stack([da_r, da_z, da_n], axis=1)))
 
-  zeros = jnp.zeros(h_prev.shape[:2] + (3, h_prev.shape[2]), jnp.float32)
-  dh0, d_xp, d_hp = jax.lax.fori_loop(0, steps, body, (dh, zeros, zeros))
+    dh, d_xp = jax.lax.fori_loop(0, end - start, body, (dh, d_xp))
+  # The recurrent pre-activation gradients: those of the inputs, the n gate's times r.
+  d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r[:, :, None]], axis=2)
   d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
                      preferred_element_type=jnp.float32).astype(w_h.dtype)
   d_b_h = jnp.sum(d_hp, axis=(0, 1))
-  return d_xp, None, dh0, d_w_h, d_b_h
+  return d_xp[:, inv], None, dh[inv], d_w_h, d_b_h
 
 
 gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
@@ -263,20 +318,29 @@ class GRU(nnx.Module):
       h0_bh = jnp.zeros((batch, self.hidden), jnp.float32)
     return self._scan(xp, mask_bt, h0_bh.astype(jnp.float32))
 
-  def decode(self, parent_bd: jax.Array, num_steps: int) -> jax.Array:
+  def decode(self, parent_bd: jax.Array, num_steps: int,
+             mask_bt: jax.Array | None = None) -> jax.Array:
     """Decoder use: the parent vector is the input at every step, h0 = 0.
 
     The input projection is computed once ([batch, 3, hidden]) and broadcast over time.
 
+    Args:
+      parent_bd: [batch, in_dim] parent vectors.
+      num_steps: decoded steps T.
+      mask_bt: [batch, T] bool, the steps whose outputs are used (right padding), e.g. the
+        children's mask: the recurrence stops at each row's last (as PyTorch's packed
+        decoders); None = all steps.
+
     Returns:
-      [batch, num_steps, hidden] hidden states (the reconstructions).
+      [batch, num_steps, hidden] hidden states (the reconstructions); past a row's mask
+      they repeat its last valid state.
     """
     xp = jnp.einsum("bd,dgh->bgh", parent_bd.astype(self.dtype),
                     self.w_i[...].astype(self.dtype),
                     preferred_element_type=jnp.float32) + self.b_i[...]
     xp = jnp.broadcast_to(xp[None], (num_steps,) + xp.shape)
     h0 = jnp.zeros((parent_bd.shape[0], self.hidden), jnp.float32)
-    outputs, _ = self._scan(xp, None, h0)
+    outputs, _ = self._scan(xp, mask_bt, h0)
     return outputs
 
 

@@ -253,15 +253,20 @@ class HSE(base.TwoTower, nnx.Module):
       _, s, l = batch["sentence_token_mask"].shape
       h = self.cfg.hidden
       # Eq. 8: high-level decoders; Eq. 9: low-level decoders on the *generated* vectors.
+      # Each decodes only the steps the loss reads (the released code's packed decoders:
+      # num_clips / num_caps steps, lengths_clip / lengths_cap steps).
       norm = self._norm
+      clip_mask, sent_mask = batch["clip_mask"], batch["sentence_mask"]
+      frame_mask = batch["clip_frame_mask"] & clip_mask[..., None]
+      word_mask = batch["sentence_token_mask"] & sent_mask[..., None]
       # Reconstructed clip/sentence vectors live where their (normalised) targets do.
-      clips_hat = norm(self.clip_decoder.decode(out["video"], c))
-      sents_hat = norm(self.sentence_decoder.decode(out["paragraph"], s))
+      clips_hat = norm(self.clip_decoder.decode(out["video"], c, clip_mask))
+      sents_hat = norm(self.sentence_decoder.decode(out["paragraph"], s, sent_mask))
       out["clips_hat"], out["sentences_hat"] = clips_hat, sents_hat
       out["frames_hat"] = self.frame_decoder.decode(
-          clips_hat.reshape(b * c, h), f).reshape(b, c, f, -1)
+          clips_hat.reshape(b * c, h), f, frame_mask.reshape(b * c, f)).reshape(b, c, f, -1)
       out["words_hat"] = self.word_decoder.decode(
-          sents_hat.reshape(b * s, h), l).reshape(b, s, l, -1)
+          sents_hat.reshape(b * s, h), l, word_mask.reshape(b * s, l)).reshape(b, s, l, -1)
     return out
 
   def loss(self, out: dict[str, jax.Array], batch: Batch,
