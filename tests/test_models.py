@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from hvt_jax import families
+from hvt_jax import sharding
 from hvt_jax.models import layers
 
 
@@ -270,6 +271,16 @@ def test_gru_row_phases_match_autodiff_with_mixed_lengths(monkeypatch):
   for a, r in zip(jax.jit(layers.gru_recurrence)(xp, mask, h0, w_h, b_h),
                   _autodiff_recurrence(xp, mask, h0, w_h, b_h)):
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+  # Under a mesh of several devices the rows stay where they are: one phase, no sort (no
+  # gather in the program), the same gradients.
+  mesh = sharding.make_mesh(num_devices=8)
+  with jax.set_mesh(mesh):
+    grad = jax.jit(jax.grad(objective(layers.gru_recurrence), argnums=(0, 1, 2, 3)))
+    assert "stablehlo.sort" not in grad.lower(xp, h0, w_h, b_h).as_text()
+    for a, r in zip(grad(xp, h0, w_h, b_h), ref):
+      np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+  assert "stablehlo.sort" in jax.jit(jax.grad(objective(layers.gru_recurrence))).lower(
+      xp, h0, w_h, b_h).as_text()
 
 
 def test_gru_decode_mask_stops_each_row_and_keeps_valid_steps():

@@ -132,34 +132,43 @@ def row_phases(b: int, hidden: int) -> tuple[int, ...]:
 
   The phase of ``rows[k]`` runs the steps at which more than ``rows[k + 1]`` (0 after the
   last) of the length-sorted rows are valid, on the first ``rows[k]`` rows: what is left
-  of the padding is at most about ``b / ROW_PHASES`` rows per step. One phase (``(b,)``)
-  when ``hidden < MIN_PHASE_HIDDEN``: the loops then stop at the batch's longest row.
+  of the padding is at most about ``b / ROW_PHASES`` rows per step. One phase (``(b,)``,
+  rows unsorted: the loops then stop at the batch's longest row) when ``hidden <
+  MIN_PHASE_HIDDEN`` or when traced under a mesh of several devices: there the rows are
+  sharded over the data axis and a global length sort would move rows between devices
+  (sorting within each device's shard is left to do).
   """
-  if hidden < MIN_PHASE_HIDDEN:
+  if hidden < MIN_PHASE_HIDDEN or jax.sharding.get_abstract_mesh().size > 1:
     return (b,)
   floor = min(b, MIN_PHASE_ROWS)
   counts = {max(floor, -(-b * k // ROW_PHASES)) for k in range(1, ROW_PHASES + 1)}
   return tuple(sorted(counts, reverse=True))
 
 
-def _row_order(mask_tb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(lengths sorted descending [B] int32, the sorting permutation [B], its inverse [B]).
+def _row_order(mask_tb: jax.Array, sort: bool
+               ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+  """(lengths sorted descending [B] int32, the sorting permutation [B], its inverse [B]);
+  unsorted lengths and (None, None) when not ``sort``.
 
   A row's length is 1 + its last valid step (0 if none); holes before it keep the state.
   """
   t, b = mask_tb.shape
   lengths = jnp.max(jnp.where(mask_tb, jnp.arange(1, t + 1, dtype=jnp.int32)[:, None], 0),
                     axis=0)
+  if not sort:
+    return lengths, None, None
   perm = jnp.argsort(-lengths, stable=True)
   inv = jnp.zeros((b,), perm.dtype).at[perm].set(jnp.arange(b, dtype=perm.dtype))
   return lengths[perm], perm, inv
 
 
-def _phases(sorted_len: jax.Array, b: int,
-            hidden: int) -> list[tuple[int, jax.Array, jax.Array]]:
-  """(rows, first step, end step) of each phase (``row_phases``), in time order."""
+def _phases(sorted_len: jax.Array, rows: tuple[int, ...]
+            ) -> list[tuple[int, jax.Array, jax.Array]]:
+  """(rows, first step, end step) of each phase (``row_phases``), in time order; one phase
+  ends at the longest row (``sorted_len`` need not be sorted then)."""
+  if len(rows) == 1:
+    return [(rows[0], jnp.zeros((), sorted_len.dtype), jnp.max(sorted_len))]
   padded = jnp.concatenate([sorted_len, jnp.zeros((1,), sorted_len.dtype)])
-  rows = row_phases(b, hidden)
   return [(r, padded[r], padded[n]) for r, n in zip(rows, rows[1:] + (0,))]
 
 
@@ -193,19 +202,25 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
   return _gru_forward(xp_tbgh, mask_tb, h0_bh, w_h, b_h, dtype)[0]
 
 
+def _rows(x: jax.Array, order: jax.Array | None, axis: int = 1) -> jax.Array:
+  """``x``'s rows (``axis``) in ``order``; ``x`` itself for None (rows unsorted)."""
+  return x if order is None else jnp.take(x, order, axis=axis)
+
+
 def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
   t_max, (b, h) = xp.shape[0], h0.shape
-  sorted_len, perm, inv = _row_order(mask)
-  mask_s = mask[:, perm]
-  state = h0.astype(jnp.float32)[perm]
+  phases = row_phases(b, h)
+  sorted_len, perm, inv = _row_order(mask, sort=len(phases) > 1)
+  mask_s = _rows(mask, perm)
+  state = _rows(h0.astype(jnp.float32), perm, 0)
   bufs = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
-  for rows, start, end in _phases(sorted_len, b, h):
-    idx = perm[:rows]
+  for rows, start, end in _phases(sorted_len, phases):
+    idx = None if perm is None else perm[:rows]
 
     def body(t, carry, rows=rows, idx=idx):
       state, bufs = carry
       s = state[:rows]
-      r, z, n, hn = _gates(xp[t, idx], s, w_h, b_h, dtype)
+      r, z, n, hn = _gates(_rows(xp[t], idx, 0), s, w_h, b_h, dtype)
       new = jnp.where(mask_s[t, :rows, None], (1.0 - z) * n + z * s, s)
       return (state.at[:rows].set(new),
               tuple(buf.at[t, :rows].set(v) for buf, v in zip(bufs, (new, r, z, n, hn))))
@@ -215,13 +230,15 @@ def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
   # Past its length a row's output is its final state (the steps there were skipped).
   valid = jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None]
   out_s = jnp.where(valid[..., None], out_s, state[None])
-  return (out_s[:, inv], state[inv]), (perm, inv, sorted_len, mask_s, out_s, (r, z, n, hn))
+  return ((_rows(out_s, inv), _rows(state, inv, 0)),
+          (perm, inv, sorted_len, mask_s, out_s, (r, z, n, hn)))
 
 
 def _gru_fwd(xp, mask, h0, w_h, b_h, dtype):
   outputs, (perm, inv, sorted_len, mask_s, out_s, gates) = _gru_forward(
       xp, mask, h0, w_h, b_h, dtype)
-  h_prev = jnp.concatenate([h0.astype(jnp.float32)[perm][None], out_s[:-1]], axis=0)
+  h_prev = jnp.concatenate([_rows(h0.astype(jnp.float32), perm, 0)[None], out_s[:-1]],
+                           axis=0)
   return outputs, (perm, inv, sorted_len, mask_s, h_prev, w_h, gates)
 
 
@@ -229,14 +246,15 @@ def _gru_bwd(dtype, res, cotangents):
   perm, inv, sorted_len, mask_s, h_prev, w_h, (r, z, n, hn) = res
   t_max, b, h = h_prev.shape
   d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
-  d_out = d_out[:, perm]
+  d_out = _rows(d_out, perm)
   # Outputs past a row's length all equal its final state.
   valid = (jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None])[..., None]
-  dh = d_last[perm] + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
+  dh = _rows(d_last, perm, 0) + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
   d_out = jnp.where(valid, d_out, 0.0)
   w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
   d_xp = jnp.zeros((t_max, b, 3, h), jnp.float32)
-  for rows, start, end in reversed(_phases(sorted_len, b, h)):
+  phases = (b,) if perm is None else row_phases(b, h)   # the forward's (rows unsorted: one)
+  for rows, start, end in reversed(_phases(sorted_len, phases)):
 
     def body(i, carry, rows=rows, end=end):
       dh, d_xp = carry
@@ -260,7 +278,7 @@ def _gru_bwd(dtype, res, cotangents):
   d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
                      preferred_element_type=jnp.float32).astype(w_h.dtype)
   d_b_h = jnp.sum(d_hp, axis=(0, 1))
-  return d_xp[:, inv], None, dh[inv], d_w_h, d_b_h
+  return _rows(d_xp, inv), None, _rows(dh, inv, 0), d_w_h, d_b_h
 
 
 gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
