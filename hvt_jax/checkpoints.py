@@ -177,6 +177,14 @@ def saved_shapes(step_dir: str) -> dict[tuple[Any, ...], tuple[int, ...]] | None
           if hasattr(v, "shape")}
 
 
+def commit_time(step_dir: str) -> int:
+  """Orbax's commit time (ns since the epoch) of a complete step: a run's
+  (``checkpoints/N``) or a parameters-only checkpoint's (``best/N``, an export's ``N``,
+  whose metadata is its item's, ``N/default``)."""
+  path = os.path.join(step_dir, ITEM) if params_only(step_dir) else step_dir
+  return int(ocp.metadata.get_step_metadata(path).commit_timestamp_nsecs)
+
+
 def custom_metadata(step_dir: str) -> dict[str, Any]:
   """The ``custom_metadata`` the trainer saved with a step ({} for older checkpoints)."""
   return dict(ocp.metadata.get_step_metadata(step_dir).custom_metadata or {})

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_prep import builder, demo, demo_moments
-from hvt_jax import train
+from hvt_jax import checkpoints, train
 from hvt_jax.cli import common
 from hvt_jax.evaluation import corpus, evaluators, moments, query
 from hvt_jax.vocab import word_vocab
@@ -128,6 +129,19 @@ def test_hse_query_ranks_as_the_evaluator_and_caches_by_step(hse_run, monkeypatc
   out = query.format_answers(again, 1)
   assert f"query {texts[0]!r}: split val, step 1, retrieval-p2v (10 videos)" in out
   assert f"    1. {answers[0].videos[0].video_id}" in out
+
+
+def test_a_query_reads_the_best_checkpoint(hse_run):
+  """``--step best`` (and an export: the same parameters-only step dir) answers as the run's
+  step of the same parameters; its cache fingerprint reads the item's commit time."""
+  run = hse_run
+  best = os.path.join(run.workdir, checkpoints.BEST)
+  checkpoints.save_params(best, run.state["params"], 2, {"metric": "p2v/R@1"})
+  try:
+    step, answers = query.run(run.config, run.workdir, ["a"], step="best", top_k=3)
+    assert step == 2 and answers == run.answer(["a"], 2, 3)
+  finally:
+    shutil.rmtree(best)
 
 
 def test_hammer_query_ranks_videos_and_moments_as_the_evaluator(hammer_run, monkeypatch):
