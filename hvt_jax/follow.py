@@ -91,7 +91,8 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
     The steps evaluated by this call, ascending.
 
   Raises:
-    ValueError: more than one process, a bad ``timeout``, or a config or split error
+    ValueError: more than one process, a bad ``timeout``, ``workdir`` a parameters-only
+      checkpoint (an export), or a config or split error
       (``train.setup``, the evaluators).
   """
   if jax.process_count() > 1:
@@ -100,6 +101,9 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
   if not timeout > 0:
     raise ValueError(f"--timeout={timeout}: give the seconds without a new checkpoint after "
                      "which the job stops (> 0)")
+  if checkpoints.is_params_only(workdir):
+    raise ValueError(f"--follow: {workdir} is a parameters-only checkpoint (an hvt-export "
+                     "directory or a run's best/), not a run: give the trainer's --workdir")
   s = train.setup(config)
   evals = train.build_evaluators(s, splits=splits)
   if not evals:

@@ -297,6 +297,13 @@ def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, 
         f"hvt-export: error: {want}"), lines
 
 
+def test_follow_refuses_an_export(tmp_path):
+  """An export (or best/) has no checkpoints to follow: one error, not a wait for a run."""
+  checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
+  with pytest.raises(ValueError, match=r"--follow: .* is a parameters-only checkpoint"):
+    follow.follow(tiny_data.hse_config(str(tmp_path)), str(tmp_path), timeout=1, poll=0.1)
+
+
 def test_step_best_without_a_best_is_one_line(data_dir, tmp_path):
   proc = subprocess.run(
       [str(BIN / "hvt-eval"), f"--config={REPO}/configs/hse/demo.py:runlocal",
