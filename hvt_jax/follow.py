@@ -181,6 +181,8 @@ def _evaluate(s: train.Setup, evals: list[Any], best: checkpoints.BestSpec | Non
                     "checkpoint.max_to_keep steps): skipped", step)
     shutil.rmtree(scratch, ignore_errors=True)
     return None
+  if best is not None:   # a best metric the split lacks: an error before anything is committed
+    checkpoints.best_metrics(best, results)
   for split in sorted({ev.split for ev in evals}):
     target = os.path.join(workdir, "eval", split, f"step_{step}")
     shutil.rmtree(target, ignore_errors=True)

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,6 +252,24 @@ def test_follow_keeps_best_and_latest_only_skips(best_run, tmp_path):
                   "without a checkpoint)",
                   f"no new checkpoint in {none / 'checkpoints'} for 0.2 s: stopping"]
   assert not none.exists()
+
+
+def test_a_best_metric_the_split_lacks_commits_nothing(best_run, tmp_path):
+  """The error comes before the step's files and scalars are committed, so the job
+  restarted with the right metric evaluates that step once, as if for the first time."""
+  run, c, _ = best_run
+  (tmp_path / "checkpoints").mkdir()
+  shutil.copytree(run / "checkpoints" / "6", tmp_path / "checkpoints" / "6")
+  shutil.copy(run / "config.json", tmp_path / "config.json")
+  c = tiny_data.hse_config(c.input.data_dir, **{"evals.val": dict(c.evals.val.to_dict(),
+                                                                  best="p2v/R@2")})
+  with pytest.raises(ValueError, match=r"best='p2v/R@2' is not a metric of split 'val'"):
+    follow.follow(c, str(tmp_path), poll=0.01, timeout=30)
+  assert not (tmp_path / "eval" / "val").exists()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logged = [v.tag for f in (tmp_path / "eval").glob("follow-val/events.*")
+            for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
+  assert logged == []
 
 
 def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, tmp_path,
