@@ -21,6 +21,7 @@ import pytest
 
 from hvt_jax import checkpoints, follow, pretrained, train
 from hvt_jax.cli import export
+from hvt_jax.input import pipeline
 from tests import data_fixtures, tiny_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -321,6 +322,22 @@ def test_follow_refuses_an_export(tmp_path):
   checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
   with pytest.raises(ValueError, match=r"--follow: .* is a parameters-only checkpoint"):
     follow.follow(tiny_data.hse_config(str(tmp_path)), str(tmp_path), timeout=1, poll=0.1)
+
+
+def test_an_export_is_evaluated_only_with_its_own_vocabulary(data_dir, tmp_path):
+  """Evaluating or querying an export on a dataset whose vocab.txt differs (other token ids
+  for the same words) is one error, before anything is restored."""
+  c = tiny_data.hse_config(data_dir)
+  vocab = pathlib.Path(pipeline.dataset_info(c)[0], "vocab.txt").read_text()
+  checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
+  (tmp_path / "vocab").mkdir()
+  (tmp_path / "vocab" / "vocab.txt").write_text(vocab)
+  train.check_export_vocab(str(tmp_path), c)          # the same: fine
+  lines = vocab.splitlines()
+  (tmp_path / "vocab" / "vocab.txt").write_text("\n".join([lines[0], *lines[:0:-1]]) + "\n")
+  with pytest.raises(ValueError, match=r"the export's vocabulary .*vocab.txt is not the "
+                     r"dataset's .*vocab.txt"):
+    train.evaluate_checkpoint(c, str(tmp_path))
 
 
 def test_step_best_without_a_best_is_one_line(data_dir, tmp_path):

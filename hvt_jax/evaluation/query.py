@@ -436,6 +436,7 @@ def run(config: Any, workdir: str, texts: Sequence[str], *, step: int | str | No
   s = train.setup(config)
   prepared = prepare(train.build_evaluators(s, splits=list(splits) if splits else None),
                      texts, top_k)
+  train.check_export_vocab(workdir, config)
   step_dir, step = train.locate(workdir, step)
   state = train.restore(s, step_dir, changed=train.config_changes(workdir, config))
   with jax.set_mesh(s.mesh):
