@@ -221,6 +221,18 @@ def test_cli_prints_one_error_line(hse_run):
   assert "Traceback" not in proc.stderr
 
 
+def test_cli_refuses_top_k_without_a_query(hse_run):
+  """--top-k alone (a plain evaluation) is an error, not silently ignored."""
+  proc = subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "hvt-eval"),
+       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={hse_run.workdir}",
+       f"--config.input.data_dir={hse_run.config.input.data_dir}", "--top-k=3"],
+      cwd=REPO, env=data_fixtures.console_script_env(1), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith("hvt-eval: error: --top-k is an option of --query")
+
+
 def test_the_encodings_cache_round_trips_and_checks_its_fingerprint(tmp_path):
   """bfloat16 leaves come back as bfloat16 (numpy alone reads them as raw bytes); another
   fingerprint or a damaged file reads as no cache."""
