@@ -317,6 +317,18 @@ def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, 
         f"hvt-export: error: {want}"), lines
 
 
+def test_follow_waits_for_a_resumed_run(data_dir, tmp_path):
+  """A finished run resumed for more steps (the eval job restarted before the trainer, which
+  removes training_finished.json only once it starts) is not over: the job waits."""
+  c = tiny_data.hse_config(data_dir, num_train_steps=6)
+  checkpoints.write_json(str(tmp_path / checkpoints.FINISHED), {"step": 4})
+  said = []
+  assert follow.follow(c, str(tmp_path), timeout=0.3, poll=0.05, say=said.append) == []
+  assert said[0] == (f"{tmp_path}/training_finished.json records step 4, "
+                     "config.num_train_steps=6: waiting for the resumed trainer")
+  assert said[-1].startswith("no new checkpoint in ")
+
+
 def test_follow_refuses_an_export(tmp_path):
   """An export (or best/) has no checkpoints to follow: one error, not a wait for a run."""
   checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
