@@ -177,6 +177,14 @@ def saved_shapes(step_dir: str) -> dict[tuple[Any, ...], tuple[int, ...]] | None
           if hasattr(v, "shape")}
 
 
+def commit_time(step_dir: str) -> int:
+  """Orbax's commit time (ns since the epoch) of a complete step: a run's
+  (``checkpoints/N``) or a parameters-only checkpoint's (``best/N``, an export's ``N``,
+  whose metadata is its item's, ``N/default``)."""
+  path = os.path.join(step_dir, ITEM) if params_only(step_dir) else step_dir
+  return int(ocp.metadata.get_step_metadata(path).commit_timestamp_nsecs)
+
+
 def custom_metadata(step_dir: str) -> dict[str, Any]:
   """The ``custom_metadata`` the trainer saved with a step ({} for older checkpoints)."""
   return dict(ocp.metadata.get_step_metadata(step_dir).custom_metadata or {})
@@ -352,6 +360,21 @@ def best_spec(config: Any) -> BestSpec | None:
   return specs[0] if specs else None
 
 
+def best_metrics(spec: BestSpec, results: dict[str, float]) -> dict[str, float]:
+  """The metrics of ``spec``'s split in ``results`` (``{split/metric: value}``), without the
+  ``<split>/`` prefix; {} when ``results`` lack the split.
+
+  Raises:
+    ValueError: the split was evaluated but has no ``spec`` metric (lists its metrics).
+  """
+  prefix = f"{spec.split}/"
+  metrics = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+  if metrics and spec.metric not in metrics:
+    raise ValueError(f"config.evals.{spec.name}.best={spec.metric!r} is not a metric of split "
+                     f"{spec.split!r}; its metrics: {sorted(metrics)}")
+  return metrics
+
+
 def keep_best(spec: BestSpec, results: dict[str, float], params: Any, step: int,
               workdir: str) -> bool:
   """Makes ``<workdir>/best`` the parameters of ``step`` if its ``spec`` metric in
@@ -365,13 +388,9 @@ def keep_best(spec: BestSpec, results: dict[str, float], params: Any, step: int,
   Raises:
     ValueError: the split was evaluated but has no such metric (lists its metrics).
   """
-  prefix = f"{spec.split}/"
-  metrics = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+  metrics = best_metrics(spec, results)
   if not metrics:
     return False
-  if spec.metric not in metrics:
-    raise ValueError(f"config.evals.{spec.name}.best={spec.metric!r} is not a metric of split "
-                     f"{spec.split!r}; its metrics: {sorted(metrics)}")
   value = float(metrics[spec.metric])
   directory = os.path.join(workdir, BEST)
   kept = params_info(directory) if is_params_only(directory) else None

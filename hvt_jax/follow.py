@@ -20,7 +20,9 @@ preemption) loses at most the evaluation in progress, which the restarted job re
 It never writes into ``checkpoints/`` and restores with this job's own mesh, whatever the
 trainer's process or device count. It stops after the run's final step (the trainer's
 ``training_finished.json``, ``checkpoints.finished_step``) is done, or after ``timeout``
-seconds without a new checkpoint.
+seconds without a new checkpoint. A recorded final step below ``config.num_train_steps`` is
+a finished run that a trainer is resuming for more steps (the trainer removes the file once
+it starts): the job waits for those.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
     The steps evaluated by this call, ascending.
 
   Raises:
-    ValueError: more than one process, a bad ``timeout``, or a config or split error
+    ValueError: more than one process, a bad ``timeout``, ``workdir`` a parameters-only
+      checkpoint (an export), or a config or split error
       (``train.setup``, the evaluators).
   """
   if jax.process_count() > 1:
@@ -100,6 +103,9 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
   if not timeout > 0:
     raise ValueError(f"--timeout={timeout}: give the seconds without a new checkpoint after "
                      "which the job stops (> 0)")
+  if checkpoints.is_params_only(workdir):
+    raise ValueError(f"--follow: {workdir} is a parameters-only checkpoint (an hvt-export "
+                     "directory or a run's best/), not a run: give the trainer's --workdir")
   s = train.setup(config)
   evals = train.build_evaluators(s, splits=splits)
   if not evals:
@@ -116,8 +122,15 @@ def follow(config: ml_collections.ConfigDict, workdir: str, *,
   waiting_said = False
   last_new = time.monotonic()
   directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
+  stale_said = False
   while True:
     final = checkpoints.finished_step(workdir)   # first: its steps are all committed by now
+    if final is not None and final < int(config.get("num_train_steps") or 0):
+      if not stale_said:   # a finished run that a trainer is about to resume for more steps
+        say(f"{workdir}/{checkpoints.FINISHED} records step {final}, config.num_train_steps="
+            f"{config.num_train_steps}: waiting for the resumed trainer")
+        stale_said = True
+      final = None
     todo = [n for n in checkpoints.complete_steps(directory) if n not in handled]
     if latest_only and len(todo) > 1:
       say(f"falling behind: skipping steps {todo[:-1]}, evaluating step {todo[-1]}")
@@ -177,6 +190,8 @@ def _evaluate(s: train.Setup, evals: list[Any], best: checkpoints.BestSpec | Non
                     "checkpoint.max_to_keep steps): skipped", step)
     shutil.rmtree(scratch, ignore_errors=True)
     return None
+  if best is not None:   # a best metric the split lacks: an error before anything is committed
+    checkpoints.best_metrics(best, results)
   for split in sorted({ev.split for ev in evals}):
     target = os.path.join(workdir, "eval", split, f"step_{step}")
     shutil.rmtree(target, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import filecmp
 import glob
 import json
 import os
@@ -725,10 +726,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     FileNotFoundError: the run has no complete checkpoint, ``step`` does not exist, or
       ``step="best"`` and the run has no best checkpoint.
-    ValueError: ``step`` is incomplete, or an evaluator's split or options are wrong.
+    ValueError: ``step`` is incomplete, an evaluator's split or options are wrong, or an
+      export's vocabulary is not the dataset's (``check_export_vocab``).
   """
   s = setup(config)
   evals = build_evaluators(s, splits=splits)
+  check_export_vocab(workdir, config)
   step_dir, step = locate(workdir, step)
   directory = os.path.join(workdir, checkpoints.CHECKPOINTS)
   complete = checkpoints.complete_steps(directory)
@@ -745,6 +748,24 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     results = evaluators.run_all(evals, state, step, writer, workdir)
   writer.flush()
   return step, results
+
+
+def check_export_vocab(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """An export's vocabulary (``<workdir>/vocab/vocab.txt``, ``hvt-export``) must be that of
+  the dataset it is evaluated or queried on: the model's token ids mean its words.
+
+  Raises:
+    ValueError: ``workdir`` is an export and the dataset's ``vocab.txt`` differs (or is
+      missing).
+  """
+  exported = os.path.join(workdir, "vocab", reader.VOCAB_FILE)
+  if not (checkpoints.is_params_only(workdir) and os.path.isfile(exported)):
+    return
+  current = os.path.join(pipeline.dataset_info(config)[0], reader.VOCAB_FILE)
+  if not (os.path.isfile(current) and filecmp.cmp(exported, current, shallow=False)):
+    raise ValueError(f"--workdir {workdir}: the export's vocabulary {exported} is not the "
+                     f"dataset's {current}: its token ids would mean other words (give "
+                     "--config.input.data_dir the dataset the model was trained on)")
 
 
 def locate(workdir: str, step: int | str | None) -> tuple[str, int]:

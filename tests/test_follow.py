@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from hvt_jax import checkpoints, follow, pretrained, train
 from hvt_jax.cli import export
+from hvt_jax.input import pipeline
 from tests import data_fixtures, tiny_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -238,6 +240,24 @@ def test_follow_keeps_best_and_latest_only_skips(best_run, tmp_path):
   assert not none.exists()
 
 
+def test_a_best_metric_the_split_lacks_commits_nothing(best_run, tmp_path):
+  """The error comes before the step's files and scalars are committed, so the job
+  restarted with the right metric evaluates that step once, as if for the first time."""
+  run, c, _ = best_run
+  (tmp_path / "checkpoints").mkdir()
+  shutil.copytree(run / "checkpoints" / "6", tmp_path / "checkpoints" / "6")
+  shutil.copy(run / "config.json", tmp_path / "config.json")
+  c = tiny_data.hse_config(c.input.data_dir, **{"evals.val": dict(c.evals.val.to_dict(),
+                                                                  best="p2v/R@2")})
+  with pytest.raises(ValueError, match=r"best='p2v/R@2' is not a metric of split 'val'"):
+    follow.follow(c, str(tmp_path), poll=0.01, timeout=30)
+  assert not (tmp_path / "eval" / "val").exists()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logged = [v.tag for f in (tmp_path / "eval").glob("follow-val/events.*")
+            for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
+  assert logged == []
+
+
 def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, tmp_path,
                                                                       capsys):
   run, c, seen = best_run
@@ -280,6 +300,41 @@ def test_export_has_no_optimizer_state_and_eval_and_init_from_read_it(best_run, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith(
         f"hvt-export: error: {want}"), lines
+
+
+def test_follow_waits_for_a_resumed_run(data_dir, tmp_path):
+  """A finished run resumed for more steps (the eval job restarted before the trainer, which
+  removes training_finished.json only once it starts) is not over: the job waits."""
+  c = tiny_data.hse_config(data_dir, num_train_steps=6)
+  checkpoints.write_json(str(tmp_path / checkpoints.FINISHED), {"step": 4})
+  said = []
+  assert follow.follow(c, str(tmp_path), timeout=0.3, poll=0.05, say=said.append) == []
+  assert said[0] == (f"{tmp_path}/training_finished.json records step 4, "
+                     "config.num_train_steps=6: waiting for the resumed trainer")
+  assert said[-1].startswith("no new checkpoint in ")
+
+
+def test_follow_refuses_an_export(tmp_path):
+  """An export (or best/) has no checkpoints to follow: one error, not a wait for a run."""
+  checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
+  with pytest.raises(ValueError, match=r"--follow: .* is a parameters-only checkpoint"):
+    follow.follow(tiny_data.hse_config(str(tmp_path)), str(tmp_path), timeout=1, poll=0.1)
+
+
+def test_an_export_is_evaluated_only_with_its_own_vocabulary(data_dir, tmp_path):
+  """Evaluating or querying an export on a dataset whose vocab.txt differs (other token ids
+  for the same words) is one error, before anything is restored."""
+  c = tiny_data.hse_config(data_dir)
+  vocab = pathlib.Path(pipeline.dataset_info(c)[0], "vocab.txt").read_text()
+  checkpoints.write_json(str(tmp_path / checkpoints.MODEL_FILE), {"step": 4, "params": "4"})
+  (tmp_path / "vocab").mkdir()
+  (tmp_path / "vocab" / "vocab.txt").write_text(vocab)
+  train.check_export_vocab(str(tmp_path), c)          # the same: fine
+  lines = vocab.splitlines()
+  (tmp_path / "vocab" / "vocab.txt").write_text("\n".join([lines[0], *lines[:0:-1]]) + "\n")
+  with pytest.raises(ValueError, match=r"the export's vocabulary .*vocab.txt is not the "
+                     r"dataset's .*vocab.txt"):
+    train.evaluate_checkpoint(c, str(tmp_path))
 
 
 def test_step_best_without_a_best_is_one_line(data_dir, tmp_path):

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_prep import builder, demo, demo_moments
-from hvt_jax import train
+from hvt_jax import checkpoints, train
 from hvt_jax.cli import common
 from hvt_jax.evaluation import corpus, evaluators, moments, query
 from hvt_jax.vocab import word_vocab
@@ -130,6 +131,19 @@ def test_hse_query_ranks_as_the_evaluator_and_caches_by_step(hse_run, monkeypatc
   assert f"    1. {answers[0].videos[0].video_id}" in out
 
 
+def test_a_query_reads_the_best_checkpoint(hse_run):
+  """``--step best`` (and an export: the same parameters-only step dir) answers as the run's
+  step of the same parameters; its cache fingerprint reads the item's commit time."""
+  run = hse_run
+  best = os.path.join(run.workdir, checkpoints.BEST)
+  checkpoints.save_params(best, run.state["params"], 2, {"metric": "p2v/R@1"})
+  try:
+    step, answers = query.run(run.config, run.workdir, ["a"], step="best", top_k=3)
+    assert step == 2 and answers == run.answer(["a"], 2, 3)
+  finally:
+    shutil.rmtree(best)
+
+
 def test_hammer_query_ranks_videos_and_moments_as_the_evaluator(hammer_run, monkeypatch):
   run = hammer_run
   (ev,) = run.evals
@@ -205,6 +219,18 @@ def test_cli_prints_one_error_line(hse_run):
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert proc.stderr.startswith("hvt-eval: error: --query ' , ; ': none of its tokens")
   assert "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_top_k_without_a_query(hse_run):
+  """--top-k alone (a plain evaluation) is an error, not silently ignored."""
+  proc = subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "hvt-eval"),
+       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={hse_run.workdir}",
+       f"--config.input.data_dir={hse_run.config.input.data_dir}", "--top-k=3"],
+      cwd=REPO, env=data_fixtures.console_script_env(1), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith("hvt-eval: error: --top-k is an option of --query")
 
 
 def test_the_encodings_cache_round_trips_and_checks_its_fingerprint(tmp_path):

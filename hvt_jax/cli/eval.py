@@ -47,6 +47,11 @@ def _step(value: str | None) -> int | str | None:
 def _run():
   config, workdir = common.startup()
   step = _step(_STEP.value)
+  for flag in (_TIMEOUT, _LATEST_ONLY, _POLL):
+    if flags.FLAGS[flag.name].present and not _FOLLOW.value:
+      raise ValueError(f"--{flag.name} is an option of --follow")
+  if flags.FLAGS[_TOP_K.name].present and not (_QUERY.value or _QUERIES.value):
+    raise ValueError(f"--{_TOP_K.name} is an option of --query / --queries")
   if _QUERY.value or _QUERIES.value:
     if _FOLLOW.value:
       raise ValueError("--query answers from one checkpoint: drop --follow")
@@ -65,9 +70,6 @@ def _run():
                   say=lambda line: print(f"hvt-eval: {line}", file=sys.stderr, flush=True),
                   on_result=show)
     return
-  for flag in (_TIMEOUT, _LATEST_ONLY, _POLL):
-    if flags.FLAGS[flag.name].present:
-      raise ValueError(f"--{flag.name} is an option of --follow")
   step, results = train.evaluate_checkpoint(config, workdir, step=step, splits=_SPLIT.value)
   print(f"{workdir}: checkpoint step {step}")
   print(common.results_table(config.model.name, results))

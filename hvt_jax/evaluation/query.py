@@ -217,11 +217,10 @@ def cache_path(workdir: str, split: str, step: int, ev: Any) -> str:
 def _fingerprint(ev: Any, step: int, step_dir: str) -> dict[str, Any]:
   """What the cached encodings depend on: the checkpoint (step, commit time), the model
   and input config, the evaluator and its video view."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   config = ev.ctx.config
   view = ev.video_view if ev.video_view is not None else ev.ctx.view
   return {"step": int(step), "split": ev.split, "evaluator": _name(ev),
-          "committed": ocp.metadata.get_step_metadata(step_dir).commit_timestamp_nsecs,
+          "committed": checkpoints.commit_time(step_dir),
           "video_view": getattr(view.fn, "__qualname__", str(view.fn)),
           "model": config.model.to_dict(), "input": config.input.to_dict()}
 
@@ -437,6 +436,7 @@ def run(config: Any, workdir: str, texts: Sequence[str], *, step: int | str | No
   s = train.setup(config)
   prepared = prepare(train.build_evaluators(s, splits=list(splits) if splits else None),
                      texts, top_k)
+  train.check_export_vocab(workdir, config)
   step_dir, step = train.locate(workdir, step)
   state = train.restore(s, step_dir, changed=train.config_changes(workdir, config))
   with jax.set_mesh(s.mesh):
