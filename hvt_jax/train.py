@@ -69,22 +69,8 @@ def build_evaluators(s: Setup, splits: list[str] | None = None) -> list[Any]:
   """``config.evals`` built over ``eval_context(s)``: the shared evaluator types and the
   model family's own (``evaluators.from_config``)."""
   family = families.of_model(s.config.model.name)
-  return evaluators.from_config(_without_best(s.config), eval_context(s), family.evaluators,
+  return evaluators.from_config(s.config, eval_context(s), family.evaluators,
                                 splits=splits)
-
-
-def _without_best(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``config`` without the ``config.evals.<name>`` fields the trainer and the eval job read
-  (``checkpoints.BEST_FIELDS``), which are no evaluator options."""
-  if not any(f in cfg for cfg in config.get("evals", {}).values()
-             for f in checkpoints.BEST_FIELDS):
-    return config
-  config = ml_collections.ConfigDict(config.to_dict())
-  for cfg in config.evals.values():
-    for field in checkpoints.BEST_FIELDS:
-      if field in cfg:
-        del cfg[field]
-  return config
 
 
 def make_optimizer(config: Any, steps_per_epoch: int, num_train_steps: int,

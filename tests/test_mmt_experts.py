@@ -587,14 +587,15 @@ def test_activitynet_ce_layout_with_captions_json(tmp_path, annotations):
     assert para["tokens"].numpy()[:n].tolist() == [101, *sum(tokens, []), 102]
   # configs/mcha/activitynet.py on it: paragraph queries (one per video), R@1/5/50 reported.
   from configs.mcha import activitynet  # pylint: disable=g-import-not-at-top
-  from hvt_jax import train  # pylint: disable=g-import-not-at-top
+  from hvt_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
   from hvt_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
   c = activitynet.get_config("runlocal")
   c.input.data_dir = out
   c.mesh_devices = 1
   assert c.evals.test.split == "val_1" and c.input.paragraph
   s = train.setup(c)
-  options = {k: v for k, v in c.evals.test.items() if k not in ("type", "split")}
+  options = {k: v for k, v in c.evals.test.items()
+             if k not in ("type", "split", *checkpoints.BEST_FIELDS)}
   options.update(query_block=8, cand_block=8, plot=False)
   ev = evaluators.RetrievalEvaluator(train.eval_context(s), c.evals.test.split, **options)
   metrics, results = ev.run(train.init_state(s), 0)

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 from jax.experimental import multihost_utils
 
-from hvt_jax import flops
+from hvt_jax import checkpoints, flops
 from hvt_jax.evaluation import corpus, moments, retrieval, scorer
 from hvt_jax.input import pipeline
 
@@ -524,6 +524,8 @@ def _check_splits(ctx: corpus.EvalContext, name: str, cfg: dict[str, Any], split
 def from_config(config: Any, ctx: corpus.EvalContext, types: dict[str, type],
                 splits: list[str] | None = None) -> list[Any]:
   """Builds ``config.evals`` (``{name: {type, split, ...}}``), optionally for other splits.
+  ``best`` and ``best_mode`` (``checkpoints.BEST_FIELDS``) are the trainer's and the eval
+  job's, not the evaluator's.
 
   ``types``: the family's own evaluator types, available beside the shared ``EVALUATORS``.
 
@@ -543,6 +545,8 @@ def from_config(config: Any, ctx: corpus.EvalContext, types: dict[str, type],
     if kind not in available:
       raise ValueError(f"config.evals.{name}.type={kind!r}; valid: {sorted(available)}")
     split = cfg.pop("split")
+    for field in checkpoints.BEST_FIELDS:   # the run's best checkpoint: no evaluator option
+      cfg.pop(field, None)
     _check_splits(ctx, name, cfg, splits or [split], flag=bool(splits))
     for s in (splits or [split]):
       try:

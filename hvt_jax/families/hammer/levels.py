@@ -42,14 +42,12 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from hvt_jax import checkpoints, families, train
+from hvt_jax import families, train
 from hvt_jax.cli import common
 from hvt_jax.cli import eval as hvt_eval
 from hvt_jax.input import pipeline, reader
 
 PROG = "hammer-levels"
-_QUERY = flags.DEFINE_string(
-    "query", None, "The query: its index in the split (0, 1, ...) or <video_id>#<i>.")
 _SUMMARY = flags.DEFINE_bool(
     "summary", False, "Print the clip encoder's clip-choice statistics over the split's "
     "queries (HAMMER) instead of plotting one query.")
@@ -144,7 +142,7 @@ def clip_choice(arrays: dict[str, np.ndarray], start_frame: np.ndarray,
 
 
 def clip_summary(config: ml_collections.ConfigDict, workdir: str, split: str,
-                 step: int | None = None) -> dict[str, float]:
+                 step: int | str | None = None) -> dict[str, float]:
   """``clip_choice`` over every query of ``split`` (the queries of one video together).
 
   Returns:
@@ -333,22 +331,23 @@ def plot(arrays: dict[str, np.ndarray], example: dict[str, np.ndarray], path: st
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str,
-                  step: int | None = None) -> tuple[Any, int]:
-  """The model of a complete checkpoint of ``workdir`` (latest by default), on the host.
+                  step: int | str | None = None) -> tuple[Any, int]:
+  """The model of a complete checkpoint of ``workdir`` (latest by default; ``"best"``, or
+  an export's: ``train.locate``), on the host.
 
   Raises:
     ValueError: a wrong config; the checkpoint does not fit the config.
     FileNotFoundError: no complete checkpoint (or no ``step``).
   """
   s = train.setup(config)
-  step_dir, step = checkpoints.resolve(workdir, step, what=f"--workdir {workdir}")
+  step_dir, step = train.locate(workdir, step)
   state = jax.device_get(train.restore(s, step_dir, train.config_changes(workdir, config)))
   rest = [state["other"]] if "other" in state else []
   return nnx.merge(s.graphdef, state["params"], *rest), step
 
 
 def plot_query(config: ml_collections.ConfigDict, workdir: str, split: str, query: str,
-               out: str | None = None, step: int | None = None) -> tuple[str, Any]:
+               out: str | None = None, step: int | str | None = None) -> tuple[str, Any]:
   """The tool: finds ``query``, restores the model, computes ``levels`` and plots them.
 
   Returns:
@@ -380,11 +379,17 @@ def _main(argv):
 
 def _run():
   config, workdir = common.startup()
-  if not _QUERY.value and not _SUMMARY.value:
+  # --query, --step and --split are hvt-eval's flags: one definition, so both tools load
+  # together (here --query names a query of the split: its index or <video_id>#<i>).
+  # pylint: disable=protected-access
+  queries, step = hvt_eval._QUERY.value or [], hvt_eval._step(hvt_eval._STEP.value)
+  splits = hvt_eval._SPLIT.value
+  # pylint: enable=protected-access
+  if not queries and not _SUMMARY.value:
     raise ValueError("--query is required (the query's index in the split or <video_id>#<i>)"
                      ", or --summary")
-  # --step and --split are hvt-eval's flags: one definition, so both tools load together.
-  step, splits = hvt_eval._STEP.value, hvt_eval._SPLIT.value  # pylint: disable=protected-access
+  if len(queries) > 1:
+    raise ValueError(f"--query: name one query, not {len(queries)}")
   splits = splits or [e.split for e in config.evals.values()][:1]
   if not splits:
     raise ValueError("--split is required: config.evals names no split")
@@ -397,7 +402,7 @@ def _run():
           f"argmax p(c_k) = start clip {r['hit']:.3f} (fullest clip {r['prior_hit']:.3f}); "
           f"std of p(c_k) across a video's queries {r['spread']:.4f}")
     return
-  path, _ = plot_query(config, workdir, splits[0], _QUERY.value, _OUT.value, step)
+  path, _ = plot_query(config, workdir, splits[0], queries[0], _OUT.value, step)
   print(path)
 
 
