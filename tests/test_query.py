@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from data_prep import builder, demo, demo_moments
 from hvt_jax import checkpoints, train
 from hvt_jax.cli import common
+from hvt_jax.cli import eval as hvt_eval
 from hvt_jax.evaluation import corpus, evaluators, moments, query
 from hvt_jax.vocab import word_vocab
 from tests import data_fixtures, tiny_data
@@ -221,16 +223,20 @@ def test_cli_prints_one_error_line(hse_run):
   assert "Traceback" not in proc.stderr
 
 
-def test_cli_refuses_top_k_without_a_query(hse_run):
-  """--top-k alone (a plain evaluation) is an error, not silently ignored."""
-  proc = subprocess.run(
-      [str(pathlib.Path(sys.executable).parent / "hvt-eval"),
-       f"--config={REPO}/configs/hse/demo.py:runlocal", f"--workdir={hse_run.workdir}",
-       f"--config.input.data_dir={hse_run.config.input.data_dir}", "--top-k=3"],
-      cwd=REPO, env=data_fixtures.console_script_env(1), capture_output=True, text=True,
-      timeout=300)
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  assert proc.stderr.startswith("hvt-eval: error: --top-k is an option of --query")
+@pytest.mark.parametrize("given, step, error", [
+    ({"top-k"}, None, "--top-k is an option of --query / --queries"),
+    ({"query", "timeout"}, None, "--timeout is an option of --follow"),
+    ({"queries", "poll"}, None, "--poll is an option of --follow"),
+    ({"latest_only"}, None, "--latest_only is an option of --follow"),
+    ({"query", "follow"}, None, "--query answers from one checkpoint: drop --follow"),
+    ({"follow"}, 4, "--follow evaluates every new step: drop --step")])
+def test_options_of_another_mode_are_refused(given, step, error):
+  """An option of one mode given in another would be silently ignored: an error."""
+  with pytest.raises(ValueError, match=re.escape(error)):
+    hvt_eval.check_modes(given, step)
+  assert hvt_eval.check_modes({"query", "top-k"}, "best") == "query"
+  assert hvt_eval.check_modes({"follow", "timeout", "poll", "latest_only"}, None) == "follow"
+  assert hvt_eval.check_modes(set(), 2) == "eval"
 
 
 def test_the_encodings_cache_round_trips_and_checks_its_fingerprint(tmp_path):

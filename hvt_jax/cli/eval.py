@@ -44,21 +44,41 @@ def _step(value: str | None) -> int | str | None:
   return int(value)
 
 
+def check_modes(given: set[str], step: int | str | None) -> str:
+  """The mode of a command line: "query", "follow" or "eval".
+
+  Args:
+    given: the names of the flags given on the command line.
+    step: ``--step`` (``_step``).
+
+  Raises:
+    ValueError: an option of one mode given in another (it would be silently ignored):
+      --timeout/--latest_only/--poll without --follow, --top-k without --query/--queries,
+      --query with --follow, --step with --follow.
+  """
+  query, follow = bool(given & {"query", "queries"}), "follow" in given
+  for name in ("timeout", "latest_only", "poll"):
+    if name in given and not follow:
+      raise ValueError(f"--{name} is an option of --follow")
+  if "top-k" in given and not query:
+    raise ValueError("--top-k is an option of --query / --queries")
+  if query and follow:
+    raise ValueError("--query answers from one checkpoint: drop --follow")
+  if follow and step is not None:
+    raise ValueError("--follow evaluates every new step: drop --step")
+  return "query" if query else "follow" if follow else "eval"
+
+
 def _run():
   config, workdir = common.startup()
   step = _step(_STEP.value)
-  for flag in (_TIMEOUT, _LATEST_ONLY, _POLL):
-    if flags.FLAGS[flag.name].present and not _FOLLOW.value:
-      raise ValueError(f"--{flag.name} is an option of --follow")
-  if flags.FLAGS[_TOP_K.name].present and not (_QUERY.value or _QUERIES.value):
-    raise ValueError(f"--{_TOP_K.name} is an option of --query / --queries")
-  if _QUERY.value or _QUERIES.value:
-    if _FOLLOW.value:
-      raise ValueError("--query answers from one checkpoint: drop --follow")
+  given = {f.name for f in (_TIMEOUT, _LATEST_ONLY, _POLL, _TOP_K, _FOLLOW)
+           if flags.FLAGS[f.name].present and (f is not _FOLLOW or _FOLLOW.value)}
+  given |= {name for name, flag in (("query", _QUERY), ("queries", _QUERIES)) if flag.value}
+  mode = check_modes(given, step)
+  if mode == "query":
     return _query(config, workdir, step)
-  if _FOLLOW.value:
-    if step is not None:
-      raise ValueError("--follow evaluates every new step: drop --step")
+  if mode == "follow":
     from hvt_jax import follow  # pylint: disable=g-import-not-at-top
 
     def show(n, results):
