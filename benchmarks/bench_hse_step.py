@@ -1,7 +1,7 @@
 """HSE train step at paper size: compile time and count, steps/s, examples/s, memory, FLOP/s.
 
     python benchmarks/bench_hse_step.py [--batch 64] [--steps 3] [--model hse|fse]
-        [--devices 1] [--dtype float32|bfloat16] [--input-examples 2000] [--compare]
+        [--devices 1] [--dtype float32|bfloat16] [--input-examples 2000]
 
 Paper size (issue #2): batch 64 videos, 3-5 clips of 20-40 frames, an 80-frame video
 context, sentences of 10-20 words, vocab 10k, dims 500/300, hidden 1024, τ = 5e-4.
@@ -11,9 +11,7 @@ TFRecords (written to a temp dir in the canonical schema, read through the HSE v
 
 The timed steps run the jitted train step on consecutive batches of the stream (their lengths
 differ); ``compiles`` counts XLA backend compilations from the first step on (1 = one static
-shape for every batch). The GRUs stop each row at its own length (``layers.row_phases``);
-``--compare`` first times the same batches with one phase (the loops stop at the batch's
-longest row, as before per-row early exit), in the same process.
+shape for every batch).
 """
 
 from __future__ import annotations
@@ -43,8 +41,6 @@ def _parse():
                       "paragraph are skipped by the GRU loops")
   p.add_argument("--input-examples", type=int, default=2000,
                  help="examples for the input-pipeline measurement (0 = skip)")
-  p.add_argument("--compare", action="store_true",
-                 help="also time the GRUs with one row phase (no per-row early exit)")
   return p.parse_args()
 
 
@@ -62,7 +58,6 @@ from configs.hse import activitynet_c3d  # pylint: disable=g-import-not-at-top,w
 from data_prep import builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hvt_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvt_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VOCAB, VIDEO_DIM, WORD_DIM = 10_000, 500, 300
 
@@ -190,21 +185,6 @@ def time_steps(s, config, variants: dict[str, Any]) -> dict[str, list[float]]:
   return times
 
 
-def _one_phase_step(s):
-  """The train step traced with one row phase: the GRU loops stop at the batch's longest
-  row (no per-row early exit)."""
-  step_fn = train.make_train_step(s)
-  phases = layers.row_phases
-
-  def step(state, batch):
-    layers.row_phases = lambda b, hidden: (b,)
-    try:
-      return step_fn(state, batch)
-    finally:
-      layers.row_phases = phases
-  return step
-
-
 def main():
   print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{os.cpu_count()} CPU cores")
@@ -230,19 +210,12 @@ def main():
     del compiled
     print(f"model={ARGS.model} batch={ARGS.batch} hidden={ARGS.hidden} dtype={ARGS.dtype}")
     print(f"compile_s        {compile_s:8.1f}")
-    variants = {"per-row early exit": (train.make_train_step(s), state)}
-    if ARGS.compare:
-      variants["one row phase (before)"] = (_one_phase_step(s), train.init_state(s))
+    variants = {"train step": (train.make_train_step(s), state)}
     n_compiles = len(COMPILES)
     times = time_steps(s, config, variants)
     print(f"compiles         {len(COMPILES) - n_compiles:8d}   (all timed steps, all variants; "
           f"one per variant = one static shape)")
-    step_s = float(np.median(times["per-row early exit"]))
-    if ARGS.compare:
-      ratios = [a / b for a, b in zip(times["one row phase (before)"],
-                                      times["per-row early exit"])]
-      print(f"speed-up         {np.median(ratios):8.2f}x  (per interleaved pair: "
-            f"{', '.join(f'{r:.2f}' for r in ratios)})")
+    step_s = float(np.median(times["train step"]))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     mm = matmul_flops()
     print(f"steps/s          {1 / step_s:8.3f}")

@@ -118,58 +118,11 @@ def _gates(xp, h, w_h, b_h, dtype):
   return r, z, n, hp[:, 2]
 
 
-# Per-row early exit: the recurrence sorts its rows by length and runs in phases of shrinking
-# static row counts, so a finished row stops costing matmul rows (PyTorch's packed sequences
-# do the same with dynamic shapes).
-ROW_PHASES = 8          # at most this many row counts (and while loops) per direction
-MIN_PHASE_ROWS = 16     # fewer rows than this save little: a step's cost is then reading w_h
-MIN_PHASE_HIDDEN = 256  # smaller GRUs run one phase: their steps cost loop overhead, and
-                        # each phase is a while loop to compile (tiny test models)
-
-
-def row_phases(b: int, hidden: int) -> tuple[int, ...]:
-  """The static row counts of the recurrence's phases for b rows, largest (b) first.
-
-  The phase of ``rows[k]`` runs the steps at which more than ``rows[k + 1]`` (0 after the
-  last) of the length-sorted rows are valid, on the first ``rows[k]`` rows: what is left
-  of the padding is at most about ``b / ROW_PHASES`` rows per step. One phase (``(b,)``,
-  rows unsorted: the loops then stop at the batch's longest row) when ``hidden <
-  MIN_PHASE_HIDDEN`` or when traced under a mesh of several devices: there the rows are
-  sharded over the data axis and a global length sort would move rows between devices
-  (sorting within each device's shard is left to do).
-  """
-  if hidden < MIN_PHASE_HIDDEN or jax.sharding.get_abstract_mesh().size > 1:
-    return (b,)
-  floor = min(b, MIN_PHASE_ROWS)
-  counts = {max(floor, -(-b * k // ROW_PHASES)) for k in range(1, ROW_PHASES + 1)}
-  return tuple(sorted(counts, reverse=True))
-
-
-def _row_order(mask_tb: jax.Array, sort: bool
-               ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-  """(lengths sorted descending [B] int32, the sorting permutation [B], its inverse [B]);
-  unsorted lengths and (None, None) when not ``sort``.
-
-  A row's length is 1 + its last valid step (0 if none); holes before it keep the state.
-  """
-  t, b = mask_tb.shape
-  lengths = jnp.max(jnp.where(mask_tb, jnp.arange(1, t + 1, dtype=jnp.int32)[:, None], 0),
-                    axis=0)
-  if not sort:
-    return lengths, None, None
-  perm = jnp.argsort(-lengths, stable=True)
-  inv = jnp.zeros((b,), perm.dtype).at[perm].set(jnp.arange(b, dtype=perm.dtype))
-  return lengths[perm], perm, inv
-
-
-def _phases(sorted_len: jax.Array, rows: tuple[int, ...]
-            ) -> list[tuple[int, jax.Array, jax.Array]]:
-  """(rows, first step, end step) of each phase (``row_phases``), in time order; one phase
-  ends at the longest row (``sorted_len`` need not be sorted then)."""
-  if len(rows) == 1:
-    return [(rows[0], jnp.zeros((), sorted_len.dtype), jnp.max(sorted_len))]
-  padded = jnp.concatenate([sorted_len, jnp.zeros((1,), sorted_len.dtype)])
-  return [(r, padded[r], padded[n]) for r, n in zip(rows, rows[1:] + (0,))]
+def _lengths(mask_tb: jax.Array) -> jax.Array:
+  """[B] int32: 1 + each row's last valid step (0 if none); holes before it keep the state."""
+  t = mask_tb.shape[0]
+  return jnp.max(jnp.where(mask_tb, jnp.arange(1, t + 1, dtype=jnp.int32)[:, None], 0),
+                 axis=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -179,15 +132,16 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
   """The sequential part of a GRU: PyTorch's gate equations over projected inputs.
 
   Three things make it cheaper than ``lax.scan`` + autodiff:
-    * per-row early exit: the rows are sorted by length and the loops run in phases over
-      shrinking static row counts (``row_phases``), each with a dynamic trip count, so
-      steps past a row's end, and steps where every row is padding, cost (almost) nothing,
-      forward or backward;
-    * a custom VJP keeps only the [rows, 3H] x [3H, H] state matmul inside the backward
-      loop (its weight transposed once, outside) and computes the recurrent weight gradient
+    * the loops stop at the batch's last valid step (a dynamic trip count): steps where
+      every row is padding cost nothing, forward or backward;
+    * a custom VJP keeps only the [B, 3H] x [3H, H] state matmul inside the backward loop
+      (its weight transposed once, outside) and computes the recurrent weight gradient
       afterwards as one [H, T·B] x [T·B, 3H] matmul, instead of T small accumulating ones;
     * the backward stores one [T, B, 3, H] buffer (the gate pre-activation gradients); the
       recurrent ones follow from it and the stored reset gate.
+  (Per-row early exit, rows sorted by length and run in phases of shrinking row counts,
+  was measured on a quiet 2-core machine at HSE's paper size: no faster, 5.53 against
+  5.44 s per step, and twice the compile time; docs/benchmarks.md.)
 
   Args:
     xp_tbgh: [T, B, 3, H] input projections incl. input bias (gates r, z, n).
@@ -202,83 +156,65 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
   return _gru_forward(xp_tbgh, mask_tb, h0_bh, w_h, b_h, dtype)[0]
 
 
-def _rows(x: jax.Array, order: jax.Array | None, axis: int = 1) -> jax.Array:
-  """``x``'s rows (``axis``) in ``order``; ``x`` itself for None (rows unsorted)."""
-  return x if order is None else jnp.take(x, order, axis=axis)
-
-
 def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
   t_max, (b, h) = xp.shape[0], h0.shape
-  phases = row_phases(b, h)
-  sorted_len, perm, inv = _row_order(mask, sort=len(phases) > 1)
-  mask_s = _rows(mask, perm)
-  state = _rows(h0.astype(jnp.float32), perm, 0)
-  bufs = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
-  for rows, start, end in _phases(sorted_len, phases):
-    idx = None if perm is None else perm[:rows]
+  lengths = _lengths(mask)
 
-    def body(t, carry, rows=rows, idx=idx):
-      state, bufs = carry
-      s = state[:rows]
-      r, z, n, hn = _gates(_rows(xp[t], idx, 0), s, w_h, b_h, dtype)
-      new = jnp.where(mask_s[t, :rows, None], (1.0 - z) * n + z * s, s)
-      return (state.at[:rows].set(new),
-              tuple(buf.at[t, :rows].set(v) for buf, v in zip(bufs, (new, r, z, n, hn))))
+  def body(t, carry):
+    state, bufs = carry
+    r, z, n, hn = _gates(xp[t], state, w_h, b_h, dtype)
+    new = jnp.where(mask[t][:, None], (1.0 - z) * n + z * state, state)
+    return new, tuple(buf.at[t].set(v) for buf, v in zip(bufs, (new, r, z, n, hn)))
 
-    state, bufs = jax.lax.fori_loop(start, end, body, (state, bufs))
-  out_s, r, z, n, hn = bufs
-  # Past its length a row's output is its final state (the steps there were skipped).
-  valid = jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None]
-  out_s = jnp.where(valid[..., None], out_s, state[None])
-  return ((_rows(out_s, inv), _rows(state, inv, 0)),
-          (perm, inv, sorted_len, mask_s, out_s, (r, z, n, hn)))
+  zeros = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
+  state, (out, r, z, n, hn) = jax.lax.fori_loop(0, jnp.max(lengths), body,
+                                                (h0.astype(jnp.float32), zeros))
+  # Past its length a row's output is its final state (steps there keep or skip it).
+  valid = jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None]
+  out = jnp.where(valid[..., None], out, state[None])
+  return (out, state), (lengths, out, (r, z, n, hn))
 
 
 def _gru_fwd(xp, mask, h0, w_h, b_h, dtype):
-  outputs, (perm, inv, sorted_len, mask_s, out_s, gates) = _gru_forward(
-      xp, mask, h0, w_h, b_h, dtype)
-  h_prev = jnp.concatenate([_rows(h0.astype(jnp.float32), perm, 0)[None], out_s[:-1]],
-                           axis=0)
-  return outputs, (perm, inv, sorted_len, mask_s, h_prev, w_h, gates)
+  outputs, (lengths, out, gates) = _gru_forward(xp, mask, h0, w_h, b_h, dtype)
+  h_prev = jnp.concatenate([h0.astype(jnp.float32)[None], out[:-1]], axis=0)
+  return outputs, (lengths, mask, h_prev, w_h, gates)
 
 
 def _gru_bwd(dtype, res, cotangents):
-  perm, inv, sorted_len, mask_s, h_prev, w_h, (r, z, n, hn) = res
+  lengths, mask, h_prev, w_h, (r, z, n, hn) = res
   t_max, b, h = h_prev.shape
   d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
-  d_out = _rows(d_out, perm)
   # Outputs past a row's length all equal its final state.
-  valid = (jnp.arange(t_max, dtype=sorted_len.dtype)[:, None] < sorted_len[None])[..., None]
-  dh = _rows(d_last, perm, 0) + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
+  valid = (jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None])[..., None]
+  dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
   d_out = jnp.where(valid, d_out, 0.0)
   w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
-  d_xp = jnp.zeros((t_max, b, 3, h), jnp.float32)
-  phases = (b,) if perm is None else row_phases(b, h)   # the forward's (rows unsorted: one)
-  for rows, start, end in reversed(_phases(sorted_len, phases)):
+  steps = jnp.max(lengths)
 
-    def body(i, carry, rows=rows, end=end):
-      dh, d_xp = carry
-      t = end - 1 - i
-      m = mask_s[t, :rows, None]
-      r_t, z_t, n_t, hn_t = (a[t, :rows] for a in (r, z, n, hn))
-      g = dh[:rows] + d_out[t, :rows]
-      g_new = jnp.where(m, g, 0.0)
-      da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
-      da_z = g_new * (h_prev[t, :rows] - n_t) * z_t * (1.0 - z_t)
-      da_r = da_n * hn_t * r_t * (1.0 - r_t)
-      d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)           # [rows, 3H]
-      dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
-                 + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
-      return (dh.at[:rows].set(dh_prev),
-              d_xp.at[t, :rows].set(jnp.stack([da_r, da_z, da_n], axis=1)))
+  def body(i, carry):
+    dh, d_xp = carry
+    t = steps - 1 - i
+    m = mask[t][:, None]
+    r_t, z_t, n_t, hn_t = r[t], z[t], n[t], hn[t]
+    g = dh + d_out[t]
+    g_new = jnp.where(m, g, 0.0)
+    da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
+    da_z = g_new * (h_prev[t] - n_t) * z_t * (1.0 - z_t)
+    da_r = da_n * hn_t * r_t * (1.0 - r_t)
+    d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)             # [B, 3H]
+    dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
+               + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
+    return dh_prev, d_xp.at[t].set(jnp.stack([da_r, da_z, da_n], axis=1))
 
-    dh, d_xp = jax.lax.fori_loop(0, end - start, body, (dh, d_xp))
+  dh, d_xp = jax.lax.fori_loop(0, steps, body,
+                               (dh, jnp.zeros((t_max, b, 3, h), jnp.float32)))
   # The recurrent pre-activation gradients: those of the inputs, the n gate's times r.
   d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r[:, :, None]], axis=2)
   d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
                      preferred_element_type=jnp.float32).astype(w_h.dtype)
   d_b_h = jnp.sum(d_hp, axis=(0, 1))
-  return _rows(d_xp, inv), None, _rows(dh, inv, 0), d_w_h, d_b_h
+  return d_xp, None, dh, d_w_h, d_b_h
 
 
 gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
