@@ -43,10 +43,11 @@ _CONFIG = json.loads({config!r})
 def get_config(arg=None):
   del arg
   c = ml_collections.ConfigDict(_CONFIG)
-  if {text!r}:   # the text tower's config and tokenizer, exported beside this file
-    c.model.text.checkpoint = os.path.join(_HERE, "text")
-  return c
+{text}  return c
 '''
+
+_TEXT_LINES = (  # the text tower's config and tokenizer, exported beside config.py
+    '  c.model.text.checkpoint = os.path.join(_HERE, "text")\n')
 
 # Files of a Hugging Face checkpoint directory that are weights (in the parameters already).
 _WEIGHTS = (".safetensors", ".bin", ".h5", ".msgpack", ".ckpt", ".pt", ".pth", ".onnx")
@@ -97,7 +98,7 @@ def export(workdir: str, output: str, step: int | str | None = None) -> str:
   with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
     f.write(CONFIG_TEMPLATE.format(source=os.path.abspath(workdir), step=step, here=out,
                                    config=json.dumps(recorded, sort_keys=True),
-                                   text=text_dir is not None))
+                                   text=_TEXT_LINES if text_dir is not None else ""))
   checkpoints.save_params(tmp, params, step, info)   # model.json last: the commit
   if os.path.isdir(out):
     os.rmdir(out)                                    # empty (checked above)
