@@ -90,8 +90,9 @@ def _run():
                   say=lambda line: print(f"hvt-eval: {line}", file=sys.stderr, flush=True),
                   on_result=show)
     return
+  best = step == "best"
   step, results = train.evaluate_checkpoint(config, workdir, step=step, splits=_SPLIT.value)
-  print(f"{workdir}: checkpoint step {step}")
+  print(f"{workdir}: checkpoint step {step}{' (best)' if best else ''}")
   print(common.results_table(config.model.name, results))
 
 
