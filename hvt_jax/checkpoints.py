@@ -30,13 +30,15 @@ directory like a run (``init_from`` with ``source=<run>/best``, ``hvt-eval --ste
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import pathlib
 import shutil
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import jax
 import numpy as np
@@ -218,13 +220,25 @@ def set_aside_incomplete(directory: str) -> list[str]:
   return moved
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as JSON to ``path`` atomically (a temp file, then ``os.replace``): a
-  reader sees the old content or the new, never a part."""
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "w") -> Iterator[IO[Any]]:
+  """A file to write that replaces ``path`` when the block ends without an error: a
+  temporary file beside it, then ``os.replace``, so a reader sees the old content or the
+  new, never a part; after an error the temporary file is removed and ``path`` is kept."""
   tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-  with open(tmp, "w", encoding="utf-8") as f:
+  try:
+    with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+      yield f
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as JSON to ``path`` atomically (``atomic_file``)."""
+  with atomic_file(path) as f:
     json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def _read_json(path: str) -> dict[str, Any]:

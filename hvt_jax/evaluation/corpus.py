@@ -36,6 +36,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from hvt_jax import checkpoints
 from hvt_jax.evaluation import scorer
 from hvt_jax.input import pipeline
 
@@ -243,8 +244,8 @@ _FINGERPRINT, _DTYPES = "__fingerprint__", "__dtypes__"
 
 def save_encodings(path: str, tree: dict[str, Any], fingerprint: dict[str, Any]) -> None:
   """Writes a host tree (nested dicts of arrays, lists of strings) and the ``fingerprint``
-  of what produced it to ``path`` (.npz) atomically: a temporary file beside it, then
-  ``os.replace``, so a reader sees the old file or the new one, never a part."""
+  of what produced it to ``path`` (.npz) atomically (``checkpoints.atomic_file``): a reader
+  sees the old file or the new one, never a part."""
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
   # ml_dtypes (bfloat16, ...) would be read back as raw bytes: stored as unsigned ints of
@@ -254,14 +255,8 @@ def save_encodings(path: str, tree: dict[str, Any], fingerprint: dict[str, Any])
   flat[_DTYPES] = np.asarray(json.dumps(dtypes))
   flat[_FINGERPRINT] = np.asarray(json.dumps(fingerprint, sort_keys=True, default=str))
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with checkpoints.atomic_file(path, "wb") as f:
+    np.savez(f, **flat)
 
 
 def load_encodings(path: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
