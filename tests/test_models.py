@@ -190,58 +190,69 @@ def test_fse_uses_only_flat_inputs():
   assert set(terms) == {"match_high", "cluster_high"}
 
 
-def _autodiff_recurrence(xp, mask, h0, w_h, b_h):
-  """Reference: the same recurrence differentiated by JAX through lax.scan."""
+def _autodiff_gru(x, mask_bt, h0, w_i, b_i, w_h, b_h):
+  """Reference: the same GRU differentiated by JAX through lax.scan over all steps."""
+  xp = jnp.einsum("b...d,dgh->b...gh", x, w_i) + b_i
+  xp = jnp.swapaxes(xp, 0, 1) if x.ndim == 3 else jnp.broadcast_to(
+      xp[None], (mask_bt.shape[1],) + xp.shape)
+
   def step(h, inputs):
     x, m = inputs
     r, z, n, _ = layers._gates(x, h, w_h, b_h, jnp.float32)
     h_new = jnp.where(m[:, None], (1.0 - z) * n + z * h, h)
     return h_new, h_new
 
-  h_last, out = jax.lax.scan(step, h0, (xp, mask))
-  return out, h_last
+  h_last, out = jax.lax.scan(step, h0, (xp, mask_bt.T))
+  return jnp.swapaxes(out, 0, 1), h_last
 
 
+@pytest.mark.parametrize("chunk_rows", [0, 8])
+@pytest.mark.parametrize("inputs", ["sequence", "constant"])
 @pytest.mark.parametrize("lengths", [[5, 3, 1, 4], [3, 2, 0, 1], [0, 0, 0, 0], "mixed"])
-def test_gru_custom_vjp_matches_autodiff(lengths):
-  # [3, 2, 0, 1]: the last two steps are padding everywhere and are skipped. "mixed": 40
+def test_gru_custom_vjp_matches_autodiff(lengths, inputs, chunk_rows):
+  # [3, 2, 0, 1]: the last two steps are padding everywhere and are skipped. "mixed": 43
   # rows of random lengths, incl. empty rows, rows as long as the batch and a hole (a padded
   # step before a valid one keeps the state): outputs past a row's length are its final
-  # state, forward and backward.
+  # state, forward and backward. chunk_rows=8 sorts the 43 rows by length into 6 chunks
+  # (the last one padded), the empty ones skipped; "constant" is the decoders' input.
   rng = np.random.default_rng(3)
-  t, b, h = 5, 4, 6
+  t, b, h, d = 5, 4, 6, 3
   if lengths == "mixed":
-    b = 40
+    b = 43
     lengths = rng.integers(0, t + 1, size=b)
     lengths[:3] = [t, 0, t]
-  mask = np.arange(t)[:, None] < np.array(lengths)[None]
-  if b == 40:
-    mask[2, 0] = False
+    lengths[-12:] = 0
+  mask = np.arange(t)[None] < np.array(lengths)[:, None]
+  if b == 43:
+    mask[0, 2] = False
   mask = jnp.asarray(mask)
-  xp = jnp.asarray(rng.normal(size=(t, b, 3, h)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(b, t, d) if inputs == "sequence" else (b, d)), jnp.float32)
   h0 = jnp.asarray(rng.normal(size=(b, h)), jnp.float32)
-  w_h = jnp.asarray(rng.normal(size=(h, 3, h)) * 0.5, jnp.float32)
-  b_h = jnp.asarray(rng.normal(size=(3, h)), jnp.float32)
-  w_out = jnp.asarray(rng.normal(size=(t, b, h)), jnp.float32)
+  params = [jnp.asarray(rng.normal(size=shape) * 0.5, jnp.float32)
+            for shape in ((d, 3, h), (3, h), (h, 3, h), (3, h))]
+  w_out = jnp.asarray(rng.normal(size=(b, t, h)), jnp.float32)
   w_last = jnp.asarray(rng.normal(size=(b, h)), jnp.float32)
 
   def objective(fn):
-    def f(xp, h0, w_h, b_h):
-      out, last = fn(xp, mask, h0, w_h, b_h)
+    def f(x, h0, *params):
+      out, last = fn(x, mask, h0, *params)
       return jnp.sum(out * w_out) + jnp.sum(jnp.sin(last) * w_last)
     return f
 
-  ours = jax.grad(objective(layers.gru_recurrence), argnums=(0, 1, 2, 3))(xp, h0, w_h, b_h)
-  ref = jax.grad(objective(_autodiff_recurrence), argnums=(0, 1, 2, 3))(xp, h0, w_h, b_h)
+  def ours_fn(*args):
+    return layers.gru(*args, chunk_rows=chunk_rows)
+
+  argnums = tuple(range(6))
+  ours = jax.grad(objective(ours_fn), argnums=argnums)(x, h0, *params)
+  ref = jax.grad(objective(_autodiff_gru), argnums=argnums)(x, h0, *params)
   for a, r in zip(ours, ref):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
-  for a, r in zip(layers.gru_recurrence(xp, mask, h0, w_h, b_h),
-                  _autodiff_recurrence(xp, mask, h0, w_h, b_h)):
-    np.testing.assert_allclose(a, r, rtol=1e-6, atol=1e-7)
-  # Under jit the trip count is a traced value.
-  jit_out = jax.jit(layers.gru_recurrence)(xp, mask, h0, w_h, b_h)
-  np.testing.assert_allclose(jit_out[0], _autodiff_recurrence(xp, mask, h0, w_h, b_h)[0],
-                             rtol=1e-6, atol=1e-7)
+  for a, r in zip(ours_fn(x, mask, h0, *params), _autodiff_gru(x, mask, h0, *params)):
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+  # Under jit the trip counts are traced values.
+  jit_out = jax.jit(ours_fn)(x, mask, h0, *params)
+  np.testing.assert_allclose(jit_out[0], _autodiff_gru(x, mask, h0, *params)[0],
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_gru_decode_mask_stops_each_row_and_keeps_valid_steps():

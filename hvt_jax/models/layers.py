@@ -125,99 +125,207 @@ def _lengths(mask_tb: jax.Array) -> jax.Array:
                  axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
-                   w_h: jax.Array, b_h: jax.Array,
-                   dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
-  """The sequential part of a GRU: PyTorch's gate equations over projected inputs.
+# Rows per chunk of the GRU (``gru``): a multiple of 8 that keeps the per-step
+# [rows, H] x [H, 3H] matmul efficient on CPUs (measured in docs/benchmarks.md).
+CHUNK_ROWS = 64
 
-  Three things make it cheaper than ``lax.scan`` + autodiff:
-    * the loops stop at the batch's last valid step (a dynamic trip count): steps where
-      every row is padding cost nothing, forward or backward;
-    * a custom VJP keeps only the [B, 3H] x [3H, H] state matmul inside the backward loop
-      (its weight transposed once, outside) and computes the recurrent weight gradient
-      afterwards as one [H, T·B] x [T·B, 3H] matmul, instead of T small accumulating ones;
-    * the backward stores one [T, B, 3, H] buffer (the gate pre-activation gradients); the
-      recurrent ones follow from it and the stored reset gate.
-  (Per-row early exit, rows sorted by length and run in phases of shrinking row counts,
-  was measured on a quiet 2-core machine at HSE's paper size: no faster, 5.53 against
-  5.44 s per step, and twice the compile time; docs/benchmarks.md.)
+
+def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i: jax.Array,
+        w_h: jax.Array, b_h: jax.Array, dtype: Any = jnp.float32,
+        chunk_rows: int = CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+  """A GRU over right-padded rows with PyTorch's gate equations (see ``GRU``).
+
+  The rows are sorted by length (longest first) and run in chunks of ``chunk_rows`` rows;
+  each chunk's input projection and recurrence stop at the chunk's last valid step, and
+  chunks of only empty rows (e.g. clip slots a video does not have) are skipped: the work
+  follows the valid steps, as PyTorch's packed sequences, with static shapes. Rows are only
+  sorted when there is more than one chunk and the trace has no multi-device mesh (there
+  the rows are sharded over devices and a global sort would move them between devices: one
+  chunk of all rows, with the loops stopping at the batch's last valid step).
 
   Args:
-    xp_tbgh: [T, B, 3, H] input projections incl. input bias (gates r, z, n).
-    mask_tb: [T, B] bool; padded steps keep the state (right padding).
-    h0_bh: [B, H] initial state.
+    x: [B, T, D] inputs of every step, or [B, D] one input for every step (decoders).
+    mask_bt: [B, T] bool, True for valid steps (right padding; a hole before a row's last
+      valid step keeps the state).
+    h0_bh: [B, H] float32 initial state.
+    w_i: [D, 3, H] input weights; b_i: [3, H] input bias (gates r, z, n).
     w_h: [H, 3, H] recurrent weights; b_h: [3, H] recurrent bias.
     dtype: matmul dtype (float32, or bfloat16 for speed); accumulation is float32.
+    chunk_rows: rows per chunk (0 = one chunk of all rows, unsorted).
 
   Returns:
-    (outputs [T, B, H], final state [B, H]); outputs at padded steps repeat the state.
+    (outputs [B, T, H] float32, final state [B, H]); outputs past a row's last valid step
+    repeat its final state, and a row without valid steps keeps h0.
   """
-  return _gru_forward(xp_tbgh, mask_tb, h0_bh, w_h, b_h, dtype)[0]
+  rows = h0_bh.shape[0]
+  h0_bh = h0_bh.astype(jnp.float32)
+  if not chunk_rows or rows <= chunk_rows or jax.sharding.get_abstract_mesh().size > 1:
+    return _gru_rows(x, mask_bt, h0_bh, w_i, b_i, w_h, b_h, dtype, rows)
+  padded = -(-rows // chunk_rows) * chunk_rows
+
+  def pad(a):
+    return jnp.pad(a, [(0, padded - rows)] + [(0, 0)] * (a.ndim - 1))
+
+  x, mask_bt, h0_bh = pad(x), pad(mask_bt), pad(h0_bh)
+  order = jnp.argsort(-_lengths(mask_bt.T), stable=True)   # longest first, empty rows last
+  inverse = jnp.argsort(order)
+  out, last = _gru_rows(x[order], mask_bt[order], h0_bh[order], w_i, b_i, w_h, b_h, dtype,
+                        chunk_rows)
+  return out[inverse][:rows], last[inverse][:rows]
 
 
-def _gru_forward(xp, mask, h0, w_h, b_h, dtype):
-  t_max, (b, h) = xp.shape[0], h0.shape
-  lengths = _lengths(mask)
+def _project(x, w_i, dtype):
+  """Input projections: [m, T, D] -> time-major [T, m, 3, H]; [m, D] -> [m, 3, H].
 
-  def body(t, carry):
+  The inputs are made time-major first, so that the projection is a plain row-major
+  [T·m, D] x [D, 3H] matmul whose output is already the recurrence's layout."""
+  d, _, h = w_i.shape
+  w = w_i.reshape(d, 3 * h).astype(dtype)
+  if x.ndim == 2:
+    return jnp.dot(x.astype(dtype), w, preferred_element_type=jnp.float32).reshape(-1, 3, h)
+  m, t = x.shape[:2]
+  x_tm = jnp.swapaxes(x, 0, 1).reshape(t * m, d).astype(dtype)
+  return jnp.dot(x_tm, w, preferred_element_type=jnp.float32).reshape(t, m, 3, h)
+
+
+def _chunk_lengths(mask_bt, m):
+  """Per row 1 + its last valid step [B]; per chunk of m rows the longest [B / m]; the
+  number of leading chunks with a valid step (the rows are sorted, longest first)."""
+  lengths = _lengths(mask_bt.T)
+  chunk_len = jnp.max(lengths.reshape(-1, m), axis=1)
+  return lengths, chunk_len, jnp.sum(chunk_len > 0)
+
+
+def _chunk_loop(body, n_chunks, max_chunks, carry):
+  """``body(c, carry)`` for the leading ``n_chunks`` chunks. One chunk of all rows runs
+  without a loop over chunks (row offset 0, static): with rows sharded over devices, a
+  dynamic row offset would make XLA move rows between devices inside the loops."""
+  if max_chunks == 1:
+    return body(0, carry)
+  return jax.lax.fori_loop(0, n_chunks, body, carry)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _gru_rows(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
+  """``gru`` on rows already in chunk order (see ``gru``), as a custom VJP:
+    * the forward keeps only the [m, H] x [H, 3H] state matmul inside the time loop; the
+      backward loop likewise (its weight transposed once, outside), and each chunk's
+      weight gradients are large matmuls after its loop ([H, T·m] x [T·m, 3H]);
+    * the input bias is added inside the loop (no pass over the [T, m, 3, H] projections);
+    * the backward stores one [T, m, 3, H] buffer per chunk (the gate pre-activation
+      gradients); the recurrent ones follow from it and the stored reset gate.
+  """
+  return _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m)[0]
+
+
+def _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
+  rows, t_max = mask_bt.shape
+  h = h0.shape[1]
+  mask_tb = mask_bt.T
+  lengths, chunk_len, n_chunks = _chunk_lengths(mask_bt, m)
+
+  def chunk(c, carry):
     state, bufs = carry
-    r, z, n, hn = _gates(xp[t], state, w_h, b_h, dtype)
-    new = jnp.where(mask[t][:, None], (1.0 - z) * n + z * state, state)
-    return new, tuple(buf.at[t].set(v) for buf, v in zip(bufs, (new, r, z, n, hn)))
+    r0 = c * m
+    xp = _project(jax.lax.dynamic_slice_in_dim(x, r0, m, axis=0), w_i, dtype)
+    mask_c = jax.lax.dynamic_slice_in_dim(mask_tb, r0, m, axis=1)
 
-  zeros = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
-  state, (out, r, z, n, hn) = jax.lax.fori_loop(0, jnp.max(lengths), body,
-                                                (h0.astype(jnp.float32), zeros))
+    def step(t, carry):
+      s, bufs = carry
+      r, z, n, hn = _gates((xp[t] if xp.ndim == 4 else xp) + b_i, s, w_h, b_h, dtype)
+      new = jnp.where(mask_c[t][:, None], (1.0 - z) * n + z * s, s)
+      return new, tuple(jax.lax.dynamic_update_slice(buf, v[None], (t, r0, 0))
+                        for buf, v in zip(bufs, (new, r, z, n, hn)))
+
+    s, bufs = jax.lax.fori_loop(0, chunk_len[c], step,
+                                (jax.lax.dynamic_slice_in_dim(state, r0, m), bufs))
+    return jax.lax.dynamic_update_slice_in_dim(state, s, r0, axis=0), bufs
+
+  zeros = tuple(jnp.zeros((t_max, rows, h), jnp.float32) for _ in range(5))
+  state, (out, r, z, n, hn) = _chunk_loop(chunk, n_chunks, rows // m, (h0, zeros))
   # Past its length a row's output is its final state (steps there keep or skip it).
   valid = jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None]
   out = jnp.where(valid[..., None], out, state[None])
-  return (out, state), (lengths, out, (r, z, n, hn))
+  return (jnp.swapaxes(out, 0, 1), state), (out, (r, z, n, hn))
 
 
-def _gru_fwd(xp, mask, h0, w_h, b_h, dtype):
-  outputs, (lengths, out, gates) = _gru_forward(xp, mask, h0, w_h, b_h, dtype)
-  h_prev = jnp.concatenate([h0.astype(jnp.float32)[None], out[:-1]], axis=0)
-  return outputs, (lengths, mask, h_prev, w_h, gates)
+def _gru_rows_fwd(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
+  outputs, (out, gates) = _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m)
+  return outputs, (x, mask_bt, h0, w_i, w_h, out, gates)
 
 
-def _gru_bwd(dtype, res, cotangents):
-  lengths, mask, h_prev, w_h, (r, z, n, hn) = res
-  t_max, b, h = h_prev.shape
+def _gru_rows_bwd(dtype, m, res, cotangents):
+  x, mask_bt, h0, w_i, w_h, out, (r, z, n, hn) = res
+  t_max, rows, h = out.shape
+  d = w_i.shape[0]
+  lengths, chunk_len, n_chunks = _chunk_lengths(mask_bt, m)
+  mask_tb = mask_bt.T
   d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
+  d_out = jnp.swapaxes(d_out, 0, 1)
   # Outputs past a row's length all equal its final state.
   valid = (jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None])[..., None]
   dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
   d_out = jnp.where(valid, d_out, 0.0)
+  h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0)
   w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
-  steps = jnp.max(lengths)
+  w_i_t = jnp.transpose(w_i.reshape(d, 3 * h)).astype(dtype)              # [3H, D]
 
-  def body(i, carry):
-    dh, d_xp = carry
-    t = steps - 1 - i
-    m = mask[t][:, None]
-    r_t, z_t, n_t, hn_t = r[t], z[t], n[t], hn[t]
-    g = dh + d_out[t]
-    g_new = jnp.where(m, g, 0.0)
-    da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
-    da_z = g_new * (h_prev[t] - n_t) * z_t * (1.0 - z_t)
-    da_r = da_n * hn_t * r_t * (1.0 - r_t)
-    d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)             # [B, 3H]
-    dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
-               + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
-    return dh_prev, d_xp.at[t].set(jnp.stack([da_r, da_z, da_n], axis=1))
+  def chunk(c, carry):
+    dh_all, d_x, grads = carry
+    r0 = c * m
+    r_c, z_c, n_c, hn_c, hp_c, dout_c, mask_c = (
+        jax.lax.dynamic_slice_in_dim(a, r0, m, axis=1)
+        for a in (r, z, n, hn, h_prev, d_out, mask_tb))
+    steps = chunk_len[c]
 
-  dh, d_xp = jax.lax.fori_loop(0, steps, body,
-                               (dh, jnp.zeros((t_max, b, 3, h), jnp.float32)))
-  # The recurrent pre-activation gradients: those of the inputs, the n gate's times r.
-  d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r[:, :, None]], axis=2)
-  d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
-                     preferred_element_type=jnp.float32).astype(w_h.dtype)
-  d_b_h = jnp.sum(d_hp, axis=(0, 1))
-  return d_xp, None, dh, d_w_h, d_b_h
+    def step(i, carry):
+      dh, d_xp = carry
+      t = steps - 1 - i
+      mt = mask_c[t][:, None]
+      r_t, z_t, n_t, hn_t = r_c[t], z_c[t], n_c[t], hn_c[t]
+      g = dh + dout_c[t]
+      g_new = jnp.where(mt, g, 0.0)
+      da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
+      da_z = g_new * (hp_c[t] - n_t) * z_t * (1.0 - z_t)
+      da_r = da_n * hn_t * r_t * (1.0 - r_t)
+      d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)           # [m, 3H]
+      dh_prev = (g_new * z_t + jnp.where(mt, 0.0, g)
+                 + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
+      return dh_prev, d_xp.at[t].set(jnp.stack([da_r, da_z, da_n], axis=1))
+
+    dh_c, d_xp = jax.lax.fori_loop(
+        0, steps, step, (jax.lax.dynamic_slice_in_dim(dh_all, r0, m),
+                         jnp.zeros((t_max, m, 3, h), jnp.float32)))
+    # The recurrent pre-activation gradients: those of the inputs, the n gate's times r.
+    d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r_c[:, :, None]], axis=2)
+    d_w_h = jnp.einsum("tbh,tbgk->hgk", hp_c.astype(dtype), d_hp.astype(dtype),
+                       preferred_element_type=jnp.float32)
+    x_c = jax.lax.dynamic_slice_in_dim(x, r0, m, axis=0)
+    if x.ndim == 2:                                        # one input for every step
+      d_xp_in = jnp.sum(d_xp, axis=0).reshape(m, 3 * h)
+      x_in = x_c
+    else:
+      d_xp_in = d_xp.reshape(t_max * m, 3 * h)
+      x_in = jnp.swapaxes(x_c, 0, 1).reshape(t_max * m, d)
+    d_w_i = jnp.dot(x_in.T.astype(dtype), d_xp_in.astype(dtype),
+                    preferred_element_type=jnp.float32).reshape(d, 3, h)
+    d_x_c = jnp.dot(d_xp_in.astype(dtype), w_i_t, preferred_element_type=jnp.float32)
+    if x.ndim == 3:
+      d_x_c = jnp.swapaxes(d_x_c.reshape(t_max, m, d), 0, 1)
+    new = (d_w_i, jnp.sum(d_xp, axis=(0, 1)), d_w_h, jnp.sum(d_hp, axis=(0, 1)))
+    return (jax.lax.dynamic_update_slice_in_dim(dh_all, dh_c, r0, axis=0),
+            jax.lax.dynamic_update_slice_in_dim(d_x, d_x_c, r0, axis=0),
+            tuple(a + b for a, b in zip(grads, new)))
+
+  grads = (jnp.zeros((d, 3, h), jnp.float32), jnp.zeros((3, h), jnp.float32),
+           jnp.zeros((h, 3, h), jnp.float32), jnp.zeros((3, h), jnp.float32))
+  dh, d_x, (d_w_i, d_b_i, d_w_h, d_b_h) = _chunk_loop(
+      chunk, n_chunks, rows // m, (dh, jnp.zeros(x.shape, jnp.float32), grads))
+  return (d_x.astype(x.dtype), None, dh, d_w_i.astype(w_i.dtype), d_b_i,
+          d_w_h.astype(w_h.dtype), d_b_h)
 
 
-gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
+_gru_rows.defvjp(_gru_rows_fwd, _gru_rows_bwd)
 
 
 class GRU(nnx.Module):
@@ -226,13 +334,14 @@ class GRU(nnx.Module):
     r = σ(x W_ir + b_ir + h W_hr + b_hr),  z = σ(x W_iz + b_iz + h W_hz + b_hz)
     n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)),  h' = (1 - z) ⊙ n + z ⊙ h
 
-  The input projections of all time steps are one matmul hoisted out of the recurrent
-  scan; the scan only does the [batch, hidden] x [hidden, 3 hidden] recurrent matmul.
+  Runs ``gru``: rows sorted by length in chunks of ``chunk_rows``, the input projections of a
+  chunk's steps one matmul outside its recurrent loop, which only does the [rows, hidden] x
+  [hidden, 3 hidden] recurrent matmul.
   """
 
   def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs,
-               dtype: jnp.dtype = jnp.float32):
-    self.in_dim, self.hidden, self.dtype = in_dim, hidden, dtype
+               dtype: jnp.dtype = jnp.float32, chunk_rows: int = CHUNK_ROWS):
+    self.in_dim, self.hidden, self.dtype, self.chunk_rows = in_dim, hidden, dtype, chunk_rows
     self.w_i = param(xavier_gate_blocks(rngs.params(), in_dim, hidden),
                       ("embed", None, "hidden"))
     self.w_h = param(xavier_gate_blocks(rngs.params(), hidden, hidden),
@@ -240,15 +349,9 @@ class GRU(nnx.Module):
     self.b_i = param(jnp.zeros((3, hidden)), (None, "hidden"))
     self.b_h = param(jnp.zeros((3, hidden)), (None, "hidden"))
 
-  def _scan(self, xp_tbgh: jax.Array, mask_bt: jax.Array | None,
-            h0_bh: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Runs the recurrence over time-major projected inputs [T, B, 3, H]."""
-    t, b = xp_tbgh.shape[:2]
-    mask_tb = (jnp.ones((t, b), bool) if mask_bt is None
-               else jnp.swapaxes(mask_bt, 0, 1).astype(bool))
-    out_tbh, h_last = gru_recurrence(xp_tbgh, mask_tb, h0_bh, self.w_h[...], self.b_h[...],
-                                     self.dtype)
-    return jnp.swapaxes(out_tbh, 0, 1), h_last
+  def _run(self, x, mask_bt, h0_bh):
+    return gru(x, mask_bt.astype(bool), h0_bh, self.w_i[...], self.b_i[...], self.w_h[...],
+               self.b_h[...], self.dtype, self.chunk_rows)
 
   def __call__(self, x_btd: jax.Array, mask_bt: jax.Array | None = None,
                h0_bh: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -263,20 +366,19 @@ class GRU(nnx.Module):
       outputs [batch, time, hidden] (values at padded steps repeat the last valid state)
       and the final state [batch, hidden].
     """
-    batch = x_btd.shape[0]
-    # One matmul for the input projections of every step: [T, B, 3, H].
-    xp = jnp.einsum("btd,dgh->tbgh", x_btd.astype(self.dtype),
-                    self.w_i[...].astype(self.dtype),
-                    preferred_element_type=jnp.float32) + self.b_i[...]
+    batch, steps = x_btd.shape[:2]
+    if mask_bt is None:
+      mask_bt = jnp.ones((batch, steps), bool)
     if h0_bh is None:
       h0_bh = jnp.zeros((batch, self.hidden), jnp.float32)
-    return self._scan(xp, mask_bt, h0_bh.astype(jnp.float32))
+    return self._run(x_btd, mask_bt, h0_bh)
 
   def decode(self, parent_bd: jax.Array, num_steps: int,
              mask_bt: jax.Array | None = None) -> jax.Array:
     """Decoder use: the parent vector is the input at every step, h0 = 0.
 
-    The input projection is computed once ([batch, 3, hidden]) and broadcast over time.
+    The input projection is computed once per row ([batch, 3, hidden]) and used at every
+    step.
 
     Args:
       parent_bd: [batch, in_dim] parent vectors.
@@ -289,12 +391,11 @@ class GRU(nnx.Module):
       [batch, num_steps, hidden] hidden states (the reconstructions); past a row's mask
       they repeat its last valid state.
     """
-    xp = jnp.einsum("bd,dgh->bgh", parent_bd.astype(self.dtype),
-                    self.w_i[...].astype(self.dtype),
-                    preferred_element_type=jnp.float32) + self.b_i[...]
-    xp = jnp.broadcast_to(xp[None], (num_steps,) + xp.shape)
-    h0 = jnp.zeros((parent_bd.shape[0], self.hidden), jnp.float32)
-    outputs, _ = self._scan(xp, mask_bt, h0)
+    batch = parent_bd.shape[0]
+    if mask_bt is None:
+      mask_bt = jnp.ones((batch, num_steps), bool)
+    outputs, _ = self._run(parent_bd, mask_bt,
+                           jnp.zeros((batch, self.hidden), jnp.float32))
     return outputs
 
 
