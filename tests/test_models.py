@@ -256,6 +256,35 @@ def test_gru_custom_vjp_matches_autodiff(lengths, inputs, chunk_rows):
                              rtol=1e-5, atol=1e-6)
 
 
+def test_gru_rows_sharded_over_devices_run_as_one_chunk():
+  # Under a mesh of 8 devices the 48 rows (sharded over "data") are neither sorted nor
+  # chunked: same values and gradients as the sorted 8-row chunks on one device.
+  rng = np.random.default_rng(7)
+  b, t, h, d = 48, 5, 6, 3
+  mask = jnp.asarray(np.arange(t)[None] < rng.integers(0, t + 1, size=b)[:, None])
+  x = jnp.asarray(rng.normal(size=(b, t, d)), jnp.float32)
+  h0 = jnp.zeros((b, h), jnp.float32)
+  params = [jnp.asarray(rng.normal(size=shape) * 0.5, jnp.float32)
+            for shape in ((d, 3, h), (3, h), (h, 3, h), (3, h))]
+
+  def loss(x, *params):
+    out, last = layers.gru(x, mask, h0, *params, chunk_rows=8)
+    return jnp.sum(out ** 2) + jnp.sum(last), out
+
+  one = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 3), has_aux=True))(x, *params)
+  mesh = jax.make_mesh((8,), ("data",), devices=jax.devices()[:8],
+                       axis_types=(jax.sharding.AxisType.Auto,))    # as the trainer's mesh
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  with jax.set_mesh(mesh):
+    lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 3), has_aux=True)).lower(
+        jax.device_put(x, rows), *params)
+    assert "stablehlo.sort" not in lowered.as_text()
+    eight = lowered.compile()(jax.device_put(x, rows), *params)
+  for a, r in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+  assert "stablehlo.sort" in jax.jit(loss).lower(x, *params).as_text()
+
+
 def test_gru_decode_mask_stops_each_row_and_keeps_valid_steps():
   rng = np.random.default_rng(5)
   gru = layers.GRU(4, 3, rngs=nnx.Rngs(0))
