@@ -160,7 +160,19 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
   rows = h0_bh.shape[0]
   h0_bh = h0_bh.astype(jnp.float32)
   if not chunk_rows or rows <= chunk_rows or jax.sharding.get_abstract_mesh().size > 1:
-    return _gru_rows(x, mask_bt, h0_bh, w_i, b_i, w_h, b_h, dtype, rows)
+    if jax.sharding.get_abstract_mesh().size > 1:
+      # Rows sharded over devices: the einsum leaves the time-major layout to XLA's
+      # partitioner (with the row-major projection, XLA:CPU's in-process collectives
+      # deadlocked in a train step with FSDP rules, tests/test_train.py).
+      xp = jnp.einsum("b...d,dgh->...bgh", x.astype(dtype), w_i.astype(dtype),
+                      preferred_element_type=jnp.float32)
+    else:
+      xp = _project(x, w_i, dtype)
+    xp = xp + b_i
+    if x.ndim == 2:
+      xp = jnp.broadcast_to(xp[None], (mask_bt.shape[1],) + xp.shape)
+    out, last = gru_recurrence(xp, mask_bt.T, h0_bh, w_h, b_h, dtype)
+    return jnp.swapaxes(out, 0, 1), last
   padded = -(-rows // chunk_rows) * chunk_rows
 
   def pad(a):
@@ -172,6 +184,115 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
   out, last = _gru_rows(x[order], mask_bt[order], h0_bh[order], w_i, b_i, w_h, b_h, dtype,
                         chunk_rows)
   return out[inverse][:rows], last[inverse][:rows]
+
+
+def _forward_step(xp_t, state, mask_t, w_h, b_h, dtype):
+  """One forward step: (new state [B, H], the values the backward keeps: state, r, z, n and
+  h W_hn + b_hn)."""
+  r, z, n, hn = _gates(xp_t, state, w_h, b_h, dtype)
+  new = jnp.where(mask_t[:, None], (1.0 - z) * n + z * state, state)
+  return new, (new, r, z, n, hn)
+
+
+def _backward_step(dh, d_out_t, mask_t, h_prev_t, gates_t, w_h_t, dtype):
+  """One backward step: (d state before the step [B, H], d gate pre-activations
+  [B, 3, H]); ``w_h_t`` is the recurrent weight transposed, [3H, H]."""
+  r_t, z_t, n_t, hn_t = gates_t
+  m = mask_t[:, None]
+  g = dh + d_out_t
+  g_new = jnp.where(m, g, 0.0)
+  da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
+  da_z = g_new * (h_prev_t - n_t) * z_t * (1.0 - z_t)
+  da_r = da_n * hn_t * r_t * (1.0 - r_t)
+  d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)               # [B, 3H]
+  dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
+             + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
+  return dh_prev, jnp.stack([da_r, da_z, da_n], axis=1)
+
+
+def _recurrent_grads(d_xp, r, h_prev, dtype):
+  """d W_h [H, 3, H] and d b_h [3, H] from the gate gradients [T, B, 3, H] (the recurrent
+  pre-activation gradients: those of the inputs, the n gate's times r)."""
+  d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r[:, :, None]], axis=2)
+  d_w_h = jnp.einsum("tbh,tbgk->hgk", h_prev.astype(dtype), d_hp.astype(dtype),
+                     preferred_element_type=jnp.float32)
+  return d_w_h, jnp.sum(d_hp, axis=(0, 1))
+
+
+def _valid(lengths, t_max):
+  """[T, B, 1] bool: step t is at most the row's last valid step."""
+  return (jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None])[..., None]
+
+
+def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
+                   w_h: jax.Array, b_h: jax.Array,
+                   dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """The sequential part of a GRU over projected inputs, all rows in one chunk.
+
+  ``gru``'s path for one chunk (few rows, or rows sharded over devices). The loops stop at
+  the batch's last valid step; a custom VJP keeps only the state matmul in the backward
+  loop (its weight transposed once) and computes the recurrent weight gradient after it as
+  one [H, T·B] x [T·B, 3H] matmul; the backward stores one [T, B, 3, H] buffer.
+
+  Args:
+    xp_tbgh: [T, B, 3, H] input projections x W_i + b_i (gates r, z, n), float32.
+    mask_tb: [T, B] bool; padded steps keep the state (right padding).
+    h0_bh: [B, H] initial state.
+    w_h: [H, 3, H] recurrent weights; b_h: [3, H] recurrent bias.
+    dtype: matmul dtype (float32, or bfloat16 for speed); accumulation is float32.
+
+  Returns:
+    (outputs [T, B, H], final state [B, H]); outputs at padded steps repeat the state.
+  """
+  return _gru_recurrence(xp_tbgh, mask_tb, h0_bh.astype(jnp.float32), w_h, b_h, dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _gru_recurrence(xp, mask, h0, w_h, b_h, dtype):
+  return _gru_recurrence_fwd(xp, mask, h0, w_h, b_h, dtype)[0]
+
+
+def _gru_recurrence_fwd(xp, mask, h0, w_h, b_h, dtype):
+  t_max, (b, h) = xp.shape[0], h0.shape
+  lengths = _lengths(mask)
+
+  def body(t, carry):
+    state, bufs = carry
+    new, values = _forward_step(xp[t], state, mask[t], w_h, b_h, dtype)
+    return new, tuple(buf.at[t].set(v) for buf, v in zip(bufs, values))
+
+  zeros = tuple(jnp.zeros((t_max, b, h), jnp.float32) for _ in range(5))
+  state, (out, r, z, n, hn) = jax.lax.fori_loop(0, jnp.max(lengths), body, (h0, zeros))
+  # Past its length a row's output is its final state (steps there keep or skip it).
+  out = jnp.where(_valid(lengths, t_max), out, state[None])
+  h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0)
+  return (out, state), (lengths, mask, h_prev, w_h, (r, z, n, hn))
+
+
+def _gru_recurrence_bwd(dtype, res, cotangents):
+  lengths, mask, h_prev, w_h, gates = res
+  t_max, b, h = h_prev.shape
+  d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
+  valid = _valid(lengths, t_max)
+  dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)   # outputs past the length
+  d_out = jnp.where(valid, d_out, 0.0)
+  w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
+  steps = jnp.max(lengths)
+
+  def body(i, carry):
+    dh, d_xp = carry
+    t = steps - 1 - i
+    dh, d = _backward_step(dh, d_out[t], mask[t], h_prev[t], tuple(g[t] for g in gates),
+                           w_h_t, dtype)
+    return dh, d_xp.at[t].set(d)
+
+  dh, d_xp = jax.lax.fori_loop(0, steps, body,
+                               (dh, jnp.zeros((t_max, b, 3, h), jnp.float32)))
+  d_w_h, d_b_h = _recurrent_grads(d_xp, gates[0], h_prev, dtype)
+  return d_xp, None, dh, d_w_h.astype(w_h.dtype), d_b_h
+
+
+_gru_recurrence.defvjp(_gru_recurrence_fwd, _gru_recurrence_bwd)
 
 
 def _project(x, w_i, dtype):
@@ -196,25 +317,12 @@ def _chunk_lengths(mask_bt, m):
   return lengths, chunk_len, jnp.sum(chunk_len > 0)
 
 
-def _chunk_loop(body, n_chunks, max_chunks, carry):
-  """``body(c, carry)`` for the leading ``n_chunks`` chunks. One chunk of all rows runs
-  without a loop over chunks (row offset 0, static): with rows sharded over devices, a
-  dynamic row offset would make XLA move rows between devices inside the loops."""
-  if max_chunks == 1:
-    return body(0, carry)
-  return jax.lax.fori_loop(0, n_chunks, body, carry)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _gru_rows(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
-  """``gru`` on rows already in chunk order (see ``gru``), as a custom VJP:
-    * the forward keeps only the [m, H] x [H, 3H] state matmul inside the time loop; the
-      backward loop likewise (its weight transposed once, outside), and each chunk's
-      weight gradients are large matmuls after its loop ([H, T·m] x [T·m, 3H]);
-    * the input bias is added inside the loop (no pass over the [T, m, 3, H] projections);
-    * the backward stores one [T, m, 3, H] buffer per chunk (the gate pre-activation
-      gradients); the recurrent ones follow from it and the stored reset gate.
-  """
+  """``gru`` on rows sorted longest first, in chunks of m rows (several chunks), as a
+  custom VJP: per chunk the ``gru_recurrence`` steps, with the chunk's input projection
+  inside (so that empty chunks cost nothing) and its weight gradients as large matmuls
+  after its backward loop."""
   return _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m)[0]
 
 
@@ -232,20 +340,18 @@ def _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
 
     def step(t, carry):
       s, bufs = carry
-      r, z, n, hn = _gates((xp[t] if xp.ndim == 4 else xp) + b_i, s, w_h, b_h, dtype)
-      new = jnp.where(mask_c[t][:, None], (1.0 - z) * n + z * s, s)
+      new, values = _forward_step((xp[t] if xp.ndim == 4 else xp) + b_i, s, mask_c[t],
+                                  w_h, b_h, dtype)
       return new, tuple(jax.lax.dynamic_update_slice(buf, v[None], (t, r0, 0))
-                        for buf, v in zip(bufs, (new, r, z, n, hn)))
+                        for buf, v in zip(bufs, values))
 
     s, bufs = jax.lax.fori_loop(0, chunk_len[c], step,
                                 (jax.lax.dynamic_slice_in_dim(state, r0, m), bufs))
     return jax.lax.dynamic_update_slice_in_dim(state, s, r0, axis=0), bufs
 
   zeros = tuple(jnp.zeros((t_max, rows, h), jnp.float32) for _ in range(5))
-  state, (out, r, z, n, hn) = _chunk_loop(chunk, n_chunks, rows // m, (h0, zeros))
-  # Past its length a row's output is its final state (steps there keep or skip it).
-  valid = jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None]
-  out = jnp.where(valid[..., None], out, state[None])
+  state, (out, r, z, n, hn) = jax.lax.fori_loop(0, n_chunks, chunk, (h0, zeros))
+  out = jnp.where(_valid(lengths, t_max), out, state[None])
   return (jnp.swapaxes(out, 0, 1), state), (out, (r, z, n, hn))
 
 
@@ -255,16 +361,15 @@ def _gru_rows_fwd(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
 
 
 def _gru_rows_bwd(dtype, m, res, cotangents):
-  x, mask_bt, h0, w_i, w_h, out, (r, z, n, hn) = res
+  x, mask_bt, h0, w_i, w_h, out, gates = res
   t_max, rows, h = out.shape
   d = w_i.shape[0]
   lengths, chunk_len, n_chunks = _chunk_lengths(mask_bt, m)
   mask_tb = mask_bt.T
-  d_out, d_last = (c.astype(jnp.float32) for c in cotangents)
-  d_out = jnp.swapaxes(d_out, 0, 1)
-  # Outputs past a row's length all equal its final state.
-  valid = (jnp.arange(t_max, dtype=lengths.dtype)[:, None] < lengths[None])[..., None]
-  dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)
+  d_out, d_last = (jnp.swapaxes(cotangents[0], 0, 1).astype(jnp.float32),
+                   cotangents[1].astype(jnp.float32))
+  valid = _valid(lengths, t_max)
+  dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)   # outputs past the length
   d_out = jnp.where(valid, d_out, 0.0)
   h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0)
   w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
@@ -273,37 +378,25 @@ def _gru_rows_bwd(dtype, m, res, cotangents):
   def chunk(c, carry):
     dh_all, d_x, grads = carry
     r0 = c * m
-    r_c, z_c, n_c, hn_c, hp_c, dout_c, mask_c = (
-        jax.lax.dynamic_slice_in_dim(a, r0, m, axis=1)
-        for a in (r, z, n, hn, h_prev, d_out, mask_tb))
+    gates_c, (hp_c, dout_c, mask_c) = (
+        tuple(jax.lax.dynamic_slice_in_dim(a, r0, m, axis=1) for a in arrays)
+        for arrays in (gates, (h_prev, d_out, mask_tb)))
     steps = chunk_len[c]
 
     def step(i, carry):
       dh, d_xp = carry
       t = steps - 1 - i
-      mt = mask_c[t][:, None]
-      r_t, z_t, n_t, hn_t = r_c[t], z_c[t], n_c[t], hn_c[t]
-      g = dh + dout_c[t]
-      g_new = jnp.where(mt, g, 0.0)
-      da_n = g_new * (1.0 - z_t) * (1.0 - n_t * n_t)
-      da_z = g_new * (hp_c[t] - n_t) * z_t * (1.0 - z_t)
-      da_r = da_n * hn_t * r_t * (1.0 - r_t)
-      d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)           # [m, 3H]
-      dh_prev = (g_new * z_t + jnp.where(mt, 0.0, g)
-                 + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
-      return dh_prev, d_xp.at[t].set(jnp.stack([da_r, da_z, da_n], axis=1))
+      dh, dg = _backward_step(dh, dout_c[t], mask_c[t], hp_c[t],
+                              tuple(g[t] for g in gates_c), w_h_t, dtype)
+      return dh, d_xp.at[t].set(dg)
 
     dh_c, d_xp = jax.lax.fori_loop(
         0, steps, step, (jax.lax.dynamic_slice_in_dim(dh_all, r0, m),
                          jnp.zeros((t_max, m, 3, h), jnp.float32)))
-    # The recurrent pre-activation gradients: those of the inputs, the n gate's times r.
-    d_hp = jnp.concatenate([d_xp[:, :, :2], d_xp[:, :, 2:] * r_c[:, :, None]], axis=2)
-    d_w_h = jnp.einsum("tbh,tbgk->hgk", hp_c.astype(dtype), d_hp.astype(dtype),
-                       preferred_element_type=jnp.float32)
+    d_w_h, d_b_h = _recurrent_grads(d_xp, gates_c[0], hp_c, dtype)
     x_c = jax.lax.dynamic_slice_in_dim(x, r0, m, axis=0)
     if x.ndim == 2:                                        # one input for every step
-      d_xp_in = jnp.sum(d_xp, axis=0).reshape(m, 3 * h)
-      x_in = x_c
+      d_xp_in, x_in = jnp.sum(d_xp, axis=0).reshape(m, 3 * h), x_c
     else:
       d_xp_in = d_xp.reshape(t_max * m, 3 * h)
       x_in = jnp.swapaxes(x_c, 0, 1).reshape(t_max * m, d)
@@ -312,15 +405,15 @@ def _gru_rows_bwd(dtype, m, res, cotangents):
     d_x_c = jnp.dot(d_xp_in.astype(dtype), w_i_t, preferred_element_type=jnp.float32)
     if x.ndim == 3:
       d_x_c = jnp.swapaxes(d_x_c.reshape(t_max, m, d), 0, 1)
-    new = (d_w_i, jnp.sum(d_xp, axis=(0, 1)), d_w_h, jnp.sum(d_hp, axis=(0, 1)))
+    new = (d_w_i, jnp.sum(d_xp, axis=(0, 1)), d_w_h, d_b_h)
     return (jax.lax.dynamic_update_slice_in_dim(dh_all, dh_c, r0, axis=0),
             jax.lax.dynamic_update_slice_in_dim(d_x, d_x_c, r0, axis=0),
             tuple(a + b for a, b in zip(grads, new)))
 
   grads = (jnp.zeros((d, 3, h), jnp.float32), jnp.zeros((3, h), jnp.float32),
            jnp.zeros((h, 3, h), jnp.float32), jnp.zeros((3, h), jnp.float32))
-  dh, d_x, (d_w_i, d_b_i, d_w_h, d_b_h) = _chunk_loop(
-      chunk, n_chunks, rows // m, (dh, jnp.zeros(x.shape, jnp.float32), grads))
+  dh, d_x, (d_w_i, d_b_i, d_w_h, d_b_h) = jax.lax.fori_loop(
+      0, n_chunks, chunk, (dh, jnp.zeros(x.shape, jnp.float32), grads))
   return (d_x.astype(x.dtype), None, dh, d_w_i.astype(w_i.dtype), d_b_i,
           d_w_h.astype(w_h.dtype), d_b_h)
 
