@@ -158,17 +158,13 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
     repeat its final state, and a row without valid steps keeps h0.
   """
   rows = h0_bh.shape[0]
-  h0_bh = h0_bh.astype(jnp.float32)
+  x, mask_bt, h0_bh = jnp.asarray(x), jnp.asarray(mask_bt, bool), jnp.asarray(h0_bh, jnp.float32)
   if not chunk_rows or rows <= chunk_rows or jax.sharding.get_abstract_mesh().size > 1:
-    if jax.sharding.get_abstract_mesh().size > 1:
-      # Rows sharded over devices: the einsum leaves the time-major layout to XLA's
-      # partitioner (with the row-major projection, XLA:CPU's in-process collectives
-      # deadlocked in a train step with FSDP rules, tests/test_train.py).
-      xp = jnp.einsum("b...d,dgh->...bgh", x.astype(dtype), w_i.astype(dtype),
-                      preferred_element_type=jnp.float32)
-    else:
-      xp = _project(x, w_i, dtype)
-    xp = xp + b_i
+    # One einsum to time-major projections: XLA picks the layout (with rows sharded over
+    # devices, the row-major projection of ``_project`` deadlocked XLA:CPU's in-process
+    # collectives in a train step with FSDP rules, tests/test_train.py).
+    xp = jnp.einsum("b...d,dgh->...bgh", x.astype(dtype), w_i.astype(dtype),
+                    preferred_element_type=jnp.float32) + b_i
     if x.ndim == 2:
       xp = jnp.broadcast_to(xp[None], (mask_bt.shape[1],) + xp.shape)
     out, last = gru_recurrence(xp, mask_bt.T, h0_bh, w_h, b_h, dtype)
