@@ -209,13 +209,16 @@ def _autodiff_gru(x, mask_bt, h0, w_i, b_i, w_h, b_h):
 @pytest.mark.parametrize("lengths,inputs,chunk_rows", [
     ([5, 3, 1, 4], "sequence", 0), ([3, 2, 0, 1], "sequence", 0),
     ([0, 0, 0, 0], "sequence", 0), ([3, 2, 0, 1], "constant", 0),
+    ([5, 3, 1, 4], "sequence", 64), ([3, 2, 0, 1], "constant", 64),
     ("mixed", "sequence", 0), ("mixed", "sequence", 8), ("mixed", "constant", 8)])
 def test_gru_custom_vjp_matches_autodiff(lengths, inputs, chunk_rows):
   # [3, 2, 0, 1]: the last two steps are padding everywhere and are skipped. "mixed": 43
   # rows of random lengths, incl. empty rows, rows as long as the batch and a hole (a padded
   # step before a valid one keeps the state): outputs past a row's length are its final
-  # state, forward and backward. chunk_rows=8 sorts the 43 rows by length into 6 chunks
-  # (the last one padded), the empty ones skipped; "constant" is the decoders' input.
+  # state, forward and backward. chunk_rows=0 runs gru_recurrence; 64 (the default) runs
+  # the 4 rows as one unsorted chunk of the chunked path; chunk_rows=8 sorts the 43 rows by
+  # length into 6 chunks (the last one padded), the empty ones skipped; "constant" is the
+  # decoders' input.
   rng = np.random.default_rng(3)
   t, b, h, d = 5, 4, 6, 3
   if lengths == "mixed":

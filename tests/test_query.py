@@ -14,6 +14,7 @@ import subprocess
 import sys
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -37,15 +38,18 @@ class Run:
   data: Any
   evals: list[Any]
   state: dict[str, Any]
+  mesh: Any
 
   def step_dir(self, step):
     return os.path.join(self.workdir, "checkpoints", str(step))
 
   def answer(self, texts, step, top_k):
-    """``query.run`` without its setup and restore (the state is the saved one)."""
+    """``query.run`` without its setup and restore (the state is the saved one), under its
+    device mesh."""
     prepared = query.prepare(self.evals, texts, top_k)
-    return query.answer(prepared, self.state, step, self.step_dir(step), self.workdir, texts,
-                        top_k)
+    with jax.set_mesh(self.mesh):
+      return query.answer(prepared, self.state, step, self.step_dir(step), self.workdir,
+                          texts, top_k)
 
 
 def _run(config, workdir, data, steps):
@@ -57,7 +61,7 @@ def _run(config, workdir, data, steps):
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
   mngr.wait_until_finished()
   mngr.close()
-  return Run(config, str(workdir), data, train.build_evaluators(s), state)
+  return Run(config, str(workdir), data, train.build_evaluators(s), state, s.mesh)
 
 
 def _hse_data(out_dir):

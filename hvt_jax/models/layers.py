@@ -139,9 +139,11 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
   each chunk's input projection and recurrence stop at the chunk's last valid step, and
   chunks of only empty rows (e.g. clip slots a video does not have) are skipped: the work
   follows the valid steps, as PyTorch's packed sequences, with static shapes. Rows are only
-  sorted when there is more than one chunk and the trace has no multi-device mesh (there
-  the rows are sharded over devices and a global sort would move them between devices: one
-  chunk of all rows, with the loops stopping at the batch's last valid step).
+  sorted when there is more than one chunk. Under a multi-device mesh (the rows sharded over
+  devices, where a global sort would move them between devices) or with ``chunk_rows=0``
+  the rows run as one unsorted chunk through ``gru_recurrence``, the loops stopping at the
+  batch's last valid step; the numerics of the two paths differ in the last bits (matmul
+  layouts).
 
   Args:
     x: [B, T, D] inputs of every step, or [B, D] one input for every step (decoders).
@@ -151,7 +153,7 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
     w_i: [D, 3, H] input weights; b_i: [3, H] input bias (gates r, z, n).
     w_h: [H, 3, H] recurrent weights; b_h: [3, H] recurrent bias.
     dtype: matmul dtype (float32, or bfloat16 for speed); accumulation is float32.
-    chunk_rows: rows per chunk (0 = one chunk of all rows, unsorted).
+    chunk_rows: rows per chunk (0 = one chunk of all rows, unsorted, ``gru_recurrence``).
 
   Returns:
     (outputs [B, T, H] float32, final state [B, H]); outputs past a row's last valid step
@@ -159,7 +161,7 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
   """
   rows = h0_bh.shape[0]
   x, mask_bt, h0_bh = jnp.asarray(x), jnp.asarray(mask_bt, bool), jnp.asarray(h0_bh, jnp.float32)
-  if not chunk_rows or rows <= chunk_rows or jax.sharding.get_abstract_mesh().size > 1:
+  if not chunk_rows or jax.sharding.get_abstract_mesh().size > 1:
     # One einsum to time-major projections: XLA picks the layout (with rows sharded over
     # devices, the row-major projection of ``_project`` deadlocked XLA:CPU's in-process
     # collectives in a train step with FSDP rules, tests/test_train.py).
@@ -169,6 +171,8 @@ def gru(x: jax.Array, mask_bt: jax.Array, h0_bh: jax.Array, w_i: jax.Array, b_i:
       xp = jnp.broadcast_to(xp[None], (mask_bt.shape[1],) + xp.shape)
     out, last = gru_recurrence(xp, mask_bt.T, h0_bh, w_h, b_h, dtype)
     return jnp.swapaxes(out, 0, 1), last
+  if rows <= chunk_rows:                                   # one chunk: nothing to sort
+    return _gru_rows(x, mask_bt, h0_bh, w_i, b_i, w_h, b_h, dtype, rows)
   padded = -(-rows // chunk_rows) * chunk_rows
 
   def pad(a):
@@ -225,7 +229,7 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
                    dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
   """The sequential part of a GRU over projected inputs, all rows in one chunk.
 
-  ``gru``'s path for one chunk (few rows, or rows sharded over devices). The loops stop at
+  ``gru``'s path for rows sharded over devices (or ``chunk_rows=0``). The loops stop at
   the batch's last valid step; a custom VJP keeps only the state matmul in the backward
   loop (its weight transposed once) and computes the recurrent weight gradient after it as
   one [H, T·B] x [T·B, 3H] matmul; the backward stores one [T, B, 3, H] buffer.
