@@ -20,10 +20,10 @@ instead and also times random access (`as_data_source()[i]` at random i). Tensor
 Beam are imported before the clock starts; Beam's worker start-up is part of the measured
 time, as it is for a user. Before the first size, one small conversion (`--warm-up-videos`,
 plain) pays the one-time costs of a process's first conversion (TFDS reading its checksum
-files, the first TFRecord writer, lazy imports, the first large allocations; printed) so that they are not
-charged to the first size's rate; the last lines give each run's marginal rate between the
-smallest and the largest size (the extra videos over the extra seconds), which fixed costs do
-not change. Inputs and outputs take about 0.3 MB per video under `--tmp-dir`
+files, the first TFRecord writer, lazy imports, the first large allocations; printed) so
+that they are not charged to the first size's rate; the last lines give each run's marginal
+rate between the smallest and the largest size (the extra videos over the extra seconds),
+which fixed costs do not change. Inputs and outputs take about 0.3 MB per video under `--tmp-dir`
 (default: the system temp dir), times (1 + number of runs); one size at a time.
 
     python benchmarks/bench_convert.py [--num-videos 1000 10000] [--runs plain beam1 beam2]
