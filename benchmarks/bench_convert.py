@@ -10,7 +10,7 @@ For each `--num-videos` size (default 1,000 and 10,000, so one run shows whether
 holds as the corpus grows) it first times the I/O floor (copying the feature file: the bytes
 any conversion reads and about those it writes), then runs the `ActivitynetCaptions` builder
 once per `--runs` entry: `plain` (TFDS without Beam, one process), `beamN` (Apache Beam's
-DirectRunner in multi-processing mode with N worker processes, what `hvt-prepare
+FnApiRunner in multi-processing mode with N worker processes, what `hvt-prepare
 --num-workers N` runs) and prints videos/s and MB/s (feature bytes read from the HDF5 per
 second, and shard bytes written per second), checks that every run wrote the same examples
 (a digest of each split's records, in order, re-serialized deterministically), and reads
@@ -138,12 +138,12 @@ def _dir_bytes(path: str) -> int:
 
 
 def _beam_options(run: str) -> str | None:
-  """`beamN` -> Beam DirectRunner options with N processes; `plain` -> None."""
+  """`beamN` -> Beam FnApiRunner options with N processes; `plain` -> None."""
   if run == "plain":
     return None
   if not run.startswith("beam") or not run[4:].isdigit():
     raise SystemExit(f"--runs: expected plain or beamN, got {run!r}")
-  return (f"runner=DirectRunner,direct_num_workers={int(run[4:])},"
+  return (f"runner=FnApiRunner,direct_num_workers={int(run[4:])},"
           "direct_running_mode=multi_processing")
 
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--num-videos", type=int, nargs="+", default=[1_000, 10_000])
   parser.add_argument("--runs", nargs="+", default=["plain", "beam1", "beam2"],
-                      help="plain (TFDS without Beam) and/or beamN (DirectRunner, N processes)")
+                      help="plain (TFDS without Beam) and/or beamN (FnApiRunner, N processes)")
   parser.add_argument("--file-format", default="tfrecord", choices=("tfrecord", "array_record"))
   parser.add_argument("--dim", type=int, default=500)
   parser.add_argument("--min-rows", type=int, default=100)

@@ -333,7 +333,7 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
       tokenizer.
     features_path: HDF5 file or directory of per-video .npy/.npz (see data_prep.features).
     output_dir: data dir; the dataset goes to `output_dir/<name>/<config>/<version>`.
-    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_workers: > 1: build the records on Beam's local FnApiRunner with N processes.
     num_shards: shards per split, or None to shard by size.
     beam_options: Beam pipeline options for another runner (`builder.beam_pipeline_options`).
     verbose: print the summary table.

@@ -330,7 +330,7 @@ def convert(annotation_files: list[str], features_path: str, labels_file: str,
     output_dir: data dir; the dataset goes to `output_dir/activitynet_labels/<config>/<version>`.
     drop_unlabeled: drop captions videos that have no label.
     num_shards: shards per split, or None to shard by size.
-    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_workers: > 1: build the records on Beam's local FnApiRunner with N processes.
     beam_options: Beam pipeline options for another runner.
     verbose: print the summary table.
     **captions_kwargs: other keyword arguments of `activitynet_captions.make_plan`

@@ -24,8 +24,8 @@ canonical record (the README's canonical schema), counting its repairs and skips
   each run's kept records one shard, written as they are built: nothing is held in a buffer,
   spilled or sent through a shuffle, so the cost per video does not grow with the corpus;
 - runs `build` in this process (plain TFDS), or as an Apache Beam pipeline when beam options
-  are given (`tfds build --beam_pipeline_options=...`, `hvt-prepare --num-workers N` = the
-  local DirectRunner in multi-processing mode, `--beam-options` for Dataflow / Flink / Spark):
+  are given (`tfds build --beam_pipeline_options=...`, `hvt-prepare --num-workers N` = Beam's
+  local FnApiRunner in multi-processing mode, `--beam-options` for Dataflow / Flink / Spark):
   a plain pipeline whose elements are the runs, each built and written by one worker. Both
   paths write the same shards, record for record;
 - counts every repair and skip with its reason and the first example ids exactly under both
@@ -681,8 +681,10 @@ def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
   Args:
     options: comma-separated flags without "--", as `tfds build --beam_pipeline_options`
       takes them (e.g. "runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp").
-    num_workers: without `options` and > 1: the local DirectRunner in multi-processing mode
-      with this many worker processes.
+    num_workers: without `options` and > 1: Beam's local FnApiRunner in multi-processing
+      mode with this many worker processes. (It is the batch runner the DirectRunner
+      delegates to, named directly: the DirectRunner first tries the Prism runner, which
+      downloads a binary from GitHub.)
 
   Returns:
     PipelineOptions, or None for the plain (Beam-free) path.
@@ -700,7 +702,7 @@ def beam_pipeline_options(options: str | None = None, num_workers: int = 1):
   if options:
     return pipeline_options.PipelineOptions(flags=[f"--{o}" for o in options.split(",")])
   return pipeline_options.PipelineOptions(
-      flags=[], runner="DirectRunner", direct_num_workers=int(num_workers),
+      flags=[], runner="FnApiRunner", direct_num_workers=int(num_workers),
       direct_running_mode="multi_processing")
 
 
@@ -1058,7 +1060,7 @@ def prepare(builder_cls: type[HvtBuilder], output_dir: str, *, plan: Plan | None
     counter: receives every repair and skip (the plan's own counts are already in it).
     manual_dir: the files of a `make_plan` build.
     num_shards: shards per split, at most (None: by the split's estimated size, `shard_runs`).
-    num_workers: > 1 runs the record building on Beam's local DirectRunner with this many
+    num_workers: > 1 runs the record building on Beam's local FnApiRunner with this many
       processes (`beam_pipeline_options`).
     beam_options: `tfds build`-style Beam pipeline options (any runner); overrides
       `num_workers`.
@@ -1115,7 +1117,7 @@ def convert(builder_cls: type[HvtBuilder], make_plan: Callable[[SkipCounter], Pl
       tokenizer match the plan's, else one named by them (`config_name`).
     counter: counter to add this conversion's repairs/skips to (default: a new one).
     num_shards: shards per split (None: by size).
-    num_workers: > 1: build records on Beam's local DirectRunner with this many processes.
+    num_workers: > 1: build records on Beam's local FnApiRunner with this many processes.
     beam_options: Beam pipeline options for another runner (see `beam_pipeline_options`).
     file_format: "tfrecord" (default) or "array_record".
     verbose: print the plan's summary.
@@ -1166,7 +1168,7 @@ def write_dataset(spec: DatasetSpec, splits: Mapping[str, Iterable[dict]], outpu
     output_dir: the data dir.
     counter: receives the repairs and skips (here only `SPLIT_EMPTY`); default a new one.
     num_shards: shards per split (None: by size).
-    num_workers: > 1: through Beam's local DirectRunner (records are pickled to workers).
+    num_workers: > 1: through Beam's local FnApiRunner (records are pickled to workers).
     extra_files: see `Plan.extra_files`.
     extra_fn: see `Plan.extra_fn`.
     empty_splits: "error" or "drop" (see the module docstring).

@@ -906,7 +906,7 @@ def add_feature_arguments(parser: argparse.ArgumentParser, *, modality: str,
 def add_common_arguments(parser: argparse.ArgumentParser, *, tokenizer: str,
                          word_vectors: bool = True, per: str | None = "annotation file",
                          workers_help: str = "> 1: build the records on Apache Beam's local "
-                                             "DirectRunner with N processes (needs "
+                                             "FnApiRunner with N processes (needs "
                                              "hvt_jax[beam])") -> None:
   """The flags every converter shares; `common_kwargs` maps them to `convert` arguments.
 

@@ -520,7 +520,7 @@ def convert(annotation_files: Sequence[str], features_path: str, output_dir: str
     annotation_files: per-video (`*_data_bwzhang.json`) or per-query json files.
     features_path: HDF5 file keyed by video or a directory of `<video>.npy|.npz`.
     output_dir: data dir; the dataset goes to `output_dir/didemo/<config>/<version>`.
-    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_workers: > 1: build the records on Beam's local FnApiRunner with N processes.
     num_shards: shards per split (None: by size).
     beam_options: Beam pipeline options for another runner.
     verbose: print the summary.

@@ -1194,7 +1194,7 @@ def convert(dataset: str, features_dir: str,
     features_dir: directory of per-video `<id>.h5` files.
     split_lists: {split: path}, or `--split-lists` values (`PATH` or `NAME=PATH`).
     output_dir: data dir; the dataset goes to `output_dir/<dataset>/<config>/<version>`.
-    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_workers: > 1: build the records on Beam's local FnApiRunner with N processes.
     num_shards: shards per split, or None to shard by size.
     beam_options: Beam pipeline options for another runner.
     verbose: print the summary table.

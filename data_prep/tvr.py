@@ -807,7 +807,7 @@ def convert(query_files: Sequence[str], video_features: Sequence[str], output_di
     query_files: JSONL files (tvr_train_release.jsonl, ..., tvr_test_public_release.jsonl).
     video_features: `[NAME=]PATH` HDF5 files (or .npy dirs) keyed by vid_name.
     output_dir: data dir; the dataset goes to `output_dir/tvr/<config>/<version>`.
-    num_workers: > 1: build the records on Beam's local DirectRunner with N processes.
+    num_workers: > 1: build the records on Beam's local FnApiRunner with N processes.
     num_shards: shards per split (None: by size).
     beam_options: Beam pipeline options for another runner.
     verbose: print the summary.

@@ -1,6 +1,7 @@
 """Tests for data_prep.builder (TFDS builders, plain and Beam), hvt_jax.input.reader and words."""
 
 import json
+import logging
 import os
 import pathlib
 import pickle
@@ -499,7 +500,8 @@ def _plan(n_train: int, n_val: int) -> builder.Plan:
                       extra_fn=per_split_repairs, empty_splits="drop")
 
 
-def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path):
+def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path, caplog):
+  caplog.set_level(logging.INFO, logger="apache_beam")
   runs = {}
   for workers in (1, 2):
     counter = builder.SkipCounter()
@@ -519,6 +521,9 @@ def test_plan_plain_and_beam_write_the_same_examples_and_counts(tmp_path):
           int(n) for n in split["shardLengths"]), (workers, split["name"])
     assert reader.shard_problems(path) == []
   assert runs[1] == runs[2]
+  # Two local workers run on Beam's FnApiRunner, without the DirectRunner's attempt to
+  # download and start the Prism runner.
+  assert "control server" in caplog.text and "Prism" not in caplog.text
   shards, meta, summary = runs[2]
   assert summary == meta["counts"]
   odd = [f"train_{i}" for i in range(1, 48, 2)] + ["empty_0", "empty_1", "empty_2"]

@@ -3,7 +3,7 @@
 The annotation files are the committed excerpts of the real ones (tests/testdata).
 
 The exact README command (TFDS's own CLI, `--imports data_prep.datasets`, Beam's
-DirectRunner in multi-processing mode) builds ActivityNet Captions from a manual_dir holding
+FnApiRunner in multi-processing mode) builds ActivityNet Captions from a manual_dir holding
 the real train.json / val_1.json and a C3D HDF5 written here for a few of their videos; the
 result must equal, record for record and count for count, what `hvt-prepare` writes from the
 same files without Beam.
@@ -46,7 +46,7 @@ def test_tfds_build_on_beam_equals_hvt_prepare(annotations, tmp_path):
   command = [os.fspath(pathlib.Path(sys.executable).parent / "tfds"), "build",
              "activitynet_captions", "--imports", "data_prep.datasets", "--config", "c3d_word",
              f"--manual_dir={manual}", f"--data_dir={data}",
-             "--beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,"
+             "--beam_pipeline_options=runner=FnApiRunner,direct_num_workers=2,"
              "direct_running_mode=multi_processing"]
   env = dict(os.environ, PYTHONPATH=os.fspath(REPO), TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
