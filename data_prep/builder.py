@@ -825,8 +825,8 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return infos
 
   def _write_on_beam(self, splits: dict, download_config, example_writer) -> list:
-    """One plain Beam pipeline for every split: a `Create` of the runs, each built and written
-    by one worker with its per-item reports as JSON lines beside the shards."""
+    """One plain Beam pipeline for every split: a `Create` of every split's runs, each built
+    and written by one worker with its per-item reports as JSON lines beside the shards."""
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
     options = download_config.beam_options or pipeline_options.PipelineOptions()
@@ -835,15 +835,19 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     templates = {split: self._get_filename_template(split_name=split) for split in splits}
     reports_dir = epath.Path(self.data_dir) / _REPORTS_DIR
     reports_dir.mkdir(parents=True, exist_ok=True)
+    # The elements are (split, run index) pairs: the items travel once with the function,
+    # and Beam does not infer a type from (walk) every annotation. One stage for every split:
+    # no barrier between the splits, whose runs share the workers.
+    writers = {split: functools.partial(_build_run, plan.build, plan.spec, split, unk_id,
+                                        templates[split].filepath_prefix(),
+                                        os.fspath(reports_dir), example_writer,
+                                        list(plan.items[split]), bounds)
+               for split, (bounds, _, _) in splits.items()}
+    runs = [(split, index) for split, (bounds, _, _) in splits.items()
+            for index in range(len(bounds))]
     with beam.Pipeline(runner=download_config.beam_runner, options=options) as pipeline:
-      for split, (bounds, _, _) in splits.items():
-        # The elements are run indices: the items travel once with the function, and Beam
-        # does not infer a type from (walk) every annotation.
-        write = functools.partial(_build_run, plan.build, plan.spec, split, unk_id,
-                                  templates[split].filepath_prefix(), os.fspath(reports_dir),
-                                  example_writer, list(plan.items[split]), bounds)
-        _ = (pipeline | f"{split}/Runs" >> beam.Create(range(len(bounds)))
-             | f"{split}/Build" >> beam.Map(write))
+      _ = (pipeline | "Runs" >> beam.Create(runs)
+           | "Build" >> beam.MapTuple(lambda split, index: writers[split](index)))
     runs = self._read_beam_reports()
     return [finish_split(split, templates[split], runs.get(split, {})) for split in splits]
 
