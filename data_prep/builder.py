@@ -843,10 +843,10 @@ class HvtBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                         os.fspath(reports_dir), example_writer,
                                         list(plan.items[split]), bounds)
                for split, (bounds, _, _) in splits.items()}
-    runs = [(split, index) for split, (bounds, _, _) in splits.items()
-            for index in range(len(bounds))]
+    elements = [(split, index) for split, (bounds, _, _) in splits.items()
+                for index in range(len(bounds))]
     with beam.Pipeline(runner=download_config.beam_runner, options=options) as pipeline:
-      _ = (pipeline | "Runs" >> beam.Create(runs)
+      _ = (pipeline | "Runs" >> beam.Create(elements)
            | "Build" >> beam.MapTuple(lambda split, index: writers[split](index)))
     runs = self._read_beam_reports()
     return [finish_split(split, templates[split], runs.get(split, {})) for split in splits]
