@@ -194,9 +194,11 @@ def _forward_step(xp_t, state, mask_t, w_h, b_h, dtype):
   return new, (new, r, z, n, hn)
 
 
-def _backward_step(dh, d_out_t, mask_t, h_prev_t, gates_t, w_h_t, dtype):
+def _backward_step(dh, d_out_t, mask_t, h_prev_t, gates_t, w_hh, dtype):
   """One backward step: (d state before the step [B, H], d gate pre-activations
-  [B, 3, H]); ``w_h_t`` is the recurrent weight transposed, [3H, H]."""
+  [B, 3, H]); ``w_hh`` is the recurrent weight as [H, 3H]. The state gradient is computed
+  as (W_hh d^T)^T: one matmul with a [H, B] output, no transposed copy of the weight (about
+  3 % of the HSE step against d [B, 3H] x W_hh^T, docs/benchmarks.md)."""
   r_t, z_t, n_t, hn_t = gates_t
   m = mask_t[:, None]
   g = dh + d_out_t
@@ -206,7 +208,8 @@ def _backward_step(dh, d_out_t, mask_t, h_prev_t, gates_t, w_h_t, dtype):
   da_r = da_n * hn_t * r_t * (1.0 - r_t)
   d_hp = jnp.concatenate([da_r, da_z, da_n * r_t], axis=1)               # [B, 3H]
   dh_prev = (g_new * z_t + jnp.where(m, 0.0, g)
-             + jnp.dot(d_hp.astype(dtype), w_h_t, preferred_element_type=jnp.float32))
+             + jax.lax.dot_general(w_hh, d_hp.astype(dtype), (((1,), (1,)), ((), ())),
+                                   preferred_element_type=jnp.float32).T)
   return dh_prev, jnp.stack([da_r, da_z, da_n], axis=1)
 
 
@@ -231,8 +234,8 @@ def gru_recurrence(xp_tbgh: jax.Array, mask_tb: jax.Array, h0_bh: jax.Array,
 
   ``gru``'s path for rows sharded over devices (or ``chunk_rows=0``). The loops stop at
   the batch's last valid step; a custom VJP keeps only the state matmul in the backward
-  loop (its weight transposed once) and computes the recurrent weight gradient after it as
-  one [H, T·B] x [T·B, 3H] matmul; the backward stores one [T, B, 3, H] buffer.
+  loop and computes the recurrent weight gradient after it as one [H, T·B] x [T·B, 3H]
+  matmul; the backward stores one [T, B, 3, H] buffer.
 
   Args:
     xp_tbgh: [T, B, 3, H] input projections x W_i + b_i (gates r, z, n), float32.
@@ -276,14 +279,14 @@ def _gru_recurrence_bwd(dtype, res, cotangents):
   valid = _valid(lengths, t_max)
   dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)   # outputs past the length
   d_out = jnp.where(valid, d_out, 0.0)
-  w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
+  w_hh = w_h.reshape(h, 3 * h).astype(dtype)                             # [H, 3H]
   steps = jnp.max(lengths)
 
   def body(i, carry):
     dh, d_xp = carry
     t = steps - 1 - i
     dh, d = _backward_step(dh, d_out[t], mask[t], h_prev[t], tuple(g[t] for g in gates),
-                           w_h_t, dtype)
+                           w_hh, dtype)
     return dh, d_xp.at[t].set(d)
 
   dh, d_xp = jax.lax.fori_loop(0, steps, body,
@@ -372,7 +375,7 @@ def _gru_rows_bwd(dtype, m, res, cotangents):
   dh = d_last + jnp.sum(jnp.where(valid, 0.0, d_out), axis=0)   # outputs past the length
   d_out = jnp.where(valid, d_out, 0.0)
   h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0)
-  w_h_t = jnp.transpose(w_h.reshape(h, 3 * h)).astype(dtype)              # [3H, H]
+  w_hh = w_h.reshape(h, 3 * h).astype(dtype)                             # [H, 3H]
   w_i_t = jnp.transpose(w_i.reshape(d, 3 * h)).astype(dtype)              # [3H, D]
 
   def chunk(c, carry):
@@ -387,7 +390,7 @@ def _gru_rows_bwd(dtype, m, res, cotangents):
       dh, d_xp = carry
       t = steps - 1 - i
       dh, dg = _backward_step(dh, dout_c[t], mask_c[t], hp_c[t],
-                              tuple(g[t] for g in gates_c), w_h_t, dtype)
+                              tuple(g[t] for g in gates_c), w_hh, dtype)
       return dh, d_xp.at[t].set(dg)
 
     dh_c, d_xp = jax.lax.fori_loop(
