@@ -322,10 +322,10 @@ def _chunk_lengths(mask_bt, m):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _gru_rows(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m):
-  """``gru`` on rows sorted longest first, in chunks of m rows (several chunks), as a
-  custom VJP: per chunk the ``gru_recurrence`` steps, with the chunk's input projection
-  inside (so that empty chunks cost nothing) and its weight gradients as large matmuls
-  after its backward loop."""
+  """``gru`` on one device: rows sorted longest first in chunks of m rows (or all rows as
+  one unsorted chunk, m = rows), as a custom VJP: per chunk the ``gru_recurrence`` steps,
+  with the chunk's input projection inside (so that empty chunks cost nothing) and its
+  weight gradients as large matmuls after its backward loop."""
   return _gru_rows_forward(x, mask_bt, h0, w_i, b_i, w_h, b_h, dtype, m)[0]
 
 
@@ -446,8 +446,8 @@ class GRU(nnx.Module):
     self.b_h = param(jnp.zeros((3, hidden)), (None, "hidden"))
 
   def _run(self, x, mask_bt, h0_bh):
-    return gru(x, mask_bt.astype(bool), h0_bh, self.w_i[...], self.b_i[...], self.w_h[...],
-               self.b_h[...], self.dtype, self.chunk_rows)
+    return gru(x, mask_bt, h0_bh, self.w_i[...], self.b_i[...], self.w_h[...], self.b_h[...],
+               self.dtype, self.chunk_rows)
 
   def __call__(self, x_btd: jax.Array, mask_bt: jax.Array | None = None,
                h0_bh: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
